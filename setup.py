@@ -1,0 +1,47 @@
+"""textchem_jax: JAX/Flax training stack for Text+Chem T5 (T5X-style, SeqIO, RDKit evaluation)."""
+
+from setuptools import find_packages, setup
+
+# Versions verified to install and work together (see README). Pinned so a fresh machine gets them.
+INSTALL_REQUIRES = [
+    "numpy>=2.0,<3",
+    "rdkit==2026.9.1",
+    "nltk==3.10.4",
+    "rouge-score==0.1.2",
+    "rapidfuzz==3.14.6",
+    "absl-py==2.5.1",
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "gin-config==0.5.0",
+    "clu==0.0.12",
+    "sentencepiece==0.2.3",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest==9.0.3", "hypothesis==6.155.2"],
+    # Hugging Face interop and parity tests; torch 2.13.0 has a CPU wheel preinstalled on our machines.
+    "hf": ["torch==2.13.0", "transformers>=5,<6", "safetensors"],
+}
+
+setup(
+    name="textchem_jax",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["textchem_jax", "textchem_jax.*"]),
+    package_data={"textchem_jax": ["examples/*"]},
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "textchem-score=textchem_jax.score:main",
+        ]
+    },
+)

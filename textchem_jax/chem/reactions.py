@@ -1,0 +1,121 @@
+"""Reaction SMILES: parsing, atom-map removal and the Text+Chem T5 precursor format.
+
+Reaction SMILES come as `reactants>reagents>products` (USPTO-50K writes `reactants>>product`;
+USPTO-MIT appends bond edits after a space; Pistachio-style exports append a CXSMILES `|f:...|` block
+that groups fragments of one component, which we write with the RXN fragment bond `~`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from rdkit import Chem
+
+from textchem_jax.chem.smiles import (
+    COMPONENT_SEPARATOR,
+    FRAGMENT_BOND,
+    canonical_components,
+    parse_smiles,
+)
+
+_FRAGMENT_GROUPS = re.compile(r"f:([0-9.,]+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reaction:
+    """A reaction as three tuples of component SMILES (a component may hold `~` fragments)."""
+
+    reactants: tuple[str, ...]
+    reagents: tuple[str, ...]
+    products: tuple[str, ...]
+
+    @property
+    def precursors(self) -> tuple[str, ...]:
+        """Everything on the left: Text+Chem T5 does not distinguish reactants from reagents."""
+        return self.reactants + self.reagents
+
+
+def _split(side: str) -> list[str]:
+    return [part for part in side.split(COMPONENT_SEPARATOR) if part]
+
+
+def _apply_fragment_groups(molecules: list[str], extension: str) -> list[list[str]]:
+    """Merges molecules named together in a CXSMILES `f:i.j,k.l` block into `~` groups."""
+    owner = list(range(len(molecules)))
+    match = _FRAGMENT_GROUPS.search(extension)
+    if match:
+        for group in match.group(1).split(","):
+            indices = [int(i) for i in group.split(".") if i]
+            if any(i >= len(molecules) for i in indices):
+                raise ValueError(f"fragment group f:{group} names a molecule past the {len(molecules)} present")
+            for index in indices[1:]:
+                owner[index] = indices[0]
+    merged: dict[int, list[str]] = {}
+    for index, smiles in enumerate(molecules):
+        merged.setdefault(owner[index], []).append(smiles)
+    return [merged.get(i, []) for i in range(len(molecules))]
+
+
+def parse_reaction(reaction: str) -> Reaction:
+    """Parses reaction SMILES; raises ValueError naming what is wrong.
+
+    Only the syntax is checked here; molecules are validated by `remove_atom_maps` /
+    `precursors_and_products`, which say which component failed.
+    """
+    if not isinstance(reaction, str) or not reaction.strip():
+        raise ValueError(f"empty or non-string reaction SMILES: {reaction!r}")
+    text, _, extension = reaction.strip().partition(" ")
+    parts = text.split(">")
+    if len(parts) != 3:
+        raise ValueError(f"reaction SMILES needs 'reactants>reagents>products' (two '>'), got {len(parts) - 1}: {reaction!r}")
+    sides = [_split(part) for part in parts]
+    if not sides[0] or not sides[2]:
+        raise ValueError(f"reaction SMILES without reactants or products: {reaction!r}")
+    molecules = [m for side in sides for m in side]
+    groups = _apply_fragment_groups(molecules, extension)
+    grouped, start = [], 0
+    for side in sides:
+        indices = range(start, start + len(side))
+        grouped.append(tuple(FRAGMENT_BOND.join(groups[i]) for i in indices if groups[i]))
+        start += len(side)
+    return Reaction(*grouped)
+
+
+def remove_atom_maps(smiles: str) -> str:
+    """Canonical SMILES with atom-map numbers removed; `~` groups and component order kept.
+
+    Raises ValueError naming the fragment that does not parse.
+    """
+    components = []
+    for component in smiles.split(COMPONENT_SEPARATOR):
+        fragments = []
+        for fragment in component.split(FRAGMENT_BOND):
+            parsed = parse_smiles(fragment)
+            if not parsed.ok:
+                raise ValueError(f"cannot read {fragment!r} in {smiles!r}: {parsed.reason}")
+            mol = Chem.Mol(parsed.mol)
+            for atom in mol.GetAtoms():
+                atom.SetAtomMapNum(0)
+            fragments.append(Chem.MolToSmiles(mol))
+        components.append(FRAGMENT_BOND.join(fragments))
+    return COMPONENT_SEPARATOR.join(components)
+
+
+def precursors_string(components: tuple[str, ...] | list[str]) -> str:
+    """The Text+Chem T5 precursor format: canonical components, sorted, `.`-joined, `~` groups kept.
+
+    It is the forward-prediction input and the retrosynthesis target. Atom maps are removed.
+    Raises ValueError when a component does not parse.
+    """
+    joined = COMPONENT_SEPARATOR.join(remove_atom_maps(c) for c in components)
+    canonical = canonical_components(joined)
+    if canonical is None:
+        raise ValueError(f"cannot canonicalize precursors {joined!r}")
+    return COMPONENT_SEPARATOR.join(canonical)
+
+
+def precursors_and_products(reaction: str) -> tuple[str, str]:
+    """`(precursors, products)` of a reaction SMILES in the Text+Chem T5 format."""
+    parsed = parse_reaction(reaction)
+    return precursors_string(parsed.precursors), precursors_string(parsed.products)

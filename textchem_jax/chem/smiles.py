@@ -1,0 +1,198 @@
+"""SMILES parsing, canonical forms, InChI and seeded randomization with RDKit.
+
+Nothing here raises on bad input: parsing returns a `ParsedSmiles` whose `reason` says why a string
+was rejected, and RDKit's own console chatter is captured instead of printed.
+
+Two chemistry-text conventions are handled everywhere:
+- ChEBI-20 stores every backslash doubled (`\\\\`); `unescape_backslashes` restores the single `\\`
+  (a real SMILES never holds two bond symbols `\\\\` in a row, so the rewrite is safe).
+- The RXN fragment bond `~` joins the fragments of one component (a salt such as `[Na+]~[OH-]`),
+  while `.` separates components. RDKit cannot read `~`, so fragments are parsed one by one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+
+from rdkit import Chem, rdBase
+
+FRAGMENT_BOND = "~"
+COMPONENT_SEPARATOR = "."
+_LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedSmiles:
+    """Outcome of parsing one SMILES: the molecule, or the reason there is none."""
+
+    smiles: object
+    mol: Chem.Mol | None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mol is not None
+
+
+def unescape_backslashes(smiles: str) -> str:
+    """Undo ChEBI-20's doubled backslashes (`C/C=C\\\\\\\\C` -> `C/C=C\\\\C`)."""
+    return smiles.replace("\\\\", "\\")
+
+
+def _first_rdkit_message(messages: str) -> str:
+    lines = [_LOG_PREFIX.sub("", line).strip() for line in messages.splitlines()]
+    lines = [line for line in lines if line]
+    return lines[0] if lines else "RDKit rejected the SMILES"
+
+
+def _as_text(smiles: object) -> str | None:
+    if isinstance(smiles, bytes):
+        try:
+            return smiles.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return smiles if isinstance(smiles, str) else None
+
+
+def parse_smiles(smiles: object) -> ParsedSmiles:
+    """Parses one SMILES (fragment bonds and doubled backslashes allowed) without raising."""
+    text = _as_text(smiles)
+    if text is None:
+        return ParsedSmiles(smiles, None, f"not a SMILES string but {type(smiles).__name__}")
+    text = unescape_backslashes(text.strip())
+    if not text:
+        return ParsedSmiles(smiles, None, "empty SMILES")
+    if not text.isascii():
+        return ParsedSmiles(smiles, None, "non-ASCII characters are not SMILES")
+    if any(c.isspace() for c in text):
+        return ParsedSmiles(smiles, None, "whitespace inside a SMILES")
+    with rdBase.CaptureErrorLog() as captured:
+        mol = Chem.MolFromSmiles(text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR))
+    if mol is None:
+        return ParsedSmiles(smiles, None, _first_rdkit_message(captured.messages))
+    if mol.GetNumAtoms() == 0:
+        return ParsedSmiles(smiles, None, "SMILES without atoms")
+    return ParsedSmiles(smiles, mol)
+
+
+def _canonical_fragment(fragment: str, isomeric: bool, atom_maps: bool) -> str | None:
+    parsed = parse_smiles(fragment)
+    if not parsed.ok:
+        return None
+    mol = parsed.mol
+    if not atom_maps:
+        for atom in mol.GetAtoms():
+            atom.SetAtomMapNum(0)
+    return Chem.MolToSmiles(mol, isomericSmiles=isomeric)
+
+
+def canonical_components(
+    smiles: object, *, isomeric: bool = True, atom_maps: bool = True
+) -> tuple[str, ...] | None:
+    """Sorted canonical components; each keeps its `~` fragment group (itself sorted).
+
+    This is the order-independent form used to compare precursor sets: `B.A~C` and `C~A.B` give the
+    same tuple. Returns None when any fragment does not parse.
+    """
+    text = _as_text(smiles)
+    if text is None or not text.strip():
+        return None
+    components = []
+    for component in unescape_backslashes(text.strip()).split(COMPONENT_SEPARATOR):
+        fragments = [_canonical_fragment(f, isomeric, atom_maps) for f in component.split(FRAGMENT_BOND)]
+        if not component or any(f is None for f in fragments):
+            return None
+        # A fragment may itself canonicalize to several dot-separated pieces (`C.C` inside one part).
+        pieces = sorted(p for f in fragments for p in f.split(COMPONENT_SEPARATOR))
+        if FRAGMENT_BOND in component:
+            components.append(FRAGMENT_BOND.join(pieces))
+        else:
+            components.extend(pieces)
+    return tuple(sorted(components))
+
+
+def canonicalize(smiles: object, *, isomeric: bool = True) -> str | None:
+    """Canonical SMILES, or None for anything RDKit cannot read (see `canonicalize_with_reason`).
+
+    Components are sorted and `~` groups are kept, so the result does not depend on the order in which
+    the components or fragments were written.
+    """
+    components = canonical_components(smiles, isomeric=isomeric)
+    return None if components is None else COMPONENT_SEPARATOR.join(components)
+
+
+def canonicalize_with_reason(smiles: object, *, isomeric: bool = True) -> tuple[str | None, str | None]:
+    """`(canonical, None)` on success, `(None, reason)` otherwise."""
+    canonical = canonicalize(smiles, isomeric=isomeric)
+    if canonical is not None:
+        return canonical, None
+    text = _as_text(smiles)
+    if text is None or not text.strip():
+        return None, parse_smiles(smiles).reason
+    for component in unescape_backslashes(text.strip()).split(COMPONENT_SEPARATOR):
+        for fragment in component.split(FRAGMENT_BOND):
+            parsed = parse_smiles(fragment)
+            if not parsed.ok:
+                return None, f"fragment {fragment!r}: {parsed.reason}"
+    return None, "RDKit rejected the SMILES"
+
+
+def molecule_key(smiles: object) -> str | None:
+    """Canonical form for comparing predictions: ignores fragment grouping and atom maps.
+
+    `[Na+]~[OH-]`, `[OH-].[Na+]` and `[Na+:3].[OH-:4]` all give the same key.
+    """
+    text = _as_text(smiles)
+    if text is None:
+        return None
+    components = canonical_components(text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR), atom_maps=False)
+    return None if components is None else COMPONENT_SEPARATOR.join(components)
+
+
+def randomize_smiles(smiles: str, seed: int | random.Random, *, shuffle_components: bool = True) -> str:
+    """A random, valid, non-canonical SMILES of the same molecule(s), reproducible for a seed.
+
+    Atoms are renumbered by a seeded permutation (RDKit's own `doRandom` uses a global RNG), so the
+    output depends only on `seed` and the input. `~` groups and components keep their grouping.
+    Raises ValueError when the input does not parse (augmentation must not invent molecules).
+    """
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    components = []
+    for component in unescape_backslashes(smiles.strip()).split(COMPONENT_SEPARATOR):
+        fragments = []
+        for fragment in component.split(FRAGMENT_BOND):
+            parsed = parse_smiles(fragment)
+            if not parsed.ok:
+                raise ValueError(f"cannot randomize {smiles!r}: fragment {fragment!r}: {parsed.reason}")
+            order = list(range(parsed.mol.GetNumAtoms()))
+            rng.shuffle(order)
+            shuffled = Chem.RenumberAtoms(parsed.mol, order)
+            fragments.append(Chem.MolToSmiles(shuffled, canonical=False))
+        if shuffle_components:
+            rng.shuffle(fragments)
+        components.append(FRAGMENT_BOND.join(fragments))
+    if shuffle_components:
+        rng.shuffle(components)
+    return COMPONENT_SEPARATOR.join(components)
+
+
+def inchi(smiles: object) -> str | None:
+    """Standard InChI (fragment bonds read as `.`), or None when RDKit cannot produce one."""
+    parsed = parse_smiles(smiles)
+    if not parsed.ok:
+        return None
+    with rdBase.BlockLogs():
+        value = Chem.MolToInchi(parsed.mol)
+    return value or None
+
+
+def inchikey(smiles: object) -> str | None:
+    """Standard InChIKey, or None when RDKit cannot produce one."""
+    value = inchi(smiles)
+    if value is None:
+        return None
+    with rdBase.BlockLogs():
+        key = Chem.InchiToInchiKey(value)
+    return key or None

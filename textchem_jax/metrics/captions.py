@@ -1,0 +1,94 @@
+"""Molecule-captioning metrics with the MolT5 / ChEBI-20 reference semantics.
+
+- `rouge1`, `rouge2`, `rougeL`: mean F-measure from Google's `rouge-score` (default tokenizer, no
+  stemming), exactly as the MolT5 scripts call it.
+- `bleu2`, `bleu4`: NLTK `corpus_bleu` (weights (.5, .5) and (.25,) * 4) over word tokens.
+- `meteor`: mean NLTK `meteor_score` over the same tokens; None (with a warning) without WordNet.
+
+The reference tokenizes with SciBERT word pieces (`allenai/scibert_scivocab_uncased`, truncated to 512
+tokens). Pass `tokenizer=` a local folder holding that tokenizer (needs the `hf` extra) to reproduce
+its BLEU and METEOR; the default is `word_tokenize`: BERT's basic tokenization (lower case, accents
+stripped, punctuation split off), i.e. SciBERT without the word-piece split, truncated the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+
+from textchem_jax.metrics._inputs import as_text, check_lengths, top1
+from textchem_jax.metrics.bleu import corpus_bleu
+from textchem_jax.metrics.wordnet import load_wordnet
+
+MAX_TOKENS = 510  # SciBERT's 512 minus [CLS] and [SEP], as the reference truncates
+_WORD = re.compile(r"[^\W_]+|[^\w\s]|_")
+
+
+def word_tokenize(text: str) -> list[str]:
+    """BERT basic tokenization: lower case, no accents, punctuation as separate tokens."""
+    text = unicodedata.normalize("NFD", text.lower())
+    text = "".join(c for c in text if unicodedata.category(c) != "Mn")
+    return _WORD.findall(text)[:MAX_TOKENS]
+
+
+@functools.cache
+def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as error:
+        raise ImportError(
+            f"tokenizer={path!r} needs Hugging Face transformers: pip install 'textchem_jax[hf]'"
+        ) from error
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    special = set(tokenizer.all_special_tokens)
+
+    def tokenize(text: str) -> list[str]:
+        tokens = tokenizer.tokenize(text, truncation=True, max_length=MAX_TOKENS + 2)
+        return [t for t in tokens if t not in special]
+
+    return tokenize
+
+
+def meteor(references: list[list[str]], hypotheses: list[list[str]]) -> float | None:
+    """Mean NLTK METEOR over token lists, or None when WordNet is not installed."""
+    from nltk.translate.meteor_score import meteor_score
+
+    wordnet = load_wordnet()
+    if wordnet is None:
+        return None
+    scores = [meteor_score([r], h, wordnet=wordnet) for r, h in zip(references, hypotheses)]
+    return sum(scores) / len(scores)
+
+
+def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measures from `rouge-score`."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for target, prediction in zip(targets, predictions):
+        for key, score in scorer.score(target, prediction).items():
+            totals[key] += score.fmeasure
+    return {key: value / len(targets) for key, value in totals.items()}
+
+
+def mol2text_metrics(
+    targets: Sequence, predictions: Sequence, *, tokenizer: str | None = None, with_meteor: bool = True
+) -> dict[str, float | None]:
+    """SeqIO metric function for SMILES -> caption (keys and semantics: module docstring)."""
+    check_lengths(targets, predictions, "mol2text_metrics")
+    if not targets:
+        raise ValueError("mol2text_metrics: no examples to score")
+    targets = [as_text(t) for t in targets]
+    predictions = [as_text(top1(p)) for p in predictions]
+    tokenize = word_tokenize if tokenizer is None else _hf_tokenize(tokenizer)
+    references = [tokenize(t) for t in targets]
+    hypotheses = [tokenize(p) for p in predictions]
+    return {
+        "bleu2": corpus_bleu(references, hypotheses, (0.5, 0.5)),
+        "bleu4": corpus_bleu(references, hypotheses, (0.25, 0.25, 0.25, 0.25)),
+        **rouge(targets, predictions),
+        "meteor": meteor(references, hypotheses) if with_meteor else None,
+    }

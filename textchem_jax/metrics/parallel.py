@@ -1,0 +1,77 @@
+"""A lazily started, reused process pool for RDKit work that holds the GIL (InChI, MACCS keys).
+
+Scoring 3,300 ChEBI-20 pairs takes ~10 s of CPU in RDKit; spreading it over the host's cores keeps
+evaluation during training short. The pool uses `fork` where available (no re-import of the caller's
+`__main__`) and is started once, then reused by every later evaluation.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_MIN_ITEMS_PER_WORKER = 64
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_pool_workers = 0
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _get_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    global _pool, _pool_workers
+    if _pool is None or _pool_workers != workers:
+        shutdown_pool()
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        _pool_workers = workers
+    return _pool
+
+
+def shutdown_pool() -> None:
+    """Stops the worker processes (they are restarted on the next parallel call)."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None
+
+
+def start_parallel_map(
+    fn: Callable[[T], R], items: Sequence[T], num_workers: int | None = None
+) -> Callable[[], list[R]]:
+    """Starts `[fn(x) for x in items]` on worker processes; returns a function that collects it.
+
+    The caller can do its own work between the two calls while the workers run. `fn` must be a
+    module-level function. `num_workers=1` (or a list too short to pay off) runs in this process, at
+    collection time.
+    """
+    workers = available_cores() if num_workers is None else max(1, num_workers)
+    workers = min(workers, len(items) // _MIN_ITEMS_PER_WORKER)
+    if workers <= 1:
+        return lambda: [fn(item) for item in items]
+    chunksize = max(1, len(items) // (workers * 8))
+    try:
+        results = _get_pool(workers).map(fn, items, chunksize=chunksize)
+    except concurrent.futures.process.BrokenProcessPool:
+        results = None
+
+    def collect() -> list[R]:
+        try:
+            if results is not None:
+                return list(results)
+        except concurrent.futures.process.BrokenProcessPool:
+            pass
+        shutdown_pool()  # a worker died (e.g. killed for memory): finish here instead
+        return [fn(item) for item in items]
+
+    return collect

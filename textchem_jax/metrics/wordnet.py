@@ -1,0 +1,108 @@
+"""Finding WordNet 3.0 for METEOR without any hub download.
+
+NLTK's METEOR needs WordNet synonyms. `nltk.download` cannot run on air-gapped clusters, so we look,
+in order, at: `TEXTCHEM_WORDNET_DIR` (any WordNet `dict/` folder), NLTK's own data path (a
+`corpora/wordnet` that a user installed), and Debian's `wordnet-base` package (`/usr/share/wordnet`,
+the same Princeton WordNet 3.0 files that NLTK ships; `apt-get install wordnet-base`). Debian's copy
+lacks the `lexnames` index that NLTK's reader opens, so we copy it once into a cache folder and add
+that standard 45-line file (it names lexicographer files and does not affect synonym lookup).
+When none is found, METEOR is reported as None with a warning, never as a different number.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+import warnings
+
+logger = logging.getLogger("textchem_jax.metrics")
+
+DEBIAN_WORDNET = pathlib.Path("/usr/share/wordnet")
+_REQUIRED = ("data.noun", "index.noun", "data.verb", "index.verb", "data.adj", "index.adj", "data.adv", "index.adv")
+_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+INSTALL_HINT = (
+    "METEOR needs WordNet 3.0: `apt-get install wordnet-base` (Debian/Ubuntu), or point "
+    "TEXTCHEM_WORDNET_DIR at a WordNet dict/ folder, or install NLTK's 'wordnet' corpus"
+)
+
+
+def _lexnames_text() -> str:
+    category = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+    return "".join(f"{i:02d}\t{name}\t{category[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
+
+
+def _reader_folder(source: pathlib.Path) -> pathlib.Path:
+    """`source` when NLTK can read it as is, else a copy with `lexnames` added, under an NLTK data root.
+
+    NLTK 3.10 only opens corpora under its data path (and refuses symlinks that leave it), hence a copy
+    (~35 MB, made once) and the registration of its root in `nltk.data.path`.
+    """
+    import nltk
+
+    if (source / "lexnames").exists():
+        root = source
+    else:
+        cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax"
+        digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+        root = cache / f"nltk_data-{digest}" / "corpora" / "wordnet"
+        if not (root / "lexnames").exists():
+            root.parent.mkdir(parents=True, exist_ok=True)
+            staging = pathlib.Path(tempfile.mkdtemp(prefix="wordnet.", dir=root.parent))
+            for item in source.iterdir():
+                if item.is_file():
+                    shutil.copyfile(item, staging / item.name)
+            (staging / "lexnames").write_text(_lexnames_text())
+            try:
+                staging.rename(root)  # atomic; another process may have won the race
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+    data_root = str(root.resolve().parent.parent) if root.parent.name == "corpora" else str(root.resolve())
+    if data_root not in nltk.data.path:
+        nltk.data.path.append(data_root)
+    return root
+
+
+def _candidates() -> list[pathlib.Path]:
+    found = []
+    if os.environ.get("TEXTCHEM_WORDNET_DIR"):
+        found.append(pathlib.Path(os.environ["TEXTCHEM_WORDNET_DIR"]))
+    try:
+        import nltk
+
+        found.append(pathlib.Path(str(nltk.data.find("corpora/wordnet"))))
+    except LookupError:
+        pass
+    found.append(DEBIAN_WORDNET)
+    return found
+
+
+@functools.cache
+def load_wordnet():
+    """An NLTK `WordNetCorpusReader`, or None (with a warning saying how to install WordNet)."""
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class EnglishWordNet(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            return None  # the version map only serves multilingual (OMW) lookups, which METEOR never makes
+
+    for candidate in _candidates():
+        if all((candidate / name).is_file() for name in _REQUIRED):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "multilingual functions are not available"
+                reader = EnglishWordNet(str(_reader_folder(candidate)), None)
+            logger.info("METEOR uses WordNet from %s", candidate)
+            return reader
+    warnings.warn(f"WordNet not found, METEOR is reported as None. {INSTALL_HINT}", stacklevel=2)
+    return None
