@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from rdkit import Chem
-
 from textchem_jax.chem.smiles import (
     COMPONENT_SEPARATOR,
     FRAGMENT_BOND,
     canonical_components,
+    canonical_fragment,
     parse_smiles,
 )
 
@@ -91,13 +90,10 @@ def remove_atom_maps(smiles: str) -> str:
     for component in smiles.split(COMPONENT_SEPARATOR):
         fragments = []
         for fragment in component.split(FRAGMENT_BOND):
-            parsed = parse_smiles(fragment)
-            if not parsed.ok:
-                raise ValueError(f"cannot read {fragment!r} in {smiles!r}: {parsed.reason}")
-            mol = Chem.Mol(parsed.mol)
-            for atom in mol.GetAtoms():
-                atom.SetAtomMapNum(0)
-            fragments.append(Chem.MolToSmiles(mol))
+            unmapped = canonical_fragment(fragment, atom_maps=False)
+            if unmapped is None:
+                raise ValueError(f"cannot read {fragment!r} in {smiles!r}: {parse_smiles(fragment).reason}")
+            fragments.append(unmapped)
         components.append(FRAGMENT_BOND.join(fragments))
     return COMPONENT_SEPARATOR.join(components)
 

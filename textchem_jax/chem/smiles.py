@@ -77,15 +77,23 @@ def parse_smiles(smiles: object) -> ParsedSmiles:
     return ParsedSmiles(smiles, mol)
 
 
-def _canonical_fragment(fragment: str, isomeric: bool, atom_maps: bool) -> str | None:
+def canonical_fragment(fragment: str, *, isomeric: bool = True, atom_maps: bool = True) -> str | None:
+    """Canonical SMILES of one fragment (no `~`), or None; `atom_maps=False` removes map numbers."""
     parsed = parse_smiles(fragment)
     if not parsed.ok:
         return None
     mol = parsed.mol
-    if not atom_maps:
+    mapped = not atom_maps and any(atom.GetAtomMapNum() for atom in mol.GetAtoms())
+    if mapped:
         for atom in mol.GetAtoms():
             atom.SetAtomMapNum(0)
-    return Chem.MolToSmiles(mol, isomericSmiles=isomeric)
+    smiles = Chem.MolToSmiles(mol, isomericSmiles=isomeric)
+    if mapped:
+        # Bracket atoms of mapped SMILES (`[CH3:1]`) carry explicit-H flags that can change RDKit's
+        # canonical ranking (seen on ring stereo in USPTO-50K); one re-read gives the true canonical form.
+        with rdBase.BlockLogs():
+            smiles = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), isomericSmiles=isomeric)
+    return smiles
 
 
 def canonical_components(
@@ -101,7 +109,7 @@ def canonical_components(
         return None
     components = []
     for component in unescape_backslashes(text.strip()).split(COMPONENT_SEPARATOR):
-        fragments = [_canonical_fragment(f, isomeric, atom_maps) for f in component.split(FRAGMENT_BOND)]
+        fragments = [canonical_fragment(f, isomeric=isomeric, atom_maps=atom_maps) for f in component.split(FRAGMENT_BOND)]
         if not component or any(f is None for f in fragments):
             return None
         # A fragment may itself canonicalize to several dot-separated pieces (`C.C` inside one part).

@@ -7,6 +7,7 @@ evaluation during training short. The pool uses `fork` where available (no re-im
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ def _get_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         _pool_workers = workers
+        atexit.register(shutdown_pool)
     return _pool
 
 

@@ -1,0 +1,68 @@
+"""mol2text_metrics: ROUGE equal to rouge-score's, BLEU on word tokens, METEOR with offline WordNet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rouge_score import rouge_scorer
+
+from textchem_jax.metrics import mol2text_metrics, word_tokenize
+from textchem_jax.metrics import wordnet as wordnet_module
+
+KEYS = {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
+
+
+def test_word_tokenizer_is_bert_basic_tokenization():
+    assert word_tokenize("The molecule is a (2E)-enoyl-CoA, Café.") == [
+        "the", "molecule", "is", "a", "(", "2e", ")", "-", "enoyl", "-", "coa", ",", "cafe", ".",
+    ]
+    assert len(word_tokenize("word " * 1000)) == 510  # SciBERT's 512 minus [CLS] and [SEP]
+
+
+def test_hand_checked_rouge_and_bleu():
+    m = mol2text_metrics(["the cat sat"], ["the cat"])
+    assert set(m) == KEYS
+    # ROUGE-1: precision 2/2, recall 2/3 -> F = 0.8; ROUGE-2: 1/1 and 1/2 -> 2/3
+    assert m["rouge1"] == pytest.approx(0.8) and m["rougeL"] == pytest.approx(0.8)
+    assert m["rouge2"] == pytest.approx(2 / 3)
+    # BLEU-2: precisions 1 and 1, brevity penalty exp(1 - 3/2)
+    assert m["bleu2"] == pytest.approx(np.exp(1 - 1.5))
+    perfect = mol2text_metrics(["The molecule is an acid."] * 3, ["The molecule is an acid."] * 3)
+    for key in KEYS - {"meteor"}:
+        assert perfect[key] == pytest.approx(1.0), key
+    assert perfect["meteor"] == pytest.approx(1 - 0.5 * (1 / 6) ** 3)  # 6 tokens, 1 chunk: METEOR's own penalty
+
+
+def test_rouge_equals_rouge_score_on_chebi_captions(chebi_test_rows):
+    targets = [r["description"] for r in chebi_test_rows[:300]]
+    predictions = [r["description"] for r in chebi_test_rows[1:301]]  # other molecules' captions
+    m = mol2text_metrics(targets, predictions, with_meteor=False)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    scores = [scorer.score(p, t) for t, p in zip(targets, predictions)]  # argument order as in MolT5
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert m[key] == pytest.approx(np.mean([s[key].fmeasure for s in scores]), abs=1e-12)
+    assert 0 < m["bleu4"] < m["bleu2"] < 1 and m["meteor"] is None
+
+
+def test_meteor_uses_wordnet_synonyms():
+    # NLTK matches synonyms after stemming, so the reference word must be its own stem ("car").
+    base = mol2text_metrics(["the car is in the lab"], ["the banana is in the lab"])
+    synonym = mol2text_metrics(["the car is in the lab"], ["the auto is in the lab"])
+    assert synonym["meteor"] > base["meteor"]  # "auto" matches "car" only through WordNet synsets
+    assert synonym["meteor"] == pytest.approx(1 - 0.5 * (1 / 6) ** 3)  # all 6 matched in one chunk
+
+
+def test_meteor_is_none_with_a_warning_when_wordnet_is_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(wordnet_module, "_candidates", lambda: [tmp_path])
+    wordnet_module.load_wordnet.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="wordnet-base"):
+            m = mol2text_metrics(["a b c"], ["a b c"])
+        assert m["meteor"] is None and m["rouge1"] == 1.0
+    finally:
+        wordnet_module.load_wordnet.cache_clear()
+
+
+def test_garbage_never_raises():
+    m = mol2text_metrics(["The molecule.", "x", "é"], [None, "", b"\xff\xfe"])
+    assert set(m) == KEYS and m["rouge1"] == 0.0
