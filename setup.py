@@ -34,7 +34,7 @@ setup(
     name="textchem_jax",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["textchem_jax", "textchem_jax.*"]),
+    packages=find_packages(include=["textchem_jax", "textchem_jax.*", "tasks"]),
     package_data={"textchem_jax": ["examples/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,

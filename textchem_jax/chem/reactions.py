@@ -13,7 +13,6 @@ import re
 from textchem_jax.chem.smiles import (
     COMPONENT_SEPARATOR,
     FRAGMENT_BOND,
-    canonical_components,
     canonical_fragment,
     parse_smiles,
 )
@@ -104,11 +103,17 @@ def precursors_string(components: tuple[str, ...] | list[str]) -> str:
     It is the forward-prediction input and the retrosynthesis target. Atom maps are removed.
     Raises ValueError when a component does not parse.
     """
-    joined = COMPONENT_SEPARATOR.join(remove_atom_maps(c) for c in components)
-    canonical = canonical_components(joined)
-    if canonical is None:
-        raise ValueError(f"cannot canonicalize precursors {joined!r}")
-    return COMPONENT_SEPARATOR.join(canonical)
+    canonical = []
+    for component in components:
+        fragments = []
+        for fragment in component.split(FRAGMENT_BOND):
+            unmapped = canonical_fragment(fragment, atom_maps=False)
+            if unmapped is None:
+                shown = fragment if len(fragment) <= 80 else fragment[:77] + "..."
+                raise ValueError(f"cannot read {shown!r}: {parse_smiles(fragment).reason}")
+            fragments.extend(unmapped.split(COMPONENT_SEPARATOR))
+        canonical.append(FRAGMENT_BOND.join(sorted(fragments)))
+    return COMPONENT_SEPARATOR.join(sorted(canonical))
 
 
 def precursors_and_products(reaction: str) -> tuple[str, str]:

@@ -68,7 +68,7 @@ def parse_smiles(smiles: object) -> ParsedSmiles:
         return ParsedSmiles(smiles, None, "non-ASCII characters are not SMILES")
     if any(c.isspace() for c in text):
         return ParsedSmiles(smiles, None, "whitespace inside a SMILES")
-    with rdBase.CaptureErrorLog() as captured:
+    with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as captured:  # warnings dropped, errors kept
         mol = Chem.MolFromSmiles(text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR))
     if mol is None:
         return ParsedSmiles(smiles, None, _first_rdkit_message(captured.messages))
@@ -88,9 +88,9 @@ def canonical_fragment(fragment: str, *, isomeric: bool = True, atom_maps: bool 
         for atom in mol.GetAtoms():
             atom.SetAtomMapNum(0)
     smiles = Chem.MolToSmiles(mol, isomericSmiles=isomeric)
-    if mapped:
+    if mapped and any(c in smiles for c in "@/\\"):
         # Bracket atoms of mapped SMILES (`[CH3:1]`) carry explicit-H flags that can change RDKit's
-        # canonical ranking (seen on ring stereo in USPTO-50K); one re-read gives the true canonical form.
+        # canonical stereo (seen on ring stereo in USPTO-50K); one re-read gives the true canonical form.
         with rdBase.BlockLogs():
             smiles = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), isomericSmiles=isomeric)
     return smiles
