@@ -1,0 +1,145 @@
+"""Readers of the real dataset formats: real files in ../shared/data and generated files with bad rows."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+
+from textchem_jax.chem import canonicalize
+from textchem_jax.data import datasets, sources
+
+KNOWN_BAD_USPTO_MIT_TEST_LINES = [689, 1552, 2273, 17526, 24647, 25945]
+
+
+@pytest.mark.parametrize(
+    "dataset, split, rows, skipped",
+    [
+        ("chebi20", "test", 3300, 0),
+        ("chebi20", "validation", 3301, 0),
+        ("uspto50k", "test", 5007, 0),
+        ("uspto50k", "validation", 5001, 0),
+        ("uspto_mit", "validation", 30000, 2),  # two reactions with a pentavalent carbon
+        ("paragraph2actions", "train", 80, 0),
+        ("paragraph2actions", "validation", 10, 0),
+        ("paragraph2actions", "test", 10, 0),
+        ("gt4sd", "train", 10, 0),
+    ],
+)
+def test_real_files_row_counts(data, dataset, split, rows, skipped):
+    report = sources.SkipReport()
+    records = datasets.read_dataset(dataset, split, str(data), report=report)
+    assert len(records) == rows - skipped
+    assert report.total_skipped == skipped, report.format()
+    assert sum(f.rows for f in report.files.values()) == len(records)
+
+
+def test_uspto_mit_test_skip_report_lists_the_known_bad_rows(data):
+    report = sources.SkipReport()
+    records = datasets.read_dataset("uspto_mit", "test", str(data), report=report)
+    assert len(records) == 40000 - 6
+    (file_report,) = report.files.values()
+    assert [line for line, _ in file_report.skipped] == KNOWN_BAD_USPTO_MIT_TEST_LINES
+    assert all("valence" in reason for _, reason in file_report.skipped)
+    assert "line 689" in report.format()
+    # Text+Chem T5 format: no atom maps, sorted precursors
+    assert all(":" not in r.precursors and r.precursors.split(".") == sorted(r.precursors.split(".")) for r in records[:500])
+
+
+def test_chebi_backslashes_are_single_after_reading(data):
+    records = sources.read_chebi20(str(data / "chebi20" / "test.txt"))
+    with_stereo_bonds = [r for r in records if "\\" in r.smiles]
+    assert len(with_stereo_bonds) == 484  # SOURCES.md: 484 test rows store doubled backslashes
+    assert not any("\\\\" in r.smiles for r in records)
+
+
+def test_planted_bad_rows_are_skipped_and_counted(tmp_path):
+    chebi = tmp_path / "chebi.txt"
+    chebi.write_text(
+        "CID\tSMILES\tdescription\n"
+        "1\tCCO\tThe molecule is ethanol.\n"
+        "2\tC1CC\tBroken ring.\n"  # unreadable SMILES
+        "3\tCCN\n"  # two columns
+        "4\t\tNo SMILES.\n"  # empty field
+        "5\tC/C=C\\\\C\tThe molecule is cis-2-butene.\n"
+    )
+    report = sources.SkipReport()
+    records = sources.read_chebi20(str(chebi), report=report)
+    assert [r.cid for r in records] == ["1", "5"] and records[1].smiles == "C/C=C\\C"
+    assert [line for line, _ in report.files[str(chebi)].skipped] == [3, 4, 5]
+    with pytest.raises(sources.DataFormatError, match=rf"{chebi}:3: SMILES does not parse"):
+        sources.read_chebi20(str(chebi), strict=True)
+
+    mit = tmp_path / "mit.txt"
+    mit.write_text("CC(=O)O.OCC>>CCOC(C)=O 1-2\nnot a reaction\nC1CC>>CC\n[CH3:1][OH:2]>>[CH3:1][O-:2]\n")
+    archive = tmp_path / "mit.txt.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(mit, arcname="mit.txt")
+    for path in (mit, archive):
+        report = sources.SkipReport()
+        records = sources.read_uspto_mit(str(path), report=report)
+        assert records == [sources.ReactionPair("CC(=O)O.CCO", "CCOC(C)=O"), sources.ReactionPair("CO", "C[O-]")]
+        assert [line for line, _ in report.files[str(path)].skipped] == [2, 3]
+
+    csv_file = tmp_path / "u50k.csv"
+    csv_file.write_text("class,id,rxn_smiles\n1,a,CCO>>CC=O\n2,b\n3,c,C(((>>C\n")
+    report = sources.SkipReport()
+    assert len(sources.read_uspto50k(str(csv_file), report=report)) == 1
+    assert [line for line, _ in report.files[str(csv_file)].skipped] == [3, 4]
+
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text(json.dumps({"source": "a", "target": "b"}) + "\n{broken\n" + json.dumps({"source": "", "target": "x"}) + "\n")
+    report = sources.SkipReport()
+    assert sources.read_jsonl_pairs(str(jsonl), report=report) == [sources.TextPair("a", "b")]
+    assert [line for line, _ in report.files[str(jsonl)].skipped] == [2, 3]
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("in\tout\nonly one field\n\n")
+    report = sources.SkipReport()
+    assert sources.read_tsv_pairs(str(tsv), report=report) == [sources.TextPair("in", "out")]
+    assert report.total_skipped == 1
+
+
+def test_misaligned_paragraph2actions_files_are_an_error(tmp_path):
+    (tmp_path / "src.txt").write_text("a\nb\n")
+    (tmp_path / "tgt.txt").write_text("STIR.\n")
+    with pytest.raises(sources.DataFormatError, match="line-aligned"):
+        sources.read_paragraph2actions(str(tmp_path / "src.txt"), str(tmp_path / "tgt.txt"))
+
+
+def test_missing_split_names_expected_path_and_origin(data):
+    with pytest.raises(FileNotFoundError, match=r"chebi20/train\.txt.*blender-nlp/MolT5"):
+        datasets.read_dataset("chebi20", "train", str(data))
+    with pytest.raises(FileNotFoundError, match=r"uspto_mit/train\.txt or .*train\.txt\.tar\.gz"):
+        datasets.dataset_files("uspto_mit", "train", str(data))
+
+
+def test_no_data_dir_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TEXTCHEM_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="TEXTCHEM_DATA_DIR"):
+        datasets.data_dir()
+
+
+def test_gfile_paths_are_read_through_tensorflow():
+    import tensorflow as tf
+
+    path = "ram://textchem/chebi.txt"
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("CID\tSMILES\tdescription\n7\tc1ccccc1\tThe molecule is benzene.\n")
+    assert sources.exists(path)
+    (record,) = sources.read_chebi20(path)
+    assert canonicalize(record.smiles) == "c1ccccc1"
+
+
+def test_task_pairs_and_prompts(data):
+    pairs = datasets.task_pairs("text2mol", "test", str(data))
+    assert len(pairs) == 3300 and pairs[0][0].startswith("The molecule is")
+    retro = datasets.task_pairs("retro", "test", str(data))
+    assert len(retro) == 5007 and "." in retro[0][1]
+    gt4sd = datasets.gt4sd_pairs("forward", "train", str(data))
+    assert len(gt4sd) == 2 and not gt4sd[0][0].startswith("Predict")
+    augmented = datasets.augment_smiles(retro[:5], 0, 3, seed=1)
+    assert len(augmented) == 20
+    assert {canonicalize(p[0]) for p in augmented[:4]} == {canonicalize(retro[0][0])}
+    assert augmented == datasets.augment_smiles(retro[:5], 0, 3, seed=1)

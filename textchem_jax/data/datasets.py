@@ -1,0 +1,236 @@
+"""The data folder layout, and the (input, target) examples of each Text+Chem T5 task.
+
+The folder comes from an explicit argument, `set_data_dir` (what the gin macro sets) or
+`TEXTCHEM_DATA_DIR`, and follows DESIGN §3:
+`chebi20/{train,validation,test}.txt`, `uspto_mit/{train,valid,test}.txt[.tar.gz]`,
+`uspto50k/{train,valid,test}.csv`, `paragraph2actions/{src,tgt}-{train,valid,test}.txt`,
+`gt4sd/{train,valid,test}.jsonl`. Parsed files are cached on disk (keyed by path, size and
+modification time), since reading 40,000 atom-mapped reactions takes ~10 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import pickle
+import random
+import tempfile
+from collections.abc import Callable
+
+from textchem_jax.chem import molecule_key, randomize_smiles
+from textchem_jax.data import sources
+from textchem_jax.parallel import start_parallel_map
+
+SPLITS = ("train", "validation", "test")
+_FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
+_CACHE_VERSION = 1
+
+PROMPTS = {
+    "forward": "Predict the product of the following reaction: ",
+    "retro": "Predict the reaction that produces the following product: ",
+    "paragraph2actions": "Which actions are described in the following paragraph: ",
+    "text2mol": "Write in SMILES the described molecule: ",
+    "mol2text": "Caption the following SMILES: ",
+}
+# (input domain, output domain) of each task: selects e2-CLM encoders and the ablation mixtures.
+DOMAINS = {
+    "forward": ("chemistry", "chemistry"),
+    "retro": ("chemistry", "chemistry"),
+    "paragraph2actions": ("text", "text"),
+    "text2mol": ("text", "chemistry"),
+    "mol2text": ("chemistry", "text"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    files: Callable[[str], tuple[list[str], ...]]  # split -> candidate relative paths per file
+    origin: str
+
+
+DATASETS = {
+    "chebi20": DatasetInfo(
+        lambda split: ([f"chebi20/{split}.txt"],),
+        "ChEBI-20 (Edwards et al. 2021), folder ChEBI-20_data of the blender-nlp/MolT5 repository",
+    ),
+    "uspto_mit": DatasetInfo(
+        lambda split: ([f"uspto_mit/{_FILE_SPLIT[split]}.txt", f"uspto_mit/{_FILE_SPLIT[split]}.txt.tar.gz"],),
+        "USPTO-MIT (Jin et al. 2017), folder data of the wengong-jin/nips17-rexgen repository",
+    ),
+    "uspto50k": DatasetInfo(
+        lambda split: ([f"uspto50k/{_FILE_SPLIT[split]}.csv"],),
+        "USPTO-50K (Schneider et al. 2016, split of Dai et al. 2019), e.g. the canonicalized CSVs of uta-smile/RetroXpert",
+    ),
+    "paragraph2actions": DatasetInfo(
+        lambda split: (
+            [f"paragraph2actions/src-{_FILE_SPLIT[split]}.txt"],
+            [f"paragraph2actions/tgt-{_FILE_SPLIT[split]}.txt"],
+        ),
+        "paragraph2actions (Vaucher et al. 2020), rxn4chemistry/paragraph2actions (public sample in test_data/)",
+    ),
+    "gt4sd": DatasetInfo(
+        lambda split: ([f"gt4sd/{_FILE_SPLIT[split]}.jsonl", f"gt4sd_sample/{_FILE_SPLIT[split]}.jsonl"],),
+        "the Text+Chem T5 training set in GT4SD jsonl format (GT4SD/multitask_text_and_chemistry_t5)",
+    ),
+}
+
+_data_dir_override: str | None = None
+
+
+def set_data_dir(path: str | None) -> None:
+    """Sets the data folder for every task (the `DATA_DIR` gin macro ends up here)."""
+    global _data_dir_override
+    _data_dir_override = None if path is None else str(path)
+
+
+def data_dir(explicit: str | None = None) -> str:
+    path = explicit or _data_dir_override or os.environ.get("TEXTCHEM_DATA_DIR")
+    if not path:
+        raise FileNotFoundError(
+            "no data folder: set TEXTCHEM_DATA_DIR (e.g. ../shared/data) or the DATA_DIR gin macro; "
+            "the demo mixture textchem_demo needs none"
+        )
+    return path
+
+
+def dataset_files(dataset: str, split: str, directory: str | None = None) -> list[str]:
+    """Absolute paths of a dataset split; raises FileNotFoundError naming the expected path and origin."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    root = data_dir(directory)
+    info = DATASETS[dataset]
+    found = []
+    for candidates in info.files(split):
+        paths = [f"{root.rstrip('/')}/{c}" for c in candidates]
+        existing = [p for p in paths if sources.exists(p)]
+        if not existing:
+            raise FileNotFoundError(
+                f"{dataset} split {split!r} not found: expected {' or '.join(paths)}. "
+                f"It comes from {info.origin}."
+            )
+        found.append(existing[0])
+    return found
+
+
+def _cache_path(paths: list[str], reader: str) -> pathlib.Path | None:
+    parts = [reader, str(_CACHE_VERSION)]
+    for path in paths:
+        if "://" in path:
+            return None  # remote files are read each time
+        stat = os.stat(path)
+        parts += [os.path.abspath(path), str(stat.st_size), str(stat.st_mtime_ns)]
+    digest = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:20]
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax" / "sources"
+    return cache / f"{digest}.pkl"
+
+
+def read_dataset(
+    dataset: str, split: str, directory: str | None = None, *, strict: bool = False, report: sources.SkipReport | None = None
+) -> list:
+    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged."""
+    paths = dataset_files(dataset, split, directory)
+    cache = None if strict else _cache_path(paths, dataset)
+    if cache is not None and cache.exists():
+        with open(cache, "rb") as f:
+            records, file_report = pickle.load(f)
+        if report is not None:
+            report.merge(file_report)
+        return records
+    local = sources.SkipReport()
+    readers = {
+        "chebi20": sources.read_chebi20,
+        "uspto_mit": sources.read_uspto_mit,
+        "uspto50k": sources.read_uspto50k,
+        "paragraph2actions": sources.read_paragraph2actions,
+        "gt4sd": sources.read_jsonl_pairs,
+    }
+    records = readers[dataset](*paths, strict=strict, report=local)
+    if report is not None:
+        report.merge(local)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache.parent, delete=False) as f:
+            pickle.dump((records, local), f)
+        os.replace(f.name, cache)
+    return records
+
+
+def _task_pairs(
+    task: str, split: str, directory: str | None, report: sources.SkipReport | None, reactions: str | None
+) -> list[tuple[str, str]]:
+    if task in ("text2mol", "mol2text"):
+        rows = read_dataset("chebi20", split, directory, report=report)
+        pairs = [(r.description, r.smiles) for r in rows]
+        return pairs if task == "text2mol" else [(s, d) for d, s in pairs]
+    if task == "forward":
+        rows = read_dataset(reactions or "uspto_mit", split, directory, report=report)
+        return [(r.precursors, r.product) for r in rows]
+    if task == "retro":
+        rows = read_dataset(reactions or "uspto50k", split, directory, report=report)
+        return [(r.product, r.precursors) for r in rows]
+    if task == "paragraph2actions":
+        return [(r.source, r.target) for r in read_dataset("paragraph2actions", split, directory, report=report)]
+    raise ValueError(f"unknown task {task!r}; known: {', '.join(PROMPTS)}")
+
+
+def gt4sd_pairs(task: str, split: str, directory: str | None = None) -> list[tuple[str, str]]:
+    """(input, target) pairs of one task from GT4SD jsonl, recognized by its prompt."""
+    prompt = PROMPTS[task]
+    rows = read_dataset("gt4sd", split, directory)
+    return [(r.source[len(prompt) :], r.target) for r in rows if r.source.startswith(prompt)]
+
+
+def augment_smiles(pairs: list[tuple[str, str]], side: int, variants: int, seed: int) -> list[tuple[str, str]]:
+    """Adds `variants` randomized-SMILES copies of each pair (SMILES on `side` 0 or 1), seeded."""
+    rng = random.Random(seed)
+    augmented = []
+    for pair in pairs:
+        augmented.append(pair)
+        for _ in range(variants):
+            copy = list(pair)
+            copy[side] = randomize_smiles(pair[side], rng)
+            augmented.append((copy[0], copy[1]))
+    return augmented
+
+
+_SMILES_SIDE = {"forward": 0, "retro": 0, "mol2text": 0, "text2mol": 1}
+
+
+def task_pairs(
+    task: str,
+    split: str,
+    directory: str | None = None,
+    *,
+    source: str = "files",
+    reactions: str | None = None,
+    augment: int = 0,
+    seed: int = 0,
+    report: sources.SkipReport | None = None,
+) -> list[tuple[str, str]]:
+    """(input, target) pairs of a task split, without prompt.
+
+    `source="files"` reads the real formats (reactions: forward from `uspto_mit`, retro from
+    `uspto50k`, unless `reactions` names one), `"gt4sd"` the GT4SD jsonl. `augment=N` adds N
+    randomized SMILES of each chemistry input (training splits only; targets stay canonical).
+    """
+    if source == "files":
+        pairs = _task_pairs(task, split, directory, report, reactions)
+    else:
+        pairs = gt4sd_pairs(task, split, directory)
+    if augment and split == "train" and task in _SMILES_SIDE and _SMILES_SIDE[task] == 0:
+        pairs = augment_smiles(pairs, 0, augment, seed)
+    return pairs
+
+
+def leaked_molecules(task: str, directory: str | None = None, *, split: str = "test") -> list[str]:
+    """Molecules of `split` that also occur in the training split (canonical, order-free comparison)."""
+    side = {"forward": 1, "retro": 0, "mol2text": 0, "text2mol": 1}.get(task)
+    if side is None:
+        return []
+    train = set(start_parallel_map(molecule_key, [p[side] for p in task_pairs(task, "train", directory)])())
+    train.discard(None)
+    candidates = [p[side] for p in task_pairs(task, split, directory)]
+    keys = start_parallel_map(molecule_key, candidates)()
+    return sorted({smiles for smiles, key in zip(candidates, keys) if key in train})

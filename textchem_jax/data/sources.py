@@ -1,0 +1,286 @@
+"""Readers for the dataset formats people actually have, with a per-file report of skipped rows.
+
+Formats (see DESIGN §3 for the folder layout):
+- ChEBI-20: TSV `CID<TAB>SMILES<TAB>description`, backslashes stored doubled (read back as one);
+- USPTO-MIT: `reactants>>product bond-edits` lines, `.txt` or `.txt.tar.gz`;
+- USPTO-50K: CSV `class,id,rxn_smiles`;
+- paragraph2actions: line-aligned `src-*.txt` / `tgt-*.txt`;
+- GT4SD jsonl (`{"source": prompt + input, "target": ...}`) and the user's own TSV/jsonl pairs.
+
+A malformed row (wrong column count, empty field, unreadable SMILES or reaction) is skipped and
+recorded with its line number in a `SkipReport`, or raises `DataFormatError` naming `file:line` when
+`strict=True`. Paths may be local or any `tf.io.gfile` scheme (`gs://...`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+
+from textchem_jax.chem import canonicalize, precursors_and_products, unescape_backslashes
+from textchem_jax.parallel import start_parallel_map
+
+
+class DataFormatError(ValueError):
+    """A row that does not fit its format, raised in strict mode; the message starts `file:line:`."""
+
+
+@dataclasses.dataclass
+class FileReport:
+    path: str
+    rows: int = 0
+    skipped: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class SkipReport:
+    """Per-file counts of rows read and rows skipped (with line numbers and reasons)."""
+
+    files: dict[str, FileReport] = dataclasses.field(default_factory=dict)
+
+    def file(self, path: str) -> FileReport:
+        return self.files.setdefault(path, FileReport(path))
+
+    def merge(self, other: SkipReport) -> None:
+        for path, report in other.files.items():
+            self.files[path] = report
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(len(f.skipped) for f in self.files.values())
+
+    def format(self, max_lines: int = 10) -> str:
+        lines = []
+        for report in self.files.values():
+            lines.append(f"{report.path}: {report.rows} rows read, {len(report.skipped)} skipped")
+            for line, reason in report.skipped[:max_lines]:
+                lines.append(f"  line {line}: {reason}")
+            if len(report.skipped) > max_lines:
+                lines.append(f"  ... {len(report.skipped) - max_lines} more")
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoleculeText:
+    cid: str
+    smiles: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReactionPair:
+    """A reaction in the Text+Chem T5 format: sorted canonical precursors and product(s)."""
+
+    precursors: str
+    product: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPair:
+    source: str
+    target: str
+
+
+class _Rows:
+    """Collects the outcome of each row: kept, or skipped (raising instead in strict mode)."""
+
+    def __init__(self, path: str, strict: bool, report: SkipReport | None):
+        self.path, self.strict = path, strict
+        self.report = (report if report is not None else SkipReport()).file(path)
+        self.report.rows, self.report.skipped = 0, []
+
+    def keep(self) -> None:
+        self.report.rows += 1
+
+    def skip(self, line: int, reason: str) -> None:
+        if self.strict:
+            raise DataFormatError(f"{self.path}:{line}: {reason} (strict mode; without it the row is skipped and counted)")
+        self.report.skipped.append((line, reason))
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def open_text(path: str) -> io.TextIOBase:
+    """Opens a local or `tf.io.gfile` path as UTF-8 text; `.tar.gz` yields its single member."""
+    path = str(path)
+    if _is_remote(path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path, "rb") as remote:
+            raw = io.BytesIO(remote.read())  # GFile is not an io.RawIOBase
+    else:
+        raw = open(path, "rb")
+    if path.endswith((".tar.gz", ".tgz")):
+        archive = tarfile.open(fileobj=raw, mode="r:gz")
+        members = [m for m in archive.getmembers() if m.isfile()]
+        if len(members) != 1:
+            raise DataFormatError(f"{path}: expected one file inside the archive, found {len(members)}")
+        raw = archive.extractfile(members[0])
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def exists(path: str) -> bool:
+    if _is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.exists(path)
+    import os
+
+    return os.path.exists(path)
+
+
+def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
+    with open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            yield number, line.rstrip("\r\n")
+
+
+def read_chebi20(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[MoleculeText]:
+    """ChEBI-20 rows; SMILES get their single backslashes back and must parse."""
+    rows = _Rows(str(path), strict, report)
+    records = []
+    for number, line in _numbered_lines(path):
+        if (number == 1 and line.split("\t") == ["CID", "SMILES", "description"]) or not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            rows.skip(number, f"expected 3 tab-separated fields, found {len(fields)}")
+            continue
+        cid, smiles, description = (f.strip() for f in fields)
+        if not smiles or not description:
+            rows.skip(number, "empty SMILES or description")
+            continue
+        smiles = unescape_backslashes(smiles)
+        if canonicalize(smiles) is None:
+            rows.skip(number, f"SMILES does not parse: {smiles[:60]}")
+            continue
+        rows.keep()
+        records.append(MoleculeText(cid, smiles, description))
+    return records
+
+
+def _reaction_outcome(reaction: str) -> ReactionPair | str:
+    """The reaction in Text+Chem T5 format, or the reason it cannot be read (picklable for workers)."""
+    try:
+        return ReactionPair(*precursors_and_products(reaction))
+    except ValueError as error:
+        return str(error)
+
+
+def _read_reactions(path: str, numbered: list[tuple[int, str]], rows: _Rows) -> list[ReactionPair]:
+    outcomes = start_parallel_map(_reaction_outcome, [r for _, r in numbered])()
+    records = []
+    for (number, _), outcome in zip(numbered, outcomes):
+        if isinstance(outcome, str):
+            rows.skip(number, outcome)
+        else:
+            rows.keep()
+            records.append(outcome)
+    return records
+
+
+def read_uspto_mit(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[ReactionPair]:
+    """USPTO-MIT lines `reactants>>product bond-edits` (bond edits ignored), atom maps removed."""
+    rows = _Rows(str(path), strict, report)
+    numbered = []
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        reaction = line.split()[0]
+        if reaction.count(">") != 2:
+            rows.skip(number, "not a reaction SMILES 'reactants>reagents>products'")
+            continue
+        numbered.append((number, reaction))
+    return _read_reactions(str(path), numbered, rows)
+
+
+def read_uspto50k(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[ReactionPair]:
+    """USPTO-50K CSV `class,id,rxn_smiles`, atom maps removed."""
+    rows = _Rows(str(path), strict, report)
+    numbered = []
+    with open_text(path) as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or "rxn_smiles" not in header:
+            raise DataFormatError(f"{path}:1: expected a CSV header with a 'rxn_smiles' column, got {header}")
+        column = header.index("rxn_smiles")
+        for fields in reader:
+            number = reader.line_num
+            if len(fields) != len(header):
+                rows.skip(number, f"expected {len(header)} comma-separated fields, found {len(fields)}")
+            elif not fields[column].strip():
+                rows.skip(number, "empty rxn_smiles")
+            else:
+                numbered.append((number, fields[column].strip()))
+    return _read_reactions(str(path), numbered, rows)
+
+
+def read_paragraph2actions(
+    src_path: str, tgt_path: str, *, strict: bool = False, report: SkipReport | None = None
+) -> list[TextPair]:
+    """Line-aligned sentence -> action sequence pairs; the two files must have the same length."""
+    sources = list(_numbered_lines(src_path))
+    targets = list(_numbered_lines(tgt_path))
+    if len(sources) != len(targets):
+        raise DataFormatError(
+            f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}: the files must be line-aligned"
+        )
+    rows = _Rows(str(tgt_path), strict, report)
+    records = []
+    for (number, source), (_, target) in zip(sources, targets):
+        if not source.strip() or not target.strip():
+            rows.skip(number, "empty sentence or action sequence")
+            continue
+        rows.keep()
+        records.append(TextPair(source.strip(), target.strip()))
+    return records
+
+
+def read_jsonl_pairs(
+    path: str,
+    *,
+    source_key: str = "source",
+    target_key: str = "target",
+    strict: bool = False,
+    report: SkipReport | None = None,
+) -> list[TextPair]:
+    """jsonl rows with a source and a target string (the GT4SD format, or the user's own)."""
+    rows = _Rows(str(path), strict, report)
+    records = []
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            rows.skip(number, f"not JSON: {error.msg}")
+            continue
+        source, target = (row.get(source_key), row.get(target_key)) if isinstance(row, dict) else (None, None)
+        if not isinstance(source, str) or not isinstance(target, str) or not source.strip() or not target.strip():
+            rows.skip(number, f"needs non-empty string fields {source_key!r} and {target_key!r}")
+            continue
+        rows.keep()
+        records.append(TextPair(source.strip(), target.strip()))
+    return records
+
+
+def read_tsv_pairs(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[TextPair]:
+    """The user's own `input<TAB>target` lines (no header)."""
+    rows = _Rows(str(path), strict, report)
+    records = []
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            rows.skip(number, f"expected 2 non-empty tab-separated fields, found {len(fields)}")
+            continue
+        rows.keep()
+        records.append(TextPair(fields[0].strip(), fields[1].strip()))
+    return records
