@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",
     "clu==0.0.12",
+    "importlib_resources==7.1.0",  # tensorflow-datasets needs it to build datasets
     "sentencepiece==0.2.3",
 ]
 

@@ -11,6 +11,7 @@ modification time), since reading 40,000 atom-mapped reactions takes ~10 s.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import pathlib
@@ -126,10 +127,47 @@ def _cache_path(paths: list[str], reader: str) -> pathlib.Path | None:
     return cache / f"{digest}.pkl"
 
 
+_RECORD_TYPES = {
+    "chebi20": sources.MoleculeText,
+    "uspto_mit": sources.ReactionPair,
+    "uspto50k": sources.ReactionPair,
+    "paragraph2actions": sources.TextPair,
+}
+
+
+def read_tfds(dataset: str, split: str, tfds_dir: str) -> list:
+    """Records of a split prepared by our TFDS builders (`textchem_jax.data.tfds_builders`)."""
+    import tensorflow_datasets as tfds
+
+    from textchem_jax.data.tfds_builders import BUILDERS
+
+    builder = BUILDERS[dataset](data_dir=tfds_dir)
+    if split not in builder.info.splits:
+        raise FileNotFoundError(
+            f"{builder.name} split {split!r} is not prepared in {tfds_dir}: run "
+            f"`tfds build --imports=textchem_jax.data.tfds_builders {builder.name} --manual_dir=DATA --data_dir={tfds_dir}`"
+        )
+    record = _RECORD_TYPES[dataset]
+    names = [f.name for f in dataclasses.fields(record)]
+    rows = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+    return [record(*(row[name].decode() for name in names)) for row in rows]
+
+
 def read_dataset(
-    dataset: str, split: str, directory: str | None = None, *, strict: bool = False, report: sources.SkipReport | None = None
+    dataset: str,
+    split: str,
+    directory: str | None = None,
+    *,
+    strict: bool = False,
+    report: sources.SkipReport | None = None,
+    tfds_dir: str | None = None,
 ) -> list:
-    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged."""
+    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged.
+
+    With `tfds_dir`, the records come from the TFDS folder our builders prepared instead.
+    """
+    if tfds_dir:
+        return read_tfds(dataset, split, tfds_dir)
     paths = dataset_files(dataset, split, directory)
     cache = None if strict else _cache_path(paths, dataset)
     if cache is not None and cache.exists():
@@ -158,20 +196,21 @@ def read_dataset(
 
 
 def _task_pairs(
-    task: str, split: str, directory: str | None, report: sources.SkipReport | None, reactions: str | None
+    task: str, split: str, directory: str | None, report: sources.SkipReport | None, reactions: str | None, tfds_dir: str | None
 ) -> list[tuple[str, str]]:
+    read = functools.partial(read_dataset, split=split, directory=directory, report=report, tfds_dir=tfds_dir)
     if task in ("text2mol", "mol2text"):
-        rows = read_dataset("chebi20", split, directory, report=report)
+        rows = read("chebi20")
         pairs = [(r.description, r.smiles) for r in rows]
         return pairs if task == "text2mol" else [(s, d) for d, s in pairs]
     if task == "forward":
-        rows = read_dataset(reactions or "uspto_mit", split, directory, report=report)
+        rows = read(reactions or "uspto_mit")
         return [(r.precursors, r.product) for r in rows]
     if task == "retro":
-        rows = read_dataset(reactions or "uspto50k", split, directory, report=report)
+        rows = read(reactions or "uspto50k")
         return [(r.product, r.precursors) for r in rows]
     if task == "paragraph2actions":
-        return [(r.source, r.target) for r in read_dataset("paragraph2actions", split, directory, report=report)]
+        return [(r.source, r.target) for r in read("paragraph2actions")]
     raise ValueError(f"unknown task {task!r}; known: {', '.join(PROMPTS)}")
 
 
@@ -205,6 +244,7 @@ def task_pairs(
     *,
     source: str = "files",
     reactions: str | None = None,
+    tfds_dir: str | None = None,
     augment: int = 0,
     seed: int = 0,
     report: sources.SkipReport | None = None,
@@ -212,11 +252,12 @@ def task_pairs(
     """(input, target) pairs of a task split, without prompt.
 
     `source="files"` reads the real formats (reactions: forward from `uspto_mit`, retro from
-    `uspto50k`, unless `reactions` names one), `"gt4sd"` the GT4SD jsonl. `augment=N` adds N
+    `uspto50k`, unless `reactions` names one; from TFDS when `tfds_dir` is given), `"gt4sd"` the
+    GT4SD jsonl. `augment=N` adds N
     randomized SMILES of each chemistry input (training splits only; targets stay canonical).
     """
     if source == "files":
-        pairs = _task_pairs(task, split, directory, report, reactions)
+        pairs = _task_pairs(task, split, directory, report, reactions, tfds_dir)
     else:
         pairs = gt4sd_pairs(task, split, directory)
     if augment and split == "train" and task in _SMILES_SIDE and _SMILES_SIDE[task] == 0:

@@ -1,0 +1,126 @@
+"""TFDS builders that build offline from a manual folder, so `tfds build` works on air-gapped clusters.
+
+  python -m textchem_jax.data.build_tfds --manual_dir=$TEXTCHEM_DATA_DIR --data_dir=~/tensorflow_datasets
+  tfds build --imports=textchem_jax.data.tfds_builders textchem_chebi20 --manual_dir=$TEXTCHEM_DATA_DIR
+
+(TFDS 4.9.10's `tfds` command imports apache-beam at start-up, which we do not depend on: it needs
+`pip install apache-beam`; the first command needs nothing more.)
+
+The manual folder has the layout of DESIGN §3 (the same folder `TEXTCHEM_DATA_DIR` points at); a
+builder prepares the splits present there and reads them with our own readers, so examples are
+already in the Text+Chem T5 format (single backslashes, atom maps removed, sorted precursors).
+Rows the readers skip are logged with their line numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow_datasets as tfds
+
+from textchem_jax.data import datasets, sources
+
+logger = logging.getLogger("textchem_jax.data")
+_INSTRUCTIONS = (
+    "Put the dataset files in --manual_dir with the layout chebi20/{train,validation,test}.txt, "
+    "uspto_mit/{train,valid,test}.txt[.tar.gz], uspto50k/{train,valid,test}.csv, "
+    "paragraph2actions/{src,tgt}-{train,valid,test}.txt (see ../shared/data/SOURCES.md for origins)."
+)
+
+
+class _ManualBuilder(tfds.core.GeneratorBasedBuilder):
+    """Shared logic: one dataset of `datasets.DATASETS`, each split present in the manual folder."""
+
+    DATASET = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+    FEATURES: tuple[str, ...] = ()
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = tfds.features.FeaturesDict({name: tfds.features.Text() for name in self.FEATURES})
+        return self.dataset_info_from_configs(
+            description=datasets.DATASETS[self.DATASET].origin,
+            features=features,
+            disable_shuffling=True,  # keep file order: the same examples, in the same order, as the files
+        )
+
+    def _split_generators(self, dl_manager):
+        root = str(dl_manager.manual_dir)
+        present = {}
+        for split in datasets.SPLITS:
+            try:
+                datasets.dataset_files(self.DATASET, split, root)
+            except FileNotFoundError:
+                continue
+            present[split] = self._generate_examples(root, split)
+        if not present:
+            # Raises the FileNotFoundError that names the expected paths.
+            datasets.dataset_files(self.DATASET, "test", root)
+        return present
+
+    def _generate_examples(self, root: str, split: str):
+        report = sources.SkipReport()
+        records = datasets.read_dataset(self.DATASET, split, root, report=report)
+        if report.total_skipped:
+            logger.warning("%s %s: skipped rows\n%s", self.DATASET, split, report.format())
+        for index, record in enumerate(records):
+            yield index, self._features(record)
+
+    def _features(self, record) -> dict[str, str]:
+        raise NotImplementedError
+
+
+class TextchemChebi20(_ManualBuilder):
+    """ChEBI-20: molecule SMILES and their ChEBI descriptions."""
+
+    DATASET = "chebi20"
+    FEATURES = ("cid", "smiles", "description")
+
+    def _features(self, record):
+        return {"cid": record.cid, "smiles": record.smiles, "description": record.description}
+
+
+class _ReactionBuilder(_ManualBuilder):
+    FEATURES = ("precursors", "product")
+
+    def _features(self, record):
+        return {"precursors": record.precursors, "product": record.product}
+
+
+class TextchemUsptoMit(_ReactionBuilder):
+    """USPTO-MIT reactions in the Text+Chem T5 format."""
+
+    DATASET = "uspto_mit"
+
+
+class TextchemUspto50k(_ReactionBuilder):
+    """USPTO-50K reactions in the Text+Chem T5 format."""
+
+    DATASET = "uspto50k"
+
+
+class TextchemParagraph2actions(_ManualBuilder):
+    """paragraph2actions: experimental sentences and their action sequences."""
+
+    DATASET = "paragraph2actions"
+    FEATURES = ("source", "target")
+
+    def _features(self, record):
+        return {"source": record.source, "target": record.target}
+
+
+BUILDERS = {
+    "chebi20": TextchemChebi20,
+    "uspto_mit": TextchemUsptoMit,
+    "uspto50k": TextchemUspto50k,
+    "paragraph2actions": TextchemParagraph2actions,
+}
+
+
+def build(dataset: str, manual_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    """Prepares one dataset from `manual_dir` into the TFDS folder `data_dir` (no network)."""
+    builder = BUILDERS[dataset](data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+
