@@ -1,0 +1,1 @@
+"""Data layer: real-format sources, preprocessing, vocabulary, demo corpus."""
