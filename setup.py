@@ -36,13 +36,15 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["textchem_jax", "textchem_jax.*", "tasks"]),
-    package_data={"textchem_jax": ["examples/*"]},
+    package_data={"textchem_jax": ["examples/*", "data/vocab/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
             "textchem-score=textchem_jax.score:main",
+            "textchem-vocab=textchem_jax.vocab:main",
+            "textchem-inspect=textchem_jax.inspect:main",
         ]
     },
 )

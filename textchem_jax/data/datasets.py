@@ -265,13 +265,16 @@ def task_pairs(
     return pairs
 
 
-def leaked_molecules(task: str, directory: str | None = None, *, split: str = "test") -> list[str]:
+def leaked_molecules(
+    task: str, directory: str | None = None, *, split: str = "test", reactions: str | None = None
+) -> list[str]:
     """Molecules of `split` that also occur in the training split (canonical, order-free comparison)."""
     side = {"forward": 1, "retro": 0, "mol2text": 0, "text2mol": 1}.get(task)
     if side is None:
         return []
-    train = set(start_parallel_map(molecule_key, [p[side] for p in task_pairs(task, "train", directory)])())
+    read = functools.partial(task_pairs, task, directory=directory, reactions=reactions)
+    train = set(start_parallel_map(molecule_key, [p[side] for p in read("train")])())
     train.discard(None)
-    candidates = [p[side] for p in task_pairs(task, split, directory)]
+    candidates = [p[side] for p in read(split)]
     keys = start_parallel_map(molecule_key, candidates)()
     return sorted({smiles for smiles, key in zip(candidates, keys) if key in train})

@@ -1,0 +1,41 @@
+"""SeqIO registrations of Text+Chem T5: importing `tasks` registers every task and mixture.
+
+Tasks (data from `TEXTCHEM_DATA_DIR` or the `DATA_DIR` gin macro):
+  textchem_forward, textchem_retro, textchem_paragraph2actions, textchem_text2mol, textchem_mol2text
+Mixtures:
+  textchem_standard  all five, mixed by example count
+  textchem_augm      all five, balanced: the smaller cross-domain tasks replicated to the size of the largest
+  textchem_mono      mono-domain tasks only (mol2mol: forward, retro; text2text: paragraph2actions)
+  textchem_cross     cross-domain tasks only (text2mol, mol2text)
+  textchem_demo      all five on the generated demo corpus (no data needed: the embedded default)
+"""
+
+import seqio
+
+from textchem_jax.data import datasets
+from textchem_jax.data.seqio_tasks import TASKS, rate_by_examples, register_task
+
+
+def _demo_dir() -> str:
+    from textchem_jax.data.demo import demo_data_dir
+
+    return str(demo_data_dir())
+
+
+def _register_all() -> None:
+    if "textchem_standard" in seqio.MixtureRegistry.names():
+        return  # imported twice (e.g. by module path and by package): registered already
+    for task in TASKS:
+        register_task(f"textchem_{task}", task, datasets.data_dir)
+        register_task(f"textchem_demo_{task}", task, _demo_dir, reactions="uspto_mit")
+    everything = [f"textchem_{task}" for task in TASKS]
+    seqio.MixtureRegistry.add("textchem_standard", [(t, rate_by_examples()) for t in everything])
+    seqio.MixtureRegistry.add("textchem_augm", [(t, 1.0) for t in everything])
+    seqio.MixtureRegistry.add(
+        "textchem_mono", [(f"textchem_{t}", rate_by_examples()) for t in ("forward", "retro", "paragraph2actions")]
+    )
+    seqio.MixtureRegistry.add("textchem_cross", [(f"textchem_{t}", rate_by_examples()) for t in ("text2mol", "mol2text")])
+    seqio.MixtureRegistry.add("textchem_demo", [(f"textchem_demo_{t}", rate_by_examples()) for t in TASKS])
+
+
+_register_all()

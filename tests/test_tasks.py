@@ -1,0 +1,131 @@
+"""SeqIO tasks and mixtures: registration, prompts, determinism, host sharding, real data, inspection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import seqio
+
+import tasks  # noqa: F401  (registers everything)
+from textchem_jax.data import datasets
+from textchem_jax.data.seqio_tasks import SPECS, TASKS
+from textchem_jax.inspect import main as inspect_main
+
+MIXTURES = ("textchem_standard", "textchem_augm", "textchem_mono", "textchem_cross", "textchem_demo")
+
+
+def test_everything_is_registered_with_metrics_and_postprocessors():
+    for task in TASKS:
+        for name in (f"textchem_{task}", f"textchem_demo_{task}"):
+            registered = seqio.get_mixture_or_task(name)
+            assert registered.metric_fns and registered.postprocess_fn is not None
+    for name in MIXTURES:
+        assert isinstance(seqio.get_mixture_or_task(name), seqio.Mixture)
+    assert {t.name for t in seqio.get_mixture_or_task("textchem_cross").tasks} == {"textchem_text2mol", "textchem_mol2text"}
+
+
+def _examples(name: str, split: str = "validation", **kwargs) -> list[dict]:
+    task = seqio.get_mixture_or_task(name)
+    ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False, **kwargs)
+    return list(ds.as_numpy_iterator())
+
+
+def test_demo_examples_carry_the_exact_prompts_and_round_trip():
+    for task in TASKS:
+        examples = _examples(f"textchem_demo_{task}")
+        assert examples, task
+        vocab = seqio.get_mixture_or_task(f"textchem_demo_{task}").output_features["inputs"].vocabulary
+        for example in examples[:10]:
+            inputs = example["inputs_pretokenized"].decode()
+            assert inputs.startswith(datasets.PROMPTS[task])
+            assert example["inputs"][-1] == 1 and example["targets"][-1] == 1  # EOS appended
+            assert vocab.decode(example["targets"].tolist()) == example["targets_pretokenized"].decode()
+        if task == "retro":
+            assert examples[0]["product"].decode() == examples[0]["inputs_pretokenized"].decode()[len(datasets.PROMPTS[task]):]
+
+
+def test_shards_partition_the_examples():
+    everything = [e["targets_pretokenized"] for e in _examples("textchem_demo_text2mol", split="train")]
+    shards = [
+        [e["targets_pretokenized"] for e in _examples("textchem_demo_text2mol", split="train", shard_info=seqio.ShardInfo(i, 2))]
+        for i in range(2)
+    ]
+    assert sorted(shards[0] + shards[1]) == sorted(everything)
+    assert not set(shards[0]) & set(shards[1])
+
+
+def _packed_batches(seed: int, count: int = 3) -> list[dict]:
+    ds = seqio.get_dataset(
+        "textchem_demo",
+        task_feature_lengths={"inputs": 512, "targets": 512},
+        dataset_split="train",
+        shuffle=True,
+        seed=seed,
+        feature_converter=seqio.EncDecFeatureConverter(pack=True),
+    ).batch(4)
+    return list(ds.take(count).as_numpy_iterator())
+
+
+def test_packed_mixture_is_deterministic_for_a_seed():
+    first, again, other = _packed_batches(7), _packed_batches(7), _packed_batches(8)
+    for a, b in zip(first, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(first[0]["encoder_input_tokens"], other[0]["encoder_input_tokens"])
+    batch = first[0]
+    assert batch["encoder_input_tokens"].shape == (4, 512)
+    assert batch["encoder_segment_ids"].max() > 1  # several examples packed per row
+
+
+def test_augm_is_balanced_and_standard_follows_example_counts():
+    demo = seqio.get_mixture_or_task("textchem_demo")
+    rates = {t.name: demo.get_rate(t) for t in demo.tasks}
+    assert rates["textchem_demo_paragraph2actions"] == pytest.approx(rates["textchem_demo_forward"] / 2)
+    augm = seqio.get_mixture_or_task("textchem_augm")
+    assert len({augm.get_rate(t) for t in augm.tasks}) == 1
+
+
+def test_demo_splits_do_not_leak():
+    for task in ("text2mol", "mol2text", "forward", "retro"):
+        spec = SPECS[f"textchem_demo_{task}"]
+        assert datasets.leaked_molecules(task, spec.directory(), reactions=spec.reactions) == []
+
+
+def test_augmentation_adds_randomized_smiles_to_training_only():
+    spec = SPECS["textchem_demo_mol2text"]
+    plain = datasets.task_pairs("mol2text", "train", spec.directory())
+    augmented = datasets.task_pairs("mol2text", "train", spec.directory(), augment=2, seed=3)
+    assert len(augmented) == 3 * len(plain)
+    assert augmented == datasets.task_pairs("mol2text", "train", spec.directory(), augment=2, seed=3)
+    assert datasets.task_pairs("mol2text", "test", spec.directory(), augment=2) == datasets.task_pairs("mol2text", "test", spec.directory())
+
+
+def test_real_tasks_read_the_shared_data(data, monkeypatch):
+    monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(data))
+    assert len(_examples("textchem_text2mol", split="test")) == 3300
+    assert len(_examples("textchem_paragraph2actions", split="train")) == 80
+    with pytest.raises(FileNotFoundError, match="chebi20/train.txt"):
+        _examples("textchem_mol2text", split="train")
+
+
+def test_inspect_demo(capsys):
+    assert inspect_main(["--mixture=textchem_demo", "--max_examples=50"]) == 0
+    out = capsys.readouterr().out
+    assert "effective mixture rates" in out and "textchem_demo_retro" in out and "skipped rows" in out
+    assert "Predict the product of the following reaction: " in out
+
+
+def test_inspect_real_standard_mixture(data, capsys):
+    code = inspect_main(["--mixture=textchem_standard", "--split=test", f"--data_dir={data}", "--max_examples=300",
+                         "--task_feature_lengths=inputs=128,targets=64"])
+    datasets.set_data_dir(None)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "line 689" in out  # the known unreadable USPTO-MIT test reaction is reported
+    assert "textchem_text2mol" in out
+
+
+def test_inspect_reports_missing_data_clearly(tmp_path, capsys):
+    assert inspect_main(["--task=textchem_text2mol", f"--data_dir={tmp_path}"]) == 2
+    datasets.set_data_dir(None)
+    assert "chebi20/validation.txt" in capsys.readouterr().err

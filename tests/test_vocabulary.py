@@ -1,0 +1,230 @@
+"""Vocabulary: every real string round-trips without <unk>, SMILES are shorter than with plain SentencePiece.
+
+Trained on the validation/train splits of the shared data, checked on every split that reads quickly.
+`pytest -s` prints tokens per SMILES (ours vs plain), the counts checked and the timings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import sentencepiece as spm
+
+from textchem_jax import vocab as vocab_cli
+from textchem_jax.chem import precursors_and_products
+from textchem_jax.data import datasets, sources
+from textchem_jax.data import vocabulary as V
+
+VOCAB_SIZE = 1500
+TRICKY = [
+    "C/C=C\\C",
+    "F/C=C\\1/CCCC1",
+    "[Na+]~[OH-]",
+    "stirred at −78 °C, then 50 μL at 25 ℃ (δ 7.2)",
+    "  leading and  double  spaces, trailing tab\t",
+    "line\nbreak",
+    "",
+    "unseen characters ✓ 漢字 🧪",
+]
+
+
+def _chebi(data, split: str) -> list[dict[str, str]]:
+    with open(data / "chebi20" / f"{split}.txt", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+@pytest.fixture(scope="module")
+def training_texts(data) -> list[str]:
+    """What the model reads and writes (prompt + input, target) on the validation splits: ChEBI-20 both
+    directions, USPTO-50K retrosynthesis (1,000 reactions, to keep training short), paragraph2actions,
+    plus the GT4SD rows."""
+    texts = []
+    for task in ("text2mol", "mol2text", "paragraph2actions"):
+        texts += vocab_cli.task_texts(task, datasets.task_pairs(task, "validation", str(data)))
+    texts += vocab_cli.task_texts("retro", datasets.task_pairs("retro", "validation", str(data))[:1000])
+    texts += [t for r in sources.read_jsonl_pairs(str(data / "gt4sd_sample" / "valid.jsonl")) for t in (r.source, r.target)]
+    return texts
+
+
+@pytest.fixture(scope="module")
+def test_smiles(data) -> list[str]:
+    """Held out: ChEBI-20 test SMILES with the stored doubled backslashes undone."""
+    return [row["SMILES"].replace("\\\\", "\\") for row in _chebi(data, "test")]
+
+
+@pytest.fixture(scope="module")
+def comparison(training_texts, test_smiles, tmp_path_factory) -> V.Comparison:
+    start = time.perf_counter()
+    result = V.compare_with_plain(training_texts, test_smiles, tmp_path_factory.mktemp("vocab"), vocab_size=VOCAB_SIZE)
+    print(f"\n[vocab] trained ours + plain ({VOCAB_SIZE} pieces, {len(training_texts)} texts) in "
+          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    return result
+
+
+@pytest.fixture(scope="module")
+def real_strings(data) -> dict[str, list[str]]:
+    """Every string of the files that read quickly, plus a 5,000-line sample of USPTO-MIT test."""
+    groups: dict[str, list[str]] = {"chebi20 SMILES": [], "chebi20 SMILES as stored": [], "chebi20 descriptions": []}
+    for split in ("test", "validation"):
+        for row in _chebi(data, split):
+            groups["chebi20 SMILES"].append(row["SMILES"].replace("\\\\", "\\"))
+            groups["chebi20 SMILES as stored"].append(row["SMILES"])
+            groups["chebi20 descriptions"].append(row["description"])
+    groups["uspto50k reactions"] = []
+    for split in ("test", "valid"):
+        with open(data / "uspto50k" / f"{split}.csv", encoding="utf-8", newline="") as f:
+            groups["uspto50k reactions"] += [row["rxn_smiles"] for row in csv.DictReader(f)]
+    groups["paragraph2actions"] = []
+    for path in sorted((data / "paragraph2actions").glob("*.txt")):
+        groups["paragraph2actions"] += path.read_text(encoding="utf-8").splitlines()
+    groups["gt4sd jsonl"] = []
+    for path in sorted((data / "gt4sd_sample").glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        groups["gt4sd jsonl"] += [row[key] for row in rows for key in ("source", "target")]
+    lines = []
+    for split in ("test", "valid"):
+        with sources.open_text(str(data / "uspto_mit" / f"{split}.txt.tar.gz")) as f:
+            lines += [line.rstrip("\n") for line in f]
+    groups["uspto_mit lines (all, as stored)"] = lines
+    records = datasets.read_dataset("uspto_mit", "test", str(data))
+    groups["uspto_mit test in model format"] = [text for r in records for text in (r.precursors, r.product)]
+    groups["tricky strings"] = TRICKY
+    return groups
+
+
+def test_every_real_string_round_trips_without_unk(comparison, real_strings):
+    vocabulary = V.load_vocabulary(comparison.ours_path)
+    joined = "".join(s for strings in real_strings.values() for s in strings)
+    for character in ("\\", "~", "°", "μ", "−", "℃", "\t"):
+        assert character in joined  # the hard cases really are among the strings checked
+    total = 0
+    for name, strings in real_strings.items():
+        check = V.check_round_trip(vocabulary, strings)
+        print(f"[vocab] {name}: {check.checked} strings, {len(check.mismatched)} changed, {len(check.with_unk)} <unk>")
+        assert not check.mismatched, f"{name}: {check.mismatched[:3]}"
+        assert not check.with_unk, f"{name}: {check.with_unk[:3]}"
+        total += check.checked
+    print(f"[vocab] {total} strings round-trip exactly with no <unk>")
+
+
+def test_plain_sentencepiece_does_not_round_trip(comparison, real_strings):
+    """Why we do not use SentencePiece's defaults: NFKC rewrites `℃`, rare characters become <unk>."""
+    failures = 0
+    for name, strings in real_strings.items():
+        check = V.check_round_trip(comparison.plain_path, strings)
+        failures += len(check.mismatched)
+    print(f"[vocab] plain SentencePiece changes {failures} of the same strings")
+    assert failures > 0
+
+
+def test_fewer_tokens_per_smiles_than_plain_sentencepiece(comparison, data):
+    print(f"\n[vocab] tokens per ChEBI-20 test SMILES: ours {comparison.ours:.2f}, plain {comparison.plain:.2f}")
+    assert comparison.ours < comparison.plain
+    with open(data / "uspto50k" / "test.csv", encoding="utf-8", newline="") as f:
+        reactions = [row["rxn_smiles"] for row in csv.DictReader(f)][:500]
+    held_out = {
+        "USPTO-50K test precursors and products (unmapped)": [s for r in reactions for s in precursors_and_products(r)],
+        "USPTO-50K test reactions as stored (atom-mapped)": reactions,
+        "ChEBI-20 test descriptions": [row["description"] for row in _chebi(data, "test")],
+    }
+    for name, strings in held_out.items():
+        ours, plain = (V.tokens_per_string(path, strings) for path in (comparison.ours_path, comparison.plain_path))
+        print(f"[vocab] tokens per string, {name}: ours {ours:.2f}, plain {plain:.2f}")
+
+
+def test_smiles_pieces_never_cut_an_atom(comparison, test_smiles):
+    """Each piece lies inside one atom token or covers whole atom tokens (`Cl`, `[C@@H]` are never split
+    across pieces that also hold a neighbour)."""
+    processor = spm.SentencePieceProcessor(model_file=comparison.ours_path)
+    for smiles in test_smiles:
+        bounds, position = {0}, 0
+        for token in V.SMILES_TOKEN.findall(smiles):
+            position += len(token)
+            bounds.add(position)
+        for piece in processor.encode(smiles, out_type="proto").pieces:
+            begin, end = piece.begin, piece.end
+            crosses = any(begin < b < end for b in bounds)
+            assert not crosses or (begin in bounds and end in bounds), (smiles, piece.piece)
+    for symbol in ("Cl", "Br", "[C@@H]", "[nH]", "[O-]", "[N+]"):
+        assert processor.encode(symbol, out_type=str)[-1] == symbol
+
+
+def test_load_by_path_with_seqio(comparison, test_smiles):
+    import seqio
+
+    vocabulary = seqio.SentencePieceVocabulary(comparison.ours_path, extra_ids=V.T5_EXTRA_IDS)
+    ours = V.load_vocabulary(comparison.ours_path)
+    with_backslash = [s for s in test_smiles if "\\" in s][:50]
+    assert with_backslash
+    for smiles in with_backslash:
+        ids = vocabulary.encode(smiles)
+        assert vocabulary.decode(ids) == smiles
+        assert ours.encode(smiles) == ids
+        assert vocabulary.unk_id not in ids
+    assert vocabulary.vocab_size == VOCAB_SIZE + V.T5_EXTRA_IDS
+    assert (vocabulary.pad_id, vocabulary.eos_id, vocabulary.unk_id) == (0, 1, 2)
+
+
+def test_clear_errors_for_missing_or_bad_model(tmp_path):
+    missing = tmp_path / "nope" / "spiece.model"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        V.load_vocabulary(missing)
+    bad = tmp_path / "notes.model"
+    bad.write_text("not a model")
+    with pytest.raises(ValueError, match="is not a SentencePiece model"):
+        V.load_vocabulary(bad)
+    with pytest.raises(ValueError, match="no non-empty training texts"):
+        V.train_vocabulary(["", ""], tmp_path / "empty")
+
+
+def test_training_is_deterministic(tmp_path):
+    texts = vocab_cli.mixture_texts("textchem_demo")
+    shuffled = list(texts)
+    random.Random(0).shuffle(shuffled)
+    first = V.train_vocabulary(texts, tmp_path / "a", vocab_size=600)
+    second = V.train_vocabulary(shuffled, tmp_path / "b", vocab_size=600)
+    assert pathlib.Path(first).read_bytes() == pathlib.Path(second).read_bytes()
+
+
+def test_default_vocabulary_round_trips_backslash_smiles():
+    assert V.DEFAULT_VOCABULARY_PATH.is_file() and V.DEFAULT_VOCABULARY_PATH.stat().st_size < 500_000
+    vocabulary = V.default_vocabulary()
+    for smiles in ("C/C=C\\C", "CC\\C=C\\1/CCCC1", "O=C(O)/C=C\\c1ccccc1", "C[C@@H](N)C(=O)[O-]~[Na+]", *TRICKY):
+        ids = vocabulary.encode(smiles)
+        assert vocabulary.decode(ids) == smiles
+        assert vocabulary.unk_id not in ids
+    assert vocabulary.tokenizer.piece_to_id("\\") != vocabulary.unk_id  # a real piece, not bytes
+    assert vocabulary.vocab_size == 1000 + V.T5_EXTRA_IDS
+
+
+def test_cli_trains_from_files(tmp_path, capsys):
+    lines = tmp_path / "texts.txt"
+    lines.write_text("CC/C=C\\CC\nThe molecule is a thing at 25 °C.\n", encoding="utf-8")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"source": "Caption the following SMILES: C~[Na+]", "target": "sodium μ"}) + "\n")
+    table = tmp_path / "chebi.tsv"
+    table.write_text("CID\tSMILES\tdescription\n1\tC/C=C\\\\C\tbutene\n", encoding="utf-8")
+    assert V.read_texts(table) == ["1", "C/C=C\\C", "butene"]
+    prefix = tmp_path / "out" / "v"
+    inputs = [str(lines), str(pairs), str(table)]
+    code = vocab_cli.main(["--input", *inputs, "--mixture", "textchem_demo", "--output_prefix", str(prefix), "--vocab_size", "700"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"{prefix}.model" in printed and "0 with <unk>" in printed and "700 pieces" in printed
+    assert V.load_vocabulary(f"{prefix}.model").decode(V.load_vocabulary(f"{prefix}.model").encode("C\\C")) == "C\\C"
+
+
+def test_cli_errors_and_console_entry(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        vocab_cli.main(["--output_prefix", str(tmp_path / "v")])  # no texts
+    assert "no texts" in capsys.readouterr().err
+    assert vocab_cli.main(["--input", str(tmp_path / "missing.txt"), "--output_prefix", str(tmp_path / "v")]) == 2
+    result = subprocess.run([sys.executable, "-m", "textchem_jax.vocab", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--vocab_size" in result.stdout

@@ -1,0 +1,140 @@
+"""Building SeqIO tasks and mixtures for the five Text+Chem T5 tasks (registered by `tasks/`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from collections.abc import Callable
+
+from textchem_jax.data import datasets
+
+logger = logging.getLogger("textchem_jax.data")
+
+TASKS = ("forward", "retro", "paragraph2actions", "text2mol", "mol2text")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What a registered SeqIO task reads: which of the five tasks, from which folder."""
+
+    task: str
+    directory: Callable[[], str]
+    reactions: str | None = None
+    augment: int = 0
+    tfds_dir: str | None = None
+
+    def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
+        return datasets.task_pairs(
+            self.task,
+            split,
+            None if self.tfds_dir else self.directory(),
+            reactions=self.reactions,
+            tfds_dir=self.tfds_dir,
+            augment=self.augment,
+            seed=seed,
+            report=report,
+        )
+
+
+SPECS: dict[str, TaskSpec] = {}
+
+
+def vocabulary():
+    """The vocabulary of every task: `TEXTCHEM_VOCABULARY` (a SentencePiece model path) or the default."""
+    from textchem_jax.data import vocabulary as vocabularies
+
+    path = os.environ.get("TEXTCHEM_VOCABULARY")
+    return vocabularies.load_vocabulary(path) if path else vocabularies.default_vocabulary()
+
+
+def _metric_and_postprocess(task: str):
+    from textchem_jax import metrics
+
+    return {
+        "forward": (metrics.forward_metrics, metrics.smiles_postprocessor),
+        "retro": (metrics.retro_metrics, metrics.retro_postprocessor),
+        "paragraph2actions": (metrics.paragraph2actions_metrics, metrics.text_postprocessor),
+        "text2mol": (metrics.text2mol_metrics, metrics.smiles_postprocessor),
+        "mol2text": (metrics.mol2text_metrics, metrics.text_postprocessor),
+    }[task]
+
+
+def _dataset_fn(spec: TaskSpec):
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
+        import tensorflow as tf
+
+        pairs = spec.pairs(split, seed=seed or 0)
+        if not pairs:
+            raise ValueError(f"task {spec.task}: split {split!r} in {spec.directory()} has no valid examples")
+        inputs, targets = zip(*pairs)
+        return tf.data.Dataset.from_tensor_slices({"input": list(inputs), "target": list(targets)})
+
+    return dataset_fn
+
+
+def register_task(
+    name: str,
+    task: str,
+    directory: Callable[[], str],
+    *,
+    reactions: str | None = None,
+    augment: int = 0,
+    tfds_dir: str | None = None,
+):
+    """Registers `name` as a SeqIO task reading `task` examples from the folder `directory()`.
+
+    With `tfds_dir` the examples come from datasets our TFDS builders prepared there instead.
+    """
+    import seqio
+
+    from textchem_jax.data.preprocessors import add_prompt
+
+    vocab = vocabulary()
+    metric_fn, postprocess_fn = _metric_and_postprocess(task)
+    spec = SPECS[name] = TaskSpec(task, directory, reactions, augment, tfds_dir)
+    return seqio.TaskRegistry.add(
+        name,
+        source=seqio.FunctionDataSource(
+            _dataset_fn(spec), splits=datasets.SPLITS
+        ),
+        preprocessors=[
+            functools.partial(add_prompt, prompt=datasets.PROMPTS[task], keep_input_as="product" if task == "retro" else None),
+            seqio.preprocessors.tokenize,
+            seqio.preprocessors.append_eos_after_trim,
+        ],
+        output_features={
+            "inputs": seqio.Feature(vocab, add_eos=True),
+            "targets": seqio.Feature(vocab, add_eos=True),
+        },
+        postprocess_fn=postprocess_fn,
+        metric_fns=[metric_fn],
+    )
+
+
+@functools.cache
+def count_examples(task_name: str, split: str = "train") -> int:
+    """Examples in a task split, read through the task's own source (cached)."""
+    import seqio
+
+    task = seqio.get_mixture_or_task(task_name)
+    return sum(1 for _ in task.source.get_dataset(split, shuffle=False).as_numpy_iterator())
+
+
+def rate_by_examples(temperature: float = 1.0, split: str = "train") -> Callable:
+    """A mixing rate proportional to `examples ** (1 / temperature)` (T5's temperature sampling).
+
+    Where the split is missing (the public ChEBI-20 and USPTO files have no train split) the
+    validation split is counted instead, with a log line saying so.
+    """
+
+    def rate(task) -> float:
+        try:
+            n = count_examples(task.name, split)
+        except FileNotFoundError:
+            logger.info("mixing rate of %s: no %s split, counting validation examples", task.name, split)
+            n = count_examples(task.name, "validation")
+        return float(n) ** (1.0 / temperature)
+
+    return rate

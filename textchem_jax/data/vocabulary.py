@@ -1,0 +1,329 @@
+"""SentencePiece vocabularies for Text+Chem T5: load any `spiece.model`, train a chemistry-aware one.
+
+Why our own vocabulary: the T5/GT4SD `spiece.model` maps `\\` to `<unk>` (cis/trans stereo is lost and
+had to be patched back as a string hack) and NFKC-normalizes text, so decode(encode(s)) != s for
+SMILES and for text with `μ`, `°`, `−`. `train_vocabulary` fixes both (byte fallback, identity
+normalization, exact whitespace) and makes SMILES tokenize on atom boundaries: frequent multi-character
+atoms (`Cl`, `[C@@H]`, `[O-]`, ...) are single symbols and no piece joins part of an atom to a neighbour,
+while pieces may still span whole atoms (`C(=O)O`, `c1ccccc1`), which keeps SMILES short.
+
+Models keep the T5 ids (pad=0, eos=1, unk=2, no bos), so seqio adds the 100 `<extra_id_N>` sentinels
+at the end exactly as for the T5 vocabulary.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import re
+from collections.abc import Iterable, Sequence
+
+import sentencepiece as spm
+
+T5_EXTRA_IDS = 100
+DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"
+
+spm.set_min_log_level(1)  # keep SentencePiece's INFO lines (one per model load) off the console
+
+# Atom-level SMILES tokens (Schwaller et al. 2019, Molecular Transformer), plus `~` (fragment bond) and `<`.
+SMILES_TOKEN = re.compile(
+    r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|<|\*|\$|%[0-9]{2}|[0-9])"
+)
+_BRACKET_ATOM = re.compile(
+    r"\[\d*(?:[A-Z][a-z]?|[a-z]{1,2}|\*)(?:@@?|@(?:TH|AL|SP|TB|OH)\d+)?(?:H\d*)?(?:[+-]{1,2}\d*)?(?::\d+)?]"
+)
+_ATOM_MAP = re.compile(r":\d+]$")
+_SMILES_ONLY = frozenset("()=#\\/@%0123456789[]")
+
+# Always symbols: the common multi-character atoms, so even a small corpus keeps them whole.
+COMMON_SMILES_SYMBOLS = (
+    "Cl", "Br", "[C@@H]", "[C@H]", "[C@@]", "[C@]", "[nH]", "[O-]", "[N+]", "[n+]", "[N-]", "[NH+]",
+    "[NH2+]", "[NH3+]", "[S+]", "[P+]", "[B-]", "[H]", "[2H]", "[Si]", "[Se]", "[se]", "[Na+]", "[K+]",
+    "[Li+]", "[Cl-]", "[Br-]", "[I-]", "[OH-]", "[S@]", "[S@@]", "[Pd]",
+)  # fmt: skip
+
+# Training only: pieces never cross this character; it is stripped from the training text, never seen at encode.
+_BOUNDARY = "\ue000"
+
+
+def smiles_tokens(chunk: str) -> list[str] | None:
+    """Atom-level tokens of a SMILES-like chunk; None unless the regex covers all of it with real atoms.
+
+    The standard regex takes any `[...]` as one atom; requiring OpenSMILES bracket-atom syntax keeps
+    bracketed words of chemical names (`[(2R)-2-hydroxypropyl]`) out.
+    """
+    tokens = SMILES_TOKEN.findall(chunk)
+    if not tokens or "".join(tokens) != chunk:
+        return None
+    if any(t[0] == "[" and not _BRACKET_ATOM.fullmatch(t) for t in tokens):
+        return None
+    return tokens
+
+
+def is_smiles_like(chunk: str) -> bool:
+    """Covered by `smiles_tokens` and with a character English words do not have (`Cl`, `(`, `=`, `1`, ...)."""
+    tokens = smiles_tokens(chunk)
+    return tokens is not None and any(len(t) > 1 or t in _SMILES_ONLY for t in tokens)
+
+
+def _mark_atom_boundaries(text: str) -> str:
+    """Puts `_BOUNDARY` around multi-character atoms and component separators in SMILES-like chunks.
+
+    Pieces may still join single-character atoms, bonds and ring digits (`C(=O)O`, `c1ccccc1`), which
+    is what makes SMILES short; they may not split `Cl`, `[C@@H]` or `%12`, nor start inside one.
+    """
+    chunks = []
+    for chunk in text.split(" "):
+        if is_smiles_like(chunk):
+            marked = (f"{_BOUNDARY}{t}{_BOUNDARY}" if len(t) > 1 or t in ".>~" else t for t in smiles_tokens(chunk))
+            chunk = "".join(marked).replace(_BOUNDARY * 2, _BOUNDARY)
+        chunks.append(chunk)
+    return " ".join(chunks)
+
+
+def frequent_smiles_symbols(texts: Iterable[str], *, min_count: int = 10, max_symbols: int = 200) -> list[str]:
+    """`COMMON_SMILES_SYMBOLS` plus the multi-character atoms seen at least `min_count` times.
+
+    Atom-mapped brackets (`[CH3:12]`) are skipped: they are training-data artefacts, not model input.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        for chunk in text.split():
+            if is_smiles_like(chunk):
+                counts.update(t for t in smiles_tokens(chunk) if len(t) > 1 and not _ATOM_MAP.search(t))
+    symbols = list(COMMON_SMILES_SYMBOLS)
+    frequent = sorted((-n, t) for t, n in counts.items() if n >= min_count and t not in symbols)
+    symbols += [t for _, t in frequent[: max(0, max_symbols - len(symbols))]]
+    return symbols
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Local paths with plain I/O (no TensorFlow import); `gs://` and friends through tf.io.gfile."""
+    if "://" in path:
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(os.path.dirname(path))
+        with tf.io.gfile.GFile(path, "wb") as f:
+            f.write(data)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def _read_bytes(path: str) -> bytes:
+    if "://" in path:
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"no SentencePiece model at {path}")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no SentencePiece model at {path}")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) -> str:
+    """Trains deterministically (sorted input, one thread, no shuffling) and writes `<prefix>.model`."""
+    sentences = sorted(t for t in texts if t)
+    if not sentences:
+        raise ValueError("no non-empty training texts")
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=writer,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        input_sentence_size=0,
+        max_sentence_length=1 << 16,
+        minloglevel=2,
+        **options,
+    )
+    path = os.fspath(output_prefix) + ".model"
+    _write_bytes(path, writer.getvalue())
+    return path
+
+
+def train_vocabulary(
+    texts: Iterable[str],
+    output_prefix: str | os.PathLike,
+    *,
+    vocab_size: int = 8000,
+    user_defined_symbols: Sequence[str] | None = None,
+    min_symbol_count: int = 10,
+    max_symbols: int = 200,
+    max_piece_length: int = 16,
+    hard_vocab_limit: bool = True,
+    **sentencepiece_options,
+) -> str:
+    """Trains the chemistry-aware vocabulary on `texts`; returns the path of `<output_prefix>.model`.
+
+    Every string round-trips exactly and never maps to `<unk>`: byte fallback (unseen characters
+    become UTF-8 byte pieces), identity normalization (no NFKC), whitespace kept as is. Digits and
+    punctuation may join letters in a piece (SMILES are mostly punctuation and digits), multi-character
+    atoms are symbols (`user_defined_symbols`, default: `frequent_smiles_symbols(texts)`; they are matched
+    in English text too, so `Clinical` starts with the piece `Cl`). Python decode keeps leading spaces;
+    tf_text's detokenize (seqio `decode_tf`) drops them. `sentencepiece_options` override any trainer
+    setting (e.g. `model_type="bpe"`).
+    """
+    texts = list(texts)
+    if user_defined_symbols is None:
+        user_defined_symbols = frequent_smiles_symbols(texts, min_count=min_symbol_count, max_symbols=max_symbols)
+    options = dict(
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,  # T5 convention; decode drops exactly the one space it added
+        split_digits=False,
+        split_by_number=False,
+        split_by_unicode_script=False,
+        character_coverage=1.0,
+        pretokenization_delimiter=_BOUNDARY,
+        user_defined_symbols=list(user_defined_symbols),
+        max_sentencepiece_length=max_piece_length,
+        hard_vocab_limit=hard_vocab_limit,
+    )
+    options.update(sentencepiece_options)
+    return _train((_mark_atom_boundaries(t) for t in texts), output_prefix, **options)
+
+
+def train_plain_vocabulary(
+    texts: Iterable[str], output_prefix: str | os.PathLike, *, vocab_size: int = 8000, hard_vocab_limit: bool = True
+) -> str:
+    """The baseline: SentencePiece's default unigram (NFKC, no byte fallback, no symbols).
+
+    Only what a fair comparison needs differs from the defaults: T5 ids (same number of special pieces),
+    deterministic training and the same maximum sentence length as ours (so both see the same texts).
+    """
+    return _train(texts, output_prefix, vocab_size=vocab_size, hard_vocab_limit=hard_vocab_limit)
+
+
+def load_vocabulary(path: str | os.PathLike, *, extra_ids: int = T5_EXTRA_IDS):
+    """Any SentencePiece model (ours, or the T5/GT4SD `spiece.model`) as a `seqio.SentencePieceVocabulary`.
+
+    Checked here so a wrong path fails now, naming the path, not later inside a tf.data pipeline.
+    """
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    problem = "the file is empty" if not data else None
+    if data:
+        try:
+            if spm.SentencePieceProcessor(model_proto=data).GetPieceSize() == 0:
+                problem = "it has no pieces"
+        except Exception as error:  # sentencepiece raises RuntimeError (parse failure) or OSError
+            problem = f"{type(error).__name__}: {error}".strip()
+    if problem:
+        raise ValueError(f"{path} is not a SentencePiece model ({problem})")
+    import seqio
+
+    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+
+
+def default_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
+    """The vocabulary shipped with the package (`DEFAULT_VOCABULARY_PATH`)."""
+    return load_vocabulary(DEFAULT_VOCABULARY_PATH, extra_ids=extra_ids)
+
+
+def _processor(vocabulary) -> spm.SentencePieceProcessor:
+    if isinstance(vocabulary, spm.SentencePieceProcessor):
+        return vocabulary
+    if isinstance(vocabulary, (str, os.PathLike)):
+        return spm.SentencePieceProcessor(model_proto=_read_bytes(os.fspath(vocabulary)))
+    return vocabulary.tokenizer  # seqio.SentencePieceVocabulary
+
+
+def tokens_per_string(vocabulary, strings: Sequence[str]) -> float:
+    """Mean number of ids per string (no EOS). `vocabulary`: seqio vocabulary, processor or model path."""
+    if not strings:
+        raise ValueError("no strings to count tokens of")
+    encoded = _processor(vocabulary).encode(list(strings))
+    return sum(map(len, encoded)) / len(encoded)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundTrip:
+    """What `check_round_trip` found: counts and a few failing strings."""
+
+    checked: int
+    mismatched: list[str]
+    with_unk: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched and not self.with_unk
+
+
+def check_round_trip(vocabulary, strings: Iterable[str]) -> RoundTrip:
+    """decode(encode(s)) == s and no `<unk>` id, for every string."""
+    processor = _processor(vocabulary)
+    strings = list(strings)
+    unk = processor.unk_id()
+    mismatched, with_unk = [], []
+    for text, ids in zip(strings, processor.encode(strings)):
+        if unk in ids:
+            with_unk.append(text)
+        if processor.decode(ids) != text:
+            mismatched.append(text)
+    return RoundTrip(len(strings), mismatched, with_unk)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Mean tokens per SMILES of ours against plain SentencePiece of the same size on the same texts."""
+
+    ours: float
+    plain: float
+    ours_path: str
+    plain_path: str
+
+
+def compare_with_plain(
+    texts: Sequence[str], smiles: Sequence[str], output_dir: str | os.PathLike, *, vocab_size: int, **options
+) -> Comparison:
+    """Trains both vocabularies on `texts` and counts tokens per SMILES in `smiles` (held out, ideally)."""
+    texts = list(texts)
+    ours = train_vocabulary(texts, os.path.join(output_dir, "ours"), vocab_size=vocab_size, **options)
+    plain = train_plain_vocabulary(texts, os.path.join(output_dir, "plain"), vocab_size=vocab_size)
+    return Comparison(tokens_per_string(ours, smiles), tokens_per_string(plain, smiles), ours, plain)
+
+
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """Training texts from a file: `.jsonl` (source and target), `.tsv` (all fields; header row; a
+    `SMILES` column has ChEBI-20's doubled backslashes undone) or anything else as one text per line."""
+    path = pathlib.Path(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in f if line.strip()]
+            return [row[key] for row in rows for key in ("source", "target") if isinstance(row.get(key), str)]
+        if path.suffix == ".tsv":
+            rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            return [
+                value.replace("\\\\", "\\") if key == "SMILES" else value
+                for row in rows
+                for key, value in row.items()
+                if value
+            ]
+        return [line.rstrip("\r\n") for line in f if line.strip()]
+
+
+def smiles_in_texts(texts: Iterable[str]) -> list[str]:
+    """The SMILES-like chunks of `texts` (for tokens-per-SMILES summaries), atom-mapped ones left out."""
+    return [
+        chunk
+        for text in texts
+        for chunk in text.split()
+        if is_smiles_like(chunk) and not any(_ATOM_MAP.search(t) for t in smiles_tokens(chunk))
+    ]

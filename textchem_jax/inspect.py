@@ -1,0 +1,106 @@
+"""`textchem-inspect`: what a task or mixture feeds the model, before spending accelerator time on it.
+
+Prints, non-interactively: examples (raw and tokenized), effective mixture rates, token-length
+percentiles per task and feature, the fraction truncated at `--task_feature_lengths`, the `<unk>`
+rate, and the report of skipped rows.
+
+  textchem-inspect --mixture=textchem_demo
+  TEXTCHEM_DATA_DIR=../shared/data textchem-inspect --mixture=textchem_standard --split=validation
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99, 100)
+
+
+def _parse_lengths(text: str) -> dict[str, int]:
+    lengths = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() not in ("inputs", "targets") or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected inputs=N,targets=M, got {text!r}")
+        lengths[key.strip()] = int(value)
+    return lengths
+
+
+def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, max_examples: int) -> str:
+    """The whole report for one task or mixture, as text."""
+    import seqio
+
+    import tasks  # noqa: F401  (registers everything)
+    from textchem_jax.data.seqio_tasks import SPECS
+    from textchem_jax.data.sources import SkipReport
+
+    provider = seqio.get_mixture_or_task(name)
+    members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    out = [f"== {name} ({split}) =="]
+    if isinstance(provider, seqio.Mixture):
+        rates = {t.name: provider.get_rate(t) for t in members}
+        total = sum(rates.values())
+        out.append("effective mixture rates:")
+        out += [f"  {task:<34}{rate / total:8.4f}" for task, rate in rates.items()]
+    report = SkipReport()
+    header = f"  {'task':<34}{'feature':<9}{'n':>7}" + "".join(f"{'p' + str(p):>7}" for p in PERCENTILES)
+    stats = [header + f"{'>len':>8}{'unk':>9}"]
+    examples = []
+    for task in members:
+        SPECS[task.name].pairs(split, report=report)
+        vocab = task.output_features["targets"].vocabulary
+        unk = vocab.unk_id
+        ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
+        rows = list(ds.take(max_examples).as_numpy_iterator())
+        examples += [(task.name, row) for row in rows[:num_examples]]
+        for feature in ("inputs", "targets"):
+            token_lengths = np.array([len(r[feature]) for r in rows])
+            tokens = np.concatenate([r[feature] for r in rows]) if rows else np.zeros(0)
+            truncated = float(np.mean(token_lengths > lengths[feature])) if rows else 0.0
+            unk_rate = float(np.mean(tokens == unk)) if tokens.size else 0.0
+            cells = "".join(f"{int(np.percentile(token_lengths, p)) if rows else 0:>7}" for p in PERCENTILES)
+            stats.append(f"  {task.name:<34}{feature:<9}{len(rows):>7}{cells}{truncated:>8.2%}{unk_rate:>9.4%}")
+    out.append(f"token lengths (first {max_examples} examples per task; '>len' = truncated at {lengths}):")
+    out += stats
+    out.append("examples:")
+    for task_name, row in examples:
+        out.append(f"  [{task_name}]")
+        for feature in ("inputs", "targets"):
+            raw = row[f"{feature}_pretokenized"].decode()
+            out.append(f"    {feature}: {raw[:160]}{'...' if len(raw) > 160 else ''}")
+            ids = row[feature].tolist()
+            out.append(f"    {feature} ids ({len(ids)}): {ids[:24]}{' ...' if len(ids) > 24 else ''}")
+    out.append("skipped rows:")
+    out.append(report.format(max_lines=8) if report.files else "  none")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textchem-inspect", description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--mixture", help="a registered mixture, e.g. textchem_standard")
+    which.add_argument("--task", help="a registered task, e.g. textchem_text2mol")
+    parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
+    parser.add_argument("--task_feature_lengths", type=_parse_lengths, default={"inputs": 512, "targets": 512})
+    parser.add_argument("--num_examples", type=int, default=2, help="examples shown per task")
+    parser.add_argument("--max_examples", type=int, default=5000, help="examples per task used for statistics")
+    parser.add_argument("--data_dir", help="data folder (default: TEXTCHEM_DATA_DIR)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up INFO lines
+    if args.data_dir:
+        from textchem_jax.data.datasets import set_data_dir
+
+        set_data_dir(args.data_dir)
+    try:
+        print(inspect(args.mixture or args.task, args.split, args.task_feature_lengths, args.num_examples, args.max_examples))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"textchem-inspect: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`textchem-vocab`: train the chemistry-aware SentencePiece vocabulary and check it round-trips.
+
+Texts come from `--input` files (`.txt` one per line, `.jsonl` source/target, `.tsv` with a header)
+and from `--mixture` (the prompted inputs and targets of a registered task or mixture). The shipped
+default `textchem_jax/data/vocab/textchem_demo.model` is built from the demo corpus:
+
+  textchem-vocab --mixture=textchem_demo --output_prefix=textchem_jax/data/vocab/textchem_demo --vocab_size=1000
+
+Prints the model path, its size and whether every training text round-trips without `<unk>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from textchem_jax.data import datasets
+from textchem_jax.data import vocabulary as vocab_lib
+
+def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """What the model reads and writes for a task: prompt + input, and target."""
+    prompt = datasets.PROMPTS[task]
+    return [text for source, target in pairs for text in (prompt + source, target)]
+
+
+def mixture_texts(name: str, split: str = "train") -> list[str]:
+    """Texts of every task of a registered task or mixture (e.g. `textchem_demo`)."""
+    import seqio
+
+    import tasks  # noqa: F401  (registers the tasks and mixtures)
+    from textchem_jax.data.seqio_tasks import SPECS
+
+    provider = seqio.get_mixture_or_task(name)
+    members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    return [text for task in members for text in task_texts(SPECS[task.name].task, SPECS[task.name].pairs(split))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
+    source = parser.add_argument_group("texts (at least one)")
+    source.add_argument("--input", nargs="+", default=[], help="text files: .txt lines, .jsonl source/target, .tsv")
+    source.add_argument("--mixture", help="a registered task or mixture: its prompted inputs and targets")
+    parser.add_argument("--split", default="train", help="split of --mixture to read (default: train)")
+    parser.add_argument("--data_dir", help="data folder for --mixture (default: TEXTCHEM_DATA_DIR)")
+    parser.add_argument("--output_prefix", required=True, help="writes OUTPUT_PREFIX.model (gs:// works too)")
+    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--soft_vocab_limit", action="store_true", help="allow fewer pieces on a small corpus")
+    parser.add_argument("--compare_plain", action="store_true", help="also train plain SentencePiece, compare")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up INFO lines
+
+    texts = []
+    try:
+        for path in args.input:
+            texts += vocab_lib.read_texts(path)
+        if args.mixture:
+            if args.data_dir:
+                datasets.set_data_dir(args.data_dir)
+            texts += mixture_texts(args.mixture, args.split)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
+        return 2
+    if not texts:
+        parser.error("no texts: give --input or --mixture")
+
+    start = time.perf_counter()
+    try:
+        path = vocab_lib.train_vocabulary(
+            texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
+        )
+    except RuntimeError as error:  # SentencePiece: e.g. vocab_size too large for the corpus
+        print(f"textchem-vocab: training failed: {error} (or pass --soft_vocab_limit)", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    vocabulary = vocab_lib.load_vocabulary(path)
+    check = vocab_lib.check_round_trip(vocabulary, texts)
+    size, extra = vocabulary.vocab_size, vocab_lib.T5_EXTRA_IDS
+    print(f"Wrote {path} ({seconds:.1f} s, {len(texts)} texts)")
+    print(f"  {size - extra} pieces; seqio vocabulary size with {extra} extra ids: {size}")
+    exact = check.checked - len(check.mismatched)
+    print(f"  round trip: {exact}/{check.checked} exact, {len(check.with_unk)} with <unk>")
+    smiles = vocab_lib.smiles_in_texts(texts)
+    if smiles:
+        print(f"  tokens per SMILES: {vocab_lib.tokens_per_string(vocabulary, smiles):.2f} ({len(smiles)} SMILES)")
+    if args.compare_plain and smiles:
+        prefix, hard = f"{args.output_prefix}_plain", not args.soft_vocab_limit
+        try:
+            plain = vocab_lib.train_plain_vocabulary(texts, prefix, vocab_size=args.vocab_size, hard_vocab_limit=hard)
+        except RuntimeError as error:  # plain has no byte pieces, so a small corpus may not fill the size
+            print(f"  plain SentencePiece not trained at this size: {error}")
+        else:
+            per_smiles = vocab_lib.tokens_per_string(plain, smiles)
+            print(f"  plain SentencePiece ({plain}): {per_smiles:.2f} tokens per SMILES")
+    return 0 if check.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
