@@ -69,7 +69,10 @@ def _dataset_fn(spec: TaskSpec):
         if not pairs:
             raise ValueError(f"task {spec.task}: split {split!r} in {spec.directory()} has no valid examples")
         inputs, targets = zip(*pairs)
-        return tf.data.Dataset.from_tensor_slices({"input": list(inputs), "target": list(targets)})
+        dataset = tf.data.Dataset.from_tensor_slices({"input": list(inputs), "target": list(targets)})
+        if shuffle_files:  # the examples are in memory: a full, seeded shuffle costs nothing
+            dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        return dataset
 
     return dataset_fn
 

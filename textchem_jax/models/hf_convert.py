@@ -1,0 +1,315 @@
+"""Hugging Face T5 directories <-> our T5Config and parameter tree.
+
+One table (`hf_parameter_map`) names, for a config, every HF tensor with its place in our tree and
+whether it is transposed (HF `Linear.weight` is (out, in); our kernels are (in, out)); both directions
+use it. T5 differences handled here:
+- the relative position tables live in HF's block 0 of each stack; ours at `<stack>/relpos_bias`;
+- v1.0 ties the logits to `shared.weight` and scales the decoder output; v1.1 has `lm_head.weight`.
+  Transformers 5 writes `tie_word_embeddings: true` for every T5 and keeps the v1.0/v1.1 switch in
+  `scale_decoder_outputs`, and may save a v1.1 model whose head equals the embedding without
+  `lm_head.weight`: then our `logits_dense` starts as a copy of the embedding.
+
+torch and safetensors are imported inside the functions that read or write their formats, so this
+module is cheap to import without the `hf` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from textchem_jax.models.config import T5Config, dtype_name
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FEED_FORWARD = {"relu": "relu", "gated-gelu": "gated-gelu"}
+# Present in some HF checkpoints, never used by HF's T5 (cross-attention has no position bias), or tied
+# copies of the shared embedding.
+_IGNORED_HF_KEYS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
+_EMBEDDING_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> T5Config:
+    """Our T5Config for an HF T5 `config.json` (dtypes, scanning and remat come from `overrides`)."""
+    if hf_config.get("model_type", "t5") != "t5":
+        raise ValueError(f"not a T5 config: model_type={hf_config.get('model_type')!r}")
+    feed_forward = hf_config.get("feed_forward_proj", "relu")
+    if feed_forward not in SUPPORTED_FEED_FORWARD:
+        raise ValueError(f"unsupported feed_forward_proj {feed_forward!r}; supported: {sorted(SUPPORTED_FEED_FORWARD)}")
+    if "scale_decoder_outputs" in hf_config:  # transformers >= 5
+        tied = bool(hf_config["scale_decoder_outputs"])
+    else:
+        tied = bool(hf_config.get("tie_word_embeddings", True))
+    num_layers = hf_config.get("num_layers", 6)
+    values = dict(
+        vocab_size=hf_config["vocab_size"],
+        d_model=hf_config["d_model"],
+        d_kv=hf_config["d_kv"],
+        d_ff=hf_config["d_ff"],
+        num_heads=hf_config["num_heads"],
+        num_encoder_layers=num_layers,
+        num_decoder_layers=hf_config.get("num_decoder_layers") or num_layers,
+        relative_attention_num_buckets=hf_config.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=hf_config.get("relative_attention_max_distance", 128),
+        dropout_rate=hf_config.get("dropout_rate", 0.1),
+        layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-6),
+        feed_forward=SUPPORTED_FEED_FORWARD[feed_forward],
+        tie_word_embeddings=tied,
+    )
+    values.update(overrides)
+    return T5Config(**values)
+
+
+def hf_config_from(config: T5Config) -> dict[str, Any]:
+    """An HF `config.json` for `config`, readable by transformers 4.x and 5.x."""
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": config.vocab_size,
+        "d_model": config.d_model,
+        "d_kv": config.d_kv,
+        "d_ff": config.d_ff,
+        "num_heads": config.num_heads,
+        "num_layers": config.num_encoder_layers,
+        "num_decoder_layers": config.num_decoder_layers,
+        "relative_attention_num_buckets": config.relative_attention_num_buckets,
+        "relative_attention_max_distance": config.relative_attention_max_distance,
+        "dropout_rate": config.dropout_rate,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "initializer_factor": 1.0,
+        "feed_forward_proj": config.feed_forward,
+        # 4.x reads the v1.0/v1.1 switch from tie_word_embeddings, 5.x from scale_decoder_outputs.
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "scale_decoder_outputs": config.tie_word_embeddings,
+        "is_encoder_decoder": True,
+        "use_cache": True,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+        "dtype": config.param_dtype,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The name table
+
+
+def hf_parameter_map(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]:
+    """(HF name, our unscanned parameter path, transposed?) for every parameter of `config`'s model."""
+    mlp = ["wi", "wo"] if config.feed_forward == "relu" else ["wi_0", "wi_1", "wo"]
+    attention = {"q": "query", "k": "key", "v": "value", "o": "out"}
+    rows: list[tuple[str, tuple[str, ...], bool]] = [("shared.weight", ("token_embedder", "embedding"), False)]
+
+    def attention_rows(hf_prefix: str, ours: tuple[str, ...]) -> None:
+        for hf_name, our_name in attention.items():
+            rows.append((f"{hf_prefix}.{hf_name}.weight", (*ours, our_name, "kernel"), True))
+
+    def mlp_rows(hf_prefix: str, ours: tuple[str, ...]) -> None:
+        for name in mlp:
+            rows.append((f"{hf_prefix}.DenseReluDense.{name}.weight", (*ours, "mlp", name, "kernel"), True))
+
+    for stack, num_layers in (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers)):
+        rows.append(
+            (f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+             (stack, "relpos_bias", "rel_embedding"), False)
+        )  # fmt: skip
+        for i in range(num_layers):
+            block, layer = f"{stack}.block.{i}.layer", (stack, f"layers_{i}")
+            if stack == "encoder":
+                attention_rows(f"{block}.0.SelfAttention", (*layer, "attention"))
+                rows.append((f"{block}.0.layer_norm.weight", (*layer, "pre_attention_layer_norm", "scale"), False))
+                mlp_rows(f"{block}.1", layer)
+                rows.append((f"{block}.1.layer_norm.weight", (*layer, "pre_mlp_layer_norm", "scale"), False))
+            else:
+                attention_rows(f"{block}.0.SelfAttention", (*layer, "self_attention"))
+                rows.append((f"{block}.0.layer_norm.weight", (*layer, "pre_self_attention_layer_norm", "scale"), False))
+                attention_rows(f"{block}.1.EncDecAttention", (*layer, "encoder_decoder_attention"))
+                rows.append((f"{block}.1.layer_norm.weight", (*layer, "pre_cross_attention_layer_norm", "scale"), False))
+                mlp_rows(f"{block}.2", layer)
+                rows.append((f"{block}.2.layer_norm.weight", (*layer, "pre_mlp_layer_norm", "scale"), False))
+        rows.append((f"{stack}.final_layer_norm.weight", (stack, f"{stack}_norm", "scale"), False))
+    if not config.tie_word_embeddings:
+        rows.append(("lm_head.weight", ("decoder", "logits_dense", "kernel"), True))
+    return rows
+
+
+def _set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get_path(tree: Mapping, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
+    """HF name -> HF tensor shape for `config`, from the table (no model is built)."""
+    d, inner, ff, vocab = config.d_model, config.inner_dim, config.d_ff, config.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for hf_name, path, _ in hf_parameter_map(config):
+        leaf = path[-2] if path[-1] == "kernel" else path[-1]
+        if hf_name in ("shared.weight", "lm_head.weight"):
+            shape: tuple[int, ...] = (vocab, d)
+        elif path[-1] == "rel_embedding":
+            shape = (config.relative_attention_num_buckets, config.num_heads)
+        elif path[-1] == "scale":
+            shape = (d,)
+        elif leaf in ("query", "key", "value"):
+            shape = (inner, d)
+        elif leaf == "out":
+            shape = (d, inner)
+        elif leaf == "wo":
+            shape = (d, ff)
+        else:  # wi, wi_0, wi_1
+            shape = (ff, d)
+        shapes[hf_name] = shape
+    return shapes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tensors
+
+
+def params_from_hf_state_dict(state: Mapping[str, np.ndarray], config: T5Config) -> dict:
+    """Our plain (unboxed) parameters, as NumPy arrays of `config.param_dtype`, from HF tensors.
+
+    Raises on missing, unexpected or mis-shaped tensors: a wrong config must not load silently.
+    """
+    state = dict(state)
+    if "shared.weight" not in state:  # some checkpoints store only the (tied) stack embeddings
+        for name in _EMBEDDING_COPIES:
+            if name in state:
+                state["shared.weight"] = state[name]
+                break
+    if not config.tie_word_embeddings and "lm_head.weight" not in state and "shared.weight" in state:
+        logger.info("no lm_head.weight: the v1.1 head starts as a copy of shared.weight (tied when saved)")
+        state["lm_head.weight"] = state["shared.weight"]
+    shapes = expected_shapes(config)
+    missing = [name for name in shapes if name not in state]
+    allowed_extra = set(_IGNORED_HF_KEYS) | set(_EMBEDDING_COPIES)
+    if config.tie_word_embeddings:
+        allowed_extra.add("lm_head.weight")
+        if "lm_head.weight" in state and not np.array_equal(state["lm_head.weight"], state["shared.weight"]):
+            raise ValueError("the checkpoint has an lm_head.weight different from shared.weight, but its config ties "
+                             "them (v1.0): set tie_word_embeddings/scale_decoder_outputs to false (v1.1)")  # fmt: skip
+    unexpected = sorted(set(state) - set(shapes) - allowed_extra)
+    if missing or unexpected:
+        raise ValueError(f"HF tensors do not match the T5 config: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    wrong = {n: (tuple(state[n].shape), s) for n, s in shapes.items() if tuple(state[n].shape) != s}
+    if wrong:
+        raise ValueError(f"HF tensor shapes (found, expected) do not match the config: {dict(list(wrong.items())[:8])}")
+
+    dtype = _numpy_dtype(config.param_dtype)
+    params: dict = {}
+    for hf_name, path, transposed in hf_parameter_map(config):
+        value = np.asarray(state[hf_name])
+        value = value.T if transposed else value
+        _set_path(params, path, np.ascontiguousarray(value.astype(dtype)))
+    return params
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes  # NumPy's bfloat16 (a dependency of jax)
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def hf_state_dict_from_params(params: Mapping, config: T5Config) -> dict[str, np.ndarray]:
+    """HF tensors (contiguous NumPy, the parameters' dtype) from our plain parameters (either layout)."""
+    from textchem_jax.models.t5 import unstack_layer_params
+
+    params = unstack_layer_params(dict(params))
+    state = {}
+    for hf_name, path, transposed in hf_parameter_map(config):
+        value = np.asarray(_get_path(params, path))
+        state[hf_name] = np.ascontiguousarray(value.T if transposed else value)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Directories
+
+
+def read_hf_state_dict(directory: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of an HF model directory: model.safetensors, sharded safetensors, or pytorch_model.bin."""
+    directory = pathlib.Path(directory)
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.exists():
+        return _read_safetensors(single)
+    if index.exists():
+        state: dict[str, np.ndarray] = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            state.update(_read_safetensors(directory / shard))
+        return state
+    torch_file = directory / "pytorch_model.bin"
+    if torch_file.exists():
+        return _read_torch(torch_file)
+    raise FileNotFoundError(f"{directory}: no model.safetensors(.index.json) or pytorch_model.bin")
+
+
+def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    # bfloat16 has no NumPy view in torch; float32 holds it exactly and we cast to param_dtype later.
+    return {
+        name: (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+        for name, tensor in state.items()
+        if isinstance(tensor, torch.Tensor)
+    }
+
+
+def load_hf_directory(directory: str | pathlib.Path, **config_overrides: Any) -> tuple[T5Config, dict]:
+    """(config, plain parameters in the config's layout) from a local HF T5 directory."""
+    from textchem_jax.models.t5 import stack_layer_params
+
+    directory = pathlib.Path(directory)
+    hf_config = json.loads((directory / "config.json").read_text())
+    config = config_from_hf(hf_config, **config_overrides)
+    params = params_from_hf_state_dict(read_hf_state_dict(directory), config)
+    if config.scan_layers:
+        params = stack_layer_params(params)
+    return config, params
+
+
+def save_hf_directory(
+    directory: str | pathlib.Path,
+    config: T5Config,
+    params: Mapping,
+    vocabulary_path: str | pathlib.Path | None = None,
+) -> pathlib.Path:
+    """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model."""
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = hf_state_dict_from_params(params, config)
+    hf_config = hf_config_from(config)
+    hf_config["dtype"] = dtype_name(next(iter(state.values())).dtype)
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    if vocabulary_path is not None:
+        shutil.copyfile(vocabulary_path, directory / "spiece.model")
+    return directory
