@@ -7,6 +7,7 @@ import pytest
 import seqio
 
 import tasks  # noqa: F401  (registers everything)
+from textchem_jax.chem import canonicalize
 from textchem_jax.data import datasets
 from textchem_jax.data.seqio_tasks import SPECS, TASKS
 from textchem_jax.inspect import main as inspect_main
@@ -129,3 +130,11 @@ def test_inspect_reports_missing_data_clearly(tmp_path, capsys):
     assert inspect_main(["--task=textchem_text2mol", f"--data_dir={tmp_path}"]) == 2
     datasets.set_data_dir(None)
     assert "chebi20/validation.txt" in capsys.readouterr().err
+
+
+def test_optional_canonicalization(data):
+    raw = datasets.task_pairs("text2mol", "test", str(data))[:200]
+    canonical = datasets.task_pairs("text2mol", "test", str(data), canonical=True)[:200]
+    assert [d for d, _ in raw] == [d for d, _ in canonical]  # descriptions untouched
+    assert sum(a != b for (_, a), (_, b) in zip(raw, canonical)) > 50  # ChEBI SMILES are not RDKit-canonical
+    assert all(canonicalize(s) == s for _, s in canonical)

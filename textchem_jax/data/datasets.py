@@ -20,7 +20,7 @@ import random
 import tempfile
 from collections.abc import Callable
 
-from textchem_jax.chem import molecule_key, randomize_smiles
+from textchem_jax.chem import canonicalize, molecule_key, randomize_smiles
 from textchem_jax.data import sources
 from textchem_jax.parallel import start_parallel_map
 
@@ -234,7 +234,15 @@ def augment_smiles(pairs: list[tuple[str, str]], side: int, variants: int, seed:
     return augmented
 
 
-_SMILES_SIDE = {"forward": 0, "retro": 0, "mol2text": 0, "text2mol": 1}
+_SMILES_SIDES = {"forward": (0, 1), "retro": (0, 1), "mol2text": (0,), "text2mol": (1,), "paragraph2actions": ()}
+
+
+def canonicalize_pairs(task: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """RDKit-canonical SMILES on the chemistry side(s) of each pair (unreadable ones kept as they are)."""
+    sides = _SMILES_SIDES[task]
+    unique = list(dict.fromkeys(p[side] for p in pairs for side in sides))
+    canonical = dict(zip(unique, start_parallel_map(canonicalize, unique)()))
+    return [tuple(canonical[v] or v if i in sides else v for i, v in enumerate(p)) for p in pairs]
 
 
 def task_pairs(
@@ -245,6 +253,7 @@ def task_pairs(
     source: str = "files",
     reactions: str | None = None,
     tfds_dir: str | None = None,
+    canonical: bool = False,
     augment: int = 0,
     seed: int = 0,
     report: sources.SkipReport | None = None,
@@ -253,14 +262,16 @@ def task_pairs(
 
     `source="files"` reads the real formats (reactions: forward from `uspto_mit`, retro from
     `uspto50k`, unless `reactions` names one; from TFDS when `tfds_dir` is given), `"gt4sd"` the
-    GT4SD jsonl. `augment=N` adds N
-    randomized SMILES of each chemistry input (training splits only; targets stay canonical).
+    GT4SD jsonl. `canonical=True` rewrites SMILES in RDKit's canonical form; `augment=N` adds N
+    randomized SMILES of each chemistry input (training splits only; targets stay as they are).
     """
     if source == "files":
         pairs = _task_pairs(task, split, directory, report, reactions, tfds_dir)
     else:
         pairs = gt4sd_pairs(task, split, directory)
-    if augment and split == "train" and task in _SMILES_SIDE and _SMILES_SIDE[task] == 0:
+    if canonical:
+        pairs = canonicalize_pairs(task, pairs)
+    if augment and split == "train" and 0 in _SMILES_SIDES[task]:
         pairs = augment_smiles(pairs, 0, augment, seed)
     return pairs
 

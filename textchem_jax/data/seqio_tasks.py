@@ -24,6 +24,7 @@ class TaskSpec:
     reactions: str | None = None
     augment: int = 0
     tfds_dir: str | None = None
+    canonical: bool = False
 
     def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
         return datasets.task_pairs(
@@ -32,6 +33,7 @@ class TaskSpec:
             None if self.tfds_dir else self.directory(),
             reactions=self.reactions,
             tfds_dir=self.tfds_dir,
+            canonical=self.canonical,
             augment=self.augment,
             seed=seed,
             report=report,
@@ -85,10 +87,12 @@ def register_task(
     reactions: str | None = None,
     augment: int = 0,
     tfds_dir: str | None = None,
+    canonical: bool = False,
 ):
     """Registers `name` as a SeqIO task reading `task` examples from the folder `directory()`.
 
-    With `tfds_dir` the examples come from datasets our TFDS builders prepared there instead.
+    With `tfds_dir` the examples come from datasets our TFDS builders prepared there instead;
+    `canonical` and `augment` are passed to `datasets.task_pairs`.
     """
     import seqio
 
@@ -96,7 +100,7 @@ def register_task(
 
     vocab = vocabulary()
     metric_fn, postprocess_fn = _metric_and_postprocess(task)
-    spec = SPECS[name] = TaskSpec(task, directory, reactions, augment, tfds_dir)
+    spec = SPECS[name] = TaskSpec(task, directory, reactions, augment, tfds_dir, canonical)
     return seqio.TaskRegistry.add(
         name,
         source=seqio.FunctionDataSource(
