@@ -1,0 +1,139 @@
+"""Device mesh (`data`, `model`), logical axis rules, and parameter shardings.
+
+Model code names axes logically (`batch, length, embed, mlp, heads, kv, joined_kv, vocab,
+relpos_buckets, layers`); the rules here map them to the mesh: the batch is split over `data`
+(data parallelism), the wide weight dimensions over `model` (tensor parallelism), as T5X's standard
+rules do. The mesh honours `num_partitions` on every platform, CPU included, so multi-device code runs
+in tests with `--xla_force_host_platform_device_count`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "model")
+LogicalRules = Sequence[tuple[str, str | None]]
+
+
+def standard_logical_axis_rules() -> tuple[tuple[str, str | None], ...]:
+    """Logical axis -> mesh axis: batch on `data`; vocab, mlp, heads and joined_kv on `model`; the rest replicated."""
+    return (
+        ("batch", "data"),
+        ("vocab", "model"),
+        ("mlp", "model"),
+        ("heads", "model"),
+        ("joined_kv", "model"),
+        ("embed", None),
+        ("kv", None),
+        ("length", None),
+        ("relpos_buckets", None),
+        ("layers", None),
+    )
+
+
+def make_mesh(
+    num_partitions: int | None = None,
+    mesh_shape: Sequence[int] | None = None,
+    devices: Sequence[Any] | None = None,
+) -> Mesh:
+    """A (`data`, `model`) mesh over `devices` (default: all).
+
+    `mesh_shape` (data, model) wins; otherwise `model` = `num_partitions` (default 1) and `data` takes the
+    remaining devices. On TPU/GPU the device order follows the physical topology (mesh_utils).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if mesh_shape is None:
+        model = num_partitions or 1
+        if model < 1 or len(devices) % model:
+            raise ValueError(f"num_partitions={model} does not divide the {len(devices)} devices")
+        mesh_shape = (len(devices) // model, model)
+    mesh_shape = tuple(int(n) for n in mesh_shape)
+    if len(mesh_shape) != 2 or int(np.prod(mesh_shape)) != len(devices):
+        raise ValueError(f"mesh_shape {mesh_shape} must be (data, model) with data * model = {len(devices)} devices")
+    if num_partitions is not None and mesh_shape[1] != num_partitions:
+        raise ValueError(f"mesh_shape {mesh_shape} disagrees with num_partitions={num_partitions}")
+    if devices[0].platform in ("tpu", "gpu", "cuda", "rocm"):
+        from jax.experimental import mesh_utils
+
+        device_grid = mesh_utils.create_device_mesh(mesh_shape, devices, allow_split_physical_axes=True)
+    else:
+        device_grid = np.asarray(devices, dtype=object).reshape(mesh_shape)
+    return Mesh(device_grid, MESH_AXES)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: LogicalRules | None = None) -> Iterator[None]:
+    """Makes `mesh` the current mesh and `rules` the logical axis rules (for with_logical_constraint)."""
+    rules = standard_logical_axis_rules() if rules is None else rules
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
+
+
+def logical_partition_specs(boxed_params: Any) -> Any:
+    """The tree of logical PartitionSpecs (axis names) of boxed (`nn.LogicallyPartitioned`) parameters."""
+    return nn.get_partition_spec(boxed_params)
+
+
+def param_shardings(mesh: Mesh, abstract_params: Any, rules: LogicalRules | None = None) -> Any:
+    """NamedShardings (tree shaped like the unboxed parameters) for boxed, e.g. jax.eval_shape'd, parameters."""
+    rules = standard_logical_axis_rules() if rules is None else rules
+    return nn.logical_to_mesh_sharding(logical_partition_specs(abstract_params), mesh, rules)
+
+
+def sharded_init(
+    init_fn: Callable[..., Any], *args: Any, mesh: Mesh, rules: LogicalRules | None = None
+) -> tuple[Any, Any]:
+    """(plain parameters created directly in their shards, their shardings) from `init_fn(*args)` -> boxed params."""
+    rules = standard_logical_axis_rules() if rules is None else rules
+    shardings = param_shardings(mesh, jax.eval_shape(init_fn, *args), rules)
+    with activate(mesh, rules):
+        params = jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+    return params, shardings
+
+
+def _path_name(path: tuple) -> str:
+    return "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path)
+
+
+def describe_params(boxed_params: Any, rules: LogicalRules | None = None) -> str:
+    """One line per parameter (path, shape, dtype, logical axes, partition spec) and the total count.
+
+    Takes boxed parameters (concrete or from jax.eval_shape); plain arrays are listed with unknown axes.
+    This is the body of a run's `model-info.txt`.
+    """
+    rules = standard_logical_axis_rules() if rules is None else rules
+    leaves = jax.tree_util.tree_flatten_with_path(
+        boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    )[0]
+    rows, total = [], 0
+    for path, leaf in leaves:
+        if isinstance(leaf, nn.LogicallyPartitioned):
+            value, names = leaf.value, tuple(leaf.names)
+            spec = PartitionSpec(*nn.logical_to_mesh_axes(names, rules))
+        else:
+            value, names, spec = leaf, None, None
+        shape = tuple(value.shape)
+        total += int(np.prod(shape))
+        axes = "(" + ", ".join(f"{n}={s}" for n, s in zip(names, shape)) + ")" if names else f"{shape} (no axes)"
+        rows.append((_path_name(path), f"{int(np.prod(shape)):,}", axes, str(np.dtype(value.dtype)), str(spec)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)] if rows else [0] * 4
+    lines = [
+        f"Variable {name:<{widths[0]}}  size {size:>{widths[1]}}  shape {axes:<{widths[2]}}  "
+        f"dtype {dtype:<{widths[3]}}  partition spec {spec}"
+        for name, size, axes, dtype, spec in rows
+    ]
+    lines.append(f"Total number of parameters: {total:,}")
+    return "\n".join(lines) + "\n"
+
+
+def sharding_spec(array: jax.Array) -> PartitionSpec | None:
+    """The PartitionSpec an array is actually laid out with (None when not NamedSharding-ed)."""
+    sharding = getattr(array, "sharding", None)
+    return sharding.spec if isinstance(sharding, NamedSharding) else None
