@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",
     "clu==0.0.12",
+    "tensorboard==2.21.0",  # clu.metric_writers writes TensorBoard summaries through it
     "importlib_resources==7.1.0",  # tensorflow-datasets needs it to build datasets
     "sentencepiece==0.2.3",
 ]
@@ -28,7 +29,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": ["pytest==9.0.3", "hypothesis==6.155.2"],
     # Hugging Face interop and parity tests; torch 2.13.0 has a CPU wheel preinstalled on our machines.
-    "hf": ["torch==2.13.0", "transformers>=5,<6", "safetensors"],
+    "hf": ["torch==2.13.0", "transformers==5.24.0", "safetensors"],
 }
 
 setup(
@@ -43,6 +44,7 @@ setup(
     entry_points={
         "console_scripts": [
             "textchem-score=textchem_jax.score:main",
+            "textchem-convert=textchem_jax.convert:main",
             "textchem-vocab=textchem_jax.vocab:main",
             "textchem-inspect=textchem_jax.inspect:main",
         ]

@@ -51,6 +51,21 @@ def vocabulary():
     return vocabularies.load_vocabulary(path) if path else vocabularies.default_vocabulary()
 
 
+def vocabulary_size(multiple: int = 128) -> int:
+    """The model's vocabulary size: the tasks' vocabulary, padded to a multiple of 128 like T5's 32,128."""
+    return -(-vocabulary().vocab_size // multiple) * multiple
+
+
+def _without_none(metric_fn):
+    """SeqIO logs every value as a scalar: a metric that could not be computed (None) is left out."""
+
+    @functools.wraps(metric_fn)
+    def wrapped(targets, predictions):
+        return {key: value for key, value in metric_fn(targets, predictions).items() if value is not None}
+
+    return wrapped
+
+
 def _metric_and_postprocess(task: str):
     from textchem_jax import metrics
 
@@ -116,7 +131,7 @@ def register_task(
             "targets": seqio.Feature(vocab, add_eos=True),
         },
         postprocess_fn=postprocess_fn,
-        metric_fns=[metric_fn],
+        metric_fns=[_without_none(metric_fn)],
     )
 
 

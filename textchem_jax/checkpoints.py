@@ -1,0 +1,122 @@
+"""Checkpoints with orbax: the train state plus each host's data-iterator position, saved atomically.
+
+A checkpoint `MODEL_DIR/checkpoints/<step>/` holds `state/` (the sharded `TrainState`, written by
+orbax from every host, asynchronously) and `data_iterator/` (one `tf.train.Checkpoint` of the tf.data
+iterator per host), so that a resumed run continues on exactly the next batch. Orbax commits a step
+only when all of it is written: a killed run never leaves a half checkpoint behind as the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+logger = logging.getLogger("textchem_jax.checkpoints")
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+    """Saves/restores a `tf.data` iterator, one file per host (its own shard of the data)."""
+
+    def _prefix(self, directory: epath.Path) -> str:
+        return str(directory / f"process_{jax.process_index()}-of-{jax.process_count()}")
+
+    def save(self, directory: epath.Path, args: DataIteratorSave) -> None:
+        import tensorflow as tf
+
+        tf.train.Checkpoint(iterator=args.iterator).write(self._prefix(directory))
+
+    def restore(self, directory: epath.Path, args: DataIteratorRestore) -> Any:
+        import tensorflow as tf
+
+        prefix = self._prefix(directory)
+        if not tf.io.gfile.exists(prefix + ".index"):
+            raise FileNotFoundError(
+                f"no data iterator for process {jax.process_index()} in {directory}: the checkpoint was "
+                f"written by {jax.process_count()} != this run's process count, or is incomplete"
+            )
+        tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_consumed()
+        return args.iterator
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+class Checkpoints:
+    """Periodic, keep-N, restore-latest checkpoints of one run directory (local or `gs://`)."""
+
+    def __init__(self, directory: str, *, keep: int | None = 3, async_save: bool = True):
+        self.directory = epath.Path(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True),
+            item_names=("state", "data_iterator"),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, iterator: Any | None = None) -> None:
+        items = {"state": ocp.args.StandardSave(state)}
+        if iterator is not None:
+            items["data_iterator"] = DataIteratorSave(iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, abstract_state: Any, iterator: Any | None = None, step: int | None = None) -> tuple[Any, int] | None:
+        """(state, step) of `step` (default: the latest), placed like `abstract_state`; None without any."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return None
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if iterator is not None:
+            items["data_iterator"] = DataIteratorRestore(iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        logger.info("restored step %d from %s", step, self.directory)
+        return restored.state, step
+
+    def wait(self) -> None:
+        """Blocks until asynchronous saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs with the shardings of `tree`: what orbax needs to restore into the same layout."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+    )
+
+
+def load_params(directory: str, abstract_params: Any, step: int | None = None) -> Any:
+    """Only the parameters of a run's checkpoint, placed like `abstract_params` (ShapeDtypeStructs
+    with shardings): for `INITIAL_CHECKPOINT_PATH`, evaluation and inference."""
+    manager = ocp.CheckpointManager(epath.Path(directory), item_names=("state", "data_iterator"))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
+    restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
+            )
+        ),
+    )
+    manager.close()
+    return restored.state["params"]

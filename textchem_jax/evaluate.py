@@ -1,0 +1,181 @@
+"""Evaluation: teacher-forced loss/accuracy and inference evaluation through `seqio.Evaluator`.
+
+Inference evaluation decodes each task's split, postprocesses with the task's postprocessor and
+scores with its RDKit metric functions; `seqio.JSONLogger` writes `inference_eval/<task>-<step>.jsonl`
+(inputs, targets, predictions) and `<task>-metrics.jsonl`, the T5X layout, and TensorBoard gets the
+scalars. `textchem-eval` runs it on a checkpoint (`CHECKPOINT_PATH`) into `EVAL_OUTPUT_DIR`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+logger = logging.getLogger("textchem_jax.evaluate")
+DecodeFn = Callable[..., Any]
+
+
+def replicated_batch(mesh, rows: np.ndarray) -> jax.Array:
+    """A global array, split over `data`, from a batch every host holds in full (eval data)."""
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return jax.make_array_from_callback(rows.shape, sharding, lambda index: rows[index])
+
+
+def gather(array: jax.Array) -> np.ndarray:
+    """The whole array on every host."""
+    if jax.process_count() == 1:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def _pad_rows(rows: np.ndarray, multiple: int) -> np.ndarray:
+    missing = -len(rows) % multiple
+    return np.concatenate([rows, np.zeros((missing, *rows.shape[1:]), rows.dtype)]) if missing else rows
+
+
+def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, max_decode_length: int):
+    """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids)]."""
+    decode = jax.jit(functools.partial(decode_fn, model, max_decode_length=max_decode_length))
+    data_size = mesh.shape["data"]
+
+    def predict_fn(dataset) -> list[tuple[int, list[int]]]:
+        results = []
+        for indices, features in dataset.batch(batch_size).as_numpy_iterator():
+            tokens = features["encoder_input_tokens"]
+            padded = _pad_rows(tokens, max(data_size, 1))
+            with jax.set_mesh(mesh):
+                outputs = gather(decode(params, replicated_batch(mesh, padded)))[: len(tokens)]
+            results += [(int(i), [int(t) for t in row]) for i, row in zip(indices, outputs)]
+        return results
+
+    return predict_fn
+
+
+def greedy(model, params, encoder_input_tokens, *, max_decode_length: int):
+    """Default decode function (gin can swap in beam search or sampling)."""
+    from textchem_jax.models.decoding import greedy_decode
+
+    return greedy_decode(model, params, encoder_input_tokens, max_decode_length)
+
+
+class InferenceEvaluator:
+    """seqio.Evaluator of a mixture's split, reused across evaluations of one run."""
+
+    def __init__(
+        self,
+        mixture_or_task_name: str,
+        output_dir: str,
+        task_feature_lengths: Mapping[str, int],
+        split: str = "validation",
+        num_examples: int | None = None,
+    ):
+        import seqio
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
+        self.evaluator = seqio.Evaluator(
+            mixture_or_task_name,
+            feature_converter=seqio.EncDecFeatureConverter(pack=False),
+            eval_split=split,
+            sequence_length=dict(task_feature_lengths),
+            num_examples=num_examples,
+            logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger),
+            log_dir=output_dir,
+        )
+        self.max_decode_length = int(task_feature_lengths["targets"])
+
+    def evaluate(self, model, params, mesh, step: int, *, decode_fn: DecodeFn = greedy, batch_size: int = 32):
+        """{task: {metric: value}} for `params` at `step` (also written to the loggers)."""
+        predict_fn = make_predict_fn(model, params, mesh, decode_fn, batch_size, self.max_decode_length)
+        all_metrics, _ = self.evaluator.evaluate(compute_metrics=jax.process_index() == 0, step=step, predict_fn=predict_fn)
+        results = all_metrics.result() if hasattr(all_metrics, "result") else all_metrics
+        return {
+            task: {name: getattr(value, "value", value) for name, value in metrics.items()}
+            for task, metrics in (results or {}).items()
+        }
+
+
+def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, float]:
+    """Loss and token accuracy over `num_batches` batches, weighted by their tokens."""
+    totals: dict[str, float] = {}
+    for _ in range(num_batches):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        metrics = jax.device_get(trainer.eval_step(params, trainer.shard_batch(batch)))
+        tokens = float(metrics["num_tokens"])
+        for key in ("loss", "accuracy", "cross_entropy"):
+            totals[key] = totals.get(key, 0.0) + float(metrics[key]) * tokens
+        totals["num_tokens"] = totals.get("num_tokens", 0.0) + tokens
+    tokens = max(totals.get("num_tokens", 0.0), 1.0)
+    return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A per-task metric table for the console."""
+    lines = []
+    for task, metrics in sorted(results.items()):
+        lines.append(task)
+        for name, value in metrics.items():
+            shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+            lines.append(f"  {name:<26}{shown}")
+    return "\n".join(lines)
+
+
+def evaluate(
+    *,
+    model,
+    checkpoint_path: str,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    output_dir: str,
+    split: str = "validation",
+    num_examples: int | None = None,
+    batch_size: int = 32,
+    decode_fn: DecodeFn = greedy,
+    num_partitions: int = 1,
+) -> dict:
+    """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import) on a split."""
+    from textchem_jax import partitioning
+    from textchem_jax.model_loading import load_for_inference
+
+    mesh = partitioning.make_mesh(num_partitions)
+    params = load_for_inference(model, checkpoint_path, mesh)
+    evaluator = InferenceEvaluator(mixture_or_task_name, output_dir, task_feature_lengths, split, num_examples)
+    results = evaluator.evaluate(model, params, mesh, step=0, decode_fn=decode_fn, batch_size=batch_size)
+    print(format_table(results))
+    print(f"predictions and metrics: {output_dir}")
+    return results
+
+
+def main() -> int:
+    import gin
+
+    from textchem_jax import launch
+
+    def run() -> int:
+        import tasks  # noqa: F401  (registers the tasks)
+
+        from textchem_jax import evaluate as this_module  # not __main__: gin registered the package's function
+
+        gin.get_configurable(this_module.evaluate)()
+        return 0
+
+    launch.run(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""What the three entry points share, T5X style: flags, gin parsing with clear errors, multi-host start.
+
+Flags: `--gin_file` (repeatable), `--gin.NAME=VALUE` (a binding; `--gin.MODEL_DIR="'/tmp/run'"`),
+`--gin_bindings`, `--gin_search_paths` (the packaged `gin_configs/` is always searched),
+`--tfds_data_dir`, and for multi-host runs `--coordinator_address`, `--process_count`,
+`--process_index` (or the environment variables `jax.distributed.initialize` reads on TPU/SLURM).
+Gin stays here: the library functions it configures (`train`, `evaluate`, `infer`, models,
+optimizers) never import gin themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+GIN_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
+
+
+class ConfigError(Exception):
+    """A gin configuration problem, explained with the file and the fix."""
+
+
+def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(`--gin.NAME=VALUE` bindings as `NAME=VALUE`, the other arguments)."""
+    bindings, rest = [], []
+    for arg in argv:
+        match = re.match(r"--gin\.([^=]+)=(.*)$", arg, re.S)
+        if match:
+            bindings.append(f"{match.group(1)}={match.group(2)}")
+        else:
+            rest.append(arg)
+    return bindings, rest
+
+
+def _required_macros(files: Sequence[str], search_paths: Sequence[str]) -> dict[str, str]:
+    """Macro name -> the gin file that declares it `%gin.REQUIRED` (for error messages)."""
+    declared = {}
+    for name in files:
+        for root in ("", *search_paths):
+            path = pathlib.Path(root) / name if root else pathlib.Path(name)
+            if path.is_file():
+                for line in path.read_text().splitlines():
+                    match = re.match(r"\s*([A-Z_][A-Z0-9_]*)\s*=\s*%gin\.REQUIRED", line)
+                    if match:
+                        declared[match.group(1)] = str(path)
+                break
+    return declared
+
+
+def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[str]:
+    """`files` plus everything they `include`, found along the search paths."""
+    seen, queue = [], list(files)
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.append(name)
+        for root in ("", *search_paths):
+            path = pathlib.Path(root) / name if root else pathlib.Path(name)
+            if path.is_file():
+                queue += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", path.read_text(), re.M)
+                break
+    return seen
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+    """Parses gin files and bindings; raises ConfigError naming the file and the fix."""
+    import gin
+
+    search_paths = [*search_paths, str(GIN_CONFIGS)]
+    for path in search_paths:
+        gin.add_config_file_search_path(path)
+    if not files:
+        raise ConfigError("no --gin_file given: e.g. --gin_file=experiments/quickstart.gin")
+    try:
+        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+        gin.finalize()
+    except ValueError as error:
+        message = str(error)
+        match = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED` but not subsequently overridden", message)
+        if match:
+            macro = match.group(1)
+            where = _required_macros(_all_gin_files(files, search_paths), search_paths).get(macro, "a gin file")
+            raise ConfigError(
+                f"{macro} is required ({where} declares it %gin.REQUIRED): add --gin.{macro}=VALUE, "
+                f"e.g. --gin.{macro}=\"'...'\" for a string, or bind it in a gin file included after {where}"
+            ) from None
+        if "No configurable matching" in message:
+            raise ConfigError(
+                f"{message}\nFix: check the spelling, and that the file imports the module "
+                "(`from textchem_jax import train` etc.) before binding it"
+            ) from None
+        raise ConfigError(message) from None
+    except OSError as error:
+        raise ConfigError(
+            f"{error}\nFix: give a path, or a name relative to --gin_search_paths or to {GIN_CONFIGS}"
+        ) from None
+
+
+def write_config(model_dir: str) -> None:
+    """MODEL_DIR/config.gin: the full configuration the run used (T5X writes the same file)."""
+    import gin
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, "config.gin"), "w") as f:
+        f.write(gin.config_str())
+
+
+def initialize_distributed(coordinator_address: str | None, process_count: int | None, process_index: int | None) -> None:
+    """`jax.distributed.initialize` from flags, or from the environment when the cluster sets it up."""
+    import jax
+
+    if coordinator_address:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU multi-process collectives
+        jax.distributed.initialize(coordinator_address, process_count, process_index)
+    elif any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")):
+        jax.distributed.initialize()
+
+
+def define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_multi_string("gin_file", [], "gin files (names are looked up along --gin_search_paths)")
+    flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'TRAIN_STEPS = 100'")
+    flags.DEFINE_list("gin_search_paths", [], "folders to look for gin files in (gin_configs/ is always searched)")
+    flags.DEFINE_string("tfds_data_dir", None, "TFDS data folder (sets TFDS_DATA_DIR)")
+    flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0")
+    flags.DEFINE_integer("process_count", None, "multi-host: number of processes")
+    flags.DEFINE_integer("process_index", None, "multi-host: index of this process")
+
+
+def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> None:
+    """Runs an entry point: `--gin.X=Y` flags split off, absl flags parsed, gin parsed, `main()` called."""
+    from absl import app, flags
+
+    argv = list(sys.argv if argv is None else argv)
+    gin_flag_bindings, argv = split_gin_flags(argv)
+    define_flags()
+
+    def absl_main(_):
+        FLAGS = flags.FLAGS
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if FLAGS.tfds_data_dir:
+            os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir
+        initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index)
+        try:
+            parse_gin(FLAGS.gin_file, [*FLAGS.gin_bindings, *gin_flag_bindings], FLAGS.gin_search_paths)
+        except ConfigError as error:
+            print(f"configuration error: {error}", file=sys.stderr)
+            return 2
+        return main()
+
+    app.run(absl_main, argv=argv)
