@@ -244,6 +244,8 @@ def _evaluate(trainer, state, model, mesh, model_dir, step, mixture, lengths, ba
     from textchem_jax import evaluate as eval_lib
 
     results: dict = {}
+    if eval_batches == 0 and infer_examples == 0:
+        return results
     try:
         batches = train_dataset(mixture, lengths, batch_size, split=split, shuffle=False).as_numpy_iterator()
         results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_batches)
