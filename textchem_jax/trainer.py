@@ -110,7 +110,12 @@ class Trainer:
         params, self.param_shardings = partitioning.sharded_init(init_params, mesh=self.mesh, rules=self.rules)
         with partitioning.activate(self.mesh, self.rules):
             opt_state = jax.jit(self.optimizer.init)(params)
-        state = TrainState(jnp.zeros((), jnp.int32), params, opt_state)
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        # Scalars (the step, optimizer counts) are replicated over the whole mesh, not left on one device.
+        opt_state = jax.tree_util.tree_map(
+            lambda x: x if len(x.sharding.device_set) == self.mesh.size else jax.device_put(x, replicated), opt_state
+        )
+        state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params, opt_state)
         self.state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
         return state
 
