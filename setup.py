@@ -47,6 +47,9 @@ setup(
             "textchem-convert=textchem_jax.convert:main",
             "textchem-vocab=textchem_jax.vocab:main",
             "textchem-inspect=textchem_jax.inspect:main",
+            "textchem-train=textchem_jax.train:main",
+            "textchem-eval=textchem_jax.evaluate:main",
+            "textchem-infer=textchem_jax.infer:main",
         ]
     },
 )

@@ -58,6 +58,29 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "inference_eval" / "textchem_demo_text2mol-metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["step"] == 6 and 0.0 <= metrics["validity"] <= 1.0
 
+    # textchem-infer on a plain input file with a task name (the prompt is added), beams and scores out.
+    molecules = tmp_path / "molecules.txt"
+    molecules.write_text("CCO\nc1ccccc1C(=O)O\n")
+    command = [sys.executable, "-m", "textchem_jax.infer", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/infer.gin",
+               f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'",
+               f"--gin.infer_lib.infer.input_file='{molecules}'", "--gin.infer_lib.infer.task='mol2text'",
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "preds" / "textchem_mol2text-molecules.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in rows] == ["Caption the following SMILES: CCO", "Caption the following SMILES: c1ccccc1C(=O)O"]
+    assert len(rows[0]["beams"]) == 4 and rows[0]["beam_scores"] == sorted(rows[0]["beam_scores"], reverse=True)
+
+    # textchem-eval on the same checkpoint writes the t5x layout into EVAL_OUTPUT_DIR.
+    command = [sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
+               f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'",
+               "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_paragraph2actions'",
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.eval_lib.evaluate.num_examples=4"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "levenshtein_similarity" in result.stdout
+    assert (tmp_path / "eval" / "textchem_demo_paragraph2actions-000000.jsonl").exists()
+
 
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     steps, period = 24, 8

@@ -55,7 +55,10 @@ def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, m
             tokens = features["encoder_input_tokens"]
             padded = _pad_rows(tokens, max(data_size, 1))
             with jax.set_mesh(mesh):
-                outputs = gather(decode(params, replicated_batch(mesh, padded)))[: len(tokens)]
+                outputs = decode(params, replicated_batch(mesh, padded))
+            if isinstance(outputs, tuple):  # (sequences (batch, k, length), scores): the best one is scored
+                outputs = outputs[0][:, 0]
+            outputs = gather(outputs)[: len(tokens)]
             results += [(int(i), [int(t) for t in row]) for i, row in zip(indices, outputs)]
         return results
 
@@ -63,10 +66,10 @@ def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, m
 
 
 def greedy(model, params, encoder_input_tokens, *, max_decode_length: int):
-    """Default decode function (gin can swap in beam search or sampling)."""
-    from textchem_jax.models.decoding import greedy_decode
+    """Default decode function; gin can swap in `textchem_jax.models.generate.decode` with beams."""
+    from textchem_jax.models.generate import decode
 
-    return greedy_decode(model, params, encoder_input_tokens, max_decode_length)
+    return decode(model, params, encoder_input_tokens, method="greedy", max_decode_length=max_decode_length)
 
 
 class InferenceEvaluator:
