@@ -122,7 +122,8 @@ def describe_params(boxed_params: Any, rules: LogicalRules | None = None) -> str
         shape = tuple(value.shape)
         total += int(np.prod(shape))
         axes = "(" + ", ".join(f"{n}={s}" for n, s in zip(names, shape)) + ")" if names else f"{shape} (no axes)"
-        rows.append((_path_name(path), f"{int(np.prod(shape)):,}", axes, str(np.dtype(value.dtype)), str(spec)))
+        spec_text = "PartitionSpec(" + ", ".join(map(repr, spec)) + ")" if spec is not None else "unknown"
+        rows.append((_path_name(path), f"{int(np.prod(shape)):,}", axes, str(np.dtype(value.dtype)), spec_text))
     widths = [max(len(row[i]) for row in rows) for i in range(4)] if rows else [0] * 4
     lines = [
         f"Variable {name:<{widths[0]}}  size {size:>{widths[1]}}  shape {axes:<{widths[2]}}  "

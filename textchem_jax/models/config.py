@@ -19,12 +19,10 @@ def dtype_name(value: Any) -> str:
     """'float32' for "float32", np.float32, jnp.float32 or np.dtype('float32')."""
     if isinstance(value, str):
         name = value
-    elif hasattr(value, "dtype"):  # jnp scalar types carry their dtype
-        name = value.dtype.name
-    elif hasattr(value, "name"):
-        name = value.name
     else:
-        name = value.__name__
+        import numpy as np  # jnp.bfloat16 and friends convert through their `dtype` attribute
+
+        name = np.dtype(value).name
     if name not in DTYPE_NAMES:
         raise ValueError(f"unsupported dtype {value!r}; expected one of {DTYPE_NAMES}")
     return name

@@ -125,18 +125,22 @@ def hf_parameter_map(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]
         )  # fmt: skip
         for i in range(num_layers):
             block, layer = f"{stack}.block.{i}.layer", (stack, f"layers_{i}")
+
+            def norm_row(index: int, our_name: str) -> None:
+                rows.append((f"{block}.{index}.layer_norm.weight", (*layer, our_name, "scale"), False))
+
             if stack == "encoder":
                 attention_rows(f"{block}.0.SelfAttention", (*layer, "attention"))
-                rows.append((f"{block}.0.layer_norm.weight", (*layer, "pre_attention_layer_norm", "scale"), False))
+                norm_row(0, "pre_attention_layer_norm")
                 mlp_rows(f"{block}.1", layer)
-                rows.append((f"{block}.1.layer_norm.weight", (*layer, "pre_mlp_layer_norm", "scale"), False))
+                norm_row(1, "pre_mlp_layer_norm")
             else:
                 attention_rows(f"{block}.0.SelfAttention", (*layer, "self_attention"))
-                rows.append((f"{block}.0.layer_norm.weight", (*layer, "pre_self_attention_layer_norm", "scale"), False))
+                norm_row(0, "pre_self_attention_layer_norm")
                 attention_rows(f"{block}.1.EncDecAttention", (*layer, "encoder_decoder_attention"))
-                rows.append((f"{block}.1.layer_norm.weight", (*layer, "pre_cross_attention_layer_norm", "scale"), False))
+                norm_row(1, "pre_cross_attention_layer_norm")
                 mlp_rows(f"{block}.2", layer)
-                rows.append((f"{block}.2.layer_norm.weight", (*layer, "pre_mlp_layer_norm", "scale"), False))
+                norm_row(2, "pre_mlp_layer_norm")
         rows.append((f"{stack}.final_layer_norm.weight", (stack, f"{stack}_norm", "scale"), False))
     if not config.tie_word_embeddings:
         rows.append(("lm_head.weight", ("decoder", "logits_dense", "kernel"), True))
@@ -212,7 +216,7 @@ def params_from_hf_state_dict(state: Mapping[str, np.ndarray], config: T5Config)
     if wrong:
         raise ValueError(f"HF tensor shapes (found, expected) do not match the config: {dict(list(wrong.items())[:8])}")
 
-    dtype = _numpy_dtype(config.param_dtype)
+    dtype = numpy_dtype(config.param_dtype)
     params: dict = {}
     for hf_name, path, transposed in hf_parameter_map(config):
         value = np.asarray(state[hf_name])
@@ -221,7 +225,7 @@ def params_from_hf_state_dict(state: Mapping[str, np.ndarray], config: T5Config)
     return params
 
 
-def _numpy_dtype(name: str) -> np.dtype:
+def numpy_dtype(name: str) -> np.dtype:
     if name == "bfloat16":
         import ml_dtypes  # NumPy's bfloat16 (a dependency of jax)
 

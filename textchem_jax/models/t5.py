@@ -203,6 +203,7 @@ class MultiHeadAttention(nn.Module):
                 slot = slot[:, :, None, None]  # (batch, length, 1, 1)
                 key = cached_key.value = jnp.where(slot, key, cached_key.value)
                 value = cached_value.value = jnp.where(slot, value, cached_value.value)
+                key, value = (_constrain(x, ("batch", "length", "heads", "kv")) for x in (key, value))
 
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
         if bias is not None:

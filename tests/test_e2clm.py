@@ -1,0 +1,411 @@
+"""e2-CLM: reduction to T5, domain routing, aggregation, frozen encoders without optimizer state, decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from textchem_jax import partitioning
+from textchem_jax.models import decoding, e2clm, losses, t5
+from textchem_jax.models.config import T5Config, t5_config
+from textchem_jax.models.e2clm import E2Clm, E2ClmConfig
+
+VOCAB = 64
+
+
+def tiny(version: str = "1.0", **overrides) -> T5Config:
+    values = dict(vocab_size=VOCAB, num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
+    return t5_config("tiny", version, **{**values, **overrides})
+
+
+# Everything runs op by op, not jitted: each variant is a new program, and compiling one (seconds on CPU)
+# costs far more than dispatching the ops of a tiny model, whose per-op kernels are compiled once and shared.
+
+
+@functools.lru_cache(maxsize=None)
+def boxed_params(config: E2ClmConfig, seed: int = 0):
+    return e2clm.init_params(config, jax.random.key(seed))
+
+
+def plain_params(config: E2ClmConfig, seed: int = 0) -> dict:
+    return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(boxed_params(config, seed)))
+
+
+@functools.lru_cache(maxsize=None)
+def t5_plain_params(config: T5Config, seed: int = 0) -> dict:
+    params = nn.meta.unbox(t5.init_params(config, jax.random.key(seed)))
+    return jax.tree_util.tree_map(np.asarray, params)
+
+
+def shift_right(targets: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+
+
+def make_batch() -> dict[str, np.ndarray]:
+    """Four examples, two per input domain (text, chemistry, text, chemistry), padded."""
+    rng = np.random.default_rng(0)
+    encoder = rng.integers(2, VOCAB, size=(4, 9)).astype(np.int32)
+    targets = rng.integers(2, VOCAB, size=(4, 6)).astype(np.int32)
+    for row, (source_length, target_length) in enumerate([(9, 6), (5, 4), (3, 2), (7, 5)]):
+        encoder[row, source_length:] = 0
+        targets[row, target_length:] = 0
+    return {
+        "encoder_input_tokens": encoder,
+        "decoder_input_tokens": shift_right(targets),
+        "decoder_target_tokens": targets,
+        "input_domain": np.array([e2clm.TEXT, e2clm.CHEMISTRY, e2clm.TEXT, e2clm.CHEMISTRY], np.int32),
+    }
+
+
+BATCH = make_batch()
+TEXT_ROWS = BATCH["input_domain"] == e2clm.TEXT
+CHEMISTRY_ROWS = ~TEXT_ROWS
+
+
+def logits(config: E2ClmConfig, params, batch=BATCH) -> np.ndarray:
+    return np.asarray(E2Clm(config).apply({"params": params}, **batch))
+
+
+def perturbed(params: dict, scope: str, seed: int = 1) -> dict:
+    """`params` with every array under the top-level `scope` shifted by noise."""
+    rng = np.random.default_rng(seed)
+    noisy = jax.tree_util.tree_map(lambda x: x + rng.normal(0, 0.5, x.shape).astype(x.dtype), params[scope])
+    return {**params, scope: noisy}
+
+
+def variant(shared=False, aggregation="mean", freeze_text=False, freeze_chemistry=False, own_embeddings=False, **t5):
+    return E2ClmConfig(tiny(**t5), shared, freeze_text, freeze_chemistry, aggregation, own_embeddings)
+
+
+# Every combination the brief asks for, plus own embeddings; shared encoders freeze for both domains or neither.
+VARIANTS = [
+    *(variant(True, aggregation, frozen, frozen) for aggregation in ("mean", "select") for frozen in (False, True)),
+    *(
+        variant(False, aggregation, freeze_text, freeze_chemistry)
+        for aggregation in ("mean", "cross_attention", "select")
+        for freeze_text, freeze_chemistry in itertools.product((False, True), repeat=2)
+    ),
+    variant(True, "select", True, True, own_embeddings=True),
+    variant(False, "cross_attention", True, False, own_embeddings=True),
+    variant(False, "select", False, True, own_embeddings=True, version="1.1"),
+]
+
+
+def variant_id(config: E2ClmConfig) -> str:
+    frozen = "".join(name for name, flag in (("T", config.freeze_text), ("C", config.freeze_chemistry)) if flag)
+    parts = ["shared" if config.shared else "separate", config.aggregation, f"frozen={frozen or '-'}"]
+    if config.own_embeddings:
+        parts.append("own-emb")
+    if config.t5.feed_forward != "relu":
+        parts.append("v1.1")
+    return "/".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reduction to T5
+
+
+@pytest.mark.parametrize(
+    "aggregation, t5_overrides",
+    [("mean", {}), ("select", {"version": "1.1"}), ("mean", {"scan_layers": True})],
+    ids=["v1.0-mean", "v1.1-select", "scanned-mean"],
+)
+def test_shared_variant_is_t5(aggregation, t5_overrides):
+    config = variant(True, aggregation, **t5_overrides)
+    # Same parameter tree: names, shapes, dtypes and logical axes (abstract: nothing to compute).
+    e2_boxed = jax.eval_shape(lambda: e2clm.init_params(config, jax.random.key(0)))
+    t5_boxed = jax.eval_shape(lambda: t5.init_params(config.t5, jax.random.key(0)))
+    assert jax.tree_util.tree_structure(e2_boxed) == jax.tree_util.tree_structure(t5_boxed)
+    assert jax.tree_util.tree_leaves(e2_boxed) == jax.tree_util.tree_leaves(t5_boxed)
+    assert partitioning.logical_partition_specs(e2_boxed) == partitioning.logical_partition_specs(t5_boxed)
+    if config.t5.scan_layers:
+        return  # the same modules as unscanned: T5's own tests cover scanned numerics (eager scans are slow)
+    # Same weights, same logits (input_domain is ignored by the one encoder).
+    t5_params = t5_plain_params(config.t5)
+    features = {k: v for k, v in BATCH.items() if k != "input_domain"}
+    expected = np.asarray(t5.T5(config.t5).apply({"params": t5_params}, **features))
+    np.testing.assert_array_equal(logits(config, t5_params), expected)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "select"])
+def test_separate_encoders_with_t5_weights_give_t5_logits(aggregation):
+    """The documented mapping: T5 `encoder` into both domain encoders, decoder side by name."""
+    config = variant(False, aggregation)
+    t5_params = t5_plain_params(config.t5)
+    params = e2clm.with_t5_weights(plain_params(config), t5_params, config)
+    features = {k: v for k, v in BATCH.items() if k != "input_domain"}
+    expected = np.asarray(t5.T5(config.t5).apply({"params": t5_params}, **features))
+    np.testing.assert_array_equal(logits(config, params), expected)
+    assert e2clm.with_t5_weights(plain_params(variant(True)), t5_params, variant(True)).keys() == t5_params.keys()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every variant: init, forward on a mixed-domain batch, one AdamW step through make_optimizer
+
+
+def _adam_states(opt_state) -> list[optax.ScaleByAdamState]:
+    is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)  # noqa: E731
+    return [leaf for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_adam) if is_adam(leaf)]
+
+
+@pytest.mark.parametrize("config", VARIANTS, ids=variant_id)
+def test_variant_trains_one_step_leaving_frozen_encoders_alone(config):
+    model = E2Clm(config)
+    params = jax.tree_util.tree_map(jnp.asarray, plain_params(config))
+    out = logits(config, params)
+    assert out.shape == (4, 6, VOCAB) and np.all(np.isfinite(out))
+
+    optimizer = e2clm.make_optimizer(optax.adamw(1e-2, weight_decay=0.1), params, config)
+    opt_state = optimizer.init(params)
+
+    def train_step(params, opt_state, rng):
+        def loss_fn(params):
+            output = model.apply({"params": params}, **BATCH, deterministic=False, rngs={"dropout": rng})
+            return losses.cross_entropy_loss(output, BATCH["decoder_target_tokens"])[0]
+
+        grads = jax.grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, grads
+
+    new_params, new_opt_state, grads = train_step(params, opt_state, jax.random.key(1))
+
+    frozen = e2clm.frozen_scopes(config)
+    mask = e2clm.trainable_mask(params, config)
+    for scope in params:
+        assert all(not m for m in jax.tree_util.tree_leaves(mask[scope])) == (scope in frozen)
+    for (path, before), after, grad, trained in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree_util.tree_leaves(new_params),
+        jax.tree_util.tree_leaves(grads),
+        jax.tree_util.tree_leaves(mask),
+    ):
+        name = jax.tree_util.keystr(path)
+        if trained:  # the loss reaches it (not just weight decay), and the optimizer moved it
+            assert np.any(grad), f"trained parameter {name} gets no gradient"
+            assert not np.array_equal(before, after), f"trained parameter {name} did not change"
+        else:
+            np.testing.assert_array_equal(after, before, err_msg=f"frozen parameter {name} changed")
+
+    # Frozen parameters have no Adam moments: their subtrees of mu and nu hold no arrays.
+    for state in (opt_state, new_opt_state):
+        (adam,) = _adam_states(state)
+        for moments in (adam.mu, adam.nu):
+            for scope in params:
+                leaves = jax.tree_util.tree_leaves(moments[scope])
+                if scope in frozen:
+                    assert leaves == [], f"frozen {scope} has optimizer state"
+                else:
+                    assert [x.shape for x in leaves] == [x.shape for x in jax.tree_util.tree_leaves(params[scope])]
+        assert jax.tree_util.tree_leaves(state.inner_states[e2clm.FROZEN]) == []
+        trained_size = sum(
+            x.size for x, m in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask)) if m
+        )
+        state_size = sum(x.size for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.floating))
+        assert state_size == 2 * trained_size
+
+
+def test_trainable_mask_on_boxed_and_plain_parameters_agree():
+    config = variant(False, "cross_attention", freeze_text=True, own_embeddings=True)
+    boxed = e2clm.trainable_mask(boxed_params(config), config)
+    plain = e2clm.trainable_mask(plain_params(config), config)
+    assert jax.tree_util.tree_leaves(nn.meta.unbox(boxed)) == jax.tree_util.tree_leaves(plain)
+    assert e2clm.frozen_scopes(config) == {"text_encoder", "text_embedder"}
+    assert not any(jax.tree_util.tree_leaves(plain["text_embedder"]))
+    assert all(jax.tree_util.tree_leaves(plain["token_embedder"]))
+
+
+def test_make_optimizer_rejects_parameters_of_another_variant():
+    separate = variant(False, "select", freeze_text=True)
+    with pytest.raises(ValueError, match="do not match"):
+        e2clm.make_optimizer(optax.adamw(1e-3), plain_params(variant(True)), separate)
+
+
+def test_frozen_encoder_with_own_embedding_gets_no_gradient():
+    config = variant(False, "mean", freeze_text=True, own_embeddings=True)
+    model = E2Clm(config)
+
+    def loss_fn(params):
+        return losses.cross_entropy_loss(model.apply({"params": params}, **BATCH), BATCH["decoder_target_tokens"])[0]
+
+    grads = jax.grad(loss_fn)(plain_params(config))
+    for scope in ("text_encoder", "text_embedder"):
+        assert all(not np.any(g) for g in jax.tree_util.tree_leaves(grads[scope]))
+    assert any(np.any(g) for g in jax.tree_util.tree_leaves(grads["chemistry_encoder"]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Routing and aggregation
+
+
+def test_select_routes_each_example_to_its_domain_encoder():
+    config = variant(False, "select")
+    params = plain_params(config)
+    base = logits(config, params)
+    text_changed = logits(config, perturbed(params, "text_encoder"))
+    np.testing.assert_array_equal(text_changed[CHEMISTRY_ROWS], base[CHEMISTRY_ROWS])
+    assert not np.allclose(text_changed[TEXT_ROWS], base[TEXT_ROWS])
+    chemistry_changed = logits(config, perturbed(params, "chemistry_encoder"))
+    np.testing.assert_array_equal(chemistry_changed[TEXT_ROWS], base[TEXT_ROWS])
+    assert not np.allclose(chemistry_changed[CHEMISTRY_ROWS], base[CHEMISTRY_ROWS])
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "cross_attention"])
+def test_aggregating_variants_read_both_encoders_for_every_example(aggregation):
+    config = variant(False, aggregation)
+    params = plain_params(config)
+    base = logits(config, params)
+    for scope in ("text_encoder", "chemistry_encoder"):
+        changed = logits(config, perturbed(params, scope))
+        for row in range(len(base)):
+            assert not np.allclose(changed[row], base[row]), f"{scope} does not reach example {row}"
+
+
+def test_mean_ignores_the_domain_and_cross_attention_is_led_by_it():
+    mean = variant(False, "mean")
+    flipped = {**BATCH, "input_domain": 1 - BATCH["input_domain"]}
+    no_domain = {k: v for k, v in BATCH.items() if k != "input_domain"}
+    np.testing.assert_array_equal(logits(mean, plain_params(mean), no_domain), logits(mean, plain_params(mean)))
+    cross = variant(False, "cross_attention")
+    assert not np.allclose(logits(cross, plain_params(cross), flipped), logits(cross, plain_params(cross)))
+
+
+@pytest.mark.parametrize("aggregation", ["select", "cross_attention"])
+def test_routing_variants_require_the_domain(aggregation):
+    config = variant(False, aggregation)
+    no_domain = {k: v for k, v in BATCH.items() if k != "input_domain"}
+    with pytest.raises(ValueError, match="input_domain"):
+        E2Clm(config).apply({"params": plain_params(config)}, **no_domain)
+    with pytest.raises(ValueError, match="input_domain must be"):
+        E2Clm(config).apply({"params": plain_params(config)}, **no_domain, input_domain=np.zeros((4, 2), np.int32))
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "select", "cross_attention"])
+def test_packed_rows_route_per_token(aggregation):
+    """Two examples of different domains packed in one row encode as they do apart (per-token input_domain)."""
+    config = variant(False, aggregation)
+    params = plain_params(config)
+    encode = functools.partial(E2Clm(config).apply, {"params": params}, method="encode")
+    text_example = np.array([[5, 9, 13, 1]], np.int32)
+    chemistry_example = np.array([[7, 3, 22, 40, 11, 1]], np.int32)
+    apart_text = encode(text_example, input_domain=np.array([e2clm.TEXT]))
+    apart_chemistry = encode(chemistry_example, input_domain=np.array([e2clm.CHEMISTRY]))
+
+    packed = np.concatenate([text_example, chemistry_example, np.zeros((1, 2), np.int32)], axis=1)
+    segments = np.array([[1] * 4 + [2] * 6 + [0] * 2], np.int32)
+    domains = np.array([[e2clm.TEXT] * 4 + [e2clm.CHEMISTRY] * 8], np.int32)
+    together = encode(packed, encoder_segment_ids=segments, input_domain=domains)
+    np.testing.assert_allclose(together[:, :4], apart_text, atol=1e-5)
+    np.testing.assert_allclose(together[:, 4:10], apart_chemistry, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sizes and partitioning
+
+
+def test_separate_encoders_add_exactly_one_encoder():
+    shared = plain_params(variant(True))
+    encoder_size = t5.count_params(shared["encoder"])
+    for aggregation in ("mean", "select"):
+        assert t5.count_params(plain_params(variant(False, aggregation))) - t5.count_params(shared) == encoder_size
+    cross = plain_params(variant(False, "cross_attention"))
+    assert t5.count_params(cross) - t5.count_params(shared) == encoder_size + t5.count_params(cross["aggregator"])
+    # Own embeddings: one (vocab, d_model) table per encoder on top.
+    table = VOCAB * tiny().d_model
+    assert t5.count_params(plain_params(variant(False, own_embeddings=True))) - t5.count_params(shared) == (
+        encoder_size + 2 * table
+    )
+
+
+@pytest.mark.parametrize("config", VARIANTS, ids=variant_id)
+def test_every_parameter_has_logical_axis_names(config):
+    known = {name for name, _ in partitioning.standard_logical_axis_rules()}
+    leaves = jax.tree_util.tree_leaves(boxed_params(config), is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    for leaf in leaves:
+        assert isinstance(leaf, nn.LogicallyPartitioned), f"unboxed parameter of shape {np.shape(leaf)}"
+        assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= known, leaf.names
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+@pytest.mark.parametrize("aggregation", ["cross_attention", "select"])
+def test_cached_decoding_matches_teacher_forcing(aggregation):
+    config = variant(False, aggregation, version="1.1")
+    params = plain_params(config)
+    model = E2Clm(config)
+    encoder_tokens, domains = BATCH["encoder_input_tokens"], BATCH["input_domain"]
+    targets = np.where(BATCH["decoder_target_tokens"] > 0, BATCH["decoder_target_tokens"], 1)  # no pads
+    full_targets = {**BATCH, "decoder_target_tokens": targets, "decoder_input_tokens": shift_right(targets)}
+    forced = logits(config, params, full_targets)
+
+    encoded = model.apply({"params": params}, encoder_tokens, input_domain=domains, method="encode")
+    t5_model = e2clm.decoder_model(config)
+    step = decoding.make_step_fn(t5_model, params, encoded, encoder_tokens)
+    cache = decoding.init_cache(t5_model, *targets.shape)
+    inputs = shift_right(targets)
+    for position in range(targets.shape[1]):
+        step_logits, cache = step(cache, jnp.asarray(inputs[:, position]))
+        np.testing.assert_allclose(step_logits, forced[:, position], atol=1e-4, rtol=1e-4)
+
+    # The E2Clm.decode method itself keeps the same cache as T5's decoder.
+    _, variables = model.apply(
+        {"params": params}, encoded, encoder_tokens, jnp.zeros_like(targets),
+        decode=True, method="decode", mutable=["cache"],
+    )  # fmt: skip
+    assert jax.tree_util.tree_structure(variables["cache"]) == jax.tree_util.tree_structure(cache)
+
+
+def test_greedy_decode_of_shared_variant_is_t5_greedy_decode():
+    config = variant(True)
+    params = t5_plain_params(config.t5)
+    tokens = BATCH["encoder_input_tokens"]
+    ours = e2clm.greedy_decode(E2Clm(config), params, tokens, BATCH["input_domain"], 7)
+    reference = decoding.greedy_decode(t5.T5(config.t5), params, tokens, 7)
+    np.testing.assert_array_equal(ours, reference)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def test_config_rejects_meaningless_variants():
+    with pytest.raises(ValueError, match="aggregation"):
+        variant(False, "sum")
+    with pytest.raises(ValueError, match="cross-attention"):
+        variant(True, "cross_attention")
+    with pytest.raises(ValueError, match="freeze_text == freeze_chemistry"):
+        variant(True, "mean", freeze_text=True)
+    assert [variant(False, a).needs_domain for a in ("mean", "select", "cross_attention")] == [False, True, True]
+    assert not variant(True, "select").needs_domain
+
+
+def test_config_round_trips_and_flat_constructor():
+    config = e2clm.e2clm_config("tiny", "1.1", aggregation="select", freeze_chemistry=True, vocab_size=VOCAB)
+    assert config == E2ClmConfig(t5_config("tiny", "1.1", VOCAB), False, False, True, "select", False)
+    assert E2ClmConfig.from_dict(config.to_dict()) == config
+    assert dataclasses.is_dataclass(config) and hash(config) == hash(E2ClmConfig.from_dict(config.to_dict()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.shared = True  # type: ignore[misc]
+
+
+def test_task_input_domains_follow_the_data_table():
+    from textchem_jax.data.datasets import DOMAINS
+
+    assert {task: e2clm.task_input_domain(f"textchem_{task}") for task in DOMAINS} == {
+        "forward": e2clm.CHEMISTRY,
+        "retro": e2clm.CHEMISTRY,
+        "mol2text": e2clm.CHEMISTRY,
+        "paragraph2actions": e2clm.TEXT,
+        "text2mol": e2clm.TEXT,
+    }
+    with pytest.raises(ValueError, match="unknown task"):
+        e2clm.task_input_domain("translation")

@@ -1,0 +1,261 @@
+"""Hugging Face parity: import tiny random HF T5s (v1.0 tied, v1.1 untied; safetensors and .bin), compare
+logits and greedy decoding with transformers, export back losslessly, and the textchem-convert CLI.
+
+Tests that need torch/transformers (the optional `hf` extra) skip when they are not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from textchem_jax import convert
+from textchem_jax.models import decoding, hf_convert, t5
+from textchem_jax.models.config import T5Config, t5_config
+
+SKIP_REASON = "torch and transformers (the `hf` extra: pip install -e .[hf]) are needed for Hugging Face parity"
+VOCAB = 64
+MAX_DECODE_LENGTH = 10
+VOCABULARY_MODEL = pathlib.Path(__file__).parents[1] / "textchem_jax" / "data" / "vocab" / "textchem_demo.model"
+
+CASES = {
+    # name: (feed_forward_proj, tie_word_embeddings / v1.0 scaling, safetensors? else pytorch_model.bin)
+    "v1.0": ("relu", True, True),
+    "v1.1": ("gated-gelu", False, True),
+    "v1.1-bin": ("gated-gelu", False, False),
+}
+
+
+def hf_modules():
+    torch = pytest.importorskip("torch", reason=SKIP_REASON)
+    transformers = pytest.importorskip("transformers", reason=SKIP_REASON)
+    return torch, transformers
+
+
+def encoder_batch() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, VOCAB, size=(6, 12)).astype(np.int64)
+    for row, length in enumerate([12, 8, 3, 10, 6, 12]):
+        tokens[row, length:] = 0
+    return tokens
+
+
+def target_batch() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(2, VOCAB, size=(6, 9)).astype(np.int64)
+    for row, length in enumerate([9, 5, 2, 7, 9, 1]):
+        tokens[row, length - 1] = decoding.EOS_ID
+        tokens[row, length:] = 0
+    return tokens
+
+
+def shift_right(targets: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+
+
+def hf_logits(model, encoder: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    torch, _ = hf_modules()
+    with torch.no_grad():
+        output = model(
+            input_ids=torch.tensor(encoder),
+            attention_mask=torch.tensor((encoder > 0).astype(np.int64)),
+            decoder_input_ids=torch.tensor(shift_right(targets)),
+            decoder_attention_mask=torch.tensor((targets > 0).astype(np.int64)),
+        )
+    return output.logits.numpy()
+
+
+def hf_greedy(model, encoder: np.ndarray) -> np.ndarray:
+    """HF greedy tokens without the start token, padded with 0 to MAX_DECODE_LENGTH."""
+    torch, _ = hf_modules()
+    with torch.no_grad():
+        output = model.generate(
+            input_ids=torch.tensor(encoder), attention_mask=torch.tensor((encoder > 0).astype(np.int64)),
+            num_beams=1, do_sample=False, max_new_tokens=MAX_DECODE_LENGTH,
+            # transformers 5.24 sizes its generation cache by num_layers, which breaks a decoder deeper than
+            # the encoder (as here, to test the layer mapping); without the cache HF recomputes every step.
+            use_cache=False,
+        )  # fmt: skip
+    tokens = output.numpy()[:, 1:]
+    return np.pad(tokens, ((0, 0), (0, MAX_DECODE_LENGTH - tokens.shape[1])))
+
+
+def eos_stops(tokens: np.ndarray) -> list[int | None]:
+    return [int(np.argmax(row == decoding.EOS_ID)) if (row == decoding.EOS_ID).any() else None for row in tokens]
+
+
+@dataclasses.dataclass
+class HFCase:
+    name: str
+    model: object  # transformers.T5ForConditionalGeneration, eval mode
+    directory: pathlib.Path
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def hf_case(request, tmp_path_factory) -> HFCase:
+    torch, transformers = hf_modules()
+    feed_forward, tied, safetensors = CASES[request.param]
+    config = transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=20, feed_forward_proj=feed_forward,
+        tie_word_embeddings=tied, decoder_start_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(config).eval()
+    if not tied:  # transformers 5 ties a fresh v1.1 head to the embedding; real v1.1 checkpoints have their own
+        model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight))
+    # Scale the EOS output row until greedy decoding stops early for some sequences and not for others,
+    # so the per-sequence EOS handling is compared too.
+    encoder = encoder_batch()
+    with torch.no_grad():
+        eos_row = model.lm_head.weight[decoding.EOS_ID].clone()
+        for scale in (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0):
+            model.lm_head.weight[decoding.EOS_ID] = eos_row * scale
+            stops = eos_stops(hf_greedy(model, encoder))
+            if None in stops and any(stops):
+                break
+        else:
+            pytest.fail(f"no EOS scale gives mixed greedy stops for {request.param}")
+    directory = tmp_path_factory.mktemp(request.param)
+    if safetensors:
+        model.save_pretrained(directory)
+        assert (directory / "model.safetensors").exists()
+    else:
+        # transformers 5 only writes safetensors (save_pretrained has no safe_serialization any more); the
+        # legacy format is torch.save of the full state dict, tied embedding copies included.
+        model.config.save_pretrained(directory)
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+        assert "encoder.embed_tokens.weight" in model.state_dict()
+    return HFCase(request.param, model, directory)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pure conversion logic (no torch needed)
+
+
+def test_hf_config_mapping_both_transformers_generations():
+    base = dict(model_type="t5", vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_heads=6, num_layers=8,
+                feed_forward_proj="gated-gelu")  # fmt: skip
+    v4_style = hf_convert.config_from_hf({**base, "tie_word_embeddings": False})
+    v5_style = hf_convert.config_from_hf({**base, "tie_word_embeddings": True, "scale_decoder_outputs": False})
+    assert v4_style == v5_style == t5_config("small", "1.1")
+    v1_0 = hf_convert.config_from_hf(
+        {**base, "d_ff": 2048, "num_heads": 8, "num_layers": 6, "feed_forward_proj": "relu"}
+    )
+    assert v1_0 == t5_config("small", "1.0")
+    for config in (v1_0, v4_style):
+        assert hf_convert.config_from_hf(hf_convert.hf_config_from(config)) == config
+    with pytest.raises(ValueError, match="feed_forward_proj"):
+        hf_convert.config_from_hf({**base, "feed_forward_proj": "gated-silu"})
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_name_table_covers_every_parameter_once(version):
+    config = t5_config("tiny", version)
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(t5.init_params(config, jax.random.key(0))))
+    ours = {tuple(k.key for k in path): leaf.shape for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    table = hf_convert.hf_parameter_map(config)
+    assert sorted(path for _, path, _ in table) == sorted(ours)
+    hf_shapes = hf_convert.expected_shapes(config)
+    for hf_name, path, transposed in table:
+        assert hf_shapes[hf_name] == (ours[path][::-1] if transposed else ours[path])
+
+
+def test_relative_position_buckets_match_hf():
+    torch, _ = hf_modules()
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    relative = np.arange(-3000, 3000)
+    for bidirectional in (True, False):
+        for num_buckets, max_distance in ((32, 128), (8, 20), (64, 256)):
+            expected = T5Attention._relative_position_bucket(
+                torch.tensor(relative), bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
+            ).numpy()
+            ours = np.asarray(t5.relative_position_bucket(relative, bidirectional, num_buckets, max_distance))
+            np.testing.assert_array_equal(ours, expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parity with transformers
+
+
+def test_imported_logits_match_hf(hf_case):
+    config, params = hf_convert.load_hf_directory(hf_case.directory)
+    assert config.tie_word_embeddings == (hf_case.name == "v1.0")
+    assert config.feed_forward == ("relu" if hf_case.name == "v1.0" else "gated-gelu")
+    assert config.num_encoder_layers == 2 and config.num_decoder_layers == 3
+    encoder, targets = encoder_batch(), target_batch()
+    expected = hf_logits(hf_case.model, encoder, targets)
+    logits = jax.jit(t5.T5(config).apply)({"params": params}, encoder, shift_right(targets), targets)
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=1e-5)
+
+    # The same weights in the scanned layout give the same logits.
+    scanned_config, scanned = hf_convert.load_hf_directory(hf_case.directory, scan_layers=True)
+    assert "layers" in scanned["encoder"] and "layers" in scanned["decoder"]
+    logits = jax.jit(t5.T5(scanned_config).apply)({"params": scanned}, encoder, shift_right(targets), targets)
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_greedy_decoding_matches_hf_generate(hf_case):
+    config, params = hf_convert.load_hf_directory(hf_case.directory)
+    encoder = encoder_batch()
+    expected = hf_greedy(hf_case.model, encoder)
+    stops = eos_stops(expected)
+    assert None in stops and any(stops)  # some sequences stop early, some run to the maximum length
+    ours = np.asarray(decoding.greedy_decode(t5.T5(config), params, encoder, max_decode_length=MAX_DECODE_LENGTH))
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_export_is_lossless_and_loads_in_hf(hf_case, tmp_path):
+    _, transformers = hf_modules()
+    config, params = hf_convert.load_hf_directory(hf_case.directory)
+    exported = hf_convert.save_hf_directory(tmp_path / "export", config, params, vocabulary_path=VOCABULARY_MODEL)
+    assert (exported / "spiece.model").read_bytes() == VOCABULARY_MODEL.read_bytes()
+    again_config, again = hf_convert.load_hf_directory(exported)
+    assert again_config == config
+    assert jax.tree_util.tree_structure(again) == jax.tree_util.tree_structure(params)
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(params)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
+    encoder, targets = encoder_batch(), target_batch()
+    np.testing.assert_allclose(
+        hf_logits(reloaded, encoder, targets), hf_logits(hf_case.model, encoder, targets), atol=1e-6, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("hf_case", ["v1.1"], indirect=True)  # one case is enough for the CLI plumbing
+def test_convert_cli_round_trip(hf_case, tmp_path):
+    import gin
+
+    _, transformers = hf_modules()
+    converted, exported = tmp_path / "converted", tmp_path / "hf"
+    assert convert.main([f"--hf_dir={hf_case.directory}", f"--output_dir={converted}",
+                         f"--vocabulary={VOCABULARY_MODEL}"]) == 0  # fmt: skip
+    assert {p.name for p in converted.iterdir()} >= {"params.npz", "t5_config.json", "model.gin", "spiece.model"}
+    config = T5Config.from_dict(json.loads((converted / "t5_config.json").read_text()))
+
+    gin.clear_config()
+    try:
+        gin.parse_config((converted / "model.gin").read_text())
+        from_gin = gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn()
+        assert gin.query_parameter("%VOCABULARY_PATH") == str((converted / "spiece.model").resolve())
+    finally:
+        gin.clear_config()
+    assert from_gin == config
+    # The converted parameters load in either layer layout.
+    stacked = convert.read_params(converted, dataclasses.replace(config, scan_layers=True))
+    assert "layers" in stacked["decoder"] and "layers_0" not in stacked["decoder"]
+    assert "layers_2" in convert.read_params(converted, config)["decoder"]
+
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}"]) == 0
+    assert (exported / "spiece.model").exists()
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
+    encoder, targets = encoder_batch(), target_batch()
+    np.testing.assert_array_equal(hf_logits(reloaded, encoder, targets), hf_logits(hf_case.model, encoder, targets))

@@ -1,0 +1,152 @@
+"""`textchem-convert`: Hugging Face T5 directory <-> our converted-checkpoint directory.
+
+    textchem-convert --hf_dir=DIR --output_dir=DIR [--vocabulary=spiece.model] [--scan_layers]
+    textchem-convert --checkpoint_dir=DIR --hf_output_dir=DIR [--vocabulary=spiece.model]
+
+A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
+`t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
+`t5_config` preset, overriding what differs, and `VOCABULARY_PATH` when a vocabulary is known) and a
+copy of the SentencePiece model. The parameter files are written and read by one function each, to be
+replaced by the orbax checkpoint module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from textchem_jax.models.config import T5Config, preset_name, t5_config
+
+PARAMS_FILE = "params.npz"
+CONFIG_FILE = "t5_config.json"
+GIN_FILE = "model.gin"
+VOCABULARY_FILE = "spiece.model"
+_SEPARATOR = "/"
+# Fields that describe how to run, not the architecture; not written into model.gin.
+_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
+
+
+def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:
+    """Saves a nested dict of arrays as one .npz (bfloat16 stored as float32, exactly)."""
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(tree: dict, prefix: tuple[str, ...]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, (*prefix, key))
+            else:
+                array = np.asarray(value)
+                if array.dtype.name == "bfloat16":  # .npz has no bfloat16
+                    array = array.astype(np.float32)
+                flat[_SEPARATOR.join((*prefix, key))] = array
+
+    walk(dict(params), ())
+    path = directory / PARAMS_FILE
+    np.savez(path, **flat)
+    return path
+
+
+def read_params(directory: pathlib.Path, config: T5Config) -> dict:
+    """The nested parameter dict written by `write_params`, cast to `config.param_dtype` and laid out
+    for `config.scan_layers` (stacked or per-layer, whichever way it was written)."""
+    from textchem_jax.models.hf_convert import numpy_dtype
+    from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
+
+    dtype = numpy_dtype(config.param_dtype)
+    params: dict = {}
+    with np.load(directory / PARAMS_FILE) as arrays:
+        for name in arrays.files:
+            *parents, leaf = name.split(_SEPARATOR)
+            node = params
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = arrays[name].astype(dtype)
+    return stack_layer_params(params) if config.scan_layers else unstack_layer_params(params)
+
+
+def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, source: str) -> str:
+    """A gin file that rebuilds `config` as `%MODEL_CONFIG` from the nearest preset plus overrides."""
+    size, version = preset_name(config) or ("small", "1.1" if config.feed_forward == "gated-gelu" else "1.0")
+    preset = t5_config(size, version, vocab_size=config.vocab_size)
+    bindings = {"size": size, "version": version, "vocab_size": config.vocab_size}
+    for name, value in config.to_dict().items():
+        if name not in _RUNTIME_FIELDS and name not in bindings and getattr(preset, name) != value:
+            bindings[name] = value
+    lines = [
+        f"# Model of the checkpoint in this directory, written by textchem-convert from {source}.",
+        "from __gin__ import dynamic_registration",
+        "from textchem_jax.models import config as model_config",
+        "",
+        "MODEL_CONFIG = @model_config.t5_config()",
+        "model_config.t5_config:",
+        *(f"  {name} = {value!r}" for name, value in bindings.items()),
+    ]
+    if vocabulary_path is not None:
+        lines += ["", f"VOCABULARY_PATH = {str(vocabulary_path)!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None,
+              **config_overrides: Any) -> T5Config:  # fmt: skip
+    """HF directory -> converted directory; returns the model config."""
+    from textchem_jax.models.hf_convert import load_hf_directory
+
+    config, params = load_hf_directory(hf_dir, **config_overrides)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_params(output_dir, params)
+    (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    vocabulary = vocabulary or (hf_dir / VOCABULARY_FILE if (hf_dir / VOCABULARY_FILE).exists() else None)
+    copied = None
+    if vocabulary is not None:
+        copied = output_dir.resolve() / VOCABULARY_FILE
+        if pathlib.Path(vocabulary).resolve() != copied:
+            shutil.copyfile(vocabulary, copied)
+    (output_dir / GIN_FILE).write_text(model_gin_text(config, copied, str(hf_dir)))
+    return config
+
+
+def export_hf(
+    checkpoint_dir: pathlib.Path, hf_output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None
+) -> T5Config:
+    """Converted directory -> HF directory (config.json, model.safetensors, spiece.model)."""
+    from textchem_jax.models.hf_convert import save_hf_directory
+
+    config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
+    params = read_params(checkpoint_dir, config)
+    if vocabulary is None and (checkpoint_dir / VOCABULARY_FILE).exists():
+        vocabulary = checkpoint_dir / VOCABULARY_FILE
+    save_hf_directory(hf_output_dir, config, params, vocabulary)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textchem-convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hf_dir", type=pathlib.Path, help="Hugging Face T5 directory to import")
+    parser.add_argument("--output_dir", type=pathlib.Path, help="converted directory to write (with --hf_dir)")
+    parser.add_argument("--checkpoint_dir", type=pathlib.Path, help="converted directory to export")
+    parser.add_argument("--hf_output_dir", type=pathlib.Path, help="HF directory to write (with --checkpoint_dir)")
+    parser.add_argument("--vocabulary", type=pathlib.Path, help="SentencePiece model to copy alongside")
+    parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
+    args = parser.parse_args(argv)
+
+    if args.hf_dir and args.output_dir and not (args.checkpoint_dir or args.hf_output_dir):
+        config = import_hf(args.hf_dir, args.output_dir, args.vocabulary, scan_layers=args.scan_layers)
+        print(f"imported {args.hf_dir} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
+        return 0
+    if args.checkpoint_dir and args.hf_output_dir and not (args.hf_dir or args.output_dir):
+        config = export_hf(args.checkpoint_dir, args.hf_output_dir, args.vocabulary)
+        print(f"exported {args.checkpoint_dir} -> {args.hf_output_dir}: {config}")
+        return 0
+    parser.error("give either --hf_dir and --output_dir, or --checkpoint_dir and --hf_output_dir")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Beam search over the decoder's key/value cache, with Hugging Face's semantics.
+
+Why HF's semantics: published Text+Chem T5 numbers come from `generate(num_beams=k)`; with the same
+weights this module returns the same hypotheses token for token (tests check it against transformers),
+so our evaluations are comparable. Per step, for each example:
+
+1. every running beam's next-token log-probs plus its running score; the best `2 * num_beams`
+   (beam, token) candidates over all beams (twice as many, so enough non-EOS ones survive);
+2. candidates that hit a stop (EOS, or the last position) become finished hypotheses only if they
+   rank among the first `num_beams`; their score is `sum_logprobs / generated_length ** length_penalty`
+   (generated length counts the EOS); the finished buffer keeps the best `num_beams` ever seen;
+3. the best `num_beams` candidates that did not stop run on; the cache is gathered to follow them;
+4. the example is done once the best running beam, length-normalized at its current length (HF's
+   default `early_stopping=False` heuristic; `"never"` uses the maximum length when the penalty is
+   positive, `True` stops as soon as `num_beams` hypotheses finished), cannot beat the worst of a full
+   buffer. The search stops when every example is done or the last position is reached.
+
+"Impossible" candidates get HF's -1e9 added rather than -inf, exactly as HF does, so ranks stay equal.
+Everything has static shapes (a `lax.while_loop` over positions); after EOS a hypothesis holds pad (0).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from textchem_jax.models.decoding import EOS_ID, START_ID, StepFn, init_cache, make_step_fn, map_cache_batch
+from textchem_jax.models.t5 import T5
+
+Array = jax.Array
+Cache = Any
+
+IMPOSSIBLE = -1.0e9  # HF's penalty for candidates that must not be chosen (exact in float32)
+EARLY_STOPPING_MODES = (False, True, "never")
+
+
+class BeamState(NamedTuple):
+    """The while-loop carry; `batch` examples, `beams` per example, `length` decode positions."""
+
+    position: Array  # () int32: tokens generated so far by the running beams
+    cache: Cache  # decoder cache, batch * beams rows, in running-beam order
+    last_tokens: Array  # (batch, beams) token each running beam feeds next
+    running_tokens: Array  # (batch, beams, length), 0 after `position`
+    running_scores: Array  # (batch, beams) summed log-probs (not length-penalized)
+    finished_tokens: Array  # (batch, beams, length) best finished hypotheses, best first
+    finished_scores: Array  # (batch, beams) length-penalized; IMPOSSIBLE-ish in empty slots
+    finished_flags: Array  # (batch, beams) slot holds a real hypothesis
+    improvable: Array  # (batch,) running beams may still beat the finished ones
+    done: Array  # () bool: stop the loop
+
+
+def length_penalties(max_decode_length: int, length_penalty: float) -> np.ndarray:
+    """float32 `length ** length_penalty` for length 0..max_decode_length, computed in float64 as HF's Python does."""
+    return np.asarray([float(n) ** length_penalty if n else 1.0 for n in range(max_decode_length + 1)], np.float32)
+
+
+def top_candidates(accumulated: Array, count: int) -> tuple[Array, Array, Array]:
+    """The `count` best (score, beam, token) of accumulated (batch, beams, vocab) scores, best first.
+
+    Same result and tie order (lowest flat index first) as one top-k over `beams * vocab`, but in two
+    stages (per beam, then over beams), which is much cheaper on CPU for a large vocabulary.
+    """
+    batch, beams, vocab = accumulated.shape
+    per_beam = min(count, vocab)
+    beam_scores, beam_tokens = jax.lax.top_k(accumulated, per_beam)  # (batch, beams, per_beam)
+    scores, flat = jax.lax.top_k(beam_scores.reshape(batch, beams * per_beam), count)
+    beam = flat // per_beam
+    tokens = jnp.take_along_axis(beam_tokens.reshape(batch, beams * per_beam), flat, axis=1)
+    return scores, beam, tokens
+
+
+def _gather_beams(x: Array, indices: Array) -> Array:
+    """x (batch, beams, ...) -> (batch, k, ...) rows `indices` (batch, k) of each example."""
+    expanded = indices.reshape(indices.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, expanded, axis=1)
+
+
+def beam_search_with_step(
+    step: StepFn,
+    cache: Cache,
+    batch_size: int,
+    *,
+    num_beams: int,
+    max_decode_length: int,
+    length_penalty: float = 1.0,
+    eos_id: int = EOS_ID,
+    early_stopping: bool | str = False,
+    min_decode_length: int = 0,
+) -> tuple[Array, Array]:
+    """All `num_beams` hypotheses (batch, beams, length) and scores (batch, beams), best first.
+
+    `step` and `cache` work on `batch_size * num_beams` rows (example-major: row = example * beams + beam).
+    `min_decode_length` forbids EOS before that many tokens (HF's `min_new_tokens`).
+    """
+    if early_stopping not in EARLY_STOPPING_MODES:
+        raise ValueError(f"early_stopping must be one of {EARLY_STOPPING_MODES}, got {early_stopping!r}")
+    beams, length = num_beams, max_decode_length
+    num_candidates = 2 * beams
+    penalties = jnp.asarray(length_penalties(length, length_penalty))
+    heuristic_uses_max_length = early_stopping == "never" and length_penalty > 0.0
+    among_first_beams = jnp.arange(num_candidates) < beams
+    example_offsets = (jnp.arange(batch_size) * beams)[:, None]
+
+    def penalty(flag: Array) -> Array:
+        return jnp.where(flag, jnp.float32(IMPOSSIBLE), jnp.float32(0.0))
+
+    def advance(state: BeamState) -> BeamState:
+        position = state.position
+        logits, cache = step(state.cache, state.last_tokens.reshape(-1))
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        log_probs = log_probs.reshape(batch_size, beams, -1)
+        if min_decode_length > 0:
+            eos_allowed = position >= min_decode_length
+            log_probs = log_probs.at[..., eos_id].set(jnp.where(eos_allowed, log_probs[..., eos_id], -jnp.inf))
+        accumulated = log_probs + state.running_scores[..., None]
+
+        # 1. candidates: the best 2 * beams continuations over all beams of an example
+        scores, source_beam, tokens = top_candidates(accumulated, num_candidates)
+        candidates = _gather_beams(state.running_tokens, source_beam)
+        candidates = jnp.where(jnp.arange(length) == position, tokens[..., None], candidates)
+        stops = (tokens == eos_id) | (position + 1 >= length)
+
+        # 2. running beams: the best candidates that did not stop
+        running_scores, keep = jax.lax.top_k(scores + penalty(stops), beams)
+        running_tokens = _gather_beams(candidates, keep)
+        last_tokens = jnp.take_along_axis(tokens, keep, axis=1)
+        origin = jnp.take_along_axis(source_beam, keep, axis=1)
+
+        # 3. finished hypotheses: stopped candidates among the first `beams`, merged into the buffer
+        just_finished = stops & among_first_beams
+        finished_scores = scores / penalties[position + 1]
+        if early_stopping is True:
+            finished_scores = finished_scores + penalty(jnp.all(state.finished_flags, axis=1, keepdims=True))
+        finished_scores = finished_scores + penalty(~state.improvable[:, None])
+        finished_scores = finished_scores + penalty(~just_finished)
+        merged_scores = jnp.concatenate([state.finished_scores, finished_scores], axis=1)
+        finished_scores, best = jax.lax.top_k(merged_scores, beams)
+        finished_tokens = _gather_beams(jnp.concatenate([state.finished_tokens, candidates], axis=1), best)
+        finished_flags = jnp.take_along_axis(
+            jnp.concatenate([state.finished_flags, just_finished], axis=1), best, axis=1
+        )
+
+        # 4. the cache follows the running beams
+        rows = (example_offsets + origin).reshape(-1)
+        cache = map_cache_batch(lambda x: jnp.take(x, rows, axis=0), cache)
+
+        # 5. can any example still improve?
+        hypothetical_length = length if heuristic_uses_max_length else position + 1
+        best_possible = running_scores[:, :1] / penalties[hypothetical_length]
+        worst_finished = jnp.where(
+            finished_flags, jnp.min(finished_scores, axis=1, keepdims=True), jnp.float32(IMPOSSIBLE)
+        )
+        improvable = state.improvable & jnp.any(best_possible > worst_finished, axis=1)
+        open_beams = ~(jnp.all(finished_flags) & (early_stopping is True))
+        done = ~(jnp.any(improvable) & open_beams & ~jnp.all(stops))
+        return BeamState(
+            position + 1, cache, last_tokens, running_tokens, running_scores, finished_tokens, finished_scores,
+            finished_flags, improvable, done,
+        )  # fmt: skip
+
+    def not_done(state: BeamState) -> Array:
+        return ~state.done & (state.position < length)
+
+    # Only beam 0 starts alive (the others at -1e9), so the first step does not pick the same token n times.
+    initial_running = jnp.where(jnp.arange(beams) == 0, 0.0, IMPOSSIBLE).astype(jnp.float32)
+    state = BeamState(
+        position=jnp.int32(0),
+        cache=cache,
+        last_tokens=jnp.full((batch_size, beams), START_ID, jnp.int32),
+        running_tokens=jnp.zeros((batch_size, beams, length), jnp.int32),
+        running_scores=jnp.broadcast_to(initial_running, (batch_size, beams)),
+        finished_tokens=jnp.zeros((batch_size, beams, length), jnp.int32),
+        finished_scores=jnp.full((batch_size, beams), IMPOSSIBLE, jnp.float32),
+        finished_flags=jnp.zeros((batch_size, beams), jnp.bool_),
+        improvable=jnp.ones((batch_size,), jnp.bool_),
+        done=jnp.bool_(False),
+    )
+    state = jax.lax.while_loop(not_done, advance, state)
+    return state.finished_tokens, state.finished_scores
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "model", "num_beams", "max_decode_length", "length_penalty", "eos_id", "early_stopping",
+        "num_return_sequences", "min_decode_length",
+    ),
+)  # fmt: skip
+def beam_search(
+    model: T5,
+    params: Any,
+    encoder_input_tokens: Array,
+    *,
+    num_beams: int,
+    max_decode_length: int,
+    length_penalty: float = 1.0,
+    eos_id: int = EOS_ID,
+    early_stopping: bool | str = False,
+    num_return_sequences: int | None = None,
+    min_decode_length: int = 0,
+) -> tuple[Array, Array]:
+    """Beam search for a batch of encoder inputs (padded with 0), as HF `generate(num_beams=...)`.
+
+    Returns sequences (batch, k, max_decode_length) without the start token, 0 after EOS, and their
+    scores (batch, k) = sum of log-probs / generated_length ** length_penalty, best first;
+    k = num_return_sequences (default: all num_beams). The encoder runs once per example; its output
+    is repeated per beam.
+    """
+    k = num_beams if num_return_sequences is None else num_return_sequences
+    if not 1 <= k <= num_beams:
+        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {k}")
+    encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
+    batch_size = encoder_input_tokens.shape[0]
+    encoded = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
+    encoded = jnp.repeat(encoded, num_beams, axis=0)
+    beam_inputs = jnp.repeat(encoder_input_tokens, num_beams, axis=0)
+    step = make_step_fn(model, params, encoded, beam_inputs)
+    cache = init_cache(model, batch_size * num_beams, max_decode_length)
+    sequences, scores = beam_search_with_step(
+        step, cache, batch_size, num_beams=num_beams, max_decode_length=max_decode_length,
+        length_penalty=length_penalty, eos_id=eos_id, early_stopping=early_stopping,
+        min_decode_length=min_decode_length,
+    )  # fmt: skip
+    return sequences[:, :k], scores[:, :k]
