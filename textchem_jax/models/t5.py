@@ -438,7 +438,10 @@ class Decoder(nn.Module):
             logits = self.shared_embedding.attend(x * cfg.d_model**-0.5)
         else:
             dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-            logits = Projection(cfg.vocab_size, ("embed", "vocab"), 1.0, dtype, param_dtype, name="logits_dense")(x)
+            # T5X init (std 1/sqrt(d_model)) rather than HF's std 1: from scratch the loss starts near log(vocab).
+            logits = Projection(
+                cfg.vocab_size, ("embed", "vocab"), cfg.d_model**-0.5, dtype, param_dtype, name="logits_dense"
+            )(x)
         return _constrain(logits, ("batch", "length", "vocab"))
 
 
