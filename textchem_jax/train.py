@@ -207,18 +207,21 @@ def train(
         tokens_per_step *= jax.process_count()
         state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
         step += 1
-        if step % log_period == 0 or step == train_steps or step == first_step + 1:
+        must_save = step % checkpoint_period == 0 or step == train_steps
+        if must_save or step % log_period == 0 or step == first_step + 1:
             metrics = jax.device_get(metrics)
-            if not math.isfinite(float(metrics["loss"])):
+            bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
+            if bad:
                 checkpoints.wait()
                 raise TrainingStopped(
-                    f"loss is {float(metrics['loss'])} at step {step}; stopped without saving. The last good "
-                    f"checkpoint is step {last_good} in {checkpoints.directory}. Lower LEARNING_RATE, set "
-                    "clip_norm, or check the data with textchem-inspect."
+                    f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
+                    f"saving. The last good checkpoint is step {last_good} in {checkpoints.directory}. Lower "
+                    "LEARNING_RATE, set clip_norm, or check the data with textchem-inspect."
                 )
-            progress.log(step, metrics, tokens_per_step, flops, peak_flops)
+            if step % log_period == 0 or step == train_steps or step == first_step + 1:
+                progress.log(step, metrics, tokens_per_step, flops, peak_flops)
         stop = preemption.agreed()
-        if step % checkpoint_period == 0 or step == train_steps or stop:
+        if must_save or stop:
             checkpoints.save(step, state, iterator)
             last_good = step
         if stop:

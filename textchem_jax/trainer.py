@@ -170,7 +170,8 @@ class Trainer:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         summary = _summarize(metrics)
-        summary["grad_norm"] = optax.global_norm(grads)
+        summary["grad_norm"] = optax.tree.norm(grads)
+        summary["param_norm"] = optax.tree.norm(params)  # the loop refuses to save non-finite parameters
         if self.schedule is not None:
             summary["learning_rate"] = jnp.asarray(self.schedule(state.step), jnp.float32)
         return TrainState(state.step + 1, params, opt_state), summary
