@@ -146,6 +146,7 @@ def train(
     keep_checkpoints: int | None = 3,
     log_period: int = 10,
     eval_period: int | None = None,
+    train_split: str = "train",
     eval_split: str = "validation",
     eval_batches: int = 8,
     infer_eval_examples: int | None = None,
@@ -175,7 +176,9 @@ def train(
         z_loss=z_loss,
         schedule=schedule_fn,
     )
-    dataset = train_dataset(mixture_or_task_name, task_feature_lengths, batch_size, seed=seed, use_packing=use_packing)
+    dataset = train_dataset(
+        mixture_or_task_name, task_feature_lengths, batch_size, split=train_split, seed=seed, use_packing=use_packing
+    )
     iterator = iter(dataset)
     example = _numpy(next(iter(dataset.take(1))))
     state = trainer.init_state(jax.random.key(seed), example)
