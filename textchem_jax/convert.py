@@ -83,13 +83,16 @@ def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, sourc
         f"# Model of the checkpoint in this directory, written by textchem-convert from {source}.",
         "from __gin__ import dynamic_registration",
         "from textchem_jax.models import config as model_config",
+        "from textchem_jax.models import t5",
         "",
+        "MODEL = @t5.T5()  # what runs/eval.gin, runs/infer.gin and runs/finetune.gin use",
+        "t5.T5.config = %MODEL_CONFIG",
         "MODEL_CONFIG = @model_config.t5_config()",
         "model_config.t5_config:",
         *(f"  {name} = {value!r}" for name, value in bindings.items()),
     ]
-    if vocabulary_path is not None:
-        lines += ["", f"VOCABULARY_PATH = {str(vocabulary_path)!r}"]
+    if vocabulary_path is not None:  # the tasks' vocabulary is chosen by TEXTCHEM_VOCABULARY
+        lines += ["", f"# export TEXTCHEM_VOCABULARY={vocabulary_path}", f"VOCABULARY_PATH = {str(vocabulary_path)!r}"]
     return "\n".join(lines) + "\n"
 
 

@@ -61,23 +61,35 @@ def train_dataset(
     seed: int = 0,
     use_packing: bool = True,
     shuffle: bool = True,
+    with_input_domain: bool = False,
 ):
-    """This host's shard of the (repeated, shuffled, packed) training data, in per-host batches."""
+    """This host's shard of the (repeated, shuffled, packed) training data, in per-host batches.
+
+    `with_input_domain` keeps the per-token `input_domain` feature (e2-CLM models route by it).
+    """
     import seqio
 
     import tasks  # noqa: F401
 
     if batch_size % jax.process_count():
         raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {jax.process_count()} processes")
+    from textchem_jax.data.feature_converters import domain_feature_converter
+
+    lengths = dict(task_feature_lengths)
+    if with_input_domain:
+        converter = domain_feature_converter(pack=use_packing)
+        lengths["input_domain"] = lengths["inputs"]
+    else:
+        converter = seqio.EncDecFeatureConverter(pack=use_packing)
     return seqio.get_dataset(
         mixture_or_task_name,
-        task_feature_lengths=dict(task_feature_lengths),
+        task_feature_lengths=lengths,
         dataset_split=split,
         shuffle=shuffle,
         seed=seed,
         num_epochs=None,
         shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()),
-        feature_converter=seqio.EncDecFeatureConverter(pack=use_packing),
+        feature_converter=converter,
     ).batch(batch_size // jax.process_count(), drop_remainder=True)
 
 
@@ -176,9 +188,11 @@ def train(
         z_loss=z_loss,
         schedule=schedule_fn,
     )
+    routed = trainer_lib.reads_input_domain(model)
     dataset = train_dataset(
-        mixture_or_task_name, task_feature_lengths, batch_size, split=train_split, seed=seed, use_packing=use_packing
-    )
+        mixture_or_task_name, task_feature_lengths, batch_size, split=train_split, seed=seed, use_packing=use_packing,
+        with_input_domain=routed,
+    )  # fmt: skip
     iterator = iter(dataset)
     example = _numpy(next(iter(dataset.take(1))))
     state = trainer.init_state(jax.random.key(seed), example)
@@ -234,18 +248,18 @@ def train(
         if eval_period and step % eval_period == 0 and step < train_steps:
             _evaluate(trainer, state, model, mesh, model_dir, step, mixture_or_task_name, task_feature_lengths,
                       batch_size, eval_split, eval_batches, infer_eval_examples, infer_eval_batch_size,
-                      decode_fn, progress)  # fmt: skip
+                      decode_fn, progress, routed)  # fmt: skip
     checkpoints.wait()
     results = _evaluate(trainer, state, model, mesh, model_dir, step, mixture_or_task_name, task_feature_lengths,
                         batch_size, eval_split, eval_batches, infer_eval_examples, infer_eval_batch_size,
-                        decode_fn, progress)  # fmt: skip
+                        decode_fn, progress, routed)  # fmt: skip
     checkpoints.close()
     progress.writer.flush()
     return results
 
 
 def _evaluate(trainer, state, model, mesh, model_dir, step, mixture, lengths, batch_size, split, eval_batches,
-              infer_examples, infer_batch_size, decode_fn, progress) -> dict:  # fmt: skip
+              infer_examples, infer_batch_size, decode_fn, progress, routed=False) -> dict:  # fmt: skip
     """Teacher-forced metrics on `split`, then (when `infer_examples` != 0) RDKit inference metrics."""
     from textchem_jax import evaluate as eval_lib
 
@@ -253,13 +267,17 @@ def _evaluate(trainer, state, model, mesh, model_dir, step, mixture, lengths, ba
     if eval_batches == 0 and infer_examples == 0:
         return results
     try:
-        batches = train_dataset(mixture, lengths, batch_size, split=split, shuffle=False).as_numpy_iterator()
+        batches = train_dataset(
+            mixture, lengths, batch_size, split=split, shuffle=False, with_input_domain=routed
+        ).as_numpy_iterator()
         results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_batches)
     except FileNotFoundError as error:
         logger.warning("no teacher-forced evaluation: %s", error)
         return results
     progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
-    if infer_examples != 0:
+    if infer_examples != 0 and routed:
+        logger.warning("inference evaluation of e2-CLM variants is not wired yet: teacher-forced metrics only")
+    elif infer_examples != 0:
         evaluator = eval_lib.InferenceEvaluator(
             mixture, os.path.join(model_dir, "inference_eval"), lengths, split, infer_examples
         )

@@ -24,6 +24,7 @@ from textchem_jax.models.losses import cross_entropy_loss
 
 Batch = Mapping[str, jax.Array]
 MODEL_FEATURES = (
+    "input_domain",  # e2-CLM only (see reads_input_domain)
     "encoder_input_tokens",
     "decoder_input_tokens",
     "decoder_target_tokens",
@@ -32,6 +33,22 @@ MODEL_FEATURES = (
     "encoder_positions",
     "decoder_positions",
 )
+
+
+def reads_input_domain(model: nn.Module) -> bool:
+    """Whether `model` is an e2-CLM variant that routes examples by their `input_domain`."""
+    from textchem_jax.models.e2clm import E2ClmConfig
+
+    config = getattr(model, "config", None)
+    return isinstance(config, E2ClmConfig) and config.needs_domain
+
+
+def _frozen_aware(optimizer: optax.GradientTransformation, model: nn.Module, params: Any):
+    """e2-CLM: frozen encoders get no updates and no optimizer state (optax.multi_transform)."""
+    from textchem_jax.models.e2clm import E2ClmConfig, make_optimizer
+
+    config = getattr(model, "config", None)
+    return make_optimizer(optimizer, params, config) if isinstance(config, E2ClmConfig) else optimizer
 
 
 @flax.struct.dataclass
@@ -108,6 +125,7 @@ class Trainer:
             return self.model.init({"params": rng, "dropout": rng}, **features)["params"]
 
         params, self.param_shardings = partitioning.sharded_init(init_params, mesh=self.mesh, rules=self.rules)
+        self.optimizer = _frozen_aware(self.optimizer, self.model, params)
         with partitioning.activate(self.mesh, self.rules):
             opt_state = jax.jit(self.optimizer.init)(params)
         replicated = NamedSharding(self.mesh, PartitionSpec())

@@ -13,6 +13,7 @@ from textchem_jax.data import datasets
 logger = logging.getLogger("textchem_jax.data")
 
 TASKS = ("forward", "retro", "paragraph2actions", "text2mol", "mol2text")
+DOMAIN_IDS = {"text": 0, "chemistry": 1}  # the `input_domain` feature (e2-CLM routing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +111,9 @@ def register_task(
     `canonical` and `augment` are passed to `datasets.task_pairs`.
     """
     import seqio
+    import tensorflow as tf
 
-    from textchem_jax.data.preprocessors import add_prompt
+    from textchem_jax.data.preprocessors import add_input_domain, add_prompt
 
     vocab = vocabulary()
     metric_fn, postprocess_fn = _metric_and_postprocess(task)
@@ -125,10 +127,14 @@ def register_task(
             functools.partial(add_prompt, prompt=datasets.PROMPTS[task], keep_input_as="product" if task == "retro" else None),
             seqio.preprocessors.tokenize,
             seqio.preprocessors.append_eos_after_trim,
+            functools.partial(add_input_domain, domain=DOMAIN_IDS[datasets.DOMAINS[task][0]]),
         ],
         output_features={
             "inputs": seqio.Feature(vocab, add_eos=True),
             "targets": seqio.Feature(vocab, add_eos=True),
+            "input_domain": seqio.Feature(
+                seqio.PassThroughVocabulary(len(DOMAIN_IDS)), add_eos=False, required=False, dtype=tf.int32
+            ),
         },
         postprocess_fn=postprocess_fn,
         metric_fns=[_without_none(metric_fn)],
