@@ -47,6 +47,9 @@ def test_run_configs_with_a_model(run, tmp_path):
 def test_wrong_include_order_or_missing_file_is_explained():
     with pytest.raises(launch.ConfigError, match="gin_search_paths"):
         launch.parse_gin(["experiments/no_such.gin"], [])
+    with pytest.raises(launch.ConfigError, match="macro MODEL is used but never defined.*models/t5_small.gin"):
+        launch.parse_gin(["runs/pretrain.gin"], ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='textchem_demo'",
+                                                 "TASK_FEATURE_LENGTHS={}", "TRAIN_STEPS=1"])  # fmt: skip
     with pytest.raises(launch.ConfigError, match="TRAIN_STEPS is required .*runs/pretrain.gin"):
         launch.parse_gin(["models/t5_tiny.gin", "runs/pretrain.gin"],
                          ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='textchem_demo'", "TASK_FEATURE_LENGTHS={}"])  # fmt: skip

@@ -10,6 +10,7 @@ optimizers) never import gin themselves.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import re
@@ -66,11 +67,17 @@ def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[st
     return seen
 
 
+def _quiet_search_misses(record) -> bool:
+    """gin logs an ERROR for every search path a file is not in, even when a later one has it."""
+    return not str(record.getMessage()).startswith("Path not found:")
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
     """Parses gin files and bindings; raises ConfigError naming the file and the fix."""
     import gin
 
     search_paths = [*search_paths, str(GIN_CONFIGS)]
+    logging.getLogger().addFilter(_quiet_search_misses)
     for path in search_paths:
         gin.add_config_file_search_path(path)
     if not files:
@@ -87,6 +94,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
             raise ConfigError(
                 f"{macro} is required ({where} declares it %gin.REQUIRED): add --gin.{macro}=VALUE, "
                 f"e.g. --gin.{macro}=\"'...'\" for a string, or bind it in a gin file included after {where}"
+            ) from None
+        match = re.search(r"No bindings specified for '(\w+)/gin\.macro'", message)
+        if match:
+            macro = match.group(1)
+            hint = " (e.g. --gin_file=models/t5_small.gin)" if macro == "MODEL" else ""
+            raise ConfigError(
+                f"macro {macro} is used but never defined: add a gin file that defines it{hint} to the "
+                f"--gin_file list, or bind it with --gin.{macro}=VALUE"
             ) from None
         if "No configurable matching" in message:
             raise ConfigError(
