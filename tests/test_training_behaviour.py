@@ -109,3 +109,22 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert "preempted: saved step" in output
     saved = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert saved and int(saved[0]) >= 3
+
+
+def test_finetune_starts_from_a_hugging_face_import(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra")
+    from textchem_jax.convert import main as convert_main
+    from textchem_jax.model_loading import load_for_inference
+
+    config = transformers.T5Config(
+        vocab_size=vocabulary_size(), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0,
+    )  # fmt: skip
+    transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path / "hf")
+    assert convert_main(["--hf_dir", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "converted")]) == 0
+    _train(tmp_path / "run", train_steps=1, initial_checkpoint_path=str(tmp_path / "converted"), learning_rate=0.0)
+    mesh = partitioning.make_mesh()
+    imported = load_for_inference(tiny_model(), str(tmp_path / "converted"), mesh)
+    trained = load_for_inference(tiny_model(), str(tmp_path / "run"), mesh)
+    for a, b in zip(jax.tree_util.tree_leaves(imported), jax.tree_util.tree_leaves(trained)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
