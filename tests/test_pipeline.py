@@ -61,7 +61,9 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     # textchem-infer on a plain input file with a task name (the prompt is added), beams and scores out.
     molecules = tmp_path / "molecules.txt"
     molecules.write_text("CCO\nc1ccccc1C(=O)O\n")
+    quickstart_model = ["--gin.config.t5_config.d_model=128", "--gin.config.t5_config.d_kv=32", "--gin.config.t5_config.d_ff=256"]
     command = [sys.executable, "-m", "textchem_jax.infer", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/infer.gin",
+               *quickstart_model,
                f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'",
                f"--gin.infer_lib.infer.input_file='{molecules}'", "--gin.infer_lib.infer.task='mol2text'",
                "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}"]  # fmt: skip
@@ -73,6 +75,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
 
     # textchem-eval on the same checkpoint writes the t5x layout into EVAL_OUTPUT_DIR.
     command = [sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
+               *quickstart_model,
                f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'",
                "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_paragraph2actions'",
                "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.eval_lib.evaluate.num_examples=4"]  # fmt: skip
@@ -80,6 +83,11 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "levenshtein_similarity" in result.stdout
     assert (tmp_path / "eval" / "textchem_demo_paragraph2actions-000000.jsonl").exists()
+
+    # The wrong model configuration for a checkpoint is a clear error, not a crash deep inside orbax.
+    command = [c for c in command if c not in quickstart_model]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "config.gin" in result.stderr
 
 
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):

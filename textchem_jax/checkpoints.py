@@ -110,13 +110,35 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
     restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
-            )
-        ),
-    )
-    manager.close()
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
+                )
+            ),
+        )
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"the checkpoint in {directory} (step {step}) does not fit this model's parameters ({error}); "
+            "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
+        ) from None
+    finally:
+        manager.close()
+    _check_shapes(restored.state["params"], abstract_params, directory)
     return restored.state["params"]
+
+
+def _check_shapes(params: Any, abstract_params: Any, directory: str) -> None:
+    for path, (value, expected) in _zip_with_paths(params, abstract_params):
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(
+                f"{path} is {tuple(value.shape)} in {directory} but {tuple(expected.shape)} in this model: use the "
+                "model configuration the run was trained with (its MODEL_DIR/config.gin)"
+            )
+
+
+def _zip_with_paths(tree: Any, like: Any):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(jax.tree_util.keystr(path), pair) for (path, _), pair in zip(leaves, zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like)))]

@@ -86,12 +86,14 @@ class InferenceEvaluator:
         import seqio
         import tensorflow as tf
 
+        from textchem_jax.data.feature_converters import domain_feature_converter
+
         tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
         self.evaluator = seqio.Evaluator(
             mixture_or_task_name,
-            feature_converter=seqio.EncDecFeatureConverter(pack=False),
+            feature_converter=domain_feature_converter(pack=False),  # keeps the tasks' `input_domain`
             eval_split=split,
-            sequence_length=dict(task_feature_lengths),
+            sequence_length={**task_feature_lengths, "input_domain": task_feature_lengths["inputs"]},
             num_examples=num_examples,
             logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger),
             log_dir=output_dir,
@@ -173,7 +175,11 @@ def main() -> int:
 
         from textchem_jax import evaluate as this_module  # not __main__: gin registered the package's function
 
-        gin.get_configurable(this_module.evaluate)()
+        try:
+            gin.get_configurable(this_module.evaluate)()
+        except (ValueError, FileNotFoundError) as error:
+            print(f"textchem-eval: {error}", file=sys.stderr)
+            return 2
         return 0
 
     launch.run(run)
