@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAST = [

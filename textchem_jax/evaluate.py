@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -166,23 +165,9 @@ def evaluate(
 
 
 def main() -> int:
-    import gin
-
     from textchem_jax import launch
 
-    def run() -> int:
-        import tasks  # noqa: F401  (registers the tasks)
-
-        from textchem_jax import evaluate as this_module  # not __main__: gin registered the package's function
-
-        try:
-            gin.get_configurable(this_module.evaluate)()
-        except (ValueError, FileNotFoundError) as error:
-            print(f"textchem-eval: {error}", file=sys.stderr)
-            return 2
-        return 0
-
-    launch.run(run)
+    launch.run_configured("textchem_jax.evaluate.evaluate", "textchem-eval")
     return 0
 
 

@@ -151,21 +151,9 @@ def infer(
 
 
 def main() -> int:
-    import gin
-
     from textchem_jax import launch
 
-    def run() -> int:
-        from textchem_jax import infer as this_module  # not __main__: gin registered the package's function
-
-        try:
-            gin.get_configurable(this_module.infer)()
-        except (ValueError, FileNotFoundError) as error:
-            print(f"textchem-infer: {error}", file=sys.stderr)
-            return 2
-        return 0
-
-    launch.run(run)
+    launch.run_configured("textchem_jax.infer.infer", "textchem-infer")
     return 0
 
 

@@ -170,3 +170,28 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
         return main()
 
     app.run(absl_main, argv=argv)
+
+
+def run_configured(qualified_name: str, program: str) -> None:
+    """Runs the gin-configured library function `package.module.function` as the command `program`.
+
+    The function is looked up in its package module (not `__main__`, which `python -m` creates as a
+    second copy that gin never registered); data and configuration errors become one clear line.
+    """
+    import importlib
+
+    def main() -> int:
+        import gin
+
+        import tasks  # noqa: F401  (registers the tasks and mixtures)
+
+        module_name, _, function_name = qualified_name.rpartition(".")
+        function = getattr(importlib.import_module(module_name), function_name)
+        try:
+            gin.get_configurable(function)()
+        except (ValueError, FileNotFoundError) as error:
+            print(f"{program}: {error}", file=sys.stderr)
+            return 2
+        return 0
+
+    run(main)

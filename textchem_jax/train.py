@@ -171,7 +171,6 @@ def train(
     import tensorflow as tf
 
     from textchem_jax import checkpoints as ckpt
-    from textchem_jax import evaluate as eval_lib
     from textchem_jax import partitioning
     from textchem_jax import trainer as trainer_lib
 

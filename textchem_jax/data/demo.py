@@ -358,7 +358,7 @@ class _Template:
 
 
 _TEMPLATES = (
-    _Template("esterification", f"[CX3:1](=[O:2])[OX2H1].[OX2H1:3][CX4:4]>>[C:1](=[O:2])[O:3][C:4]",
+    _Template("esterification", "[CX3:1](=[O:2])[OX2H1].[OX2H1:3][CX4:4]>>[C:1](=[O:2])[O:3][C:4]",
               ("substrates", "alcohols"),
               ((("O=S(=O)(O)O",), None), (("C1CCC(N=C=NC2CCCCC2)CC1", "CN(C)c1ccncc1", _DCM), None)),
               (_FREE_AMINE, _HYDROXY)),

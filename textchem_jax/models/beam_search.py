@@ -38,6 +38,31 @@ IMPOSSIBLE = -1.0e9  # HF's penalty for candidates that must not be chosen (exac
 EARLY_STOPPING_MODES = (False, True, "never")
 
 
+class BeamOptions(NamedTuple):
+    """Search settings as arrays, so changing them does not recompile (build with `beam_options`)."""
+
+    penalties: Array  # (length + 1,) float32: generated_length ** length_penalty
+    min_decode_length: Array  # () int32: no EOS before this many tokens
+    stop_when_full: Array  # () bool: early_stopping=True
+    heuristic_at_max_length: Array  # () bool: early_stopping="never" with a positive length penalty
+
+
+def beam_options(
+    max_decode_length: int, length_penalty: float = 1.0, early_stopping: bool | str = False, min_decode_length: int = 0
+) -> BeamOptions:
+    """Host-side options. The penalties are computed in float64 like HF's Python `length ** length_penalty`,
+    then rounded to float32, so length-normalized scores equal HF's bit for bit."""
+    if early_stopping not in EARLY_STOPPING_MODES:
+        raise ValueError(f"early_stopping must be one of {EARLY_STOPPING_MODES}, got {early_stopping!r}")
+    penalties = [float(n) ** length_penalty if n else 1.0 for n in range(max_decode_length + 1)]
+    return BeamOptions(
+        penalties=np.asarray(penalties, np.float32),
+        min_decode_length=np.int32(min_decode_length),
+        stop_when_full=np.bool_(early_stopping is True),
+        heuristic_at_max_length=np.bool_(early_stopping == "never" and length_penalty > 0.0),
+    )
+
+
 class BeamState(NamedTuple):
     """The while-loop carry; `batch` examples, `beams` per example, `length` decode positions."""
 
@@ -53,16 +78,11 @@ class BeamState(NamedTuple):
     done: Array  # () bool: stop the loop
 
 
-def length_penalties(max_decode_length: int, length_penalty: float) -> np.ndarray:
-    """float32 `length ** length_penalty` for length 0..max_decode_length, computed in float64 as HF's Python does."""
-    return np.asarray([float(n) ** length_penalty if n else 1.0 for n in range(max_decode_length + 1)], np.float32)
-
-
 def top_candidates(accumulated: Array, count: int) -> tuple[Array, Array, Array]:
     """The `count` best (score, beam, token) of accumulated (batch, beams, vocab) scores, best first.
 
     Same result and tie order (lowest flat index first) as one top-k over `beams * vocab`, but in two
-    stages (per beam, then over beams), which is much cheaper on CPU for a large vocabulary.
+    stages (per beam, then over beams), which is cheaper on CPU for a large vocabulary.
     """
     batch, beams, vocab = accumulated.shape
     per_beam = min(count, vocab)
@@ -83,25 +103,20 @@ def beam_search_with_step(
     step: StepFn,
     cache: Cache,
     batch_size: int,
+    options: BeamOptions,
     *,
     num_beams: int,
-    max_decode_length: int,
-    length_penalty: float = 1.0,
     eos_id: int = EOS_ID,
-    early_stopping: bool | str = False,
-    min_decode_length: int = 0,
 ) -> tuple[Array, Array]:
     """All `num_beams` hypotheses (batch, beams, length) and scores (batch, beams), best first.
 
-    `step` and `cache` work on `batch_size * num_beams` rows (example-major: row = example * beams + beam).
-    `min_decode_length` forbids EOS before that many tokens (HF's `min_new_tokens`).
+    `step` and `cache` work on `batch_size * num_beams` rows (example-major: row = example * beams + beam);
+    the decode length is `len(options.penalties) - 1`.
     """
-    if early_stopping not in EARLY_STOPPING_MODES:
-        raise ValueError(f"early_stopping must be one of {EARLY_STOPPING_MODES}, got {early_stopping!r}")
-    beams, length = num_beams, max_decode_length
+    beams = num_beams
+    length = options.penalties.shape[0] - 1
     num_candidates = 2 * beams
-    penalties = jnp.asarray(length_penalties(length, length_penalty))
-    heuristic_uses_max_length = early_stopping == "never" and length_penalty > 0.0
+    penalties = jnp.asarray(options.penalties, jnp.float32)
     among_first_beams = jnp.arange(num_candidates) < beams
     example_offsets = (jnp.arange(batch_size) * beams)[:, None]
 
@@ -113,9 +128,8 @@ def beam_search_with_step(
         logits, cache = step(state.cache, state.last_tokens.reshape(-1))
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         log_probs = log_probs.reshape(batch_size, beams, -1)
-        if min_decode_length > 0:
-            eos_allowed = position >= min_decode_length
-            log_probs = log_probs.at[..., eos_id].set(jnp.where(eos_allowed, log_probs[..., eos_id], -jnp.inf))
+        eos_allowed = position >= options.min_decode_length  # HF's min_new_tokens: EOS log-prob -inf
+        log_probs = log_probs.at[..., eos_id].set(jnp.where(eos_allowed, log_probs[..., eos_id], -jnp.inf))
         accumulated = log_probs + state.running_scores[..., None]
 
         # 1. candidates: the best 2 * beams continuations over all beams of an example
@@ -131,10 +145,11 @@ def beam_search_with_step(
         origin = jnp.take_along_axis(source_beam, keep, axis=1)
 
         # 3. finished hypotheses: stopped candidates among the first `beams`, merged into the buffer
+        #    (penalties added in HF's order, so even the ranks of impossible entries agree)
         just_finished = stops & among_first_beams
         finished_scores = scores / penalties[position + 1]
-        if early_stopping is True:
-            finished_scores = finished_scores + penalty(jnp.all(state.finished_flags, axis=1, keepdims=True))
+        full = jnp.all(state.finished_flags, axis=1, keepdims=True) & options.stop_when_full
+        finished_scores = finished_scores + penalty(full)
         finished_scores = finished_scores + penalty(~state.improvable[:, None])
         finished_scores = finished_scores + penalty(~just_finished)
         merged_scores = jnp.concatenate([state.finished_scores, finished_scores], axis=1)
@@ -149,13 +164,13 @@ def beam_search_with_step(
         cache = map_cache_batch(lambda x: jnp.take(x, rows, axis=0), cache)
 
         # 5. can any example still improve?
-        hypothetical_length = length if heuristic_uses_max_length else position + 1
+        hypothetical_length = jnp.where(options.heuristic_at_max_length, length, position + 1)
         best_possible = running_scores[:, :1] / penalties[hypothetical_length]
         worst_finished = jnp.where(
             finished_flags, jnp.min(finished_scores, axis=1, keepdims=True), jnp.float32(IMPOSSIBLE)
         )
         improvable = state.improvable & jnp.any(best_possible > worst_finished, axis=1)
-        open_beams = ~(jnp.all(finished_flags) & (early_stopping is True))
+        open_beams = ~(jnp.all(finished_flags) & options.stop_when_full)
         done = ~(jnp.any(improvable) & open_beams & ~jnp.all(stops))
         return BeamState(
             position + 1, cache, last_tokens, running_tokens, running_scores, finished_tokens, finished_scores,
@@ -183,13 +198,22 @@ def beam_search_with_step(
     return state.finished_tokens, state.finished_scores
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "model", "num_beams", "max_decode_length", "length_penalty", "eos_id", "early_stopping",
-        "num_return_sequences", "min_decode_length",
-    ),
-)  # fmt: skip
+@functools.partial(jax.jit, static_argnames=("model", "num_beams", "eos_id"))
+def beam_search_all(
+    model: T5, params: Any, encoder_input_tokens: Array, options: BeamOptions, *, num_beams: int, eos_id: int = EOS_ID
+) -> tuple[Array, Array]:
+    """The jitted search: all beams, best first. Compiled once per model, beam count, length and shapes."""
+    encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
+    batch_size = encoder_input_tokens.shape[0]
+    max_decode_length = options.penalties.shape[0] - 1
+    encoded = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
+    encoded = jnp.repeat(encoded, num_beams, axis=0)
+    beam_inputs = jnp.repeat(encoder_input_tokens, num_beams, axis=0)
+    step = make_step_fn(model, params, encoded, beam_inputs)
+    cache = init_cache(model, batch_size * num_beams, max_decode_length)
+    return beam_search_with_step(step, cache, batch_size, options, num_beams=num_beams, eos_id=eos_id)
+
+
 def beam_search(
     model: T5,
     params: Any,
@@ -207,22 +231,13 @@ def beam_search(
 
     Returns sequences (batch, k, max_decode_length) without the start token, 0 after EOS, and their
     scores (batch, k) = sum of log-probs / generated_length ** length_penalty, best first;
-    k = num_return_sequences (default: all num_beams). The encoder runs once per example; its output
-    is repeated per beam.
+    k = num_return_sequences (default: all num_beams). `min_decode_length` is HF's `min_new_tokens`.
+    The encoder runs once per example (its output is repeated per beam). Length penalty, early stopping
+    and minimum length are traced: changing them reuses the compiled search.
     """
     k = num_beams if num_return_sequences is None else num_return_sequences
     if not 1 <= k <= num_beams:
         raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {k}")
-    encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
-    batch_size = encoder_input_tokens.shape[0]
-    encoded = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
-    encoded = jnp.repeat(encoded, num_beams, axis=0)
-    beam_inputs = jnp.repeat(encoder_input_tokens, num_beams, axis=0)
-    step = make_step_fn(model, params, encoded, beam_inputs)
-    cache = init_cache(model, batch_size * num_beams, max_decode_length)
-    sequences, scores = beam_search_with_step(
-        step, cache, batch_size, num_beams=num_beams, max_decode_length=max_decode_length,
-        length_penalty=length_penalty, eos_id=eos_id, early_stopping=early_stopping,
-        min_decode_length=min_decode_length,
-    )  # fmt: skip
+    options = beam_options(max_decode_length, length_penalty, early_stopping, min_decode_length)
+    sequences, scores = beam_search_all(model, params, encoder_input_tokens, options, num_beams=num_beams, eos_id=eos_id)
     return sequences[:, :k], scores[:, :k]

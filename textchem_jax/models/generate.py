@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from textchem_jax.models.beam_search import beam_search, length_penalties
+from textchem_jax.models.beam_search import beam_options, beam_search
 from textchem_jax.models.decoding import EOS_ID
 from textchem_jax.models.sampling import sample
 from textchem_jax.models.t5 import T5
@@ -111,5 +111,5 @@ def score_sequences(
     lengths = generated_lengths(flat, eos_id)
     counted = jnp.arange(length)[None, :] < lengths[:, None]
     totals = jnp.sum(jnp.where(counted, token_log_probs, 0.0), axis=-1)
-    penalties = jnp.asarray(length_penalties(length, length_penalty))
+    penalties = jnp.asarray(beam_options(length, length_penalty).penalties)
     return (totals / penalties[lengths]).reshape(batch, k)
