@@ -1,0 +1,195 @@
+"""Beam search throughput and peak memory: our jitted `beam_search` against Hugging Face `generate`.
+
+Same weights (a random T5-small v1.0, vocabulary 32,128, written once as an HF directory and read by both
+sides), same inputs (batch 8 x 256 random tokens), same settings (10 beams, 128 new tokens, length penalty
+1.0, HF's default early stopping). To make both decode the full 128 tokens, EOS is made unreachable the
+same way in both: HF `min_new_tokens=128` (its MinNewTokensLengthLogitsProcessor sets the EOS log-prob to
+-inf) and our `min_decode_length=128` (the same -inf on the EOS log-prob). Every beam therefore runs
+all 128 steps on both sides, and the final step finishes the hypotheses at the maximum length.
+
+Each implementation runs in its own subprocess, so its peak resident memory (`ru_maxrss` of RUSAGE_SELF,
+read by the worker when it ends) is its own; "after loading" is the RSS with weights and libraries loaded. Ours is compiled once (compile
+time printed, excluded from throughput); HF gets a 2-token warm-up call. The top hypotheses of both are
+compared token for token as a sanity check.
+
+Usage: python benchmarks/decode_bench.py [--batch=8] [--input_length=256] [--new_tokens=128] [--beams=10]
+       [--repeats=1] [--dtype=float32|bfloat16 (our activations; bfloat16 is faster but not token-exact)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def prepare(directory: pathlib.Path, args) -> None:
+    """Random T5-small v1.0 weights as an HF directory, and the encoder inputs."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    from textchem_jax.models.config import t5_config
+    from textchem_jax.models.hf_convert import save_hf_directory
+    from textchem_jax.models.t5 import init_params
+
+    config = t5_config("small", "1.0", vocab_size=32128, dropout_rate=0.0)
+    params = jax.jit(lambda key: nn.meta.unbox(init_params(config, key)))(jax.random.key(0))
+    save_hf_directory(directory / "hf", config, jax.tree_util.tree_map(np.asarray, params))
+    inputs = np.random.default_rng(0).integers(2, config.vocab_size, (args.batch, args.input_length))
+    np.save(directory / "inputs.npy", inputs.astype(np.int32))
+
+
+def run_ours(directory: pathlib.Path, args) -> dict:
+    import jax
+    import numpy as np
+
+    from textchem_jax.models.beam_search import beam_options, beam_search_all
+    from textchem_jax.models.hf_convert import load_hf_directory
+    from textchem_jax.models.t5 import T5
+
+    config, params = load_hf_directory(directory / "hf", dropout_rate=0.0, dtype=args.dtype)
+    params = jax.device_put(params)
+    inputs = np.load(directory / "inputs.npy")
+    model = T5(config)
+    loaded_rss = _current_rss_mb()
+    options = beam_options(args.new_tokens, length_penalty=1.0, early_stopping=False, min_decode_length=args.new_tokens)
+    start = time.perf_counter()
+    compiled = beam_search_all.lower(model, params, inputs, options, num_beams=args.beams).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        sequences, scores = jax.block_until_ready(compiled(params, inputs, options))
+        times.append(time.perf_counter() - start)
+    np.save(directory / "ours.npy", np.asarray(sequences)[:, 0])
+    return {"compile_s": compile_s, "times": times, "loaded_rss_mb": loaded_rss, "threads": os.cpu_count()}
+
+
+def run_hf(directory: pathlib.Path, args) -> dict:
+    import numpy as np
+    import torch
+    import transformers
+
+    model = transformers.T5ForConditionalGeneration.from_pretrained(directory / "hf").eval()
+    inputs = torch.tensor(np.load(directory / "inputs.npy"), dtype=torch.long)
+    loaded_rss = _current_rss_mb()
+    options = dict(num_beams=args.beams, do_sample=False, length_penalty=1.0, early_stopping=False)
+    with torch.inference_mode():
+        model.generate(input_ids=inputs[:1], max_new_tokens=2, **options)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out = model.generate(
+                input_ids=inputs, attention_mask=inputs != 0, max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens, **options,
+            )  # fmt: skip
+            times.append(time.perf_counter() - start)
+    np.save(directory / "hf.npy", out.numpy()[:, 1:])  # drop the start token
+    return {"compile_s": 0.0, "times": times, "loaded_rss_mb": loaded_rss, "threads": torch.get_num_threads()}
+
+
+def worker(kind: str, directory: pathlib.Path, args) -> None:
+    result = {"ours": run_ours, "hf": run_hf}[kind](directory, args)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--input_length", type=int, default=256)
+    parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument("--beams", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", help="our activation dtype (bfloat16: faster, not HF-exact)")
+    parser.add_argument("--worker", choices=["ours", "hf"])
+    parser.add_argument("--dir")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, pathlib.Path(args.dir), args)
+        return
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = pathlib.Path(tmp)
+        _run_prepare(directory, args)
+        results = {}
+        for kind in ("ours", "hf"):
+            command = [
+                sys.executable, __file__, f"--worker={kind}", f"--dir={tmp}", f"--batch={args.batch}",
+                f"--input_length={args.input_length}", f"--new_tokens={args.new_tokens}", f"--beams={args.beams}",
+                f"--repeats={args.repeats}", f"--dtype={args.dtype}",
+            ]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=_env())
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode != 0 or not lines:
+                print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{kind} worker failed")
+            results[kind] = json.loads(lines[-1][len("RESULT ") :])
+        ours_top, hf_top = np.load(directory / "ours.npy"), np.load(directory / "hf.npy")
+
+    print(
+        f"beam search: T5-small v1.0 (random weights, vocab 32128), batch {args.batch} x {args.input_length} input "
+        f"tokens, {args.beams} beams, {args.new_tokens} new tokens (EOS suppressed in both: full length), "
+        f"ours {args.dtype} / HF float32, CPU ({os.cpu_count()} cores)"
+    )
+    names = {"ours": "ours (JAX, jitted)", "hf": "HF transformers generate"}
+    throughput = {}
+    for kind, result in results.items():
+        best = min(result["times"])
+        throughput[kind] = args.batch / best
+        print(
+            f"  {names[kind]:<26} {throughput[kind]:7.3f} examples/s  (decode {best:7.1f} s, compile "
+            f"{result['compile_s']:5.1f} s, threads {result['threads']}; RSS after loading "
+            f"{result['loaded_rss_mb']:6.0f} MiB, peak {result['peak_rss_mb']:6.0f} MiB)"
+        )
+    print(f"  speed-up ours / HF: {throughput['ours'] / throughput['hf']:.2f}x")
+    print(f"  peak RSS ours / HF: {results['ours']['peak_rss_mb'] / results['hf']['peak_rss_mb']:.2f}x")
+    same = int(np.sum(np.all(ours_top == hf_top[:, : ours_top.shape[1]], axis=1)))
+    print(f"  top hypotheses identical token for token: {same}/{args.batch}")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def _run_prepare(directory: pathlib.Path, args) -> None:
+    """Writes the weights and inputs in a child too, so the parent's RUSAGE_CHILDREN is not inflated by JAX."""
+    code = (
+        "import argparse, pathlib, sys; sys.path.insert(0, sys.argv[1]); import decode_bench as b; "
+        "b.prepare(pathlib.Path(sys.argv[2]), argparse.Namespace(batch=int(sys.argv[3]), input_length=int(sys.argv[4])))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(pathlib.Path(__file__).parent), str(directory), str(args.batch),
+         str(args.input_length)],
+        check=True, cwd=REPO, env=_env(),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
