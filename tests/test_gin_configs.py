@@ -83,3 +83,20 @@ def test_e2clm_variant_from_gin_trains_with_frozen_encoder_untouched():
         leaf is None or getattr(leaf, "size", 0) == 0
         for leaf in jax.tree_util.tree_leaves(getattr(moments[0].mu, "get", lambda k, d=None: d)("chemistry_encoder"))
     )
+
+
+def test_e2clm_inference_evaluation_routes_by_domain(tmp_path):
+    """Routed e2-CLM variants decode through the same search code; the evaluator feeds their domains."""
+    from textchem_jax.evaluate import InferenceEvaluator
+    from textchem_jax.models.e2clm import E2Clm, e2clm_config
+    from textchem_jax.data.seqio_tasks import vocabulary_size
+
+    model = E2Clm(e2clm_config("tiny", "1.1", vocabulary_size(), aggregation="cross_attention", dropout_rate=0.0))
+    tokens = np.ones((2, 8), np.int32)
+    params = model.init(jax.random.key(0), tokens, tokens, tokens, input_domain=np.array([0, 1]))["params"]
+    import flax.linen as nn
+
+    evaluator = InferenceEvaluator("textchem_demo_forward", str(tmp_path), {"inputs": 64, "targets": 8}, num_examples=4)
+    results = evaluator.evaluate(model, nn.meta.unbox(params), partitioning.make_mesh(), step=1, batch_size=4)
+    assert set(results["textchem_demo_forward"]) == {"accuracy", "invalid_rate"}
+    assert (tmp_path / "textchem_demo_forward-000001.jsonl").exists()

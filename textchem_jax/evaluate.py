@@ -8,7 +8,6 @@ scalars. `textchem-eval` runs it on a checkpoint (`CHECKPOINT_PATH`) into `EVAL_
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import sys
@@ -45,16 +44,24 @@ def _pad_rows(rows: np.ndarray, multiple: int) -> np.ndarray:
 
 def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, max_decode_length: int):
     """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids)]."""
-    decode = jax.jit(functools.partial(decode_fn, model, max_decode_length=max_decode_length))
+    from textchem_jax.trainer import reads_input_domain
+
+    routed = reads_input_domain(model)
     data_size = mesh.shape["data"]
+
+    @jax.jit
+    def decode(params, tokens, input_domain):
+        extra = {"input_domain": input_domain} if routed else {}
+        return decode_fn(model, params, tokens, max_decode_length=max_decode_length, **extra)
 
     def predict_fn(dataset) -> list[tuple[int, list[int]]]:
         results = []
         for indices, features in dataset.batch(batch_size).as_numpy_iterator():
             tokens = features["encoder_input_tokens"]
             padded = _pad_rows(tokens, max(data_size, 1))
+            domains = _pad_rows(features["input_domain"], max(data_size, 1))
             with jax.set_mesh(mesh):
-                outputs = decode(params, replicated_batch(mesh, padded))
+                outputs = decode(params, replicated_batch(mesh, padded), replicated_batch(mesh, domains))
             if isinstance(outputs, tuple):  # (sequences (batch, k, length), scores): the best one is scored
                 outputs = outputs[0][:, 0]
             outputs = gather(outputs)[: len(tokens)]
@@ -64,11 +71,11 @@ def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, m
     return predict_fn
 
 
-def greedy(model, params, encoder_input_tokens, *, max_decode_length: int):
+def greedy(model, params, encoder_input_tokens, *, max_decode_length: int, **options):
     """Default decode function; gin can swap in `textchem_jax.models.generate.decode` with beams."""
     from textchem_jax.models.generate import decode
 
-    return decode(model, params, encoder_input_tokens, method="greedy", max_decode_length=max_decode_length)
+    return decode(model, params, encoder_input_tokens, method="greedy", max_decode_length=max_decode_length, **options)
 
 
 class InferenceEvaluator:

@@ -22,18 +22,19 @@ import jax
 import numpy as np
 
 
-def beam_decode(model, params, encoder_input_tokens, *, max_decode_length: int, num_beams: int = 4):
+def beam_decode(model, params, encoder_input_tokens, *, max_decode_length: int, num_beams: int = 4, **options):
     """Default decode function for inference: all beams, best first, with their scores."""
     from textchem_jax.models.generate import decode
 
     return decode(model, params, encoder_input_tokens, method="beam", num_beams=num_beams,
-                  max_decode_length=max_decode_length)  # fmt: skip
+                  max_decode_length=max_decode_length, **options)  # fmt: skip
 
 
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
     import tensorflow as tf
 
-    from textchem_jax.data.datasets import PROMPTS
+    from textchem_jax.data.datasets import DOMAINS, PROMPTS
+    from textchem_jax.data.seqio_tasks import DOMAIN_IDS
 
     if task not in PROMPTS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
@@ -49,7 +50,8 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
                     raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' field") from None
             inputs = PROMPTS[task] + text
             ids = list(vocabulary.encode(inputs))[: max_input_length - 1] + [1]
-            yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32)}
+            domain = np.full(len(ids), DOMAIN_IDS[DOMAINS[task][0]], np.int32)
+            yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
 
 
 def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterator[tuple[str, Iterator[dict]]]:
@@ -63,15 +65,16 @@ def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterato
         yield task.name, ({k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()} for ex in ds.as_numpy_iterator())
 
 
-def _batches(examples: Iterator[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], np.ndarray]]:
+def _batches(examples: Iterator[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], np.ndarray, np.ndarray]]:
+    """(examples, padded input tokens, their domains per example) in batches."""
     batch: list[dict] = []
     for example in examples:
         batch.append(example)
         if len(batch) == batch_size:
-            yield batch, _pad([e["inputs"] for e in batch], length)
+            yield batch, _pad([e["inputs"] for e in batch], length), np.array([e["input_domain"][0] for e in batch])
             batch = []
     if batch:
-        yield batch, _pad([e["inputs"] for e in batch], length)
+        yield batch, _pad([e["inputs"] for e in batch], length), np.array([e["input_domain"][0] for e in batch])
 
 
 def _pad(rows: list[np.ndarray], length: int) -> np.ndarray:
@@ -113,7 +116,15 @@ def infer(
     vocab = vocabulary()
     mesh = partitioning.make_mesh(num_partitions)
     params = load_for_inference(model, checkpoint_path, mesh)
-    decode = jax.jit(lambda p, tokens: decode_fn(model, p, tokens, max_decode_length=int(task_feature_lengths["targets"])))
+    from textchem_jax.trainer import reads_input_domain
+
+    routed = reads_input_domain(model)
+
+    @jax.jit
+    def decode(p, tokens, domains):
+        extra = {"input_domain": domains} if routed else {}
+        return decode_fn(model, p, tokens, max_decode_length=int(task_feature_lengths["targets"]), **extra)
+
     if input_file is not None:
         if task is None:
             raise ValueError("input_file needs task= (forward, retro, paragraph2actions, text2mol or mol2text)")
@@ -127,10 +138,10 @@ def infer(
     for task_name, examples in sources:
         path = os.path.join(output_dir, f"{task_name}-{split_name}.jsonl")
         lines = []
-        for batch, tokens in _batches(examples, batch_size, task_feature_lengths["inputs"]):
+        for batch, tokens, domains in _batches(examples, batch_size, task_feature_lengths["inputs"]):
             padded = _pad_rows(tokens, mesh.shape["data"])
             with jax.set_mesh(mesh):
-                output = decode(params, replicated_batch(mesh, padded))
+                output = decode(params, replicated_batch(mesh, padded), replicated_batch(mesh, _pad_rows(domains, mesh.shape["data"])))
             sequences, scores = output if isinstance(output, tuple) else (output[:, None, :], None)
             sequences = gather(sequences)[: len(batch)]
             scores = None if scores is None else gather(scores)[: len(batch)]

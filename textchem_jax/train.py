@@ -274,9 +274,7 @@ def _evaluate(trainer, state, model, mesh, model_dir, step, mixture, lengths, ba
         logger.warning("no teacher-forced evaluation: %s", error)
         return results
     progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
-    if infer_examples != 0 and routed:
-        logger.warning("inference evaluation of e2-CLM variants is not wired yet: teacher-forced metrics only")
-    elif infer_examples != 0:
+    if infer_examples != 0:
         evaluator = eval_lib.InferenceEvaluator(
             mixture, os.path.join(model_dir, "inference_eval"), lengths, split, infer_examples
         )

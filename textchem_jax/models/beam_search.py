@@ -28,7 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from textchem_jax.models.decoding import EOS_ID, START_ID, StepFn, init_cache, make_step_fn, map_cache_batch
+from textchem_jax.models.decoding import (
+    EOS_ID,
+    START_ID,
+    StepFn,
+    encode_for_decoding,
+    init_cache,
+    make_step_fn,
+    map_cache_batch,
+)
 from textchem_jax.models.t5 import T5
 
 Array = jax.Array
@@ -200,13 +208,20 @@ def beam_search_with_step(
 
 @functools.partial(jax.jit, static_argnames=("model", "num_beams", "eos_id"))
 def beam_search_all(
-    model: T5, params: Any, encoder_input_tokens: Array, options: BeamOptions, *, num_beams: int, eos_id: int = EOS_ID
+    model: T5,
+    params: Any,
+    encoder_input_tokens: Array,
+    options: BeamOptions,
+    input_domain: Array | None = None,
+    *,
+    num_beams: int,
+    eos_id: int = EOS_ID,
 ) -> tuple[Array, Array]:
     """The jitted search: all beams, best first. Compiled once per model, beam count, length and shapes."""
     encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
     batch_size = encoder_input_tokens.shape[0]
     max_decode_length = options.penalties.shape[0] - 1
-    encoded = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
+    model, encoded = encode_for_decoding(model, params, encoder_input_tokens, input_domain)
     encoded = jnp.repeat(encoded, num_beams, axis=0)
     beam_inputs = jnp.repeat(encoder_input_tokens, num_beams, axis=0)
     step = make_step_fn(model, params, encoded, beam_inputs)
@@ -226,6 +241,7 @@ def beam_search(
     early_stopping: bool | str = False,
     num_return_sequences: int | None = None,
     min_decode_length: int = 0,
+    input_domain: Array | None = None,
 ) -> tuple[Array, Array]:
     """Beam search for a batch of encoder inputs (padded with 0), as HF `generate(num_beams=...)`.
 
@@ -239,5 +255,7 @@ def beam_search(
     if not 1 <= k <= num_beams:
         raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {k}")
     options = beam_options(max_decode_length, length_penalty, early_stopping, min_decode_length)
-    sequences, scores = beam_search_all(model, params, encoder_input_tokens, options, num_beams=num_beams, eos_id=eos_id)
+    sequences, scores = beam_search_all(
+        model, params, encoder_input_tokens, options, input_domain, num_beams=num_beams, eos_id=eos_id
+    )
     return sequences[:, :k], scores[:, :k]

@@ -42,6 +42,21 @@ def init_cache(model: T5, batch_size: int, max_decode_length: int) -> Cache:
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def encode_for_decoding(model: Any, params: Any, encoder_input_tokens: Array, input_domain: Array | None = None):
+    """(the T5 whose decoder runs the steps, the encodings) for T5 and e2-CLM models alike.
+
+    e2-CLM encodes with its domain encoders (routed by `input_domain`) and decodes exactly as T5 does: its
+    decoder-side parameters carry T5's names, so every search strategy serves both.
+    """
+    config = getattr(model, "config", None)
+    if hasattr(config, "t5"):  # an E2ClmConfig
+        from textchem_jax.models.e2clm import E2Clm, decoder_model
+
+        encoded = model.apply({"params": params}, encoder_input_tokens, input_domain=input_domain, method=E2Clm.encode)
+        return decoder_model(config), encoded
+    return model, model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
+
+
 def map_cache_batch(fn: Callable[[Array], Array], cache: Cache) -> Cache:
     """`fn` applied to every cache array; each has the batch as axis 0 (e.g. repeat for beams, gather)."""
     return jax.tree_util.tree_map(fn, cache)

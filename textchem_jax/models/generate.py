@@ -44,8 +44,11 @@ def decode(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    input_domain: Array | None = None,
 ) -> tuple[Array, Array]:
     """(sequences (batch, k, max_decode_length), scores (batch, k)) for encoder inputs padded with 0.
+
+    `input_domain` (per example or per token) routes e2-CLM models; T5 ignores it.
 
     - "greedy": the most likely token each step; score = summed log-probs.
     - "beam": `beam_search` (Hugging Face `generate(num_beams=...)` semantics); score = summed
@@ -57,19 +60,19 @@ def decode(
     if method == "greedy":
         return sample(
             model, params, encoder_input_tokens, jax.random.key(0), max_decode_length=max_decode_length,
-            temperature=0.0, eos_id=eos_id, min_decode_length=min_decode_length,
+            temperature=0.0, eos_id=eos_id, min_decode_length=min_decode_length, input_domain=input_domain,
         )  # fmt: skip
     if method == "beam":
         return beam_search(
             model, params, encoder_input_tokens, num_beams=num_beams, max_decode_length=max_decode_length,
             length_penalty=length_penalty, eos_id=eos_id, early_stopping=early_stopping,
-            num_return_sequences=num_return_sequences, min_decode_length=min_decode_length,
+            num_return_sequences=num_return_sequences, min_decode_length=min_decode_length, input_domain=input_domain,
         )  # fmt: skip
     if method == "sample":
         return sample(
             model, params, encoder_input_tokens, jax.random.key(0) if rng is None else rng,
             max_decode_length=max_decode_length, num_samples=num_samples, temperature=temperature, top_k=top_k,
-            top_p=top_p, eos_id=eos_id, min_decode_length=min_decode_length,
+            top_p=top_p, eos_id=eos_id, min_decode_length=min_decode_length, input_domain=input_domain,
         )  # fmt: skip
     raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
 

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from textchem_jax.models.decoding import EOS_ID, START_ID, StepFn, init_cache, make_step_fn
+from textchem_jax.models.decoding import EOS_ID, START_ID, StepFn, encode_for_decoding, init_cache, make_step_fn
 from textchem_jax.models.t5 import T5
 
 Array = jax.Array
@@ -124,6 +124,7 @@ def sample(
     top_p: float = 1.0,
     eos_id: int = EOS_ID,
     min_decode_length: int = 0,
+    input_domain: Array | None = None,
 ) -> tuple[Array, Array]:
     """`num_samples` samples per encoder input (padded with 0): sequences (batch, num_samples, length)
     without the start token, 0 after EOS, and their model log-probs (batch, num_samples).
@@ -132,7 +133,7 @@ def sample(
     """
     encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
     batch_size = encoder_input_tokens.shape[0]
-    encoded = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
+    model, encoded = encode_for_decoding(model, params, encoder_input_tokens, input_domain)
     rows = batch_size * num_samples
     step = make_step_fn(
         model, params, jnp.repeat(encoded, num_samples, axis=0), jnp.repeat(encoder_input_tokens, num_samples, axis=0)
