@@ -157,8 +157,12 @@ def evaluate(
     batch_size: int = 32,
     decode_fn: DecodeFn = greedy,
     num_partitions: int = 1,
+    mixture_or_task_module: str | None = None,
 ) -> dict:
     """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import) on a split."""
+    from textchem_jax.data.seqio_tasks import import_task_module
+
+    import_task_module(mixture_or_task_module)
     from textchem_jax import partitioning
     from textchem_jax.model_loading import load_for_inference
 

@@ -102,8 +102,12 @@ def infer(
     batch_size: int = 32,
     decode_fn: Any = beam_decode,
     num_partitions: int = 1,
+    mixture_or_task_module: str | None = None,
 ) -> list[str]:
     """Writes one jsonl per task; returns their paths."""
+    from textchem_jax.data.seqio_tasks import import_task_module
+
+    import_task_module(mixture_or_task_module)
     import tensorflow as tf
 
     from textchem_jax import partitioning

@@ -166,8 +166,12 @@ def train(
     decode_fn=None,
     initial_checkpoint_path: str | None = None,
     peak_flops: float | None = None,
+    mixture_or_task_module: str | None = None,
 ) -> dict:
     """Trains until `train_steps`, resuming from MODEL_DIR; returns the final evaluation metrics."""
+    from textchem_jax.data.seqio_tasks import import_task_module
+
+    import_task_module(mixture_or_task_module)
     import tensorflow as tf
 
     from textchem_jax import checkpoints as ckpt

@@ -44,6 +44,15 @@ class TaskSpec:
 SPECS: dict[str, TaskSpec] = {}
 
 
+def import_task_module(module: str | None) -> None:
+    """Imports our `tasks` and the module that registers the user's own (T5X's MIXTURE_OR_TASK_MODULE)."""
+    import importlib
+
+    importlib.import_module("tasks")
+    if module:
+        importlib.import_module(module)
+
+
 def vocabulary():
     """The vocabulary of every task: `TEXTCHEM_VOCABULARY` (a SentencePiece model path) or the default."""
     from textchem_jax.data import vocabulary as vocabularies
