@@ -127,3 +127,17 @@ def test_finetune_starts_from_a_hugging_face_import(tmp_path):
     trained = load_for_inference(tiny_model(), str(tmp_path / "run"), mesh)
     for a, b in zip(jax.tree_util.tree_leaves(imported), jax.tree_util.tree_leaves(trained)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bfloat16_compute_with_float32_parameters():
+    batch = demo_batch()
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        model = T5(t5_config("tiny", "1.1", vocab_size=vocabulary_size(), dropout_rate=0.0, dtype=dtype))
+        run = trainer_lib.Trainer(model, trainer_lib.make_optimizer("adamw", 1e-3), partitioning.make_mesh())
+        state = run.init_state(jax.random.key(0), batch)
+        state, metrics = run.train_step(state, run.shard_batch(batch), jax.random.key(1))
+        assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
+        losses[dtype] = float(metrics["loss"])
+    assert np.isfinite(losses["bfloat16"])
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
