@@ -30,21 +30,6 @@ def batch(seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def matmul_peak() -> float:
-    """FLOP/s of a large float32 matmul in JAX on this machine (the MFU denominator)."""
-    import jax
-    import jax.numpy as jnp
-
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(5):
-        f(a).block_until_ready()
-    return 5 * 2 * n**3 / (time.perf_counter() - start)
-
-
 class Ours:
     def __init__(self):
         import jax
@@ -109,7 +94,9 @@ def main() -> None:
 
     print(f"T5-small v1.0 shape, batch {BATCH}, inputs {INPUTS}, targets {TARGETS}, AdamW; "
           f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")  # fmt: skip
-    peak = matmul_peak()
+    from textchem_jax.trainer import measure_matmul_peak
+
+    peak = measure_matmul_peak()
     ours, hf = Ours(), HuggingFace()
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; our step: {ours.flops / 1e9:.1f} GFLOP (XLA), compiled in {ours.compile_seconds:.1f} s")
     times = {"ours": [], "hf": []}

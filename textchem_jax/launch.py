@@ -157,7 +157,11 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
     define_flags()
 
     def absl_main(_):
+        from absl import logging as absl_logging
+
         FLAGS = flags.FLAGS
+        if not FLAGS["verbosity"].present:  # orbax/seqio INFO chatter off; `-v 0` brings it back
+            absl_logging.set_verbosity(absl_logging.WARNING)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if FLAGS.tfds_data_dir:
             os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir

@@ -103,9 +103,11 @@ class _Progress:
     def __init__(self, model_dir: str, total_steps: int, first_step: int):
         from clu import metric_writers
 
-        self.writer = metric_writers.create_default_writer(
-            os.path.join(model_dir, "train"), just_logging=jax.process_index() > 0
-        )
+        # TensorBoard only (the console line below is the human-readable log), written by process 0.
+        if jax.process_index() == 0:
+            self.writer = metric_writers.SummaryWriter(os.path.join(model_dir, "train"))
+        else:
+            self.writer = metric_writers.MultiWriter([])
         self.total, self.first = total_steps, first_step
         self.start = self.last = time.perf_counter()
         self.last_step = first_step
@@ -169,14 +171,14 @@ def train(
     mixture_or_task_module: str | None = None,
 ) -> dict:
     """Trains until `train_steps`, resuming from MODEL_DIR; returns the final evaluation metrics."""
-    from textchem_jax.data.seqio_tasks import import_task_module
-
-    import_task_module(mixture_or_task_module)
     import tensorflow as tf
 
     from textchem_jax import checkpoints as ckpt
     from textchem_jax import partitioning
     from textchem_jax import trainer as trainer_lib
+    from textchem_jax.data.seqio_tasks import import_task_module
+
+    import_task_module(mixture_or_task_module)
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
     tf.io.gfile.makedirs(model_dir)
@@ -218,6 +220,8 @@ def train(
     progress = _Progress(model_dir, train_steps, first_step)
     rng = jax.random.key(seed + 1)
     flops = _step_flops(trainer, state, example, rng)
+    if flops and peak_flops is None:
+        peak_flops = trainer_lib.measure_matmul_peak()  # the MFU denominator, measured on this device
     last_good = checkpoints.latest_step()
     tokens_per_step = 0.0
     step = first_step
@@ -227,7 +231,8 @@ def train(
         tokens_per_step *= jax.process_count()
         state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
         step += 1
-        must_save = step % checkpoint_period == 0 or step == train_steps
+        stop = preemption.agreed()
+        must_save = step % checkpoint_period == 0 or step == train_steps or stop
         if must_save or step % log_period == 0 or step == first_step + 1:
             metrics = jax.device_get(metrics)
             bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
@@ -240,8 +245,7 @@ def train(
                 )
             if step % log_period == 0 or step == train_steps or step == first_step + 1:
                 progress.log(step, metrics, tokens_per_step, flops, peak_flops)
-        stop = preemption.agreed()
-        if must_save or stop:
+        if must_save:
             checkpoints.save(step, state, iterator)
             last_good = step
         if stop:

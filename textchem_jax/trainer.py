@@ -35,6 +35,19 @@ MODEL_FEATURES = (
 )
 
 
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large float32 matmul on the default device: the denominator of model FLOPs utilization."""
+    import time
+
+    x = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(x).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        matmul(x).block_until_ready()
+    return repeats * 2 * size**3 / (time.perf_counter() - start)
+
+
 def reads_input_domain(model: nn.Module) -> bool:
     """Whether `model` is an e2-CLM variant that routes examples by their `input_domain`."""
     from textchem_jax.models.e2clm import E2ClmConfig
