@@ -75,6 +75,7 @@ from textchem_jax.models.t5 import (
     RMSNorm,
     TokenEmbedding,
     attention_mask,
+    encoder_valid_positions,
 )
 
 Array = jax.Array
@@ -309,12 +310,7 @@ class E2Clm(nn.Module):
         del decoder_positions
         if decoder_input_tokens is None:
             raise ValueError("decode needs decoder_input_tokens")
-        if encoder_mask is None:
-            if encoder_input_tokens is None:
-                raise ValueError("decode needs encoder_input_tokens or encoder_mask")
-            encoder_valid = encoder_input_tokens > PAD_ID
-        else:
-            encoder_valid = encoder_mask.astype(jnp.bool_)
+        encoder_valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
         return self.decoder(
             encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens, encoder_segment_ids,
             decoder_segment_ids, deterministic, decode, max_decode_length,

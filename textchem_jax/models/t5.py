@@ -445,6 +445,15 @@ class Decoder(nn.Module):
         return _constrain(logits, ("batch", "length", "vocab"))
 
 
+def encoder_valid_positions(encoder_input_tokens: Array | None, encoder_mask: Array | None) -> Array:
+    """Which encoder positions the decoder may attend to: `encoder_mask` (1 = real) or else tokens != 0."""
+    if encoder_mask is not None:
+        return encoder_mask.astype(jnp.bool_)
+    if encoder_input_tokens is None:
+        raise ValueError("decode needs encoder_input_tokens or encoder_mask")
+    return encoder_input_tokens > PAD_ID
+
+
 class T5(nn.Module):
     """The encoder-decoder: `encode`, `decode` and `__call__` (teacher-forced logits)."""
 
@@ -493,12 +502,7 @@ class T5(nn.Module):
         del decoder_positions
         if decoder_input_tokens is None:
             raise ValueError("decode needs decoder_input_tokens")
-        if encoder_mask is None:
-            if encoder_input_tokens is None:
-                raise ValueError("decode needs encoder_input_tokens or encoder_mask")
-            encoder_valid = encoder_input_tokens > PAD_ID
-        else:
-            encoder_valid = encoder_mask.astype(jnp.bool_)
+        encoder_valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
         return self.decoder(
             encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens, encoder_segment_ids,
             decoder_segment_ids, deterministic, decode, max_decode_length,
