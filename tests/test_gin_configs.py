@@ -7,7 +7,6 @@ import pathlib
 import gin
 import jax
 import numpy as np
-import optax
 import pytest
 
 from textchem_jax import launch, partitioning
@@ -77,13 +76,12 @@ def test_e2clm_variant_from_gin_trains_with_frozen_encoder_untouched():
     assert all(np.array_equal(a, b) for a, b in zip(*frozen))
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(before["text_encoder"]),
                                                         jax.tree_util.tree_leaves(after["text_encoder"])))  # fmt: skip
-    moments = [s for s in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
-               if isinstance(s, optax.ScaleByAdamState)]  # fmt: skip
-    assert moments and "chemistry_encoder" not in jax.tree_util.tree_structure(moments[0].mu).__repr__() or all(
-        leaf is None or getattr(leaf, "size", 0) == 0
-        for leaf in jax.tree_util.tree_leaves(getattr(moments[0].mu, "get", lambda k, d=None: d)("chemistry_encoder"))
-    )
+    # Frozen parameters keep no Adam moments: the optimizer state holds exactly two copies of the trained ones.
+    def size(tree):
+        return sum(leaf.size for leaf in jax.tree_util.tree_leaves(tree) if getattr(leaf, "ndim", 0) > 0)
 
+    trained = size({k: v for k, v in after.items() if k != "chemistry_encoder"})
+    assert size(state.opt_state) == 2 * trained
 
 def test_e2clm_inference_evaluation_routes_by_domain(tmp_path):
     """Routed e2-CLM variants decode through the same search code; the evaluator feeds their domains."""
