@@ -131,14 +131,11 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
 
 
 def _check_shapes(params: Any, abstract_params: Any, directory: str) -> None:
-    for path, (value, expected) in _zip_with_paths(params, abstract_params):
+    """A checkpoint of another model size restores without complaint in places: compare every shape."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, value), expected in zip(flat, jax.tree_util.tree_leaves(abstract_params)):
         if tuple(value.shape) != tuple(expected.shape):
             raise ValueError(
-                f"{path} is {tuple(value.shape)} in {directory} but {tuple(expected.shape)} in this model: use the "
-                "model configuration the run was trained with (its MODEL_DIR/config.gin)"
+                f"{jax.tree_util.keystr(path)} is {tuple(value.shape)} in {directory} but {tuple(expected.shape)} "
+                "in this model: use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
             )
-
-
-def _zip_with_paths(tree: Any, like: Any):
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [(jax.tree_util.keystr(path), pair) for (path, _), pair in zip(leaves, zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like)))]
