@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+import tasks  # noqa: F401  (registers the demo tasks the inference test evaluates)
+
 from textchem_jax import launch, partitioning
 from textchem_jax import trainer as trainer_lib
 

@@ -42,30 +42,45 @@ def _pad_rows(rows: np.ndarray, multiple: int) -> np.ndarray:
     return np.concatenate([rows, np.zeros((missing, *rows.shape[1:]), rows.dtype)]) if missing else rows
 
 
-def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, max_decode_length: int):
-    """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids)]."""
+def make_batch_decoder(model, params, mesh, decode_fn: DecodeFn, max_decode_length: int):
+    """`decode(tokens, domains) -> (sequences (batch, k, length), scores (batch, k) or None)` on host arrays.
+
+    Jitted once; each batch is padded to a multiple of the `data` axis, split over the mesh (every host
+    holds it in full) and gathered back. `domains` route e2-CLM models; T5 ignores them.
+    """
     from textchem_jax.trainer import reads_input_domain
 
     routed = reads_input_domain(model)
-    data_size = mesh.shape["data"]
+    multiple = max(mesh.shape["data"], 1)
 
     @jax.jit
-    def decode(params, tokens, input_domain):
-        extra = {"input_domain": input_domain} if routed else {}
+    def decode_on_mesh(params, tokens, domains):
+        extra = {"input_domain": domains} if routed else {}
         return decode_fn(model, params, tokens, max_decode_length=max_decode_length, **extra)
+
+    def decode(tokens: np.ndarray, domains: np.ndarray):
+        with jax.set_mesh(mesh):
+            output = decode_on_mesh(
+                params,
+                replicated_batch(mesh, _pad_rows(tokens, multiple)),
+                replicated_batch(mesh, _pad_rows(domains, multiple)),
+            )
+        sequences, scores = output if isinstance(output, tuple) else (output[:, None, :], None)
+        sequences = gather(sequences)[: len(tokens)]
+        return sequences, None if scores is None else gather(scores)[: len(tokens)]
+
+    return decode
+
+
+def make_predict_fn(model, params, mesh, decode_fn: DecodeFn, batch_size: int, max_decode_length: int):
+    """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids of the best output)]."""
+    decode = make_batch_decoder(model, params, mesh, decode_fn, max_decode_length)
 
     def predict_fn(dataset) -> list[tuple[int, list[int]]]:
         results = []
         for indices, features in dataset.batch(batch_size).as_numpy_iterator():
-            tokens = features["encoder_input_tokens"]
-            padded = _pad_rows(tokens, max(data_size, 1))
-            domains = _pad_rows(features["input_domain"], max(data_size, 1))
-            with jax.set_mesh(mesh):
-                outputs = decode(params, replicated_batch(mesh, padded), replicated_batch(mesh, domains))
-            if isinstance(outputs, tuple):  # (sequences (batch, k, length), scores): the best one is scored
-                outputs = outputs[0][:, 0]
-            outputs = gather(outputs)[: len(tokens)]
-            results += [(int(i), [int(t) for t in row]) for i, row in zip(indices, outputs)]
+            sequences, _ = decode(features["encoder_input_tokens"], features["input_domain"])
+            results += [(int(i), [int(t) for t in row[0]]) for i, row in zip(indices, sequences)]
         return results
 
     return predict_fn

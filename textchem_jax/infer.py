@@ -112,7 +112,7 @@ def infer(
 
     from textchem_jax import partitioning
     from textchem_jax.data.seqio_tasks import vocabulary
-    from textchem_jax.evaluate import _pad_rows, gather, replicated_batch
+    from textchem_jax.evaluate import make_batch_decoder
     from textchem_jax.model_loading import load_for_inference
 
     if (input_file is None) == (mixture_or_task_name is None):
@@ -120,14 +120,7 @@ def infer(
     vocab = vocabulary()
     mesh = partitioning.make_mesh(num_partitions)
     params = load_for_inference(model, checkpoint_path, mesh)
-    from textchem_jax.trainer import reads_input_domain
-
-    routed = reads_input_domain(model)
-
-    @jax.jit
-    def decode(p, tokens, domains):
-        extra = {"input_domain": domains} if routed else {}
-        return decode_fn(model, p, tokens, max_decode_length=int(task_feature_lengths["targets"]), **extra)
+    decode = make_batch_decoder(model, params, mesh, decode_fn, int(task_feature_lengths["targets"]))
 
     if input_file is not None:
         if task is None:
@@ -143,12 +136,7 @@ def infer(
         path = os.path.join(output_dir, f"{task_name}-{split_name}.jsonl")
         lines = []
         for batch, tokens, domains in _batches(examples, batch_size, task_feature_lengths["inputs"]):
-            padded = _pad_rows(tokens, mesh.shape["data"])
-            with jax.set_mesh(mesh):
-                output = decode(params, replicated_batch(mesh, padded), replicated_batch(mesh, _pad_rows(domains, mesh.shape["data"])))
-            sequences, scores = output if isinstance(output, tuple) else (output[:, None, :], None)
-            sequences = gather(sequences)[: len(batch)]
-            scores = None if scores is None else gather(scores)[: len(batch)]
+            sequences, scores = decode(tokens, domains)
             for i, example in enumerate(batch):
                 beams = [vocab.decode(_trim(beam)) for beam in sequences[i]]
                 row = {"input": example["inputs_pretokenized"], "prediction": beams[0], "beams": beams}
