@@ -25,7 +25,7 @@ from test_metrics_molecules import perturb  # noqa: E402
 from textchem_jax.chem import unescape_backslashes  # noqa: E402
 from textchem_jax.metrics import text2mol_metrics  # noqa: E402
 from textchem_jax.metrics.molecules import clear_molecule_cache  # noqa: E402
-from textchem_jax.parallel import available_cores  # noqa: E402
+from textchem_jax.process_pool import available_cores  # noqa: E402
 
 
 def main() -> None:

@@ -12,14 +12,9 @@ Mixtures:
 
 import seqio
 
+from textchem_jax.catalogue import TASKS
 from textchem_jax.data import datasets
-from textchem_jax.data.seqio_tasks import TASKS, rate_by_examples, register_task
-
-
-def _demo_dir() -> str:
-    from textchem_jax.data.demo import demo_data_dir
-
-    return str(demo_data_dir())
+from textchem_jax.data.seqio_tasks import demo_directory, rate_by_examples, register_task
 
 
 def _register_all() -> None:
@@ -27,7 +22,7 @@ def _register_all() -> None:
         return  # imported twice (e.g. by module path and by package): registered already
     for task in TASKS:
         register_task(f"textchem_{task}", task, datasets.data_dir)
-        register_task(f"textchem_demo_{task}", task, _demo_dir, reactions="uspto_mit")
+        register_task(f"textchem_demo_{task}", task, demo_directory, reactions="uspto_mit")
     everything = [f"textchem_{task}" for task in TASKS]
     seqio.MixtureRegistry.add("textchem_standard", [(t, rate_by_examples()) for t in everything])
     seqio.MixtureRegistry.add("textchem_augm", [(t, 1.0) for t in everything])

@@ -19,9 +19,11 @@ if len(sys.argv) > 4:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
 
+import optax  # noqa: E402
+
 from textchem_jax import partitioning, trainer  # noqa: E402
+from textchem_jax.models.adapters import EncoderDecoderModel  # noqa: E402
 from textchem_jax.models.config import t5_config  # noqa: E402
-from textchem_jax.models.t5 import T5  # noqa: E402
 
 GLOBAL_BATCH, INPUTS, TARGETS, VOCAB = 8, 24, 16, 256
 
@@ -43,12 +45,12 @@ def global_batch(step: int) -> dict[str, np.ndarray]:
 
 def main() -> None:
     mesh = partitioning.make_mesh(mesh_shape=(data, model_parallel))
-    model = T5(t5_config("tiny", "1.1", vocab_size=VOCAB, dropout_rate=0.0))
+    model = EncoderDecoderModel(t5_config("tiny", "1.1", vocab_size=VOCAB, dropout_rate=0.0))
     schedule = trainer.learning_rate_schedule("constant", 1e-3)
-    run = trainer.Trainer(model, trainer.make_optimizer("adamw", schedule), mesh, schedule=schedule)
+    run = trainer.Trainer(model, optax.adamw(schedule, weight_decay=0.0), mesh, learning_rate_fn=schedule)
     rows = GLOBAL_BATCH // jax.process_count()
     local = lambda batch: {k: v[jax.process_index() * rows : (jax.process_index() + 1) * rows] for k, v in batch.items()}  # noqa: E731
-    state = run.init_state(jax.random.key(0), global_batch(0))
+    state = run.init_state(jax.random.key(0))
     losses = []
     for step in range(3):
         state, metrics = run.train_step(state, run.shard_batch(local(global_batch(step))), jax.random.key(1))

@@ -120,6 +120,7 @@ def test_atom_maps_removed_and_precursor_format():
         precursors_and_products("C1CC>>CC")
 
 
+@pytest.mark.needs_data
 def test_gt4sd_sample_reaction_rows_are_in_canonical_precursor_format(data):
     """The GT4SD rows are sorted, `.`-joined, `~`-grouped; ours reproduces them (modulo RDKit version)."""
     for line in (data / "gt4sd_sample" / "train.jsonl").read_text().splitlines():
@@ -135,6 +136,7 @@ def test_gt4sd_sample_reaction_rows_are_in_canonical_precursor_format(data):
             assert ("~" in smiles) == ("~" in canonicalize(smiles))
 
 
+@pytest.mark.needs_data
 def test_uspto50k_reactions_to_text_chem_format(uspto50k_reactions):
     for reaction in uspto50k_reactions[::2]:
         precursors, product = precursors_and_products(reaction)
@@ -151,6 +153,7 @@ def real_smiles(chebi_test_rows, uspto50k_reactions) -> list[str]:
     return smiles
 
 
+@pytest.mark.needs_data
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
 def test_property_canonical_of_randomized_equals_canonical(real_smiles, data, seed):

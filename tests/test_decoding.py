@@ -1,4 +1,4 @@
-"""Beam search, sampling and the `decode` entry point on tiny T5s, and parity with Hugging Face generate."""
+"""Beam search and sampling (the one decoding core) on tiny T5s, and parity with Hugging Face generate."""
 
 from __future__ import annotations
 
@@ -8,14 +8,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from textchem_jax.models.beam_search import beam_search, top_candidates
+from helpers import predict, score, search
+from textchem_jax.models.adapters import EncoderDecoderModel
+from textchem_jax.models.beam_search import top_candidates
 from textchem_jax.models.config import t5_config
-from textchem_jax.models.decoding import EOS_ID, greedy_decode
-from textchem_jax.models.generate import decode, generated_lengths, score_sequences
-from textchem_jax.models.sampling import filter_logits, sample, sample_with_step
-from textchem_jax.models.t5 import T5, init_params
+from textchem_jax.models.decoding import EOS_ID, filter_logits, generated_lengths, temperature_sample
+from textchem_jax.models.t5 import init_params
 
 MAX_LENGTH = 10
+
+
+def beam_search(model, params, inputs, *, num_beams, max_decode_length, **options):
+    """Beam search of `model` on encoder inputs: (sequences (batch, beams, length), scores)."""
+    decode_fn = search("beam", num_decodes=num_beams, **options)
+    return predict(model, params, {"encoder_input_tokens": inputs}, decode_fn=decode_fn, max_decode_length=max_decode_length)
+
+
+def sample(model, params, inputs, rng, *, max_decode_length, num_samples=1, **options):
+    decode_fn = search("sample", num_decodes=num_samples, **options)
+    return predict(model, params, {"encoder_input_tokens": inputs}, decode_fn=decode_fn,
+                   max_decode_length=max_decode_length, rng=rng)  # fmt: skip
+
+
+def score_sequences(model, params, inputs, sequences, length_penalty=0.0):
+    return score(model, params, {"encoder_input_tokens": inputs, "decoder_target_tokens": sequences},
+                 length_penalty=length_penalty)  # fmt: skip
 
 
 def _tiny(version: str, eos_boost: float, seed: int = 0):
@@ -27,7 +44,7 @@ def _tiny(version: str, eos_boost: float, seed: int = 0):
         params["token_embedder"]["embedding"][EOS_ID] *= eos_boost
     else:
         params["decoder"]["logits_dense"]["kernel"][:, EOS_ID] *= eos_boost
-    return T5(config), params
+    return EncoderDecoderModel(config), params
 
 
 def _inputs(batch: int = 5, length: int = 9, seed: int = 0) -> np.ndarray:
@@ -54,7 +71,7 @@ def _beams(model, params, inputs, num_beams=4, length_penalty=1.0, num_return_se
 
 
 def _greedy(model, params, inputs):
-    sequences, log_probs = decode(model, params, inputs, method="greedy", max_decode_length=MAX_LENGTH)
+    sequences, log_probs = predict(model, params, {"encoder_input_tokens": inputs}, max_decode_length=MAX_LENGTH)
     return np.asarray(sequences)[:, 0], np.asarray(log_probs)[:, 0]
 
 
@@ -79,7 +96,7 @@ def test_top_candidates_equal_one_flat_top_k():
 
 def test_one_beam_equals_greedy(tiny):
     model, params, inputs = tiny
-    greedy = np.asarray(greedy_decode(model, params, inputs, MAX_LENGTH))
+    greedy = _greedy(model, params, inputs)[0]
     sequences, _ = _beams(model, params, inputs, num_beams=1)
     np.testing.assert_array_equal(np.asarray(sequences)[:, 0], greedy)
     assert (greedy == EOS_ID).any(), "the fixture should produce some EOS"
@@ -134,7 +151,7 @@ def test_min_decode_length_forbids_early_eos(tiny):
 
 def test_temperature_zero_and_top_k_one_equal_greedy(tiny):
     model, params, inputs = tiny
-    greedy = np.asarray(greedy_decode(model, params, inputs, MAX_LENGTH))
+    greedy = _greedy(model, params, inputs)[0]
     cold, cold_log_probs = _greedy(model, params, inputs)  # sampling at temperature 0
     top1, _ = sample(model, params, inputs, jax.random.key(4), max_decode_length=MAX_LENGTH, top_k=1, num_samples=3)
     np.testing.assert_array_equal(cold, greedy)
@@ -145,10 +162,10 @@ def test_temperature_zero_and_top_k_one_equal_greedy(tiny):
 
 def test_sampling_is_deterministic_per_key_and_stops_at_eos(tiny):
     model, params, inputs = tiny
-    options = dict(method="sample", max_decode_length=MAX_LENGTH, num_samples=4, temperature=1.5, top_p=0.95)
-    first, first_log_probs = decode(model, params, inputs, rng=jax.random.key(7), **options)
-    again, again_log_probs = decode(model, params, inputs, rng=jax.random.key(7), **options)
-    other, _ = decode(model, params, inputs, rng=jax.random.key(8), **options)
+    options = dict(max_decode_length=MAX_LENGTH, num_samples=4, temperature=1.5, top_p=0.95)
+    first, first_log_probs = sample(model, params, inputs, jax.random.key(7), **options)
+    again, again_log_probs = sample(model, params, inputs, jax.random.key(7), **options)
+    other, _ = sample(model, params, inputs, jax.random.key(8), **options)
     first, again, other = np.asarray(first), np.asarray(again), np.asarray(other)
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(first_log_probs, again_log_probs)
@@ -179,31 +196,32 @@ def test_sampled_frequencies_follow_the_renormalized_nucleus():
         return jnp.broadcast_to(jnp.log(probs), (tokens.shape[0], probs.size)), cache
 
     tokens, log_probs = jax.jit(
-        lambda rng: sample_with_step(step, (), rng, rows, max_decode_length=1, top_p=0.7)
+        lambda rng: temperature_sample(lambda n: (step, ()), batch_size=rows, max_decode_length=1, rng=rng, top_p=0.7)
     )(jax.random.key(0))
-    counts = np.bincount(np.asarray(tokens)[:, 0], minlength=probs.size) / rows
+    tokens, log_probs = np.asarray(tokens)[:, 0], np.asarray(log_probs)[:, 0]  # one sample per row
+    counts = np.bincount(tokens[:, 0], minlength=probs.size) / rows
     np.testing.assert_allclose(counts, [0, 2 / 3, 0, 1 / 3, 0], atol=0.015)
-    np.testing.assert_allclose(np.exp(log_probs[:3]), probs[np.asarray(tokens)[:3, 0]], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(log_probs[:3]), probs[tokens[:3, 0]], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------
-# The entry point
+# One signature for every search
 
 
-def test_decode_dispatches_every_method(tiny):
+def test_every_search_returns_sequences_and_scores_of_one_shape(tiny):
     model, params, inputs = tiny
-    sequences, scores = decode(model, params, inputs, method="greedy", max_decode_length=MAX_LENGTH)
+    sequences, scores = predict(model, params, {"encoder_input_tokens": inputs}, max_decode_length=MAX_LENGTH)
     assert sequences.shape == (5, 1, MAX_LENGTH) and scores.shape == (5, 1)
-    sequences, scores = decode(model, params, inputs, method="beam", max_decode_length=MAX_LENGTH, num_beams=4)
+    sequences, scores = beam_search(model, params, inputs, num_beams=4, max_decode_length=MAX_LENGTH)
     assert sequences.shape == (5, 4, MAX_LENGTH) and scores.shape == (5, 4)
     np.testing.assert_array_equal(sequences, _beams(model, params, inputs)[0])
-    sequences, scores = decode(
-        model, params, inputs, method="sample", max_decode_length=MAX_LENGTH, num_samples=4, temperature=1.5,
-        top_p=0.95, rng=jax.random.key(1),
+    sequences, scores = sample(
+        model, params, inputs, jax.random.key(1), max_decode_length=MAX_LENGTH, num_samples=4, temperature=1.5,
+        top_p=0.95,
     )  # fmt: skip
     assert sequences.shape == (5, 4, MAX_LENGTH) and scores.shape == (5, 4)
-    with pytest.raises(ValueError, match="method"):
-        decode(model, params, inputs, method="nucleus")
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, params, inputs, jax.random.key(1), max_decode_length=MAX_LENGTH, temperature=-1.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,7 +260,7 @@ def hf_pair(request, tmp_path_factory):
     inputs = np.random.default_rng(0).integers(2, 64, (6, 7)).astype(np.int32)
     inputs[1, 4:] = 0
     inputs[3, 2:] = 0
-    return hf_model, T5(config), params, inputs
+    return hf_model, EncoderDecoderModel(config), params, inputs
 
 
 def _hf_beams(hf_model, inputs, num_beams, max_new_tokens, **options):

@@ -13,8 +13,10 @@ import numpy as np
 import optax
 import pytest
 
-from textchem_jax import partitioning
-from textchem_jax.models import decoding, e2clm, losses, t5
+from helpers import predict
+from textchem_jax import catalogue, partitioning
+from textchem_jax.models import e2clm, losses, t5
+from textchem_jax.models.adapters import E2ClmModel, EncoderDecoderModel
 from textchem_jax.models.config import T5Config, t5_config
 from textchem_jax.models.e2clm import E2Clm, E2ClmConfig
 
@@ -61,12 +63,12 @@ def make_batch() -> dict[str, np.ndarray]:
         "encoder_input_tokens": encoder,
         "decoder_input_tokens": shift_right(targets),
         "decoder_target_tokens": targets,
-        "input_domain": np.array([e2clm.TEXT, e2clm.CHEMISTRY, e2clm.TEXT, e2clm.CHEMISTRY], np.int32),
+        "input_domain": np.array([catalogue.TEXT, catalogue.CHEMISTRY, catalogue.TEXT, catalogue.CHEMISTRY], np.int32),
     }
 
 
 BATCH = make_batch()
-TEXT_ROWS = BATCH["input_domain"] == e2clm.TEXT
+TEXT_ROWS = BATCH["input_domain"] == catalogue.TEXT
 CHEMISTRY_ROWS = ~TEXT_ROWS
 
 
@@ -295,12 +297,12 @@ def test_packed_rows_route_per_token(aggregation):
     encode = functools.partial(E2Clm(config).apply, {"params": params}, method="encode")
     text_example = np.array([[5, 9, 13, 1]], np.int32)
     chemistry_example = np.array([[7, 3, 22, 40, 11, 1]], np.int32)
-    apart_text = encode(text_example, input_domain=np.array([e2clm.TEXT]))
-    apart_chemistry = encode(chemistry_example, input_domain=np.array([e2clm.CHEMISTRY]))
+    apart_text = encode(text_example, input_domain=np.array([catalogue.TEXT]))
+    apart_chemistry = encode(chemistry_example, input_domain=np.array([catalogue.CHEMISTRY]))
 
     packed = np.concatenate([text_example, chemistry_example, np.zeros((1, 2), np.int32)], axis=1)
     segments = np.array([[1] * 4 + [2] * 6 + [0] * 2], np.int32)
-    domains = np.array([[e2clm.TEXT] * 4 + [e2clm.CHEMISTRY] * 8], np.int32)
+    domains = np.array([[catalogue.TEXT] * 4 + [catalogue.CHEMISTRY] * 8], np.int32)
     together = encode(packed, encoder_segment_ids=segments, input_domain=domains)
     np.testing.assert_allclose(together[:, :4], apart_text, atol=1e-5)
     np.testing.assert_allclose(together[:, 4:10], apart_chemistry, atol=1e-5)
@@ -348,9 +350,8 @@ def test_cached_decoding_matches_teacher_forcing(aggregation):
     forced = logits(config, params, full_targets)
 
     encoded = model.apply({"params": params}, encoder_tokens, input_domain=domains, method="encode")
-    t5_model = e2clm.decoder_model(config)
-    step = decoding.make_step_fn(t5_model, params, encoded, encoder_tokens)
-    cache = decoding.init_cache(t5_model, *targets.shape)
+    start = E2ClmModel(config).decoding_start(params, BATCH, max_decode_length=targets.shape[1])
+    step, cache = start(1)
     inputs = shift_right(targets)
     for position in range(targets.shape[1]):
         step_logits, cache = step(cache, jnp.asarray(inputs[:, position]))
@@ -368,8 +369,9 @@ def test_greedy_decode_of_shared_variant_is_t5_greedy_decode():
     config = variant(True)
     params = t5_plain_params(config.t5)
     tokens = BATCH["encoder_input_tokens"]
-    ours = e2clm.greedy_decode(E2Clm(config), params, tokens, BATCH["input_domain"], 7)
-    reference = decoding.greedy_decode(t5.T5(config.t5), params, tokens, 7)
+    ours, _ = predict(E2ClmModel(config), params, {"encoder_input_tokens": tokens, "input_domain": BATCH["input_domain"]},
+                      max_decode_length=7)  # fmt: skip
+    reference, _ = predict(EncoderDecoderModel(config.t5), params, {"encoder_input_tokens": tokens}, max_decode_length=7)
     np.testing.assert_array_equal(ours, reference)
 
 
@@ -398,14 +400,12 @@ def test_config_round_trips_and_flat_constructor():
 
 
 def test_task_input_domains_follow_the_data_table():
-    from textchem_jax.data.datasets import DOMAINS
-
-    assert {task: e2clm.task_input_domain(f"textchem_{task}") for task in DOMAINS} == {
-        "forward": e2clm.CHEMISTRY,
-        "retro": e2clm.CHEMISTRY,
-        "mol2text": e2clm.CHEMISTRY,
-        "paragraph2actions": e2clm.TEXT,
-        "text2mol": e2clm.TEXT,
+    assert {task: catalogue.task_input_domain(f"textchem_{task}") for task in catalogue.DOMAINS} == {
+        "forward": catalogue.CHEMISTRY,
+        "retro": catalogue.CHEMISTRY,
+        "mol2text": catalogue.CHEMISTRY,
+        "paragraph2actions": catalogue.TEXT,
+        "text2mol": catalogue.TEXT,
     }
     with pytest.raises(ValueError, match="unknown task"):
-        e2clm.task_input_domain("translation")
+        catalogue.task_input_domain("translation")

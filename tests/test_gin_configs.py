@@ -9,10 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-import tasks  # noqa: F401  (registers the demo tasks the inference test evaluates)
+import optax
 
+import tasks  # noqa: F401  (registers the demo tasks the inference test evaluates)
+from helpers import demo_batch, tiny_e2clm
 from textchem_jax import launch, partitioning
 from textchem_jax import trainer as trainer_lib
+from textchem_jax.models.adapters import E2ClmModel, EncoderDecoderModel
 
 CONFIGS = pathlib.Path(launch.GIN_CONFIGS)
 EXPERIMENTS = sorted(p.relative_to(CONFIGS).as_posix() for p in (CONFIGS / "experiments").glob("*.gin"))
@@ -32,10 +35,13 @@ def test_experiment_parses_and_builds_its_model(experiment, tmp_path):
 
     assert gin.query_parameter("train_lib.train.model_dir") is not None
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-    tokens = np.ones((1, 4), np.int32)
-    extra = {"input_domain": np.ones((1,), np.int32)} if trainer_lib.reads_input_domain(model) else {}
-    params = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens, tokens, **extra)["params"])
-    assert params and train_lib.train is not None
+    assert isinstance(model, EncoderDecoderModel)  # a model adapter (E2ClmModel is one too)
+    assert model.abstract_params() and train_lib.train is not None
+    # The run is built from objects: scoped dataset configs, a checkpoint config and an optax OPTIMIZER.
+    assert gin.query_parameter("train/run_config.DatasetConfig.split") == "train"
+    assert gin.query_parameter("infer_eval/run_config.DatasetConfig.pack") is False
+    optimizer = gin.query_parameter("%OPTIMIZER").scoped_configurable_fn()
+    assert isinstance(optimizer, optax.GradientTransformation)
 
 
 @pytest.mark.parametrize("run", ["runs/eval.gin", "runs/infer.gin"])
@@ -63,14 +69,11 @@ def test_e2clm_variant_from_gin_trains_with_frozen_encoder_untouched():
          "e2clm.e2clm_config.freeze_chemistry=True", "DROPOUT_RATE=0.0"],
     )  # fmt: skip
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-    assert trainer_lib.reads_input_domain(model)
-    from textchem_jax import train as train_lib
-
-    dataset = train_lib.train_dataset("textchem_demo", {"inputs": 48, "targets": 32}, 8, with_input_domain=True)
-    batch = {k: v.numpy() for k, v in next(iter(dataset)).items()}
+    assert isinstance(model, E2ClmModel) and "input_domain" in model.model_features
+    batch = demo_batch(model)
     assert set(np.unique(batch["input_domain"])) == {0, 1}  # packed rows mix text and chemistry examples
-    run = trainer_lib.Trainer(model, trainer_lib.make_optimizer("adamw", 1e-2), partitioning.make_mesh())
-    state = run.init_state(jax.random.key(0), batch)
+    run = trainer_lib.Trainer(model, optax.adamw(1e-2, weight_decay=0.0), partitioning.make_mesh())
+    state = run.init_state(jax.random.key(0))
     before = jax.device_get(state.params)
     state, metrics = run.train_step(state, run.shard_batch(batch), jax.random.key(1))
     after = jax.device_get(state.params)
@@ -85,18 +88,18 @@ def test_e2clm_variant_from_gin_trains_with_frozen_encoder_untouched():
     trained = size({k: v for k, v in after.items() if k != "chemistry_encoder"})
     assert size(state.opt_state) == 2 * trained
 
+
 def test_e2clm_inference_evaluation_routes_by_domain(tmp_path):
     """Routed e2-CLM variants decode through the same search code; the evaluator feeds their domains."""
-    from textchem_jax.evaluate import InferenceEvaluator
-    from textchem_jax.models.e2clm import E2Clm, e2clm_config
-    from textchem_jax.data.seqio_tasks import vocabulary_size
-
-    model = E2Clm(e2clm_config("tiny", "1.1", vocabulary_size(), aggregation="cross_attention", dropout_rate=0.0))
-    tokens = np.ones((2, 8), np.int32)
-    params = model.init(jax.random.key(0), tokens, tokens, tokens, input_domain=np.array([0, 1]))["params"]
     import flax.linen as nn
 
-    evaluator = InferenceEvaluator("textchem_demo_forward", str(tmp_path), {"inputs": 64, "targets": 8}, num_examples=4)
-    results = evaluator.evaluate(model, nn.meta.unbox(params), partitioning.make_mesh(), step=1, batch_size=4)
+    from textchem_jax.evaluator import InferenceEvaluator
+    from textchem_jax.run_config import DatasetConfig
+
+    model = tiny_e2clm(version="1.1", aggregation="cross_attention")
+    params = nn.meta.unbox(model.init(jax.random.key(0)))
+    cfg = DatasetConfig("textchem_demo_forward", {"inputs": 64, "targets": 8}, "validation", 4, pack=False, num_examples=4)
+    evaluator = InferenceEvaluator(model, cfg, str(tmp_path), partitioning.make_mesh())
+    results = evaluator.evaluate(params, step=1)
     assert set(results["textchem_demo_forward"]) == {"accuracy", "invalid_rate"}
     assert (tmp_path / "textchem_demo_forward-000001.jsonl").exists()

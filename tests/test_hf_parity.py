@@ -15,8 +15,10 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import predict
 from textchem_jax import convert
-from textchem_jax.models import decoding, hf_convert, t5
+from textchem_jax.models.adapters import EncoderDecoderModel
+from textchem_jax.models import decoding, hf_convert, layers, t5
 from textchem_jax.models.config import T5Config, t5_config
 
 SKIP_REASON = "torch and transformers (the `hf` extra: pip install -e .[hf]) are needed for Hugging Face parity"
@@ -177,7 +179,7 @@ def test_relative_position_buckets_match_hf():
             expected = T5Attention._relative_position_bucket(
                 torch.tensor(relative), bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
             ).numpy()
-            ours = np.asarray(t5.relative_position_bucket(relative, bidirectional, num_buckets, max_distance))
+            ours = np.asarray(layers.relative_position_bucket(relative, bidirectional, num_buckets, max_distance))
             np.testing.assert_array_equal(ours, expected)
 
 
@@ -208,7 +210,8 @@ def test_greedy_decoding_matches_hf_generate(hf_case):
     expected = hf_greedy(hf_case.model, encoder)
     stops = eos_stops(expected)
     assert None in stops and any(stops)  # some sequences stop early, some run to the maximum length
-    ours = np.asarray(decoding.greedy_decode(t5.T5(config), params, encoder, max_decode_length=MAX_DECODE_LENGTH))
+    ours, _ = predict(EncoderDecoderModel(config), params, {"encoder_input_tokens": encoder}, max_decode_length=MAX_DECODE_LENGTH)
+    ours = np.asarray(ours)[:, 0]
     np.testing.assert_array_equal(ours, expected)
 
 

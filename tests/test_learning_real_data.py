@@ -11,19 +11,23 @@ import math
 from collections import Counter
 
 import numpy as np
+import optax
+import pytest
 import seqio
 
+from helpers import demo_vocabulary_size, tiny_t5
 from textchem_jax import train as train_lib
-from textchem_jax.data.seqio_tasks import vocabulary_size
-from textchem_jax.models.config import t5_config
-from textchem_jax.models.t5 import T5
+from textchem_jax.run_config import CheckpointConfig, DatasetConfig, get_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 LENGTHS = {"inputs": 192, "targets": 128}
 MIXTURE = "test_chebi20_both_directions"
 
 
 def _target_tokens(split: str) -> list[np.ndarray]:
-    rows = train_lib.train_dataset(MIXTURE, LENGTHS, 16, split=split, shuffle=False, use_packing=False).take(60)
+    cfg = DatasetConfig(MIXTURE, LENGTHS, split, 16, shuffle=False, pack=False)
+    rows = get_dataset(cfg, tiny_t5()).take(60)
     return [row[row > 0] for batch in rows.as_numpy_iterator() for row in batch["decoder_target_tokens"]]
 
 
@@ -33,11 +37,12 @@ def test_tiny_model_learns_chebi20(data, monkeypatch, tmp_path, capsys):
 
     if MIXTURE not in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.add(MIXTURE, [("textchem_text2mol", 1.0), ("textchem_mol2text", 1.0)])
-    model = T5(t5_config("tiny", "1.1", vocab_size=vocabulary_size(), dropout_rate=0.0, d_model=128, d_kv=32, d_ff=256))
+    model = tiny_t5(d_model=128, d_kv=32, d_ff=256)
     results = train_lib.train(
-        model_dir=str(tmp_path), model=model, mixture_or_task_name=MIXTURE, task_feature_lengths=LENGTHS,
-        train_steps=150, batch_size=16, learning_rate=3e-3, train_split="validation", eval_split="test",
-        eval_batches=30, infer_eval_examples=0, log_period=25, checkpoint_period=1000,
+        model_dir=str(tmp_path), model=model, optimizer=optax.adamw(3e-3, weight_decay=0.0), total_steps=150,
+        train_dataset_cfg=DatasetConfig(MIXTURE, LENGTHS, "validation", 16),
+        train_eval_dataset_cfg=DatasetConfig(MIXTURE, LENGTHS, "test", 16, shuffle=False),
+        checkpoint_cfg=CheckpointConfig(period=1000), eval_steps=30, log_period=25,
     )  # fmt: skip
     printed = capsys.readouterr().out
     losses = [float(line.split(" loss ")[1].split()[0]) for line in printed.splitlines() if line.startswith("step ")]
@@ -45,7 +50,7 @@ def test_tiny_model_learns_chebi20(data, monkeypatch, tmp_path, capsys):
 
     # Unigram baseline: token frequencies of the training targets, add-one smoothed, on the test targets.
     counts = Counter(int(t) for row in _target_tokens("validation") for t in row)
-    total, vocab = sum(counts.values()), vocabulary_size()
+    total, vocab = sum(counts.values()), demo_vocabulary_size()
     test_tokens = [int(t) for row in _target_tokens("test") for t in row]
     unigram = -sum(math.log((counts[t] + 1) / (total + vocab)) for t in test_tokens) / len(test_tokens)
 

@@ -10,6 +10,7 @@ from textchem_jax.metrics.action_grammar import ActionSyntaxError, parse_actions
 KEYS = {"bleu2", "modified_bleu", "levenshtein_similarity", "exact_match", "partial_accuracy_90", "partial_accuracy_75", "validity"}
 
 
+@pytest.mark.needs_data
 def test_every_real_action_sequence_parses(data):
     lines = []
     for split in ("train", "valid", "test"):

@@ -33,6 +33,7 @@ def test_hand_checked_rouge_and_bleu():
     assert perfect["meteor"] == pytest.approx(1 - 0.5 * (1 / 6) ** 3)  # 6 tokens, 1 chunk: METEOR's own penalty
 
 
+@pytest.mark.needs_data
 def test_rouge_equals_rouge_score_on_chebi_captions(chebi_test_rows):
     targets = [r["description"] for r in chebi_test_rows[:300]]
     predictions = [r["description"] for r in chebi_test_rows[1:301]]  # other molecules' captions

@@ -104,6 +104,7 @@ def perturb(smiles: list[str], seed: int) -> list[str]:
     return out
 
 
+@pytest.mark.needs_data
 def test_perfect_predictions_on_chebi_score_one(chebi_test_rows):
     targets = [unescape_backslashes(r["SMILES"]) for r in chebi_test_rows[:400]]
     m = text2mol_metrics(targets, list(targets))
@@ -118,6 +119,7 @@ def test_perfect_predictions_on_chebi_score_one(chebi_test_rows):
     assert m["rdk_fts"] == pytest.approx(sum(with_paths) / len(targets))
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize("stored_form", [True, False])
 def test_parity_with_reference_on_chebi(chebi_test_rows, stored_form):
     """Same numbers as the MolT5 definitions (1e-9) on real ChEBI-20 targets, raw or unescaped."""

@@ -57,6 +57,7 @@ def test_retro_targets_can_carry_the_product_through_seqio():
         retro_metrics(["CCO"], ["CCO"], forward_fn=lambda xs: xs)
 
 
+@pytest.mark.needs_data
 def test_real_uspto50k_reactions_score_perfectly_against_themselves(uspto50k_reactions):
     pairs = [precursors_and_products(r) for r in uspto50k_reactions[:300]]
     precursors = [p for p, _ in pairs]

@@ -42,8 +42,8 @@ def _final_params(model_dir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
 
 
 def test_train_checkpoint_evaluate_end_to_end(tmp_path):
-    result = _train(tmp_path, "--gin.TRAIN_STEPS=6", "--gin.train_lib.train.infer_eval_examples=4",
-                    "--gin.train_lib.train.eval_batches=2")  # fmt: skip
+    result = _train(tmp_path, "--gin.TRAIN_STEPS=6", "--gin.infer_eval/run_config.DatasetConfig.num_examples=4",
+                    "--gin.train_lib.train.eval_steps=2")  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "step 6/6" in out and "evaluation at step 6" in out and "textchem_demo_text2mol" in out
@@ -77,7 +77,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
                *quickstart_model,
                f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'",
                "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_paragraph2actions'",
-               "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.eval_lib.evaluate.num_examples=4"]  # fmt: skip
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.run_config.DatasetConfig.num_examples=4"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "levenshtein_similarity" in result.stdout
@@ -92,8 +92,8 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     steps, period = 24, 8
     straight = tmp_path / "straight"
-    flags = [f"--gin.TRAIN_STEPS={steps}", f"--gin.train_lib.train.checkpoint_period={period}",
-             "--gin.train_lib.train.infer_eval_examples=0", "--gin.train_lib.train.eval_batches=0"]  # fmt: skip
+    flags = [f"--gin.TRAIN_STEPS={steps}", f"--gin.run_config.CheckpointConfig.period={period}",
+             "--gin.infer_eval/run_config.DatasetConfig.num_examples=0", "--gin.train_lib.train.eval_steps=0"]  # fmt: skip
     result = _train(straight, *flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

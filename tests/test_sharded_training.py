@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # several tiny trainings, each in its own process
 
 WORKER = pathlib.Path(__file__).with_name("sharded_training_worker.py")
 

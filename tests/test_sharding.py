@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
-import textwrap
 
 import jax
 import pytest
@@ -17,78 +17,20 @@ from textchem_jax import partitioning
 from textchem_jax.models import t5
 from textchem_jax.models.config import t5_config
 
-MULTI_DEVICE_SCRIPT = textwrap.dedent(
-    """
-    import dataclasses, json
-    import flax.linen as nn
-    import jax, jax.numpy as jnp, numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    from textchem_jax import partitioning
-    from textchem_jax.models import t5
-    from textchem_jax.models.config import t5_config
-
-    assert jax.device_count() == 8, jax.devices()
-    report = {}
-    mesh = partitioning.make_mesh(num_partitions=2)
-    report["mesh"] = dict(mesh.shape)
-    report["mesh_8"] = dict(partitioning.make_mesh(num_partitions=8).shape)
-    report["mesh_2x4"] = dict(partitioning.make_mesh(mesh_shape=(2, 4)).shape)
-    try:
-        partitioning.make_mesh(num_partitions=3)
-        report["bad_partitions_error"] = None
-    except ValueError as error:
-        report["bad_partitions_error"] = str(error)
-
-    rules = partitioning.standard_logical_axis_rules()
-    rng = np.random.default_rng(0)
-    encoder = rng.integers(2, 512, size=(8, 10)).astype(np.int32)
-    encoder[:, 7:] = 0
-    targets = rng.integers(2, 512, size=(8, 6)).astype(np.int32)
-    targets[::2, 4:] = 0
-    decoder_inputs = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
-
-    for name, config in [("v1.1", t5_config("tiny", "1.1")), ("v1.0-scan", t5_config("tiny", "1.0", scan_layers=True))]:
-        model = t5.T5(config)
-        init = lambda key: t5.init_params(config, key)
-        params, shardings = partitioning.sharded_init(init, jax.random.key(0), mesh=mesh)
-        boxed = jax.eval_shape(init, jax.random.key(0))
-        is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
-        leaves = jax.tree_util.tree_flatten_with_path(boxed, is_leaf=is_box)[0]
-        actual = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_flatten_with_path(params)[0]}
-        mismatches, specs = [], {}
-        for path, box in leaves:
-            key = jax.tree_util.keystr(path)
-            expected = nn.logical_to_mesh_axes(box.names, rules)
-            sharding = actual[key].sharding
-            if not isinstance(sharding, NamedSharding) or sharding.spec != expected or sharding.mesh != mesh:
-                mismatches.append((key, str(sharding), str(expected)))
-            specs[key] = [None if a is None else a for a in sharding.spec]
-        report[name] = {"mismatches": mismatches, "specs": specs, "count": len(leaves)}
-
-        batch_sharding = NamedSharding(mesh, P("data", None))
-        with partitioning.activate(mesh, rules):
-            forward = jax.jit(model.apply)
-            inputs = [jax.device_put(x, batch_sharding) for x in (encoder, decoder_inputs, targets)]
-            sharded_logits = forward({"params": params}, *inputs)
-        report[name]["logits_spec"] = [a for a in sharded_logits.sharding.spec]
-        single = jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), jax.devices()[0]), params)
-        reference = jax.jit(model.apply)({"params": single}, encoder, decoder_inputs, targets)
-        report[name]["max_difference"] = float(np.abs(np.asarray(sharded_logits) - np.asarray(reference)).max())
-    print("REPORT " + json.dumps(report))
-    """
-)
+WORKER = pathlib.Path(__file__).with_name("sharding_worker.py")
 
 
 @pytest.fixture(scope="module")
 def multi_device_report() -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line[len("REPORT ") :])
 
 
+@pytest.mark.slow
 def test_meshes_honour_num_partitions_on_cpu(multi_device_report):
     assert multi_device_report["mesh"] == {"data": 4, "model": 2}
     assert multi_device_report["mesh_8"] == {"data": 1, "model": 8}
@@ -96,6 +38,7 @@ def test_meshes_honour_num_partitions_on_cpu(multi_device_report):
     assert "does not divide" in multi_device_report["bad_partitions_error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["v1.1", "v1.0-scan"])
 def test_parameters_are_created_in_their_logical_shards(multi_device_report, name):
     report = multi_device_report[name]
@@ -115,6 +58,7 @@ def test_parameters_are_created_in_their_logical_shards(multi_device_report, nam
         assert specs["['decoder']['layers']['mlp']['wo']['kernel']"] == [None, "model", None]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["v1.1", "v1.0-scan"])
 def test_sharded_forward_equals_single_device(multi_device_report, name):
     report = multi_device_report[name]

@@ -13,6 +13,7 @@ from textchem_jax.data import datasets, sources
 KNOWN_BAD_USPTO_MIT_TEST_LINES = [689, 1552, 2273, 17526, 24647, 25945]
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize(
     "dataset, split, rows, skipped",
     [
@@ -20,7 +21,8 @@ KNOWN_BAD_USPTO_MIT_TEST_LINES = [689, 1552, 2273, 17526, 24647, 25945]
         ("chebi20", "validation", 3301, 0),
         ("uspto50k", "test", 5007, 0),
         ("uspto50k", "validation", 5001, 0),
-        ("uspto_mit", "validation", 30000, 2),  # two reactions with a pentavalent carbon
+        # two reactions with a pentavalent carbon
+        pytest.param("uspto_mit", "validation", 30000, 2, marks=pytest.mark.slow),
         ("paragraph2actions", "train", 80, 0),
         ("paragraph2actions", "validation", 10, 0),
         ("paragraph2actions", "test", 10, 0),
@@ -35,6 +37,8 @@ def test_real_files_row_counts(data, dataset, split, rows, skipped):
     assert sum(f.rows for f in report.files.values()) == len(records)
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_uspto_mit_test_skip_report_lists_the_known_bad_rows(data):
     report = sources.SkipReport()
     records = datasets.read_dataset("uspto_mit", "test", str(data), report=report)
@@ -47,6 +51,7 @@ def test_uspto_mit_test_skip_report_lists_the_known_bad_rows(data):
     assert all(":" not in r.precursors and r.precursors.split(".") == sorted(r.precursors.split(".")) for r in records[:500])
 
 
+@pytest.mark.needs_data
 def test_chebi_backslashes_are_single_after_reading(data):
     records = sources.read_chebi20(str(data / "chebi20" / "test.txt"))
     with_stereo_bonds = [r for r in records if "\\" in r.smiles]
@@ -108,6 +113,7 @@ def test_misaligned_paragraph2actions_files_are_an_error(tmp_path):
         sources.read_paragraph2actions(str(tmp_path / "src.txt"), str(tmp_path / "tgt.txt"))
 
 
+@pytest.mark.needs_data
 def test_missing_split_names_expected_path_and_origin(data):
     with pytest.raises(FileNotFoundError, match=r"chebi20/train\.txt.*blender-nlp/MolT5"):
         datasets.read_dataset("chebi20", "train", str(data))
@@ -132,6 +138,7 @@ def test_gfile_paths_are_read_through_tensorflow():
     assert canonicalize(record.smiles) == "c1ccccc1"
 
 
+@pytest.mark.needs_data
 def test_task_pairs_and_prompts(data):
     pairs = datasets.task_pairs("text2mol", "test", str(data))
     assert len(pairs) == 3300 and pairs[0][0].startswith("The molecule is")

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import predict
 from textchem_jax.models import decoding, losses, t5
+from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
 VOCAB = 128
@@ -324,11 +326,11 @@ def test_cached_decoding_matches_teacher_forcing(version, scan_layers, batch):
     decoder_inputs = shift_right(rng.integers(2, VOCAB, size=(3, 6)).astype(np.int32))
     full = np.asarray(jitted(model)({"params": params}, encoder, decoder_inputs))
 
-    encoded = jitted(model)({"params": params}, encoder, method=t5.T5.encode)
-    cache = decoding.init_cache(model, batch_size=3, max_decode_length=6)
+    start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder}, max_decode_length=6)
+    step, cache = start(1)
     leaves = jax.tree_util.tree_leaves(cache)
     assert leaves and all(leaf.shape[0] == 3 for leaf in leaves)  # batch-leading, scanned or not
-    step = jax.jit(decoding.make_step_fn(model, params, encoded, jnp.asarray(encoder)))
+    step = jax.jit(step)
     for position in range(6):
         logits, cache = step(cache, jnp.asarray(decoder_inputs[:, position]))
         np.testing.assert_allclose(np.asarray(logits), full[:, position], rtol=1e-5, atol=1e-5)
@@ -342,7 +344,7 @@ def test_greedy_decode_is_consistent_with_teacher_forcing(batch):
     kernel = params["decoder"]["logits_dense"]["kernel"].copy()
     kernel[:, decoding.EOS_ID] *= 2.0
     params = {**params, "decoder": {**params["decoder"], "logits_dense": {"kernel": kernel}}}
-    tokens = np.asarray(decoding.greedy_decode(model, params, encoder, max_decode_length=8))
+    tokens = np.asarray(predict(EncoderDecoderModel(config), params, {"encoder_input_tokens": encoder}, max_decode_length=8)[0][:, 0])
     assert tokens.shape == (3, 8)
     ends = [int(np.argmax(row == decoding.EOS_ID)) if (row == decoding.EOS_ID).any() else None for row in tokens]
     assert None in ends and any(end for end in ends), f"EOS positions {ends}: the test must cover stops and non-stops"

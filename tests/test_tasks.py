@@ -101,6 +101,7 @@ def test_augmentation_adds_randomized_smiles_to_training_only():
     assert datasets.task_pairs("mol2text", "test", spec.directory(), augment=2) == datasets.task_pairs("mol2text", "test", spec.directory())
 
 
+@pytest.mark.needs_data
 def test_real_tasks_read_the_shared_data(data, monkeypatch):
     monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(data))
     assert len(_examples("textchem_text2mol", split="test")) == 3300
@@ -116,6 +117,8 @@ def test_inspect_demo(capsys):
     assert "Predict the product of the following reaction: " in out
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_inspect_real_standard_mixture(data, capsys):
     code = inspect_main(["--mixture=textchem_standard", "--split=test", f"--data_dir={data}", "--max_examples=300",
                          "--task_feature_lengths=inputs=128,targets=64"])
@@ -132,6 +135,7 @@ def test_inspect_reports_missing_data_clearly(tmp_path, capsys):
     assert "chebi20/validation.txt" in capsys.readouterr().err
 
 
+@pytest.mark.needs_data
 def test_optional_canonicalization(data):
     raw = datasets.task_pairs("text2mol", "test", str(data))[:200]
     canonical = datasets.task_pairs("text2mol", "test", str(data), canonical=True)[:200]

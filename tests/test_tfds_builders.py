@@ -14,23 +14,24 @@ def test_build_chebi_and_paragraph2actions_offline(data, tmp_path):
     builder = tfds_builders.build("chebi20", str(data), str(tmp_path))
     assert set(builder.info.splits) == {"validation", "test"}  # the public folder has no train split
     assert builder.info.splits["test"].num_examples == 3300
-    from_tfds = datasets.read_tfds("chebi20", "test", str(tmp_path))
+    from_tfds = tfds_builders.read_tfds("chebi20", "test", str(tmp_path))
     assert from_tfds == datasets.read_dataset("chebi20", "test", str(data))
-    pairs = datasets.task_pairs("text2mol", "test", tfds_dir=str(tmp_path))
+    records = tfds_builders.tfds_records(str(tmp_path))
+    pairs = datasets.task_pairs("text2mol", "test", records=records)
     assert pairs == datasets.task_pairs("text2mol", "test", str(data))
 
     tfds_builders.build("paragraph2actions", str(data), str(tmp_path))
-    assert datasets.task_pairs("paragraph2actions", "train", tfds_dir=str(tmp_path)) == datasets.task_pairs(
+    assert datasets.task_pairs("paragraph2actions", "train", records=records) == datasets.task_pairs(
         "paragraph2actions", "train", str(data)
     )
     with pytest.raises(FileNotFoundError, match="tfds build"):
-        datasets.read_tfds("chebi20", "train", str(tmp_path))
+        tfds_builders.read_tfds("chebi20", "train", str(tmp_path))
 
 
 def test_build_reactions_offline(data, tmp_path):
     builder = tfds_builders.build("uspto50k", str(data), str(tmp_path))
     assert builder.info.splits["validation"].num_examples == 5001
-    assert datasets.read_tfds("uspto50k", "validation", str(tmp_path)) == datasets.read_dataset("uspto50k", "validation", str(data))
+    assert tfds_builders.read_tfds("uspto50k", "validation", str(tmp_path)) == datasets.read_dataset("uspto50k", "validation", str(data))
 
 
 def test_manual_folder_without_the_dataset_names_the_expected_files(tmp_path):
@@ -51,4 +52,4 @@ def test_build_command_line(data, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train: 80" in result.stdout
-    assert datasets.read_tfds("paragraph2actions", "test", str(tmp_path))[0].target.endswith(".")
+    assert tfds_builders.read_tfds("paragraph2actions", "test", str(tmp_path))[0].target.endswith(".")

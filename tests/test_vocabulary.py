@@ -99,6 +99,8 @@ def real_strings(data) -> dict[str, list[str]]:
     return groups
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_every_real_string_round_trips_without_unk(comparison, real_strings):
     vocabulary = V.load_vocabulary(comparison.ours_path)
     joined = "".join(s for strings in real_strings.values() for s in strings)
@@ -114,6 +116,8 @@ def test_every_real_string_round_trips_without_unk(comparison, real_strings):
     print(f"[vocab] {total} strings round-trip exactly with no <unk>")
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_plain_sentencepiece_does_not_round_trip(comparison, real_strings):
     """Why we do not use SentencePiece's defaults: NFKC rewrites `℃`, rare characters become <unk>."""
     failures = 0
@@ -124,6 +128,7 @@ def test_plain_sentencepiece_does_not_round_trip(comparison, real_strings):
     assert failures > 0
 
 
+@pytest.mark.needs_data
 def test_fewer_tokens_per_smiles_than_plain_sentencepiece(comparison, data):
     print(f"\n[vocab] tokens per ChEBI-20 test SMILES: ours {comparison.ours:.2f}, plain {comparison.plain:.2f}")
     assert comparison.ours < comparison.plain
@@ -139,6 +144,7 @@ def test_fewer_tokens_per_smiles_than_plain_sentencepiece(comparison, data):
         print(f"[vocab] tokens per string, {name}: ours {ours:.2f}, plain {plain:.2f}")
 
 
+@pytest.mark.needs_data
 def test_smiles_pieces_never_cut_an_atom(comparison, test_smiles):
     """Each piece lies inside one atom token or covers whole atom tokens (`Cl`, `[C@@H]` are never split
     across pieces that also hold a neighbour)."""
@@ -156,6 +162,7 @@ def test_smiles_pieces_never_cut_an_atom(comparison, test_smiles):
         assert processor.encode(symbol, out_type=str)[-1] == symbol
 
 
+@pytest.mark.needs_data
 def test_load_by_path_with_seqio(comparison, test_smiles):
     import seqio
 

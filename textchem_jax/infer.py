@@ -12,6 +12,8 @@ text2mol, mol2text): the task's prompt is added for the user. Batches are split 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import sys
@@ -21,20 +23,11 @@ from typing import Any
 import jax
 import numpy as np
 
-
-def beam_decode(model, params, encoder_input_tokens, *, max_decode_length: int, num_beams: int = 4, **options):
-    """Default decode function for inference: all beams, best first, with their scores."""
-    from textchem_jax.models.generate import decode
-
-    return decode(model, params, encoder_input_tokens, method="beam", num_beams=num_beams,
-                  max_decode_length=max_decode_length, **options)  # fmt: skip
+from textchem_jax.catalogue import PROMPTS, task_input_domain
 
 
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
     import tensorflow as tf
-
-    from textchem_jax.data.datasets import DOMAINS, PROMPTS
-    from textchem_jax.data.seqio_tasks import DOMAIN_IDS
 
     if task not in PROMPTS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
@@ -50,14 +43,12 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
                     raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' field") from None
             inputs = PROMPTS[task] + text
             ids = list(vocabulary.encode(inputs))[: max_input_length - 1] + [1]
-            domain = np.full(len(ids), DOMAIN_IDS[DOMAINS[task][0]], np.int32)
+            domain = np.full(len(ids), task_input_domain(task), np.int32)
             yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
 
 
 def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterator[tuple[str, Iterator[dict]]]:
     import seqio
-
-    import tasks  # noqa: F401
 
     provider = seqio.get_mixture_or_task(name)
     for task in provider.tasks if isinstance(provider, seqio.Mixture) else [provider]:
@@ -65,16 +56,19 @@ def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterato
         yield task.name, ({k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()} for ex in ds.as_numpy_iterator())
 
 
-def _batches(examples: Iterator[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], np.ndarray, np.ndarray]]:
-    """(examples, padded input tokens, their domains per example) in batches."""
+def _batches(examples: Iterator[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], dict[str, np.ndarray]]]:
+    """(examples, their model features: padded input tokens and per-example input domains) in batches."""
     batch: list[dict] = []
-    for example in examples:
-        batch.append(example)
-        if len(batch) == batch_size:
-            yield batch, _pad([e["inputs"] for e in batch], length), np.array([e["input_domain"][0] for e in batch])
+    for example in itertools.chain(examples, [None]):
+        if example is not None:
+            batch.append(example)
+        if batch and (len(batch) == batch_size or example is None):
+            features = {
+                "encoder_input_tokens": _pad([e["inputs"] for e in batch], length),
+                "input_domain": np.array([e["input_domain"][0] for e in batch], np.int32),
+            }
+            yield batch, features
             batch = []
-    if batch:
-        yield batch, _pad([e["inputs"] for e in batch], length), np.array([e["input_domain"][0] for e in batch])
 
 
 def _pad(rows: list[np.ndarray], length: int) -> np.ndarray:
@@ -94,54 +88,55 @@ def infer(
     model,
     checkpoint_path: str,
     output_dir: str,
-    task_feature_lengths: Mapping[str, int],
-    mixture_or_task_name: str | None = None,
-    split: str = "test",
+    dataset_cfg,
     input_file: str | None = None,
     task: str | None = None,
-    batch_size: int = 32,
-    decode_fn: Any = beam_decode,
-    num_partitions: int = 1,
-    mixture_or_task_module: str | None = None,
+    decode_fn: Any = None,
+    mesh=None,
 ) -> list[str]:
-    """Writes one jsonl per task; returns their paths."""
-    from textchem_jax.data.seqio_tasks import import_task_module
+    """Writes one jsonl per task; returns their paths.
 
-    import_task_module(mixture_or_task_module)
+    `dataset_cfg` (gin scope `infer/`) gives the lengths, the batch size and, unless `input_file` is
+    given, the mixture or task and split to predict. `decode_fn` defaults to 4-beam search.
+    """
     import tensorflow as tf
 
     from textchem_jax import partitioning
     from textchem_jax.data.seqio_tasks import vocabulary
-    from textchem_jax.evaluate import make_batch_decoder
+    from textchem_jax.evaluator import make_batch_decoder
     from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.models.beam_search import beam_search
+    from textchem_jax.run_config import import_task_module
 
-    if (input_file is None) == (mixture_or_task_name is None):
-        raise ValueError("give either input_file (with task) or mixture_or_task_name (with split)")
+    import_task_module(dataset_cfg.module)
+    if (input_file is None) == (dataset_cfg.mixture_or_task_name is None):
+        raise ValueError("give either input_file (with task) or MIXTURE_OR_TASK_NAME (with the split), not both")
+    lengths = dataset_cfg.task_feature_lengths
     vocab = vocabulary()
-    mesh = partitioning.make_mesh(num_partitions)
+    mesh = partitioning.make_mesh() if mesh is None else mesh
     params = load_for_inference(model, checkpoint_path, mesh)
-    decode = make_batch_decoder(model, params, mesh, decode_fn, int(task_feature_lengths["targets"]))
+    decode_fn = functools.partial(beam_search, num_decodes=4) if decode_fn is None else decode_fn
+    decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]))
 
     if input_file is not None:
         if task is None:
             raise ValueError("input_file needs task= (forward, retro, paragraph2actions, text2mol or mol2text)")
-        sources = [(f"textchem_{task}", _file_examples(input_file, task, vocab, task_feature_lengths["inputs"]))]
+        sources = [(f"textchem_{task}", _file_examples(input_file, task, vocab, lengths["inputs"]))]
         split_name = os.path.splitext(os.path.basename(input_file))[0]
     else:
-        sources = _task_examples(mixture_or_task_name, split, task_feature_lengths)
-        split_name = split
+        sources = _task_examples(dataset_cfg.mixture_or_task_name, dataset_cfg.split, lengths)
+        split_name = dataset_cfg.split
     tf.io.gfile.makedirs(output_dir)
     written = []
     for task_name, examples in sources:
         path = os.path.join(output_dir, f"{task_name}-{split_name}.jsonl")
         lines = []
-        for batch, tokens, domains in _batches(examples, batch_size, task_feature_lengths["inputs"]):
-            sequences, scores = decode(tokens, domains)
+        for batch, features in _batches(examples, dataset_cfg.batch_size, lengths["inputs"]):
+            sequences, scores = decode(params, features)
             for i, example in enumerate(batch):
                 beams = [vocab.decode(_trim(beam)) for beam in sequences[i]]
                 row = {"input": example["inputs_pretokenized"], "prediction": beams[0], "beams": beams}
-                if scores is not None:
-                    row["score"], row["beam_scores"] = float(scores[i][0]), [float(s) for s in scores[i]]
+                row["score"], row["beam_scores"] = float(scores[i][0]), [float(s) for s in scores[i]]
                 if "targets_pretokenized" in example:
                     row["target"] = example["targets_pretokenized"]
                 lines.append(json.dumps(row, ensure_ascii=False))

@@ -18,9 +18,8 @@ from textchem_jax import partitioning
 
 
 def abstract_params(model, mesh, rules=None) -> tuple[Any, Any]:
-    """(ShapeDtypeStructs with shardings, shardings) of `model`'s parameters, nothing allocated."""
-    tokens = jnp.ones((1, 8), jnp.int32)
-    boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, tokens, tokens, tokens)["params"])
+    """(ShapeDtypeStructs with shardings, shardings) of a model adapter's parameters, nothing allocated."""
+    boxed = model.abstract_params()
     shardings = partitioning.param_shardings(mesh, boxed, rules)
     shapes = nn.meta.unbox(boxed)
     return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings), shardings
@@ -41,7 +40,7 @@ def _orbax_root(path: str) -> tuple[str, int | None] | None:
 
 
 def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
-    """Parameters of `model` from `path` (see module docstring), sharded for `mesh`."""
+    """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -54,7 +53,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
 
         from textchem_jax.convert import read_params
 
-        params = read_params(pathlib.Path(path), model.config)
+        params = read_params(pathlib.Path(path), model.t5_config)
         return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
     root = _orbax_root(path)
     if root is None:

@@ -12,6 +12,7 @@ the run, keeping the last good checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -23,6 +24,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from textchem_jax import run_config
 
 logger = logging.getLogger("textchem_jax.train")
 
@@ -50,47 +53,6 @@ class _Preemption:
         from jax.experimental import multihost_utils
 
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
-
-
-def train_dataset(
-    mixture_or_task_name: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    *,
-    split: str = "train",
-    seed: int = 0,
-    use_packing: bool = True,
-    shuffle: bool = True,
-    with_input_domain: bool = False,
-):
-    """This host's shard of the (repeated, shuffled, packed) training data, in per-host batches.
-
-    `with_input_domain` keeps the per-token `input_domain` feature (e2-CLM models route by it).
-    """
-    import seqio
-
-    import tasks  # noqa: F401
-
-    if batch_size % jax.process_count():
-        raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {jax.process_count()} processes")
-    from textchem_jax.data.feature_converters import domain_feature_converter
-
-    lengths = dict(task_feature_lengths)
-    if with_input_domain:
-        converter = domain_feature_converter(pack=use_packing)
-        lengths["input_domain"] = lengths["inputs"]
-    else:
-        converter = seqio.EncDecFeatureConverter(pack=use_packing)
-    return seqio.get_dataset(
-        mixture_or_task_name,
-        task_feature_lengths=lengths,
-        dataset_split=split,
-        shuffle=shuffle,
-        seed=seed,
-        num_epochs=None,
-        shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()),
-        feature_converter=converter,
-    ).batch(batch_size // jax.process_count(), drop_remainder=True)
 
 
 def _numpy(batch) -> dict[str, np.ndarray]:
@@ -137,102 +99,83 @@ class _Progress:
 
 def train(
     *,
-    model_dir: str,
     model,
-    mixture_or_task_name: str,
-    task_feature_lengths: Mapping[str, int],
-    train_steps: int,
-    batch_size: int,
-    optimizer_name: str = "adamw",
-    learning_rate: float = 6e-4,
-    schedule: str = "constant",
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    clip_norm: float | None = None,
-    num_microbatches: int = 1,
-    label_smoothing: float = 0.0,
-    z_loss: float = 1e-4,
-    num_partitions: int = 1,
-    mesh_shape: tuple[int, int] | None = None,
-    seed: int = 0,
-    use_packing: bool = True,
-    checkpoint_period: int = 1000,
-    keep_checkpoints: int | None = 3,
-    log_period: int = 10,
+    model_dir: str,
+    train_dataset_cfg: run_config.DatasetConfig,
+    train_eval_dataset_cfg: run_config.DatasetConfig | None = None,
+    infer_eval_dataset_cfg: run_config.DatasetConfig | None = None,
+    checkpoint_cfg: run_config.CheckpointConfig = run_config.CheckpointConfig(),
+    optimizer,
+    total_steps: int,
+    mesh=None,
+    trainer_cls=None,
     eval_period: int | None = None,
-    train_split: str = "train",
-    eval_split: str = "validation",
-    eval_batches: int = 8,
-    infer_eval_examples: int | None = None,
-    infer_eval_batch_size: int = 32,
+    eval_steps: int = 8,
+    log_period: int = 10,
+    random_seed: int = 0,
     decode_fn=None,
-    initial_checkpoint_path: str | None = None,
-    peak_flops: float | None = None,
-    mixture_or_task_module: str | None = None,
 ) -> dict:
-    """Trains until `train_steps`, resuming from MODEL_DIR; returns the final evaluation metrics."""
+    """Trains the model adapter `model` until `total_steps`, resuming from MODEL_DIR; returns the final
+    evaluation metrics.
+
+    `optimizer` is any optax transformation (gin: OPTIMIZER); `mesh` defaults to
+    `partitioning.make_mesh()`; `trainer_cls(model=, optimizer=, mesh=)` builds the trainer (gin binds
+    its `num_microbatches` and `learning_rate_fn`). Evaluation every `eval_period` steps and at the end:
+    teacher-forced on `train_eval_dataset_cfg` (`eval_steps` batches), inference metrics on
+    `infer_eval_dataset_cfg` decoded with `decode_fn` (default greedy).
+    """
     import tensorflow as tf
 
     from textchem_jax import checkpoints as ckpt
     from textchem_jax import partitioning
     from textchem_jax import trainer as trainer_lib
-    from textchem_jax.data.seqio_tasks import import_task_module
-
-    import_task_module(mixture_or_task_module)
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
     tf.io.gfile.makedirs(model_dir)
-    mesh = partitioning.make_mesh(num_partitions, mesh_shape)
-    schedule_fn = trainer_lib.learning_rate_schedule(schedule, learning_rate, warmup_steps, train_steps)
-    trainer = trainer_lib.Trainer(
-        model,
-        trainer_lib.make_optimizer(optimizer_name, schedule_fn, weight_decay=weight_decay, clip_norm=clip_norm),
-        mesh,
-        num_microbatches=num_microbatches,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        schedule=schedule_fn,
-    )
-    routed = trainer_lib.reads_input_domain(model)
-    dataset = train_dataset(
-        mixture_or_task_name, task_feature_lengths, batch_size, split=train_split, seed=seed, use_packing=use_packing,
-        with_input_domain=routed,
-    )  # fmt: skip
+    mesh = partitioning.make_mesh() if mesh is None else mesh
+    trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
+    dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed)
     iterator = iter(dataset)
     example = _numpy(next(iter(dataset.take(1))))
-    state = trainer.init_state(jax.random.key(seed), example)
-    _write_model_info(model_dir, trainer, model, example, mesh)
+    state = trainer.init_state(jax.random.key(random_seed))
+    _write_model_info(model_dir, trainer, model, mesh)
 
-    checkpoints = ckpt.Checkpoints(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
+    checkpoints = ckpt.Checkpoints(os.path.join(model_dir, "checkpoints"), keep=checkpoint_cfg.keep)
     restored = checkpoints.restore(ckpt.abstract_like(state), iterator)
     if restored is not None:
         state, step = restored
         print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
-    elif initial_checkpoint_path:
+    elif checkpoint_cfg.initial_checkpoint_path:
         from textchem_jax.model_loading import load_for_inference
 
-        state = state.replace(params=load_for_inference(model, initial_checkpoint_path, mesh, like=state.params))
-        print(f"initialized from {initial_checkpoint_path}", flush=True)
+        path = checkpoint_cfg.initial_checkpoint_path
+        state = state.replace(params=load_for_inference(model, path, mesh, like=state.params))
+        print(f"initialized from {path}", flush=True)
 
+    evaluate = functools.partial(
+        _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
+        eval_steps=eval_steps, seed=random_seed, inference=_inference_evaluator(
+            model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn
+        ),
+    )  # fmt: skip
     first_step = int(state.step)
     preemption = _Preemption()
     preemption.install()
-    progress = _Progress(model_dir, train_steps, first_step)
-    rng = jax.random.key(seed + 1)
+    progress = _Progress(model_dir, total_steps, first_step)
+    rng = jax.random.key(random_seed + 1)
     flops = _step_flops(trainer, state, example, rng)
-    if flops and peak_flops is None:
-        peak_flops = trainer_lib.measure_matmul_peak()  # the MFU denominator, measured on this device
+    peak_flops = trainer_lib.measure_matmul_peak() if flops else None  # the MFU denominator, on this device
     last_good = checkpoints.latest_step()
     tokens_per_step = 0.0
     step = first_step
-    while step < train_steps:
+    while step < total_steps:
         batch = _numpy(next(iterator))
         tokens_per_step = float(np.sum(batch["decoder_target_tokens"] > 0) + np.sum(batch["encoder_input_tokens"] > 0))
         tokens_per_step *= jax.process_count()
         state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
         step += 1
         stop = preemption.agreed()
-        must_save = step % checkpoint_period == 0 or step == train_steps or stop
+        must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
         if must_save or step % log_period == 0 or step == first_step + 1:
             metrics = jax.device_get(metrics)
             bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
@@ -241,9 +184,9 @@ def train(
                 raise TrainingStopped(
                     f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
                     f"saving. The last good checkpoint is step {last_good} in {checkpoints.directory}. Lower "
-                    "LEARNING_RATE, set clip_norm, or check the data with textchem-inspect."
+                    "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
                 )
-            if step % log_period == 0 or step == train_steps or step == first_step + 1:
+            if step % log_period == 0 or step == total_steps or step == first_step + 1:
                 progress.log(step, metrics, tokens_per_step, flops, peak_flops)
         if must_save:
             checkpoints.save(step, state, iterator)
@@ -252,57 +195,53 @@ def train(
             checkpoints.wait()
             print(f"preempted: saved step {step} in {checkpoints.directory}; rerun the same command to resume", flush=True)
             return {}
-        if eval_period and step % eval_period == 0 and step < train_steps:
-            _evaluate(trainer, state, model, mesh, model_dir, step, mixture_or_task_name, task_feature_lengths,
-                      batch_size, eval_split, eval_batches, infer_eval_examples, infer_eval_batch_size,
-                      decode_fn, progress, routed)  # fmt: skip
+        if eval_period and step % eval_period == 0 and step < total_steps:
+            evaluate(state, step, progress)
     checkpoints.wait()
-    results = _evaluate(trainer, state, model, mesh, model_dir, step, mixture_or_task_name, task_feature_lengths,
-                        batch_size, eval_split, eval_batches, infer_eval_examples, infer_eval_batch_size,
-                        decode_fn, progress, routed)  # fmt: skip
+    results = evaluate(state, step, progress)
     checkpoints.close()
     progress.writer.flush()
     return results
 
 
-def _evaluate(trainer, state, model, mesh, model_dir, step, mixture, lengths, batch_size, split, eval_batches,
-              infer_examples, infer_batch_size, decode_fn, progress, routed=False) -> dict:  # fmt: skip
-    """Teacher-forced metrics on `split`, then (when `infer_examples` != 0) RDKit inference metrics."""
-    from textchem_jax import evaluate as eval_lib
+def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg, eval_steps, seed, inference) -> dict:
+    """Teacher-forced metrics on `train_eval_cfg`, then RDKit inference metrics on `infer_eval_cfg`."""
+    from textchem_jax import evaluator as eval_lib
 
     results: dict = {}
-    if eval_batches == 0 and infer_examples == 0:
-        return results
-    try:
-        batches = train_dataset(
-            mixture, lengths, batch_size, split=split, shuffle=False, with_input_domain=routed
-        ).as_numpy_iterator()
-        results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_batches)
-    except FileNotFoundError as error:
-        logger.warning("no teacher-forced evaluation: %s", error)
-        return results
-    progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
-    if infer_examples != 0:
-        evaluator = eval_lib.InferenceEvaluator(
-            mixture, os.path.join(model_dir, "inference_eval"), lengths, split, infer_examples
-        )
-        kwargs = {"decode_fn": decode_fn} if decode_fn else {}
-        results.update(evaluator.evaluate(model, state.params, mesh, step, batch_size=infer_batch_size, **kwargs))
-    if jax.process_index() == 0:
+    if train_eval_cfg is not None and eval_steps:
+        try:
+            batches = run_config.get_dataset(train_eval_cfg, trainer.model, seed=seed).as_numpy_iterator()
+            results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_steps)
+        except FileNotFoundError as error:
+            logger.warning("no teacher-forced evaluation: %s", error)
+            return results
+        progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
+    if inference is not None:
+        results.update(inference().evaluate(state.params, step))
+    if results and jax.process_index() == 0:
+        split = (train_eval_cfg or infer_eval_cfg).split
         print(f"evaluation at step {step} ({split}):\n{eval_lib.format_table(results)}", flush=True)
     return results
 
 
-def _write_model_info(model_dir: str, trainer, model, example, mesh) -> None:
+def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn):
+    """A function giving the run's one InferenceEvaluator, made at its first use (None: no inference
+    evaluation): its datasets, cached targets and compiled decoding serve every evaluation of the run."""
+    if cfg is None or cfg.num_examples == 0:
+        return None
+    from textchem_jax import evaluator as eval_lib
+
+    return functools.cache(lambda: eval_lib.InferenceEvaluator(model, cfg, output_dir, mesh, decode_fn))
+
+
+def _write_model_info(model_dir: str, trainer, model, mesh) -> None:
     """MODEL_DIR/model-info.txt: every parameter with its shape, logical axes and partition spec."""
     import tensorflow as tf
 
     from textchem_jax import partitioning
-    from textchem_jax.trainer import MODEL_FEATURES
 
-    features = {k: v[:1] for k, v in example.items() if k in MODEL_FEATURES}
-    boxed = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, **features)["params"])
-    text = f"mesh: {dict(mesh.shape)}\n" + partitioning.describe_params(boxed, trainer.rules)
+    text = f"mesh: {dict(mesh.shape)}\n" + partitioning.describe_params(model.abstract_params(), trainer.rules)
     if jax.process_index() == 0:
         with tf.io.gfile.GFile(os.path.join(model_dir, "model-info.txt"), "w") as f:
             f.write(text)

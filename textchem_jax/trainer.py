@@ -13,26 +13,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from textchem_jax import partitioning
-from textchem_jax.models.losses import cross_entropy_loss
 
 Batch = Mapping[str, jax.Array]
-MODEL_FEATURES = (
-    "input_domain",  # e2-CLM only (see reads_input_domain)
-    "encoder_input_tokens",
-    "decoder_input_tokens",
-    "decoder_target_tokens",
-    "encoder_segment_ids",
-    "decoder_segment_ids",
-    "encoder_positions",
-    "decoder_positions",
-)
 
 
 def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
@@ -48,22 +36,6 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return repeats * 2 * size**3 / (time.perf_counter() - start)
 
 
-def reads_input_domain(model: nn.Module) -> bool:
-    """Whether `model` is an e2-CLM variant that routes examples by their `input_domain`."""
-    from textchem_jax.models.e2clm import E2ClmConfig
-
-    config = getattr(model, "config", None)
-    return isinstance(config, E2ClmConfig) and config.needs_domain
-
-
-def _frozen_aware(optimizer: optax.GradientTransformation, model: nn.Module, params: Any):
-    """e2-CLM: frozen encoders get no updates and no optimizer state (optax.multi_transform)."""
-    from textchem_jax.models.e2clm import E2ClmConfig, make_optimizer
-
-    config = getattr(model, "config", None)
-    return make_optimizer(optimizer, params, config) if isinstance(config, E2ClmConfig) else optimizer
-
-
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
@@ -74,7 +46,10 @@ class TrainState:
 def learning_rate_schedule(
     name: str = "constant", learning_rate: float = 6e-4, warmup_steps: int = 0, decay_steps: int | None = None
 ) -> optax.Schedule:
-    """`constant` (the Text+Chem T5 paper: 6e-4), `rsqrt` (T5X: lr / sqrt(max(step, warmup))), `cosine`, `linear`."""
+    """`constant` (the Text+Chem T5 paper: 6e-4), `rsqrt` (T5X: lr / sqrt(max(step, warmup))), `cosine`, `linear`.
+
+    A shorthand for gin (`@trainer.learning_rate_schedule()`); any optax schedule works as well.
+    """
     if name == "constant":
         schedule = optax.constant_schedule(learning_rate)
     elif name == "rsqrt":
@@ -96,49 +71,31 @@ def learning_rate_schedule(
     return schedule
 
 
-def make_optimizer(
-    name: str = "adamw",
-    schedule: optax.Schedule | float = 6e-4,
-    *,
-    weight_decay: float = 0.0,
-    clip_norm: float | None = None,
-) -> optax.GradientTransformation:
-    """AdamW (the paper's choice) or Adafactor (the T5X default), optionally after global-norm clipping."""
-    if name == "adamw":
-        optimizer = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
-    elif name == "adafactor":
-        optimizer = optax.adafactor(schedule, weight_decay_rate=weight_decay or None)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}: use adamw or adafactor")
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optimizer) if clip_norm else optimizer
-
-
 @dataclasses.dataclass
 class Trainer:
-    """Owns the jitted steps of one model on one mesh."""
+    """Owns the jitted steps of one model adapter (`textchem_jax.models.adapters`) on one mesh.
 
-    model: nn.Module
+    `learning_rate_fn` (the optimizer's schedule) is only logged; `num_microbatches` splits each batch
+    into slices whose gradients are summed before one update.
+    """
+
+    model: Any  # a model adapter: loss_fn, init, wrap_optimizer
     optimizer: optax.GradientTransformation
     mesh: Mesh
     rules: partitioning.LogicalRules = dataclasses.field(default_factory=partitioning.standard_logical_axis_rules)
     num_microbatches: int = 1
-    label_smoothing: float = 0.0
-    z_loss: float = 1e-4
-    schedule: optax.Schedule | None = None
+    learning_rate_fn: optax.Schedule | None = None
 
     @property
     def batch_sharding(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec("data"))
 
-    def init_state(self, rng: jax.Array, example_batch: Batch) -> TrainState:
+    def init_state(self, rng: jax.Array) -> TrainState:
         """A fresh state created directly in its shards (no full copy on one device)."""
-        features = {k: jnp.asarray(v[:1]) for k, v in example_batch.items() if k in MODEL_FEATURES}
-
-        def init_params():
-            return self.model.init({"params": rng, "dropout": rng}, **features)["params"]
-
-        params, self.param_shardings = partitioning.sharded_init(init_params, mesh=self.mesh, rules=self.rules)
-        self.optimizer = _frozen_aware(self.optimizer, self.model, params)
+        params, self.param_shardings = partitioning.sharded_init(
+            lambda: self.model.init(rng), mesh=self.mesh, rules=self.rules
+        )
+        self.optimizer = self.model.wrap_optimizer(self.optimizer, params)
         with partitioning.activate(self.mesh, self.rules):
             opt_state = jax.jit(self.optimizer.init)(params)
         replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -151,19 +108,7 @@ class Trainer:
         return state
 
     def _loss(self, params: Any, batch: Batch, dropout_rng: jax.Array, deterministic: bool):
-        features = {k: v for k, v in batch.items() if k in MODEL_FEATURES}
-        logits = self.model.apply(
-            {"params": params}, **features, deterministic=deterministic, rngs={"dropout": dropout_rng}
-        )
-        loss_sum, metrics = cross_entropy_loss(
-            logits,
-            batch["decoder_target_tokens"],
-            batch.get("decoder_loss_weights"),
-            label_smoothing=self.label_smoothing,
-            z_loss=self.z_loss,
-            loss_normalization="none",
-            segment_ids=batch.get("decoder_segment_ids"),
-        )
+        loss_sum, metrics = self.model.loss_fn(params, batch, dropout_rng, deterministic)
         # Sums, so that microbatches add up; `_summarize` turns them into per-token means.
         sums = {key: metrics[key] * metrics["num_tokens"] for key in _PER_TOKEN}
         return loss_sum, {**metrics, **sums, "loss": loss_sum}
@@ -203,8 +148,8 @@ class Trainer:
         summary = _summarize(metrics)
         summary["grad_norm"] = optax.tree.norm(grads)
         summary["param_norm"] = optax.tree.norm(params)  # the loop refuses to save non-finite parameters
-        if self.schedule is not None:
-            summary["learning_rate"] = jnp.asarray(self.schedule(state.step), jnp.float32)
+        if self.learning_rate_fn is not None:
+            summary["learning_rate"] = jnp.asarray(self.learning_rate_fn(state.step), jnp.float32)
         return TrainState(state.step + 1, params, opt_state), summary
 
     @functools.cached_property

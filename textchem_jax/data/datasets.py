@@ -20,29 +20,13 @@ import random
 import tempfile
 from collections.abc import Callable
 
+from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS  # noqa: F401  (re-exported for the data layer)
 from textchem_jax.chem import canonicalize, molecule_key, randomize_smiles
 from textchem_jax.data import sources
-from textchem_jax.parallel import start_parallel_map
+from textchem_jax.process_pool import start_parallel_map
 
-SPLITS = ("train", "validation", "test")
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
 _CACHE_VERSION = 1
-
-PROMPTS = {
-    "forward": "Predict the product of the following reaction: ",
-    "retro": "Predict the reaction that produces the following product: ",
-    "paragraph2actions": "Which actions are described in the following paragraph: ",
-    "text2mol": "Write in SMILES the described molecule: ",
-    "mol2text": "Caption the following SMILES: ",
-}
-# (input domain, output domain) of each task: selects e2-CLM encoders and the ablation mixtures.
-DOMAINS = {
-    "forward": ("chemistry", "chemistry"),
-    "retro": ("chemistry", "chemistry"),
-    "paragraph2actions": ("text", "text"),
-    "text2mol": ("text", "chemistry"),
-    "mol2text": ("chemistry", "text"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,32 +111,6 @@ def _cache_path(paths: list[str], reader: str) -> pathlib.Path | None:
     return cache / f"{digest}.pkl"
 
 
-_RECORD_TYPES = {
-    "chebi20": sources.MoleculeText,
-    "uspto_mit": sources.ReactionPair,
-    "uspto50k": sources.ReactionPair,
-    "paragraph2actions": sources.TextPair,
-}
-
-
-def read_tfds(dataset: str, split: str, tfds_dir: str) -> list:
-    """Records of a split prepared by our TFDS builders (`textchem_jax.data.tfds_builders`)."""
-    import tensorflow_datasets as tfds
-
-    from textchem_jax.data.tfds_builders import BUILDERS
-
-    builder = BUILDERS[dataset](data_dir=tfds_dir)
-    if split not in builder.info.splits:
-        raise FileNotFoundError(
-            f"{builder.name} split {split!r} is not prepared in {tfds_dir}: run "
-            f"`tfds build --imports=textchem_jax.data.tfds_builders {builder.name} --manual_dir=DATA --data_dir={tfds_dir}`"
-        )
-    record = _RECORD_TYPES[dataset]
-    names = [f.name for f in dataclasses.fields(record)]
-    rows = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
-    return [record(*(row[name].decode() for name in names)) for row in rows]
-
-
 def read_dataset(
     dataset: str,
     split: str,
@@ -160,14 +118,8 @@ def read_dataset(
     *,
     strict: bool = False,
     report: sources.SkipReport | None = None,
-    tfds_dir: str | None = None,
 ) -> list:
-    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged.
-
-    With `tfds_dir`, the records come from the TFDS folder our builders prepared instead.
-    """
-    if tfds_dir:
-        return read_tfds(dataset, split, tfds_dir)
+    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged."""
     paths = dataset_files(dataset, split, directory)
     cache = None if strict else _cache_path(paths, dataset)
     if cache is not None and cache.exists():
@@ -195,10 +147,12 @@ def read_dataset(
     return records
 
 
-def _task_pairs(
-    task: str, split: str, directory: str | None, report: sources.SkipReport | None, reactions: str | None, tfds_dir: str | None
-) -> list[tuple[str, str]]:
-    read = functools.partial(read_dataset, split=split, directory=directory, report=report, tfds_dir=tfds_dir)
+# (dataset, split) -> records of `sources` types: `read_dataset` on a folder, or a TFDS reader.
+RecordReader = Callable[[str, str], list]
+
+
+def _task_pairs(task: str, split: str, read_records: RecordReader, reactions: str | None) -> list[tuple[str, str]]:
+    read = functools.partial(read_records, split=split)
     if task in ("text2mol", "mol2text"):
         rows = read("chebi20")
         pairs = [(r.description, r.smiles) for r in rows]
@@ -252,7 +206,7 @@ def task_pairs(
     *,
     source: str = "files",
     reactions: str | None = None,
-    tfds_dir: str | None = None,
+    records: RecordReader | None = None,
     canonical: bool = False,
     augment: int = 0,
     seed: int = 0,
@@ -261,12 +215,14 @@ def task_pairs(
     """(input, target) pairs of a task split, without prompt.
 
     `source="files"` reads the real formats (reactions: forward from `uspto_mit`, retro from
-    `uspto50k`, unless `reactions` names one; from TFDS when `tfds_dir` is given), `"gt4sd"` the
-    GT4SD jsonl. `canonical=True` rewrites SMILES in RDKit's canonical form; `augment=N` adds N
-    randomized SMILES of each chemistry input (training splits only; targets stay as they are).
+    `uspto50k`, unless `reactions` names one) from `directory`, or through `records(dataset, split)`
+    when given (e.g. `tfds_builders.tfds_records(tfds_dir)`); `"gt4sd"` the GT4SD jsonl.
+    `canonical=True` rewrites SMILES in RDKit's canonical form; `augment=N` adds N randomized SMILES of each chemistry input (training splits only; targets stay as they are).
     """
     if source == "files":
-        pairs = _task_pairs(task, split, directory, report, reactions, tfds_dir)
+        if records is None:
+            records = functools.partial(read_dataset, directory=directory, report=report)
+        pairs = _task_pairs(task, split, records, reactions)
     else:
         pairs = gt4sd_pairs(task, split, directory)
     if canonical:

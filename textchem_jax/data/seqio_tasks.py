@@ -8,12 +8,10 @@ import logging
 import os
 from collections.abc import Callable
 
-from textchem_jax.data import datasets
+from textchem_jax.catalogue import DOMAIN_IDS, PROMPTS, SPLITS, TASKS, task_input_domain
+from textchem_jax.data import datasets, demo
 
 logger = logging.getLogger("textchem_jax.data")
-
-TASKS = ("forward", "retro", "paragraph2actions", "text2mol", "mol2text")
-DOMAIN_IDS = {"text": 0, "chemistry": 1}  # the `input_domain` feature (e2-CLM routing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +26,18 @@ class TaskSpec:
     canonical: bool = False
 
     def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
+        """The task's (input, target) pairs: from the files in `directory()`, or from TFDS with `tfds_dir`."""
+        records = None
+        if self.tfds_dir:
+            from textchem_jax.data import tfds_builders  # imports tensorflow_datasets: only for TFDS tasks
+
+            records = tfds_builders.tfds_records(self.tfds_dir)
         return datasets.task_pairs(
             self.task,
             split,
             None if self.tfds_dir else self.directory(),
             reactions=self.reactions,
-            tfds_dir=self.tfds_dir,
+            records=records,
             canonical=self.canonical,
             augment=self.augment,
             seed=seed,
@@ -44,13 +48,9 @@ class TaskSpec:
 SPECS: dict[str, TaskSpec] = {}
 
 
-def import_task_module(module: str | None) -> None:
-    """Imports our `tasks` and the module that registers the user's own (T5X's MIXTURE_OR_TASK_MODULE)."""
-    import importlib
-
-    importlib.import_module("tasks")
-    if module:
-        importlib.import_module(module)
+def demo_directory() -> str:
+    """The folder of the `textchem_demo_*` tasks: the demo corpus, generated once into the cache."""
+    return str(demo.demo_data_dir())
 
 
 def vocabulary():
@@ -129,14 +129,12 @@ def register_task(
     spec = SPECS[name] = TaskSpec(task, directory, reactions, augment, tfds_dir, canonical)
     return seqio.TaskRegistry.add(
         name,
-        source=seqio.FunctionDataSource(
-            _dataset_fn(spec), splits=datasets.SPLITS
-        ),
+        source=seqio.FunctionDataSource(_dataset_fn(spec), splits=SPLITS),
         preprocessors=[
-            functools.partial(add_prompt, prompt=datasets.PROMPTS[task], keep_input_as="product" if task == "retro" else None),
+            functools.partial(add_prompt, prompt=PROMPTS[task], keep_input_as="product" if task == "retro" else None),
             seqio.preprocessors.tokenize,
             seqio.preprocessors.append_eos_after_trim,
-            functools.partial(add_input_domain, domain=DOMAIN_IDS[datasets.DOMAINS[task][0]]),
+            functools.partial(add_input_domain, domain=task_input_domain(task)),
         ],
         output_features={
             "inputs": seqio.Feature(vocab, add_eos=True),

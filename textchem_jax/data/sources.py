@@ -22,7 +22,7 @@ import tarfile
 from collections.abc import Iterator
 
 from textchem_jax.chem import canonicalize, precursors_and_products, unescape_backslashes
-from textchem_jax.parallel import start_parallel_map
+from textchem_jax.process_pool import start_parallel_map
 
 
 class DataFormatError(ValueError):

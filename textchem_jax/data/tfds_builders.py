@@ -10,10 +10,14 @@ The manual folder has the layout of DESIGN §3 (the same folder `TEXTCHEM_DATA_D
 builder prepares the splits present there and reads them with our own readers, so examples are
 already in the Text+Chem T5 format (single backslashes, atom maps removed, sorted precursors).
 Rows the readers skip are logged with their line numbers.
+`read_tfds` reads a prepared split back as the same records; `tfds_records` hands it to
+`datasets.task_pairs`, so the SeqIO tasks (`tfds_dir=`) get the same pairs as from the files.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 
 import tensorflow_datasets as tfds
@@ -116,6 +120,33 @@ BUILDERS = {
     "uspto50k": TextchemUspto50k,
     "paragraph2actions": TextchemParagraph2actions,
 }
+
+
+_RECORD_TYPES = {
+    "chebi20": sources.MoleculeText,
+    "uspto_mit": sources.ReactionPair,
+    "uspto50k": sources.ReactionPair,
+    "paragraph2actions": sources.TextPair,
+}
+
+
+def read_tfds(dataset: str, split: str, tfds_dir: str) -> list:
+    """Records of a split prepared by these builders, as the `sources` types `datasets.read_dataset` gives."""
+    builder = BUILDERS[dataset](data_dir=tfds_dir)
+    if split not in builder.info.splits:
+        raise FileNotFoundError(
+            f"{builder.name} split {split!r} is not prepared in {tfds_dir}: run "
+            f"`tfds build --imports=textchem_jax.data.tfds_builders {builder.name} --manual_dir=DATA --data_dir={tfds_dir}`"
+        )
+    record = _RECORD_TYPES[dataset]
+    names = [f.name for f in dataclasses.fields(record)]
+    rows = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+    return [record(*(row[name].decode() for name in names)) for row in rows]
+
+
+def tfds_records(tfds_dir: str) -> datasets.RecordReader:
+    """The `records` reader of `datasets.task_pairs` for the splits these builders prepared in `tfds_dir`."""
+    return functools.partial(read_tfds, tfds_dir=tfds_dir)
 
 
 def build(dataset: str, manual_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:

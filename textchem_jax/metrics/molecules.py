@@ -22,7 +22,7 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 from textchem_jax.metrics._inputs import as_text, check_lengths, logger, top1
 from textchem_jax.metrics.bleu import corpus_bleu
-from textchem_jax.parallel import shutdown_pool, start_parallel_map
+from textchem_jax.process_pool import shutdown_pool, start_parallel_map
 
 _MORGAN = None
 _MEMO_LIMIT = 20_000  # bounds memory: a ChEBI-20 evaluation needs ~7,000 entries

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from textchem_jax.chem.smiles import molecule_key
 from textchem_jax.metrics._inputs import as_text, check_lengths, logger, top1
-from textchem_jax.parallel import start_parallel_map
+from textchem_jax.process_pool import start_parallel_map
 
 _REPORTED_K = (2, 3, 5, 10)
 

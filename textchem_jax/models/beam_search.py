@@ -17,27 +17,18 @@ so our evaluations are comparable. Per step, for each example:
 
 "Impossible" candidates get HF's -1e9 added rather than -inf, exactly as HF does, so ranks stay equal.
 Everything has static shapes (a `lax.while_loop` over positions); after EOS a hypothesis holds pad (0).
+The search knows no model: it sees `start(num_beams) -> (step, cache)` (see `decoding`).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from textchem_jax.models.decoding import (
-    EOS_ID,
-    START_ID,
-    StepFn,
-    encode_for_decoding,
-    init_cache,
-    make_step_fn,
-    map_cache_batch,
-)
-from textchem_jax.models.t5 import T5
+from textchem_jax.models.decoding import EOS_ID, START_ID, Start, StepFn, length_penalties, take_rows
 
 Array = jax.Array
 Cache = Any
@@ -58,13 +49,11 @@ class BeamOptions(NamedTuple):
 def beam_options(
     max_decode_length: int, length_penalty: float = 1.0, early_stopping: bool | str = False, min_decode_length: int = 0
 ) -> BeamOptions:
-    """Host-side options. The penalties are computed in float64 like HF's Python `length ** length_penalty`,
-    then rounded to float32, so length-normalized scores equal HF's bit for bit."""
+    """Host-side options (penalties as `decoding.length_penalties`: equal to HF's bit for bit)."""
     if early_stopping not in EARLY_STOPPING_MODES:
         raise ValueError(f"early_stopping must be one of {EARLY_STOPPING_MODES}, got {early_stopping!r}")
-    penalties = [float(n) ** length_penalty if n else 1.0 for n in range(max_decode_length + 1)]
     return BeamOptions(
-        penalties=np.asarray(penalties, np.float32),
+        penalties=length_penalties(max_decode_length, length_penalty),
         min_decode_length=np.int32(min_decode_length),
         stop_when_full=np.bool_(early_stopping is True),
         heuristic_at_max_length=np.bool_(early_stopping == "never" and length_penalty > 0.0),
@@ -169,7 +158,7 @@ def beam_search_with_step(
 
         # 4. the cache follows the running beams
         rows = (example_offsets + origin).reshape(-1)
-        cache = map_cache_batch(lambda x: jnp.take(x, rows, axis=0), cache)
+        cache = take_rows(cache, rows)
 
         # 5. can any example still improve?
         hypothetical_length = jnp.where(options.heuristic_at_max_length, length, position + 1)
@@ -206,56 +195,31 @@ def beam_search_with_step(
     return state.finished_tokens, state.finished_scores
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_beams", "eos_id"))
-def beam_search_all(
-    model: T5,
-    params: Any,
-    encoder_input_tokens: Array,
-    options: BeamOptions,
-    input_domain: Array | None = None,
-    *,
-    num_beams: int,
-    eos_id: int = EOS_ID,
-) -> tuple[Array, Array]:
-    """The jitted search: all beams, best first. Compiled once per model, beam count, length and shapes."""
-    encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
-    batch_size = encoder_input_tokens.shape[0]
-    max_decode_length = options.penalties.shape[0] - 1
-    model, encoded = encode_for_decoding(model, params, encoder_input_tokens, input_domain)
-    encoded = jnp.repeat(encoded, num_beams, axis=0)
-    beam_inputs = jnp.repeat(encoder_input_tokens, num_beams, axis=0)
-    step = make_step_fn(model, params, encoded, beam_inputs)
-    cache = init_cache(model, batch_size * num_beams, max_decode_length)
-    return beam_search_with_step(step, cache, batch_size, options, num_beams=num_beams, eos_id=eos_id)
-
-
 def beam_search(
-    model: T5,
-    params: Any,
-    encoder_input_tokens: Array,
+    start: Start,
     *,
-    num_beams: int,
+    batch_size: int,
     max_decode_length: int,
+    rng: Array | None = None,
+    num_decodes: int = 4,
     length_penalty: float = 1.0,
-    eos_id: int = EOS_ID,
     early_stopping: bool | str = False,
     num_return_sequences: int | None = None,
+    eos_id: int = EOS_ID,
     min_decode_length: int = 0,
-    input_domain: Array | None = None,
 ) -> tuple[Array, Array]:
-    """Beam search for a batch of encoder inputs (padded with 0), as HF `generate(num_beams=...)`.
+    """Beam search with `num_decodes` beams, as HF `generate(num_beams=...)`.
 
     Returns sequences (batch, k, max_decode_length) without the start token, 0 after EOS, and their
     scores (batch, k) = sum of log-probs / generated_length ** length_penalty, best first;
-    k = num_return_sequences (default: all num_beams). `min_decode_length` is HF's `min_new_tokens`.
-    The encoder runs once per example (its output is repeated per beam). Length penalty, early stopping
-    and minimum length are traced: changing them reuses the compiled search.
+    k = num_return_sequences (default: all beams). `min_decode_length` is HF's `min_new_tokens`.
+    `rng` is unused (the search is deterministic), accepted so every search has one signature.
     """
-    k = num_beams if num_return_sequences is None else num_return_sequences
-    if not 1 <= k <= num_beams:
-        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {k}")
+    del rng
+    k = num_decodes if num_return_sequences is None else num_return_sequences
+    if not 1 <= k <= num_decodes:
+        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_decodes}], got {k}")
     options = beam_options(max_decode_length, length_penalty, early_stopping, min_decode_length)
-    sequences, scores = beam_search_all(
-        model, params, encoder_input_tokens, options, input_domain, num_beams=num_beams, eos_id=eos_id
-    )
+    step, cache = start(num_decodes)
+    sequences, scores = beam_search_with_step(step, cache, batch_size, options, num_beams=num_decodes, eos_id=eos_id)
     return sequences[:, :k], scores[:, :k]

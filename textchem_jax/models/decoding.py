@@ -1,10 +1,18 @@
-"""Autoregressive decoding with the decoder's key/value cache.
+"""The decoding core: searches that know no model, only a step function over a key/value cache.
 
-The pieces search strategies share: `init_cache` (an empty cache; all zeros is a valid empty cache),
-`make_step_fn` (`step(cache, tokens) -> (logits, cache)`: one token per sequence in, next-token logits
-out) and `map_cache_batch` (apply a function along the batch axis of every cache array, e.g. to expand
-or reorder beams; every cache array has the batch as its leading axis, scanned or not).
-`greedy_decode` is the simplest search on top of them.
+A search receives `start(n) -> (step, cache)` from the model side (`adapters.EncoderDecoderModel.
+predict_batch`: encode once, repeat each input `n` times, create the empty cache) and calls it with
+the number of rows it wants per input (beams, samples). `step(cache, tokens) -> (logits, cache)`
+takes the current token of every row (example-major: row = example * n + j) and returns next-token
+logits. Every search returns (sequences (batch, k, max_decode_length) without the start token and 0
+after EOS, scores (batch, k), best first for beams), so evaluation and inference never ask which
+search they hold; gin swaps them (`decode_fn = @decoding.temperature_sample`, `@beam_search.beam_search`).
+
+Greedy decoding is `temperature_sample` at temperature 0 (`greedy`), not a function of its own.
+Sampling filters as Hugging Face's warpers: logits / temperature, then top-k, then top-p (nucleus) on
+the tempered distribution, the most likely token always kept, kept sets chosen by rank so ties never
+widen them. Scores are the model's own summed log-probabilities (temperature 1, unfiltered) up to and
+including EOS, as t5x's sampler reports them. Step `t` draws with `fold_in(rng, t)`: a key gives one result.
 """
 
 from __future__ import annotations
@@ -16,107 +24,128 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from textchem_jax.models.t5 import T5
-
 Array = jax.Array
 Cache = Any
 StepFn = Callable[[Cache, Array], tuple[Array, Cache]]
+Start = Callable[[int], tuple[StepFn, Cache]]  # rows per input -> (step, empty cache)
 
 START_ID = 0  # T5 starts decoding with the pad id
 EOS_ID = 1
 
 
-def init_cache(model: T5, batch_size: int, max_decode_length: int) -> Cache:
-    """The empty "cache" collection for `batch_size` sequences of up to `max_decode_length` tokens."""
-    d_model = model.config.d_model
-
-    def create():
-        tokens = jnp.zeros((batch_size, max_decode_length), jnp.int32)
-        encoded = jnp.zeros((batch_size, 1, d_model), jnp.dtype(model.config.dtype))
-        variables = model.init(
-            jax.random.key(0), encoded, jnp.ones((batch_size, 1), jnp.int32), tokens, decode=True, method=T5.decode
-        )
-        return variables["cache"]
-
-    shapes = jax.eval_shape(create)  # no parameters are materialized
-    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+# ----------------------------------------------------------------------------------------------------------
+# Cache helpers: every cache array (and every per-row array) has the rows as its leading axis
 
 
-def encode_for_decoding(model: Any, params: Any, encoder_input_tokens: Array, input_domain: Array | None = None):
-    """(the T5 whose decoder runs the steps, the encodings) for T5 and e2-CLM models alike.
+def repeat_rows(tree: Any, n: int) -> Any:
+    """Each row of every array repeated `n` times in place (example-major): for beams and samples."""
+    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, n, axis=0), tree)
 
-    e2-CLM encodes with its domain encoders (routed by `input_domain`) and decodes exactly as T5 does: its
-    decoder-side parameters carry T5's names, so every search strategy serves both.
+
+def take_rows(tree: Any, rows: Array) -> Any:
+    """Rows `rows` of every array: the cache following the beams that survive a step."""
+    return jax.tree_util.tree_map(lambda x: jnp.take(x, rows, axis=0), tree)
+
+
+def generated_lengths(sequences: Array, eos_id: int = EOS_ID) -> Array:
+    """Tokens up to and including the first EOS (the full length when there is none), per sequence."""
+    is_eos = sequences == eos_id
+    first_eos = jnp.argmax(is_eos, axis=-1)
+    return jnp.where(jnp.any(is_eos, axis=-1), first_eos + 1, sequences.shape[-1]).astype(jnp.int32)
+
+
+def length_penalties(max_decode_length: int, length_penalty: float) -> Array:
+    """(max_decode_length + 1,) float32 `generated_length ** length_penalty`, computed in float64 like
+    HF's Python `length ** length_penalty` and then rounded, so normalized scores equal HF's bit for bit."""
+    import numpy as np
+
+    return np.asarray([float(n) ** length_penalty if n else 1.0 for n in range(max_decode_length + 1)], np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sampling (greedy at temperature 0)
+
+
+def _keep_ranked(logits: Array, order: Array, keep_sorted: Array) -> Array:
+    """Boolean (rows, vocab) mask from per-rank decisions `keep_sorted` for the token ids `order`."""
+    rows = jnp.arange(logits.shape[0])[:, None]
+    return jnp.zeros(logits.shape, jnp.bool_).at[rows, order].set(keep_sorted)
+
+
+def filter_logits(logits: Array, *, top_k: int = 0, top_p: float = 1.0) -> Array:
+    """(rows, vocab) logits with -inf outside the top-k, then outside the top-p nucleus (0 / 1.0: off)."""
+    logits = logits.astype(jnp.float32)
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        _, order = jax.lax.top_k(logits, top_k)
+        logits = jnp.where(_keep_ranked(logits, order, jnp.ones(order.shape, jnp.bool_)), logits, -jnp.inf)
+    if top_p < 1.0:
+        sorted_logits, order = jax.lax.top_k(logits, vocab)  # a full sort, best first
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        keep_sorted = (mass_before < top_p).at[:, 0].set(True)
+        logits = jnp.where(_keep_ranked(logits, order, keep_sorted), logits, -jnp.inf)
+    return logits
+
+
+def temperature_sample(
+    start: Start,
+    *,
+    batch_size: int,
+    max_decode_length: int,
+    rng: Array | None = None,
+    num_decodes: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int = EOS_ID,
+    min_decode_length: int = 0,
+) -> tuple[Array, Array]:
+    """`num_decodes` samples per input: sequences (batch, num_decodes, length), model log-probs (batch, num_decodes).
+
+    `temperature == 0` picks the most likely kept token (greedy when top_k/top_p are off); `rng`
+    defaults to key 0. `min_decode_length` forbids EOS before that many tokens.
     """
-    config = getattr(model, "config", None)
-    if hasattr(config, "t5"):  # an E2ClmConfig
-        from textchem_jax.models.e2clm import E2Clm, decoder_model
-
-        encoded = model.apply({"params": params}, encoder_input_tokens, input_domain=input_domain, method=E2Clm.encode)
-        return decoder_model(config), encoded
-    return model, model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
-
-
-def map_cache_batch(fn: Callable[[Array], Array], cache: Cache) -> Cache:
-    """`fn` applied to every cache array; each has the batch as axis 0 (e.g. repeat for beams, gather)."""
-    return jax.tree_util.tree_map(fn, cache)
-
-
-def make_step_fn(
-    model: T5, params: Any, encoded: Array, encoder_input_tokens: Array, encoder_mask: Array | None = None
-) -> StepFn:
-    """`step(cache, tokens)`: tokens (batch,) of the current position -> (logits (batch, vocab) float32, cache)."""
-
-    def step(cache: Cache, tokens: Array) -> tuple[Array, Cache]:
-        logits, variables = model.apply(
-            {"params": params, "cache": cache},
-            encoded,
-            encoder_input_tokens,
-            tokens[:, None],
-            encoder_mask=encoder_mask,
-            decode=True,
-            deterministic=True,
-            method=T5.decode,
-            mutable=["cache"],
-        )
-        return logits[:, -1, :].astype(jnp.float32), variables["cache"]
-
-    return step
-
-
-def greedy_search(
-    step: StepFn, cache: Cache, batch_size: int, max_decode_length: int, eos_id: int = EOS_ID
-) -> Array:
-    """(batch, max_decode_length) argmax tokens, EOS included, zeros after it; stops once all hit EOS."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    rng = jax.random.key(0) if rng is None else rng
+    step, cache = start(num_decodes)
+    rows, length = batch_size * num_decodes, max_decode_length
 
     def not_done(state):
-        position, _, _, _, finished = state
-        return (position < max_decode_length) & ~jnp.all(finished)
+        position, _, _, _, _, finished = state
+        return (position < length) & ~jnp.all(finished)
 
     def advance(state):
-        position, cache, tokens, sequences, finished = state
+        position, cache, tokens, sequences, log_prob, finished = state
         logits, cache = step(cache, tokens)
-        next_tokens = jnp.where(finished, 0, jnp.argmax(logits, axis=-1).astype(jnp.int32))
-        sequences = jax.lax.dynamic_update_slice(sequences, next_tokens[:, None], (0, position))
-        return position + 1, cache, next_tokens, sequences, finished | (next_tokens == eos_id)
+        logits = logits.astype(jnp.float32)
+        model_log_probs = jax.nn.log_softmax(logits, axis=-1)
+        if min_decode_length > 0:
+            eos_logit = jnp.where(position >= min_decode_length, logits[:, eos_id], -jnp.inf)
+            logits = logits.at[:, eos_id].set(eos_logit)
+        if temperature == 0:
+            chosen = jnp.argmax(filter_logits(logits, top_k=top_k, top_p=top_p), axis=-1).astype(jnp.int32)
+        else:
+            filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
+            chosen = jax.random.categorical(jax.random.fold_in(rng, position), filtered, axis=-1).astype(jnp.int32)
+        chosen = jnp.where(finished, 0, chosen)
+        token_log_prob = jnp.take_along_axis(model_log_probs, chosen[:, None], axis=-1)[:, 0]
+        log_prob = log_prob + jnp.where(finished, 0.0, token_log_prob)
+        sequences = jax.lax.dynamic_update_slice(sequences, chosen[:, None], (0, position))
+        return position + 1, cache, chosen, sequences, log_prob, finished | (chosen == eos_id)
 
     state = (
         jnp.int32(0),
         cache,
-        jnp.full((batch_size,), START_ID, jnp.int32),
-        jnp.zeros((batch_size, max_decode_length), jnp.int32),
-        jnp.zeros((batch_size,), jnp.bool_),
+        jnp.full((rows,), START_ID, jnp.int32),
+        jnp.zeros((rows, length), jnp.int32),
+        jnp.zeros((rows,), jnp.float32),
+        jnp.zeros((rows,), jnp.bool_),
     )
-    return jax.lax.while_loop(not_done, advance, state)[3]
+    _, _, _, sequences, log_prob, _ = jax.lax.while_loop(not_done, advance, state)
+    return sequences.reshape(batch_size, num_decodes, length), log_prob.reshape(batch_size, num_decodes)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "eos_id"))
-def greedy_decode(
-    model: T5, params: Any, encoder_input_tokens: Array, max_decode_length: int, eos_id: int = EOS_ID
-) -> Array:
-    """Greedy decoding of a batch of encoder inputs (padded with 0): (batch, max_decode_length) tokens."""
-    encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
-    batch_size = encoder_input_tokens.shape[0]
-    encoded = model.apply({"params": params}, encoder_input_tokens, method=T5.encode)
-    step = make_step_fn(model, params, encoded, encoder_input_tokens)
-    return greedy_search(step, init_cache(model, batch_size, max_decode_length), batch_size, max_decode_length, eos_id)
+greedy = functools.partial(temperature_sample, temperature=0.0, num_decodes=1)
+greedy.__doc__ = "Greedy decoding: `temperature_sample` at temperature 0 (one sequence per input)."

@@ -5,7 +5,7 @@ decoder, which cross-attends to their aggregated encoding exactly as T5's decode
 Everything is composed from `textchem_jax.models.t5` (`Encoder`, `Decoder`, `TokenEmbedding`,
 `MultiHeadAttention`, `RelativePositionBias`, `RMSNorm`), so every parameter keeps its logical axis names.
 
-Which domain an example belongs to is its task's *input* domain (`textchem_jax.data.datasets.DOMAINS`,
+Which domain an example belongs to is its task's *input* domain (`textchem_jax.catalogue.DOMAINS`,
 element 0): forward, retro and mol2text read chemistry (1), paragraph2actions and text2mol read text (0).
 It arrives as the int feature `input_domain`, (batch,) per example, or (batch, length) per encoder token
 for packed rows (SeqIO packing may put examples of different tasks in one row; segments never attend to
@@ -47,8 +47,7 @@ also stop gradients at their output, so a backward pass does no work for them; d
 in them when not deterministic.
 
 Decoding: `encode` once (with `input_domain`), then the decoder with its key/value cache. The decoder side
-has T5's names, so `textchem_jax.models.decoding` serves e2-CLM as is, given `decoder_model(config)` (a T5)
-and the e2-CLM parameters: see `greedy_decode`.
+has T5's names and T5's cache, so `adapters.E2ClmModel` decodes with T5's decoder on e2-CLM parameters.
 """
 
 from __future__ import annotations
@@ -63,38 +62,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from textchem_jax.models import decoding
+from textchem_jax.catalogue import CHEMISTRY
 from textchem_jax.models.config import T5Config, t5_config
-from textchem_jax.models.t5 import (
+from textchem_jax.models.layers import (
     PAD_ID,
-    T5,
-    Decoder,
-    Encoder,
     MultiHeadAttention,
     RelativePositionBias,
     RMSNorm,
     TokenEmbedding,
     attention_mask,
-    encoder_valid_positions,
 )
+from textchem_jax.models.t5 import Decoder, Encoder, encoder_valid_positions
 
 Array = jax.Array
 
-TEXT = 0
-CHEMISTRY = 1
-DOMAIN_IDS = {"text": TEXT, "chemistry": CHEMISTRY}
 AGGREGATIONS = ("mean", "cross_attention", "select")
 TRAINED, FROZEN = "trained", "frozen"
-
-
-def task_input_domain(task: str) -> int:
-    """0 (text) or 1 (chemistry): the input domain of a task ("forward" or its SeqIO name "textchem_forward")."""
-    from textchem_jax.data.datasets import DOMAINS  # lazy: the data package pulls in RDKit
-
-    name = task.removeprefix("textchem_")
-    if name not in DOMAINS:
-        raise ValueError(f"unknown task {task!r}; known: {sorted(DOMAINS)}")
-    return DOMAIN_IDS[DOMAINS[name][0]]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -421,32 +404,3 @@ def make_optimizer(
         {TRAINED: base_optimizer, FROZEN: optax.set_to_zero()},
         functools.partial(optimizer_labels, config=config),
     )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Decoding
-
-
-def decoder_model(config: E2ClmConfig) -> T5:
-    """The T5 whose decoder side (`token_embedder`, `decoder`) e2-CLM shares by name: its decode step and cache
-    (`decoding.init_cache`, `decoding.make_step_fn`) work on e2-CLM parameters (other subtrees are unused)."""
-    return T5(config.t5)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "eos_id"))
-def greedy_decode(
-    model: E2Clm,
-    params: Any,
-    encoder_input_tokens: Array,
-    input_domain: Array | None,
-    max_decode_length: int,
-    eos_id: int = decoding.EOS_ID,
-) -> Array:
-    """Greedy decoding (as `decoding.greedy_decode`): encode once with the domain, then the cached decoder."""
-    encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
-    batch_size = encoder_input_tokens.shape[0]
-    encoded = model.apply({"params": params}, encoder_input_tokens, input_domain=input_domain, method=E2Clm.encode)
-    t5 = decoder_model(model.config)
-    step = decoding.make_step_fn(t5, params, encoded, encoder_input_tokens)
-    cache = decoding.init_cache(t5, batch_size, max_decode_length)
-    return decoding.greedy_search(step, cache, batch_size, max_decode_length, eos_id)

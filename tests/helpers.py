@@ -1,0 +1,82 @@
+"""Shared test builders: tiny models (as model adapters), a demo batch, jitted decoding, N fake devices.
+
+One place for what many tests need, so each test file states only what it checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from textchem_jax.models import adapters, decoding, e2clm
+from textchem_jax.models.beam_search import beam_search
+from textchem_jax.models.config import t5_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LENGTHS = {"inputs": 48, "targets": 32}
+
+
+def demo_vocabulary_size() -> int:
+    from textchem_jax.data.seqio_tasks import vocabulary_size
+
+    return vocabulary_size()
+
+
+def tiny_t5(version: str = "1.1", vocab_size: int | None = None, **overrides) -> adapters.EncoderDecoderModel:
+    """A tiny T5 (dropout off) over the demo vocabulary unless `vocab_size` is given."""
+    vocab_size = demo_vocabulary_size() if vocab_size is None else vocab_size
+    return adapters.EncoderDecoderModel(t5_config("tiny", version, vocab_size=vocab_size, **{"dropout_rate": 0.0, **overrides}))
+
+
+def tiny_e2clm(vocab_size: int | None = None, version: str = "1.0", **variant) -> adapters.E2ClmModel:
+    """A tiny e2-CLM variant (`shared`, `aggregation`, `freeze_*`, `own_embeddings`), dropout off."""
+    vocab_size = demo_vocabulary_size() if vocab_size is None else vocab_size
+    return adapters.E2ClmModel(e2clm.e2clm_config("tiny", version, vocab_size, dropout_rate=0.0, **variant))
+
+
+def demo_batch(model, batch_size: int = 8, lengths: Mapping[str, int] = LENGTHS, seed: int = 3) -> dict[str, np.ndarray]:
+    """One packed training batch of the demo mixture, converted by `model`'s feature converter."""
+    from textchem_jax.run_config import DatasetConfig, get_dataset
+
+    cfg = DatasetConfig("textchem_demo", dict(lengths), "train", batch_size, seed=seed)
+    return {k: v.numpy() for k, v in next(iter(get_dataset(cfg, model))).items()}
+
+
+@functools.cache
+def search(name: str, **options):
+    """A search with fixed options, the same object for the same options (so jitted decoding is reused)."""
+    fn = {"greedy": decoding.greedy, "sample": decoding.temperature_sample, "beam": beam_search}[name]
+    return functools.partial(fn, **options)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "decode_fn", "max_decode_length"))
+def predict(model, params, features, *, max_decode_length: int, decode_fn=None, rng=None):
+    """`model.predict_batch`, jitted: (sequences (batch, k, length), scores (batch, k))."""
+    return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length, rng=rng)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "length_penalty"))
+def score(model, params, features, *, length_penalty: float = 0.0):
+    """`model.score_batch`, jitted."""
+    return model.score_batch(params, features, length_penalty=length_penalty)
+
+
+def run_with_devices(script: pathlib.Path, devices: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs a worker file in a fresh interpreter with `devices` fake CPU devices; asserts it succeeded."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def tree_leaves(tree) -> Sequence[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]

@@ -1,0 +1,46 @@
+"""SeqIO feature converters of our model families (the `FEATURE_CONVERTER_CLS` of T5X's models).
+
+T5 reads SeqIO's standard encoder-decoder features and ignores the optional per-token `input_domain`
+our tasks carry (seqio's Evaluator measures every output feature; the standard converter would reject
+it). e2-CLM's routed variants read it: SeqIO refuses pass-through features when packing, so their
+converter declares it a task feature aligned with `inputs`, as long as the inputs, packed like them.
+"""
+
+from __future__ import annotations
+
+
+def encoder_decoder_feature_converter(pack: bool = True):
+    """SeqIO's `EncDecFeatureConverter` (inputs and targets, packed or padded), blind to other task features."""
+    import seqio
+
+    class EncDecFeatureConverter(seqio.EncDecFeatureConverter):
+        def __call__(self, ds, task_feature_lengths):
+            read = {key: value for key, value in task_feature_lengths.items() if key in self.TASK_FEATURES}
+            return super().__call__(ds, read)
+
+    return EncDecFeatureConverter(pack=pack)
+
+
+def domain_feature_converter(pack: bool = True):
+    """`seqio.EncDecFeatureConverter` plus the per-token `input_domain` (its length is the inputs')."""
+    import seqio
+    import tensorflow as tf
+
+    spec = seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)
+
+    class EncDecWithDomainFeatureConverter(seqio.EncDecFeatureConverter):
+        TASK_FEATURES = {**seqio.EncDecFeatureConverter.TASK_FEATURES, "input_domain": spec}
+        MODEL_FEATURES = {**seqio.EncDecFeatureConverter.MODEL_FEATURES, "input_domain": spec}
+
+        def _convert_example(self, features):
+            return {**super()._convert_example(features), "input_domain": features["input_domain"]}
+
+        def __call__(self, ds, task_feature_lengths):
+            return super().__call__(ds, {**task_feature_lengths, "input_domain": task_feature_lengths["inputs"]})
+
+        def get_model_feature_lengths(self, task_feature_lengths):
+            lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
+            lengths["input_domain"] = task_feature_lengths["inputs"]
+            return lengths
+
+    return EncDecWithDomainFeatureConverter(pack=pack)

@@ -1,0 +1,258 @@
+"""The building blocks of T5 in Flax linen: RMS norm, bias-free projection, shared token embedding,
+relative position bias, attention (with a decoding cache), MLP, attention masks.
+
+They sit below `textchem_jax.models.t5` because T5 and e2-CLM compose the same layers: e2-CLM's
+aggregator and routing reuse them (and T5's Encoder and Decoder) with the same parameter and logical
+axis names (`vocab, embed, mlp, heads, kv, joined_kv, relpos_buckets`), so checkpoints and Hugging Face
+conversion see one layout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from textchem_jax.models.config import T5Config
+
+Array = jax.Array
+
+PAD_ID = 0
+_MASKED = float(np.finfo(np.float32).min)  # score of a masked key: exp(min - max) is exactly 0
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole layer in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def _constrain(x: Array, axes: tuple[str, ...]) -> Array:
+    return nn.with_logical_constraint(x, axes)
+
+
+def _normal(stddev: float) -> nn.initializers.Initializer:
+    return nn.initializers.normal(stddev=stddev)
+
+
+class RMSNorm(nn.Module):
+    """T5's layer norm: scale only, no mean subtraction, no bias; the variance is taken in float32."""
+
+    epsilon: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)), (x.shape[-1],),
+            self.param_dtype,
+        )  # fmt: skip
+        x32 = x.astype(jnp.float32)
+        variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        normed = x32 * jax.lax.rsqrt(variance + self.epsilon)
+        return (scale.astype(jnp.float32) * normed).astype(self.dtype)
+
+
+class Projection(nn.Module):
+    """A bias-free dense layer `x @ kernel` whose 2-D kernel has logical axes `axes` (input, output)."""
+
+    features: int
+    axes: tuple[str, str]
+    stddev: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(_normal(self.stddev), self.axes), (x.shape[-1], self.features),
+            self.param_dtype,
+        )  # fmt: skip
+        return jnp.einsum("...d,df->...f", x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+class TokenEmbedding(nn.Module):
+    """The shared (vocab, embed) table: looks tokens up, and for tied logits `attend`s to it."""
+
+    vocab_size: int
+    features: int
+    dtype: Any
+    param_dtype: Any
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding", nn.with_logical_partitioning(_normal(1.0), ("vocab", "embed")),
+            (self.vocab_size, self.features), self.param_dtype,
+        )  # fmt: skip
+
+    def __call__(self, tokens: Array) -> Array:
+        return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
+
+    def attend(self, x: Array) -> Array:
+        return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype))
+
+
+def relative_position_bucket(
+    relative_position: Array, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128
+) -> Array:
+    """T5's bucket of `key_position - query_position`, exactly as Mesh TensorFlow and Hugging Face compute it.
+
+    Half the buckets (per direction when bidirectional) hold exact small distances; the rest grow
+    logarithmically up to `max_distance`, beyond which all distances share the last bucket. A causal
+    (unidirectional) stack maps every key after the query to bucket 0.
+    """
+    relative_position = jnp.asarray(relative_position, jnp.int32)
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    # float32 like the reference; distances below max_exact never use this branch (log(0) avoided).
+    scaled = jnp.maximum(distance, 1).astype(jnp.float32) / max_exact
+    log_bucket = jnp.log(scaled) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = jnp.minimum(max_exact + log_bucket.astype(jnp.int32), num_buckets - 1)
+    return buckets + jnp.where(is_small, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """One (relpos_buckets, heads) table per stack, turned into a (batch|1, heads, q, k) float32 bias."""
+
+    config: T5Config
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+        """Positions are (q,) and (k,) or per example (batch, q) and (batch, k)."""
+        cfg = self.config
+        table = self.param(
+            "rel_embedding", nn.with_logical_partitioning(_normal(cfg.d_model**-0.5), ("relpos_buckets", "heads")),
+            (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.dtype(cfg.param_dtype),
+        )  # fmt: skip
+        relative = key_positions[..., None, :] - query_positions[..., :, None]
+        buckets = relative_position_bucket(
+            relative, self.bidirectional, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
+        )
+        bias = jnp.take(table, buckets, axis=0).astype(jnp.float32)  # (..., q, k, heads)
+        bias = jnp.moveaxis(bias, -1, -3)  # (..., heads, q, k)
+        return bias if bias.ndim == 4 else bias[None]
+
+
+class MultiHeadAttention(nn.Module):
+    """T5 attention without 1/sqrt(d_kv) scaling; softmax in float32.
+
+    For decoder self-attention with `decode=True`, keys and values live in the "cache" collection
+    (`cached_key`, `cached_value`: batch, length, heads, kv). On the first (initializing) call they are
+    created empty with the input's length; on later calls (`decode_position` given) the single new
+    token's key and value are written at `decode_position` and attention reads the whole cache.
+    """
+
+    config: T5Config
+    deterministic: bool = True
+    decode: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array,
+        bias: Array | None,
+        mask: Array | None,
+        decode_position: Array | None = None,
+    ) -> Array:
+        cfg = self.config
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def project(name: str, stddev: float) -> Projection:
+            return Projection(cfg.inner_dim, ("embed", "joined_kv"), stddev, dtype, param_dtype, name=name)
+
+        def split_heads(x: Array) -> Array:
+            x = x.reshape(*x.shape[:2], cfg.num_heads, cfg.d_kv)
+            return _constrain(x, ("batch", "length", "heads", "kv"))
+
+        query = split_heads(project("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q))
+        key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
+        value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
+
+        if self.decode:
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+            if decode_position is not None:
+                if query.shape[1] != 1:
+                    raise ValueError(f"cached decoding takes one token per step, got {query.shape[1]}")
+                slot = jax.nn.one_hot(decode_position, cached_key.value.shape[1], dtype=jnp.bool_)
+                slot = slot[:, :, None, None]  # (batch, length, 1, 1)
+                key = cached_key.value = jnp.where(slot, key, cached_key.value)
+                value = cached_value.value = jnp.where(slot, value, cached_value.value)
+                key, value = (_constrain(x, ("batch", "length", "heads", "kv")) for x in (key, value))
+
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        if bias is not None:
+            scores = scores + bias
+        if mask is not None:
+            scores = jnp.where(mask, scores, _MASKED)
+        weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        weights = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(weights)
+        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        context = _constrain(context, ("batch", "length", "heads", "kv"))
+        context = context.reshape(*context.shape[:2], cfg.inner_dim)
+        out = Projection(cfg.d_model, ("joined_kv", "embed"), cfg.inner_dim**-0.5, dtype, param_dtype, name="out")
+        return out(context)
+
+
+class MlpBlock(nn.Module):
+    """ReLU MLP (v1.0: wi, wo) or gated-GELU MLP (v1.1: gelu(wi_0 x) * wi_1 x, wo)."""
+
+    config: T5Config
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def wi(name: str) -> Array:
+            hidden = Projection(cfg.d_ff, ("embed", "mlp"), cfg.d_model**-0.5, dtype, param_dtype, name=name)(x)
+            return _constrain(hidden, ("batch", "length", "mlp"))
+
+        if cfg.feed_forward == "relu":
+            hidden = jax.nn.relu(wi("wi"))
+        else:
+            hidden = jax.nn.gelu(wi("wi_0"), approximate=True) * wi("wi_1")
+        hidden = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(hidden)
+        return Projection(cfg.d_model, ("mlp", "embed"), cfg.d_ff**-0.5, dtype, param_dtype, name="wo")(hidden)
+
+
+def _norm(cfg: T5Config, name: str) -> RMSNorm:
+    return RMSNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype), name=name)
+
+
+def attention_mask(
+    query_valid: Array | None,
+    key_valid: Array,
+    query_segments: Array | None = None,
+    key_segments: Array | None = None,
+    causal: bool = False,
+) -> Array:
+    """(batch, 1, q, k) boolean mask: valid keys, same packed segment, and (causal) no look-ahead.
+
+    Only keys are masked for padding (a padded query's output is never used), so a padded row never
+    becomes fully masked; `query_valid` is accepted for symmetry and applied when given.
+    """
+    mask = key_valid[:, None, None, :]
+    if query_valid is not None:
+        mask = mask & query_valid[:, None, :, None]
+    if query_segments is not None and key_segments is not None:
+        mask = mask & (query_segments[:, None, :, None] == key_segments[:, None, None, :])
+    if causal:  # self-attention: queries and keys are the same positions
+        length = key_valid.shape[-1]
+        mask = mask & jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
+    return mask

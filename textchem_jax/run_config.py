@@ -1,0 +1,73 @@
+"""Run configuration objects, T5X style: what a run reads (`DatasetConfig`) and keeps (`CheckpointConfig`).
+
+A run file binds one `DatasetConfig` per gin scope (`train/`, `train_eval/`, `infer_eval/`, and
+`infer/` for `textchem-infer`), so an experiment changes a split, a batch size or packing with one
+binding instead of a keyword argument of `train()`. `get_dataset` turns a config into this host's
+batches of the features a model adapter reads, through the adapter's own feature converter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """One SeqIO mixture or task split, as a model will see it (T5X's `utils.DatasetConfig`).
+
+    `seed` None takes the run's random seed; `module` is a module that registers the user's own
+    tasks (T5X's MIXTURE_OR_TASK_MODULE); `num_examples` caps inference evaluation (None: all).
+    """
+
+    mixture_or_task_name: str | None
+    task_feature_lengths: Mapping[str, int]
+    split: str
+    batch_size: int
+    shuffle: bool = True
+    seed: int | None = None
+    pack: bool = True
+    use_cached: bool = False
+    module: str | None = None
+    num_examples: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Save every `period` steps, keep the newest `keep`; start a new run from `initial_checkpoint_path`
+    (ours or a `textchem-convert` import; its step counter restarts at 0)."""
+
+    period: int = 1000
+    keep: int | None = 3
+    initial_checkpoint_path: str | None = None
+
+
+def import_task_module(module: str | None) -> None:
+    """Registers our tasks (`tasks`) and the user's own (`module`, T5X's MIXTURE_OR_TASK_MODULE)."""
+    importlib.import_module("tasks")
+    if module:
+        importlib.import_module(module)
+
+
+def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | None = None):
+    """This host's shard of `cfg`, converted by `model`'s feature converter, in per-host batches."""
+    import jax
+    import seqio
+
+    if cfg.mixture_or_task_name is None:
+        raise ValueError("the dataset config names no mixture or task: bind MIXTURE_OR_TASK_NAME")
+    import_task_module(cfg.module)
+    if cfg.batch_size % jax.process_count():
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {jax.process_count()} processes")
+    return seqio.get_dataset(
+        cfg.mixture_or_task_name,
+        task_feature_lengths=dict(cfg.task_feature_lengths),
+        dataset_split=cfg.split,
+        shuffle=cfg.shuffle,
+        seed=seed if cfg.seed is None else cfg.seed,
+        num_epochs=num_epochs,
+        use_cached=cfg.use_cached,
+        shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()),
+        feature_converter=model.feature_converter(cfg.pack),
+    ).batch(cfg.batch_size // jax.process_count(), drop_remainder=True)
