@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers import predict
-from textchem_jax import convert
+from textchem_jax import convert, model_loading
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models import decoding, hf_convert, layers, t5
 from textchem_jax.models.config import T5Config, t5_config
@@ -253,9 +253,9 @@ def test_convert_cli_round_trip(hf_case, tmp_path):
         gin.clear_config()
     assert from_gin == config
     # The converted parameters load in either layer layout.
-    stacked = convert.read_params(converted, dataclasses.replace(config, scan_layers=True))
+    stacked = model_loading.read_params(converted, dataclasses.replace(config, scan_layers=True))
     assert "layers" in stacked["decoder"] and "layers_0" not in stacked["decoder"]
-    assert "layers_2" in convert.read_params(converted, config)["decoder"]
+    assert "layers_2" in model_loading.read_params(converted, config)["decoder"]
 
     assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}"]) == 0
     assert (exported / "spiece.model").exists()

@@ -6,8 +6,7 @@
 A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
 `t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
 `t5_config` preset, overriding what differs, and `VOCABULARY_PATH` when a vocabulary is known) and a
-copy of the SentencePiece model. The parameter files are written and read by one function each, to be
-replaced by the orbax checkpoint module.
+copy of the SentencePiece model. `params.npz` is written and read by `model_loading`.
 """
 
 from __future__ import annotations
@@ -20,55 +19,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
-PARAMS_FILE = "params.npz"
 CONFIG_FILE = "t5_config.json"
 GIN_FILE = "model.gin"
 VOCABULARY_FILE = "spiece.model"
-_SEPARATOR = "/"
 # Fields that describe how to run, not the architecture; not written into model.gin.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
-
-
-def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:
-    """Saves a nested dict of arrays as one .npz (bfloat16 stored as float32, exactly)."""
-    flat: dict[str, np.ndarray] = {}
-
-    def walk(tree: dict, prefix: tuple[str, ...]) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, (*prefix, key))
-            else:
-                array = np.asarray(value)
-                if array.dtype.name == "bfloat16":  # .npz has no bfloat16
-                    array = array.astype(np.float32)
-                flat[_SEPARATOR.join((*prefix, key))] = array
-
-    walk(dict(params), ())
-    path = directory / PARAMS_FILE
-    np.savez(path, **flat)
-    return path
-
-
-def read_params(directory: pathlib.Path, config: T5Config) -> dict:
-    """The nested parameter dict written by `write_params`, cast to `config.param_dtype` and laid out
-    for `config.scan_layers` (stacked or per-layer, whichever way it was written)."""
-    from textchem_jax.models.hf_convert import numpy_dtype
-    from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
-
-    dtype = numpy_dtype(config.param_dtype)
-    params: dict = {}
-    with np.load(directory / PARAMS_FILE) as arrays:
-        for name in arrays.files:
-            *parents, leaf = name.split(_SEPARATOR)
-            node = params
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = arrays[name].astype(dtype)
-    return stack_layer_params(params) if config.scan_layers else unstack_layer_params(params)
 
 
 def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, source: str) -> str:

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from textchem_jax.run_config import import_task_module
+
 DecodeFn = Callable[..., Any]
 
 
@@ -71,8 +73,6 @@ class InferenceEvaluator:
     def __init__(self, model, cfg, output_dir: str, mesh, decode_fn: DecodeFn | None = None):
         import seqio
         import tensorflow as tf
-
-        from textchem_jax.run_config import import_task_module
 
         import_task_module(cfg.module)
         tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it

@@ -8,13 +8,21 @@ shardings their logical axes imply on `mesh`.
 from __future__ import annotations
 
 import os
+import pathlib
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from textchem_jax import partitioning
+from textchem_jax.models.config import T5Config
+from textchem_jax.models.hf_convert import numpy_dtype
+from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
+
+PARAMS_FILE = "params.npz"  # a textchem-convert directory's parameters, flat "encoder/layers_0/..." keys
+_SEPARATOR = "/"
 
 
 def abstract_params(model, mesh, rules=None) -> tuple[Any, Any]:
@@ -48,11 +56,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
     target, shardings = abstract_params(model, mesh)
     if like is not None:
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-    if tf.io.gfile.exists(os.path.join(path, "params.npz")):
-        import pathlib
-
-        from textchem_jax.convert import read_params
-
+    if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
         params = read_params(pathlib.Path(path), model.t5_config)
         return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
     root = _orbax_root(path)
@@ -61,3 +65,38 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
     from textchem_jax.checkpoints import load_params
 
     return load_params(root[0], target, step=root[1])
+
+
+def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:
+    """Saves a nested dict of arrays as one .npz (bfloat16 stored as float32, exactly)."""
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(tree: dict, prefix: tuple[str, ...]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, (*prefix, key))
+            else:
+                array = np.asarray(value)
+                if array.dtype.name == "bfloat16":  # .npz has no bfloat16
+                    array = array.astype(np.float32)
+                flat[_SEPARATOR.join((*prefix, key))] = array
+
+    walk(dict(params), ())
+    path = directory / PARAMS_FILE
+    np.savez(path, **flat)
+    return path
+
+
+def read_params(directory: pathlib.Path, config: T5Config) -> dict:
+    """The nested parameter dict written by `write_params`, cast to `config.param_dtype` and laid out
+    for `config.scan_layers` (stacked or per-layer, whichever way it was written)."""
+    dtype = numpy_dtype(config.param_dtype)
+    params: dict = {}
+    with np.load(directory / PARAMS_FILE) as arrays:
+        for name in arrays.files:
+            *parents, leaf = name.split(_SEPARATOR)
+            node = params
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = arrays[name].astype(dtype)
+    return stack_layer_params(params) if config.scan_layers else unstack_layer_params(params)
