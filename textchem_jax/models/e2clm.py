@@ -2,7 +2,7 @@
 
 Two domain encoders, one for text and one for chemistry, each trained or frozen, feed ONE shared T5
 decoder, which cross-attends to their aggregated encoding exactly as T5's decoder does to its encoder's.
-Everything is composed from `textchem_jax.models.t5` (`Encoder`, `Decoder`, `TokenEmbedding`,
+Everything is composed from T5's pieces (`t5.Encoder`, `t5.Decoder`, and `layers.TokenEmbedding`,
 `MultiHeadAttention`, `RelativePositionBias`, `RMSNorm`), so every parameter keeps its logical axis names.
 
 Which domain an example belongs to is its task's *input* domain (`textchem_jax.catalogue.DOMAINS`,

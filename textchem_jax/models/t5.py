@@ -11,7 +11,7 @@ activations carry `batch, length, embed/heads/kv/mlp/vocab` constraints.
 
 Token id 0 is padding (and the decoder start token); masks come from the tokens, or from SeqIO segment
 ids for packed examples. With `decode=True` the decoder keeps a key/value cache in the "cache"
-collection and advances one token per call: see `textchem_jax.models.decoding`.
+collection and advances one token per call: see `adapters.EncoderDecoderModel.decoding_start`.
 
 The building blocks (norm, projections, embedding, relative position bias, attention, MLP, masks) live
 in `textchem_jax.models.layers`, shared with e2-CLM; this module composes them into layers and stacks.
