@@ -1,10 +1,10 @@
 """Throughput of the SeqIO mixture pipeline on one core: packed examples, lengths 512/512.
 
-Reads the mixture (prompt, tokenize, mix, pack with `seqio.EncDecFeatureConverter`) and reports
-examples/s and (non-padding) tokens/s. A training step consumes `batch_size` packed rows; the ratio
-printed is how many times faster than that the pipeline feeds, against the measured step time of our
-jitted T5-small (v1.0, 32,128 vocabulary) train step on the same batches, measured afterwards in this
-script on all cores (`--no_train_step` skips it).
+Reads the mixture through `run_config.get_dataset` (prompt, tokenize, mix, pack with the T5 adapter's
+feature converter, seqio's `EncDecFeatureConverter`) and reports examples/s and (non-padding) tokens/s.
+A training step consumes `batch_size` packed rows; the ratio printed is how many times faster than that
+the pipeline feeds, against the measured step time of our jitted T5-small (v1.0, 32,128 vocabulary)
+train step on the same batches, measured afterwards in this script on all cores (`--no_train_step` skips it).
 
 Usage: python benchmarks/data_bench.py [--mixture=textchem_demo] [--split=train] [--batches=200]
        TEXTCHEM_DATA_DIR=../shared/data python benchmarks/data_bench.py --mixture=textchem_standard --split=validation
@@ -17,27 +17,31 @@ import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the issue asks
+ALL_CORES = os.sched_getaffinity(0)
+
+
+def t5_small():
+    from textchem_jax.models.adapters import EncoderDecoderModel
+    from textchem_jax.models.config import t5_config
+
+    return EncoderDecoderModel(t5_config("small", "1.0", vocab_size=32128, dropout_rate=0.0))
 
 
 def pipeline(mixture: str, split: str, batch_size: int):
-    import seqio
+    import jax
+
+    # get_dataset asks JAX for the process count, which starts its CPU backend: start it on all cores first,
+    # or XLA's threads would inherit the one-core mask and the train step below would run on one core.
+    jax.devices()
+    os.sched_setaffinity(0, {min(ALL_CORES)})  # the pipeline: one core, as the issue asks
     import tensorflow as tf
 
-    import tasks  # noqa: F401
+    from textchem_jax.run_config import DatasetConfig, get_dataset
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
-    ds = seqio.get_dataset(
-        mixture,
-        task_feature_lengths={"inputs": 512, "targets": 512},
-        dataset_split=split,
-        shuffle=True,
-        seed=0,
-        num_epochs=None,
-        feature_converter=seqio.EncDecFeatureConverter(pack=True),
-    )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(2).as_numpy_iterator()
+    cfg = DatasetConfig(mixture, {"inputs": 512, "targets": 512}, split, batch_size, shuffle=True, seed=0, pack=True)
+    return get_dataset(cfg, t5_small(), num_epochs=None).prefetch(2).as_numpy_iterator()
 
 
 def main() -> None:
@@ -74,16 +78,15 @@ def main() -> None:
 def train_step_seconds(batches, batch_size: int, steps: int = 2) -> float:
     """Mean time of our jitted T5-small train step on the pipeline's own batches (all cores)."""
     import jax
+    import optax
 
     from textchem_jax import partitioning, trainer
-    from textchem_jax.models.config import t5_config
-    from textchem_jax.models.t5 import T5
 
-    os.sched_setaffinity(0, range(os.cpu_count()))
-    run = trainer.Trainer(T5(t5_config("small", "1.0", vocab_size=32128, dropout_rate=0.0)),
-                          trainer.make_optimizer("adamw", 6e-4), partitioning.make_mesh())  # fmt: skip
+    os.sched_setaffinity(0, ALL_CORES)
+    adamw = optax.adamw(6e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    run = trainer.Trainer(t5_small(), adamw, partitioning.make_mesh())
     first = next(batches)
-    state = run.init_state(jax.random.key(0), first)
+    state = run.init_state(jax.random.key(0))
     state, metrics = run.train_step(state, run.shard_batch(first), jax.random.key(1))
     jax.block_until_ready(metrics)
     start = time.perf_counter()

@@ -1,5 +1,7 @@
 """Beam search throughput and peak memory: our jitted `beam_search` against Hugging Face `generate`.
 
+Ours is `EncoderDecoderModel.predict_batch` with `decode_fn=beam_search` (all beams returned), jitted whole.
+
 Same weights (a random T5-small v1.0, vocabulary 32,128, written once as an HF directory and read by both
 sides), same inputs (batch 8 x 256 random tokens), same settings (10 beams, 128 new tokens, length penalty
 1.0, HF's default early stopping). To make both decode the full 128 tokens, EOS is made unreachable the
@@ -49,38 +51,48 @@ def prepare(directory: pathlib.Path, args) -> None:
     import jax
     import numpy as np
 
+    from textchem_jax.models.adapters import EncoderDecoderModel
     from textchem_jax.models.config import t5_config
     from textchem_jax.models.hf_convert import save_hf_directory
-    from textchem_jax.models.t5 import init_params
 
     config = t5_config("small", "1.0", vocab_size=32128, dropout_rate=0.0)
-    params = jax.jit(lambda key: nn.meta.unbox(init_params(config, key)))(jax.random.key(0))
+    model = EncoderDecoderModel(config)
+    params = jax.jit(lambda key: nn.meta.unbox(model.init(key)))(jax.random.key(0))
     save_hf_directory(directory / "hf", config, jax.tree_util.tree_map(np.asarray, params))
     inputs = np.random.default_rng(0).integers(2, config.vocab_size, (args.batch, args.input_length))
     np.save(directory / "inputs.npy", inputs.astype(np.int32))
 
 
 def run_ours(directory: pathlib.Path, args) -> dict:
+    import functools
+
     import jax
     import numpy as np
 
-    from textchem_jax.models.beam_search import beam_options, beam_search_all
+    from textchem_jax.models.adapters import EncoderDecoderModel
+    from textchem_jax.models.beam_search import beam_search
     from textchem_jax.models.hf_convert import load_hf_directory
-    from textchem_jax.models.t5 import T5
 
     config, params = load_hf_directory(directory / "hf", dropout_rate=0.0, dtype=args.dtype)
     params = jax.device_put(params)
     inputs = np.load(directory / "inputs.npy")
-    model = T5(config)
+    model = EncoderDecoderModel(config)
     loaded_rss = _current_rss_mb()
-    options = beam_options(args.new_tokens, length_penalty=1.0, early_stopping=False, min_decode_length=args.new_tokens)
+    decode_fn = functools.partial(
+        beam_search, num_decodes=args.beams, length_penalty=1.0, early_stopping=False, min_decode_length=args.new_tokens
+    )  # all beams returned, best first
+    search = jax.jit(
+        lambda params, tokens: model.predict_batch(
+            params, {"encoder_input_tokens": tokens}, decode_fn=decode_fn, max_decode_length=args.new_tokens
+        )
+    )
     start = time.perf_counter()
-    compiled = beam_search_all.lower(model, params, inputs, options, num_beams=args.beams).compile()
+    compiled = search.lower(params, inputs).compile()
     compile_s = time.perf_counter() - start
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        sequences, scores = jax.block_until_ready(compiled(params, inputs, options))
+        sequences, scores = jax.block_until_ready(compiled(params, inputs))
         times.append(time.perf_counter() - start)
     np.save(directory / "ours.npy", np.asarray(sequences)[:, 0])
     return {"compile_s": compile_s, "times": times, "loaded_rss_mb": loaded_rss, "threads": os.cpu_count()}

@@ -33,20 +33,20 @@ def batch(seed: int) -> dict[str, np.ndarray]:
 class Ours:
     def __init__(self):
         import jax
+        import optax
 
         from textchem_jax import partitioning, trainer
+        from textchem_jax.models.adapters import EncoderDecoderModel
         from textchem_jax.models.config import t5_config
-        from textchem_jax.models.t5 import T5
 
         self.jax = jax
         schedule = trainer.learning_rate_schedule("constant", 6e-4)
         self.trainer = trainer.Trainer(
-            T5(t5_config("small", "1.0", vocab_size=VOCAB, dropout_rate=0.0)),
-            trainer.make_optimizer("adamw", schedule),
+            EncoderDecoderModel(t5_config("small", "1.0", vocab_size=VOCAB, dropout_rate=0.0), z_loss=0.0),
+            optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0),  # as torch.optim.AdamW below
             partitioning.make_mesh(),
-            z_loss=0.0,
         )
-        self.state = self.trainer.init_state(jax.random.key(0), batch(0))
+        self.state = self.trainer.init_state(jax.random.key(0))
         self.rng = jax.random.key(1)
         example = self.trainer.shard_batch(batch(0))
         start = time.perf_counter()
