@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data folder (TEXTCHEM_DATA_DIR) and small samples read from it."""
+"""Shared fixtures: the real data folder (TEXTCHEM_DATA_DIR) and small samples read from it; the skip of `gpu` tests."""
 
 from __future__ import annotations
 
@@ -33,3 +33,20 @@ def chebi_test_rows(data) -> list[dict[str, str]]:
 def uspto50k_reactions(data) -> list[str]:
     with open(data / "uspto50k" / "test.csv", encoding="utf-8", newline="") as f:
         return [row["rxn_smiles"] for row in csv.DictReader(f)]
+
+
+def _has_gpu() -> bool:
+    import jax  # only when a `gpu` test is collected: a conftest import does not start a jax backend
+
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:  # no GPU backend (or JAX_PLATFORMS excludes it)
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if gpu_tests and not _has_gpu():
+        skip = pytest.mark.skip(reason="needs a GPU: jax has no GPU device")
+        for item in gpu_tests:
+            item.add_marker(skip)

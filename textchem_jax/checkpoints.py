@@ -104,13 +104,30 @@ def abstract_like(tree: Any) -> Any:
 
 def load_params(directory: str, abstract_params: Any, step: int | None = None) -> Any:
     """Only the parameters of a run's checkpoint, placed like `abstract_params` (ShapeDtypeStructs
-    with shardings): for `INITIAL_CHECKPOINT_PATH`, evaluation and inference."""
-    manager = ocp.CheckpointManager(epath.Path(directory), item_names=("state", "data_iterator"))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
-    restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
+    with shardings): for `INITIAL_CHECKPOINT_PATH`, evaluation and inference.
+
+    Every parameter the model expects must be in the checkpoint with its shape (checked against the
+    checkpoint's metadata before anything is read); a missing folder is never created.
+    """
+    path = epath.Path(directory)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint folder {directory} (expected the numbered steps of textchem-train)")
+    manager = ocp.CheckpointManager(
+        path,
+        item_names=("state", "data_iterator"),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(create=False),
+    )
     try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
+        stored = manager.item_metadata(step)["state"]
+        stored = getattr(stored, "tree", stored)
+        if not isinstance(stored, dict) or "params" not in stored:
+            raise ValueError(f"the checkpoint in {directory} (step {step}) holds no parameters")
+        _check_shapes(stored["params"], abstract_params, f"{directory} (step {step})")
+        restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
         restored = manager.restore(
             step,
             args=ocp.args.Composite(
@@ -119,23 +136,21 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
                 )
             ),
         )
-    except (ValueError, KeyError) as error:
-        raise ValueError(
-            f"the checkpoint in {directory} (step {step}) does not fit this model's parameters ({error}); "
-            "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
-        ) from None
     finally:
         manager.close()
-    _check_shapes(restored.state["params"], abstract_params, directory)
     return restored.state["params"]
 
 
-def _check_shapes(params: Any, abstract_params: Any, directory: str) -> None:
-    """A checkpoint of another model size restores without complaint in places: compare every shape."""
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    for (path, value), expected in zip(flat, jax.tree_util.tree_leaves(abstract_params)):
-        if tuple(value.shape) != tuple(expected.shape):
-            raise ValueError(
-                f"{jax.tree_util.keystr(path)} is {tuple(value.shape)} in {directory} but {tuple(expected.shape)} "
-                "in this model: use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
-            )
+def _check_shapes(stored: Any, abstract_params: Any, where: str) -> None:
+    """Every expected parameter is stored, with its shape: name the first that is not, and the fix."""
+    fix = "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
+    shapes = {
+        jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]
+    }
+    for path, expected in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
+        name = jax.tree_util.keystr(path)
+        if name not in shapes:
+            raise ValueError(f"parameter {name} is not in the checkpoint {where}: {fix}")
+        if shapes[name] != tuple(expected.shape):
+            raise ValueError(f"{name} is {shapes[name]} in {where} but {tuple(expected.shape)} in this model: {fix}")

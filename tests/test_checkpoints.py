@@ -1,0 +1,167 @@
+"""textchem_jax.checkpoints on its own: a small pytree state saved and restored with real orbax and tf.data."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow as tf
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from textchem_jax import checkpoints as ckpt
+from textchem_jax.trainer import TrainState
+
+
+def _params(scale: float = 1.0, kernel_shape: tuple[int, int] = (3, 4)) -> dict:
+    rng = np.random.default_rng(0)
+    kernel = (scale * rng.standard_normal(kernel_shape)).astype(np.float32)
+    kernel.flat[:3] = [np.nan, -0.0, np.inf]  # bit patterns a value comparison would not check
+    return {
+        "dense": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(rng.standard_normal(4), jnp.bfloat16)},
+        "embedding": jnp.asarray(rng.integers(-(2**31), 2**31 - 1, (5, 2)), jnp.int32),
+    }
+
+
+def _state(kind: str, step: int = 1, scale: float = 1.0):
+    params = _params(scale)
+    opt_state = optax.adam(1e-3).init(params)
+    if kind == "dict":
+        return {"step": jnp.asarray(step, jnp.int32), "params": params, "opt_state": opt_state}
+    return TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
+
+
+def _assert_bitwise_equal(actual, expected) -> None:
+    assert jax.tree_util.tree_structure(actual) == jax.tree_util.tree_structure(expected)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(actual)[0], jax.tree_util.tree_leaves(expected)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), jax.tree_util.keystr(path)
+        assert a.tobytes() == b.tobytes(), jax.tree_util.keystr(path)
+
+
+def _saved(directory, kind: str = "dict", steps=(1,), keep: int | None = 3, iterator=None) -> ckpt.Checkpoints:
+    checkpoints = ckpt.Checkpoints(str(directory), keep=keep)
+    for step in steps:
+        checkpoints.save(step, _state(kind, step, scale=step), iterator)
+    checkpoints.wait()
+    return checkpoints
+
+
+@pytest.mark.parametrize("kind", ["dict", "TrainState"])
+def test_save_restore_round_trip_is_bitwise(tmp_path, kind):
+    checkpoints = _saved(tmp_path, kind, steps=(7,))
+    assert checkpoints.latest_step() == 7
+    restored, step = checkpoints.restore(ckpt.abstract_like(_state(kind, 0, scale=0.5)))
+    checkpoints.close()
+    assert step == 7 and type(restored) is type(_state(kind))
+    _assert_bitwise_equal(restored, _state(kind, 7, scale=7))
+
+
+def test_keep_n_and_latest_step(tmp_path):
+    checkpoints = ckpt.Checkpoints(str(tmp_path), keep=2)
+    assert checkpoints.latest_step() is None
+    assert checkpoints.restore(ckpt.abstract_like(_state("dict"))) is None
+    for step in (1, 2, 3):
+        checkpoints.save(step, _state("dict", step, scale=step))
+    checkpoints.wait()
+    assert checkpoints.latest_step() == 3
+    assert sorted(int(name) for name in os.listdir(tmp_path) if name.isdigit()) == [2, 3]
+    restored, step = checkpoints.restore(ckpt.abstract_like(_state("dict")), step=2)
+    checkpoints.close()
+    assert step == 2
+    _assert_bitwise_equal(restored, _state("dict", 2, scale=2))
+
+
+def test_restore_resumes_the_data_iterator_at_exactly_the_next_element(tmp_path):
+    dataset = tf.data.Dataset.range(100).shuffle(100, seed=1).batch(3)
+    iterator = iter(dataset)
+    [next(iterator) for _ in range(4)]
+    checkpoints = ckpt.Checkpoints(str(tmp_path))
+    checkpoints.save(4, _state("dict", 4), iterator)  # asynchronous: the loop goes on at once
+    expected = [next(iterator).numpy().tolist() for _ in range(3)]
+    checkpoints.wait()
+    checkpoints.close()
+
+    fresh = iter(dataset)
+    restored = ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(_state("dict")), fresh)
+    assert restored is not None and restored[1] == 4
+    assert [next(fresh).numpy().tolist() for _ in range(3)] == expected
+    assert any(name.startswith("process_0-of-1.") for name in os.listdir(tmp_path / "4" / "data_iterator"))
+
+
+def test_an_iterator_of_another_process_count_is_a_clear_error(tmp_path):
+    _saved(tmp_path, iterator=iter(tf.data.Dataset.range(10))).close()
+    folder = tmp_path / "1" / "data_iterator"
+    for name in os.listdir(folder):
+        os.rename(folder / name, folder / name.replace("process_0-of-1", "process_0-of-2"))
+    checkpoints = ckpt.Checkpoints(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="process count"):
+        checkpoints.restore(ckpt.abstract_like(_state("dict")), iter(tf.data.Dataset.range(10)))
+
+
+@pytest.mark.parametrize("kind", ["dict", "TrainState"])
+def test_load_params_restores_only_the_params(tmp_path, kind):
+    _saved(tmp_path, kind, steps=(1, 2)).close()
+    params = ckpt.load_params(str(tmp_path), ckpt.abstract_like(_params()))
+    _assert_bitwise_equal(params, _params(scale=2))
+    _assert_bitwise_equal(ckpt.load_params(str(tmp_path), ckpt.abstract_like(_params()), step=1), _params(scale=1))
+
+
+def test_check_shapes_names_the_parameter():
+    wrong = ckpt.abstract_like(_params(kernel_shape=(3, 5)))
+    with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\] is \(3, 4\) in DIR but \(3, 5\)"):
+        ckpt._check_shapes(_params(), wrong, "DIR")
+    ckpt._check_shapes(_params(), ckpt.abstract_like(_params()), "DIR")  # equal shapes pass
+
+
+def test_load_params_of_another_shape_names_the_parameter(tmp_path):
+    _saved(tmp_path).close()
+    with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\]"):
+        ckpt.load_params(str(tmp_path), ckpt.abstract_like(_params(kernel_shape=(3, 5))))
+
+
+def test_load_params_with_a_parameter_the_checkpoint_lacks_is_a_value_error(tmp_path):
+    _saved(tmp_path).close()
+    target = ckpt.abstract_like(_params())
+    target["dense"]["scale"] = jax.ShapeDtypeStruct((4,), jnp.float32, sharding=target["dense"]["bias"].sharding)
+    with pytest.raises(ValueError):
+        ckpt.load_params(str(tmp_path), target)
+
+
+def test_abstract_like_keeps_shapes_dtypes_and_shardings(tmp_path):
+    mesh = Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+    shardings = {"dense": {"kernel": NamedSharding(mesh, P(None, "model")), "bias": NamedSharding(mesh, P("model"))},
+                 "embedding": NamedSharding(mesh, P("data", None))}  # fmt: skip
+    params = jax.tree_util.tree_map(jax.device_put, _params(), shardings)
+    abstract = ckpt.abstract_like(params)
+    for leaf, array in zip(jax.tree_util.tree_leaves(abstract), jax.tree_util.tree_leaves(params)):
+        assert isinstance(leaf, jax.ShapeDtypeStruct)
+        assert (leaf.shape, leaf.dtype, leaf.sharding) == (array.shape, array.dtype, array.sharding)
+
+    checkpoints = ckpt.Checkpoints(str(tmp_path))
+    checkpoints.save(1, {"params": params})
+    checkpoints.wait()
+    restored, _ = checkpoints.restore({"params": abstract})  # a restore places every array like the abstract tree
+    checkpoints.close()
+    for leaf, array in zip(jax.tree_util.tree_leaves(abstract), jax.tree_util.tree_leaves(restored["params"])):
+        assert array.sharding == leaf.sharding
+    loaded = ckpt.load_params(str(tmp_path), abstract)
+    assert jax.tree_util.tree_map(lambda x: x.sharding, loaded) == shardings
+    _assert_bitwise_equal(loaded, _params())
+
+
+def test_load_params_without_a_checkpoint_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ckpt.load_params(str(tmp_path / "missing"), ckpt.abstract_like(_params()))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ckpt.load_params(str(tmp_path), ckpt.abstract_like(_params()))  # a folder without numbered steps
+
+
+def test_load_params_of_a_missing_folder_does_not_create_it(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ckpt.load_params(str(tmp_path / "missing"), ckpt.abstract_like(_params()))
+    assert not (tmp_path / "missing").exists()
