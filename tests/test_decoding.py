@@ -281,6 +281,7 @@ def _hf_beams(hf_model, inputs, num_beams, max_new_tokens, **options):
     return padded.reshape(batch, num_beams, -1), out.sequences_scores.numpy().reshape(batch, num_beams)
 
 
+@pytest.mark.needs_hf
 @pytest.mark.parametrize(
     "length_penalty, early_stopping", [(0.6, False), (1.0, False), (2.0, False), (1.0, True), (2.0, "never")]
 )
@@ -300,6 +301,7 @@ def test_beam_search_matches_hugging_face(hf_pair, length_penalty, early_stoppin
     assert (lengths < max_new_tokens).any() and (lengths == max_new_tokens).any(), "a mix of ended and cut beams"
 
 
+@pytest.mark.needs_hf
 def test_top_sequence_matches_hugging_face_with_fewer_returned(hf_pair):
     hf_model, model, params, inputs = hf_pair
     expected, _ = _hf_beams(hf_model, inputs, 5, 9, length_penalty=0.6)

@@ -409,3 +409,32 @@ def test_task_input_domains_follow_the_data_table():
     }
     with pytest.raises(ValueError, match="unknown task"):
         catalogue.task_input_domain("translation")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Through the runtime: a routed variant trains, checkpoints, loads for inference and decodes
+
+
+@pytest.mark.slow
+def test_routed_variant_checkpoint_loads_for_inference_and_decodes(tmp_path):
+    import optax as optax_lib
+
+    from helpers import LENGTHS, tiny_e2clm
+    from textchem_jax import train as train_lib
+    from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.run_config import CheckpointConfig, DatasetConfig
+
+    model = tiny_e2clm(aggregation="select", freeze_chemistry=True)
+    train_lib.train(
+        model=model, model_dir=str(tmp_path), optimizer=optax_lib.adamw(1e-3), total_steps=2,
+        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
+        checkpoint_cfg=CheckpointConfig(period=2), log_period=1,
+    )  # fmt: skip
+    params = load_for_inference(model, str(tmp_path), partitioning.make_mesh())
+    assert set(params) == {"token_embedder", "decoder", "text_encoder", "chemistry_encoder"}
+    tokens = BATCH["encoder_input_tokens"] % model.config.t5.vocab_size
+    sequences, scores = predict(model, params, {"encoder_input_tokens": tokens, "input_domain": BATCH["input_domain"]},
+                                max_decode_length=5)  # fmt: skip
+    assert sequences.shape == (4, 1, 5) and np.all(np.isfinite(np.asarray(scores)))
+    with pytest.raises(ValueError, match="input_domain"):  # a routed model refuses to guess the domain
+        predict(model, params, {"encoder_input_tokens": tokens}, max_decode_length=5)

@@ -62,6 +62,7 @@ def test_wrong_include_order_or_missing_file_is_explained():
                          ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='textchem_demo'", "TASK_FEATURE_LENGTHS={}"])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_e2clm_variant_from_gin_trains_with_frozen_encoder_untouched():
     launch.parse_gin(
         ["models/e2clm_small.gin"],

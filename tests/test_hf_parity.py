@@ -17,9 +17,11 @@ import pytest
 
 from helpers import predict
 from textchem_jax import convert, model_loading
-from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models import decoding, hf_convert, layers, t5
+from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import T5Config, t5_config
+
+pytestmark = pytest.mark.needs_hf
 
 SKIP_REASON = "torch and transformers (the `hf` extra: pip install -e .[hf]) are needed for Hugging Face parity"
 VOCAB = 64

@@ -11,6 +11,9 @@ import sys
 import time
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # every test runs the CLIs in subprocesses
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAST = [

@@ -11,14 +11,15 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import run_with_devices
+
 pytestmark = pytest.mark.slow  # several tiny trainings, each in its own process
 
 WORKER = pathlib.Path(__file__).with_name("sharded_training_worker.py")
 
 
 def _losses(*args: str) -> list[float]:
-    result = subprocess.run([sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_with_devices(WORKER, int(args[0]), *args)  # the worker also sets its device count itself
     return json.loads(result.stdout.strip().splitlines()[-1])["losses"]
 
 

@@ -4,15 +4,13 @@ and a sharded forward pass equal to the single-device one (8 forced host devices
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from helpers import run_with_devices
 from textchem_jax import partitioning
 from textchem_jax.models import t5
 from textchem_jax.models.config import t5_config
@@ -22,10 +20,7 @@ WORKER = pathlib.Path(__file__).with_name("sharding_worker.py")
 
 @pytest.fixture(scope="module")
 def multi_device_report() -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_with_devices(WORKER, 8, timeout=300)
     line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))
     return json.loads(line[len("REPORT ") :])
 

@@ -43,6 +43,7 @@ def _close_to_scale(actual, expected, what: str, stored_in=None, relative: float
         assert np.all(excess <= 0), f"{what}: {int(np.sum(excess > 0))} of {b.size} differ, worst by {np.max(excess):.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw", "adafactor"])
 def test_microbatches_give_the_same_update_as_one_batch(optimizer):
     """Accumulated microbatch gradients equal one batch's: checked where they are linear in the gradient.
@@ -91,6 +92,7 @@ def _train(model_dir, train_steps: int = 4, learning_rate: float = 1e-3, checkpo
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     _train(tmp_path, train_steps=2)  # a good checkpoint at step 2
     with pytest.raises(train_lib.TrainingStopped, match="last good checkpoint is step 2"):
@@ -104,6 +106,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params)), step
 
 
+@pytest.mark.slow
 def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     _train(tmp_path / "first", train_steps=2)
     from textchem_jax.model_loading import load_for_inference
@@ -117,6 +120,7 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # lr 0: the loaded weights, unchanged
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
                f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=100000", "--gin.BATCH_SIZE=4",
@@ -134,6 +138,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert saved and int(saved[0]) >= 3
 
 
+@pytest.mark.needs_hf
 def test_finetune_starts_from_a_hugging_face_import(tmp_path):
     transformers = pytest.importorskip("transformers", reason="needs the hf extra")
     from textchem_jax.convert import main as convert_main
