@@ -84,7 +84,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "levenshtein_similarity" in result.stdout
-    assert (tmp_path / "eval" / "textchem_demo_paragraph2actions-000000.jsonl").exists()
+    assert (tmp_path / "eval" / "textchem_demo_paragraph2actions-000006.jsonl").exists()  # named by its step
 
     # The wrong model configuration for a checkpoint is a clear error, not a crash deep inside orbax.
     command = [c for c in command if c not in quickstart_model]
@@ -134,3 +134,78 @@ def test_typo_in_binding_is_reported(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "No configurable matching 'train_lib.trian'" in result.stderr
+
+
+USER_TASKS = '''
+"""A user's own SeqIO task (no input_domain), registered by MIXTURE_OR_TASK_MODULE."""
+import seqio
+import tensorflow as tf
+
+from textchem_jax.data.seqio_tasks import vocabulary
+
+WORDS = ["benzene", "ethanol", "acetone", "toluene"] * 4
+
+
+def examples(split, shuffle_files, seed=None):
+    return tf.data.Dataset.from_tensor_slices({"inputs": [f"Spell: {w}" for w in WORDS], "targets": WORDS})
+
+
+def exact(targets, predictions):
+    return {"exact": sum(t == p for t, p in zip(targets, predictions)) / len(targets)}
+
+
+seqio.TaskRegistry.add(
+    "my_spelling",
+    source=seqio.FunctionDataSource(examples, splits=("train", "validation", "test")),
+    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+    output_features={"inputs": seqio.Feature(vocabulary(), add_eos=True), "targets": seqio.Feature(vocabulary(), add_eos=True)},
+    metric_fns=[exact],
+)
+'''
+
+
+def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_face(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the export check needs the hf extra")
+    import torch
+
+    (tmp_path / "my_spelling_tasks.py").write_text(USER_TASKS)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    user = ["--gin.MIXTURE_OR_TASK_MODULE='my_spelling_tasks'", "--gin.MIXTURE_OR_TASK_NAME='my_spelling'"]
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "textchem_jax.train", *FAST, f"--gin.MODEL_DIR='{run}'", *user, "--gin.TRAIN_STEPS=2",
+               "--gin.infer_eval/run_config.DatasetConfig.num_examples=4", "--gin.train_lib.train.eval_steps=1"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "my_spelling" in result.stdout and "exact" in result.stdout
+
+    model = ["--gin.config.t5_config.d_model=128", "--gin.config.t5_config.d_kv=32", "--gin.config.t5_config.d_ff=256"]
+    lengths = "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}"
+    command = [sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
+               *model, *user, lengths, f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "eval" / "my_spelling-000002.jsonl").exists() and "exact" in result.stdout
+
+    command = [sys.executable, "-m", "textchem_jax.infer", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/infer.gin",
+               *model, *user, lengths, f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "preds" / "my_spelling-test.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and rows[0]["input"] == "Spell: benzene" and rows[0]["target"] == "benzene"
+
+    # The trained run (orbax MODEL_DIR) exports to a Hugging Face directory with the same logits.
+    from textchem_jax import convert, partitioning
+    from textchem_jax.model_loading import load_for_inference
+
+    assert convert.main([f"--checkpoint_dir={run}", f"--hf_output_dir={tmp_path / 'hf'}"]) == 0
+    ours = convert.run_model(run)
+    params = load_for_inference(ours, str(run), partitioning.make_mesh())
+    rng = np.random.default_rng(0)
+    encoder = rng.integers(2, 500, (2, 9)).astype(np.int32)
+    decoder = np.concatenate([np.zeros((2, 1), np.int32), rng.integers(2, 500, (2, 5)).astype(np.int32)], axis=1)
+    expected = np.asarray(ours.logits(params, {"encoder_input_tokens": encoder, "decoder_input_tokens": decoder}))
+    hf_model = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        hf = hf_model(input_ids=torch.tensor(encoder, dtype=torch.long), decoder_input_ids=torch.tensor(decoder, dtype=torch.long))
+    np.testing.assert_allclose(hf.logits.numpy(), expected, atol=1e-4, rtol=1e-4)
+    assert (tmp_path / "hf" / "spiece.model").exists()

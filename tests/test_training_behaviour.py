@@ -113,8 +113,12 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
 
     mesh = partitioning.make_mesh()
     trained = load_for_inference(tiny_t5(), str(tmp_path / "first"), mesh)
-    _train(tmp_path / "second", train_steps=2, initial_checkpoint_path=str(tmp_path / "first"), learning_rate=0.0)
-    assert "initialized from" in capsys.readouterr().out
+    _train(tmp_path / "second", train_steps=4, initial_checkpoint_path=str(tmp_path / "first"), learning_rate=0.0)
+    out = capsys.readouterr().out
+    assert "initialized from" in out and "(step 2)" in out
+    # T5X semantics: TRAIN_STEPS is absolute, so the run continues from the initial checkpoint's step 2.
+    assert "step 3/4" in out and "step 1/4" not in out
+    assert sorted(p.name for p in (tmp_path / "second" / "checkpoints").iterdir() if p.name.isdigit()) == ["4"]
     second = load_for_inference(tiny_t5(), str(tmp_path / "second"), mesh)
     for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(second)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # lr 0: the loaded weights, unchanged

@@ -2,6 +2,7 @@
 
     textchem-convert --hf_dir=DIR --output_dir=DIR [--vocabulary=spiece.model] [--scan_layers]
     textchem-convert --checkpoint_dir=DIR --hf_output_dir=DIR [--vocabulary=spiece.model]
+    textchem-convert --checkpoint_dir=MODEL_DIR --hf_output_dir=DIR   (a training run's latest checkpoint)
 
 A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
 `t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
@@ -13,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
 CONFIG_FILE = "t5_config.json"
 GIN_FILE = "model.gin"
+RUN_CONFIG_FILE = "config.gin"  # what textchem-train writes into MODEL_DIR
 VOCABULARY_FILE = "spiece.model"
 # Fields that describe how to run, not the architecture; not written into model.gin.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
@@ -87,11 +92,48 @@ def export_hf(
     return config
 
 
+def run_model(run_dir: pathlib.Path):
+    """The model adapter a training run was configured with (`MODEL` in its `MODEL_DIR/config.gin`)."""
+    import gin
+
+    gin.clear_config()
+    try:
+        gin.parse_config((run_dir / RUN_CONFIG_FILE).read_text())
+        return gin.query_parameter("%MODEL").scoped_configurable_fn()
+    finally:
+        gin.clear_config()
+
+
+def export_run(run_dir: pathlib.Path, hf_output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None) -> T5Config:
+    """A training run's latest checkpoint (orbax, `MODEL_DIR`) -> HF directory, with the run's vocabulary."""
+    import jax
+
+    from textchem_jax import partitioning
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.models.hf_convert import save_hf_directory
+
+    model = run_model(run_dir)
+    names = set(model.abstract_params())
+    if names != {"token_embedder", "encoder", "decoder"}:
+        raise ValueError(
+            f"{run_dir} holds {sorted(names)}: only T5-shaped models (Text+Chem T5, a shared-encoder e2-CLM) "
+            "export to a Hugging Face T5 directory"
+        )
+    mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+    params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(run_dir), mesh))
+    if vocabulary is None:  # the tasks' vocabulary the run trained with
+        vocabulary = pathlib.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
+    save_hf_directory(hf_output_dir, model.t5_config, params, vocabulary)
+    return model.t5_config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hf_dir", type=pathlib.Path, help="Hugging Face T5 directory to import")
     parser.add_argument("--output_dir", type=pathlib.Path, help="converted directory to write (with --hf_dir)")
-    parser.add_argument("--checkpoint_dir", type=pathlib.Path, help="converted directory to export")
+    parser.add_argument("--checkpoint_dir", type=pathlib.Path,
+                        help="converted directory or textchem-train MODEL_DIR (latest checkpoint) to export")  # fmt: skip
     parser.add_argument("--hf_output_dir", type=pathlib.Path, help="HF directory to write (with --checkpoint_dir)")
     parser.add_argument("--vocabulary", type=pathlib.Path, help="SentencePiece model to copy alongside")
     parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
@@ -102,7 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imported {args.hf_dir} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
         return 0
     if args.checkpoint_dir and args.hf_output_dir and not (args.hf_dir or args.output_dir):
-        config = export_hf(args.checkpoint_dir, args.hf_output_dir, args.vocabulary)
+        if (args.checkpoint_dir / CONFIG_FILE).exists():
+            config = export_hf(args.checkpoint_dir, args.hf_output_dir, args.vocabulary)
+        elif (args.checkpoint_dir / RUN_CONFIG_FILE).exists():
+            config = export_run(args.checkpoint_dir, args.hf_output_dir, args.vocabulary)
+        else:
+            parser.error(f"{args.checkpoint_dir} has neither {CONFIG_FILE} (a textchem-convert directory) nor "
+                         f"{RUN_CONFIG_FILE} (a textchem-train MODEL_DIR)")  # fmt: skip
         print(f"exported {args.checkpoint_dir} -> {args.hf_output_dir}: {config}")
         return 0
     parser.error("give either --hf_dir and --output_dir, or --checkpoint_dir and --hf_output_dir")

@@ -21,14 +21,14 @@ def evaluate(
     decode_fn: DecodeFn | None = None,
     mesh=None,
 ) -> dict:
-    """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import) on a split."""
+    """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import: step 0) on a split."""
     from textchem_jax import partitioning
-    from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.model_loading import checkpoint_step, load_for_inference
 
     mesh = partitioning.make_mesh() if mesh is None else mesh
     params = load_for_inference(model, checkpoint_path, mesh)
     evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn)
-    results = evaluator.evaluate(params, step=0)
+    results = evaluator.evaluate(params, step=checkpoint_step(checkpoint_path))  # files named by its step, as T5X
     print(format_table(results))
     print(f"predictions and metrics: {output_dir}")
     return results

@@ -57,16 +57,15 @@ def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterato
 
 
 def _batches(examples: Iterator[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], dict[str, np.ndarray]]]:
-    """(examples, their model features: padded input tokens and per-example input domains) in batches."""
+    """(examples, their model features: padded input tokens and, where known, per-example input domains)."""
     batch: list[dict] = []
     for example in itertools.chain(examples, [None]):
         if example is not None:
             batch.append(example)
         if batch and (len(batch) == batch_size or example is None):
-            features = {
-                "encoder_input_tokens": _pad([e["inputs"] for e in batch], length),
-                "input_domain": np.array([e["input_domain"][0] for e in batch], np.int32),
-            }
+            features = {"encoder_input_tokens": _pad([e["inputs"] for e in batch], length)}
+            if all("input_domain" in e for e in batch):  # a user's task may have none; only e2-CLM needs it
+                features["input_domain"] = np.array([e["input_domain"][0] for e in batch], np.int32)
             yield batch, features
             batch = []
 

@@ -47,6 +47,21 @@ def _orbax_root(path: str) -> tuple[str, int | None] | None:
     return None
 
 
+def checkpoint_step(path: str) -> int:
+    """The training step of the parameters `load_for_inference(path)` reads (0 for a converted directory)."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path) or tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
+        return 0
+    root = _orbax_root(path)
+    if root is None:
+        return 0
+    if root[1] is not None:
+        return root[1]
+    steps = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(root[0]) if name.rstrip("/").isdigit()]
+    return max(steps, default=0)
+
+
 def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
     """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`."""
     import tensorflow as tf

@@ -146,11 +146,13 @@ def train(
         state, step = restored
         print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
     elif checkpoint_cfg.initial_checkpoint_path:
-        from textchem_jax.model_loading import load_for_inference
+        from textchem_jax.model_loading import checkpoint_step, load_for_inference
 
         path = checkpoint_cfg.initial_checkpoint_path
-        state = state.replace(params=load_for_inference(model, path, mesh, like=state.params))
-        print(f"initialized from {path}", flush=True)
+        params = load_for_inference(model, path, mesh, like=state.params)
+        step = checkpoint_step(path)  # T5X: total_steps counts from the initial checkpoint's step
+        state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
+        print(f"initialized from {path} (step {step})", flush=True)
 
     evaluate = functools.partial(
         _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
@@ -166,6 +168,9 @@ def train(
     flops = _step_flops(trainer, state, example, rng)
     peak_flops = trainer_lib.measure_matmul_peak() if flops else None  # the MFU denominator, on this device
     last_good = checkpoints.latest_step()
+    if first_step >= total_steps:
+        print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
+              "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
     tokens_per_step = 0.0
     step = first_step
     while step < total_steps:
