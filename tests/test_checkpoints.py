@@ -114,8 +114,8 @@ def test_load_params_restores_only_the_params(tmp_path, kind):
 def test_check_shapes_names_the_parameter():
     wrong = ckpt.abstract_like(_params(kernel_shape=(3, 5)))
     with pytest.raises(ValueError, match=r"\['dense'\]\['kernel'\] is \(3, 4\) in DIR but \(3, 5\)"):
-        ckpt._check_shapes(_params(), wrong, "DIR")
-    ckpt._check_shapes(_params(), ckpt.abstract_like(_params()), "DIR")  # equal shapes pass
+        ckpt.check_shapes(_params(), wrong, "DIR")
+    ckpt.check_shapes(_params(), ckpt.abstract_like(_params()), "DIR")  # equal shapes pass
 
 
 def test_load_params_of_another_shape_names_the_parameter(tmp_path):

@@ -438,3 +438,40 @@ def test_routed_variant_checkpoint_loads_for_inference_and_decodes(tmp_path):
     assert sequences.shape == (4, 1, 5) and np.all(np.isfinite(np.asarray(scores)))
     with pytest.raises(ValueError, match="input_domain"):  # a routed model refuses to guess the domain
         predict(model, params, {"encoder_input_tokens": tokens}, max_decode_length=5)
+
+
+@pytest.mark.slow
+def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_path):
+    """The paper's frozen-encoder variants freeze real T5 encoders: one checkpoint for all parts, or one per part."""
+    import optax as optax_lib
+
+    from helpers import LENGTHS, tiny_e2clm, tiny_t5
+    from textchem_jax import train as train_lib
+    from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.run_config import CheckpointConfig, DatasetConfig
+
+    def run(model, directory, seed=0, initial=None):
+        train_lib.train(
+            model=model, model_dir=str(directory), optimizer=optax_lib.adamw(1e-2), total_steps=2, random_seed=seed,
+            train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
+            checkpoint_cfg=CheckpointConfig(period=2, initial_checkpoint_path=initial), log_period=1,
+        )  # fmt: skip
+        return jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(directory), partitioning.make_mesh()))
+
+    t5_a, t5_b = run(tiny_t5("1.0"), tmp_path / "t5_a"), run(tiny_t5("1.0"), tmp_path / "t5_b", seed=1)
+    frozen = tiny_e2clm(aggregation="mean", freeze_text=True, freeze_chemistry=True, own_embeddings=True)
+
+    def equal(a, b) -> bool:
+        return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+    one = run(frozen, tmp_path / "from_one", initial=str(tmp_path / "t5_a"))
+    assert equal(one["text_encoder"], t5_a["encoder"]) and equal(one["chemistry_encoder"], t5_a["encoder"])
+    assert equal(one["text_embedder"], t5_a["token_embedder"])
+    assert not equal(one["decoder"], t5_a["decoder"])  # the decoder trained on from T5's
+
+    parts = {"text": str(tmp_path / "t5_a"), "chemistry": str(tmp_path / "t5_b"), "decoder": str(tmp_path / "t5_a")}
+    two = run(frozen, tmp_path / "from_two", initial=parts)
+    assert equal(two["text_encoder"], t5_a["encoder"]) and equal(two["chemistry_encoder"], t5_b["encoder"])
+    assert not equal(t5_a["encoder"], t5_b["encoder"])
+    with pytest.raises(ValueError, match="T5 checkpoint of its own shape"):
+        run(tiny_t5("1.0"), tmp_path / "t5_parts", initial=parts)

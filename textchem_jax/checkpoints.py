@@ -109,24 +109,12 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
     Every parameter the model expects must be in the checkpoint with its shape (checked against the
     checkpoint's metadata before anything is read); a missing folder is never created.
     """
-    path = epath.Path(directory)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint folder {directory} (expected the numbered steps of textchem-train)")
-    manager = ocp.CheckpointManager(
-        path,
-        item_names=("state", "data_iterator"),
-        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(create=False),
-    )
+    manager = _params_manager(directory)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
-        stored = manager.item_metadata(step)["state"]
-        stored = getattr(stored, "tree", stored)
-        if not isinstance(stored, dict) or "params" not in stored:
-            raise ValueError(f"the checkpoint in {directory} (step {step}) holds no parameters")
-        _check_shapes(stored["params"], abstract_params, f"{directory} (step {step})")
+        check_shapes(_stored_params(manager, step, directory), abstract_params, f"{directory} (step {step})")
         restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
         restored = manager.restore(
             step,
@@ -141,7 +129,40 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
     return restored.state["params"]
 
 
-def _check_shapes(stored: Any, abstract_params: Any, where: str) -> None:
+def _params_manager(directory: str) -> ocp.CheckpointManager:
+    path = epath.Path(directory)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint folder {directory} (expected the numbered steps of textchem-train)")
+    return ocp.CheckpointManager(
+        path,
+        item_names=("state", "data_iterator"),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(create=False),
+    )
+
+
+def _stored_params(manager: ocp.CheckpointManager, step: int, directory: str) -> Any:
+    """The parameters' metadata tree (shapes, dtypes) of a step, read without reading any array."""
+    stored = manager.item_metadata(step)["state"]
+    stored = getattr(stored, "tree", stored)
+    if not isinstance(stored, dict) or "params" not in stored:
+        raise ValueError(f"the checkpoint in {directory} (step {step}) holds no parameters")
+    return stored["params"]
+
+
+def stored_param_names(directory: str, step: int | None = None) -> set[str]:
+    """Top-level parameter names (e.g. `encoder`, `decoder`) of a step (default: the latest)."""
+    manager = _params_manager(directory)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
+        return set(_stored_params(manager, step, directory))
+    finally:
+        manager.close()
+
+
+def check_shapes(stored: Any, abstract_params: Any, where: str) -> None:
     """Every expected parameter is stored, with its shape: name the first that is not, and the fix."""
     fix = "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
     shapes = {

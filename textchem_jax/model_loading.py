@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from textchem_jax import partitioning
+from textchem_jax.checkpoints import check_shapes, load_params
+from textchem_jax.checkpoints import stored_param_names as checkpoint_param_names
+from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import T5Config
 from textchem_jax.models.hf_convert import numpy_dtype
 from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
@@ -47,11 +51,12 @@ def _orbax_root(path: str) -> tuple[str, int | None] | None:
     return None
 
 
-def checkpoint_step(path: str) -> int:
-    """The training step of the parameters `load_for_inference(path)` reads (0 for a converted directory)."""
+def checkpoint_step(path: str | Mapping[str, str]) -> int:
+    """The training step of the parameters `load_for_inference(path)` reads (0 for a converted directory,
+    or for parts taken from several checkpoints)."""
     import tensorflow as tf
 
-    if not tf.io.gfile.exists(path) or tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
+    if isinstance(path, Mapping) or not tf.io.gfile.exists(path) or tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
         return 0
     root = _orbax_root(path)
     if root is None:
@@ -73,13 +78,44 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
         params = read_params(pathlib.Path(path), model.t5_config)
+        check_shapes(params, target, path)
         return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
     root = _orbax_root(path)
     if root is None:
         raise FileNotFoundError(f"{path} holds neither params.npz nor numbered orbax checkpoints")
-    from textchem_jax.checkpoints import load_params
-
     return load_params(root[0], target, step=root[1])
+
+
+def stored_param_names(path: str) -> set[str]:
+    """Top-level parameter names a checkpoint holds (T5: `token_embedder`, `encoder`, `decoder`)."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
+        with np.load(pathlib.Path(path) / PARAMS_FILE) as arrays:
+            return {name.split(_SEPARATOR)[0] for name in arrays.files}
+    root = _orbax_root(path) if tf.io.gfile.exists(path) else None
+    if root is None:
+        raise FileNotFoundError(f"no checkpoint at {path}: give a MODEL_DIR of textchem-train or a textchem-convert output")
+    return checkpoint_param_names(root[0], root[1])
+
+
+def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> tuple[Any, int]:
+    """(parameters, step) a new run starts from (`INITIAL_CHECKPOINT_PATH`), placed like `like` (the fresh
+    ones). The step is the checkpoint's when it is this model's (T5X: TRAIN_STEPS counts on), else 0.
+
+    `source` is a checkpoint of this model, or a T5 checkpoint (a `textchem-convert` import or a T5
+    run) whose parts the adapter takes (`with_t5_parts`: e2-CLM encoders and decoder from real T5
+    weights), or a mapping part -> T5 checkpoint (e.g. {"text": t5-small, "chemistry": MolT5,
+    "decoder": t5-small}) for encoders started from different checkpoints.
+    """
+    if not isinstance(source, Mapping) and stored_param_names(source) == set(model.abstract_params()):
+        return load_for_inference(model, source, mesh, like=like), checkpoint_step(source)
+    parts = dict(source) if isinstance(source, Mapping) else {part: source for part in model.t5_parts}
+    t5 = EncoderDecoderModel(model.t5_config)
+    params = like
+    for part, path in parts.items():
+        params = model.with_t5_parts(params, load_for_inference(t5, path, mesh), (part,))
+    return params, 0
 
 
 def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:

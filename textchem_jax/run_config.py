@@ -35,12 +35,13 @@ class DatasetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
-    """Save every `period` steps, keep the newest `keep`; start a new run from `initial_checkpoint_path`
-    (ours or a `textchem-convert` import; its step counter restarts at 0)."""
+    """Save every `period` steps, keep the newest `keep`; start a new run from `initial_checkpoint_path`:
+    ours or a `textchem-convert` import (TRAIN_STEPS counts on from its step, as in T5X), a T5 checkpoint
+    for an e2-CLM model, or {part: T5 checkpoint} (`model_loading.initial_params`)."""
 
     period: int = 1000
     keep: int | None = 3
-    initial_checkpoint_path: str | None = None
+    initial_checkpoint_path: str | Mapping[str, str] | None = None
 
 
 def import_task_module(module: str | None) -> None:

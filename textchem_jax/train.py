@@ -146,11 +146,10 @@ def train(
         state, step = restored
         print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
     elif checkpoint_cfg.initial_checkpoint_path:
-        from textchem_jax.model_loading import checkpoint_step, load_for_inference
+        from textchem_jax.model_loading import initial_params
 
         path = checkpoint_cfg.initial_checkpoint_path
-        params = load_for_inference(model, path, mesh, like=state.params)
-        step = checkpoint_step(path)  # T5X: total_steps counts from the initial checkpoint's step
+        params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
         state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
         print(f"initialized from {path} (step {step})", flush=True)
 

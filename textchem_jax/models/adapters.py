@@ -85,6 +85,18 @@ class EncoderDecoderModel:
         del params
         return optimizer
 
+    @property
+    def t5_parts(self) -> tuple[str, ...]:
+        """The parts `with_t5_parts` can take from a T5 checkpoint (a T5 loads one whole: none)."""
+        return ()
+
+    def with_t5_parts(self, params: Any, t5_params: Any, parts: tuple[str, ...]) -> Any:
+        """`params` with `parts` taken from a T5 parameter tree (e2-CLM: encoders and decoder from T5)."""
+        raise ValueError(
+            f"a T5 starts from a T5 checkpoint of its own shape, not from parts {list(parts)}: give "
+            "INITIAL_CHECKPOINT_PATH one checkpoint (and the model configuration it was made with)"
+        )
+
     # -- shared by every family ----------------------------------------------------------------------------
 
     @property
@@ -238,3 +250,12 @@ class E2ClmModel(EncoderDecoderModel):
     def wrap_optimizer(self, optimizer: optax.GradientTransformation, params: Any) -> optax.GradientTransformation:
         """Frozen encoders: zero updates and no optimizer state (`e2clm.make_optimizer`)."""
         return e2clm.make_optimizer(optimizer, params, self.config)
+
+    @property
+    def t5_parts(self) -> tuple[str, ...]:
+        return ("text", "chemistry", "decoder")
+
+    def with_t5_parts(self, params: Any, t5_params: Any, parts: tuple[str, ...]) -> Any:
+        """T5 `encoder` -> the text / chemistry encoder, T5 `token_embedder` + `decoder` -> the decoder side
+        (`e2clm.with_t5_weights`): the paper's encoders start from real T5 weights, frozen or not."""
+        return e2clm.with_t5_weights(params, t5_params, self.config, into=parts)
