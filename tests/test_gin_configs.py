@@ -30,7 +30,9 @@ def clean_gin():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_parses_and_builds_its_model(experiment, tmp_path):
-    launch.parse_gin([experiment], [f"MODEL_DIR='{tmp_path}'"])
+    required = launch._required_macros(launch._all_gin_files([experiment], [str(CONFIGS)]), [str(CONFIGS)])
+    paths = [f"{macro}='{tmp_path / macro.lower()}'" for macro in required if macro.endswith(("_DIR", "_CHECKPOINT"))]
+    launch.parse_gin([experiment], paths)
     from textchem_jax import train as train_lib
 
     assert gin.query_parameter("train_lib.train.model_dir") is not None
