@@ -142,3 +142,24 @@ def test_optional_canonicalization(data):
     assert [d for d, _ in raw] == [d for d, _ in canonical]  # descriptions untouched
     assert sum(a != b for (_, a), (_, b) in zip(raw, canonical)) > 50  # ChEBI SMILES are not RDKit-canonical
     assert all(canonicalize(s) == s for _, s in canonical)
+
+
+def test_registered_metric_functions_report_every_key_even_when_not_computable(tmp_path, monkeypatch):
+    """METEOR without WordNet and retrosynthesis round trip without a forward model: present, NaN (n/a)."""
+    import math
+
+    from textchem_jax.metrics import wordnet as wordnet_module
+
+    monkeypatch.setattr(wordnet_module, "_candidates", lambda: [tmp_path])
+    wordnet_module.load_wordnet.cache_clear()
+    try:
+        (mol2text,) = seqio.get_mixture_or_task("textchem_demo_mol2text").metric_fns
+        with pytest.warns(UserWarning, match="wordnet-base"):
+            results = mol2text(["a benzene ring"], ["a benzene ring"])
+    finally:
+        wordnet_module.load_wordnet.cache_clear()
+    assert set(results) == {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
+    assert math.isnan(results["meteor"]) and results["rouge1"] == 1.0
+    (retro,) = seqio.get_mixture_or_task("textchem_demo_retro").metric_fns
+    results = retro([{"target": "CCO", "product": "CC=O"}], ["CCO"])
+    assert "roundtrip_accuracy" in results and math.isnan(results["roundtrip_accuracy"])

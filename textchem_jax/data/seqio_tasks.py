@@ -66,12 +66,27 @@ def vocabulary_size(multiple: int = 128) -> int:
     return -(-vocabulary().vocab_size // multiple) * multiple
 
 
-def _without_none(metric_fn):
-    """SeqIO logs every value as a scalar: a metric that could not be computed (None) is left out."""
+# Metrics a task always reports, even where they cannot be computed here (then NaN, printed "n/a").
+_ALWAYS = {"retro": {"roundtrip_accuracy": "needs the model as its own forward predictor (not wired into evaluation yet)"}}
+
+
+def _every_key(metric_fn, task: str):
+    """Every metric key always present: one that could not be computed (None, e.g. METEOR without WordNet)
+    becomes NaN, which SeqIO's loggers accept and our tables print as n/a, with the reason logged."""
 
     @functools.wraps(metric_fn)
     def wrapped(targets, predictions):
-        return {key: value for key, value in metric_fn(targets, predictions).items() if value is not None}
+        results = dict(metric_fn(targets, predictions))
+        for key, reason in _ALWAYS.get(task, {}).items():
+            if results.get(key) is None:
+                results[key] = None
+                logger.warning("%s: %s is n/a: %s", task, key, reason)
+        for key, value in results.items():
+            if value is None:
+                if key not in _ALWAYS.get(task, {}):
+                    logger.warning("%s: %s could not be computed (see the warning above): reported as n/a", task, key)
+                results[key] = float("nan")
+        return results
 
     return wrapped
 
@@ -144,7 +159,7 @@ def register_task(
             ),
         },
         postprocess_fn=postprocess_fn,
-        metric_fns=[_without_none(metric_fn)],
+        metric_fns=[_every_key(metric_fn, task)],
     )
 
 
