@@ -14,7 +14,7 @@ import seqio
 
 from textchem_jax.catalogue import TASKS
 from textchem_jax.data import datasets
-from textchem_jax.data.seqio_tasks import demo_directory, rate_by_examples, register_task
+from textchem_jax.data.seqio_tasks import demo_directory, rate_by_examples, register_mixture, register_task
 
 
 def _register_all() -> None:
@@ -24,13 +24,13 @@ def _register_all() -> None:
         register_task(f"textchem_{task}", task, datasets.data_dir)
         register_task(f"textchem_demo_{task}", task, demo_directory, reactions="uspto_mit")
     everything = [f"textchem_{task}" for task in TASKS]
-    seqio.MixtureRegistry.add("textchem_standard", [(t, rate_by_examples()) for t in everything])
-    seqio.MixtureRegistry.add("textchem_augm", [(t, 1.0) for t in everything])
-    seqio.MixtureRegistry.add(
+    register_mixture("textchem_standard", [(t, rate_by_examples()) for t in everything])
+    register_mixture("textchem_augm", [(t, 1.0) for t in everything])
+    register_mixture(
         "textchem_mono", [(f"textchem_{t}", rate_by_examples()) for t in ("forward", "retro", "paragraph2actions")]
     )
-    seqio.MixtureRegistry.add("textchem_cross", [(f"textchem_{t}", rate_by_examples()) for t in ("text2mol", "mol2text")])
-    seqio.MixtureRegistry.add("textchem_demo", [(f"textchem_demo_{t}", rate_by_examples()) for t in TASKS])
+    register_mixture("textchem_cross", [(f"textchem_{t}", rate_by_examples()) for t in ("text2mol", "mol2text")])
+    register_mixture("textchem_demo", [(f"textchem_demo_{t}", rate_by_examples()) for t in TASKS])
 
 
 _register_all()

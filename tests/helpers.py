@@ -24,9 +24,10 @@ LENGTHS = {"inputs": 48, "targets": 32}
 
 
 def demo_vocabulary_size() -> int:
-    from textchem_jax.data.seqio_tasks import vocabulary_size
+    """Embedding rows for the shipped vocabulary (what models/*.gin give a model by default)."""
+    from textchem_jax.data import vocabulary as vocabularies
 
-    return vocabulary_size()
+    return vocabularies.padded_vocab_size(vocabularies.default_vocabulary())
 
 
 def tiny_t5(version: str = "1.1", vocab_size: int | None = None, **overrides) -> adapters.EncoderDecoderModel:

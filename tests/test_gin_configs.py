@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 import gin
 import jax
@@ -15,6 +16,7 @@ import tasks  # noqa: F401  (registers the demo tasks the inference test evaluat
 from helpers import demo_batch, tiny_e2clm
 from textchem_jax import launch, partitioning
 from textchem_jax import trainer as trainer_lib
+from textchem_jax.data.vocabulary import DEFAULT_VOCABULARY_PATH
 from textchem_jax.models.adapters import E2ClmModel, EncoderDecoderModel
 
 CONFIGS = pathlib.Path(launch.GIN_CONFIGS)
@@ -31,7 +33,12 @@ def clean_gin():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_parses_and_builds_its_model(experiment, tmp_path):
     required = launch._required_macros(launch._all_gin_files([experiment], [str(CONFIGS)]), [str(CONFIGS)])
-    paths = [f"{macro}='{tmp_path / macro.lower()}'" for macro in required if macro.endswith(("_DIR", "_CHECKPOINT"))]
+    paths = []
+    for macro in required:
+        if macro.endswith(("_DIR", "_CHECKPOINT", "_PATH")):  # a checkpoint folder bringing its vocabulary
+            (tmp_path / macro.lower()).mkdir()
+            shutil.copyfile(DEFAULT_VOCABULARY_PATH, tmp_path / macro.lower() / "spiece.model")
+            paths.append(f"{macro}='{tmp_path / macro.lower()}'")
     launch.parse_gin([experiment], paths)
     from textchem_jax import train as train_lib
 

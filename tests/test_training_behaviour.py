@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,3 +176,45 @@ def test_bfloat16_compute_with_float32_parameters():
         losses[dtype] = float(metrics["loss"])
     assert np.isfinite(losses["bfloat16"])
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_hf
+def test_finetune_from_a_converted_checkpoint_uses_its_own_vocabulary(tmp_path):
+    """A T5-like vocabulary built here, a random HF T5 over it, converted: textchem-train fine-tunes from it
+    with that vocabulary and no environment variable; a mismatched embedding is one clear error."""
+    transformers = pytest.importorskip("transformers", reason="needs the hf extra")
+    from textchem_jax.convert import main as convert_main
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.data.demo import demo_data_dir
+    from textchem_jax.models.adapters import EncoderDecoderModel
+    from textchem_jax.models.config import t5_config
+    from textchem_jax.run_config import import_task_module
+
+    texts = [line for path in sorted(demo_data_dir().rglob("*.txt")) for line in path.read_text().splitlines()]
+    spiece = vocabularies.train_plain_vocabulary(texts, tmp_path / "t5_like", vocab_size=1500)  # T5's NFKC unigram
+    vocab = vocabularies.load_vocabulary(spiece)
+    rows = vocabularies.padded_vocab_size(vocab)
+    assert (vocab.vocab_size, rows) == (1600, 1664)  # 1,500 pieces + 100 sentinels, padded like T5's 32,128
+    config = transformers.T5Config(vocab_size=rows, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                                   dropout_rate=0.0, decoder_start_token_id=0)  # fmt: skip
+    transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path / "hf")
+    shutil.copyfile(spiece, tmp_path / "hf" / "spiece.model")
+    converted, run = tmp_path / "converted", tmp_path / "run"
+    assert convert_main(["--hf_dir", str(tmp_path / "hf"), "--output_dir", str(converted)]) == 0
+
+    command = [sys.executable, "-m", "textchem_jax.train", f"--gin_file={converted / 'model.gin'}",
+               "--gin_file=runs/finetune.gin", f"--gin.MODEL_DIR='{run}'", f"--gin.INITIAL_CHECKPOINT_PATH='{converted}'",
+               "--gin.MIXTURE_OR_TASK_NAME='textchem_demo'", "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 32}",
+               "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4", "--gin.train_lib.train.eval_period=None",
+               "--gin.train_lib.train.eval_steps=0", "--gin.infer_eval/run_config.DatasetConfig.num_examples=0"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TEXTCHEM_VOCABULARY"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "initialized from" in result.stdout and "step 2/2" in result.stdout
+    assert (run / "spiece.model").read_bytes() == pathlib.Path(spiece).read_bytes()  # the run brings its vocabulary
+    assert "VOCABULARY" in (run / "config.gin").read_text()
+
+    wrong = EncoderDecoderModel(t5_config("tiny", "1.1", vocab_size=512), vocabulary=vocab)
+    with pytest.raises(ValueError, match=r"1,600 pieces \(1,664 embedding rows\) but the model's embedding has 512 rows"):
+        import_task_module(None, wrong)

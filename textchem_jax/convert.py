@@ -45,17 +45,26 @@ def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, sourc
     lines = [
         f"# Model of the checkpoint in this directory, written by textchem-convert from {source}.",
         "from __gin__ import dynamic_registration",
+        "from textchem_jax.data import vocabulary as vocabularies",
         "from textchem_jax.models import adapters",
         "from textchem_jax.models import config as model_config",
         "",
         "MODEL = @adapters.EncoderDecoderModel()  # what runs/eval.gin, runs/infer.gin and runs/finetune.gin use",
         "adapters.EncoderDecoderModel.config = %MODEL_CONFIG",
+        "adapters.EncoderDecoderModel.vocabulary = %VOCABULARY",
         "MODEL_CONFIG = @model_config.t5_config()",
         "model_config.t5_config:",
         *(f"  {name} = {value!r}" for name, value in bindings.items()),
     ]
-    if vocabulary_path is not None:  # the tasks' vocabulary is chosen by TEXTCHEM_VOCABULARY
-        lines += ["", f"# export TEXTCHEM_VOCABULARY={vocabulary_path}", f"VOCABULARY_PATH = {str(vocabulary_path)!r}"]
+    if vocabulary_path is not None:  # the checkpoint's own vocabulary drives the tasks and the model
+        lines += [
+            "",
+            f"VOCABULARY_PATH = {str(vocabulary_path)!r}",
+            "VOCABULARY = @vocabularies.load_vocabulary()",
+            "vocabularies.load_vocabulary.path = %VOCABULARY_PATH",
+        ]
+    else:
+        lines += ["", "VOCABULARY = @vocabularies.task_vocabulary()  # no vocabulary came with the checkpoint"]
     return "\n".join(lines) + "\n"
 
 
@@ -122,8 +131,10 @@ def export_run(run_dir: pathlib.Path, hf_output_dir: pathlib.Path, vocabulary: p
         )
     mesh = partitioning.make_mesh(devices=jax.devices()[:1])
     params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(run_dir), mesh))
-    if vocabulary is None:  # the tasks' vocabulary the run trained with
-        vocabulary = pathlib.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
+    if vocabulary is None:  # the vocabulary the run trained with (kept in MODEL_DIR by textchem-train)
+        vocabulary = run_dir / VOCABULARY_FILE
+        if not vocabulary.exists():
+            vocabulary = pathlib.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
     save_hf_directory(hf_output_dir, model.t5_config, params, vocabulary)
     return model.t5_config
 

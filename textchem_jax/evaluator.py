@@ -74,7 +74,7 @@ class InferenceEvaluator:
         import seqio
         import tensorflow as tf
 
-        import_task_module(cfg.module)
+        import_task_module(cfg.module, model)
         tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
         self.evaluator = seqio.Evaluator(
             cfg.mixture_or_task_name,

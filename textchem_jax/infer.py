@@ -107,7 +107,7 @@ def infer(
     from textchem_jax.models.beam_search import beam_search
     from textchem_jax.run_config import import_task_module
 
-    import_task_module(dataset_cfg.module)
+    import_task_module(dataset_cfg.module, model)
     if (input_file is None) == (dataset_cfg.mixture_or_task_name is None):
         raise ValueError("give either input_file (with task) or MIXTURE_OR_TASK_NAME (with the split), not both")
     lengths = dataset_cfg.task_feature_lengths

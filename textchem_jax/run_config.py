@@ -44,11 +44,27 @@ class CheckpointConfig:
     initial_checkpoint_path: str | Mapping[str, str] | None = None
 
 
-def import_task_module(module: str | None) -> None:
-    """Registers our tasks (`tasks`) and the user's own (`module`, T5X's MIXTURE_OR_TASK_MODULE)."""
+def import_task_module(module: str | None, model=None) -> None:
+    """Registers our tasks (`tasks`) and the user's own (`module`, T5X's MIXTURE_OR_TASK_MODULE); with a
+    model adapter, our tasks use its vocabulary (gin VOCABULARY), checked against its embedding first."""
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data import vocabulary as vocabularies
+
     importlib.import_module("tasks")
     if module:
         importlib.import_module(module)
+    vocab = getattr(model, "vocabulary", None)
+    if vocab is None:
+        return
+    rows, needed = model.t5_config.vocab_size, vocabularies.padded_vocab_size(vocab)
+    if rows != needed:
+        raise ValueError(
+            f"the vocabulary {vocabularies.vocabulary_file(vocab)} has {vocab.vocab_size:,} pieces ({needed:,} "
+            f"embedding rows) but the model's embedding has {rows:,} rows: bind vocab_size = "
+            "@vocabularies.padded_vocab_size() with the same VOCABULARY (models/*.gin do), or use the checkpoint's "
+            "own vocabulary (`vocabularies.checkpoint_vocabulary`, written into a textchem-convert model.gin)"
+        )
+    seqio_tasks.use_vocabulary(vocab)
 
 
 def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | None = None):
@@ -58,7 +74,7 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
 
     if cfg.mixture_or_task_name is None:
         raise ValueError("the dataset config names no mixture or task: bind MIXTURE_OR_TASK_NAME")
-    import_task_module(cfg.module)
+    import_task_module(cfg.module, model)
     if cfg.batch_size % jax.process_count():
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {jax.process_count()} processes")
     return seqio.get_dataset(

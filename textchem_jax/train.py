@@ -139,6 +139,7 @@ def train(
     example = _numpy(next(iter(dataset.take(1))))
     state = trainer.init_state(jax.random.key(random_seed))
     _write_model_info(model_dir, trainer, model, mesh)
+    _keep_vocabulary(model_dir, model)
 
     checkpoints = ckpt.Checkpoints(os.path.join(model_dir, "checkpoints"), keep=checkpoint_cfg.keep)
     restored = checkpoints.restore(ckpt.abstract_like(state), iterator)
@@ -249,6 +250,20 @@ def _write_model_info(model_dir: str, trainer, model, mesh) -> None:
     if jax.process_index() == 0:
         with tf.io.gfile.GFile(os.path.join(model_dir, "model-info.txt"), "w") as f:
             f.write(text)
+
+
+def _keep_vocabulary(model_dir: str, model) -> None:
+    """MODEL_DIR/spiece.model: the vocabulary the run trains with, so that the run brings its own (for
+    evaluation, inference, export and runs started from it), as a textchem-convert directory does."""
+    import tensorflow as tf
+
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data import vocabulary as vocabularies
+
+    source = vocabularies.vocabulary_file(model.vocabulary or seqio_tasks.vocabulary())
+    target = os.path.join(model_dir, vocabularies.CHECKPOINT_VOCABULARY_FILE)
+    if jax.process_index() == 0 and source != "?" and os.path.abspath(source) != os.path.abspath(target):
+        tf.io.gfile.copy(source, target, overwrite=True)
 
 
 def _step_flops(trainer, state, example, rng) -> float | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 from collections.abc import Callable
 
 from textchem_jax.catalogue import DOMAIN_IDS, PROMPTS, SPLITS, TASKS, task_input_domain
 from textchem_jax.data import datasets, demo
+from textchem_jax.data import vocabulary as vocabularies
 
 logger = logging.getLogger("textchem_jax.data")
 
@@ -53,17 +53,45 @@ def demo_directory() -> str:
     return str(demo.demo_data_dir())
 
 
+_vocabulary = None  # the vocabulary our tasks are registered with (see use_vocabulary)
+MIXTURE_SPECS: dict[str, list] = {}
+
+
 def vocabulary():
-    """The vocabulary of every task: `TEXTCHEM_VOCABULARY` (a SentencePiece model path) or the default."""
-    from textchem_jax.data import vocabulary as vocabularies
+    """The vocabulary of our tasks: the model's VOCABULARY once `use_vocabulary` set it, else
+    `TEXTCHEM_VOCABULARY` or the shipped default (`vocabulary.task_vocabulary`)."""
+    global _vocabulary
+    if _vocabulary is None:
+        _vocabulary = vocabularies.task_vocabulary()
+    return _vocabulary
 
-    path = os.environ.get("TEXTCHEM_VOCABULARY")
-    return vocabularies.load_vocabulary(path) if path else vocabularies.default_vocabulary()
+
+def use_vocabulary(vocab) -> None:
+    """Makes `vocab` (gin's VOCABULARY, what the model reads) the vocabulary of every task and mixture we
+    registered, registering them again when it changes: one binding drives tasks and model alike."""
+    global _vocabulary
+    if vocab is None or vocab == vocabulary():
+        return
+    import seqio
+
+    _vocabulary = vocab
+    logger.info("tasks now use the vocabulary %s", vocabularies.vocabulary_file(vocab))
+    for name in MIXTURE_SPECS:
+        seqio.MixtureRegistry.remove(name)
+    for name, spec in list(SPECS.items()):
+        seqio.TaskRegistry.remove(name)
+        register_task(name, spec.task, spec.directory, reactions=spec.reactions, augment=spec.augment,
+                      tfds_dir=spec.tfds_dir, canonical=spec.canonical)  # fmt: skip
+    for name, tasks_and_rates in MIXTURE_SPECS.items():
+        seqio.MixtureRegistry.add(name, tasks_and_rates)
 
 
-def vocabulary_size(multiple: int = 128) -> int:
-    """The model's vocabulary size: the tasks' vocabulary, padded to a multiple of 128 like T5's 32,128."""
-    return -(-vocabulary().vocab_size // multiple) * multiple
+def register_mixture(name: str, tasks_and_rates: list) -> None:
+    """`seqio.MixtureRegistry.add`, remembered so that `use_vocabulary` can register it again."""
+    import seqio
+
+    MIXTURE_SPECS[name] = list(tasks_and_rates)
+    seqio.MixtureRegistry.add(name, tasks_and_rates)
 
 
 # Metrics a task always reports, even where they cannot be computed here (then NaN, printed "n/a").

@@ -237,6 +237,39 @@ def default_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
     return load_vocabulary(DEFAULT_VOCABULARY_PATH, extra_ids=extra_ids)
 
 
+def task_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
+    """The vocabulary when no gin file binds VOCABULARY: `TEXTCHEM_VOCABULARY` (a SentencePiece model
+    path), else the shipped default."""
+    path = os.environ.get("TEXTCHEM_VOCABULARY")
+    return load_vocabulary(path, extra_ids=extra_ids) if path else default_vocabulary(extra_ids=extra_ids)
+
+
+CHECKPOINT_VOCABULARY_FILE = "spiece.model"  # what textchem-convert copies into its output, as HF does
+
+
+def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
+    """The SentencePiece model a checkpoint directory brings (its `spiece.model`): fine-tuning from a
+    `textchem-convert` import keeps the vocabulary its embedding was trained with."""
+    path = f"{os.fspath(checkpoint).rstrip('/')}/{CHECKPOINT_VOCABULARY_FILE}"
+    try:
+        return load_vocabulary(path, extra_ids=extra_ids)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{checkpoint} brings no vocabulary ({path} is missing): import it with "
+            "`textchem-convert --hf_dir=... --vocabulary=spiece.model`, or bind VOCABULARY yourself"
+        ) from None
+
+
+def padded_vocab_size(vocabulary, multiple: int = 128) -> int:
+    """Embedding rows for `vocabulary`: its size padded to a multiple of 128, like T5's 32,100 -> 32,128."""
+    return -(-vocabulary.vocab_size // multiple) * multiple
+
+
+def vocabulary_file(vocabulary) -> str:
+    """Where a vocabulary comes from, for messages ("?" when it has no file)."""
+    return str(getattr(vocabulary, "sentencepiece_model_file", None) or "?")
+
+
 def _processor(vocabulary) -> spm.SentencePieceProcessor:
     if isinstance(vocabulary, spm.SentencePieceProcessor):
         return vocabulary

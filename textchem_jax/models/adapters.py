@@ -51,6 +51,9 @@ class EncoderDecoderModel:
     config: T5Config
     z_loss: float = 1e-4
     label_smoothing: float = 0.0
+    # The SeqIO vocabulary of inputs and targets (gin: VOCABULARY; T5X's input/output_vocabulary): the
+    # runtime registers the tasks with it. Opaque here; not part of the adapter's identity for jit.
+    vocabulary: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     # -- what differs between families (overridden by E2ClmModel) ----------------------------------------
 
@@ -220,7 +223,7 @@ class EncoderDecoderModel:
 class E2ClmModel(EncoderDecoderModel):
     """e2-CLM: text and chemistry encoders, one T5 decoder; routed variants read `input_domain`."""
 
-    config: e2clm.E2ClmConfig
+    config: e2clm.E2ClmConfig  # type: ignore[assignment]
 
     @property
     def module(self) -> nn.Module:
