@@ -163,3 +163,25 @@ def test_registered_metric_functions_report_every_key_even_when_not_computable(t
     (retro,) = seqio.get_mixture_or_task("textchem_demo_retro").metric_fns
     results = retro([{"target": "CCO", "product": "CC=O"}], ["CCO"])
     assert "roundtrip_accuracy" in results and math.isnan(results["roundtrip_accuracy"])
+
+
+def test_inspect_tokenizes_with_a_checkpoints_own_vocabulary(tmp_path, capsys):
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.data.demo import demo_data_dir
+
+    texts = [line for path in sorted(demo_data_dir().rglob("*.txt")) for line in path.read_text().splitlines()]
+    (tmp_path / "checkpoint").mkdir()
+    vocabularies.train_plain_vocabulary(texts, tmp_path / "checkpoint" / "spiece", vocab_size=400)
+    flags = ["--task=textchem_demo_text2mol", "--max_examples=20", "--num_examples=1"]
+    try:
+        assert inspect_main(flags) == 0
+        default_ids = [line for line in capsys.readouterr().out.splitlines() if "inputs ids" in line]
+        assert inspect_main([*flags, f"--vocabulary={tmp_path / 'checkpoint'}"]) == 0
+        own_ids = [line for line in capsys.readouterr().out.splitlines() if "inputs ids" in line]
+        assert own_ids and own_ids != default_ids
+        assert seqio_tasks.vocabulary().vocab_size == 500  # 400 pieces + 100 sentinels
+        assert inspect_main([*flags, f"--vocabulary={tmp_path}"]) == 2  # a folder without spiece.model
+        assert "brings no vocabulary" in capsys.readouterr().err
+    finally:
+        seqio_tasks.use_vocabulary(vocabularies.default_vocabulary())

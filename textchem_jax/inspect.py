@@ -78,6 +78,18 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     return "\n".join(out)
 
 
+def _use_vocabulary(path: str) -> None:
+    """The tasks tokenize with `path` (a .model file, or a checkpoint folder that brings one)."""
+    import tensorflow as tf
+
+    import tasks  # noqa: F401  (registers everything)
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data import vocabulary as vocabularies
+
+    loaded = vocabularies.checkpoint_vocabulary(path) if tf.io.gfile.isdir(path) else vocabularies.load_vocabulary(path)
+    seqio_tasks.use_vocabulary(loaded)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-inspect", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
@@ -88,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_examples", type=int, default=2, help="examples shown per task")
     parser.add_argument("--max_examples", type=int, default=5000, help="examples per task used for statistics")
     parser.add_argument("--data_dir", help="data folder (default: TEXTCHEM_DATA_DIR)")
+    parser.add_argument("--vocabulary", help="a SentencePiece model, or a checkpoint folder (textchem-convert "
+                        "output or MODEL_DIR) whose spiece.model the tasks should use")  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up INFO lines
     if args.data_dir:
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
         set_data_dir(args.data_dir)
     try:
+        if args.vocabulary:
+            _use_vocabulary(args.vocabulary)
         print(inspect(args.mixture or args.task, args.split, args.task_feature_lengths, args.num_examples, args.max_examples))
     except (FileNotFoundError, ValueError) as error:
         print(f"textchem-inspect: {error}", file=sys.stderr)
