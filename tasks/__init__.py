@@ -4,7 +4,8 @@ Tasks (data from `TEXTCHEM_DATA_DIR` or the `DATA_DIR` gin macro):
   textchem_forward, textchem_retro, textchem_paragraph2actions, textchem_text2mol, textchem_mol2text
 Mixtures:
   textchem_standard  all five, mixed by example count
-  textchem_augm      all five, balanced: the smaller cross-domain tasks replicated to the size of the largest
+  textchem_augm      all five; text2mol and mol2text replicated to the size of the largest task (the paper:
+                     ChEBI-20 replicated to 2.3M samples each), the others by their own example counts
   textchem_mono      mono-domain tasks only (mol2mol: forward, retro; text2text: paragraph2actions)
   textchem_cross     cross-domain tasks only (text2mol, mol2text)
   textchem_demo      all five on the generated demo corpus (no data needed: the embedded default)
@@ -14,7 +15,7 @@ import seqio
 
 from textchem_jax.catalogue import TASKS
 from textchem_jax.data import datasets
-from textchem_jax.data.seqio_tasks import demo_directory, rate_by_examples, register_mixture, register_task
+from textchem_jax.data.seqio_tasks import augm_rate, demo_directory, rate_by_examples, register_mixture, register_task
 
 
 def _register_all() -> None:
@@ -25,7 +26,7 @@ def _register_all() -> None:
         register_task(f"textchem_demo_{task}", task, demo_directory, reactions="uspto_mit")
     everything = [f"textchem_{task}" for task in TASKS]
     register_mixture("textchem_standard", [(t, rate_by_examples()) for t in everything])
-    register_mixture("textchem_augm", [(t, 1.0) for t in everything])
+    register_mixture("textchem_augm", [(t, augm_rate()) for t in everything])
     register_mixture(
         "textchem_mono", [(f"textchem_{t}", rate_by_examples()) for t in ("forward", "retro", "paragraph2actions")]
     )

@@ -78,12 +78,20 @@ def test_packed_mixture_is_deterministic_for_a_seed():
     assert batch["encoder_segment_ids"].max() > 1  # several examples packed per row
 
 
-def test_augm_is_balanced_and_standard_follows_example_counts():
+def test_augm_replicates_cross_domain_tasks_and_standard_follows_example_counts():
+    from textchem_jax.data.seqio_tasks import augm_rate, count_examples
+
     demo = seqio.get_mixture_or_task("textchem_demo")
     rates = {t.name: demo.get_rate(t) for t in demo.tasks}
     assert rates["textchem_demo_paragraph2actions"] == pytest.approx(rates["textchem_demo_forward"] / 2)
-    augm = seqio.get_mixture_or_task("textchem_augm")
-    assert len({augm.get_rate(t) for t in augm.tasks}) == 1
+    # The paper's augm: text2mol and mol2text replicated up to the largest task; the others keep their sizes.
+    rate = augm_rate("textchem_demo_")
+    augm = {t.name: rate(t) for t in demo.tasks}
+    mono = {f"textchem_demo_{t}": count_examples(f"textchem_demo_{t}") for t in ("forward", "retro", "paragraph2actions")}
+    assert {name: augm[name] for name in mono} == mono
+    assert augm["textchem_demo_text2mol"] == augm["textchem_demo_mol2text"] == max(mono.values())
+    two_million = augm_rate("textchem_demo_", cross_domain_examples=2_300_000)
+    assert two_million(seqio.get_mixture_or_task("textchem_demo_mol2text")) == 2_300_000
 
 
 def test_demo_splits_do_not_leak():
@@ -185,3 +193,15 @@ def test_inspect_tokenizes_with_a_checkpoints_own_vocabulary(tmp_path, capsys):
         assert "brings no vocabulary" in capsys.readouterr().err
     finally:
         seqio_tasks.use_vocabulary(vocabularies.default_vocabulary())
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_real_augm_replicates_chebi20_to_the_largest_task(data, monkeypatch):
+    monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(data))
+    augm = seqio.get_mixture_or_task("textchem_augm")
+    rates = {t.name.removeprefix("textchem_"): augm.get_rate(t) for t in augm.tasks}
+    largest = max(rates["forward"], rates["retro"], rates["paragraph2actions"])
+    assert rates["text2mol"] == rates["mol2text"] == largest
+    assert largest > 3 * 3301  # far more than ChEBI-20's own validation examples: replicated
+

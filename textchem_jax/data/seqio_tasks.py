@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import Callable
 
-from textchem_jax.catalogue import DOMAIN_IDS, PROMPTS, SPLITS, TASKS, task_input_domain
+from textchem_jax.catalogue import DOMAIN_IDS, DOMAINS, PROMPTS, SPLITS, TASKS, task_input_domain
 from textchem_jax.data import datasets, demo
 from textchem_jax.data import vocabulary as vocabularies
 
@@ -216,3 +216,28 @@ def rate_by_examples(temperature: float = 1.0, split: str = "train") -> Callable
         return float(n) ** (1.0 / temperature)
 
     return rate
+
+
+def augm_rate(prefix: str = "textchem_", cross_domain_examples: int | None = None, split: str = "train") -> Callable:
+    """`textchem_augm` as the paper built it: the cross-domain tasks (text2mol, mol2text) are replicated to
+    `cross_domain_examples` each (the authors: ChEBI-20 replicated to 2.3M samples for each; default here:
+    the size of the largest mono-domain task), the others keep their own example counts.
+
+    `prefix` names the tasks (`textchem_` or `textchem_demo_`); register a mixture with another
+    `cross_domain_examples` through `register_mixture` for a different balance.
+    """
+    import seqio
+
+    by_examples = rate_by_examples(split=split)
+    mono = [task for task in TASKS if DOMAINS[task][0] == DOMAINS[task][1]]
+
+    def rate(task) -> float:
+        name = task.name.removeprefix(prefix)
+        if DOMAINS[name][0] == DOMAINS[name][1]:
+            return by_examples(task)
+        if cross_domain_examples is not None:
+            return float(cross_domain_examples)
+        return max(by_examples(seqio.get_mixture_or_task(prefix + other)) for other in mono)
+
+    return rate
+
