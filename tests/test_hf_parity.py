@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import sentencepiece as spm
 
 from helpers import predict
 from textchem_jax import convert, model_loading
@@ -264,3 +266,49 @@ def test_convert_cli_round_trip(hf_case, tmp_path):
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
     encoder, targets = encoder_batch(), target_batch()
     np.testing.assert_array_equal(hf_logits(reloaded, encoder, targets), hf_logits(hf_case.model, encoder, targets))
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_extended_t5_vocabulary_writes_stereo_and_keeps_the_old_logits(tmp_path, version):
+    """T5-like vocabulary without `\\`: the extended import round-trips cis/trans SMILES with 0 <unk>, and
+    its grown embedding gives the original model's logits on every old token."""
+    torch, transformers = hf_modules()
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.data.demo import demo_data_dir
+
+    texts = [line.replace("\\", "") for p in sorted(demo_data_dir().rglob("*.txt")) for line in p.read_text().splitlines()]
+    spiece = vocabularies.train_plain_vocabulary(texts, tmp_path / "t5_like", vocab_size=600)
+    original = vocabularies.load_vocabulary(spiece)
+    stereo = "C/C=C\\C"
+    assert original.tokenizer.unk_id() in original.encode(stereo)  # like T5's: `\` is unknown
+    rows = vocabularies.padded_vocab_size(original)  # 600 pieces + 100 sentinels -> 768
+    config = transformers.T5Config(
+        vocab_size=rows, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
+        feed_forward_proj="relu" if version == "1.0" else "gated-gelu", tie_word_embeddings=version == "1.0",
+        decoder_start_token_id=0,
+    )  # fmt: skip
+    config.scale_decoder_outputs = version == "1.0"
+    hf_model = transformers.T5ForConditionalGeneration(config).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    shutil.copyfile(spiece, tmp_path / "hf" / "spiece.model")
+    out = tmp_path / "converted"
+    assert convert.main([f"--hf_dir={tmp_path / 'hf'}", f"--output_dir={out}", "--extend_vocabulary"]) == 0
+
+    extended = vocabularies.load_vocabulary(out / "spiece.model")
+    ids = extended.encode(stereo)
+    assert extended.tokenizer.unk_id() not in ids and extended.decode(ids) == stereo
+    assert extended.encode("the molecule") == original.encode("the molecule")  # old pieces keep their ids
+    pieces = spm.SentencePieceProcessor(model_file=str(tmp_path / "hf" / "spiece.model")).GetPieceSize()
+    added = spm.SentencePieceProcessor(model_file=str(out / "spiece.model")).GetPieceSize() - pieces
+    assert (pieces, added) == (600, len(vocabularies.CHEMISTRY_CHARACTERS))  # all five were missing
+    grown_config = T5Config.from_dict(json.loads((out / "t5_config.json").read_text()))
+    params = model_loading.read_params(out, grown_config)
+    assert grown_config.vocab_size == vocabularies.padded_vocab_size(extended)
+
+    encoder, targets = encoder_batch(), target_batch()  # ids < 64: old tokens of both vocabularies
+    ours = np.asarray(jax.jit(t5.T5(grown_config).apply)({"params": params}, encoder, shift_right(targets), targets))
+    expected = hf_logits(hf_model, encoder, targets)
+    np.testing.assert_allclose(ours[..., :pieces], expected[..., :pieces], atol=1e-4, rtol=1e-4)
+    # the sentinels moved up by the added pieces, with their rows
+    np.testing.assert_allclose(ours[..., pieces + added : pieces + added + 100], expected[..., pieces : pieces + 100],
+                               atol=1e-4, rtol=1e-4)  # fmt: skip

@@ -72,3 +72,11 @@ def test_real_uspto50k_reactions_score_perfectly_against_themselves(uspto50k_rea
 def test_garbage_never_raises():
     m = forward_metrics(["CCO", "CCO", "CCO", "CCO"], [None, "", "é", []], num_workers=1)
     assert m == {"accuracy": 0.0, "invalid_rate": 1.0}
+
+
+def test_gt4sd_postprocessor_reads_unknown_pieces_as_backslashes():
+    from textchem_jax.metrics import gt4sd_smiles_postprocessor, smiles_postprocessor
+
+    assert gt4sd_smiles_postprocessor("C/C=C<unk>C") == "C/C=C\\C"  # a Hugging Face tokenizer's decoding
+    assert gt4sd_smiles_postprocessor("C/C=C \u2047 C</s>") == "C/C=C\\C"  # SentencePiece's
+    assert gt4sd_smiles_postprocessor("CC(=O)O") == smiles_postprocessor("CC(=O)O") == "CC(=O)O"

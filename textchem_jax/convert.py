@@ -69,20 +69,33 @@ def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, sourc
 
 
 def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None,
-              **config_overrides: Any) -> T5Config:  # fmt: skip
-    """HF directory -> converted directory; returns the model config."""
+              extend_vocabulary: bool = False, **config_overrides: Any) -> T5Config:  # fmt: skip
+    """HF directory -> converted directory; returns the model config.
+
+    `extend_vocabulary` adds the chemistry characters the vocabulary cannot write (T5's has no `\\`)
+    and grows the embedding (and v1.1 logits) to match, so fine-tuning keeps cis/trans stereo.
+    """
+    from textchem_jax.data import vocabulary as vocabularies
     from textchem_jax.models.hf_convert import load_hf_directory
+    from textchem_jax.models.t5 import insert_vocabulary_rows
 
     config, params = load_hf_directory(hf_dir, **config_overrides)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_params(output_dir, params)
-    (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     vocabulary = vocabulary or (hf_dir / VOCABULARY_FILE if (hf_dir / VOCABULARY_FILE).exists() else None)
     copied = None
     if vocabulary is not None:
         copied = output_dir.resolve() / VOCABULARY_FILE
         if pathlib.Path(vocabulary).resolve() != copied:
             shutil.copyfile(vocabulary, copied)
+    if extend_vocabulary:
+        if copied is None:
+            raise ValueError(f"--extend_vocabulary needs the SentencePiece model: {hf_dir} has no spiece.model; give --vocabulary")
+        _, pieces, added = vocabularies.extend_vocabulary(copied, copied)  # before seqio caches the file
+        rows = vocabularies.padded_vocab_size(vocabularies.load_vocabulary(copied))
+        params, config = insert_vocabulary_rows(params, config, pieces, len(added), max(rows, config.vocab_size))
+        print(f"vocabulary extended by {added} ({pieces:,} -> {pieces + len(added):,} pieces, {config.vocab_size:,} rows)")
+    write_params(output_dir, params)
+    (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (output_dir / GIN_FILE).write_text(model_gin_text(config, copied, str(hf_dir)))
     return config
 
@@ -148,10 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hf_output_dir", type=pathlib.Path, help="HF directory to write (with --checkpoint_dir)")
     parser.add_argument("--vocabulary", type=pathlib.Path, help="SentencePiece model to copy alongside")
     parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
+    parser.add_argument("--extend_vocabulary", action="store_true",
+                        help="add the chemistry characters the vocabulary lacks (T5's: \\ ~ { } <) and grow the embedding")  # fmt: skip
     args = parser.parse_args(argv)
 
     if args.hf_dir and args.output_dir and not (args.checkpoint_dir or args.hf_output_dir):
-        config = import_hf(args.hf_dir, args.output_dir, args.vocabulary, scan_layers=args.scan_layers)
+        config = import_hf(args.hf_dir, args.output_dir, args.vocabulary, args.extend_vocabulary,
+                           scan_layers=args.scan_layers)  # fmt: skip
         print(f"imported {args.hf_dir} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
         return 0
     if args.checkpoint_dir and args.hf_output_dir and not (args.hf_dir or args.output_dir):

@@ -260,6 +260,34 @@ def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
         ) from None
 
 
+# Characters SMILES and our reaction format need that T5's SentencePiece model cannot write (GT4SD maps
+# `\\` to <unk>, losing cis/trans stereo): `\\` bond direction, `~` fragment bond, `{}` and `<` of CXSMILES.
+CHEMISTRY_CHARACTERS = ("\\", "~", "{", "}", "<")
+
+
+def extend_vocabulary(path: str | os.PathLike, output_path: str | os.PathLike,
+                      characters: Sequence[str] = CHEMISTRY_CHARACTERS) -> tuple[str, int, list[str]]:  # fmt: skip
+    """Writes `path` plus a piece for each of `characters` it cannot encode; returns (output, the number of
+    pieces before, the characters added).
+
+    Added pieces are user-defined symbols appended after the existing ones, so every old piece keeps
+    its id (T5's sentinels, counted after the pieces, move up by len(added): see
+    `models.t5.insert_vocabulary_rows`, which grows the embedding to match).
+    """
+    from sentencepiece import sentencepiece_model_pb2
+
+    data = _read_bytes(os.fspath(path))
+    processor = spm.SentencePieceProcessor(model_proto=data)
+    added = [c for c in characters if processor.unk_id() in processor.EncodeAsIds(f"C{c}C")]
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(data)
+    for character in added:
+        piece = proto.pieces.add()
+        piece.piece, piece.score, piece.type = character, 0.0, sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+    _write_bytes(os.fspath(output_path), proto.SerializeToString())
+    return os.fspath(output_path), processor.GetPieceSize(), added
+
+
 def padded_vocab_size(vocabulary, multiple: int = 128) -> int:
     """Embedding rows for `vocabulary`: its size padded to a multiple of 128, like T5's 32,100 -> 32,128."""
     return -(-vocabulary.vocab_size // multiple) * multiple

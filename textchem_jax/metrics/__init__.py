@@ -8,7 +8,12 @@ garbage, non-ASCII, None) never raise: they score as misses and are counted.
 from textchem_jax.metrics.actions import paragraph2actions_metrics
 from textchem_jax.metrics.captions import mol2text_metrics, word_tokenize
 from textchem_jax.metrics.molecules import text2mol_metrics
-from textchem_jax.metrics.postprocessors import retro_postprocessor, smiles_postprocessor, text_postprocessor
+from textchem_jax.metrics.postprocessors import (
+    gt4sd_smiles_postprocessor,
+    retro_postprocessor,
+    smiles_postprocessor,
+    text_postprocessor,
+)
 from textchem_jax.metrics.reactions import forward_metrics, retro_metrics
 
 __all__ = [
@@ -16,6 +21,7 @@ __all__ = [
     "mol2text_metrics",
     "paragraph2actions_metrics",
     "retro_metrics",
+    "gt4sd_smiles_postprocessor",
     "retro_postprocessor",
     "smiles_postprocessor",
     "text2mol_metrics",

@@ -26,6 +26,16 @@ def smiles_postprocessor(output: object, example: Mapping | None = None, is_targ
     return unescape_backslashes(_clean(output).replace(" ", ""))
 
 
+# How an unknown piece comes out of decoding: "<unk>" from Hugging Face tokenizers, " ⁇ " from SentencePiece.
+_UNKNOWN = re.compile(r"\s*(?:<unk>|\u2047)\s*")
+
+
+def gt4sd_smiles_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False) -> str:
+    """A SMILES from a GT4SD Text+Chem T5 checkpoint, read as its authors did: T5's vocabulary has no `\\`,
+    so their models write `<unk>` for it, which GT4SD turns back into `\\` before scoring."""
+    return smiles_postprocessor(_UNKNOWN.sub(lambda _: "\\", as_text(output)))
+
+
 def text_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False) -> str:
     """A caption or action sequence: special tokens dropped, whitespace collapsed."""
     return _clean(output)

@@ -19,6 +19,7 @@ in `textchem_jax.models.layers`, shared with e2-CLM; this module composes them i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -360,3 +361,28 @@ def unstack_layer_params(params: dict) -> dict:
             children[f"layers_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
         result[stack] = children
     return result
+
+
+def insert_vocabulary_rows(params: dict, config: T5Config, at: int, count: int, vocab_size: int) -> tuple[dict, T5Config]:
+    """Plain parameters and config with `count` new token rows inserted at id `at` (pieces added to the
+    vocabulary: ids >= `at`, e.g. T5's sentinels, move up by `count`), then resized to `vocab_size` rows
+    by dropping or adding unused padding rows at the end. New rows are the mean of the old token rows,
+    so the model's outputs for old tokens are unchanged (tied logits and the v1.1 `logits_dense` alike)."""
+    def grow(matrix: np.ndarray, axis: int) -> np.ndarray:
+        matrix = np.asarray(matrix)
+        rows = np.moveaxis(matrix, axis, 0)
+        new = np.repeat(rows[:at].mean(axis=0, keepdims=True), count, axis=0).astype(rows.dtype)
+        grown = np.concatenate([rows[:at], new, rows[at:]])  # old sentinels and padding move up
+        if len(grown) > vocab_size:
+            grown = grown[:vocab_size]  # only padding rows, never an id in use, are dropped
+        elif len(grown) < vocab_size:
+            padding = np.repeat(new[:1], vocab_size - len(grown), axis=0)
+            grown = np.concatenate([grown, padding])
+        return np.moveaxis(grown, 0, axis)
+
+    params = {**params, "token_embedder": {"embedding": grow(params["token_embedder"]["embedding"], 0)}}
+    if not config.tie_word_embeddings:
+        dense = params["decoder"]["logits_dense"]
+        params["decoder"] = {**params["decoder"], "logits_dense": {**dense, "kernel": grow(dense["kernel"], 1)}}
+    return params, dataclasses.replace(config, vocab_size=vocab_size)
+
