@@ -475,3 +475,39 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
     assert not equal(t5_a["encoder"], t5_b["encoder"])
     with pytest.raises(ValueError, match="T5 checkpoint of its own shape"):
         run(tiny_t5("1.0"), tmp_path / "t5_parts", initial=parts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [dict(shared=True), dict(aggregation="mean"), dict(aggregation="select"),
+                                     dict(aggregation="cross_attention", freeze_text=True)], ids=str)  # fmt: skip
+def test_every_variant_through_evaluation_and_inference(tmp_path, variant):
+    import functools as functools_lib
+    import json
+
+    import optax as optax_lib
+
+    from helpers import LENGTHS, tiny_e2clm
+    from textchem_jax import evaluate as evaluate_lib
+    from textchem_jax import infer as infer_lib
+    from textchem_jax import train as train_lib
+    from textchem_jax.models.beam_search import beam_search
+    from textchem_jax.run_config import CheckpointConfig, DatasetConfig
+
+    model = tiny_e2clm(**variant)
+    train_lib.train(
+        model=model, model_dir=str(tmp_path / "run"), optimizer=optax_lib.adamw(1e-3), total_steps=1,
+        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4), checkpoint_cfg=CheckpointConfig(period=1),
+    )  # fmt: skip
+    results = evaluate_lib.evaluate(
+        model=model, checkpoint_path=str(tmp_path / "run"), output_dir=str(tmp_path / "eval"),
+        dataset_cfg=DatasetConfig("textchem_demo_text2mol", LENGTHS, "validation", 4, pack=False, num_examples=4),
+    )  # fmt: skip
+    assert set(results["textchem_demo_text2mol"]) >= {"validity", "morgan_fts"}
+    assert (tmp_path / "eval" / "textchem_demo_text2mol-000001.jsonl").exists()
+    (path,) = infer_lib.infer(
+        model=model, checkpoint_path=str(tmp_path / "run"), output_dir=str(tmp_path / "preds"),
+        dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "test", 8, pack=False),
+        decode_fn=functools_lib.partial(beam_search, num_decodes=2),
+    )  # fmt: skip
+    rows = [json.loads(line) for line in open(path)]
+    assert rows and all(len(row["beams"]) == 2 for row in rows)

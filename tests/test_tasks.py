@@ -205,3 +205,37 @@ def test_real_augm_replicates_chebi20_to_the_largest_task(data, monkeypatch):
     assert rates["text2mol"] == rates["mol2text"] == largest
     assert largest > 3 * 3301  # far more than ChEBI-20's own validation examples: replicated
 
+
+
+def test_tasks_evaluate_with_seqios_standard_converter_as_t5x_does(tmp_path):
+    """`input_domain` is no output feature: seqio's Evaluator with the standard EncDecFeatureConverter (what
+    T5X's eval builds) accepts our tasks; the field still reaches e2-CLM through its own converter."""
+    task = seqio.get_mixture_or_task("textchem_demo_forward")
+    assert set(task.output_features) == {"inputs", "targets"}
+    evaluator = seqio.Evaluator("textchem_demo_forward", seqio.EncDecFeatureConverter(pack=False), eval_split="validation",
+                                sequence_length={"inputs": 64, "targets": 32}, num_examples=4)  # fmt: skip
+    features = evaluator.model_feature_shapes
+    assert "input_domain" not in features and "encoder_input_tokens" in features
+    example = next(task.get_dataset({"inputs": 64, "targets": 32}, split="validation", shuffle=False).as_numpy_iterator())
+    assert example["input_domain"].shape == example["inputs"].shape and set(example["input_domain"]) == {1}
+
+
+def test_a_routed_model_names_what_a_users_task_lacks():
+    from helpers import tiny_e2clm
+    from textchem_jax.run_config import DatasetConfig, get_dataset
+
+    name = "test_users_task_without_domain"
+    if name not in seqio.TaskRegistry.names():
+        from textchem_jax.data.seqio_tasks import vocabulary
+
+        seqio.TaskRegistry.add(
+            name, source=seqio.FunctionDataSource(
+                lambda split, shuffle_files, seed=None: __import__("tensorflow").data.Dataset.from_tensor_slices(
+                    {"inputs": ["a b"], "targets": ["c"]}), splits=("train",)),
+            preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+            output_features={"inputs": seqio.Feature(vocabulary()), "targets": seqio.Feature(vocabulary())},
+        )  # fmt: skip
+    cfg = DatasetConfig(name, {"inputs": 8, "targets": 8}, "train", 1)
+    with pytest.raises(ValueError, match="gives no 'input_domain'.*add_input_domain"):
+        get_dataset(cfg, tiny_e2clm(aggregation="select"))
+    assert next(iter(get_dataset(cfg, tiny_e2clm(aggregation="mean")).take(1)))  # the mean needs none

@@ -77,14 +77,33 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     import_task_module(cfg.module, model)
     if cfg.batch_size % jax.process_count():
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {jax.process_count()} processes")
-    return seqio.get_dataset(
-        cfg.mixture_or_task_name,
-        task_feature_lengths=dict(cfg.task_feature_lengths),
-        dataset_split=cfg.split,
+    provider = seqio.get_mixture_or_task(cfg.mixture_or_task_name)
+    lengths = dict(cfg.task_feature_lengths)
+    options = {}
+    # Task features the model reads beside inputs and targets (e2-CLM: `input_domain`): a task keeps the
+    # fields its preprocessors add, a mixture only its output features unless told to pass them through.
+    extra = [name for name in model.input_features if name != "encoder_input_tokens"]
+    if extra and isinstance(provider, seqio.Mixture):
+        options["passthrough_features"] = extra
+    ds = provider.get_dataset(
+        lengths,
+        split=cfg.split,
+        use_cached=cfg.use_cached,
         shuffle=cfg.shuffle,
         seed=seed if cfg.seed is None else cfg.seed,
-        num_epochs=num_epochs,
-        use_cached=cfg.use_cached,
         shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()),
-        feature_converter=model.feature_converter(cfg.pack),
-    ).batch(cfg.batch_size // jax.process_count(), drop_remainder=True)
+        num_epochs=num_epochs,
+        **options,
+    )
+    try:
+        ds = model.feature_converter(cfg.pack)(ds, task_feature_lengths=lengths)
+    except ValueError as error:
+        missing = [name for name in extra if repr(name) in str(error)]
+        if not missing:
+            raise
+        raise ValueError(
+            f"{cfg.mixture_or_task_name} gives no {missing[0]!r}, which this model reads (a routed e2-CLM "
+            "variant): add it in the task's preprocessors (textchem_jax.data.preprocessors.add_input_domain), "
+            "or use an aggregation that needs none (e2clm_config.aggregation = 'mean')"
+        ) from None
+    return ds.batch(cfg.batch_size // jax.process_count(), drop_remainder=True)

@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import Callable
 
-from textchem_jax.catalogue import DOMAIN_IDS, DOMAINS, PROMPTS, SPLITS, TASKS, task_input_domain
+from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS, TASKS, task_input_domain
 from textchem_jax.data import datasets, demo
 from textchem_jax.data import vocabulary as vocabularies
 
@@ -163,7 +163,6 @@ def register_task(
     `canonical` and `augment` are passed to `datasets.task_pairs`.
     """
     import seqio
-    import tensorflow as tf
 
     from textchem_jax.data.preprocessors import add_input_domain, add_prompt
 
@@ -182,9 +181,6 @@ def register_task(
         output_features={
             "inputs": seqio.Feature(vocab, add_eos=True),
             "targets": seqio.Feature(vocab, add_eos=True),
-            "input_domain": seqio.Feature(
-                seqio.PassThroughVocabulary(len(DOMAIN_IDS)), add_eos=False, required=False, dtype=tf.int32
-            ),
         },
         postprocess_fn=postprocess_fn,
         metric_fns=[_every_key(metric_fn, task)],

@@ -1,24 +1,19 @@
 """SeqIO feature converters of our model families (the `FEATURE_CONVERTER_CLS` of T5X's models).
 
-T5 reads SeqIO's standard encoder-decoder features and ignores the optional per-token `input_domain`
-our tasks carry (seqio's Evaluator measures every output feature; the standard converter would reject
-it). e2-CLM's routed variants read it: SeqIO refuses pass-through features when packing, so their
-converter declares it a task feature aligned with `inputs`, as long as the inputs, packed like them.
+T5 reads SeqIO's standard encoder-decoder features. e2-CLM's routed variants also read the per-token
+`input_domain` our tasks' preprocessors add beside their output features (so any SeqIO consumer, T5X
+included, evaluates the tasks with the standard converter): SeqIO refuses pass-through features when
+packing, so their converter declares it a task feature aligned with `inputs`, as long as the inputs.
 """
 
 from __future__ import annotations
 
 
 def encoder_decoder_feature_converter(pack: bool = True):
-    """SeqIO's `EncDecFeatureConverter` (inputs and targets, packed or padded), blind to other task features."""
+    """SeqIO's `EncDecFeatureConverter`: inputs and targets, packed or padded (what T5X uses)."""
     import seqio
 
-    class EncDecFeatureConverter(seqio.EncDecFeatureConverter):
-        def __call__(self, ds, task_feature_lengths):
-            read = {key: value for key, value in task_feature_lengths.items() if key in self.TASK_FEATURES}
-            return super().__call__(ds, read)
-
-    return EncDecFeatureConverter(pack=pack)
+    return seqio.EncDecFeatureConverter(pack=pack)
 
 
 def domain_feature_converter(pack: bool = True):
