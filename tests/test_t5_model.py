@@ -248,7 +248,8 @@ def test_remat_gives_the_same_logits_and_gradients(policy, scan_layers, batch):
     (loss_a, logits_a), grads_a = loss_fn(config)(params)
     (loss_b, logits_b), grads_b = loss_fn(dataclasses.replace(config, remat_policy=policy))(params)
     np.testing.assert_allclose(np.asarray(logits_b), np.asarray(logits_a), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(loss_b), float(loss_a), rtol=1e-6)
+    # float32 sums over the batch's tokens may be reordered by another fusion: n * eps of the sum
+    np.testing.assert_allclose(float(loss_b), float(loss_a), rtol=targets.size * np.finfo(np.float32).eps)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5), grads_a, grads_b)
 
 
