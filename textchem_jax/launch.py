@@ -67,6 +67,12 @@ def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[st
     return seen
 
 
+def _quiet_uncached_warning(record) -> bool:
+    """seqio warns per task that an uncached source "reshuffles on restarts": our checkpoints keep each
+    host's data-iterator position, so a resumed run continues on exactly the next batch."""
+    return "Using an uncached FunctionDataset" not in str(record.getMessage())
+
+
 def _quiet_search_misses(record) -> bool:
     """gin logs an ERROR for every search path a file is not in, even when a later one has it."""
     return not str(record.getMessage()).startswith("Path not found:")
@@ -162,6 +168,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
         FLAGS = flags.FLAGS
         if not FLAGS["verbosity"].present:  # orbax/seqio INFO chatter off; `-v 0` brings it back
             absl_logging.set_verbosity(absl_logging.WARNING)
+            logging.getLogger("absl").addFilter(_quiet_uncached_warning)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if FLAGS.tfds_data_dir:
             os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir
