@@ -77,7 +77,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
     if like is not None:
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
-        params = read_params(pathlib.Path(path), model.t5_config)
+        params = read_params(path, model.t5_config)
         check_shapes(params, target, path)
         return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
     root = _orbax_root(path)
@@ -91,7 +91,7 @@ def stored_param_names(path: str) -> set[str]:
     import tensorflow as tf
 
     if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
-        with np.load(pathlib.Path(path) / PARAMS_FILE) as arrays:
+        with _params_file(path) as arrays:
             return {name.split(_SEPARATOR)[0] for name in arrays.files}
     root = _orbax_root(path) if tf.io.gfile.exists(path) else None
     if root is None:
@@ -138,12 +138,22 @@ def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:
     return path
 
 
-def read_params(directory: pathlib.Path, config: T5Config) -> dict:
+def _params_file(directory: str | os.PathLike):
+    """The `params.npz` of a converted directory, read through tf.io.gfile (local or `gs://`)."""
+    import io
+
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(os.path.join(os.fspath(directory), PARAMS_FILE), "rb") as f:
+        return np.load(io.BytesIO(f.read()))
+
+
+def read_params(directory: str | os.PathLike, config: T5Config) -> dict:
     """The nested parameter dict written by `write_params`, cast to `config.param_dtype` and laid out
     for `config.scan_layers` (stacked or per-layer, whichever way it was written)."""
     dtype = numpy_dtype(config.param_dtype)
     params: dict = {}
-    with np.load(directory / PARAMS_FILE) as arrays:
+    with _params_file(directory) as arrays:
         for name in arrays.files:
             *parents, leaf = name.split(_SEPARATOR)
             node = params
