@@ -224,17 +224,21 @@ def test_a_routed_model_names_what_a_users_task_lacks():
     from helpers import tiny_e2clm
     from textchem_jax.run_config import DatasetConfig, get_dataset
 
+    import tensorflow as tf
+
+    from textchem_jax.data.seqio_tasks import vocabulary
+
+    def examples(split, shuffle_files, seed=None):
+        return tf.data.Dataset.from_tensor_slices({"inputs": ["a b"], "targets": ["c"]})
+
     name = "test_users_task_without_domain"
     if name not in seqio.TaskRegistry.names():
-        from textchem_jax.data.seqio_tasks import vocabulary
-
         seqio.TaskRegistry.add(
-            name, source=seqio.FunctionDataSource(
-                lambda split, shuffle_files, seed=None: __import__("tensorflow").data.Dataset.from_tensor_slices(
-                    {"inputs": ["a b"], "targets": ["c"]}), splits=("train",)),
+            name,
+            source=seqio.FunctionDataSource(examples, splits=("train",)),
             preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
             output_features={"inputs": seqio.Feature(vocabulary()), "targets": seqio.Feature(vocabulary())},
-        )  # fmt: skip
+        )
     cfg = DatasetConfig(name, {"inputs": 8, "targets": 8}, "train", 1)
     with pytest.raises(ValueError, match="gives no 'input_domain'.*add_input_domain"):
         get_dataset(cfg, tiny_e2clm(aggregation="select"))

@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-GIN_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
+GIN_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"  # local only: the package's own
 
 
 class ConfigError(Exception):
@@ -36,18 +36,26 @@ def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return bindings, rest
 
 
+def _find_gin_file(name: str, search_paths: Sequence[str]) -> tuple[str, str] | None:
+    """(path, text) of `name` as given or along the search paths (local or `gs://`), else None."""
+    from etils import epath
+
+    for root in ("", *search_paths):
+        path = epath.Path(root) / name if root else epath.Path(name)
+        if path.is_file():
+            return str(path), path.read_text()
+    return None
+
+
 def _required_macros(files: Sequence[str], search_paths: Sequence[str]) -> dict[str, str]:
     """Macro name -> the gin file that declares it `%gin.REQUIRED` (for error messages)."""
     declared = {}
     for name in files:
-        for root in ("", *search_paths):
-            path = pathlib.Path(root) / name if root else pathlib.Path(name)
-            if path.is_file():
-                for line in path.read_text().splitlines():
-                    match = re.match(r"\s*([A-Z_][A-Z0-9_]*)\s*=\s*%gin\.REQUIRED", line)
-                    if match:
-                        declared[match.group(1)] = str(path)
-                break
+        found = _find_gin_file(name, search_paths)
+        for line in found[1].splitlines() if found else ():
+            match = re.match(r"\s*([A-Z_][A-Z0-9_]*)\s*=\s*%gin\.REQUIRED", line)
+            if match:
+                declared[match.group(1)] = found[0]
     return declared
 
 
@@ -59,11 +67,9 @@ def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[st
         if name in seen:
             continue
         seen.append(name)
-        for root in ("", *search_paths):
-            path = pathlib.Path(root) / name if root else pathlib.Path(name)
-            if path.is_file():
-                queue += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", path.read_text(), re.M)
-                break
+        found = _find_gin_file(name, search_paths)
+        if found:
+            queue += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", found[1], re.M)
     return seen
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import sys
 from collections.abc import Callable
 
-EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"
+EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"  # local only: packaged
 
 
 def _metric_functions() -> dict[str, Callable]:
@@ -28,11 +29,13 @@ def _metric_functions() -> dict[str, Callable]:
     }
 
 
-def read_predictions(path: pathlib.Path) -> dict[str, tuple[list, list]]:
+def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
     """Rows grouped by task as (targets, predictions); a malformed line raises with file:line."""
     known = _metric_functions()
     grouped: dict[str, tuple[list, list]] = {}
-    with open(path, encoding="utf-8") as lines:
+    from etils import epath
+
+    with epath.Path(path).open("r", encoding="utf-8") as lines:  # local or gs://
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -51,7 +54,7 @@ def read_predictions(path: pathlib.Path) -> dict[str, tuple[list, list]]:
     return grouped
 
 
-def score(path: pathlib.Path) -> dict[str, dict[str, float | None]]:
+def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
     functions = _metric_functions()
     return {task: functions[task](targets, preds) for task, (targets, preds) in read_predictions(path).items()}
 
@@ -68,8 +71,10 @@ def format_table(results: dict[str, dict[str, float | None]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-score", description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions", type=pathlib.Path, default=EXAMPLE_PREDICTIONS, help="jsonl file to score")
-    parser.add_argument("--output", type=pathlib.Path, help="also write the metrics as JSON here")
+    from etils import epath  # user paths: local or gs://
+
+    parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS), help="jsonl file to score")
+    parser.add_argument("--output", type=epath.Path, help="also write the metrics as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.predictions.is_file():

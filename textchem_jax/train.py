@@ -262,7 +262,7 @@ def _keep_vocabulary(model_dir: str, model) -> None:
 
     source = vocabularies.vocabulary_file(model.vocabulary or seqio_tasks.vocabulary())
     target = os.path.join(model_dir, vocabularies.CHECKPOINT_VOCABULARY_FILE)
-    if jax.process_index() == 0 and source != "?" and os.path.abspath(source) != os.path.abspath(target):
+    if jax.process_index() == 0 and source != "?" and source.rstrip("/") != target.rstrip("/"):  # gs:// too
         tf.io.gfile.copy(source, target, overwrite=True)
 
 

@@ -22,7 +22,7 @@ import warnings
 
 logger = logging.getLogger("textchem_jax.metrics")
 
-DEBIAN_WORDNET = pathlib.Path("/usr/share/wordnet")
+DEBIAN_WORDNET = pathlib.Path("/usr/share/wordnet")  # local only: NLTK reads WordNet from the local disk
 _REQUIRED = ("data.noun", "index.noun", "data.verb", "index.verb", "data.adj", "index.adj", "data.adv", "index.adv")
 _LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
@@ -54,6 +54,7 @@ def _reader_folder(source: pathlib.Path) -> pathlib.Path:
     if (source / "lexnames").exists():
         root = source
     else:
+        # local only: the cache copy NLTK reads
         cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax"
         digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
         root = cache / f"nltk_data-{digest}" / "corpora" / "wordnet"
@@ -77,7 +78,7 @@ def _reader_folder(source: pathlib.Path) -> pathlib.Path:
 def _candidates() -> list[pathlib.Path]:
     found = []
     if os.environ.get("TEXTCHEM_WORDNET_DIR"):
-        found.append(pathlib.Path(os.environ["TEXTCHEM_WORDNET_DIR"]))
+        found.append(pathlib.Path(os.environ["TEXTCHEM_WORDNET_DIR"]))  # local only: NLTK needs a local folder
     try:
         import nltk
 
