@@ -107,7 +107,7 @@ def _cache_path(paths: list[str], reader: str) -> pathlib.Path | None:
         stat = os.stat(path)
         parts += [os.path.abspath(path), str(stat.st_size), str(stat.st_mtime_ns)]
     digest = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:20]
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax" / "sources"
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax" / "sources"  # local only: this machine's cache
     return cache / f"{digest}.pkl"
 
 
@@ -123,7 +123,7 @@ def read_dataset(
     paths = dataset_files(dataset, split, directory)
     cache = None if strict else _cache_path(paths, dataset)
     if cache is not None and cache.exists():
-        with open(cache, "rb") as f:
+        with open(cache, "rb") as f:  # local only: this machine's cache
             records, file_report = pickle.load(f)
         if report is not None:
             report.merge(file_report)

@@ -115,7 +115,7 @@ def open_text(path: str) -> io.TextIOBase:
         with tf.io.gfile.GFile(path, "rb") as remote:
             raw = io.BytesIO(remote.read())  # GFile is not an io.RawIOBase
     else:
-        raw = open(path, "rb")
+        raw = open(path, "rb")  # local only: remote paths took tf.io.gfile above
     if path.endswith((".tar.gz", ".tgz")):
         archive = tarfile.open(fileobj=raw, mode="r:gz")
         members = [m for m in archive.getmembers() if m.isfile()]
@@ -132,7 +132,7 @@ def exists(path: str) -> bool:
         return tf.io.gfile.exists(path)
     import os
 
-    return os.path.exists(path)
+    return os.path.exists(path)  # local only: remote paths took tf.io.gfile above
 
 
 def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:

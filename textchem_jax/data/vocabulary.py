@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 import sentencepiece as spm
 
 T5_EXTRA_IDS = 100
-DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"
+DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"  # local only: packaged
 
 spm.set_min_log_level(1)  # keep SentencePiece's INFO lines (one per model load) off the console
 
@@ -112,7 +112,7 @@ def _write_bytes(path: str, data: bytes) -> None:
             f.write(data)
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "wb") as f:
+        with open(path, "wb") as f:  # local only: remote paths took tf.io.gfile above
             f.write(data)
 
 
@@ -124,9 +124,9 @@ def _read_bytes(path: str) -> bytes:
             raise FileNotFoundError(f"no SentencePiece model at {path}")
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()
-    if not os.path.isfile(path):
+    if not os.path.isfile(path):  # local only: remote paths took tf.io.gfile above
         raise FileNotFoundError(f"no SentencePiece model at {path}")
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # local only: remote paths took tf.io.gfile above
         return f.read()
 
 
@@ -364,8 +364,10 @@ def compare_with_plain(
 def read_texts(path: str | os.PathLike) -> list[str]:
     """Training texts from a file: `.jsonl` (source and target), `.tsv` (all fields; header row; a
     `SMILES` column has ChEBI-20's doubled backslashes undone) or anything else as one text per line."""
-    path = pathlib.Path(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    from etils import epath
+
+    path = epath.Path(path)  # local or gs://
+    with io.StringIO(path.read_bytes().decode("utf-8"), newline="") as f:
         if path.suffix == ".jsonl":
             rows = [json.loads(line) for line in f if line.strip()]
             return [row[key] for row in rows for key in ("source", "target") if isinstance(row.get(key), str)]

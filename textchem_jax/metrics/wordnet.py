@@ -54,21 +54,21 @@ def _reader_folder(source: pathlib.Path) -> pathlib.Path:
     if (source / "lexnames").exists():
         root = source
     else:
-        # local only: the cache copy NLTK reads
-        cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax"
+
+        cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax"  # local only: NLTK's own copy
         digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
         root = cache / f"nltk_data-{digest}" / "corpora" / "wordnet"
         if not (root / "lexnames").exists():
             root.parent.mkdir(parents=True, exist_ok=True)
-            staging = pathlib.Path(tempfile.mkdtemp(prefix="wordnet.", dir=root.parent))
+            staging = pathlib.Path(tempfile.mkdtemp(prefix="wordnet.", dir=root.parent))  # local only: NLTK's own copy
             for item in source.iterdir():
                 if item.is_file():
-                    shutil.copyfile(item, staging / item.name)
+                    shutil.copyfile(item, staging / item.name)  # local only: NLTK's own copy
             (staging / "lexnames").write_text(_lexnames_text())
             try:
                 staging.rename(root)  # atomic; another process may have won the race
             except OSError:
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(staging, ignore_errors=True)  # local only: NLTK's own copy
     data_root = str(root.resolve().parent.parent) if root.parent.name == "corpora" else str(root.resolve())
     if data_root not in nltk.data.path:
         nltk.data.path.append(data_root)
@@ -82,7 +82,7 @@ def _candidates() -> list[pathlib.Path]:
     try:
         import nltk
 
-        found.append(pathlib.Path(str(nltk.data.find("corpora/wordnet"))))
+        found.append(pathlib.Path(str(nltk.data.find("corpora/wordnet"))))  # local only: NLTK's own copy
     except LookupError:
         pass
     found.append(DEBIAN_WORDNET)

@@ -251,7 +251,7 @@ def hf_state_dict_from_params(params: Mapping, config: T5Config) -> dict[str, np
 
 def read_hf_state_dict(directory: str | pathlib.Path) -> dict[str, np.ndarray]:
     """All tensors of an HF model directory: model.safetensors, sharded safetensors, or pytorch_model.bin."""
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory)  # local only: a Hugging Face directory
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.exists():
         return _read_safetensors(single)
@@ -289,7 +289,7 @@ def load_hf_directory(directory: str | pathlib.Path, **config_overrides: Any) ->
     """(config, plain parameters in the config's layout) from a local HF T5 directory."""
     from textchem_jax.models.t5 import stack_layer_params
 
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory)  # local only: a Hugging Face directory
     hf_config = json.loads((directory / "config.json").read_text())
     config = config_from_hf(hf_config, **config_overrides)
     params = params_from_hf_state_dict(read_hf_state_dict(directory), config)
@@ -307,7 +307,7 @@ def save_hf_directory(
     """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model."""
     from safetensors.numpy import save_file
 
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory)  # local only: a Hugging Face directory
     directory.mkdir(parents=True, exist_ok=True)
     state = hf_state_dict_from_params(params, config)
     hf_config = hf_config_from(config)
@@ -315,5 +315,5 @@ def save_hf_directory(
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     if vocabulary_path is not None:
-        shutil.copyfile(vocabulary_path, directory / "spiece.model")
+        shutil.copyfile(vocabulary_path, directory / "spiece.model")  # local only: a Hugging Face directory
     return directory

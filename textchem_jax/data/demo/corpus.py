@@ -64,7 +64,7 @@ def write_demo_corpus(
                         ("num_procedures", num_procedures)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-    root = pathlib.Path(directory)
+    root = pathlib.Path(directory)  # local only: the generated demo corpus in this machine's cache
     with rdBase.BlockLogs():
         molecule_rng = random.Random(f"textchem-demo-molecules-{seed}")
         molecules = unique_molecules(molecule_rng, num_molecules)
@@ -87,7 +87,7 @@ def write_demo_corpus(
 
 def _cache_root() -> pathlib.Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "textchem_jax"
+    return pathlib.Path(base) / "textchem_jax"  # local only: the generated demo corpus in this machine's cache
 
 
 def demo_data_dir(seed: int = 0) -> pathlib.Path:
@@ -100,11 +100,11 @@ def demo_data_dir(seed: int = 0) -> pathlib.Path:
     if all((target / name).is_file() for name in DEMO_FILES):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))  # local only: the generated demo corpus in this machine's cache
     try:
         write_demo_corpus(staging, seed=seed)
         if target.exists():  # an incomplete copy left by an interrupted older version of this code
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)  # local only: the generated demo corpus in this machine's cache
         try:
             os.rename(staging, target)
         except OSError:
@@ -112,5 +112,5 @@ def demo_data_dir(seed: int = 0) -> pathlib.Path:
                 raise
     finally:
         if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)  # local only: the generated demo corpus in this machine's cache
     return target
