@@ -13,42 +13,57 @@ from textchem_jax.data import datasets, sources
 KNOWN_BAD_USPTO_MIT_TEST_LINES = [689, 1552, 2273, 17526, 24647, 25945]
 
 
+def _line_count(path) -> int:
+    """Non-empty lines of a (possibly .tar.gz) file, header included."""
+    with sources.open_text(str(path)) as f:
+        return sum(1 for line in f if line.strip())
+
+
 @pytest.mark.needs_data
 @pytest.mark.parametrize(
-    "dataset, split, rows, skipped",
+    "dataset, split, file, header, unreadable",
     [
-        ("chebi20", "test", 3300, 0),
-        ("chebi20", "validation", 3301, 0),
-        ("uspto50k", "test", 5007, 0),
-        ("uspto50k", "validation", 5001, 0),
-        # two reactions with a pentavalent carbon
-        pytest.param("uspto_mit", "validation", 30000, 2, marks=pytest.mark.slow),
-        ("paragraph2actions", "train", 80, 0),
-        ("paragraph2actions", "validation", 10, 0),
-        ("paragraph2actions", "test", 10, 0),
-        ("gt4sd", "train", 10, 0),
+        ("chebi20", "test", "chebi20/test.txt", 1, 0),
+        ("chebi20", "validation", "chebi20/validation.txt", 1, 0),
+        ("uspto50k", "test", "uspto50k/test.csv", 1, 0),
+        ("uspto50k", "validation", "uspto50k/valid.csv", 1, 0),
+        # two reactions with a pentavalent carbon: kept, they count as misses
+        pytest.param("uspto_mit", "validation", "uspto_mit/valid.txt.tar.gz", 0, 2, marks=pytest.mark.slow),
+        ("paragraph2actions", "train", "paragraph2actions/tgt-train.txt", 0, 0),
+        ("paragraph2actions", "validation", "paragraph2actions/tgt-valid.txt", 0, 0),
+        ("paragraph2actions", "test", "paragraph2actions/tgt-test.txt", 0, 0),
+        ("gt4sd", "train", "gt4sd_sample/train.jsonl", 0, 0),
     ],
 )
-def test_real_files_row_counts(data, dataset, split, rows, skipped):
+def test_evaluation_denominators_equal_the_files_row_counts(data, dataset, split, file, header, unreadable):
     report = sources.SkipReport()
     records = datasets.read_dataset(dataset, split, str(data), report=report)
-    assert len(records) == rows - skipped
-    assert report.total_skipped == skipped, report.format()
+    assert len(records) == _line_count(data / file) - header
+    assert report.total_skipped == 0 and report.total_kept_unreadable == unreadable, report.format()
     assert sum(f.rows for f in report.files.values()) == len(records)
 
 
 @pytest.mark.slow
 @pytest.mark.needs_data
-def test_uspto_mit_test_skip_report_lists_the_known_bad_rows(data):
+def test_uspto_mit_test_keeps_its_unreadable_rows_as_counted_misses(data):
     report = sources.SkipReport()
     records = datasets.read_dataset("uspto_mit", "test", str(data), report=report)
-    assert len(records) == 40000 - 6
+    assert len(records) == 40000 == _line_count(data / "uspto_mit" / "test.txt.tar.gz")
     (file_report,) = report.files.values()
-    assert [line for line, _ in file_report.skipped] == KNOWN_BAD_USPTO_MIT_TEST_LINES
-    assert all("valence" in reason for _, reason in file_report.skipped)
-    assert "line 689" in report.format()
-    # Text+Chem T5 format: no atom maps, sorted precursors
-    assert all(":" not in r.precursors and r.precursors.split(".") == sorted(r.precursors.split(".")) for r in records[:500])
+    assert file_report.skipped == []
+    assert [line for line, _ in file_report.kept_unreadable] == KNOWN_BAD_USPTO_MIT_TEST_LINES
+    assert all("valence" in reason for _, reason in file_report.kept_unreadable)
+    assert "line 689 (kept)" in report.format() and "6 unreadable kept" in report.format()
+    # Text+Chem T5 format: no atom maps, sorted precursors, also for the rows kept as written
+    kept = [records[line - 1] for line in KNOWN_BAD_USPTO_MIT_TEST_LINES]
+    assert all(":" not in r.precursors and r.precursors.split(".") == sorted(r.precursors.split(".")) for r in records[:500] + kept)
+    # the forward task scores all 40,000 (its metrics divide by the published split's size)
+    pairs = datasets.task_pairs("forward", "test", str(data))
+    assert len(pairs) == 40000 and pairs[688] == (kept[0].precursors, kept[0].product)
+
+    training_report = sources.SkipReport()
+    training = sources.read_uspto_mit(str(data / "uspto_mit" / "test.txt.tar.gz"), report=training_report)
+    assert len(training) == 40000 - 6 and training_report.total_skipped == 6  # how a training split reads it
 
 
 @pytest.mark.needs_data
@@ -73,6 +88,10 @@ def test_planted_bad_rows_are_skipped_and_counted(tmp_path):
     records = sources.read_chebi20(str(chebi), report=report)
     assert [r.cid for r in records] == ["1", "5"] and records[1].smiles == "C/C=C\\C"
     assert [line for line, _ in report.files[str(chebi)].skipped] == [3, 4, 5]
+    evaluation = sources.read_chebi20(str(chebi), report=report, keep_unreadable=True)
+    assert [r.cid for r in evaluation] == ["1", "2", "5"] and evaluation[1].smiles == "C1CC"
+    assert [line for line, _ in report.files[str(chebi)].skipped] == [4, 5]
+    assert [line for line, _ in report.files[str(chebi)].kept_unreadable] == [3]
     with pytest.raises(sources.DataFormatError, match=rf"{chebi}:3: SMILES does not parse"):
         sources.read_chebi20(str(chebi), strict=True)
 
@@ -86,6 +105,9 @@ def test_planted_bad_rows_are_skipped_and_counted(tmp_path):
         records = sources.read_uspto_mit(str(path), report=report)
         assert records == [sources.ReactionPair("CC(=O)O.CCO", "CCOC(C)=O"), sources.ReactionPair("CO", "C[O-]")]
         assert [line for line, _ in report.files[str(path)].skipped] == [2, 3]
+        kept = sources.read_uspto_mit(str(path), report=report, keep_unreadable=True)
+        assert kept[1] == sources.ReactionPair("C1CC", "CC")  # as written: a miss, not a smaller denominator
+        assert [line for line, _ in report.files[str(path)].skipped] == [2]
 
     csv_file = tmp_path / "u50k.csv"
     csv_file.write_text("class,id,rxn_smiles\n1,a,CCO>>CC=O\n2,b\n3,c,C(((>>C\n")

@@ -4,6 +4,7 @@ from textchem_jax.chem.reactions import (
     Reaction,
     parse_reaction,
     precursors_and_products,
+    precursors_and_products_as_written,
     precursors_string,
     remove_atom_maps,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "parse_reaction",
     "parse_smiles",
     "precursors_and_products",
+    "precursors_and_products_as_written",
     "precursors_string",
     "randomize_smiles",
     "remove_atom_maps",

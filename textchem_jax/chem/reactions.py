@@ -18,6 +18,7 @@ from textchem_jax.chem.smiles import (
 )
 
 _FRAGMENT_GROUPS = re.compile(r"f:([0-9.,]+)")
+_ATOM_MAP = re.compile(r"(\[[^\]]*?):\d+\]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,3 +121,17 @@ def precursors_and_products(reaction: str) -> tuple[str, str]:
     """`(precursors, products)` of a reaction SMILES in the Text+Chem T5 format."""
     parsed = parse_reaction(reaction)
     return precursors_string(parsed.precursors), precursors_string(parsed.products)
+
+
+def precursors_and_products_as_written(reaction: str) -> tuple[str, str]:
+    """`(precursors, products)` without RDKit: atom maps stripped from the text, components sorted.
+
+    For evaluation rows RDKit cannot read (e.g. USPTO-MIT's pentavalent carbons): the row stays in the
+    split and counts as a miss instead of shrinking the denominator. Raises ValueError on bad syntax.
+    """
+    parsed = parse_reaction(reaction)
+    return _unmapped_text(parsed.precursors), _unmapped_text(parsed.products)
+
+
+def _unmapped_text(components: tuple[str, ...]) -> str:
+    return COMPONENT_SEPARATOR.join(sorted(_ATOM_MAP.sub(r"\1]", c) for c in components))

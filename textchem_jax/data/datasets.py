@@ -26,7 +26,7 @@ from textchem_jax.data import sources
 from textchem_jax.process_pool import start_parallel_map
 
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +119,14 @@ def read_dataset(
     strict: bool = False,
     report: sources.SkipReport | None = None,
 ) -> list:
-    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged."""
+    """Records of one dataset split (`sources` types), from the disk cache when the files are unchanged.
+
+    Evaluation splits keep rows whose chemistry RDKit cannot read (`sources`: `keep_unreadable`), so that
+    they count as misses and metrics divide by the published split's size; training splits skip them.
+    """
     paths = dataset_files(dataset, split, directory)
-    cache = None if strict else _cache_path(paths, dataset)
+    keep_unreadable = split != "train"
+    cache = None if strict else _cache_path(paths, f"{dataset}:{'keep' if keep_unreadable else 'skip'}")
     if cache is not None and cache.exists():
         with open(cache, "rb") as f:  # local only: this machine's cache
             records, file_report = pickle.load(f)
@@ -129,14 +134,16 @@ def read_dataset(
             report.merge(file_report)
         return records
     local = sources.SkipReport()
-    readers = {
+    chemistry_readers = {
         "chebi20": sources.read_chebi20,
         "uspto_mit": sources.read_uspto_mit,
         "uspto50k": sources.read_uspto50k,
-        "paragraph2actions": sources.read_paragraph2actions,
-        "gt4sd": sources.read_jsonl_pairs,
     }
-    records = readers[dataset](*paths, strict=strict, report=local)
+    if dataset in chemistry_readers:
+        records = chemistry_readers[dataset](*paths, strict=strict, report=local, keep_unreadable=keep_unreadable)
+    else:
+        text_readers = {"paragraph2actions": sources.read_paragraph2actions, "gt4sd": sources.read_jsonl_pairs}
+        records = text_readers[dataset](*paths, strict=strict, report=local)
     if report is not None:
         report.merge(local)
     if cache is not None:

@@ -9,7 +9,9 @@ Formats (see DESIGN §3 for the folder layout):
 
 A malformed row (wrong column count, empty field, unreadable SMILES or reaction) is skipped and
 recorded with its line number in a `SkipReport`, or raises `DataFormatError` naming `file:line` when
-`strict=True`. Paths may be local or any `tf.io.gfile` scheme (`gs://...`).
+`strict=True`. With `keep_unreadable=True` (what evaluation splits use) a row whose only fault is chemistry
+RDKit cannot read is kept as written (atom maps stripped) and reported, so that it counts as a miss and
+accuracies keep the published split's denominator. Paths may be local or any `tf.io.gfile` scheme (`gs://...`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 
-from textchem_jax.chem import canonicalize, precursors_and_products, unescape_backslashes
+from textchem_jax.chem import canonicalize, precursors_and_products, precursors_and_products_as_written, unescape_backslashes
 from textchem_jax.process_pool import start_parallel_map
 
 
@@ -34,6 +36,7 @@ class FileReport:
     path: str
     rows: int = 0
     skipped: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    kept_unreadable: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -53,14 +56,22 @@ class SkipReport:
     def total_skipped(self) -> int:
         return sum(len(f.skipped) for f in self.files.values())
 
+    @property
+    def total_kept_unreadable(self) -> int:
+        return sum(len(f.kept_unreadable) for f in self.files.values())
+
     def format(self, max_lines: int = 10) -> str:
         lines = []
         for report in self.files.values():
-            lines.append(f"{report.path}: {report.rows} rows read, {len(report.skipped)} skipped")
+            kept = f", {len(report.kept_unreadable)} unreadable kept (they count as misses)" if report.kept_unreadable else ""
+            lines.append(f"{report.path}: {report.rows} rows read{kept}, {len(report.skipped)} skipped")
             for line, reason in report.skipped[:max_lines]:
                 lines.append(f"  line {line}: {reason}")
-            if len(report.skipped) > max_lines:
-                lines.append(f"  ... {len(report.skipped) - max_lines} more")
+            for line, reason in report.kept_unreadable[:max_lines]:
+                lines.append(f"  line {line} (kept): {reason}")
+            hidden = max(len(report.skipped) - max_lines, 0) + max(len(report.kept_unreadable) - max_lines, 0)
+            if hidden:
+                lines.append(f"  ... {hidden} more")
         return "\n".join(lines)
 
 
@@ -88,10 +99,10 @@ class TextPair:
 class _Rows:
     """Collects the outcome of each row: kept, or skipped (raising instead in strict mode)."""
 
-    def __init__(self, path: str, strict: bool, report: SkipReport | None):
-        self.path, self.strict = path, strict
+    def __init__(self, path: str, strict: bool, report: SkipReport | None, keep_unreadable: bool = False):
+        self.path, self.strict, self.keep_unreadable = path, strict, keep_unreadable
         self.report = (report if report is not None else SkipReport()).file(path)
-        self.report.rows, self.report.skipped = 0, []
+        self.report.rows, self.report.skipped, self.report.kept_unreadable = 0, [], []
 
     def keep(self) -> None:
         self.report.rows += 1
@@ -100,6 +111,14 @@ class _Rows:
         if self.strict:
             raise DataFormatError(f"{self.path}:{line}: {reason} (strict mode; without it the row is skipped and counted)")
         self.report.skipped.append((line, reason))
+
+    def unreadable(self, line: int, reason: str) -> bool:
+        """A row whose chemistry RDKit cannot read: True when it is kept as written (then call `keep`)."""
+        if self.keep_unreadable and not self.strict:
+            self.report.kept_unreadable.append((line, reason))
+            return True
+        self.skip(line, reason)
+        return False
 
 
 def _is_remote(path: str) -> bool:
@@ -141,9 +160,11 @@ def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
             yield number, line.rstrip("\r\n")
 
 
-def read_chebi20(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[MoleculeText]:
-    """ChEBI-20 rows; SMILES get their single backslashes back and must parse."""
-    rows = _Rows(str(path), strict, report)
+def read_chebi20(
+    path: str, *, strict: bool = False, report: SkipReport | None = None, keep_unreadable: bool = False
+) -> list[MoleculeText]:
+    """ChEBI-20 rows; SMILES get their single backslashes back and must parse (or are kept, see above)."""
+    rows = _Rows(str(path), strict, report, keep_unreadable)
     records = []
     for number, line in _numbered_lines(path):
         if (number == 1 and line.split("\t") == ["CID", "SMILES", "description"]) or not line.strip():
@@ -157,37 +178,45 @@ def read_chebi20(path: str, *, strict: bool = False, report: SkipReport | None =
             rows.skip(number, "empty SMILES or description")
             continue
         smiles = unescape_backslashes(smiles)
-        if canonicalize(smiles) is None:
-            rows.skip(number, f"SMILES does not parse: {smiles[:60]}")
+        if canonicalize(smiles) is None and not rows.unreadable(number, f"SMILES does not parse: {smiles[:60]}"):
             continue
         rows.keep()
         records.append(MoleculeText(cid, smiles, description))
     return records
 
 
-def _reaction_outcome(reaction: str) -> ReactionPair | str:
-    """The reaction in Text+Chem T5 format, or the reason it cannot be read (picklable for workers)."""
+def _reaction_outcome(reaction: str) -> tuple[ReactionPair | None, str | None]:
+    """`(pair, None)` in Text+Chem T5 format; `(pair as written, reason)` when RDKit cannot read a molecule;
+    `(None, reason)` when it is not reaction SMILES at all (picklable for workers)."""
     try:
-        return ReactionPair(*precursors_and_products(reaction))
+        return ReactionPair(*precursors_and_products(reaction)), None
     except ValueError as error:
-        return str(error)
+        try:
+            return ReactionPair(*precursors_and_products_as_written(reaction)), str(error)
+        except ValueError:
+            return None, str(error)
 
 
 def _read_reactions(path: str, numbered: list[tuple[int, str]], rows: _Rows) -> list[ReactionPair]:
     outcomes = start_parallel_map(_reaction_outcome, [r for _, r in numbered])()
     records = []
-    for (number, _), outcome in zip(numbered, outcomes):
-        if isinstance(outcome, str):
-            rows.skip(number, outcome)
-        else:
-            rows.keep()
-            records.append(outcome)
+    for (number, _), (pair, reason) in zip(numbered, outcomes):
+        if reason is not None:
+            if pair is None:
+                rows.skip(number, reason)
+                continue
+            if not rows.unreadable(number, reason):
+                continue
+        rows.keep()
+        records.append(pair)
     return records
 
 
-def read_uspto_mit(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[ReactionPair]:
+def read_uspto_mit(
+    path: str, *, strict: bool = False, report: SkipReport | None = None, keep_unreadable: bool = False
+) -> list[ReactionPair]:
     """USPTO-MIT lines `reactants>>product bond-edits` (bond edits ignored), atom maps removed."""
-    rows = _Rows(str(path), strict, report)
+    rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
     for number, line in _numbered_lines(path):
         if not line.strip():
@@ -200,9 +229,11 @@ def read_uspto_mit(path: str, *, strict: bool = False, report: SkipReport | None
     return _read_reactions(str(path), numbered, rows)
 
 
-def read_uspto50k(path: str, *, strict: bool = False, report: SkipReport | None = None) -> list[ReactionPair]:
+def read_uspto50k(
+    path: str, *, strict: bool = False, report: SkipReport | None = None, keep_unreadable: bool = False
+) -> list[ReactionPair]:
     """USPTO-50K CSV `class,id,rxn_smiles`, atom maps removed."""
-    rows = _Rows(str(path), strict, report)
+    rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
     with open_text(path) as f:
         reader = csv.reader(f)
