@@ -20,14 +20,16 @@ def evaluate(
     output_dir: str,
     decode_fn: DecodeFn | None = None,
     mesh=None,
+    caption_tokenizer: str | None = None,
 ) -> dict:
-    """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import: step 0) on a split."""
+    """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import: step 0) on a split;
+    `caption_tokenizer` a local SciBERT folder for MolT5's caption BLEU/METEOR (gin: CAPTION_TOKENIZER)."""
     from textchem_jax import partitioning
     from textchem_jax.model_loading import checkpoint_step, load_for_inference
 
     mesh = partitioning.make_mesh() if mesh is None else mesh
     params = load_for_inference(model, checkpoint_path, mesh)
-    evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn)
+    evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
     results = evaluator.evaluate(params, step=checkpoint_step(checkpoint_path))  # files named by its step, as T5X
     print(format_table(results))
     print(f"predictions and metrics: {output_dir}")

@@ -1,7 +1,10 @@
 """Evaluation of a model adapter: teacher-forced loss/accuracy, and inference through `seqio.Evaluator`.
 
 Inference evaluation decodes each task's split, postprocesses with the task's postprocessor and
-scores with its RDKit metric functions; `seqio.JSONLogger` writes `inference_eval/<task>-<step>.jsonl`
+scores with its RDKit metric functions, as the paper reports them: every beam reaches the metrics
+(top-k accuracy when the decode function returns k > 1), retrosynthesis round-trip accuracy uses the
+model under evaluation as the forward predictor, and a SciBERT tokenizer folder, when given, tokenizes
+captions for BLEU/METEOR; `seqio.JSONLogger` writes `inference_eval/<task>-<step>.jsonl`
 (inputs, targets, predictions) and `<task>-metrics.jsonl`, the T5X layout, and TensorBoard gets the
 scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `textchem-infer`.
 """
@@ -70,7 +73,9 @@ class InferenceEvaluator:
     """seqio.Evaluator of a dataset config's split, made once per run and reused by every evaluation
     (datasets, cached targets and the compiled decoding)."""
 
-    def __init__(self, model, cfg, output_dir: str, mesh, decode_fn: DecodeFn | None = None):
+    def __init__(
+        self, model, cfg, output_dir: str, mesh, decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None
+    ):
         import seqio
         import tensorflow as tf
 
@@ -87,30 +92,85 @@ class InferenceEvaluator:
             log_dir=output_dir,
         )
         self.batch_size = cfg.batch_size
+        self.input_length = int(cfg.task_feature_lengths["inputs"])
+        self.caption_tokenizer = caption_tokenizer
+        self._round_trip: dict[str, str] = {}
         self.decode = make_batch_decoder(model, mesh, decode_fn, int(cfg.task_feature_lengths["targets"]))
 
     def evaluate(self, params, step: int):
         """{task: {metric: value}} for `params` at `step` (also written to the loggers)."""
-        all_metrics, _ = self.evaluator.evaluate(
-            compute_metrics=jax.process_index() == 0, step=step, predict_fn=self._predict_fn(params)
-        )
-        results = all_metrics.result() if hasattr(all_metrics, "result") else all_metrics
+        from textchem_jax.metrics import metric_settings
+
+        self._round_trip = {}  # retrosynthesis top-1 precursors -> the model's forward prediction
+        with metric_settings(forward_fn=self._forward_from_round_trip, caption_tokenizer=self.caption_tokenizer):
+            all_metrics, _ = self.evaluator.evaluate(
+                compute_metrics=jax.process_index() == 0, step=step, predict_fn=self._predict_fn(params)
+            )
+            results = all_metrics.result() if hasattr(all_metrics, "result") else all_metrics
         return {
             task: {name: getattr(value, "value", value) for name, value in metrics.items()}
             for task, metrics in (results or {}).items()
         }
 
     def _predict_fn(self, params):
-        """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids of the best output)]."""
+        """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids)], the best output's,
+        or every beam's (k, length) when the decode function returns k > 1 (SeqIO then hands the metrics
+        lists of beams, best first: top-k accuracy). For a retrosynthesis task it also runs the model
+        forward on its top-1 precursors, on every host (metrics are computed on the first one only)."""
+        from textchem_jax.data import seqio_tasks
 
-        def predict_fn(dataset) -> list[tuple[int, list[int]]]:
+        def predict_fn(dataset) -> list[tuple[int, np.ndarray]]:
             results = []
             for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
                 sequences, _ = self.decode(params, features)
-                results += [(int(i), [int(t) for t in row[0]]) for i, row in zip(indices, sequences)]
+                results += [(int(i), row if len(row) > 1 else row[0]) for i, row in zip(indices, sequences)]
+            task = self._task_of(dataset)
+            spec = seqio_tasks.SPECS.get(task.name) if task is not None else None
+            if spec is not None and spec.task == "retro":
+                vocab = task.output_features["targets"].vocabulary
+                best = [row if row.ndim == 1 else row[0] for _, row in results]
+                precursors = list(dict.fromkeys(task.postprocess_fn(vocab.decode(row.tolist())) for row in best))
+                self._round_trip.update(zip(precursors, self.forward_predictor(params)(precursors)))
             return results
 
         return predict_fn
+
+    def _task_of(self, dataset):
+        """The task whose cached dataset SeqIO hands to `predict_fn` (it passes that very object)."""
+        import seqio
+
+        for name, cached in self.evaluator.cached_model_datasets.items():
+            if cached is dataset:
+                return seqio.get_mixture_or_task(name)
+        return None
+
+    def _forward_from_round_trip(self, precursors: list[str]) -> list[str]:
+        return [self._round_trip[p] for p in precursors]
+
+    def forward_predictor(self, params):
+        """`precursors -> products` by the model under evaluation, batched on the mesh: the forward model of
+        the retrosynthesis round trip (the paper's multi-task model is its own forward predictor)."""
+        from textchem_jax.catalogue import PROMPTS, task_input_domain
+        from textchem_jax.data import seqio_tasks
+        from textchem_jax.metrics import smiles_postprocessor
+
+        vocab = seqio_tasks.vocabulary()
+        domain = task_input_domain("forward")
+
+        def forward(precursors: list[str]) -> list[str]:
+            products = []
+            for start in range(0, len(precursors), self.batch_size):
+                chunk = precursors[start : start + self.batch_size]
+                tokens = np.zeros((len(chunk), self.input_length), np.int32)
+                for row, text in enumerate(chunk):
+                    ids = [*vocab.encode(PROMPTS["forward"] + text)[: self.input_length - 1], vocab.eos_id]
+                    tokens[row, : len(ids)] = ids
+                batch = {"encoder_input_tokens": tokens, "input_domain": np.full_like(tokens, domain)}
+                sequences, _ = self.decode(params, batch)
+                products += [smiles_postprocessor(vocab.decode([int(t) for t in row[0]])) for row in sequences]
+            return products
+
+        return forward
 
 
 def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, float]:

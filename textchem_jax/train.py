@@ -114,6 +114,7 @@ def train(
     log_period: int = 10,
     random_seed: int = 0,
     decode_fn=None,
+    caption_tokenizer: str | None = None,
 ) -> dict:
     """Trains the model adapter `model` until `total_steps`, resuming from MODEL_DIR; returns the final
     evaluation metrics.
@@ -122,7 +123,8 @@ def train(
     `partitioning.make_mesh()`; `trainer_cls(model=, optimizer=, mesh=)` builds the trainer (gin binds
     its `num_microbatches` and `learning_rate_fn`). Evaluation every `eval_period` steps and at the end:
     teacher-forced on `train_eval_dataset_cfg` (`eval_steps` batches), inference metrics on
-    `infer_eval_dataset_cfg` decoded with `decode_fn` (default greedy).
+    `infer_eval_dataset_cfg` decoded with `decode_fn` (default greedy), captions tokenized for BLEU/METEOR
+    by `caption_tokenizer` (a local SciBERT folder, as MolT5's scripts; default: the documented word tokenizer).
     """
     import tensorflow as tf
 
@@ -157,7 +159,7 @@ def train(
     evaluate = functools.partial(
         _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
         eval_steps=eval_steps, seed=random_seed, inference=_inference_evaluator(
-            model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn
+            model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer
         ),
     )  # fmt: skip
     first_step = int(state.step)
@@ -230,14 +232,16 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
     return results
 
 
-def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn):
+def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer):
     """A function giving the run's one InferenceEvaluator, made at its first use (None: no inference
     evaluation): its datasets, cached targets and compiled decoding serve every evaluation of the run."""
     if cfg is None or cfg.num_examples == 0:
         return None
     from textchem_jax import evaluator as eval_lib
 
-    return functools.cache(lambda: eval_lib.InferenceEvaluator(model, cfg, output_dir, mesh, decode_fn))
+    return functools.cache(
+        lambda: eval_lib.InferenceEvaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer)
+    )
 
 
 def _write_model_info(model_dir: str, trainer, model, mesh) -> None:

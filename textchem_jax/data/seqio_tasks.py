@@ -95,16 +95,30 @@ def register_mixture(name: str, tasks_and_rates: list) -> None:
 
 
 # Metrics a task always reports, even where they cannot be computed here (then NaN, printed "n/a").
-_ALWAYS = {"retro": {"roundtrip_accuracy": "needs the model as its own forward predictor (not wired into evaluation yet)"}}
+_ALWAYS = {
+    "retro": {
+        "roundtrip_accuracy": "needs a forward predictor: textchem-eval and training's evaluation use the model "
+        "itself; elsewhere wrap the evaluation in metrics.metric_settings(forward_fn=...)"
+    }
+}
 
 
 def _every_key(metric_fn, task: str):
-    """Every metric key always present: one that could not be computed (None, e.g. METEOR without WordNet)
-    becomes NaN, which SeqIO's loggers accept and our tables print as n/a, with the reason logged."""
+    """The task's metric function, given what `metrics.settings.current()` holds (the retrosynthesis
+    round trip's forward model, the caption tokenizer), with every metric key always present: one that
+    could not be computed (None, e.g. METEOR without WordNet) becomes NaN, which SeqIO's loggers accept
+    and our tables print as n/a, with the reason logged."""
+    from textchem_jax.metrics import settings
 
     @functools.wraps(metric_fn)
     def wrapped(targets, predictions):
-        results = dict(metric_fn(targets, predictions))
+        current = settings.current()
+        options = {}
+        if task == "retro" and current.forward_fn is not None:
+            options["forward_fn"] = current.forward_fn
+        if task == "mol2text" and current.caption_tokenizer is not None:
+            options["tokenizer"] = current.caption_tokenizer
+        results = dict(metric_fn(targets, predictions, **options))
         for key, reason in _ALWAYS.get(task, {}).items():
             if results.get(key) is None:
                 results[key] = None

@@ -15,8 +15,11 @@ from textchem_jax.metrics.postprocessors import (
     text_postprocessor,
 )
 from textchem_jax.metrics.reactions import forward_metrics, retro_metrics
+from textchem_jax.metrics.settings import MetricSettings, metric_settings
 
 __all__ = [
+    "MetricSettings",
+    "metric_settings",
     "forward_metrics",
     "mol2text_metrics",
     "paragraph2actions_metrics",

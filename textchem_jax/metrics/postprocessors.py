@@ -1,14 +1,16 @@
 """SeqIO postprocessors: decoded model text -> the cleaned string each metric family scores.
 
-SeqIO calls `postprocess_fn(output, example=..., is_target=...)`. SMILES outputs keep their raw
+SeqIO calls `postprocess_fn(output, example=..., is_target=...)`; with top-k decoding `output` is a list
+of beams (best first), and each postprocessor cleans every beam. SMILES outputs keep their raw
 spelling (BLEU and Levenshtein score the string; molecules are compared by canonical form inside the
 metrics), losing only surrounding whitespace, leftover special tokens and ChEBI's doubled backslashes.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from textchem_jax.chem.smiles import unescape_backslashes
 from textchem_jax.metrics._inputs import as_text
@@ -17,10 +19,23 @@ _SPECIAL_TOKENS = re.compile(r"</s>|<pad>|<s>")
 _SPACES = re.compile(r"\s+")
 
 
+def _each_beam(postprocess: Callable) -> Callable:
+    """A postprocessor that also takes a list of beams (SeqIO's top-k predictions) and cleans each."""
+
+    @functools.wraps(postprocess)
+    def wrapped(output: object, example: Mapping | None = None, is_target: bool = False):
+        if isinstance(output, (list, tuple)):
+            return [postprocess(beam, example, is_target) for beam in output]
+        return postprocess(output, example, is_target)
+
+    return wrapped
+
+
 def _clean(output: object) -> str:
     return _SPACES.sub(" ", _SPECIAL_TOKENS.sub(" ", as_text(output))).strip()
 
 
+@_each_beam
 def smiles_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False) -> str:
     """A SMILES (or precursor set) as decoded: no whitespace inside, single backslashes."""
     return unescape_backslashes(_clean(output).replace(" ", ""))
@@ -30,17 +45,20 @@ def smiles_postprocessor(output: object, example: Mapping | None = None, is_targ
 _UNKNOWN = re.compile(r"\s*(?:<unk>|\u2047)\s*")
 
 
+@_each_beam
 def gt4sd_smiles_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False) -> str:
     """A SMILES from a GT4SD Text+Chem T5 checkpoint, read as its authors did: T5's vocabulary has no `\\`,
     so their models write `<unk>` for it, which GT4SD turns back into `\\` before scoring."""
     return smiles_postprocessor(_UNKNOWN.sub(lambda _: "\\", as_text(output)))
 
 
+@_each_beam
 def text_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False) -> str:
     """A caption or action sequence: special tokens dropped, whitespace collapsed."""
     return _clean(output)
 
 
+@_each_beam
 def retro_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False):
     """Precursors; a target also carries its product (from the example) for round-trip accuracy."""
     precursors = smiles_postprocessor(output)
