@@ -1,4 +1,4 @@
-"""SeqIO registrations of Text+Chem T5: importing `tasks` registers every task and mixture.
+r"""SeqIO registrations of Text+Chem T5: importing `tasks` registers every task and mixture.
 
 Tasks (data from `TEXTCHEM_DATA_DIR` or the `DATA_DIR` gin macro):
   textchem_forward, textchem_retro, textchem_paragraph2actions, textchem_text2mol, textchem_mol2text
@@ -9,6 +9,10 @@ Mixtures:
   textchem_mono      mono-domain tasks only (mol2mol: forward, retro; text2text: paragraph2actions)
   textchem_cross     cross-domain tasks only (text2mol, mol2text)
   textchem_demo      all five on the generated demo corpus (no data needed: the embedded default)
+Released checkpoints, scored as their authors did (README, "Released checkpoints"):
+  textchem_gt4sd_eval_<task>, mixture textchem_gt4sd_eval: GT4SD's Text+Chem T5 (an unknown piece in a
+                     SMILES output reads as `\`, the way GT4SD patches T5's vocabulary)
+  textchem_molt5_eval_text2mol, textchem_molt5_eval_mol2text: MolT5 (its models take no prompt)
 """
 
 import seqio
@@ -32,6 +36,11 @@ def _register_all() -> None:
     )
     register_mixture("textchem_cross", [(f"textchem_{t}", rate_by_examples()) for t in ("text2mol", "mol2text")])
     register_mixture("textchem_demo", [(f"textchem_demo_{t}", rate_by_examples()) for t in TASKS])
+    for task in TASKS:
+        register_task(f"textchem_gt4sd_eval_{task}", task, datasets.data_dir, gt4sd_unknown=True)
+    register_mixture("textchem_gt4sd_eval", [(f"textchem_gt4sd_eval_{t}", 1.0) for t in TASKS])
+    for task in ("text2mol", "mol2text"):
+        register_task(f"textchem_molt5_eval_{task}", task, datasets.data_dir, prompt="")
 
 
 _register_all()

@@ -81,3 +81,31 @@ def run_with_devices(script: pathlib.Path, devices: int, *args: str, timeout: in
 
 def tree_leaves(tree) -> Sequence[np.ndarray]:
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+T5_PIECES = 32000  # T5's (and GT4SD's) spiece.model; with 100 sentinels 32,100 ids, 32,128 embedding rows
+
+
+def t5_like_vocabulary(prefix: pathlib.Path, pieces: int = T5_PIECES) -> str:
+    """A SentencePiece model shaped like T5's: SentencePiece's default NFKC unigram (no byte fallback, so
+    no `\\`, `~`, `{`, `}`, `<`) trained on the demo corpus, filled up to `pieces` with rare word pieces.
+
+    The filler pieces are ordinary pieces with scores far below every trained one, so they keep the
+    size and ids of T5's vocabulary without changing how the trained pieces tokenize.
+    """
+    from sentencepiece import sentencepiece_model_pb2
+
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.data.demo import demo_data_dir
+
+    missing = str.maketrans("", "", "".join(vocabularies.CHEMISTRY_CHARACTERS))  # what T5's vocabulary lacks
+    texts = [line.translate(missing) for path in sorted(demo_data_dir().rglob("*.txt")) for line in path.read_text().splitlines()]
+    path = vocabularies.train_plain_vocabulary(texts, prefix, vocab_size=1500)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(pathlib.Path(path).read_bytes())
+    lowest = min(piece.score for piece in proto.pieces)
+    for index in range(pieces - len(proto.pieces)):
+        piece = proto.pieces.add()
+        piece.piece, piece.score = f"\u2581filler{index}", lowest - 100.0 - index
+    pathlib.Path(path).write_bytes(proto.SerializeToString())
+    return path

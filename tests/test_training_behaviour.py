@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import LENGTHS, ROOT, demo_batch, tiny_t5, tree_leaves
+from helpers import LENGTHS, ROOT, demo_batch, t5_like_vocabulary, tiny_t5, tree_leaves
 from textchem_jax import partitioning
 from textchem_jax import train as train_lib
 from textchem_jax import trainer as trainer_lib
@@ -181,21 +181,19 @@ def test_bfloat16_compute_with_float32_parameters():
 @pytest.mark.slow
 @pytest.mark.needs_hf
 def test_finetune_from_a_converted_checkpoint_uses_its_own_vocabulary(tmp_path):
-    """A T5-like vocabulary built here, a random HF T5 over it, converted: textchem-train fine-tunes from it
-    with that vocabulary and no environment variable; a mismatched embedding is one clear error."""
+    """A T5-like 32,100-id vocabulary built here, a random HF T5 over it, converted: textchem-train fine-tunes
+    from it with that vocabulary and no environment variable; a mismatched embedding is one clear error."""
     transformers = pytest.importorskip("transformers", reason="needs the hf extra")
     from textchem_jax.convert import main as convert_main
     from textchem_jax.data import vocabulary as vocabularies
-    from textchem_jax.data.demo import demo_data_dir
     from textchem_jax.models.adapters import EncoderDecoderModel
     from textchem_jax.models.config import t5_config
     from textchem_jax.run_config import import_task_module
 
-    texts = [line for path in sorted(demo_data_dir().rglob("*.txt")) for line in path.read_text().splitlines()]
-    spiece = vocabularies.train_plain_vocabulary(texts, tmp_path / "t5_like", vocab_size=1500)  # T5's NFKC unigram
+    spiece = t5_like_vocabulary(tmp_path / "t5_like")
     vocab = vocabularies.load_vocabulary(spiece)
     rows = vocabularies.padded_vocab_size(vocab)
-    assert (vocab.vocab_size, rows) == (1600, 1664)  # 1,500 pieces + 100 sentinels, padded like T5's 32,128
+    assert (vocab.vocab_size, rows) == (32100, 32128)  # T5's 32,000 pieces + 100 sentinels, 32,128 rows
     config = transformers.T5Config(vocab_size=rows, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
                                    dropout_rate=0.0, decoder_start_token_id=0)  # fmt: skip
     transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path / "hf")
@@ -216,5 +214,5 @@ def test_finetune_from_a_converted_checkpoint_uses_its_own_vocabulary(tmp_path):
     assert "VOCABULARY" in (run / "config.gin").read_text()
 
     wrong = EncoderDecoderModel(t5_config("tiny", "1.1", vocab_size=512), vocabulary=vocab)
-    with pytest.raises(ValueError, match=r"1,600 pieces \(1,664 embedding rows\) but the model's embedding has 512 rows"):
+    with pytest.raises(ValueError, match=r"32,100 pieces \(32,128 embedding rows\) but the model's embedding has 512 rows"):
         import_task_module(None, wrong)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from textchem_jax.evaluator import DecodeFn, InferenceEvaluator, format_table
+from textchem_jax.evaluator import DecodeFn, InferenceEvaluator
+from textchem_jax.metrics.report import format_table, versions_line
 
 
 def evaluate(
@@ -32,6 +33,7 @@ def evaluate(
     evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
     results = evaluator.evaluate(params, step=checkpoint_step(checkpoint_path))  # files named by its step, as T5X
     print(format_table(results))
+    print(versions_line())
     print(f"predictions and metrics: {output_dir}")
     return results
 

@@ -11,7 +11,6 @@ scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `tex
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -188,14 +187,3 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
         totals["num_tokens"] = totals.get("num_tokens", 0.0) + tokens
     tokens = max(totals.get("num_tokens", 0.0), 1.0)
     return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
-
-
-def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    """A per-task metric table for the console."""
-    lines = []
-    for task, metrics in sorted(results.items()):
-        lines.append(task)
-        for name, value in metrics.items():
-            shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-            lines.append(f"  {name:<26}{shown}")
-    return "\n".join(lines)

@@ -59,16 +59,6 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
     return {task: functions[task](targets, preds) for task, (targets, preds) in read_predictions(path).items()}
 
 
-def format_table(results: dict[str, dict[str, float | None]]) -> str:
-    lines = []
-    for task, values in results.items():
-        lines.append(task)
-        for key, value in values.items():
-            shown = "n/a (see warning)" if value is None else f"{value:.4f}"
-            lines.append(f"  {key:<24}{shown}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-score", description=__doc__.splitlines()[0])
     from etils import epath  # user paths: local or gs://
@@ -84,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"textchem-score: {error}", file=sys.stderr)
         return 2
-    print(f"Scored {args.predictions}\n{format_table(results)}")
+    from textchem_jax.metrics.report import format_table, versions_line
+
+    print(f"Scored {args.predictions}\n{format_table(results)}\n{versions_line()}")
     if args.output:
         args.output.write_text(json.dumps(results, indent=2))
     return 0

@@ -214,6 +214,7 @@ def train(
 def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg, eval_steps, seed, inference) -> dict:
     """Teacher-forced metrics on `train_eval_cfg`, then RDKit inference metrics on `infer_eval_cfg`."""
     from textchem_jax import evaluator as eval_lib
+    from textchem_jax.metrics.report import format_table, versions_line
 
     results: dict = {}
     if train_eval_cfg is not None and eval_steps:
@@ -228,7 +229,7 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
         results.update(inference().evaluate(state.params, step))
     if results and jax.process_index() == 0:
         split = (train_eval_cfg or infer_eval_cfg).split
-        print(f"evaluation at step {step} ({split}):\n{eval_lib.format_table(results)}", flush=True)
+        print(f"evaluation at step {step} ({split}):\n{format_table(results)}\n{versions_line()}", flush=True)
     return results
 
 

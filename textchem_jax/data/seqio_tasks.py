@@ -24,6 +24,8 @@ class TaskSpec:
     augment: int = 0
     tfds_dir: str | None = None
     canonical: bool = False
+    prompt: str | None = None  # None: the Text+Chem T5 prompt of `task`; "" for prompt-free models (MolT5)
+    gt4sd_unknown: bool = False  # read a decoded unknown piece as `\` in SMILES outputs, as GT4SD does
 
     def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
         """The task's (input, target) pairs: from the files in `directory()`, or from TFDS with `tfds_dir`."""
@@ -80,8 +82,7 @@ def use_vocabulary(vocab) -> None:
         seqio.MixtureRegistry.remove(name)
     for name, spec in list(SPECS.items()):
         seqio.TaskRegistry.remove(name)
-        register_task(name, spec.task, spec.directory, reactions=spec.reactions, augment=spec.augment,
-                      tfds_dir=spec.tfds_dir, canonical=spec.canonical)  # fmt: skip
+        _register(name, spec)
     for name, tasks_and_rates in MIXTURE_SPECS.items():
         seqio.MixtureRegistry.add(name, tasks_and_rates)
 
@@ -133,16 +134,19 @@ def _every_key(metric_fn, task: str):
     return wrapped
 
 
-def _metric_and_postprocess(task: str):
+def _metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
     from textchem_jax import metrics
 
-    return {
+    metric_fn, postprocess_fn = {
         "forward": (metrics.forward_metrics, metrics.smiles_postprocessor),
         "retro": (metrics.retro_metrics, metrics.retro_postprocessor),
         "paragraph2actions": (metrics.paragraph2actions_metrics, metrics.text_postprocessor),
         "text2mol": (metrics.text2mol_metrics, metrics.smiles_postprocessor),
         "mol2text": (metrics.mol2text_metrics, metrics.text_postprocessor),
     }[task]
+    if gt4sd_unknown and DOMAINS[task][1] == "chemistry":
+        postprocess_fn = metrics.gt4sd_compatible(postprocess_fn)
+    return metric_fn, postprocess_fn
 
 
 def _dataset_fn(spec: TaskSpec):
@@ -161,43 +165,40 @@ def _dataset_fn(spec: TaskSpec):
     return dataset_fn
 
 
-def register_task(
-    name: str,
-    task: str,
-    directory: Callable[[], str],
-    *,
-    reactions: str | None = None,
-    augment: int = 0,
-    tfds_dir: str | None = None,
-    canonical: bool = False,
-):
+def register_task(name: str, task: str, directory: Callable[[], str], **options):
     """Registers `name` as a SeqIO task reading `task` examples from the folder `directory()`.
 
-    With `tfds_dir` the examples come from datasets our TFDS builders prepared there instead;
-    `canonical` and `augment` are passed to `datasets.task_pairs`.
+    `options` are `TaskSpec` fields: with `tfds_dir` the examples come from datasets our TFDS builders
+    prepared there; `canonical` and `augment` are passed to `datasets.task_pairs`; `prompt` replaces the
+    Text+Chem T5 prompt; `gt4sd_unknown` scores released GT4SD checkpoints as their authors did.
     """
+    return _register(name, TaskSpec(task, directory, **options))
+
+
+def _register(name: str, spec: TaskSpec):
     import seqio
 
     from textchem_jax.data.preprocessors import add_input_domain, add_prompt
 
     vocab = vocabulary()
-    metric_fn, postprocess_fn = _metric_and_postprocess(task)
-    spec = SPECS[name] = TaskSpec(task, directory, reactions, augment, tfds_dir, canonical)
+    metric_fn, postprocess_fn = _metric_and_postprocess(spec.task, spec.gt4sd_unknown)
+    SPECS[name] = spec
+    prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
     return seqio.TaskRegistry.add(
         name,
         source=seqio.FunctionDataSource(_dataset_fn(spec), splits=SPLITS),
         preprocessors=[
-            functools.partial(add_prompt, prompt=PROMPTS[task], keep_input_as="product" if task == "retro" else None),
+            functools.partial(add_prompt, prompt=prompt, keep_input_as="product" if spec.task == "retro" else None),
             seqio.preprocessors.tokenize,
             seqio.preprocessors.append_eos_after_trim,
-            functools.partial(add_input_domain, domain=task_input_domain(task)),
+            functools.partial(add_input_domain, domain=task_input_domain(spec.task)),
         ],
         output_features={
             "inputs": seqio.Feature(vocab, add_eos=True),
             "targets": seqio.Feature(vocab, add_eos=True),
         },
         postprocess_fn=postprocess_fn,
-        metric_fns=[_every_key(metric_fn, task)],
+        metric_fns=[_every_key(metric_fn, spec.task)],
     )
 
 

@@ -9,6 +9,7 @@ from textchem_jax.metrics.actions import paragraph2actions_metrics
 from textchem_jax.metrics.captions import mol2text_metrics, word_tokenize
 from textchem_jax.metrics.molecules import text2mol_metrics
 from textchem_jax.metrics.postprocessors import (
+    gt4sd_compatible,
     gt4sd_smiles_postprocessor,
     retro_postprocessor,
     smiles_postprocessor,
@@ -16,14 +17,19 @@ from textchem_jax.metrics.postprocessors import (
 )
 from textchem_jax.metrics.reactions import forward_metrics, retro_metrics
 from textchem_jax.metrics.settings import MetricSettings, metric_settings
+from textchem_jax.metrics.report import format_table, library_versions, versions_line
 
 __all__ = [
     "MetricSettings",
     "metric_settings",
+    "format_table",
     "forward_metrics",
     "mol2text_metrics",
     "paragraph2actions_metrics",
     "retro_metrics",
+    "gt4sd_compatible",
+    "library_versions",
+    "versions_line",
     "gt4sd_smiles_postprocessor",
     "retro_postprocessor",
     "smiles_postprocessor",

@@ -45,11 +45,18 @@ def smiles_postprocessor(output: object, example: Mapping | None = None, is_targ
 _UNKNOWN = re.compile(r"\s*(?:<unk>|\u2047)\s*")
 
 
-@_each_beam
-def gt4sd_smiles_postprocessor(output: object, example: Mapping | None = None, is_target: bool = False) -> str:
-    """A SMILES from a GT4SD Text+Chem T5 checkpoint, read as its authors did: T5's vocabulary has no `\\`,
-    so their models write `<unk>` for it, which GT4SD turns back into `\\` before scoring."""
-    return smiles_postprocessor(_UNKNOWN.sub(lambda _: "\\", as_text(output)))
+def _unknown_as_backslash(postprocess: Callable, output: object, example: Mapping | None = None, is_target: bool = False):
+    return postprocess(_UNKNOWN.sub(lambda _: "\\", as_text(output)), example, is_target)
+
+
+def gt4sd_compatible(postprocess: Callable) -> Callable:
+    """`postprocess` reading output as GT4SD reads its Text+Chem T5 checkpoints: T5's vocabulary has no `\\`,
+    so those models write `<unk>` for it, which GT4SD turns back into `\\` before scoring."""
+    return functools.wraps(postprocess)(_each_beam(functools.partial(_unknown_as_backslash, postprocess)))
+
+
+gt4sd_smiles_postprocessor = gt4sd_compatible(smiles_postprocessor)
+gt4sd_smiles_postprocessor.__doc__ = gt4sd_compatible.__doc__
 
 
 @_each_beam
