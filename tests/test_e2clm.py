@@ -511,3 +511,42 @@ def test_every_variant_through_evaluation_and_inference(tmp_path, variant):
     )  # fmt: skip
     rows = [json.loads(line) for line in open(path)]
     assert rows and all(len(row["beams"]) == 2 for row in rows)
+
+
+@pytest.mark.slow
+def test_routed_variant_through_the_eval_and_infer_commands(tmp_path):
+    """The routed (`select`) variant, which reads `input_domain`, trained here and then evaluated and
+    decoded by the real `textchem-eval` and `textchem-infer` commands from gin files alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import LENGTHS, ROOT, tiny_e2clm
+    from textchem_jax import train as train_lib
+    from textchem_jax.run_config import CheckpointConfig, DatasetConfig
+
+    train_lib.train(
+        model=tiny_e2clm(aggregation="select"), model_dir=str(tmp_path / "run"), optimizer=optax.adamw(1e-3),
+        total_steps=1, train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
+        checkpoint_cfg=CheckpointConfig(period=1),
+    )  # fmt: skip
+    model = ["--gin_file=models/e2clm_small.gin", "--gin.e2clm.e2clm_config.size='tiny'",
+             "--gin.e2clm.e2clm_config.aggregation='select'", "--gin.DROPOUT_RATE=0.0",
+             f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}"]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def run(module: str, *flags: str) -> str:
+        result = subprocess.run([sys.executable, "-m", module, *model, *flags], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result.stdout
+
+    printed = run("textchem_jax.evaluate", "--gin_file=runs/eval.gin", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'",
+                  "--gin.MIXTURE_OR_TASK_NAME='textchem_demo'", "--gin.run_config.DatasetConfig.num_examples=2")  # fmt: skip
+    assert all(f"textchem_demo_{task}" in printed for task in catalogue.TASKS)
+    run("textchem_jax.infer", "--gin_file=runs/infer.gin", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'",
+        "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_mol2text'", "--gin.BATCH_SIZE=4")  # fmt: skip
+    (path,) = (tmp_path / "preds").glob("*.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows and all(len(row["beams"]) == 4 for row in rows)

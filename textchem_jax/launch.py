@@ -11,6 +11,7 @@ optimizers) never import gin themselves.
 from __future__ import annotations
 
 import logging
+import warnings
 import os
 import pathlib
 import re
@@ -73,10 +74,29 @@ def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[st
     return seen
 
 
-def _quiet_uncached_warning(record) -> bool:
-    """seqio warns per task that an uncached source "reshuffles on restarts": our checkpoints keep each
-    host's data-iterator position, so a resumed run continues on exactly the next batch."""
-    return "Using an uncached FunctionDataset" not in str(record.getMessage())
+_CHATTER = (
+    # seqio warns per task that an uncached source "reshuffles on restarts": our checkpoints keep each
+    # host's data-iterator position, so a resumed run continues on exactly the next batch.
+    "Using an uncached FunctionDataset",
+    "Given sequence lengths are longer than necessary",  # seqio: eval lengths above the split's longest
+)
+
+
+def _quiet_library_chatter(record) -> bool:
+    return not any(text in str(record.getMessage()) for text in _CHATTER)
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore TF_CPP_MIN_LOG_LEVEL since 2.18:
+    its import runs with the process's stderr pointed at /dev/null (Python errors still raise)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:  # local only: the null device
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _quiet_search_misses(record) -> bool:
@@ -172,10 +192,13 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
         from absl import logging as absl_logging
 
         FLAGS = flags.FLAGS
-        if not FLAGS["verbosity"].present:  # orbax/seqio INFO chatter off; `-v 0` brings it back
-            absl_logging.set_verbosity(absl_logging.WARNING)
-            logging.getLogger("absl").addFilter(_quiet_uncached_warning)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if not FLAGS["verbosity"].present:  # library chatter off; `-v 0` brings it back
+            absl_logging.set_verbosity(absl_logging.WARNING)
+            logging.getLogger("absl").addFilter(_quiet_library_chatter)
+            # Our RDKit process pool forks workers that never touch JAX, which Python warns about anyway.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            _import_tensorflow_quietly()
         if FLAGS.tfds_data_dir:
             os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir
         initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index)
