@@ -1,8 +1,10 @@
-"""`textchem-convert`: Hugging Face T5 directory <-> our converted-checkpoint directory.
+"""`textchem-convert`: Hugging Face T5 and T5X checkpoints <-> our converted-checkpoint directory.
 
     textchem-convert --hf_dir=DIR --output_dir=DIR [--vocabulary=spiece.model] [--scan_layers]
+    textchem-convert --t5x_checkpoint=DIR --output_dir=DIR --vocabulary=spiece.model
     textchem-convert --checkpoint_dir=DIR --hf_output_dir=DIR [--vocabulary=spiece.model]
-    textchem-convert --checkpoint_dir=MODEL_DIR --hf_output_dir=DIR   (a training run's latest checkpoint)
+    textchem-convert --checkpoint_dir=DIR --t5x_output_dir=T5X_MODEL_DIR
+    (--checkpoint_dir: a converted directory, or a training run's MODEL_DIR: its latest checkpoint)
 
 A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
 `t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
@@ -68,6 +70,7 @@ def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, sourc
     return "\n".join(lines) + "\n"
 
 
+
 def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None,
               extend_vocabulary: bool = False, **config_overrides: Any) -> T5Config:  # fmt: skip
     """HF directory -> converted directory; returns the model config.
@@ -75,13 +78,31 @@ def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathli
     `extend_vocabulary` adds the chemistry characters the vocabulary cannot write (T5's has no `\\`)
     and grows the embedding (and v1.1 logits) to match, so fine-tuning keeps cis/trans stereo.
     """
-    from textchem_jax.data import vocabulary as vocabularies
     from textchem_jax.models.hf_convert import load_hf_directory
-    from textchem_jax.models.t5 import insert_vocabulary_rows
 
     config, params = load_hf_directory(hf_dir, **config_overrides)
-    output_dir.mkdir(parents=True, exist_ok=True)
     vocabulary = vocabulary or (hf_dir / VOCABULARY_FILE if (hf_dir / VOCABULARY_FILE).exists() else None)
+    return write_converted(output_dir, config, params, vocabulary, str(hf_dir), extend_vocabulary)
+
+
+def import_t5x(checkpoint: str, output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None,
+               extend_vocabulary: bool = False) -> T5Config:  # fmt: skip
+    """T5X checkpoint (any layout, see `t5x_checkpoints`) -> converted directory. The config comes from the
+    parameter shapes and the vocabulary from `vocabulary`: T5X checkpoints carry neither."""
+    from textchem_jax import t5x_checkpoints
+
+    params, step = t5x_checkpoints.read_checkpoint(checkpoint)
+    config = t5x_checkpoints.config_from_params(params)
+    return write_converted(output_dir, config, params, vocabulary, f"{checkpoint} (T5X, step {step})", extend_vocabulary)
+
+
+def write_converted(output_dir: pathlib.Path, config: T5Config, params: dict, vocabulary: pathlib.Path | None,
+                    source: str, extend_vocabulary: bool = False) -> T5Config:  # fmt: skip
+    """A converted directory: params.npz, t5_config.json, model.gin and the vocabulary beside them."""
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.models.t5 import insert_vocabulary_rows
+
+    output_dir.mkdir(parents=True, exist_ok=True)
     copied = None
     if vocabulary is not None:
         copied = output_dir.resolve() / VOCABULARY_FILE
@@ -89,28 +110,14 @@ def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathli
             shutil.copyfile(vocabulary, copied)
     if extend_vocabulary:
         if copied is None:
-            raise ValueError(f"--extend_vocabulary needs the SentencePiece model: {hf_dir} has no spiece.model; give --vocabulary")
+            raise ValueError(f"--extend_vocabulary needs the SentencePiece model: {source} has none; give --vocabulary")
         _, pieces, added = vocabularies.extend_vocabulary(copied, copied)  # before seqio caches the file
         rows = vocabularies.padded_vocab_size(vocabularies.load_vocabulary(copied))
         params, config = insert_vocabulary_rows(params, config, pieces, len(added), max(rows, config.vocab_size))
         print(f"vocabulary extended by {added} ({pieces:,} -> {pieces + len(added):,} pieces, {config.vocab_size:,} rows)")
     write_params(output_dir, params)
     (output_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    (output_dir / GIN_FILE).write_text(model_gin_text(config, copied, str(hf_dir)))
-    return config
-
-
-def export_hf(
-    checkpoint_dir: pathlib.Path, hf_output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None
-) -> T5Config:
-    """Converted directory -> HF directory (config.json, model.safetensors, spiece.model)."""
-    from textchem_jax.models.hf_convert import save_hf_directory
-
-    config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
-    params = read_params(checkpoint_dir, config)
-    if vocabulary is None and (checkpoint_dir / VOCABULARY_FILE).exists():
-        vocabulary = checkpoint_dir / VOCABULARY_FILE
-    save_hf_directory(hf_output_dir, config, params, vocabulary)
+    (output_dir / GIN_FILE).write_text(model_gin_text(config, copied, source))
     return config
 
 
@@ -126,61 +133,94 @@ def run_model(run_dir: pathlib.Path):
         gin.clear_config()
 
 
-def export_run(run_dir: pathlib.Path, hf_output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None) -> T5Config:
-    """A training run's latest checkpoint (orbax, `MODEL_DIR`) -> HF directory, with the run's vocabulary."""
+
+def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[T5Config, dict, int]:
+    """`(config, params, step)` of a converted directory (step 0) or of a training run's latest checkpoint
+    (orbax, `MODEL_DIR`; T5-shaped models only)."""
     import jax
 
     from textchem_jax import partitioning
-    from textchem_jax.data import vocabulary as vocabularies
-    from textchem_jax.model_loading import load_for_inference
-    from textchem_jax.models.hf_convert import save_hf_directory
+    from textchem_jax.model_loading import checkpoint_step, load_for_inference
 
-    model = run_model(run_dir)
+    if (checkpoint_dir / CONFIG_FILE).exists():
+        config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
+        return config, read_params(checkpoint_dir, config), 0
+    if not (checkpoint_dir / RUN_CONFIG_FILE).exists():
+        raise ValueError(f"{checkpoint_dir} has neither {CONFIG_FILE} (a textchem-convert directory) nor "
+                         f"{RUN_CONFIG_FILE} (a textchem-train MODEL_DIR)")  # fmt: skip
+    model = run_model(checkpoint_dir)
     names = set(model.abstract_params())
     if names != {"token_embedder", "encoder", "decoder"}:
         raise ValueError(
-            f"{run_dir} holds {sorted(names)}: only T5-shaped models (Text+Chem T5, a shared-encoder e2-CLM) "
-            "export to a Hugging Face T5 directory"
+            f"{checkpoint_dir} holds {sorted(names)}: only T5-shaped models (Text+Chem T5, a shared-encoder e2-CLM) "
+            "export to a Hugging Face T5 or T5X checkpoint"
         )
     mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-    params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(run_dir), mesh))
-    if vocabulary is None:  # the vocabulary the run trained with (kept in MODEL_DIR by textchem-train)
-        vocabulary = run_dir / VOCABULARY_FILE
-        if not vocabulary.exists():
-            vocabulary = pathlib.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
-    save_hf_directory(hf_output_dir, model.t5_config, params, vocabulary)
-    return model.t5_config
+    params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(checkpoint_dir), mesh))
+    return model.t5_config, params, checkpoint_step(str(checkpoint_dir))
+
+
+def checkpoint_vocabulary(checkpoint_dir: pathlib.Path) -> pathlib.Path:
+    """The vocabulary kept beside a converted checkpoint or in a run's MODEL_DIR, else the default one."""
+    from textchem_jax.data import vocabulary as vocabularies
+
+    vocabulary = checkpoint_dir / VOCABULARY_FILE
+    if vocabulary.exists():
+        return vocabulary
+    return pathlib.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
+
+
+def export(checkpoint_dir: pathlib.Path, *, hf_output_dir: pathlib.Path | None = None, t5x_output_dir: str | None = None,
+           vocabulary: pathlib.Path | None = None) -> tuple[T5Config, str]:  # fmt: skip
+    """A converted directory or a run's MODEL_DIR -> a Hugging Face directory (config.json, model.safetensors,
+    spiece.model) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/`); returns (config, what was written)."""
+    config, params, step = load_checkpoint(checkpoint_dir)
+    if t5x_output_dir is not None:
+        from textchem_jax import t5x_checkpoints
+
+        return config, t5x_checkpoints.write_checkpoint(t5x_output_dir, params, step)
+    from textchem_jax.models.hf_convert import save_hf_directory
+
+    save_hf_directory(hf_output_dir, config, params, vocabulary or checkpoint_vocabulary(checkpoint_dir))
+    return config, str(hf_output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hf_dir", type=pathlib.Path, help="Hugging Face T5 directory to import")
-    parser.add_argument("--output_dir", type=pathlib.Path, help="converted directory to write (with --hf_dir)")
+    parser.add_argument("--t5x_checkpoint", help="T5X checkpoint_<step> folder, or a T5X MODEL_DIR (its latest), to import")
+    parser.add_argument("--output_dir", type=pathlib.Path, help="converted directory to write (with --hf_dir or --t5x_checkpoint)")
     parser.add_argument("--checkpoint_dir", type=pathlib.Path,
                         help="converted directory or textchem-train MODEL_DIR (latest checkpoint) to export")  # fmt: skip
     parser.add_argument("--hf_output_dir", type=pathlib.Path, help="HF directory to write (with --checkpoint_dir)")
+    parser.add_argument("--t5x_output_dir", help="T5X MODEL_DIR to write checkpoint_<step>/ into (with --checkpoint_dir)")
     parser.add_argument("--vocabulary", type=pathlib.Path, help="SentencePiece model to copy alongside")
     parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
     parser.add_argument("--extend_vocabulary", action="store_true",
                         help="add the chemistry characters the vocabulary lacks (T5's: \\ ~ { } <) and grow the embedding")  # fmt: skip
     args = parser.parse_args(argv)
+    sources = [s for s in (args.hf_dir, args.t5x_checkpoint) if s]
+    exports = [d for d in (args.hf_output_dir, args.t5x_output_dir) if d]
 
-    if args.hf_dir and args.output_dir and not (args.checkpoint_dir or args.hf_output_dir):
-        config = import_hf(args.hf_dir, args.output_dir, args.vocabulary, args.extend_vocabulary,
-                           scan_layers=args.scan_layers)  # fmt: skip
-        print(f"imported {args.hf_dir} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
-        return 0
-    if args.checkpoint_dir and args.hf_output_dir and not (args.hf_dir or args.output_dir):
-        if (args.checkpoint_dir / CONFIG_FILE).exists():
-            config = export_hf(args.checkpoint_dir, args.hf_output_dir, args.vocabulary)
-        elif (args.checkpoint_dir / RUN_CONFIG_FILE).exists():
-            config = export_run(args.checkpoint_dir, args.hf_output_dir, args.vocabulary)
-        else:
-            parser.error(f"{args.checkpoint_dir} has neither {CONFIG_FILE} (a textchem-convert directory) nor "
-                         f"{RUN_CONFIG_FILE} (a textchem-train MODEL_DIR)")  # fmt: skip
-        print(f"exported {args.checkpoint_dir} -> {args.hf_output_dir}: {config}")
-        return 0
-    parser.error("give either --hf_dir and --output_dir, or --checkpoint_dir and --hf_output_dir")
+    try:
+        if len(sources) == 1 and args.output_dir and not (args.checkpoint_dir or exports):
+            if args.hf_dir:
+                config = import_hf(args.hf_dir, args.output_dir, args.vocabulary, args.extend_vocabulary,
+                                   scan_layers=args.scan_layers)  # fmt: skip
+            else:
+                config = import_t5x(args.t5x_checkpoint, args.output_dir, args.vocabulary, args.extend_vocabulary)
+            print(f"imported {sources[0]} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
+            return 0
+        if args.checkpoint_dir and len(exports) == 1 and not (sources or args.output_dir):
+            config, written = export(args.checkpoint_dir, hf_output_dir=args.hf_output_dir,
+                                     t5x_output_dir=args.t5x_output_dir, vocabulary=args.vocabulary)  # fmt: skip
+            print(f"exported {args.checkpoint_dir} -> {written}: {config}")
+            return 0
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"textchem-convert: {error}", file=sys.stderr)
+        return 2
+    parser.error("give one of --hf_dir, --t5x_checkpoint with --output_dir; or --checkpoint_dir with one of "
+                 "--hf_output_dir, --t5x_output_dir")  # fmt: skip
     return 2
 
 

@@ -20,9 +20,16 @@ Aggregation (`E2ClmConfig.aggregation`) -- how the two encodings become the one 
     to find): `lead + Attention(norm(lead), other)`. The lead keeps the input's length and positions.
   * "select": the domain chooses the encoder; the other one's output is discarded (both still run on the
     whole batch -- static shapes -- so an encoder pass costs 2x, as in the aggregating modes).
-Our reading of the paper (from DESIGN.md and memory, not checked against its text): its e2-CLM models give
-the input to both encoders and combine the outputs by mean or by cross-attention before a shared decoder;
-"select" is ours, the routing alternative, kept because it isolates what each domain encoder contributes.
+The paper's wording (Figure 4's caption, as quoted at liner.com/review/unifying-molecular-and-textual-
+representations-via-multitask-language-modelling): "A: ... two frozen sets of weights (φ̄t, φ̄c) are used for
+the text and chemistry encoders respectively. These weights are extracted from large, pre-trained language
+encoders, such as T5 and T5Chem. B: ... the chemistry encoder is fine-tuned (enc-training) while the text
+encoder remains frozen (no enc-sharing). The fine-tuning process starts from a pre-trained T5 checkpoint(1.0)
+fine-tuned on chemistry data. C: ... the encoders are merged, using a joint encoder for text and chemistry".
+How the two encodings meet the one decoder is not in that caption, and the rest of the paper's text was not
+readable here. Our reading: both encoders read the input and their outputs are combined ("mean", or
+"cross_attention") before the shared decoder; "select" is ours, the routing alternative, kept because it
+isolates what each domain encoder contributes. Variants A and B are `experiments/e2clm_small_variant_{a,b}_augm.gin`.
 Cross-attention is led by the input's domain because the attention needs an asymmetric query side and the
 domain is the one principled way to pick it; it needs `input_domain` like "select" does.
 
