@@ -507,7 +507,7 @@ def test_every_variant_through_evaluation_and_inference(tmp_path, variant):
     (path,) = infer_lib.infer(
         model=model, checkpoint_path=str(tmp_path / "run"), output_dir=str(tmp_path / "preds"),
         dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "test", 8, pack=False),
-        decode_fn=functools_lib.partial(beam_search, num_decodes=2),
+        decode_fn=functools_lib.partial(beam_search, num_decodes=2), row_format="textchem",
     )  # fmt: skip
     rows = [json.loads(line) for line in open(path)]
     assert rows and all(len(row["beams"]) == 2 for row in rows)
@@ -547,6 +547,6 @@ def test_routed_variant_through_the_eval_and_infer_commands(tmp_path):
     assert all(f"textchem_demo_{task}" in printed for task in catalogue.TASKS)
     run("textchem_jax.infer", "--gin_file=runs/infer.gin", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'",
         "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_mol2text'", "--gin.BATCH_SIZE=4")  # fmt: skip
-    (path,) = (tmp_path / "preds").glob("*.jsonl")
+    path = tmp_path / "preds" / "textchem_demo_mol2text-predict.jsonl-00000-of-00001"  # T5X's infer rows
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows and all(len(row["beams"]) == 4 for row in rows)
+    assert rows and all(isinstance(row["prediction"], str) and "targets_pretokenized" in row["inputs"] for row in rows)

@@ -69,6 +69,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
                *quickstart_model,
                f"--gin.CHECKPOINT_PATH='{tmp_path}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'",
                f"--gin.infer_lib.infer.input_file='{molecules}'", "--gin.infer_lib.infer.task='mol2text'",
+               "--gin.infer_lib.infer.row_format='textchem'",
                "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -191,8 +192,12 @@ def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_
                *model, *user, lengths, f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "preds" / "my_spelling-test.jsonl").read_text().splitlines()]
-    assert len(rows) == 16 and rows[0]["input"] == "Spell: benzene" and rows[0]["target"] == "benzene"
+    # T5X's infer rows and file name by default, which textchem-score reads back
+    predictions = tmp_path / "preds" / "my_spelling-predict.jsonl-00000-of-00001"
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(rows) == 16 and rows[0]["inputs"] == {"inputs_pretokenized": "Spell: benzene", "targets_pretokenized": "benzene"}
+    assert isinstance(rows[0]["prediction"], str) and isinstance(rows[0]["aux"]["scores"], float)
+    assert (tmp_path / "preds" / "my_spelling-predict.jsonl-00000-of-00001.COMPLETED").exists()
 
     # The trained run (orbax MODEL_DIR) exports to a Hugging Face directory with the same logits.
     from textchem_jax import convert, partitioning

@@ -31,3 +31,38 @@ def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "textchem_jax.score"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "exact_match" in result.stdout
+
+
+def test_reads_t5x_infer_rows_and_seqio_inference_eval_files(tmp_path, capsys):
+    """What t5x.infer writes (raw decoded text, task in the file name) scores like our own rows."""
+    prompt = "Predict the product of the following reaction: "
+    t5x_rows = [
+        {"inputs": {"inputs_pretokenized": prompt + "CC(=O)O.OCC", "targets_pretokenized": "CCOC(C)=O"},
+         "prediction": " C C O C ( C ) = O </s>", "aux": {"scores": -0.5}},
+        {"inputs": {"inputs_pretokenized": prompt + "CCO.O=C=O", "targets_pretokenized": "CCOC(=O)O"},
+         "prediction": "C1CC", "aux": {"scores": -3.0}},
+    ]  # fmt: skip
+    t5x_file = tmp_path / "textchem_demo_forward-predict.jsonl-00000-of-00001"
+    t5x_file.write_text("".join(json.dumps(row) + "\n" for row in t5x_rows))
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text("".join(json.dumps({"task": "textchem_forward", "target": t, "prediction": p}) + "\n"
+                            for t, p in [("CCOC(C)=O", "CCOC(C)=O"), ("CCOC(=O)O", "C1CC")]))  # fmt: skip
+    out_t5x, out_ours = tmp_path / "t5x.json", tmp_path / "ours.json"
+    assert main(["--predictions", str(t5x_file), "--output", str(out_t5x)]) == 0
+    assert main(["--predictions", str(ours), "--output", str(out_ours)]) == 0
+    t5x_results, our_results = json.loads(out_t5x.read_text()), json.loads(out_ours.read_text())
+    assert t5x_results["textchem_demo_forward"] == our_results["textchem_forward"]
+    assert t5x_results["textchem_demo_forward"]["accuracy"] == 0.5 and t5x_results["textchem_demo_forward"]["invalid_rate"] == 0.5
+
+    seqio_file = tmp_path / "textchem_demo_retro-000400.jsonl"  # SeqIO's JSONLogger, as T5X's evaluation writes it
+    rows = [{"input": {"inputs_pretokenized": "..."}, "target": {"target": "CC.O", "product": "CCO"}, "prediction": "CC.O"},
+            {"input": {"inputs_pretokenized": "..."}, "target": {"target": "CO", "product": "C=O"}, "prediction": "CC"}]  # fmt: skip
+    seqio_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["--predictions", str(seqio_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "textchem_demo_retro" in printed and "0.5000" in printed and "metric libraries: rdkit" in printed
+
+    nameless = tmp_path / "predictions.jsonl"  # a T5X row without a task in its file name: a clear error
+    nameless.write_text(json.dumps(t5x_rows[0]) + "\n")
+    assert main(["--predictions", str(nameless)]) == 2
+    assert f"{nameless}:1" in capsys.readouterr().err

@@ -178,7 +178,8 @@ def export(checkpoint_dir: pathlib.Path, *, hf_output_dir: pathlib.Path | None =
     if t5x_output_dir is not None:
         from textchem_jax import t5x_checkpoints
 
-        return config, t5x_checkpoints.write_checkpoint(t5x_output_dir, params, step)
+        vocabulary = vocabulary or checkpoint_vocabulary(checkpoint_dir)
+        return config, t5x_checkpoints.write_checkpoint(t5x_output_dir, params, step, str(vocabulary))
     from textchem_jax.models.hf_convert import save_hf_directory
 
     save_hf_directory(hf_output_dir, config, params, vocabulary or checkpoint_vocabulary(checkpoint_dir))

@@ -1,9 +1,14 @@
-"""`textchem-infer`: predictions (with scores and all beams) as jsonl, from a mixture split or a file.
+"""`textchem-infer`: predictions as jsonl, from a mixture split or a file.
 
 Either `mixture_or_task_name` + `split` (targets are written alongside), or `input_file` (one input
 per line, or jsonl with an `input` field) + `task` (one of forward, retro, paragraph2actions,
 text2mol, mol2text): the task's prompt is added for the user. Batches are split over the mesh's
-`data` axis (all hosts take part); process 0 writes `INFER_OUTPUT_DIR/<task>-<split>.jsonl`.
+`data` axis (all hosts take part); process 0 writes the rows:
+- `row_format="t5x"` (default): T5X's infer rows, `{"inputs": {"inputs_pretokenized", "targets_pretokenized"},
+  "prediction": best beam, "aux": {"scores": its score}}` in `INFER_OUTPUT_DIR/<task>-predict.jsonl-00000-of-00001`
+  (T5X's file name, with its `.COMPLETED` marker), what T5X tooling and `textchem-score` read;
+- `row_format="textchem"`: ours, with every beam and its score, `{"input", "target", "prediction", "beams",
+  "score", "beam_scores"}` in `INFER_OUTPUT_DIR/<task>-<split>.jsonl`.
 
   textchem-infer --gin_file=models/t5_1_1_tiny.gin --gin_file=runs/infer.gin \\
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.INFER_OUTPUT_DIR="'/tmp/preds'" \\
@@ -92,8 +97,9 @@ def infer(
     task: str | None = None,
     decode_fn: Any = None,
     mesh=None,
+    row_format: str = "t5x",
 ) -> list[str]:
-    """Writes one jsonl per task; returns their paths.
+    """Writes one jsonl per task (`row_format` "t5x" or "textchem", see above); returns their paths.
 
     `dataset_cfg` (gin scope `infer/`) gives the lengths, the batch size and, unless `input_file` is
     given, the mixture or task and split to predict. `decode_fn` defaults to 4-beam search.
@@ -107,6 +113,8 @@ def infer(
     from textchem_jax.models.beam_search import beam_search
     from textchem_jax.run_config import import_task_module
 
+    if row_format not in ("t5x", "textchem"):
+        raise ValueError(f"row_format={row_format!r}: use 't5x' (T5X's infer rows) or 'textchem' (ours, every beam)")
     import_task_module(dataset_cfg.module, model)
     if (input_file is None) == (dataset_cfg.mixture_or_task_name is None):
         raise ValueError("give either input_file (with task) or MIXTURE_OR_TASK_NAME (with the split), not both")
@@ -128,23 +136,37 @@ def infer(
     tf.io.gfile.makedirs(output_dir)
     written = []
     for task_name, examples in sources:
-        path = os.path.join(output_dir, f"{task_name}-{split_name}.jsonl")
+        name = f"{task_name}-predict.jsonl-00000-of-00001" if row_format == "t5x" else f"{task_name}-{split_name}.jsonl"
+        path = os.path.join(output_dir, name)
         lines = []
         for batch, features in _batches(examples, dataset_cfg.batch_size, lengths["inputs"]):
             sequences, scores = decode(params, features)
             for i, example in enumerate(batch):
                 beams = [vocab.decode(_trim(beam)) for beam in sequences[i]]
-                row = {"input": example["inputs_pretokenized"], "prediction": beams[0], "beams": beams}
-                row["score"], row["beam_scores"] = float(scores[i][0]), [float(s) for s in scores[i]]
-                if "targets_pretokenized" in example:
-                    row["target"] = example["targets_pretokenized"]
-                lines.append(json.dumps(row, ensure_ascii=False))
+                lines.append(json.dumps(_row(example, beams, [float(s) for s in scores[i]], row_format), ensure_ascii=False))
         if jax.process_index() == 0:
             with tf.io.gfile.GFile(path, "w") as f:
                 f.write("\n".join(lines) + ("\n" if lines else ""))
+            if row_format == "t5x":
+                with tf.io.gfile.GFile(path + ".COMPLETED", "w") as f:
+                    f.write("")
             print(f"{len(lines)} predictions -> {path}", flush=True)
         written.append(path)
     return written
+
+
+def _row(example: Mapping, beams: list[str], scores: list[float], row_format: str) -> dict:
+    target = example.get("targets_pretokenized")
+    if row_format == "t5x":
+        inputs = {"inputs_pretokenized": example["inputs_pretokenized"]}
+        if target is not None:
+            inputs["targets_pretokenized"] = target
+        return {"inputs": inputs, "prediction": beams[0], "aux": {"scores": scores[0]}}
+    row = {"input": example["inputs_pretokenized"], "prediction": beams[0], "beams": beams, "score": scores[0],
+           "beam_scores": scores}  # fmt: skip
+    if target is not None:
+        row["target"] = target
+    return row
 
 
 def main() -> int:

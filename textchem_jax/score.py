@@ -1,7 +1,15 @@
 """`textchem-score`: score a jsonl file of predictions with each task's metrics and print a table.
 
-Each line is `{"task": ..., "target": ..., "prediction": ...}` (a prediction may be a list of beams,
-best first; `input` is optional). Without `--predictions` the packaged example file is scored.
+It reads three kinds of rows:
+- ours (`textchem-infer --gin.infer_lib.infer.row_format='textchem'`, or hand-made): `{"task", "target",
+  "prediction"}`, a prediction may be a list of beams, best first;
+- T5X's infer rows (`t5x.infer`, `textchem-infer`'s default): `{"inputs": {"inputs_pretokenized",
+  "targets_pretokenized"}, "prediction", "aux"}` in `<task>-predict.jsonl-00000-of-00001`: the raw decoded
+  text, cleaned here with the task's postprocessor;
+- SeqIO's `inference_eval/<task>-<step>.jsonl` (T5X's and our training evaluation): `{"input", "target",
+  "prediction"}`, already postprocessed.
+The task comes from the row, else from the file name; its metric family from the name's ending (`forward`,
+`retro`, `paragraph2actions`, `text2mol`, `mol2text`). Without `--predictions` the packaged example is scored.
 """
 
 from __future__ import annotations
@@ -11,43 +19,64 @@ import json
 import logging
 import os
 import pathlib
+import re
 import sys
-from collections.abc import Callable
+
+from textchem_jax.catalogue import PROMPTS, TASKS
 
 EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"  # local only: packaged
+_T5X_INFER_FILE = re.compile(r"^(?P<task>.+)-predict\.jsonl(-\d{5}-of-\d{5})?$")
+_INFERENCE_EVAL_FILE = re.compile(r"^(?P<task>.+)-\d+\.jsonl$")
 
 
-def _metric_functions() -> dict[str, Callable]:
-    from textchem_jax import metrics
+def task_family(task: str) -> str | None:
+    """Which of the five tasks a task name scores as (`textchem_demo_retro` -> `retro`), or None."""
+    return next((family for family in TASKS if task == family or task.endswith(f"_{family}")), None)
 
-    return {
-        "textchem_forward": metrics.forward_metrics,
-        "textchem_retro": metrics.retro_metrics,
-        "textchem_paragraph2actions": metrics.paragraph2actions_metrics,
-        "textchem_text2mol": metrics.text2mol_metrics,
-        "textchem_mol2text": metrics.mol2text_metrics,
-    }
+
+def _task_of_file(path: str) -> str | None:
+    name = os.path.basename(str(path))
+    match = _T5X_INFER_FILE.match(name) or _INFERENCE_EVAL_FILE.match(name)
+    return match.group("task") if match else None
+
+
+def _target_and_prediction(row: dict, family: str) -> tuple[object, object]:
+    """(target, prediction) of one row of any of the three kinds; raises KeyError/TypeError when malformed."""
+    if "inputs" in row:  # T5X's infer row: raw decoded text, cleaned as SeqIO would
+        from textchem_jax.data.seqio_tasks import metric_and_postprocess
+
+        postprocess = metric_and_postprocess(family)[1]
+        inputs = row["inputs"]
+        example = {"product": inputs["inputs_pretokenized"].removeprefix(PROMPTS["retro"])} if family == "retro" else None
+        target = postprocess(inputs["targets_pretokenized"], example=example, is_target=True)
+        return target, postprocess(row["prediction"])
+    return row["target"], row["prediction"]
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
     """Rows grouped by task as (targets, predictions); a malformed line raises with file:line."""
-    known = _metric_functions()
     grouped: dict[str, tuple[list, list]] = {}
     from etils import epath
 
+    file_task = _task_of_file(str(path))
     with epath.Path(path).open("r", encoding="utf-8") as lines:  # local or gs://
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                task, target, prediction = row["task"], row["target"], row["prediction"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                task = row.get("task", file_task)
+                if task is None:
+                    raise KeyError("task (and the file name is not <task>-predict.jsonl-* or <task>-<step>.jsonl)")
+                family = task_family(task)
+                if family is None:
+                    raise ValueError(f"task {task!r} is none of {', '.join(TASKS)} (by its name's ending)")
+                target, prediction = _target_and_prediction(row, family)
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
                 raise ValueError(
-                    f"{path}:{number}: expected a JSON object with task, target and prediction ({error})"
+                    f"{path}:{number}: expected our row (task, target, prediction), T5X's infer row (inputs with "
+                    f"inputs_pretokenized and targets_pretokenized, prediction) or SeqIO's inference_eval row ({error})"
                 ) from None
-            if task not in known:
-                raise ValueError(f"{path}:{number}: unknown task {task!r}; known: {', '.join(sorted(known))}")
             targets, predictions = grouped.setdefault(task, ([], []))
             targets.append(target)
             predictions.append(prediction)
@@ -55,8 +84,12 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
 
 
 def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
-    functions = _metric_functions()
-    return {task: functions[task](targets, preds) for task, (targets, preds) in read_predictions(path).items()}
+    from textchem_jax.data.seqio_tasks import metric_and_postprocess
+
+    return {
+        task: metric_and_postprocess(task_family(task))[0](targets, predictions)
+        for task, (targets, predictions) in read_predictions(path).items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

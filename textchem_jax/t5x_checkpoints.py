@@ -169,10 +169,12 @@ def params_to_t5x(params: Mapping) -> dict:
     return _map_relpos(params, transpose=True)
 
 
-def write_checkpoint(model_dir: str, params: Mapping, step: int) -> str:
+def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str | None = None) -> str:
     """Writes `params` (ours) as `model_dir/checkpoint_<step>/` in T5X's own layout (msgpack version 3 plus
     one zarr array per parameter), params only: `t5x.train` restores it as INITIAL_CHECKPOINT_PATH (with
-    `utils.RestoreCheckpointConfig.fallback_to_scratch = True` for the optimizer state it does not hold)."""
+    `utils.RestoreCheckpointConfig.fallback_to_scratch = True` for the optimizer state it does not hold).
+    `vocabulary` (a SentencePiece model) is copied in as `spiece.model`, which T5X ignores and our
+    gin_configs/t5x read (`vocabularies.checkpoint_vocabulary`)."""
     import jax
     import tensorstore as ts
     from flax import serialization
@@ -202,5 +204,7 @@ def write_checkpoint(model_dir: str, params: Mapping, step: int) -> str:
     contents = {"version": VERSION, "optimizer": {"target": target, "state": {"step": np.int32(step)}}}
     with gfile.GFile(os.path.join(temporary, CHECKPOINT_FILE), "wb") as f:
         f.write(serialization.msgpack_serialize(contents))
+    if vocabulary is not None:
+        gfile.copy(str(vocabulary), os.path.join(temporary, "spiece.model"))
     gfile.rename(temporary, directory)
     return directory

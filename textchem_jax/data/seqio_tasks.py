@@ -68,12 +68,14 @@ def vocabulary():
     return _vocabulary
 
 
-def use_vocabulary(vocab) -> None:
+def use_vocabulary(vocab=None):
     """Makes `vocab` (gin's VOCABULARY, what the model reads) the vocabulary of every task and mixture we
-    registered, registering them again when it changes: one binding drives tasks and model alike."""
+    registered, registering them again when it changes, and returns it: one binding drives tasks and
+    model alike. Real T5X binds `VOCABULARY = @seqio_tasks.use_vocabulary()` (gin_configs/t5x) so its
+    "Model and Task vocabularies do not match" check sees one vocabulary; None keeps the current one."""
     global _vocabulary
     if vocab is None or vocab == vocabulary():
-        return
+        return vocabulary()
     import seqio
 
     _vocabulary = vocab
@@ -85,6 +87,7 @@ def use_vocabulary(vocab) -> None:
         _register(name, spec)
     for name, tasks_and_rates in MIXTURE_SPECS.items():
         seqio.MixtureRegistry.add(name, tasks_and_rates)
+    return vocab
 
 
 def register_mixture(name: str, tasks_and_rates: list) -> None:
@@ -134,7 +137,8 @@ def _every_key(metric_fn, task: str):
     return wrapped
 
 
-def _metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
+def metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
+    """(metric function, postprocessor) of one of the five tasks (GT4SD-compatible SMILES outputs optionally)."""
     from textchem_jax import metrics
 
     metric_fn, postprocess_fn = {
@@ -181,7 +185,7 @@ def _register(name: str, spec: TaskSpec):
     from textchem_jax.data.preprocessors import add_input_domain, add_prompt
 
     vocab = vocabulary()
-    metric_fn, postprocess_fn = _metric_and_postprocess(spec.task, spec.gt4sd_unknown)
+    metric_fn, postprocess_fn = metric_and_postprocess(spec.task, spec.gt4sd_unknown)
     SPECS[name] = spec
     prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
     return seqio.TaskRegistry.add(
