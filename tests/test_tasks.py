@@ -243,3 +243,14 @@ def test_a_routed_model_names_what_a_users_task_lacks():
     with pytest.raises(ValueError, match="gives no 'input_domain'.*add_input_domain"):
         get_dataset(cfg, tiny_e2clm(aggregation="select"))
     assert next(iter(get_dataset(cfg, tiny_e2clm(aggregation="mean")).take(1)))  # the mean needs none
+
+
+def test_tasks_are_cacheable_the_seqio_way():
+    """A cache placeholder after the deterministic steps: what comes before it is the same for any seed."""
+    task = seqio.get_mixture_or_task("textchem_demo_forward")
+    names = [getattr(p, "func", p).__name__ if not isinstance(p, seqio.CacheDatasetPlaceholder) else "cache" for p in task.preprocessors]
+    assert task.supports_caching and names == ["add_prompt", "tokenize", "cache", "append_eos_after_trim", "add_input_domain"]
+    lengths = {"inputs": 64, "targets": 64}
+    runs = [list(task.get_dataset(lengths, split="validation", shuffle=False, seed=seed).take(3).as_numpy_iterator())
+            for seed in (1, 2)]  # fmt: skip
+    assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(*runs))

@@ -171,8 +171,9 @@ def params_to_t5x(params: Mapping) -> dict:
 
 def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str | None = None) -> str:
     """Writes `params` (ours) as `model_dir/checkpoint_<step>/` in T5X's own layout (msgpack version 3 plus
-    one zarr array per parameter), params only: `t5x.train` restores it as INITIAL_CHECKPOINT_PATH (with
-    `utils.RestoreCheckpointConfig.fallback_to_scratch = True` for the optimizer state it does not hold).
+    one zarr array per parameter), params only: `t5x.train` restores it as INITIAL_CHECKPOINT_PATH with
+    gin_configs/t5x/textchem_t5x_finetune.gin (an assignment map that skips the optimizer state it does not
+    hold, and `fallback_to_scratch` to start that state fresh).
     `vocabulary` (a SentencePiece model) is copied in as `spiece.model`, which T5X ignores and our
     gin_configs/t5x read (`vocabularies.checkpoint_vocabulary`)."""
     import jax

@@ -194,6 +194,10 @@ def _register(name: str, spec: TaskSpec):
         preprocessors=[
             functools.partial(add_prompt, prompt=prompt, keep_input_as="product" if spec.task == "retro" else None),
             seqio.preprocessors.tokenize,
+            # SeqIO's cache point, after the deterministic steps (as T5's tasks): `seqio_cache_tasks` can
+            # preprocess these tasks offline and USE_CACHED_TASKS read them. Randomized-SMILES augmentation
+            # happens in the source, so an augmented task is not cacheable (it would freeze one draw).
+            *([] if spec.augment else [seqio.CacheDatasetPlaceholder()]),
             seqio.preprocessors.append_eos_after_trim,
             functools.partial(add_input_domain, domain=task_input_domain(spec.task)),
         ],

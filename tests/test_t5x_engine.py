@@ -1,0 +1,245 @@
+"""Real T5X as an engine with gin_configs/t5x.
+
+In CI (no T5X: it is not on PyPI) the files are checked statically: they import only T5X, SeqIO, optax
+and our public modules, bind only names those modules have, and include only T5X's files or their own
+siblings; a standard task evaluates with a plain `seqio.Evaluator` and T5X's `EncDecFeatureConverter`.
+Where `t5x` imports (a T5X checkout on PYTHONPATH), `t5x.train` (with in-training inference evaluation),
+`t5x.eval` and `t5x.infer` run on textchem_demo with these files, and the T5X checkpoint converts to ours
+and to Hugging Face with equal logits; without it those tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import seqio
+from helpers import ROOT
+
+import tasks  # noqa: F401  (registers the demo tasks)
+
+T5X_CONFIGS = ROOT / "gin_configs" / "t5x"
+FILES = sorted(T5X_CONFIGS.glob("*.gin"))
+ALLOWED_IMPORTS = re.compile(r"^(t5x(\.[\w.]+)?|seqio|optax|__main__|textchem_jax\.[\w.]+)$")
+HAS_T5X = importlib.util.find_spec("t5x") is not None
+needs_t5x = pytest.mark.skipif(not HAS_T5X, reason="t5x does not import (not on PyPI): put a T5X checkout on PYTHONPATH")
+
+
+def _imports(text: str) -> dict[str, str]:
+    """gin-file alias -> module, from `import a.b as c`, `from a import b as c`, `import a`."""
+    names = {}
+    for line in text.splitlines():
+        if match := re.match(r"^from ([\w.]+) import (\w+)(?: as (\w+))?$", line.strip()):
+            module, name, alias = match.groups()
+            if module != "__gin__":
+                names[alias or name] = f"{module}.{name}"
+        elif match := re.match(r"^import ([\w.]+)(?: as (\w+))?$", line.strip()):
+            module, alias = match.groups()
+            names[alias or module] = module
+    return names
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_t5x_gin_files_name_only_t5x_configurables_and_our_public_names(path):
+    text = path.read_text()
+    imports = _imports(text)
+    for alias, module in imports.items():
+        assert ALLOWED_IMPORTS.match(module.rpartition(".")[0] if module.startswith("t5x") else module) or ALLOWED_IMPORTS.match(module), module
+    for include in re.findall(r"^include '([^']+)'", text, re.M):
+        assert include.startswith(("t5x/examples/", "t5x/configs/")) or (T5X_CONFIGS / include).exists(), include
+    for selector in re.findall(r"^(?:[\w/]+/)?([\w.]+)\.\w+\s*=", text, re.M) + re.findall(r"@(?:[\w/]+/)?([\w.]+)\.\w+\(\)", text):
+        alias = selector.split(".")[0]
+        assert alias in imports, f"{path.name}: {selector} is not from an imported module"
+        module = imports[alias]
+        if module.startswith("textchem_jax"):  # ours: the module and the name exist (public, no underscore)
+            target = importlib.import_module(module)
+            for part in selector.split(".")[1:]:
+                target = getattr(target, part)
+    for name in re.findall(r"@(?:[\w/]+/)?(\w+)\.(\w+)\(\)", text):
+        module = imports.get(name[0], "")
+        if module.startswith("textchem_jax"):
+            assert not name[1].startswith("_") and callable(getattr(importlib.import_module(module), name[1]))
+
+
+def test_t5x_experiments_have_our_engines_names():
+    ours = {p.name for p in (ROOT / "gin_configs" / "experiments").glob("*.gin")}
+    experiments = {p.name for p in FILES if not p.name.startswith("textchem_") and not p.name.endswith("_model.gin")}
+    assert experiments and experiments <= ours, experiments - ours
+    assert not {p.name for p in FILES} & {"pretrain.gin", "finetune.gin", "eval.gin", "infer.gin"}  # not T5X's names
+
+
+def test_a_standard_task_evaluates_with_plain_seqio_and_t5xs_feature_converter():
+    """What t5x.eval does with our task, without T5X: seqio.Evaluator over EncDecFeatureConverter."""
+    evaluator = seqio.Evaluator(
+        "textchem_demo_text2mol", feature_converter=seqio.EncDecFeatureConverter(pack=False), eval_split="validation",
+        sequence_length={"inputs": 128, "targets": 64}, num_examples=3,
+    )  # fmt: skip
+    dataset = evaluator.cached_model_datasets["textchem_demo_text2mol"]
+    assert set(dataset.element_spec[1]) == {"encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
+                                         "decoder_loss_weights"}  # fmt: skip
+    targets = {i: np.pad(ex["targets"], (0, 64 - len(ex["targets"])))
+               for i, ex in enumerate(evaluator.cached_task_datasets["textchem_demo_text2mol"].as_numpy_iterator())}  # fmt: skip
+    metrics, _ = evaluator.evaluate(compute_metrics=True, predict_fn=lambda ds: [(i, targets[int(i)]) for i, _ in ds.as_numpy_iterator()])
+    results = metrics.result()["textchem_demo_text2mol"]
+    assert results["validity"] == 1.0 and results["exact_match"] == 1.0  # its own targets predicted back
+
+
+# ---------------------------------------------------------------------------------------------- real T5X
+
+
+def _t5x_repo() -> pathlib.Path:
+    import t5x
+
+    return pathlib.Path(t5x.__file__).resolve().parents[1]
+
+
+def _run_t5x(tmp_path, script: str, *flags: str) -> str:
+    search = f"--gin_search_paths={tmp_path},{T5X_CONFIGS},{_t5x_repo()}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-m", f"t5x.{script}", search, *flags], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def t5x_run(tmp_path_factory):
+    """t5x.train of gin_configs/t5x/quickstart.gin, shrunk to 4 steps with evaluation at steps 2 and 4."""
+    tmp = tmp_path_factory.mktemp("t5x")
+    (tmp / "quickstart_test.gin").write_text(
+        "from __gin__ import dynamic_registration\nimport __main__ as train_script\nimport seqio\nfrom t5x import utils\n"
+        "include 'quickstart.gin'\nTRAIN_STEPS = 4\nBATCH_SIZE = 4\nTASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 64}\n"
+        "train_script.train.eval_period = 2\nseqio.Evaluator.num_examples = 4\nutils.SaveCheckpointConfig.period = 2\n"
+    )
+    log = _run_t5x(tmp, "train", "--gin_file=quickstart_test.gin", f"--gin.MODEL_DIR='{tmp / 'run'}'")
+    return tmp, log
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_t5x_train_evaluates_our_tasks_during_training(t5x_run):
+    tmp, log = t5x_run
+    assert (tmp / "run" / "checkpoint_4").is_dir()
+    for task in ("forward", "retro", "paragraph2actions", "text2mol", "mol2text"):
+        metrics = [json.loads(line) for line in (tmp / "run" / "inference_eval" / f"textchem_demo_{task}-metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == [2, 4]
+    retro = json.loads((tmp / "run" / "inference_eval" / "textchem_demo_retro-metrics.jsonl").read_text().splitlines()[-1])
+    assert "roundtrip_accuracy" in retro  # present, n/a: T5X's evaluator has no forward predictor
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_t5x_eval_and_infer_with_our_configs_and_textchem_score_reads_them(t5x_run):
+    from textchem_jax.score import score
+
+    tmp, _ = t5x_run
+    checkpoint = f"--gin.CHECKPOINT_PATH='{tmp / 'run' / 'checkpoint_4'}'"
+    _run_t5x(tmp, "eval", "--gin_file=quickstart_model.gin", "--gin_file=textchem_eval.gin", checkpoint,
+             f"--gin.EVAL_OUTPUT_DIR='{tmp / 'eval'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_demo'",
+             "--gin.utils.DatasetConfig.task_feature_lengths={'inputs': 96, 'targets': 64}",
+             "--gin.seqio.Evaluator.num_examples=4")  # fmt: skip
+    text2mol = json.loads((tmp / "eval" / "inference_eval" / "textchem_demo_text2mol-metrics.jsonl").read_text().splitlines()[-1])
+    assert {"validity", "maccs_fts", "morgan_fts"} <= set(text2mol)
+    _run_t5x(tmp, "infer", "--gin_file=quickstart_model.gin", "--gin_file=textchem_infer.gin", checkpoint,
+             f"--gin.INFER_OUTPUT_DIR='{tmp / 'infer'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_mol2text'",
+             "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 32}")  # fmt: skip
+    (predictions,) = (tmp / "infer").glob("textchem_demo_mol2text-predict.jsonl-*-of-*[0-9]")
+    results = score(predictions)["textchem_demo_mol2text"]
+    assert {"bleu2", "rougeL", "meteor"} <= set(results)
+
+
+@needs_t5x
+@pytest.mark.slow
+@pytest.mark.needs_hf
+def test_t5x_checkpoint_to_ours_and_hugging_face_with_equal_logits(t5x_run, capsys):
+    """The T5X run's checkpoint: T5X's own network, ours and Hugging Face give the same logits (1e-4)."""
+    import jax
+    import torch
+    import transformers
+    from t5x.examples.t5 import network
+
+    from textchem_jax import t5x_checkpoints
+    from textchem_jax.convert import main as convert_main
+    from textchem_jax.models.adapters import EncoderDecoderModel
+
+    tmp, _ = t5x_run
+    state, _ = t5x_checkpoints.read_state(str(tmp / "run"))
+    ours_params, step = t5x_checkpoints.read_checkpoint(str(tmp / "run"))
+    config = t5x_checkpoints.config_from_params(ours_params, dropout_rate=0.0)
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(2, 1000, (2, 11)).astype(np.int32)
+    targets = rng.integers(2, 1000, (2, 8)).astype(np.int32)  # T5X masks the decoder by its targets' padding
+    decoder_inputs = np.concatenate([np.zeros((2, 1), np.int32), targets[:, :-1]], axis=1)
+
+    t5x_config = network.T5Config(vocab_size=config.vocab_size, emb_dim=config.d_model, num_heads=config.num_heads,
+                                  num_encoder_layers=config.num_encoder_layers, num_decoder_layers=config.num_decoder_layers,
+                                  head_dim=config.d_kv, mlp_dim=config.d_ff, mlp_activations=("gelu", "linear"),
+                                  dropout_rate=0.0, logits_via_embedding=False, dtype="float32")  # fmt: skip
+    t5x_logits = network.Transformer(t5x_config).apply(
+        {"params": state["target"]}, inputs, decoder_inputs, targets, enable_dropout=False
+    )
+    ours = EncoderDecoderModel(config)
+    ours_logits = ours.logits(jax.tree_util.tree_map(np.asarray, ours_params),
+                              {"encoder_input_tokens": inputs, "decoder_input_tokens": decoder_inputs})  # fmt: skip
+    from textchem_jax.data import vocabulary as vocabularies
+
+    converted, hf = tmp / "converted", tmp / "hf"
+    assert convert_main(["--t5x_checkpoint", str(tmp / "run"), "--output_dir", str(converted),
+                         "--vocabulary", str(vocabularies.DEFAULT_VOCABULARY_PATH)]) == 0  # fmt: skip
+    assert convert_main(["--checkpoint_dir", str(converted), "--hf_output_dir", str(hf)]) == 0
+    with torch.no_grad():
+        hf_logits = transformers.T5ForConditionalGeneration.from_pretrained(hf).eval()(
+            input_ids=torch.tensor(inputs, dtype=torch.long), decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)
+        ).logits.numpy()
+    differences = {
+        "T5X vs ours": float(np.max(np.abs(np.asarray(t5x_logits) - np.asarray(ours_logits)))),
+        "ours vs Hugging Face": float(np.max(np.abs(np.asarray(ours_logits) - hf_logits))),
+        "T5X vs Hugging Face": float(np.max(np.abs(np.asarray(t5x_logits) - hf_logits))),
+    }
+    with capsys.disabled():
+        print(f"\nT5X checkpoint step {step}: max |logit difference| " + ", ".join(f"{k} {v:.2e}" for k, v in differences.items()))
+    assert all(value < 1e-4 for value in differences.values()), differences
+
+
+@needs_t5x
+@pytest.mark.slow
+def test_t5x_train_restores_our_exported_checkpoint_as_initial_checkpoint(tmp_path):
+    """Our run, exported as a T5X checkpoint, is what t5x.train fine-tunes from (INITIAL_CHECKPOINT_PATH)."""
+    from textchem_jax import t5x_checkpoints
+    from textchem_jax.convert import main as convert_main
+
+    (tmp_path / "ours").mkdir()
+    command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+               f"--gin.MODEL_DIR='{tmp_path / 'ours'}'", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 64}", "--gin.train_lib.train.eval_steps=0",
+               "--gin.infer_eval/run_config.DatasetConfig.num_examples=0"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert convert_main(["--checkpoint_dir", str(tmp_path / "ours"), "--t5x_output_dir", str(tmp_path / "t5x_init")]) == 0
+    initial = tmp_path / "t5x_init" / "checkpoint_2"
+    assert (initial / "spiece.model").exists()
+    (tmp_path / "finetune_test.gin").write_text(
+        "from __gin__ import dynamic_registration\nimport __main__ as train_script\nfrom t5x import utils\n"
+        "from textchem_jax.data import seqio_tasks\nfrom textchem_jax.data import vocabulary as vocabularies\n"
+        "include 'quickstart.gin'\nTRAIN_STEPS = 3\nBATCH_SIZE = 4\nTASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 64}\n"
+        "train_script.train.infer_eval_dataset_cfg = None\ntrain_script.train.eval_period = 100\n"
+        f"utils.RestoreCheckpointConfig.path = '{initial}'\nutils.RestoreCheckpointConfig.mode = 'specific'\n"
+        "utils.RestoreCheckpointConfig.assignment_map = ((r'state/param_states.*', None),)\n"
+        "utils.RestoreCheckpointConfig.fallback_to_scratch = True\n"
+        "seqio_tasks.use_vocabulary.vocab = @vocabularies.checkpoint_vocabulary()\n"
+        f"vocabularies.checkpoint_vocabulary.checkpoint = '{initial}'\n"
+    )
+    _run_t5x(tmp_path, "train", "--gin_file=finetune_test.gin", f"--gin.MODEL_DIR='{tmp_path / 'finetuned'}'")
+    restored, step = t5x_checkpoints.read_checkpoint(str(tmp_path / "finetuned" / "checkpoint_2"))
+    exported, _ = t5x_checkpoints.read_checkpoint(str(initial))
+    assert step == 2  # T5X restored our step-2 checkpoint and saved it again before training on
+    np.testing.assert_array_equal(restored["token_embedder"]["embedding"], exported["token_embedder"]["embedding"])
+    assert (tmp_path / "finetuned" / "checkpoint_3").is_dir()
