@@ -25,7 +25,7 @@ LAYERS = {
     "data": (3, "data"),
     "models": (3, "models"),
     "tasks": (4, "tasks"),
-    **{name: (5, "runtime") for name in ("partitioning", "checkpoints", "trainer", "evaluator", "run_config",
+    **{name: (5, "runtime") for name in ("partitioning", "checkpoints", "t5x_checkpoints", "trainer", "evaluator", "run_config",
                                          "model_loading")},  # fmt: skip
     **{name: (6, "entry") for name in ("train", "evaluate", "infer", "convert", "inspect", "vocab", "score", "launch")},
 }
