@@ -243,3 +243,22 @@ def test_t5x_train_restores_our_exported_checkpoint_as_initial_checkpoint(tmp_pa
     assert step == 2  # T5X restored our step-2 checkpoint and saved it again before training on
     np.testing.assert_array_equal(restored["token_embedder"]["embedding"], exported["token_embedder"]["embedding"])
     assert (tmp_path / "finetuned" / "checkpoint_3").is_dir()
+
+
+@needs_t5x
+@pytest.mark.parametrize("name", [p.name for p in FILES if p.name.startswith("text_chem_t5_")])
+def test_paper_configs_parse_in_real_t5x(name):
+    import gin
+    import t5x.train as t5x_train
+
+    sys.modules["__main__"].train = t5x_train.train  # what `python -m t5x.train` registers as __main__.train
+    gin.clear_config()
+    try:
+        for path in (T5X_CONFIGS, _t5x_repo()):
+            gin.add_config_file_search_path(str(path))
+        gin.parse_config_files_and_bindings([name], ["MODEL_DIR = '/tmp/unused'", "INITIAL_CHECKPOINT_PATH = '/tmp/unused'"],
+                                            finalize_config=False)  # fmt: skip
+        assert gin.query_parameter("%OPTIMIZER").selector == "optimizers.OptaxWrapper"
+        assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "textchem_" + name.removesuffix(".gin").rsplit("_", 1)[1]
+    finally:
+        gin.clear_config()
