@@ -36,8 +36,11 @@ setup(
     name="textchem_jax",
     version="0.1.0",
     description=__doc__,
-    packages=find_packages(include=["textchem_jax", "textchem_jax.*", "tasks"]),
-    package_data={"textchem_jax": ["examples/*", "data/vocab/*"]},
+    # gin_configs/ ships inside the package (textchem_jax/gin_configs once installed), so that a non-editable
+    # install finds experiments/*.gin, runs/*.gin, models/*.gin and t5x/*.gin (launch.GIN_CONFIGS).
+    packages=[*find_packages(include=["textchem_jax", "textchem_jax.*", "tasks"]), "textchem_jax.gin_configs"],
+    package_dir={"textchem_jax.gin_configs": "gin_configs"},
+    package_data={"textchem_jax": ["examples/*", "data/vocab/*"], "textchem_jax.gin_configs": ["*/*.gin"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -18,7 +18,9 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-GIN_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"  # local only: the package's own
+_PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
+# gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
+GIN_CONFIGS = next((p for p in (_PACKAGE.parent / "gin_configs", _PACKAGE / "gin_configs") if p.is_dir()), _PACKAGE / "gin_configs")
 
 
 class ConfigError(Exception):
