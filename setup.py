@@ -30,6 +30,8 @@ EXTRAS_REQUIRE = {
     "test": ["pytest==9.0.3", "hypothesis==6.155.2"],
     # Hugging Face interop and parity tests; torch 2.13.0 has a CPU wheel preinstalled on our machines.
     "hf": ["torch==2.13.0", "transformers==5.24.0", "safetensors"],
+    # GPU clusters (SLURM jobs of textchem-tpu --slurm): JAX's CUDA 12 build of the same version.
+    "gpu": ["jax[cuda12]==0.10.2"],
 }
 
 setup(
@@ -53,6 +55,7 @@ setup(
             "textchem-train=textchem_jax.train:main",
             "textchem-eval=textchem_jax.evaluate:main",
             "textchem-infer=textchem_jax.infer:main",
+            "textchem-tpu=textchem_jax.tpu:main",
         ]
     },
 )

@@ -109,3 +109,13 @@ def t5_like_vocabulary(prefix: pathlib.Path, pieces: int = T5_PIECES) -> str:
         piece.piece, piece.score = f"\u2581filler{index}", lowest - 100.0 - index
     pathlib.Path(path).write_bytes(proto.SerializeToString())
     return path
+
+
+def checkpoint_params(model_dir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
+    """The parameters of a run's orbax checkpoint at `step`, flat by key path (for bitwise comparisons)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(model_dir / "checkpoints", item_names=("state", "data_iterator")) as manager:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+    leaves = jax.tree_util.tree_flatten_with_path(restored.state["params"])[0]
+    return {jax.tree_util.keystr(path): np.asarray(value) for path, value in leaves}

@@ -1,0 +1,139 @@
+"""`textchem-tpu`: its gcloud and SLURM commands, and its resume loop against a simulated preemptible slice
+(a local training process killed at random steps by SIGTERM, then SIGKILL) that must end bitwise where an
+uninterrupted run ends (the test of resuming after SIGKILL: the kill lands between checkpoints, so the
+resumed run repeats steps and must still end on the same bits)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, checkpoint_params
+
+from textchem_jax import tpu
+
+TRAIN = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+         "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 48}", "--gin.BATCH_SIZE=4",
+         "--gin.train_lib.train.log_period=1", "--gin.train_lib.train.eval_period=None", "--gin.train_lib.train.eval_steps=0",
+         "--gin.infer_eval/run_config.DatasetConfig.num_examples=0", "--gin.run_config.CheckpointConfig.period=3"]  # fmt: skip
+
+
+def test_dry_run_prints_the_documented_gcloud_commands(capsys):
+    assert tpu.main(["--name=tct5", "--zone=us-west4-a", "--accelerator_type=v5litepod-64", "--spot", "--queued_resource",
+                     "--runtime_version=v2-alpha-tpuv5-lite", "--repo=https://example.org/textchem_jax.git",
+                     "--model_dir=gs://bucket/run", "--train_steps=1000", "--dry_run", "--",
+                     "--gin_file=experiments/text_chem_t5_base_augm.gin"]) == 0  # fmt: skip
+    commands = [shlex.split(line[2:]) for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    create = ["gcloud", "compute", "tpus", "queued-resources", "create", "tct5", "--node-id=tct5", "--zone=us-west4-a",
+              "--accelerator-type=v5litepod-64", "--runtime-version=v2-alpha-tpuv5-lite", "--spot"]  # fmt: skip
+    assert commands[0] == create and commands[-1] == create  # created, and again after a preemption
+    setup, train = commands[1], commands[2]
+    assert setup[:8] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "tct5", "--zone=us-west4-a", "--worker=all"]
+    assert "bash scripts/setup.sh" in setup[8]  # the README's set-up command on every worker
+    assert train[7] == "--worker=all" and 'textchem-train \'--gin.MODEL_DIR="gs://bucket/run"\' --gin.TRAIN_STEPS=1000' in train[8]
+    assert "experiments/text_chem_t5_base_augm.gin" in train[8] and "agent-worker-number" in train[8]  # worker 0 streams
+    assert commands[3][:6] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "tct5"] and "--format=value(state)" in commands[3]
+    assert commands[4] == ["gcloud", "compute", "tpus", "queued-resources", "delete", "tct5", "--zone=us-west4-a", "--force", "--quiet"]
+
+    on_demand = tpu.TpuSlice("n", "us-central2-b", "v4-32", "tpu-ubuntu2204-base")
+    assert on_demand.create() == ["gcloud", "compute", "tpus", "tpu-vm", "create", "n", "--zone=us-central2-b",
+                                  "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base"]  # fmt: skip
+    assert on_demand.delete() == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "n", "--zone=us-central2-b", "--quiet"]
+
+
+def test_slurm_dry_run_prints_a_requeued_srun_job(capsys):
+    assert tpu.main(["--slurm", "--nodes=2", "--gpus_per_node=8", "--model_dir=/shared/run", "--train_steps=500",
+                     "--dry_run", "--", "--gin_file=experiments/quickstart.gin"]) == 0  # fmt: skip
+    script = capsys.readouterr().out
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8", "#SBATCH --requeue",
+                 "#SBATCH --signal=B:TERM@120", "$ sbatch textchem_job.sbatch"):  # fmt: skip
+        assert line in script
+    assert "srun textchem-train '--gin.MODEL_DIR=\"/shared/run\"' --gin.TRAIN_STEPS=500 --gin_file=experiments/quickstart.gin" in script
+
+
+def test_missing_tpu_flags_are_named(capsys):
+    with pytest.raises(SystemExit):
+        tpu.main(["--model_dir=gs://b/r", "--train_steps=3"])
+    assert "--zone" in capsys.readouterr().err
+
+
+class SimulatedSlice:
+    """A preemptible slice on this machine: `train` runs the training command as a local process, which the
+    preemption plan kills (SIGTERM, then SIGKILL) once the run has logged a given step."""
+
+    def __init__(self, model_dir, train_steps: int, plan: list[tuple[int, int]], log: list[str]):
+        self.model_dir, self.train_steps, self.plan, self.log = model_dir, train_steps, list(plan), log
+        self.status, self.created, self.setups = "NOT_FOUND", 0, 0
+
+    def state(self) -> str:
+        return self.status
+
+    def create(self) -> None:
+        self.created += 1
+        self.status = "READY"
+        self.log.append(f"slice created ({self.created})")
+
+    def delete(self) -> None:
+        self.status = "NOT_FOUND"
+        self.log.append("slice deleted")
+
+    def wait_ready(self) -> None:
+        assert self.status == "READY"
+
+    def setup(self) -> None:
+        self.setups += 1
+
+    def train(self) -> int:
+        command = [*TRAIN, f"--gin.MODEL_DIR='{self.model_dir}'", f"--gin.TRAIN_STEPS={self.train_steps}"]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        kill = self.plan.pop(0) if self.plan else None
+        for line in process.stdout:
+            if line.startswith(("resumed from", "step ")):
+                self.log.append(line.split(" loss")[0].strip())
+            if kill and line.startswith(f"step {kill[1]}/"):
+                self.log.append(f"{signal.Signals(kill[0]).name} at step {kill[1]}")
+                process.send_signal(kill[0])
+                self.status = "PREEMPTED"
+                kill = None
+        return process.wait(timeout=600)
+
+
+@pytest.mark.slow
+def test_resume_loop_survives_random_preemptions_bitwise(tmp_path, capsys):
+    steps = 12
+    straight = tmp_path / "straight"
+    result = subprocess.run([*TRAIN, f"--gin.MODEL_DIR='{straight}'", f"--gin.TRAIN_STEPS={steps}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    rng = random.Random(7)
+    first = rng.randint(2, 6)
+    plan = [(signal.SIGTERM, first), (signal.SIGKILL, rng.randint(first + 2, steps - 1))]
+    log: list[str] = []
+    job = SimulatedSlice(tmp_path / "preempted", steps, plan, log)
+    restarts = tpu.run_until_done(job, model_dir=str(tmp_path / "preempted"), train_steps=steps, printer=log.append, wait_s=0)
+    with capsys.disabled():
+        print("\n" + "\n".join(log))
+    assert restarts == 2 and job.created == 3 and job.setups == 3
+    assert sum("resumed from" in line for line in log) == 2
+    expected, actual = checkpoint_params(straight, steps), checkpoint_params(tmp_path / "preempted", steps)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)  # bitwise
+
+
+def test_a_failure_on_a_healthy_slice_stops_the_loop(tmp_path):
+    class Broken(SimulatedSlice):
+        def train(self) -> int:
+            return 1
+
+    job = Broken(tmp_path, 10, [], [])
+    with pytest.raises(RuntimeError, match="exit code 1 on a healthy slice"):
+        tpu.run_until_done(job, model_dir=str(tmp_path), train_steps=10, wait_s=0)

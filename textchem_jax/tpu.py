@@ -1,0 +1,246 @@
+"""`textchem-tpu`: a training run as a Cloud TPU batch job (or a SLURM GPU job), resumed until it is done.
+
+    textchem-tpu --name=tct5 --zone=us-west4-a --accelerator_type=v5litepod-64 --runtime_version=v2-alpha-tpuv5-lite \\
+      --spot --repo=https://github.com/you/textchem_jax --model_dir=gs://bucket/run --train_steps=100000 \\
+      [--dry_run] -- --gin_file=experiments/text_chem_t5_base_augm.gin --gin.INITIAL_CHECKPOINT_PATH="'gs://...'"
+    textchem-tpu --slurm --nodes=2 --gpus_per_node=8 --model_dir=/shared/run --train_steps=100000 [--dry_run] -- ...
+
+TPU: creates (or reuses) a TPU VM slice, directly or as a queued resource (spot or on-demand), installs the
+project on every worker with the README's set-up command, starts the same `textchem-train` (or `t5x.train`,
+`--engine=t5x`) on every worker (`--worker=all`; JAX finds its peers itself), streams worker 0's log, and
+when the slice is preempted deletes it, creates it again and reruns the command, which resumes from the
+latest checkpoint in the `gs://` MODEL_DIR, until that checkpoint reaches `--train_steps`. A failure on a
+healthy slice stops the loop with its exit code. `--dry_run` prints every `gcloud` command instead.
+SLURM: writes an sbatch script (one task per node, `srun`; `jax.distributed` reads SLURM's environment;
+`--requeue` with SIGTERM two minutes before the end, on which textchem-train saves and exits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+PREEMPTED_STATES = {"PREEMPTED", "TERMINATED", "STOPPED", "SUSPENDED", "NOT_FOUND"}
+_STEP = re.compile(r"^(?:checkpoint_)?(\d+)/?$")
+# Worker 0 of a TPU VM slice, from the metadata server: its output is the log we stream.
+_WORKER_ID = "curl -s -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number"
+
+
+def latest_step(model_dir: str) -> int:
+    """The newest checkpoint step in MODEL_DIR (ours: `checkpoints/<step>`, T5X: `checkpoint_<step>`), or 0."""
+    import tensorflow as tf
+
+    steps = [0]
+    for folder in (os.path.join(model_dir, "checkpoints"), model_dir):
+        if tf.io.gfile.isdir(folder):
+            steps += [int(m.group(1)) for name in tf.io.gfile.listdir(folder) if (m := _STEP.match(name))]
+    return max(steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuSlice:
+    """The `gcloud compute tpus` commands for one slice (documented syntax of `tpu-vm` and `queued-resources`)."""
+
+    name: str
+    zone: str
+    accelerator_type: str
+    runtime_version: str
+    spot: bool = False
+    queued: bool = False
+    project: str | None = None
+
+    def _common(self) -> list[str]:
+        return [f"--zone={self.zone}", *([f"--project={self.project}"] if self.project else [])]
+
+    def create(self) -> list[str]:
+        capacity = ["--spot"] if self.spot else []
+        if self.queued:
+            return ["gcloud", "compute", "tpus", "queued-resources", "create", self.name, f"--node-id={self.name}",
+                    *self._common(), f"--accelerator-type={self.accelerator_type}",
+                    f"--runtime-version={self.runtime_version}", *capacity]  # fmt: skip
+        return ["gcloud", "compute", "tpus", "tpu-vm", "create", self.name, *self._common(),
+                f"--accelerator-type={self.accelerator_type}", f"--version={self.runtime_version}", *capacity]  # fmt: skip
+
+    def state(self) -> list[str]:
+        return ["gcloud", "compute", "tpus", "tpu-vm", "describe", self.name, *self._common(), "--format=value(state)"]
+
+    def ssh(self, command: str, worker: str = "all") -> list[str]:
+        return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", self.name, *self._common(), f"--worker={worker}",
+                f"--command={command}"]  # fmt: skip
+
+    def delete(self) -> list[str]:
+        if self.queued:
+            return ["gcloud", "compute", "tpus", "queued-resources", "delete", self.name, *self._common(), "--force", "--quiet"]
+        return ["gcloud", "compute", "tpus", "tpu-vm", "delete", self.name, *self._common(), "--quiet"]
+
+
+def setup_command(repo: str, ref: str) -> str:
+    """Clone (or update) the project and run the README's set-up command, on every worker."""
+    return (f"(git clone {shlex.quote(repo)} textchem_jax || git -C textchem_jax fetch --all) && "
+            f"git -C textchem_jax checkout {shlex.quote(ref)} && cd textchem_jax && bash scripts/setup.sh")  # fmt: skip
+
+
+def train_command(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
+    """The same training command for every worker; worker 0 streams its output, the others keep it in a file."""
+    program = "textchem-train" if engine == "textchem" else "python -m t5x.train"
+    flags = [f'--gin.MODEL_DIR="{model_dir}"', f"--gin.TRAIN_STEPS={train_steps}", *args]
+    run = f"cd textchem_jax && {program} {shlex.join(flags)}"
+    return f'{run} 2>&1 | if [ "$({_WORKER_ID})" = 0 ]; then tee -a ~/textchem_train.log; else cat >> ~/textchem_train.log; fi; exit ${{PIPESTATUS[0]}}'
+
+
+class GcloudJob:
+    """Runs (or, dry, prints) the gcloud commands of one TPU job; what `run_until_done` drives."""
+
+    def __init__(self, tpu: TpuSlice, setup: str, train: str, dry_run: bool = False, printer: Callable = print):
+        self.tpu, self.setup_line, self.train_line, self.dry_run, self.print = tpu, setup, train, dry_run, printer
+
+    def _run(self, command: list[str], capture: bool = False) -> subprocess.CompletedProcess:
+        self.print("$ " + shlex.join(command))
+        if self.dry_run:
+            return subprocess.CompletedProcess(command, 0, stdout="READY\n" if capture else None)
+        return subprocess.run(command, capture_output=capture, text=True, check=False)
+
+    def state(self) -> str:
+        result = self._run(self.tpu.state(), capture=True)
+        state = (result.stdout or "").strip() if result.returncode == 0 else ""
+        return state or "NOT_FOUND"
+
+    def create(self) -> None:
+        if self._run(self.tpu.create()).returncode != 0:
+            raise RuntimeError(f"could not create TPU {self.tpu.name}: see gcloud's message above")
+
+    def delete(self) -> None:
+        self._run(self.tpu.delete())
+
+    def wait_ready(self, wait_s: float = 30.0, timeout_s: float = 24 * 3600) -> None:
+        """A queued resource is created at once and becomes READY when capacity comes; a TPU VM is READY."""
+        deadline = time.time() + timeout_s
+        while (state := self.state()) != "READY":
+            if time.time() > deadline:
+                raise RuntimeError(f"TPU {self.tpu.name} not READY after {timeout_s:.0f} s (state {state})")
+            time.sleep(wait_s)
+
+    def setup(self) -> None:
+        if self._run(self.tpu.ssh(self.setup_line)).returncode != 0:
+            raise RuntimeError(f"set-up failed on {self.tpu.name}: see the output above")
+
+    def train(self) -> int:
+        return self._run(self.tpu.ssh(self.train_line)).returncode
+
+
+def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int = 100, printer: Callable = print,
+                   wait_s: float = 30.0) -> int:  # fmt: skip
+    """Create or reuse the slice, set it up, train; after a preemption recreate it and train again (the run
+    resumes from MODEL_DIR's latest checkpoint) until that checkpoint is at `train_steps`. Returns the restarts."""
+    restarts, ready = 0, False
+    while True:
+        state = job.state()
+        if state in PREEMPTED_STATES:
+            if state != "NOT_FOUND":
+                job.delete()
+            job.create()
+            ready = False
+        if state != "READY":
+            job.wait_ready()
+        if not ready:
+            job.setup()
+            ready = True
+        code = job.train()
+        step = latest_step(model_dir)
+        if step >= train_steps:
+            printer(f"done: {model_dir} is at step {step} of {train_steps} after {restarts} restart(s)")
+            return restarts
+        state = job.state()
+        if state not in PREEMPTED_STATES and code == 0:
+            raise RuntimeError(f"training exited 0 but {model_dir} is at step {step} of {train_steps}: is TRAIN_STEPS set?")
+        if state not in PREEMPTED_STATES and code not in (143, 137, -15, -9, 255):
+            raise RuntimeError(f"training failed with exit code {code} on a healthy slice (state {state}) at step {step}")
+        restarts += 1
+        if restarts > max_restarts:
+            raise RuntimeError(f"gave up after {max_restarts} restarts at step {step} of {train_steps}")
+        printer(f"preempted (state {state}, exit {code}) at step {step} of {train_steps}: restart {restarts}")
+        time.sleep(wait_s)
+
+
+def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps: int, args: Sequence[str],
+                 time_limit: str = "24:00:00", partition: str | None = None, engine: str = "textchem") -> str:  # fmt: skip
+    """An sbatch script: one task per node, all GPUs of each, requeued on preemption."""
+    program = "textchem-train" if engine == "textchem" else "python -m t5x.train"
+    flags = [f'--gin.MODEL_DIR="{model_dir}"', f"--gin.TRAIN_STEPS={train_steps}", *args]
+    lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1",
+             f"#SBATCH --gpus-per-node={gpus_per_node}", f"#SBATCH --time={time_limit}", "#SBATCH --requeue",
+             "#SBATCH --signal=B:TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []),
+             "# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it when SLURM_JOB_ID is set).",
+             f"srun {program} {shlex.join(flags)}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(prog="textchem-tpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", required=True, help="MODEL_DIR: gs://... for TPU jobs, shared storage for SLURM")
+    parser.add_argument("--train_steps", type=int, required=True, help="TRAIN_STEPS (absolute): the job ends there")
+    parser.add_argument("--engine", choices=("textchem", "t5x"), default="textchem")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands instead of running them")
+    parser.add_argument("--name", default="textchem")
+    parser.add_argument("--zone")
+    parser.add_argument("--project")
+    parser.add_argument("--accelerator_type", help="e.g. v4-32, v5litepod-64")
+    parser.add_argument("--runtime_version", help="e.g. tpu-ubuntu2204-base, v2-alpha-tpuv5-lite")
+    parser.add_argument("--spot", action="store_true", help="spot capacity (preemptible); default on-demand")
+    parser.add_argument("--queued_resource", action="store_true", help="request the slice as a queued resource")
+    parser.add_argument("--repo", help="git URL of this project, cloned on every worker")
+    parser.add_argument("--ref", default="main", help="git branch, tag or commit to check out")
+    parser.add_argument("--max_restarts", type=int, default=100)
+    parser.add_argument("--slurm", action="store_true", help="a SLURM GPU job instead of a TPU slice")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--gpus_per_node", type=int, default=8)
+    parser.add_argument("--partition")
+    parser.add_argument("--time_limit", default="24:00:00")
+    args = parser.parse_args(argv)
+
+    if args.slurm:
+        script = slurm_script(nodes=args.nodes, gpus_per_node=args.gpus_per_node, model_dir=args.model_dir,
+                              train_steps=args.train_steps, args=train_args, time_limit=args.time_limit,
+                              partition=args.partition, engine=args.engine)  # fmt: skip
+        if args.dry_run:
+            print(script + "$ sbatch textchem_job.sbatch")
+            return 0
+        with open("textchem_job.sbatch", "w") as f:  # local only: the script sbatch reads from this folder
+            f.write(script)
+        return subprocess.run(["sbatch", "textchem_job.sbatch"], check=False).returncode
+    missing = [flag for flag in ("zone", "accelerator_type", "runtime_version", "repo") if getattr(args, flag) is None]
+    if missing:
+        parser.error("a TPU job needs " + ", ".join(f"--{flag}" for flag in missing))
+    tpu = TpuSlice(args.name, args.zone, args.accelerator_type, args.runtime_version, args.spot, args.queued_resource,
+                   args.project)  # fmt: skip
+    job = GcloudJob(tpu, setup_command(args.repo, args.ref), train_command(args.engine, args.model_dir, args.train_steps, train_args),
+                    dry_run=args.dry_run)  # fmt: skip
+    if args.dry_run:  # one full cycle: create, set up, train, and what a preemption adds
+        job.create()
+        job.setup()
+        job.train()
+        print("# on preemption (state PREEMPTED), then the same set-up and training command again:")
+        job.state()
+        job.delete()
+        job.create()
+        return 0
+    try:
+        run_until_done(job, model_dir=args.model_dir, train_steps=args.train_steps, max_restarts=args.max_restarts)
+    except RuntimeError as error:
+        print(f"textchem-tpu: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
