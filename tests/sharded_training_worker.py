@@ -48,15 +48,28 @@ def main() -> None:
     model = EncoderDecoderModel(t5_config("tiny", "1.1", vocab_size=VOCAB, dropout_rate=0.0))
     schedule = trainer.learning_rate_schedule("constant", 1e-3)
     run = trainer.Trainer(model, optax.adamw(schedule, weight_decay=0.0), mesh, learning_rate_fn=schedule)
-    rows = GLOBAL_BATCH // jax.process_count()
-    local = lambda batch: {k: v[jax.process_index() * rows : (jax.process_index() + 1) * rows] for k, v in batch.items()}  # noqa: E731
+    index, shards = partitioning.host_data_shard(mesh)  # this host's slice: its position along `data`
+    rows = GLOBAL_BATCH // shards
+    local = lambda batch: {k: v[index * rows : (index + 1) * rows] for k, v in batch.items()}  # noqa: E731
     state = run.init_state(jax.random.key(0))
     losses = []
     for step in range(3):
         state, metrics = run.train_step(state, run.shard_batch(local(global_batch(step))), jax.random.key(1))
         losses.append(float(jax.device_get(metrics["loss"])))
+    # The demo mixture's first global batch, as this host's get_dataset shard assembles it on the mesh.
+    import hashlib
+
+    from jax.experimental import multihost_utils
+
+    import tasks  # noqa: F401
+    from textchem_jax.run_config import DatasetConfig, get_dataset
+
+    cfg = DatasetConfig("textchem_demo", {"inputs": 32, "targets": 32}, "train", GLOBAL_BATCH, shuffle=False)
+    first = {k: v.numpy() for k, v in next(iter(get_dataset(cfg, model, mesh=mesh))).items()}
+    tokens = run.shard_batch(first)["encoder_input_tokens"]
+    gathered = np.asarray(multihost_utils.process_allgather(tokens, tiled=True)) if jax.process_count() > 1 else np.asarray(tokens)
     if jax.process_index() == 0:
-        print(json.dumps({"losses": losses}))
+        print(json.dumps({"losses": losses, "batch": hashlib.sha1(gathered.tobytes()).hexdigest(), "shard": [index, shards]}))
 
 
 main()

@@ -18,9 +18,30 @@ pytestmark = pytest.mark.slow  # several tiny trainings, each in its own process
 WORKER = pathlib.Path(__file__).with_name("sharded_training_worker.py")
 
 
-def _losses(*args: str) -> list[float]:
+def _result(*args: str) -> dict:
     result = run_with_devices(WORKER, int(args[0]), *args)  # the worker also sets its device count itself
-    return json.loads(result.stdout.strip().splitlines()[-1])["losses"]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _losses(*args: str) -> list[float]:
+    return _result(*args)["losses"]
+
+
+def _multi_process(processes: int, devices: int, data: int, model: int) -> dict:
+    """One run of `processes` processes on 127.0.0.1 (gloo), `devices` CPU devices each, on a (data, model) mesh."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    coordinator = f"127.0.0.1:{port}"
+    workers = [
+        subprocess.Popen([sys.executable, str(WORKER), str(devices), str(data), str(model), coordinator, str(processes), str(i)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for i in range(processes)
+    ]
+    outputs = [w.communicate(timeout=900) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    return json.loads(outputs[0][0].strip().splitlines()[-1])
 
 
 def test_one_device_and_eight_devices_with_4x2_mesh_agree():
@@ -31,18 +52,18 @@ def test_one_device_and_eight_devices_with_4x2_mesh_agree():
 
 
 def test_two_processes_with_two_devices_equal_one_process_with_four():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    coordinator = f"127.0.0.1:{port}"
-    workers = [
-        subprocess.Popen([sys.executable, str(WORKER), "2", "4", "1", coordinator, "2", str(i)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        for i in range(2)
-    ]
-    outputs = [w.communicate(timeout=600) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err[-3000:]
-    multi = json.loads(outputs[0][0].strip().splitlines()[-1])["losses"]
-    single_process = _losses("4", "4", "1")
-    np.testing.assert_allclose(multi, single_process, rtol=0, atol=1e-5)
+    multi = _multi_process(2, 2, 4, 1)
+    single_process = _result("4", "4", "1")
+    assert multi["shard"] == [0, 2] and single_process["shard"] == [0, 1]  # each host holds 2 of the 4 data rows
+    np.testing.assert_allclose(multi["losses"], single_process["losses"], rtol=0, atol=1e-5)
+
+
+def test_model_axis_spanning_processes_reads_by_data_position():
+    """Hosts that share `data` rows feed the same examples, so the global batch depends only on the hosts'
+    positions along `data`: a model axis spanning 2 of 4 processes gives the batch of 2 processes with one data
+    row each (reading by process index would cut it into 4 shards instead); the losses equal one process's."""
+    spanning_four = _multi_process(4, 2, 2, 4)  # processes 0,1 hold data row 0, processes 2,3 row 1
+    one_row_each = _multi_process(2, 2, 2, 2)
+    assert spanning_four["shard"] == one_row_each["shard"] == [0, 2]
+    assert spanning_four["batch"] == one_row_each["batch"]
+    np.testing.assert_allclose(spanning_four["losses"], _losses("8", "2", "4"), rtol=0, atol=1e-5)

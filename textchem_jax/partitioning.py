@@ -68,6 +68,24 @@ def make_mesh(
     return Mesh(device_grid, MESH_AXES)
 
 
+def host_data_shard(mesh: Mesh) -> tuple[int, int]:
+    """(index, count) of this host's slice of the batch: its position along the mesh's `data` axis.
+
+    Hosts whose devices sit in the same `data` rows read the same examples (T5X's rule), so that when the
+    `model` axis spans hosts every device of a row gets the same rows; with one host per row this is the
+    process index. Each host must hold a contiguous block of rows of the same size.
+    """
+    data = mesh.shape["data"]
+    me = jax.process_index()
+    rows = [i for i in range(data) if any(d.process_index == me for d in np.asarray(mesh.devices)[i].flat)]
+    if not rows:
+        raise ValueError(f"process {me} has no device in the mesh {dict(mesh.shape)}")
+    per_host = len(rows)
+    if rows != list(range(rows[0], rows[0] + per_host)) or data % per_host or rows[0] % per_host:
+        raise ValueError(f"process {me} holds data rows {rows} of {data}: a host's rows must be one aligned block")
+    return rows[0] // per_host, data // per_host
+
+
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: LogicalRules | None = None) -> Iterator[None]:
     """Makes `mesh` the current mesh and `rules` the logical axis rules (for with_logical_constraint)."""

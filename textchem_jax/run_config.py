@@ -67,16 +67,23 @@ def import_task_module(module: str | None, model=None) -> None:
     seqio_tasks.use_vocabulary(vocab)
 
 
-def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | None = None):
-    """This host's shard of `cfg`, converted by `model`'s feature converter, in per-host batches."""
+def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | None = None, mesh=None):
+    """This host's shard of `cfg`, converted by `model`'s feature converter, in per-host batches.
+
+    With `mesh` the shard is the host's position along its `data` axis (`partitioning.host_data_shard`:
+    hosts sharing data rows read the same examples); without one, the process index.
+    """
     import jax
     import seqio
+
+    from textchem_jax import partitioning
 
     if cfg.mixture_or_task_name is None:
         raise ValueError("the dataset config names no mixture or task: bind MIXTURE_OR_TASK_NAME")
     import_task_module(cfg.module, model)
-    if cfg.batch_size % jax.process_count():
-        raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {jax.process_count()} processes")
+    index, count = partitioning.host_data_shard(mesh) if mesh is not None else (jax.process_index(), jax.process_count())
+    if cfg.batch_size % count:
+        raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {count} host shards of the data")
     provider = seqio.get_mixture_or_task(cfg.mixture_or_task_name)
     lengths = dict(cfg.task_feature_lengths)
     options = {}
@@ -91,7 +98,7 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
         use_cached=cfg.use_cached,
         shuffle=cfg.shuffle,
         seed=seed if cfg.seed is None else cfg.seed,
-        shard_info=seqio.ShardInfo(jax.process_index(), jax.process_count()),
+        shard_info=seqio.ShardInfo(index, count),
         num_epochs=num_epochs,
         **options,
     )
@@ -106,4 +113,4 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
             "variant): add it in the task's preprocessors (textchem_jax.data.preprocessors.add_input_domain), "
             "or use an aggregation that needs none (e2clm_config.aggregation = 'mean')"
         ) from None
-    return ds.batch(cfg.batch_size // jax.process_count(), drop_remainder=True)
+    return ds.batch(cfg.batch_size // count, drop_remainder=True)

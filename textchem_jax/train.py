@@ -136,7 +136,7 @@ def train(
     tf.io.gfile.makedirs(model_dir)
     mesh = partitioning.make_mesh() if mesh is None else mesh
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
-    dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed)
+    dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed, mesh=mesh)
     iterator = iter(dataset)
     example = _numpy(next(iter(dataset.take(1))))
     state = trainer.init_state(jax.random.key(random_seed))
@@ -219,7 +219,7 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
     results: dict = {}
     if train_eval_cfg is not None and eval_steps:
         try:
-            batches = run_config.get_dataset(train_eval_cfg, trainer.model, seed=seed).as_numpy_iterator()
+            batches = run_config.get_dataset(train_eval_cfg, trainer.model, seed=seed, mesh=trainer.mesh).as_numpy_iterator()
             results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_steps)
         except FileNotFoundError as error:
             logger.warning("no teacher-forced evaluation: %s", error)

@@ -15,6 +15,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -187,9 +188,14 @@ class Trainer:
         return run
 
     def shard_batch(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
-        """A global batch from this host's rows (all rows on one process; its slice on each of many)."""
+        """A global batch from this host's rows: its slice along `data` (`partitioning.host_data_shard`;
+        hosts sharing data rows hold the same rows)."""
+        shards = partitioning.host_data_shard(self.mesh)[1]
         return {
-            key: jax.make_array_from_process_local_data(self.batch_sharding, value) for key, value in batch.items()
+            key: jax.make_array_from_process_local_data(
+                self.batch_sharding, value, (np.shape(value)[0] * shards, *np.shape(value)[1:])
+            )
+            for key, value in batch.items()
         }
 
 
