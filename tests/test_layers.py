@@ -27,7 +27,7 @@ LAYERS = {
     "tasks": (4, "tasks"),
     **{name: (5, "runtime") for name in ("partitioning", "checkpoints", "t5x_checkpoints", "trainer", "evaluator", "run_config",
                                          "model_loading")},  # fmt: skip
-    **{name: (6, "entry") for name in ("train", "evaluate", "infer", "convert", "inspect", "vocab", "score", "launch")},
+    **{name: (6, "entry") for name in ("train", "evaluate", "infer", "convert", "inspect", "vocab", "score", "launch", "tpu")},
 }
 OPEN_TIERS = {"runtime", "entry"}
 

@@ -51,19 +51,14 @@ def test_one_device_and_eight_devices_with_4x2_mesh_agree():
     np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-5)
 
 
-def test_two_processes_with_two_devices_equal_one_process_with_four():
-    multi = _multi_process(2, 2, 4, 1)
-    single_process = _result("4", "4", "1")
-    assert multi["shard"] == [0, 2] and single_process["shard"] == [0, 1]  # each host holds 2 of the 4 data rows
-    np.testing.assert_allclose(multi["losses"], single_process["losses"], rtol=0, atol=1e-5)
-
-
 def test_model_axis_spanning_processes_reads_by_data_position():
     """Hosts that share `data` rows feed the same examples, so the global batch depends only on the hosts'
     positions along `data`: a model axis spanning 2 of 4 processes gives the batch of 2 processes with one data
-    row each (reading by process index would cut it into 4 shards instead); the losses equal one process's."""
+    row each (reading by process index would cut it into 4 shards instead), and both train as one process."""
     spanning_four = _multi_process(4, 2, 2, 4)  # processes 0,1 hold data row 0, processes 2,3 row 1
     one_row_each = _multi_process(2, 2, 2, 2)
-    assert spanning_four["shard"] == one_row_each["shard"] == [0, 2]
+    single_process = _result("4", "2", "2")
+    assert spanning_four["shard"] == one_row_each["shard"] == [0, 2] and single_process["shard"] == [0, 1]
     assert spanning_four["batch"] == one_row_each["batch"]
-    np.testing.assert_allclose(spanning_four["losses"], _losses("8", "2", "4"), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(spanning_four["losses"], single_process["losses"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(one_row_each["losses"], single_process["losses"], rtol=0, atol=1e-5)
