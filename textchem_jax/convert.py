@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import pathlib
-import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -104,10 +103,12 @@ def write_converted(output_dir: pathlib.Path, config: T5Config, params: dict, vo
 
     output_dir.mkdir(parents=True, exist_ok=True)
     copied = None
-    if vocabulary is not None:
+    if vocabulary is not None:  # local or gs:// (etils.epath)
+        from etils import epath
+
         copied = output_dir.resolve() / VOCABULARY_FILE
-        if pathlib.Path(vocabulary).resolve() != copied:
-            shutil.copyfile(vocabulary, copied)
+        if epath.Path(vocabulary).resolve() != epath.Path(copied):
+            epath.Path(vocabulary).copy(epath.Path(copied), overwrite=True)
     if extend_vocabulary:
         if copied is None:
             raise ValueError(f"--extend_vocabulary needs the SentencePiece model: {source} has none; give --vocabulary")
@@ -160,14 +161,17 @@ def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[T5Config, dict, int]:
     return model.t5_config, params, checkpoint_step(str(checkpoint_dir))
 
 
-def checkpoint_vocabulary(checkpoint_dir: pathlib.Path) -> pathlib.Path:
-    """The vocabulary kept beside a converted checkpoint or in a run's MODEL_DIR, else the default one."""
+def checkpoint_vocabulary(checkpoint_dir: pathlib.Path):
+    """The vocabulary kept beside a converted checkpoint or in a run's MODEL_DIR, else `TEXTCHEM_VOCABULARY`
+    (local or gs://, an etils.epath) or the packaged default."""
+    from etils import epath
+
     from textchem_jax.data import vocabulary as vocabularies
 
     vocabulary = checkpoint_dir / VOCABULARY_FILE
     if vocabulary.exists():
         return vocabulary
-    return pathlib.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
+    return epath.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
 
 
 def export(checkpoint_dir: pathlib.Path, *, hf_output_dir: pathlib.Path | None = None, t5x_output_dir: str | None = None,

@@ -123,7 +123,7 @@ def read_checkpoint(path: str) -> tuple[dict, int]:
     step = state.get("state", {}).get("step")
     if step is None:
         step = int(_STEP_DIR.search(directory).group(1)) if _STEP_DIR.search(directory) else 0
-    return params_from_t5x(state["target"]), int(np.asarray(step))
+    return swap_relpos_layout(state["target"]), int(np.asarray(step))
 
 
 def config_from_params(params: Mapping, **overrides: Any):
@@ -149,24 +149,13 @@ def config_from_params(params: Mapping, **overrides: Any):
     return T5Config(**sizes, **overrides)
 
 
-def _map_relpos(tree: Mapping, transpose: bool) -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out[key] = _map_relpos(value, transpose)
-        else:
-            out[key] = np.asarray(value).T if key == "rel_embedding" and transpose else np.asarray(value)
-    return out
-
-
-def params_from_t5x(target: Mapping) -> dict:
-    """T5X network parameters -> ours (the relative position table transposed)."""
-    return _map_relpos(target, transpose=True)
-
-
-def params_to_t5x(params: Mapping) -> dict:
-    """Our parameters -> T5X network's."""
-    return _map_relpos(params, transpose=True)
+def swap_relpos_layout(tree: Mapping) -> dict:
+    """T5X network parameters <-> ours: the same tree, the relative position tables transposed (its own inverse)."""
+    return {
+        key: swap_relpos_layout(value) if isinstance(value, Mapping)
+        else (np.asarray(value).T if key == "rel_embedding" else np.asarray(value))
+        for key, value in tree.items()
+    }  # fmt: skip
 
 
 def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str | None = None) -> str:
@@ -199,7 +188,7 @@ def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str
         writes.append(store.write(array))
         return spec
 
-    target = jax.tree_util.tree_map_with_path(spec_of, params_to_t5x(params))
+    target = jax.tree_util.tree_map_with_path(spec_of, swap_relpos_layout(params))
     for write in writes:
         write.result()
     contents = {"version": VERSION, "optimizer": {"target": target, "state": {"step": np.int32(step)}}}

@@ -87,11 +87,16 @@ def setup_command(repo: str, ref: str) -> str:
             f"git -C textchem_jax checkout {shlex.quote(ref)} && cd textchem_jax && bash scripts/setup.sh")  # fmt: skip
 
 
-def train_command(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
-    """The same training command for every worker; worker 0 streams its output, the others keep it in a file."""
+def training(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
+    """The training command line: our engine or T5X's, MODEL_DIR and TRAIN_STEPS set, then the user's flags."""
     program = "textchem-train" if engine == "textchem" else "python -m t5x.train"
     flags = [f'--gin.MODEL_DIR="{model_dir}"', f"--gin.TRAIN_STEPS={train_steps}", *args]
-    run = f"cd textchem_jax && {program} {shlex.join(flags)}"
+    return f"{program} {shlex.join(flags)}"
+
+
+def train_command(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
+    """The same training command for every worker; worker 0 streams its output, the others keep it in a file."""
+    run = f"cd textchem_jax && {training(engine, model_dir, train_steps, args)}"
     return f'{run} 2>&1 | if [ "$({_WORKER_ID})" = 0 ]; then tee -a ~/textchem_train.log; else cat >> ~/textchem_train.log; fi; exit ${{PIPESTATUS[0]}}'
 
 
@@ -172,13 +177,11 @@ def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int =
 def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps: int, args: Sequence[str],
                  time_limit: str = "24:00:00", partition: str | None = None, engine: str = "textchem") -> str:  # fmt: skip
     """An sbatch script: one task per node, all GPUs of each, requeued on preemption."""
-    program = "textchem-train" if engine == "textchem" else "python -m t5x.train"
-    flags = [f'--gin.MODEL_DIR="{model_dir}"', f"--gin.TRAIN_STEPS={train_steps}", *args]
     lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1",
              f"#SBATCH --gpus-per-node={gpus_per_node}", f"#SBATCH --time={time_limit}", "#SBATCH --requeue",
              "#SBATCH --signal=B:TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []),
              "# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it when SLURM_JOB_ID is set).",
-             f"srun {program} {shlex.join(flags)}"]  # fmt: skip
+             f"srun {training(engine, model_dir, train_steps, args)}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

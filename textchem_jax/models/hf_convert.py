@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -315,5 +314,7 @@ def save_hf_directory(
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     if vocabulary_path is not None:
-        shutil.copyfile(vocabulary_path, directory / "spiece.model")  # local only: a Hugging Face directory
+        from etils import epath  # the vocabulary may be gs://; the Hugging Face directory is local
+
+        epath.Path(vocabulary_path).copy(epath.Path(directory) / "spiece.model", overwrite=True)
     return directory
