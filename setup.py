@@ -24,10 +24,12 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # clu.metric_writers writes TensorBoard summaries through it
     "importlib_resources==7.1.0",  # tensorflow-datasets needs it to build datasets
     "sentencepiece==0.2.3",
+    "google-cloud-storage==3.17.1",  # orbax asks the bucket (hierarchical namespace?) before it saves to gs://
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest==9.0.3", "hypothesis==6.155.2"],
+    # gs:// tests run a GCS emulator on loopback, behind a TLS proxy with a certificate the test makes.
+    "test": ["pytest==9.0.3", "hypothesis==6.155.2", "gcp-storage-emulator==2026.7.19", "cryptography==48.0.0"],
     # Hugging Face interop and parity tests; torch 2.13.0 has a CPU wheel preinstalled on our machines.
     "hf": ["torch==2.13.0", "transformers==5.24.0", "safetensors"],
     # GPU clusters (SLURM jobs of textchem-tpu --slurm): JAX's CUDA 12 build of the same version.

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath  # every directory here may be local or gs://
 
 from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
@@ -35,7 +35,7 @@ VOCABULARY_FILE = "spiece.model"
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
 
 
-def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, source: str) -> str:
+def model_gin_text(config: T5Config, vocabulary_path: epath.Path | None, source: str) -> str:
     """A gin file that rebuilds `config` as `%MODEL_CONFIG` from the nearest preset plus overrides."""
     size, version = preset_name(config) or ("small", "1.1" if config.feed_forward == "gated-gelu" else "1.0")
     preset = t5_config(size, version, vocab_size=config.vocab_size)
@@ -70,7 +70,7 @@ def model_gin_text(config: T5Config, vocabulary_path: pathlib.Path | None, sourc
 
 
 
-def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None,
+def import_hf(hf_dir: epath.Path, output_dir: epath.Path, vocabulary: epath.Path | None = None,
               extend_vocabulary: bool = False, **config_overrides: Any) -> T5Config:  # fmt: skip
     """HF directory -> converted directory; returns the model config.
 
@@ -84,7 +84,7 @@ def import_hf(hf_dir: pathlib.Path, output_dir: pathlib.Path, vocabulary: pathli
     return write_converted(output_dir, config, params, vocabulary, str(hf_dir), extend_vocabulary)
 
 
-def import_t5x(checkpoint: str, output_dir: pathlib.Path, vocabulary: pathlib.Path | None = None,
+def import_t5x(checkpoint: str, output_dir: epath.Path, vocabulary: epath.Path | None = None,
                extend_vocabulary: bool = False) -> T5Config:  # fmt: skip
     """T5X checkpoint (any layout, see `t5x_checkpoints`) -> converted directory. The config comes from the
     parameter shapes and the vocabulary from `vocabulary`: T5X checkpoints carry neither."""
@@ -95,7 +95,13 @@ def import_t5x(checkpoint: str, output_dir: pathlib.Path, vocabulary: pathlib.Pa
     return write_converted(output_dir, config, params, vocabulary, f"{checkpoint} (T5X, step {step})", extend_vocabulary)
 
 
-def write_converted(output_dir: pathlib.Path, config: T5Config, params: dict, vocabulary: pathlib.Path | None,
+def _absolute(path: str | os.PathLike) -> epath.Path:
+    """A local path made absolute; `gs://` paths are already (epath's resolve() would prefix the cwd)."""
+    path = epath.Path(path)
+    return path if "://" in str(path) else path.resolve()
+
+
+def write_converted(output_dir: epath.Path, config: T5Config, params: dict, vocabulary: epath.Path | None,
                     source: str, extend_vocabulary: bool = False) -> T5Config:  # fmt: skip
     """A converted directory: params.npz, t5_config.json, model.gin and the vocabulary beside them."""
     from textchem_jax.data import vocabulary as vocabularies
@@ -103,12 +109,10 @@ def write_converted(output_dir: pathlib.Path, config: T5Config, params: dict, vo
 
     output_dir.mkdir(parents=True, exist_ok=True)
     copied = None
-    if vocabulary is not None:  # local or gs:// (etils.epath)
-        from etils import epath
-
-        copied = output_dir.resolve() / VOCABULARY_FILE
-        if epath.Path(vocabulary).resolve() != epath.Path(copied):
-            epath.Path(vocabulary).copy(epath.Path(copied), overwrite=True)
+    if vocabulary is not None:
+        copied = _absolute(output_dir) / VOCABULARY_FILE  # model.gin names it, read from any working directory
+        if _absolute(vocabulary) != copied:
+            epath.Path(vocabulary).copy(copied, overwrite=True)
     if extend_vocabulary:
         if copied is None:
             raise ValueError(f"--extend_vocabulary needs the SentencePiece model: {source} has none; give --vocabulary")
@@ -122,7 +126,7 @@ def write_converted(output_dir: pathlib.Path, config: T5Config, params: dict, vo
     return config
 
 
-def run_model(run_dir: pathlib.Path):
+def run_model(run_dir: epath.Path):
     """The model adapter a training run was configured with (`MODEL` in its `MODEL_DIR/config.gin`)."""
     import gin
 
@@ -135,7 +139,7 @@ def run_model(run_dir: pathlib.Path):
 
 
 
-def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[T5Config, dict, int]:
+def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     """`(config, params, step)` of a converted directory (step 0) or of a training run's latest checkpoint
     (orbax, `MODEL_DIR`; T5-shaped models only)."""
     import jax
@@ -161,11 +165,9 @@ def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[T5Config, dict, int]:
     return model.t5_config, params, checkpoint_step(str(checkpoint_dir))
 
 
-def checkpoint_vocabulary(checkpoint_dir: pathlib.Path):
+def checkpoint_vocabulary(checkpoint_dir: epath.Path):
     """The vocabulary kept beside a converted checkpoint or in a run's MODEL_DIR, else `TEXTCHEM_VOCABULARY`
-    (local or gs://, an etils.epath) or the packaged default."""
-    from etils import epath
-
+    (local or gs://) or the packaged default."""
     from textchem_jax.data import vocabulary as vocabularies
 
     vocabulary = checkpoint_dir / VOCABULARY_FILE
@@ -174,8 +176,8 @@ def checkpoint_vocabulary(checkpoint_dir: pathlib.Path):
     return epath.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
 
 
-def export(checkpoint_dir: pathlib.Path, *, hf_output_dir: pathlib.Path | None = None, t5x_output_dir: str | None = None,
-           vocabulary: pathlib.Path | None = None) -> tuple[T5Config, str]:  # fmt: skip
+def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = None, t5x_output_dir: str | None = None,
+           vocabulary: epath.Path | None = None) -> tuple[T5Config, str]:  # fmt: skip
     """A converted directory or a run's MODEL_DIR -> a Hugging Face directory (config.json, model.safetensors,
     spiece.model) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/`); returns (config, what was written)."""
     config, params, step = load_checkpoint(checkpoint_dir)
@@ -192,14 +194,14 @@ def export(checkpoint_dir: pathlib.Path, *, hf_output_dir: pathlib.Path | None =
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hf_dir", type=pathlib.Path, help="Hugging Face T5 directory to import")
+    parser.add_argument("--hf_dir", type=epath.Path, help="Hugging Face T5 directory to import")
     parser.add_argument("--t5x_checkpoint", help="T5X checkpoint_<step> folder, or a T5X MODEL_DIR (its latest), to import")
-    parser.add_argument("--output_dir", type=pathlib.Path, help="converted directory to write (with --hf_dir or --t5x_checkpoint)")
-    parser.add_argument("--checkpoint_dir", type=pathlib.Path,
+    parser.add_argument("--output_dir", type=epath.Path, help="converted directory to write (with --hf_dir or --t5x_checkpoint)")
+    parser.add_argument("--checkpoint_dir", type=epath.Path,
                         help="converted directory or textchem-train MODEL_DIR (latest checkpoint) to export")  # fmt: skip
-    parser.add_argument("--hf_output_dir", type=pathlib.Path, help="HF directory to write (with --checkpoint_dir)")
+    parser.add_argument("--hf_output_dir", type=epath.Path, help="HF directory to write (with --checkpoint_dir)")
     parser.add_argument("--t5x_output_dir", help="T5X MODEL_DIR to write checkpoint_<step>/ into (with --checkpoint_dir)")
-    parser.add_argument("--vocabulary", type=pathlib.Path, help="SentencePiece model to copy alongside")
+    parser.add_argument("--vocabulary", type=epath.Path, help="SentencePiece model to copy alongside")
     parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
     parser.add_argument("--extend_vocabulary", action="store_true",
                         help="add the chemistry characters the vocabulary lacks (T5's: \\ ~ { } <) and grow the embedding")  # fmt: skip

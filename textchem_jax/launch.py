@@ -106,10 +106,24 @@ def _quiet_search_misses(record) -> bool:
     return not str(record.getMessage()).startswith("Path not found:")
 
 
+def _open_remote(path: str):
+    from etils import epath
+
+    return epath.Path(path).open("r")
+
+
+def _is_remote_file(path: str) -> bool:
+    """gin itself opens local files only; `gs://` gin files and search paths go through etils.epath."""
+    from etils import epath
+
+    return "://" in path and epath.Path(path).is_file()
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
     """Parses gin files and bindings; raises ConfigError naming the file and the fix."""
     import gin
 
+    gin.config.register_file_reader(_open_remote, _is_remote_file)
     search_paths = [*search_paths, str(GIN_CONFIGS)]
     logging.getLogger().addFilter(_quiet_search_misses)
     for path in search_paths:

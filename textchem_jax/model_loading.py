@@ -7,8 +7,8 @@ shardings their logical axes imply on `mesh`.
 
 from __future__ import annotations
 
+import io
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from textchem_jax import partitioning
 from textchem_jax.checkpoints import check_shapes, load_params
@@ -118,8 +119,8 @@ def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> t
     return params, 0
 
 
-def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:
-    """Saves a nested dict of arrays as one .npz (bfloat16 stored as float32, exactly)."""
+def write_params(directory: str | os.PathLike, params: dict) -> epath.Path:
+    """Saves a nested dict of arrays as one .npz (bfloat16 stored as float32, exactly), local or gs://."""
     flat: dict[str, np.ndarray] = {}
 
     def walk(tree: dict, prefix: tuple[str, ...]) -> None:
@@ -133,19 +134,16 @@ def write_params(directory: pathlib.Path, params: dict) -> pathlib.Path:
                 flat[_SEPARATOR.join((*prefix, key))] = array
 
     walk(dict(params), ())
-    path = directory / PARAMS_FILE
-    np.savez(path, **flat)
+    buffer = io.BytesIO()
+    np.savez(buffer, **flat)
+    path = epath.Path(directory) / PARAMS_FILE
+    path.write_bytes(buffer.getvalue())
     return path
 
 
 def _params_file(directory: str | os.PathLike):
-    """The `params.npz` of a converted directory, read through tf.io.gfile (local or `gs://`)."""
-    import io
-
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(os.path.join(os.fspath(directory), PARAMS_FILE), "rb") as f:
-        return np.load(io.BytesIO(f.read()))
+    """The `params.npz` of a converted directory (local or `gs://`)."""
+    return np.load(io.BytesIO((epath.Path(directory) / PARAMS_FILE).read_bytes()))
 
 
 def read_params(directory: str | os.PathLike, config: T5Config) -> dict:

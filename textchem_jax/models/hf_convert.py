@@ -15,13 +15,15 @@ module is cheap to import without the `hf` extra.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import pathlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from textchem_jax.models.config import T5Config, dtype_name
 
@@ -248,9 +250,10 @@ def hf_state_dict_from_params(params: Mapping, config: T5Config) -> dict[str, np
 # Directories
 
 
-def read_hf_state_dict(directory: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of an HF model directory: model.safetensors, sharded safetensors, or pytorch_model.bin."""
-    directory = pathlib.Path(directory)  # local only: a Hugging Face directory
+def read_hf_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of an HF model directory (local or gs://): model.safetensors, sharded safetensors, or
+    pytorch_model.bin (read with `weights_only`: tensors, never pickled code)."""
+    directory = epath.Path(directory)
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.exists():
         return _read_safetensors(single)
@@ -265,16 +268,16 @@ def read_hf_state_dict(directory: str | pathlib.Path) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"{directory}: no model.safetensors(.index.json) or pytorch_model.bin")
 
 
-def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+def _read_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load
 
-    return load_file(str(path))
+    return load(path.read_bytes())
 
 
-def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
+def _read_torch(path: epath.Path) -> dict[str, np.ndarray]:
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     # bfloat16 has no NumPy view in torch; float32 holds it exactly and we cast to param_dtype later.
     return {
@@ -284,11 +287,11 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
     }
 
 
-def load_hf_directory(directory: str | pathlib.Path, **config_overrides: Any) -> tuple[T5Config, dict]:
-    """(config, plain parameters in the config's layout) from a local HF T5 directory."""
+def load_hf_directory(directory: str | os.PathLike, **config_overrides: Any) -> tuple[T5Config, dict]:
+    """(config, plain parameters in the config's layout) from an HF T5 directory (local or gs://)."""
     from textchem_jax.models.t5 import stack_layer_params
 
-    directory = pathlib.Path(directory)  # local only: a Hugging Face directory
+    directory = epath.Path(directory)
     hf_config = json.loads((directory / "config.json").read_text())
     config = config_from_hf(hf_config, **config_overrides)
     params = params_from_hf_state_dict(read_hf_state_dict(directory), config)
@@ -298,23 +301,21 @@ def load_hf_directory(directory: str | pathlib.Path, **config_overrides: Any) ->
 
 
 def save_hf_directory(
-    directory: str | pathlib.Path,
+    directory: str | os.PathLike,
     config: T5Config,
     params: Mapping,
-    vocabulary_path: str | pathlib.Path | None = None,
-) -> pathlib.Path:
-    """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model."""
-    from safetensors.numpy import save_file
+    vocabulary_path: str | os.PathLike | None = None,
+) -> epath.Path:
+    """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model, local or gs://."""
+    from safetensors.numpy import save
 
-    directory = pathlib.Path(directory)  # local only: a Hugging Face directory
+    directory = epath.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = hf_state_dict_from_params(params, config)
     hf_config = hf_config_from(config)
     hf_config["dtype"] = dtype_name(next(iter(state.values())).dtype)
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "model.safetensors").write_bytes(save(state, metadata={"format": "pt"}))
     if vocabulary_path is not None:
-        from etils import epath  # the vocabulary may be gs://; the Hugging Face directory is local
-
-        epath.Path(vocabulary_path).copy(epath.Path(directory) / "spiece.model", overwrite=True)
+        epath.Path(vocabulary_path).copy(directory / "spiece.model", overwrite=True)
     return directory
