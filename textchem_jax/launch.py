@@ -173,15 +173,49 @@ def write_config(model_dir: str) -> None:
         f.write(gin.config_str())
 
 
-def initialize_distributed(coordinator_address: str | None, process_count: int | None, process_index: int | None) -> None:
+def initialize_distributed(coordinator_address: str | None, process_count: int | None, process_index: int | None,
+                           heartbeat_timeout_seconds: int = 100) -> None:  # fmt: skip
     """`jax.distributed.initialize` from flags, or from the environment when the cluster sets it up."""
     import jax
 
     if coordinator_address:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU multi-process collectives
-        jax.distributed.initialize(coordinator_address, process_count, process_index)
+        jax.distributed.initialize(coordinator_address, process_count, process_index,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_seconds)  # fmt: skip
     elif any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")):
-        jax.distributed.initialize()
+        jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+
+
+LOST_PEER_EXIT_CODE = 75  # EX_TEMPFAIL: nothing wrong with this process; rerun to resume
+# How a collective or the coordination service reports that another process of the run is gone (JAX raises
+# it as JaxRuntimeError; orbax's save threads hand it on as ValueError or RuntimeError).
+_LOST_PEER = re.compile(r"Gloo \w+ failed|Connection (reset|closed) by peer|heartbeat timeout|coordination service", re.I)
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says another process of a multi-process run died."""
+    import jax
+
+    if jax.process_count() < 2:
+        return False
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return any(_LOST_PEER.search(str(e)) for e in chain)
+
+
+def exit_lost_peer(program: str, error: BaseException) -> None:
+    """One clear line, then exit at once: JAX's shutdown barrier would wait for the dead process's heartbeat
+    timeout and then abort with a page of C++ logs. Checkpoints already committed stay; rerunning resumes."""
+    import jax
+
+    detail = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    print(f"{program}: process {jax.process_index()} of {jax.process_count()} lost another process of the run "
+          f"({detail[:300]}). That process's log says why it stopped; rerun the same command on every host to resume "
+          "from the last checkpoint.", file=sys.stderr, flush=True)  # fmt: skip
+    sys.stdout.flush()
+    os._exit(LOST_PEER_EXIT_CODE)
 
 
 def define_flags() -> None:
@@ -194,6 +228,7 @@ def define_flags() -> None:
     flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0")
     flags.DEFINE_integer("process_count", None, "multi-host: number of processes")
     flags.DEFINE_integer("process_index", None, "multi-host: index of this process")
+    flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "multi-host: a process silent this long is declared dead")
 
 
 def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> None:
@@ -217,13 +252,19 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
             _import_tensorflow_quietly()
         if FLAGS.tfds_data_dir:
             os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir
-        initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index)
+        initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index,
+                               FLAGS.heartbeat_timeout_seconds)  # fmt: skip
         try:
             parse_gin(FLAGS.gin_file, [*FLAGS.gin_bindings, *gin_flag_bindings], FLAGS.gin_search_paths)
         except ConfigError as error:
             print(f"configuration error: {error}", file=sys.stderr)
             return 2
-        return main()
+        try:
+            return main()
+        except Exception as error:
+            if lost_peer(error):
+                exit_lost_peer(os.path.basename(argv[0]), error)
+            raise
 
     app.run(absl_main, argv=argv)
 

@@ -1,0 +1,85 @@
+"""`textchem-train` as 2 processes on 127.0.0.1 (gloo), through its multi-host flags, the way a pod runs it.
+
+A process killed mid-run makes the other exit at once with one clear line (not a hang, not the heartbeat
+timeout's abort); rerunning both resumes from the last complete checkpoint, trains on and evaluates, and only
+process 0 writes the run's own files.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from textchem_jax.launch import LOST_PEER_EXIT_CODE
+
+pytestmark = pytest.mark.slow
+
+FLAGS = [
+    "--gin_file=experiments/quickstart.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", "--gin.BATCH_SIZE=4",
+    "--gin.run_config.CheckpointConfig.period=2", "--gin.train_lib.train.log_period=1",
+    "--gin.train_lib.train.eval_steps=1", "--gin.infer_eval/run_config.DatasetConfig.num_examples=2",
+    "--heartbeat_timeout_seconds=20",
+]  # fmt: skip
+
+
+def _start(model_dir: pathlib.Path, logs: pathlib.Path, *flags: str) -> list[subprocess.Popen]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    common = ["textchem-train", *FLAGS, f"--gin.MODEL_DIR='{model_dir}'", f"--coordinator_address=127.0.0.1:{port}",
+              "--process_count=2", *flags]  # fmt: skip
+    logs.mkdir(exist_ok=True)
+    return [
+        subprocess.Popen([*common, f"--process_index={i}"], stdout=(logs / f"out{i}").open("w"), stderr=(logs / f"err{i}").open("w"))
+        for i in range(2)
+    ]
+
+
+def _wait(processes: list[subprocess.Popen], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+
+
+def test_two_process_quickstart_survives_a_dead_process_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    first_logs = tmp_path / "first"
+    first = _start(run, first_logs, "--gin.TRAIN_STEPS=1000")
+    deadline = time.monotonic() + 600
+    committed = run / "checkpoints" / "2"  # orbax renames the step's folder into place once every process wrote it
+    while not (committed.is_dir() and "step 3/" in (first_logs / "out0").read_text()) and time.monotonic() < deadline:
+        assert first[0].poll() is None, (first_logs / "err0").read_text()[-3000:]
+        time.sleep(0.2)
+    first[1].kill()
+    killed = time.monotonic()
+    code = _wait(first[:1], timeout=120)[0]
+    waited = time.monotonic() - killed
+    error = (first_logs / "err0").read_text()
+    assert code == LOST_PEER_EXIT_CODE, error[-3000:]
+    assert "textchem-train: process 0 of 2 lost another process of the run" in error
+    assert waited < 60, f"the survivor took {waited:.0f} s to exit"  # bounded: no wait for the heartbeat timeout
+
+    second_logs = tmp_path / "second"
+    second = _start(run, second_logs, "--gin.TRAIN_STEPS=6")
+    codes = _wait(second, timeout=900)
+    outputs = [(second_logs / f"out{i}").read_text() for i in range(2)]
+    assert codes == [0, 0], (second_logs / "err0").read_text()[-3000:] + (second_logs / "err1").read_text()[-3000:]
+    resumed = [re.search(r"resumed from step (\d+)", out) for out in outputs]
+    assert all(resumed) and {int(m.group(1)) for m in resumed} in ({2}, {4}), outputs  # the last complete checkpoint
+    assert "step 6/6" in outputs[0]
+
+    # Evaluated at the end, once: one metrics row per evaluated step, written by process 0 alone.
+    metrics = [json.loads(line) for line in (run / "inference_eval" / "textchem_demo_forward-metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in metrics] == [6] and "accuracy" in metrics[0]
+    events = [path.name for path in run.rglob("events.out.tfevents.*")]  # events.out.tfevents.<time>.<host>.<pid>...
+    assert {name.split(".")[5] for name in events} == {str(first[0].pid), str(second[0].pid)}, events
+    assert "accuracy" in outputs[0] and "accuracy" not in outputs[1]  # the results table comes from process 0
