@@ -14,6 +14,9 @@ Clients and how each is pointed at the emulator:
   Content-Length and stores the chunk framing, where HTTP (RFC 9112, 6.3) says chunked wins.
 - An empty media upload (how TensorFlow makes a "folder/" marker) ends in `len(None)` and a dropped connection.
 - Media downloads lack the `x-goog-generation` header, which TensorStore reads (OCDBT checkpoints need it).
+- No `storageLayout` endpoint: TensorFlow asks it (hierarchical namespace or not) before renaming a folder.
+- Listings ignore `startOffset`/`endOffset`: TensorStore lists a key range that way before it deletes it
+  (`delete_existing`), so it would delete every object in the bucket.
 """
 
 from __future__ import annotations
@@ -147,7 +150,9 @@ def serve_emulator(args: list[str]) -> None:
     from gcp_storage_emulator import server
     from gcp_storage_emulator.handlers import objects
 
-    read_raw_data, media_upload, download = server._read_raw_data, objects._media_upload, objects.download
+    import types
+
+    read_raw_data, media_upload, download, ls = server._read_raw_data, objects._media_upload, objects.download, objects.ls
 
     def read_raw_data_chunked_first(request_handler):
         if (request_handler.headers.get("Transfer-Encoding") or "").lower() == "chunked":
@@ -165,10 +170,28 @@ def serve_emulator(args: list[str]) -> None:
             response["x-goog-generation"], response["x-goog-metageneration"] = stored["generation"], stored["metageneration"]
         return download(request, response, storage, *args, **kwargs)
 
+    def ls_within_offsets(request, response, storage, *args, **kwargs):
+        start, end = (request.query.get(key, [None])[0] for key in ("startOffset", "endOffset"))
+
+        def within(*list_args, **list_kwargs):
+            files, prefixes = storage.get_file_list(*list_args, **list_kwargs)
+            keep = lambda name: (start is None or name >= start) and (end is None or name < end)  # noqa: E731
+            return [f for f in files if keep(f["name"])], [p for p in prefixes if keep(p)]
+
+        return ls(request, response, types.SimpleNamespace(get_file_list=within), *args, **kwargs)
+
+    def storage_layout(request, response, storage, *args, **kwargs):
+        name = request.params["bucket_name"]
+        response.json({"kind": "storage#storageLayout", "bucket": name, "location": "US", "locationType": "multi-region",
+                       "hierarchicalNamespace": {"enabled": False}})  # fmt: skip
+
     server._read_raw_data, objects._media_upload = read_raw_data_chunked_first, media_upload_of_empty_objects_too
-    objects.download = download_with_generation
+    layout_route = (r"^{}/b/(?P<bucket_name>[-.\w]+)/storageLayout$".format(server.settings.API_ENDPOINT), {server.GET: storage_layout})
+    server.HANDLERS = (layout_route, *server.HANDLERS)
+    fixed = {download: download_with_generation, ls: ls_within_offsets}
+    objects.download, objects.ls = fixed[download], fixed[ls]
     for _, methods in server.HANDLERS:
-        methods.update({method: download_with_generation for method, handler in methods.items() if handler is download})
+        methods.update({method: fixed[handler] for method, handler in methods.items() if handler in fixed})
     emulator.main(args)
 
 
