@@ -59,6 +59,7 @@ def test_two_process_quickstart_survives_a_dead_process_and_resumes(tmp_path):
     while not (committed.is_dir() and "step 3/" in (first_logs / "out0").read_text()) and time.monotonic() < deadline:
         assert first[0].poll() is None, (first_logs / "err0").read_text()[-3000:]
         time.sleep(0.2)
+    assert committed.is_dir(), f"no committed checkpoint 2 within 10 minutes:\n{(first_logs / 'out0').read_text()[-2000:]}"
     first[1].kill()
     killed = time.monotonic()
     code = _wait(first[:1], timeout=120)[0]
