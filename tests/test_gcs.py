@@ -41,10 +41,6 @@ def _run(gcs, *command: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return result
 
 
-def _objects(gcs, prefix: str) -> list[str]:
-    return gcs_emulator.list_objects(gcs, prefix)
-
-
 def test_gcs_clients_reach_the_emulator(gcs):
     """tf.io.gfile (through the TLS proxy), etils.epath and TensorStore (its own endpoint setting) write objects
     that the emulator lists, and read them back."""
@@ -57,7 +53,7 @@ def test_gcs_clients_reach_the_emulator(gcs):
     (epath.Path(BUCKET) / "clients" / "epath.txt").write_text("epath")
     store = ts.open({"driver": "zarr", "kvstore": f"{BUCKET}/clients/array/"}, create=True, dtype=ts.int32, shape=[3]).result()
     store.write([1, 2, 3]).result()
-    assert {"clients/gfile.txt", "clients/epath.txt", "clients/array/.zarray"} <= set(_objects(gcs, "clients/"))
+    assert {"clients/gfile.txt", "clients/epath.txt", "clients/array/.zarray"} <= set(gcs_emulator.list_objects(gcs, "clients/"))
     assert tf.io.gfile.GFile(f"{BUCKET}/clients/gfile.txt").read() == "x" * 300_000
     assert [line.numpy() for line in tf.data.TextLineDataset(f"{BUCKET}/clients/epath.txt")] == [b"epath"]
     assert store.read().result().tolist() == [1, 2, 3]
@@ -78,7 +74,7 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     second = _run(gcs, *train, "--gin.TRAIN_STEPS=4")
     assert f"resumed from step 2 in {run}/checkpoints" in second.stdout
 
-    stored = _objects(gcs, "run/")
+    stored = gcs_emulator.list_objects(gcs, "run/")
     for step in (2, 4):
         assert f"run/checkpoints/{step}/commit_success.txt" in stored  # orbax's completion marker on GCS
     assert {"run/config.gin", "run/spiece.model"} <= set(stored)
@@ -93,14 +89,14 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
          f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.EVAL_OUTPUT_DIR='{evaluation}'",
          "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_forward'", "--gin.run_config.DatasetConfig.num_examples=2",
          "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}")  # fmt: skip
-    assert any(name.endswith("-metrics.jsonl") for name in _objects(gcs, "eval/"))
+    assert any(name.endswith("-metrics.jsonl") for name in gcs_emulator.list_objects(gcs, "eval/"))
 
     hf, converted = f"{BUCKET}/hf", f"{BUCKET}/converted"
     _run(gcs, "textchem-convert", f"--checkpoint_dir={run}", f"--hf_output_dir={hf}")
-    assert {"hf/config.json", "hf/model.safetensors", "hf/spiece.model"} <= set(_objects(gcs, "hf/"))
+    assert {"hf/config.json", "hf/model.safetensors", "hf/spiece.model"} <= set(gcs_emulator.list_objects(gcs, "hf/"))
     _run(gcs, "textchem-convert", f"--hf_dir={hf}", f"--output_dir={converted}")
     assert {"converted/params.npz", "converted/t5_config.json", "converted/model.gin", "converted/spiece.model"} <= set(
-        _objects(gcs, "converted/"))
+        gcs_emulator.list_objects(gcs, "converted/"))
 
     from etils import epath
     from helpers import checkpoint_params
@@ -142,13 +138,13 @@ def test_data_vocabularies_and_t5x_checkpoints_in_the_bucket(gcs):
 
     texts = [record.smiles for record in datasets.read_dataset("chebi20", "test", str(local))]
     path = vocabularies.train_vocabulary(texts, f"{BUCKET}/vocab/chem", vocab_size=600, hard_vocab_limit=False)
-    assert path == f"{BUCKET}/vocab/chem.model" and "vocab/chem.model" in _objects(gcs, "vocab/")
+    assert path == f"{BUCKET}/vocab/chem.model" and "vocab/chem.model" in gcs_emulator.list_objects(gcs, "vocab/")
     vocabulary = vocabularies.load_vocabulary(path)
     assert vocabulary.decode(vocabulary.encode(texts[0])) == texts[0]
 
     params = jax.tree_util.tree_map(np.asarray, nn.meta.unbox(tiny_t5("1.1").init(jax.random.key(3))))
     written = t5x_checkpoints.write_checkpoint(f"{BUCKET}/t5x", params, 3, vocabulary=path)
-    assert written == f"{BUCKET}/t5x/checkpoint_3" and "t5x/checkpoint_3/checkpoint" in _objects(gcs, "t5x/")
+    assert written == f"{BUCKET}/t5x/checkpoint_3" and "t5x/checkpoint_3/checkpoint" in gcs_emulator.list_objects(gcs, "t5x/")
     read, step = t5x_checkpoints.read_checkpoint(f"{BUCKET}/t5x")
     assert step == 3
     for got, want in zip(jax.tree_util.tree_leaves(read), jax.tree_util.tree_leaves(params), strict=True):

@@ -187,10 +187,15 @@ class Trainer:
 
         return run
 
+    @functools.cached_property
+    def data_shards(self) -> int:
+        """How many distinct host slices the batch has (`partitioning.host_data_shard`), fixed by the mesh."""
+        return partitioning.host_data_shard(self.mesh)[1]
+
     def shard_batch(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
-        """A global batch from this host's rows: its slice along `data` (`partitioning.host_data_shard`;
-        hosts sharing data rows hold the same rows)."""
-        shards = partitioning.host_data_shard(self.mesh)[1]
+        """A global batch from this host's rows: its slice along `data` (hosts sharing data rows hold the
+        same rows)."""
+        shards = self.data_shards
         return {
             key: jax.make_array_from_process_local_data(
                 self.batch_sharding, value, (np.shape(value)[0] * shards, *np.shape(value)[1:])
