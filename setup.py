@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "importlib_resources==7.1.0",  # tensorflow-datasets needs it to build datasets
     "sentencepiece==0.2.3",
     "google-cloud-storage==3.17.1",  # orbax asks the bucket (hierarchical namespace?) before it saves to gs://
+    "matplotlib==3.11.2",  # sweep and report plots
 ]
 
 EXTRAS_REQUIRE = {
@@ -58,6 +59,9 @@ setup(
             "textchem-eval=textchem_jax.evaluate:main",
             "textchem-infer=textchem_jax.infer:main",
             "textchem-tpu=textchem_jax.tpu:main",
+            "textchem-sweep=textchem_jax.sweep:main",
+            "textchem-robustness=textchem_jax.robustness:main",
+            "textchem-report=textchem_jax.report:main",
         ]
     },
 )

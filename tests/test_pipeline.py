@@ -159,11 +159,11 @@ def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_
     assert (tmp_path / "preds" / "my_spelling-predict.jsonl-00000-of-00001.COMPLETED").exists()
 
     # The trained run (orbax MODEL_DIR) exports to a Hugging Face directory with the same logits.
-    from textchem_jax import convert, partitioning
+    from textchem_jax import convert, launch, partitioning
     from textchem_jax.model_loading import load_for_inference
 
     assert convert.main([f"--checkpoint_dir={run}", f"--hf_output_dir={tmp_path / 'hf'}"]) == 0
-    ours = convert.run_model(run)
+    ours = launch.saved_run(str(run)).model
     params = load_for_inference(ours, str(run), partitioning.make_mesh())
     rng = np.random.default_rng(0)
     encoder = rng.integers(2, 500, (2, 9)).astype(np.int32)

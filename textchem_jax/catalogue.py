@@ -32,3 +32,22 @@ def task_input_domain(task: str) -> int:
     if name not in DOMAINS:
         raise ValueError(f"unknown task {task!r}; known: {sorted(DOMAINS)}")
     return DOMAIN_IDS[DOMAINS[name][0]]
+
+# Published test-set numbers (fractions) that this project could read, by model and task (README, "Released
+# checkpoints"); reports put them beside a run's numbers on the same test split.
+PAPER_RESULTS = {
+    "Text+Chem T5-small-standard": {"paragraph2actions": {"bleu2": 0.929}},
+    "Text+Chem T5-base-standard": {"mol2text": {"bleu2": 0.580, "bleu4": 0.490, "rouge1": 0.647, "rouge2": 0.498}},
+    "Text+Chem T5-base-augm": {
+        "mol2text": {"bleu2": 0.625, "bleu4": 0.542, "rouge1": 0.682, "rouge2": 0.543, "rougeL": 0.622, "meteor": 0.648}
+    },
+    "MolT5-large": {
+        "text2mol": {"exact_match": 0.302, "bleu": 0.854, "morgan_fts": 0.684, "validity": 0.905},
+        "mol2text": {"bleu2": 0.594, "bleu4": 0.508, "rouge1": 0.654, "rouge2": 0.510, "rougeL": 0.594, "meteor": 0.614},
+    },
+}
+PAPER_RESULTS_SOURCE = (
+    "Christofidellis et al. 2023 (as listed by paperswithcode.com/paper/unifying-molecular-and-textual; small-standard "
+    "paragraph-to-actions BLEU-2 from GT4SD/multitask_text_and_chemistry_t5 issue 3) and MolT5 (Edwards et al. 2022, "
+    "as listed by paperswithcode.com/paper/translation-between-molecules-and-natural)"
+)

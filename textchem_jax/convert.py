@@ -126,19 +126,6 @@ def write_converted(output_dir: epath.Path, config: T5Config, params: dict, voca
     return config
 
 
-def run_model(run_dir: epath.Path):
-    """The model adapter a training run was configured with (`MODEL` in its `MODEL_DIR/config.gin`)."""
-    import gin
-
-    gin.clear_config()
-    try:
-        gin.parse_config((run_dir / RUN_CONFIG_FILE).read_text())
-        return gin.query_parameter("%MODEL").scoped_configurable_fn()
-    finally:
-        gin.clear_config()
-
-
-
 def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     """`(config, params, step)` of a converted directory (step 0) or of a training run's latest checkpoint
     (orbax, `MODEL_DIR`; T5-shaped models only)."""
@@ -153,7 +140,9 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     if not (checkpoint_dir / RUN_CONFIG_FILE).exists():
         raise ValueError(f"{checkpoint_dir} has neither {CONFIG_FILE} (a textchem-convert directory) nor "
                          f"{RUN_CONFIG_FILE} (a textchem-train MODEL_DIR)")  # fmt: skip
-    model = run_model(checkpoint_dir)
+    from textchem_jax.launch import saved_run
+
+    model = saved_run(str(checkpoint_dir)).model
     names = set(model.abstract_params())
     if names != {"token_embedder", "encoder", "decoder"}:
         raise ValueError(

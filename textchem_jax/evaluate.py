@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from textchem_jax.evaluator import DecodeFn, InferenceEvaluator
-from textchem_jax.metrics.report import format_table, versions_line
+from textchem_jax.metrics.tables import format_table, versions_line
 
 
 def evaluate(

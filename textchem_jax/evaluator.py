@@ -11,10 +11,12 @@ scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `tex
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -187,3 +189,68 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
         totals["num_tokens"] = totals.get("num_tokens", 0.0) + tokens
     tokens = max(totals.get("num_tokens", 0.0), 1.0)
     return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
+
+
+ORIGINAL = "original"  # the variant name of the examples as the split writes them
+
+
+def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,
+                        decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None) -> dict:  # fmt: skip
+    """{task: {"original" | variant: {metric: value}}}: every task of `cfg`'s mixture that reads SMILES,
+    evaluated on the same examples (the split's first `cfg.num_examples`) as written and rewritten in each
+    notation variant (`notations.variant_names`), through the same decoding, postprocessing and metrics."""
+    import seqio
+
+    from textchem_jax.data import seqio_tasks
+
+    import_task_module(cfg.module, model)
+    names = []
+    for task in seqio.get_subtasks(seqio.get_mixture_or_task(cfg.mixture_or_task_name)):
+        rewritten = seqio_tasks.notation_variants(task.name, list(variants)) if task.name in seqio_tasks.SPECS else []
+        names += [task.name, *rewritten] if rewritten else []
+    if not names:
+        raise ValueError(f"{cfg.mixture_or_task_name} has no task with a SMILES input (forward, retro, mol2text) "
+                         "to rewrite: give a mixture or task that has one")  # fmt: skip
+    mixture = f"{cfg.mixture_or_task_name}_notations"
+    if mixture in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.remove(mixture)
+    seqio.MixtureRegistry.add(mixture, [(name, 1.0) for name in names])
+    evaluator = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=mixture), output_dir, mesh,
+                                   decode_fn, caption_tokenizer)  # fmt: skip
+    grouped: dict[str, dict] = {}
+    for name, metrics in evaluator.evaluate(params, step).items():
+        task, _, variant = name.partition("_notation_")
+        grouped.setdefault(task, {})[variant or ORIGINAL] = metrics
+    return {task: {v: grouped[task][v] for v in (ORIGINAL, *variants) if v in grouped[task]} for task in grouped}
+
+
+def mean_pooled_embeddings(model, params, mesh, tokens: np.ndarray, domain: int, batch_size: int = 64) -> np.ndarray:
+    """(rows, d_model): the encoder's outputs averaged over each row's non-padding tokens (AMORE's embedding)."""
+
+    @jax.jit
+    def pooled(params, features):
+        encoded = model.encode(params, features)
+        mask = (features["encoder_input_tokens"] > 0)[..., None].astype(encoded.dtype)
+        return (encoded * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+
+    multiple = max(mesh.shape["data"], 1)
+    rows = []
+    for start in range(0, len(tokens), batch_size):
+        chunk = _pad_rows(tokens[start : start + batch_size], multiple)
+        features = {"encoder_input_tokens": chunk, "input_domain": np.full_like(chunk, domain)}
+        with jax.set_mesh(mesh):
+            out = pooled(params, {key: replicated_batch(mesh, value) for key, value in model.features(features, model.input_features).items()})
+        rows.append(gather(out)[: min(batch_size, len(tokens) - start)])
+    return np.concatenate(rows).astype(np.float32)
+
+
+def retrieval_scores(originals: np.ndarray, variants: np.ndarray) -> dict[str, float]:
+    """AMORE's check: does each variant's embedding find its own original among all originals (cosine)?
+    acc@1, acc@5 and mean reciprocal rank; a tie with another original counts against the variant."""
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    similarity = unit(variants) @ unit(originals).T
+    own = np.diag(similarity)
+    ranks = np.sum(similarity >= own[:, None], axis=1)  # originals at least as close, its own included
+    return {"acc@1": float(np.mean(ranks <= 1)), "acc@5": float(np.mean(ranks <= 5)), "mrr": float(np.mean(1.0 / ranks))}

@@ -19,7 +19,8 @@ import numpy as np
 PERCENTILES = (50, 90, 95, 99, 100)
 
 
-def _parse_lengths(text: str) -> dict[str, int]:
+def feature_lengths(text: str) -> dict[str, int]:
+    """`inputs=512,targets=512` -> {"inputs": 512, "targets": 512} (an argparse type)."""
     lengths = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--mixture", help="a registered mixture, e.g. textchem_standard")
     which.add_argument("--task", help="a registered task, e.g. textchem_text2mol")
     parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
-    parser.add_argument("--task_feature_lengths", type=_parse_lengths, default={"inputs": 512, "targets": 512})
+    parser.add_argument("--task_feature_lengths", type=feature_lengths, default={"inputs": 512, "targets": 512})
     parser.add_argument("--num_examples", type=int, default=2, help="examples shown per task")
     parser.add_argument("--max_examples", type=int, default=5000, help="examples per task used for statistics")
     parser.add_argument("--data_dir", help="data folder (default: TEXTCHEM_DATA_DIR)")

@@ -10,13 +10,15 @@ optimizers) never import gin themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import warnings
 import os
+import warnings
 import pathlib
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
@@ -81,6 +83,8 @@ _CHATTER = (
     # host's data-iterator position, so a resumed run continues on exactly the next batch.
     "Using an uncached FunctionDataset",
     "Given sequence lengths are longer than necessary",  # seqio: eval lengths above the split's longest
+    # orbax, loading a training checkpoint's parameters for evaluation: its data-iterator position is not needed.
+    'Item "data_iterator" was found in the checkpoint, but could not be restored',
 )
 
 
@@ -90,12 +94,15 @@ def _quiet_library_chatter(record) -> bool:
 
 def _import_tensorflow_quietly() -> None:
     """TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore TF_CPP_MIN_LOG_LEVEL since 2.18:
-    its import runs with the process's stderr pointed at /dev/null (Python errors still raise)."""
+    its import and its device probe run with the process's stderr pointed at /dev/null (Python errors still
+    raise)."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:  # local only: the null device
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices("GPU")  # its CUDA probe's "failed call to cuInit" goes here too
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -173,6 +180,43 @@ def write_config(model_dir: str) -> None:
         f.write(gin.config_str())
 
 
+@dataclasses.dataclass(frozen=True)
+class SavedRun:
+    """What a MODEL_DIR's `config.gin` (or a textchem-convert directory's `model.gin`: the model only) says."""
+
+    model: Any
+    mixture_or_task_name: str | None = None
+    task_feature_lengths: Mapping[str, int] | None = None
+    module: str | None = None
+
+
+def saved_run(directory: str) -> SavedRun:
+    """The model adapter a run was configured with, its mixture, feature lengths and task module, read from
+    `directory/config.gin` (textchem-train) or `directory/model.gin` (textchem-convert); local or gs://."""
+    import gin
+    from etils import epath
+
+    path = next((epath.Path(directory) / name for name in ("config.gin", "model.gin") if (epath.Path(directory) / name).exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"{directory} has neither config.gin (a textchem-train MODEL_DIR) nor model.gin "
+                                "(a textchem-convert directory)")  # fmt: skip
+
+    def macro(name: str):
+        try:
+            return gin.query_parameter(f"%{name}")
+        except ValueError:
+            return None
+
+    gin.clear_config()
+    try:
+        gin.add_config_file_search_path(str(GIN_CONFIGS))
+        gin.parse_config(path.read_text())
+        return SavedRun(gin.query_parameter("%MODEL").scoped_configurable_fn(), macro("MIXTURE_OR_TASK_NAME"),
+                        macro("TASK_FEATURE_LENGTHS"), macro("MIXTURE_OR_TASK_MODULE"))  # fmt: skip
+    finally:
+        gin.clear_config()
+
+
 def initialize_distributed(coordinator_address: str | None, process_count: int | None, process_index: int | None,
                            heartbeat_timeout_seconds: int = 100) -> None:  # fmt: skip
     """`jax.distributed.initialize` from flags, or from the environment when the cluster sets it up."""
@@ -218,6 +262,18 @@ def exit_lost_peer(program: str, error: BaseException) -> None:
     os._exit(LOST_PEER_EXIT_CODE)
 
 
+def quiet_libraries() -> None:
+    """The console for people: TensorFlow's start-up lines, absl's INFO logs and known seqio chatter off."""
+    from absl import logging as absl_logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("absl").addFilter(_quiet_library_chatter)
+    # Our RDKit process pool forks workers that never touch JAX, which Python warns about anyway.
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    _import_tensorflow_quietly()
+
+
 def define_flags() -> None:
     from absl import flags
 
@@ -240,16 +296,9 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
     define_flags()
 
     def absl_main(_):
-        from absl import logging as absl_logging
-
         FLAGS = flags.FLAGS
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if not FLAGS["verbosity"].present:  # library chatter off; `-v 0` brings it back
-            absl_logging.set_verbosity(absl_logging.WARNING)
-            logging.getLogger("absl").addFilter(_quiet_library_chatter)
-            # Our RDKit process pool forks workers that never touch JAX, which Python warns about anyway.
-            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-            _import_tensorflow_quietly()
+            quiet_libraries()
         if FLAGS.tfds_data_dir:
             os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir
         initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index,

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"textchem-score: {error}", file=sys.stderr)
         return 2
-    from textchem_jax.metrics.report import format_table, versions_line
+    from textchem_jax.metrics.tables import format_table, versions_line
 
     print(f"Scored {args.predictions}\n{format_table(results)}\n{versions_line()}")
     if args.output:

@@ -81,6 +81,7 @@ class _Progress:
         scalars = {key: float(value) for key, value in metrics.items()}
         scalars["timing/steps_per_second"] = 1.0 / seconds_per_step
         scalars["timing/tokens_per_second"] = tokens / seconds_per_step
+        scalars["timing/tokens_per_step"] = tokens  # non-padding, all hosts: sweeps sum tokens seen from it
         if flops_per_step and peak:
             scalars["timing/mfu"] = flops_per_step / seconds_per_step / peak
         self.writer.write_scalars(step, scalars)
@@ -214,7 +215,7 @@ def train(
 def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg, eval_steps, seed, inference) -> dict:
     """Teacher-forced metrics on `train_eval_cfg`, then RDKit inference metrics on `infer_eval_cfg`."""
     from textchem_jax import evaluator as eval_lib
-    from textchem_jax.metrics.report import format_table, versions_line
+    from textchem_jax.metrics.tables import format_table, versions_line
 
     results: dict = {}
     if train_eval_cfg is not None and eval_steps:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 import pathlib
 import pickle
 import random
+import re
 import tempfile
 from collections.abc import Callable
 
 from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS  # noqa: F401  (re-exported for the data layer)
-from textchem_jax.chem import canonicalize, molecule_key, randomize_smiles
+from textchem_jax.chem import canonicalize, molecule_key, notations, randomize_smiles
 from textchem_jax.data import sources
 from textchem_jax.process_pool import start_parallel_map
 
@@ -206,6 +208,35 @@ def canonicalize_pairs(task: str, pairs: list[tuple[str, str]]) -> list[tuple[st
     return [tuple(canonical[v] or v if i in sides else v for i, v in enumerate(p)) for p in pairs]
 
 
+def rewrite_or_keep(smiles: str, notation: str) -> str:
+    """`smiles` in another notation of the same molecule (`notations.rewrite_variant`), or as written when
+    RDKit cannot read it: an unreadable input stays in the evaluation, as it stays in the original's."""
+    try:
+        return notations.rewrite_variant(smiles, notation)
+    except ValueError:
+        return smiles
+
+
+def rewrite_inputs(task: str, pairs: list[tuple[str, str]], notation: str) -> list[tuple[str, str]]:
+    """Each pair with its SMILES input written in `notation` (tasks with a chemistry input; others as they are)."""
+    if 0 not in _SMILES_SIDES[task]:
+        return pairs
+    inputs = [p[0] for p in pairs]
+    rewritten = start_parallel_map(functools.partial(rewrite_or_keep, notation=notation), inputs)()
+    return [(new, target) for new, (_, target) in zip(rewritten, pairs)]
+
+
+def split_fraction(split: str) -> tuple[str, float]:
+    """`("train", 0.25)` for TFDS's slice syntax `"train[:25%]"`; `(split, 1.0)` for a plain split name."""
+    match = re.fullmatch(r"(\w+)\[:(\d+(?:\.\d+)?)%\]", split)
+    if match is None:
+        return split, 1.0
+    percent = float(match.group(2))
+    if not 0 < percent <= 100:
+        raise ValueError(f"split {split!r}: the percentage must be in (0, 100]")
+    return match.group(1), percent / 100
+
+
 def task_pairs(
     task: str,
     split: str,
@@ -216,6 +247,7 @@ def task_pairs(
     records: RecordReader | None = None,
     canonical: bool = False,
     augment: int = 0,
+    notation: str | None = None,
     seed: int = 0,
     report: sources.SkipReport | None = None,
 ) -> list[tuple[str, str]]:
@@ -224,18 +256,26 @@ def task_pairs(
     `source="files"` reads the real formats (reactions: forward from `uspto_mit`, retro from
     `uspto50k`, unless `reactions` names one) from `directory`, or through `records(dataset, split)`
     when given (e.g. `tfds_builders.tfds_records(tfds_dir)`); `"gt4sd"` the GT4SD jsonl.
-    `canonical=True` rewrites SMILES in RDKit's canonical form; `augment=N` adds N randomized SMILES of each chemistry input (training splits only; targets stay as they are).
+    `split` may be a leading slice, `"train[:25%]"` (the first quarter of the file's rows: data-fraction
+    sweeps). `canonical=True` rewrites SMILES in RDKit's canonical form; `augment=N` adds N randomized SMILES
+    of each chemistry input (training splits only; targets stay as they are); `notation` rewrites each
+    chemistry input in that notation (`notations.variant_names`: robustness evaluation).
     """
+    split, fraction = split_fraction(split)
     if source == "files":
         if records is None:
             records = functools.partial(read_dataset, directory=directory, report=report)
         pairs = _task_pairs(task, split, records, reactions)
     else:
         pairs = gt4sd_pairs(task, split, directory)
+    if fraction < 1:
+        pairs = pairs[: max(1, math.ceil(fraction * len(pairs)))]
     if canonical:
         pairs = canonicalize_pairs(task, pairs)
     if augment and split == "train" and 0 in _SMILES_SIDES[task]:
         pairs = augment_smiles(pairs, 0, augment, seed)
+    if notation is not None:
+        pairs = rewrite_inputs(task, pairs, notation)
     return pairs
 
 

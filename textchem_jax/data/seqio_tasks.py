@@ -26,6 +26,7 @@ class TaskSpec:
     canonical: bool = False
     prompt: str | None = None  # None: the Text+Chem T5 prompt of `task`; "" for prompt-free models (MolT5)
     gt4sd_unknown: bool = False  # read a decoded unknown piece as `\` in SMILES outputs, as GT4SD does
+    notation: str | None = None  # the chemistry inputs rewritten in this notation (robustness evaluation)
 
     def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
         """The task's (input, target) pairs: from the files in `directory()`, or from TFDS with `tfds_dir`."""
@@ -42,6 +43,7 @@ class TaskSpec:
             records=records,
             canonical=self.canonical,
             augment=self.augment,
+            notation=self.notation,
             seed=seed,
             report=report,
         )
@@ -210,6 +212,24 @@ def _register(name: str, spec: TaskSpec):
     )
 
 
+def notation_variants(task_name: str, variants: list[str]) -> list[str]:
+    """Registers `task_name` once per notation variant (`notations.variant_names`: the same examples, their
+    SMILES inputs rewritten) as `<task_name>_notation_<variant>`, and returns those names. Tasks without a
+    chemistry input have none."""
+    import seqio
+
+    spec = SPECS[task_name]
+    if DOMAINS[spec.task][0] != "chemistry":
+        return []
+    names = []
+    for variant in variants:
+        name = f"{task_name}_notation_{variant}"
+        if name not in seqio.TaskRegistry.names():
+            _register(name, dataclasses.replace(spec, notation=variant, augment=0))
+        names.append(name)
+    return names
+
+
 @functools.cache
 def count_examples(task_name: str, split: str = "train") -> int:
     """Examples in a task split, read through the task's own source (cached)."""
@@ -219,19 +239,21 @@ def count_examples(task_name: str, split: str = "train") -> int:
     return sum(1 for _ in task.source.get_dataset(split, shuffle=False).as_numpy_iterator())
 
 
-def rate_by_examples(temperature: float = 1.0, split: str = "train") -> Callable:
+def rate_by_examples(temperature: float = 1.0, split: str = "train", like: str | None = None) -> Callable:
     """A mixing rate proportional to `examples ** (1 / temperature)` (T5's temperature sampling).
 
     Where the split is missing (the public ChEBI-20 and USPTO files have no train split) the
-    validation split is counted instead, with a log line saying so.
+    validation split is counted instead, with a log line saying so. `like` counts that task's examples
+    instead (an augmented task mixed as its unaugmented original is).
     """
 
     def rate(task) -> float:
+        name = like or task.name
         try:
-            n = count_examples(task.name, split)
+            n = count_examples(name, split)
         except FileNotFoundError:
-            logger.info("mixing rate of %s: no %s split, counting validation examples", task.name, split)
-            n = count_examples(task.name, "validation")
+            logger.info("mixing rate of %s: no %s split, counting validation examples", name, split)
+            n = count_examples(name, "validation")
         return float(n) ** (1.0 / temperature)
 
     return rate

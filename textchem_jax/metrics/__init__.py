@@ -17,7 +17,7 @@ from textchem_jax.metrics.postprocessors import (
 )
 from textchem_jax.metrics.reactions import forward_metrics, retro_metrics
 from textchem_jax.metrics.settings import MetricSettings, metric_settings
-from textchem_jax.metrics.report import format_table, library_versions, versions_line
+from textchem_jax.metrics.tables import format_table, library_versions, versions_line
 
 __all__ = [
     "MetricSettings",

@@ -104,12 +104,8 @@ SIZES = ("tiny", "small", "base", "large", "xl", "xxl")
 VERSIONS = ("1.0", "1.1")
 
 
-def t5_config(size: str, version: str = "1.0", vocab_size: int | None = None, **overrides: Any) -> T5Config:
-    """The published T5 `size` ("tiny", "small", ..., "xxl") of `version` "1.0" or "1.1".
-
-    v1.0: ReLU MLP, tied and scaled logits; v1.1: gated-GELU MLP, separate lm head. `vocab_size` defaults
-    to 32,128 (T5's SentencePiece vocabulary) except for "tiny" (512). Any field can be overridden.
-    """
+def preset_dimensions(size: str, version: str = "1.0") -> dict[str, int]:
+    """d_model, d_kv, d_ff, num_heads and layer counts of a published T5 size (what a sweep's size axis binds)."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     if size == "tiny":
@@ -119,16 +115,21 @@ def t5_config(size: str, version: str = "1.0", vocab_size: int | None = None, **
         if size not in table:
             raise ValueError(f"size must be one of {SIZES}, got {size!r}")
         d_model, d_kv, d_ff, num_heads, num_layers = table[size]
+    return dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, num_heads=num_heads,
+                num_encoder_layers=num_layers, num_decoder_layers=num_layers)  # fmt: skip
+
+
+def t5_config(size: str, version: str = "1.0", vocab_size: int | None = None, **overrides: Any) -> T5Config:
+    """The published T5 `size` ("tiny", "small", ..., "xxl") of `version` "1.0" or "1.1".
+
+    v1.0: ReLU MLP, tied and scaled logits; v1.1: gated-GELU MLP, separate lm head. `vocab_size` defaults
+    to 32,128 (T5's SentencePiece vocabulary) except for "tiny" (512). Any field can be overridden.
+    """
     if vocab_size is None:
         vocab_size = TINY_VOCAB_SIZE if size == "tiny" else T5_VOCAB_SIZE
     values: dict[str, Any] = dict(
         vocab_size=vocab_size,
-        d_model=d_model,
-        d_kv=d_kv,
-        d_ff=d_ff,
-        num_heads=num_heads,
-        num_encoder_layers=num_layers,
-        num_decoder_layers=num_layers,
+        **preset_dimensions(size, version),
         feed_forward="relu" if version == "1.0" else "gated-gelu",
         tie_word_embeddings=version == "1.0",
     )

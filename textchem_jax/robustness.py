@@ -1,0 +1,204 @@
+"""`textchem-robustness`: how much a model's metrics depend on how its input molecules are written.
+
+  textchem-robustness --model_dir=/tmp/textchem_quickstart --split=test --num_examples=100 --random_variants=3
+
+Every task of the run's mixture that reads SMILES (forward, retro, mol2text) is evaluated on the same
+examples as written and rewritten as RDKit canonical, kekulized, explicit-H, ring-closure renumbered and N
+seeded random SMILES (each the same molecule: `chem.notations`), through the run's own decoding,
+postprocessing and metrics; each metric per notation with its change from the original. Then AMORE's
+embedding check (Ganeeva et al. 2024): the encoder's mean-pooled embedding of each rewritten molecule
+should retrieve its own original among all originals (acc@1, acc@5, MRR). Writes `robustness.json`,
+`robustness.md` and the predictions (`inference_eval/`) into `--output_dir` (default MODEL_DIR/robustness),
+where `textchem-report` finds them. `--model_dir` is a textchem-train MODEL_DIR or a textchem-convert
+directory (then give --mixture and --task_feature_lengths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from textchem_jax.evaluator import ORIGINAL
+
+RESULTS_FILE = "robustness.json"
+# Metrics where a smaller value is better: their "drop" is an increase.
+LOWER_IS_BETTER = ("levenshtein", "invalid_rate")
+
+
+def embedding_check(model, params, mesh, task_name: str, split: str, num_examples: int | None, variants: Sequence[str],
+                    input_length: int) -> tuple[dict[str, dict[str, float]], int]:  # fmt: skip
+    """({variant: {acc@1, acc@5, mrr, unchanged}}, molecules) over the distinct molecules among the task's first
+    `num_examples` inputs (the bare SMILES, as AMORE embeds them); `unchanged`: the share of inputs the
+    notation writes exactly as the split did (those retrieve themselves trivially)."""
+    import numpy as np
+
+    from textchem_jax.catalogue import CHEMISTRY
+    from textchem_jax.chem import canonicalize
+    from textchem_jax.data import datasets, seqio_tasks
+    from textchem_jax.evaluator import mean_pooled_embeddings, retrieval_scores
+
+    spec = seqio_tasks.SPECS[task_name]
+    pairs = spec.pairs(split)[: num_examples or None]
+    molecules = list({canonicalize(p[0]): p[0] for p in pairs if canonicalize(p[0]) is not None}.values())
+    vocab = seqio_tasks.vocabulary()
+
+    def tokens(texts: Sequence[str]):
+        rows = np.zeros((len(texts), input_length), np.int32)
+        for i, text in enumerate(texts):
+            ids = [*vocab.encode(text)[: input_length - 1], vocab.eos_id]
+            rows[i, : len(ids)] = ids
+        return rows
+
+    if len(molecules) < 2:
+        return {}, len(molecules)
+    originals = mean_pooled_embeddings(model, params, mesh, tokens(molecules), CHEMISTRY)
+    scores = {}
+    for variant in variants:
+        rewritten = [datasets.rewrite_or_keep(m, variant) for m in molecules]
+        embedded = mean_pooled_embeddings(model, params, mesh, tokens(rewritten), CHEMISTRY)
+        scores[variant] = {**retrieval_scores(originals, embedded),
+                           "unchanged": sum(a == b for a, b in zip(rewritten, molecules)) / len(molecules)}  # fmt: skip
+    return scores, len(molecules)
+
+
+def change(metric: str, original, value) -> float | None:
+    """The drop from the original (positive: worse), for higher-is-better and lower-is-better metrics alike."""
+    if original is None or value is None or any(isinstance(v, float) and math.isnan(v) for v in (original, value)):
+        return None
+    return (value - original) if metric in LOWER_IS_BETTER else (original - value)
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def table_rows(results: Mapping) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) per table: each task's metrics per notation with the drop from the original
+    ("value (drop d)"), then each task's embedding check. One layout for the console, Markdown and HTML."""
+    tables = []
+    for task, by_variant in results["metrics"].items():
+        original = by_variant.get(ORIGINAL, {})
+        metrics = list(original)
+        rows = []
+        for variant, values in by_variant.items():
+            cells = [_number(values.get(m)) if variant == ORIGINAL else
+                     f"{_number(values.get(m))} (drop {_number(change(m, original.get(m), values.get(m)))})" for m in metrics]  # fmt: skip
+            rows.append([variant, *cells])
+        tables.append((task, ["notation", *metrics], rows))
+    for task, by_variant in results.get("embedding", {}).items():
+        rows = [[v, *(_number(s[k]) for k in ("acc@1", "acc@5", "mrr", "unchanged"))] for v, s in by_variant.items()]
+        title = f"{task}: embedding retrieval (encoder mean-pooled, cosine, {results['embedding_molecules'][task]} molecules)"
+        tables.append((title, ["notation", "acc@1", "acc@5", "MRR", "unchanged"], rows))
+    return tables
+
+
+def tables(results: Mapping) -> str:
+    """Markdown of `table_rows`, drops explained once."""
+    from textchem_jax.metrics.tables import markdown_table
+
+    parts = [f"drop: original minus notation (for {', '.join(LOWER_IS_BETTER)}: the increase); "
+             "unchanged: the share of inputs the notation writes exactly as the split does"]  # fmt: skip
+    parts += [f"**{title}**\n\n{markdown_table(header, rows)}" for title, header, rows in table_rows(results)]
+    return "\n\n".join(parts)
+
+
+def read_results(directory: str) -> dict | None:
+    """`robustness.json` of a robustness run, or None when there is none (local or gs://)."""
+    import tensorflow as tf
+
+    path = os.path.join(directory, RESULTS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | None = None, split: str = "test",
+        num_examples: int | None = 100, random_variants: int = 3, task_feature_lengths: Mapping[str, int] | None = None,
+        batch_size: int = 32, output_dir: str | None = None, embeddings: bool = True) -> dict:  # fmt: skip
+    """Evaluates the notation variants and the embedding check; writes and returns the results."""
+    import tensorflow as tf
+
+    from textchem_jax import partitioning
+    from textchem_jax.chem import notations
+    from textchem_jax.evaluator import notation_robustness
+    from textchem_jax.launch import saved_run
+    from textchem_jax.metrics.tables import library_versions
+    from textchem_jax.model_loading import checkpoint_step, load_for_inference
+    from textchem_jax.run_config import DatasetConfig, import_task_module
+
+    tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
+    saved = saved_run(model_dir)
+    mixture = mixture or saved.mixture_or_task_name
+    lengths = dict(task_feature_lengths or saved.task_feature_lengths or {})
+    if not mixture or not lengths:
+        raise ValueError(f"{model_dir} does not say which mixture and feature lengths it was trained with: give "
+                         "--mixture and --task_feature_lengths=inputs=N,targets=M")  # fmt: skip
+    output_dir = output_dir or os.path.join(model_dir, "robustness")
+    checkpoint_path = checkpoint_path or model_dir
+    import_task_module(saved.module, saved.model)
+    mesh = partitioning.make_mesh()
+    params = load_for_inference(saved.model, checkpoint_path, mesh)
+    step = checkpoint_step(checkpoint_path)
+    variants = notations.variant_names(random_variants)
+    cfg = DatasetConfig(mixture, lengths, split, batch_size, shuffle=False, pack=False, module=saved.module,
+                        num_examples=num_examples)  # fmt: skip
+    print(f"evaluating {mixture} ({split}, {num_examples or 'all'} examples per task) in {len(variants)} notations: "
+          f"{', '.join(variants)}", flush=True)  # fmt: skip
+    metrics = notation_robustness(saved.model, cfg, params, mesh, os.path.join(output_dir, "inference_eval"), variants,
+                                  step=step)  # fmt: skip
+    results = {"model_dir": model_dir, "checkpoint_step": step, "mixture": mixture, "split": split,
+               "num_examples": num_examples, "variants": list(variants), "metrics": metrics, "embedding": {},
+               "embedding_molecules": {}, "versions": library_versions()}  # fmt: skip
+    for task in metrics if embeddings else ():
+        scores, molecules = embedding_check(saved.model, params, mesh, task, split, num_examples, variants, lengths["inputs"])
+        if scores:
+            results["embedding"][task], results["embedding_molecules"][task] = scores, molecules
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, RESULTS_FILE), "w") as f:
+        f.write(json.dumps(results, indent=1, allow_nan=True))
+    with tf.io.gfile.GFile(os.path.join(output_dir, "robustness.md"), "w") as f:
+        f.write(f"# Notation robustness of {model_dir} (step {step}, {split})\n\n{tables(results)}\n")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from textchem_jax import launch
+    from textchem_jax.inspect import feature_lengths
+    from textchem_jax.metrics.tables import versions_line
+
+    parser = argparse.ArgumentParser(prog="textchem-robustness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_dir", required=True, help="a textchem-train MODEL_DIR or a textchem-convert directory")
+    parser.add_argument("--checkpoint_path", help="the checkpoint to evaluate (default: the latest in --model_dir)")
+    parser.add_argument("--mixture", help="mixture or task (default: the run's MIXTURE_OR_TASK_NAME)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--num_examples", type=int, default=100, help="examples per task (0: the whole split)")
+    parser.add_argument("--random_variants", type=int, default=3, help="seeded random SMILES per input")
+    parser.add_argument("--task_feature_lengths", type=feature_lengths, help="inputs=N,targets=M (default: the run's)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--output_dir", help="default: MODEL_DIR/robustness")
+    parser.add_argument("--no_embedding_check", action="store_true", help="skip AMORE's embedding retrieval check")
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        launch.quiet_libraries()
+    try:
+        results = run(args.model_dir, checkpoint_path=args.checkpoint_path, mixture=args.mixture, split=args.split,
+                      num_examples=args.num_examples or None, random_variants=args.random_variants,
+                      task_feature_lengths=args.task_feature_lengths, batch_size=args.batch_size,
+                      output_dir=args.output_dir, embeddings=not args.no_embedding_check)  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        print(f"textchem-robustness: {error}", file=sys.stderr)
+        return 2
+    print(tables(results))
+    print(versions_line())
+    print(f"results: {os.path.join(args.output_dir or os.path.join(args.model_dir, 'robustness'), RESULTS_FILE)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

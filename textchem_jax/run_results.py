@@ -1,0 +1,120 @@
+"""What a finished training run's MODEL_DIR says about it, read back for sweeps and reports.
+
+A run leaves `model-info.txt` (every parameter's size), `train/` TensorBoard events (loss, accuracy,
+tokens per step), `inference_eval/<task>-metrics.jsonl` (one line per evaluation) beside the predictions
+`<task>-<step>.jsonl`, and `checkpoints/<step>/`. Everything here reads those files, local or `gs://`,
+and never imports a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+
+MODEL_INFO_FILE = "model-info.txt"
+_SIZE = re.compile(r"^Variable \S+\s+size\s+([\d,]+)", re.M)
+
+
+def parameter_count(model_dir: str) -> int | None:
+    """Parameters of the run's model (the sum of `model-info.txt`'s sizes), None without that file."""
+    import tensorflow as tf
+
+    path = os.path.join(model_dir, MODEL_INFO_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return sum(int(size.replace(",", "")) for size in _SIZE.findall(f.read()))
+
+
+def scalars(events_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of every scalar in a TensorBoard folder's event files, by step."""
+    import tensorflow as tf
+
+    series: dict[str, dict[int, float]] = {}
+    if not tf.io.gfile.isdir(events_dir):
+        return {}
+    for name in sorted(tf.io.gfile.listdir(events_dir)):
+        if "tfevents" not in name:
+            continue
+        for record in tf.data.TFRecordDataset(os.path.join(events_dir, name), buffer_size=1 << 20).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
+            for value in event.summary.value:
+                if value.HasField("tensor"):
+                    array = tf.make_ndarray(value.tensor)
+                    if array.size != 1 or array.dtype.kind not in "fiu":
+                        continue  # text and image summaries
+                    number = float(array.reshape(()))
+                else:
+                    number = float(value.simple_value)
+                series.setdefault(value.tag, {})[int(event.step)] = number  # a resumed run rewrites steps
+    return {tag: sorted(points.items()) for tag, points in series.items()}
+
+
+def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> float | None:
+    """Non-padding input and target tokens trained on: each logged interval's steps times the tokens of the
+    step that ended it (`timing/tokens_per_step`), summed; None when the run logged none."""
+    points = train_scalars.get("timing/tokens_per_step")
+    if not points:
+        return None
+    total, previous = 0.0, 0
+    for step, tokens in points:
+        total += (step - previous) * tokens
+        previous = step
+    return total
+
+
+def metric_history(model_dir: str) -> dict[str, list[dict]]:
+    """{task: [{"step": s, metric: value, ...}, ...]}: every inference evaluation the run wrote, by step."""
+    import tensorflow as tf
+
+    folder = os.path.join(model_dir, "inference_eval")
+    history: dict[str, list[dict]] = {}
+    if not tf.io.gfile.isdir(folder):
+        return history
+    for name in sorted(tf.io.gfile.listdir(folder)):
+        if not name.endswith("-metrics.jsonl"):
+            continue
+        with tf.io.gfile.GFile(os.path.join(folder, name)) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        by_step = {int(row["step"]): row for row in rows}  # a rerun evaluation replaces the earlier one
+        history[name.removesuffix("-metrics.jsonl")] = [by_step[s] for s in sorted(by_step)]
+    return history
+
+
+def final_metrics(model_dir: str) -> tuple[int | None, dict[str, dict[str, float | None]]]:
+    """(step, {task: {metric: value}}) of the run's last inference evaluation (NaN read as None: n/a)."""
+    history = metric_history(model_dir)
+    steps = [rows[-1]["step"] for rows in history.values() if rows]
+    if not steps:
+        return None, {}
+    last = max(steps)
+    results = {}
+    for task, rows in history.items():
+        row = next((r for r in rows if r["step"] == last), None)
+        if row is not None:
+            results[task] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "step"}
+    return last, results
+
+
+def predictions(model_dir: str, task: str, step: int) -> list[dict]:
+    """The rows seqio's JSONLogger wrote for `task` at `step`: {"inputs", "targets", "prediction", ...}."""
+    import tensorflow as tf
+
+    path = os.path.join(model_dir, "inference_eval", f"{task}-{step:06d}.jsonl")
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def checkpoint_steps(model_dir: str) -> list[int]:
+    """Steps of the run's committed orbax checkpoints (`checkpoints/<step>/`)."""
+    import tensorflow as tf
+
+    folder = os.path.join(model_dir, "checkpoints")
+    if not tf.io.gfile.isdir(folder):
+        return []
+    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(folder) if name.rstrip("/").isdigit())

@@ -1,0 +1,472 @@
+"""`textchem-sweep`: a scaling study from one gin file and a grid, each point a normal training run.
+
+  textchem-sweep --gin_file=experiments/quickstart.gin --sweep_dir=/tmp/sweep \\
+    --grid=width=32,64,128 --grid=mixture=standard,cross --gin.TRAIN_STEPS=200
+
+Axes (`--grid=AXIS=V1,V2,...`, repeatable; the points are their product):
+  size=tiny,small,base        a published T5 size (every dimension of the preset)
+  width=64,128                d_model; d_ff and the heads scale with it (d_kv kept), layers kept
+  mixture=standard,augm,mono,cross   the base mixture's family (`textchem_demo_cross`, `textchem_cross`) or any
+                              mixture or task name
+  data_fraction=0.25,1.0      the first fraction of the training split (`train[:25%]`)
+  e2clm=shared,mean,cross_attention,select,frozen   an e2-CLM variant with the base model's dimensions
+  seed=0,1                    RANDOM_SEED
+  NAME=V1,V2                  any other gin binding (`LEARNING_RATE=1e-3,3e-3`), values as gin literals
+Each point trains and evaluates through `textchem-train` in its own process (`SWEEP_DIR/<point>/` is its
+MODEL_DIR, its console in `train.log`); a rerun skips finished points and resumes unfinished ones from their
+checkpoints. On a cluster, run one point per job: `--point=I` (e.g. a SLURM array index, or the command
+`--dry_run` prints, through `textchem-tpu ... -- ARGS`), then `--collect_only` once. The results:
+`sweep.csv`, `sweep.md` (parameters, tokens seen, steps, wall time, every final metric) and plots
+(PNG and SVG) of each task's metrics against parameters and tokens, the loss curves, and the
+multi-task gain on cross-domain tasks against size (the paper's comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from textchem_jax import figures, run_results
+from textchem_jax.catalogue import DOMAINS, TASKS
+
+POINT_FILE = "sweep-point.json"
+MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
+E2CLM_VARIANTS = {
+    "shared": {"shared": True},
+    "mean": {"aggregation": "'mean'"},
+    "cross_attention": {"aggregation": "'cross_attention'"},
+    "select": {"aggregation": "'select'"},
+    "frozen": {"aggregation": "'mean'", "freeze_text": True, "freeze_chemistry": True},
+}
+_DIMENSIONS = ("d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers")
+# Axes that set the model's size: the x of the scaling plots, not a line of their own.
+_SIZE_AXES = ("size", "width")
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """What the sweep needs of the base configuration (read by parsing its gin files once)."""
+
+    mixture: str
+    train_steps: int
+    dimensions: Mapping[str, int]
+    feed_forward: str
+    tie_word_embeddings: bool
+    e2clm: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    values: tuple[tuple[str, str], ...]  # (axis, value) in grid order
+    bindings: tuple[str, ...]  # gin `NAME=VALUE`
+    gin_files: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{axis}-{re.sub(r'[^A-Za-z0-9.+-]', '', value)}" for axis, value in self.values) or "base"
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{axis}={value}" for axis, value in self.values)
+
+
+def parse_axis(text: str) -> tuple[str, list[str]]:
+    """`"width=32,64"` -> ("width", ["32", "64"])."""
+    name, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not name.strip() or not items:
+        raise ValueError(f"--grid={text!r}: expected AXIS=V1,V2,... (e.g. --grid=width=32,64,128)")
+    return name.strip(), items
+
+
+def mixture_name(value: str, base_mixture: str) -> str:
+    """A short mixture name in the base mixture's family (demo or real data), else the name as given."""
+    if value not in MIXTURE_SHORT_NAMES:
+        return value
+    family = "textchem_demo" if base_mixture.startswith("textchem_demo") else "textchem"
+    return f"{family}_{value}"
+
+
+def _axis_setting(axis: str, value: str, base: Base, target: str) -> tuple[list[str], list[str]]:
+    """(gin bindings, extra gin files) of one axis value."""
+    from textchem_jax.models import config
+
+    if axis == "size":
+        version = "1.1" if base.feed_forward == "gated-gelu" else "1.0"
+        dims = config.preset_dimensions(value, version)
+        return [f"{target}.{k}={v}" for k, v in dims.items()], []
+    if axis == "width":
+        width = int(value)
+        ratio = base.dimensions["d_ff"] / base.dimensions["d_model"]
+        heads = max(1, width // base.dimensions["d_kv"])
+        dims = {"d_model": width, "d_ff": max(1, round(ratio * width)), "num_heads": heads}
+        return [f"{target}.{k}={v}" for k, v in dims.items()], []
+    if axis == "mixture":
+        return [f"MIXTURE_OR_TASK_NAME={mixture_name(value, base.mixture)!r}"], []
+    if axis == "data_fraction":
+        percent = float(value) * 100
+        if not 0 < percent <= 100:
+            raise ValueError(f"--grid=data_fraction: {value} is not in (0, 1]")
+        return [f"train/run_config.DatasetConfig.split='train[:{percent:g}%]'"], []
+    if axis == "seed":
+        return [f"RANDOM_SEED={int(value)}"], []
+    if axis == "e2clm":
+        if value not in E2CLM_VARIANTS:
+            raise ValueError(f"--grid=e2clm: unknown variant {value!r}; known: {', '.join(E2CLM_VARIANTS)}")
+        return [f"e2clm.e2clm_config.{k}={v}" for k, v in E2CLM_VARIANTS[value].items()], ["models/e2clm_small.gin"]
+    if axis.isupper() or "." in axis:
+        return [f"{axis}={value}"], []
+    raise ValueError(f"--grid={axis}: unknown axis; use size, width, mixture, data_fraction, e2clm, seed or a gin "
+                     "binding (an UPPER_CASE macro or a configurable.parameter)")  # fmt: skip
+
+
+def expand(axes: Sequence[tuple[str, Sequence[str]]], base: Base) -> list[Point]:
+    """Every point of the grid (the product of the axes), with the gin bindings that make it."""
+    e2clm = base.e2clm or any(axis == "e2clm" for axis, _ in axes)
+    target = "e2clm.e2clm_config" if e2clm else "config.t5_config"
+    points = []
+    for combination in itertools.product(*[[(axis, v) for v in values] for axis, values in axes]):
+        bindings, files = [], []
+        if e2clm and not base.e2clm:  # e2-CLM points get the base model's dimensions unless an axis sets them
+            bindings += [f"{target}.{k}={v}" for k, v in base.dimensions.items()]
+            bindings += [f"{target}.size='tiny'", f"{target}.feed_forward={base.feed_forward!r}",
+                         f"{target}.tie_word_embeddings={base.tie_word_embeddings}"]  # fmt: skip
+        for axis, value in combination:
+            more_bindings, more_files = _axis_setting(axis, value, base, target)
+            bindings += more_bindings
+            files += more_files
+        points.append(Point(tuple(combination), tuple(bindings), tuple(dict.fromkeys(files))))
+    if len({p.name for p in points}) != len(points):
+        raise ValueError("two grid points share a folder name: give each axis distinct values")
+    return points
+
+
+def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str], sweep_dir: str) -> Base:
+    """Parses the base configuration once (a clear error before any point starts) and reads what the axes need."""
+    import gin
+
+    from textchem_jax import launch
+    from textchem_jax.models.adapters import E2ClmModel
+
+    import tasks  # noqa: F401  (registers the tasks and mixtures)
+
+    launch.parse_gin(gin_files, [*bindings, f"MODEL_DIR={os.path.join(sweep_dir, 'base')!r}"], search_paths)
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+    t5 = model.t5_config
+    base = Base(
+        mixture=gin.query_parameter("%MIXTURE_OR_TASK_NAME"),
+        train_steps=int(gin.query_parameter("%TRAIN_STEPS")),
+        dimensions={k: getattr(t5, k) for k in _DIMENSIONS},
+        feed_forward=t5.feed_forward,
+        tie_word_embeddings=t5.tie_word_embeddings,
+        e2clm=isinstance(model, E2ClmModel),
+    )
+    gin.clear_config()
+    return base
+
+
+def train_arguments(point: Point, model_dir: str, passthrough: Sequence[str]) -> list[str]:
+    """The `textchem-train` arguments of a point: the base flags, its gin files and bindings, its MODEL_DIR."""
+    return [*passthrough, *[f"--gin_file={f}" for f in point.gin_files], *[f"--gin.{b}" for b in point.bindings],
+            f"--gin.MODEL_DIR={model_dir!r}"]  # fmt: skip
+
+
+def _read_point_file(point_dir: str) -> dict:
+    import tensorflow as tf
+
+    path = os.path.join(point_dir, POINT_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+def _write_point_file(point_dir: str, record: dict) -> None:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(point_dir)
+    with tf.io.gfile.GFile(os.path.join(point_dir, POINT_FILE), "w") as f:
+        f.write(json.dumps(record, indent=1))
+
+
+def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index: int, total: int,
+              verbose: bool = False) -> bool:  # fmt: skip
+    """Trains and evaluates one point in its own `textchem-train` process unless it finished with the same
+    arguments before; returns whether it is finished."""
+    import tensorflow as tf
+
+    point_dir = os.path.join(sweep_dir, point.name)
+    arguments = train_arguments(point, point_dir, passthrough)
+    record = _read_point_file(point_dir)
+    prefix = f"[{index + 1}/{total}] {point.label or point.name}"
+    if record.get("status") == "done" and record.get("arguments") == arguments:
+        print(f"{prefix}: finished before, skipped", flush=True)
+        return True
+    tf.io.gfile.makedirs(point_dir)
+    log_path = os.path.join(point_dir, "train.log")
+    print(f"{prefix}: training (log: {log_path})", flush=True)
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+    lines = []
+    with tf.io.gfile.GFile(log_path, "a") as log:
+        for line in process.stdout:
+            log.write(line)
+            lines.append(line)
+            if verbose or line.startswith(("step ", "resumed from", "training stopped")):
+                print(f"    {line.rstrip()}", flush=True)
+    code = process.wait()
+    seconds = time.perf_counter() - start + (record.get("wall_seconds", 0.0) if record.get("arguments") == arguments else 0.0)
+    status = "done" if code == 0 else "failed"
+    _write_point_file(point_dir, {"point": dict(point.values), "arguments": arguments, "status": status,
+                                  "returncode": code, "wall_seconds": seconds})  # fmt: skip
+    if code == 0:
+        print(f"{prefix}: done in {seconds:.0f} s", flush=True)
+        return True
+    tail = "".join(lines[-15:])
+    print(f"{prefix}: textchem-train exited with {code}; its last lines ({log_path}):\n{tail}", file=sys.stderr, flush=True)
+    return False
+
+
+def short_task(task_name: str) -> str:
+    """`textchem_demo_text2mol` -> `text2mol` (the catalogue's task a SeqIO name ends with), else the name."""
+    return next((t for t in TASKS if task_name.endswith(t)), task_name)
+
+
+def point_row(point: Point, sweep_dir: str) -> dict:
+    """One row of the sweep table: the point's axes, size, tokens, steps, wall time and final metrics."""
+    point_dir = os.path.join(sweep_dir, point.name)
+    train_scalars = run_results.scalars(os.path.join(point_dir, "train"))
+    step, metrics = run_results.final_metrics(point_dir)
+    record = _read_point_file(point_dir)
+    row = {"point": point.name, **dict(point.values)}
+    row["status"] = record.get("status", "not run")
+    row["params"] = run_results.parameter_count(point_dir)
+    row["tokens_seen"] = run_results.tokens_seen(train_scalars)
+    steps = run_results.checkpoint_steps(point_dir)
+    row["steps"] = steps[-1] if steps else None
+    row["wall_seconds"] = record.get("wall_seconds")
+    final_loss = train_scalars.get("loss")
+    row["final_train_loss"] = final_loss[-1][1] if final_loss else None
+    eval_loss = train_scalars.get("eval/loss")
+    row["final_eval_loss"] = eval_loss[-1][1] if eval_loss else None
+    row["metrics_step"] = step
+    for task, values in metrics.items():
+        for name, value in values.items():
+            row[f"{short_task(task)}/{name}"] = value
+    row["_loss_curve"] = final_loss or []
+    return row
+
+
+def _columns(rows: Sequence[Mapping]) -> list[str]:
+    columns = []
+    for row in rows:
+        columns += [key for key in row if not key.startswith("_") and key not in columns]
+    fixed = [c for c in columns if "/" not in c]
+    metric = sorted((c for c in columns if "/" in c), key=lambda c: (TASKS.index(c.split("/")[0]) if c.split("/")[0] in TASKS else 99, c))
+    return fixed + metric
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}" if value >= 1e4 else str(value)
+    return str(value)
+
+
+def write_tables(rows: Sequence[Mapping], sweep_dir: str) -> tuple[str, str]:
+    """`sweep.csv` (machine-readable; empty cell: n/a) and `sweep.md` (one row per point, n/a spelled out)."""
+    import tensorflow as tf
+
+    from textchem_jax.metrics.tables import markdown_table, versions_line
+
+    columns = _columns(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    csv_path, md_path = os.path.join(sweep_dir, "sweep.csv"), os.path.join(sweep_dir, "sweep.md")
+    with tf.io.gfile.GFile(csv_path, "w") as f:
+        f.write(buffer.getvalue())
+    table = markdown_table(columns, [[_cell(row.get(c)) for c in columns] for row in rows])
+    with tf.io.gfile.GFile(md_path, "w") as f:
+        f.write(f"# Sweep {sweep_dir}\n\n{table}\n\n{versions_line()}\n")
+    return csv_path, md_path
+
+
+def _line_label(row: Mapping, axes: Sequence[str], drop: Sequence[str]) -> str:
+    return " ".join(f"{a}={row[a]}" for a in axes if a not in drop) or "all points"
+
+
+def _mean_by_x(points: list[tuple[float, float | None]]) -> list[tuple[float, float]]:
+    """Points sharing an x (seeds of one configuration) averaged."""
+    grouped: dict[float, list[float]] = {}
+    for x, y in points:
+        if x is not None and y is not None and not math.isnan(y):
+            grouped.setdefault(x, []).append(y)
+    return [(x, sum(ys) / len(ys)) for x, ys in sorted(grouped.items())]
+
+
+def write_plots(rows: Sequence[Mapping], axes: Sequence[str], sweep_dir: str) -> list[str]:
+    """Each task's metrics vs parameters and vs tokens seen, the loss curves and the multi-task gain; the
+    PNG paths written (an SVG beside each)."""
+    written = []
+    metric_columns = [c for c in _columns(rows) if "/" in c]
+    for task in dict.fromkeys(c.split("/")[0] for c in metric_columns):
+        names = [c for c in metric_columns if c.startswith(task + "/")]
+        for x_key, x_label, stem in (("params", "parameters", "params"), ("tokens_seen", "tokens seen", "tokens")):
+            drop = (*_SIZE_AXES, "seed") if x_key == "params" else ("seed",)
+            panels = {}
+            for name in names:
+                series: dict[str, list] = {}
+                for row in rows:
+                    series.setdefault(_line_label(row, axes, drop), []).append((row.get(x_key), row.get(name)))
+                panels[name.split("/")[1]] = {label: _mean_by_x(points) for label, points in series.items()}
+            saved = figures.plot_lines(os.path.join(sweep_dir, f"{task}_vs_{stem}"), panels, xlabel=x_label,
+                                       log_x=True, title=f"{task}: final metrics vs {x_label}")  # fmt: skip
+            written += [saved[0]] if saved else []
+    curves = {row["point"]: [(s, v) for s, v in row["_loss_curve"]] for row in rows}
+    saved = figures.plot_lines(os.path.join(sweep_dir, "loss_curves"), {"train loss": curves}, xlabel="step", columns=1)
+    written += [saved[0]] if saved else []
+    gains = multitask_gains(rows, axes)
+    if gains:
+        saved = figures.plot_lines(os.path.join(sweep_dir, "multitask_gain"), gains, xlabel="parameters", log_x=True,
+                                   reference=0.0, title="gain of multi-task over cross-domain-only training")  # fmt: skip
+        written += [saved[0]] if saved else []
+    return written
+
+
+def multitask_gains(rows: Sequence[Mapping], axes: Sequence[str]) -> dict[str, dict[str, list]]:
+    """The paper's comparison: on each cross-domain task (text2mol, mol2text), a mixture's final metric minus
+    that of the mixture with the fewest tasks (cross-domain only, or the single task), at the same other
+    settings, against parameters. Empty without a mixture axis."""
+    if "mixture" not in axes:
+        return {}
+    others = [a for a in axes if a not in ("mixture", "seed")]
+    panels: dict[str, dict[str, list]] = {}
+    for task in (t for t in TASKS if DOMAINS[t][0] != DOMAINS[t][1]):
+        groups: dict[tuple, list[Mapping]] = {}
+        for row in rows:
+            if any(key.startswith(task + "/") for key in row):
+                groups.setdefault(tuple(row[a] for a in others), []).append(row)
+        for group in groups.values():
+            tasks_in = {id(r): sum(1 for t in TASKS if any(k.startswith(t + "/") for k in r)) for r in group}
+            fewest = min(tasks_in.values())
+            baseline = [r for r in group if tasks_in[id(r)] == fewest]
+            for row in group:
+                if tasks_in[id(row)] == fewest:
+                    continue
+                for key in (k for k in row if k.startswith(task + "/")):
+                    base_values = [b.get(key) for b in baseline if b.get(key) is not None]
+                    if row.get(key) is None or not base_values:
+                        continue
+                    gain = row[key] - sum(base_values) / len(base_values)
+                    label = f"{row['mixture']} vs {baseline[0]['mixture']}"
+                    panels.setdefault(key, {}).setdefault(label, []).append((baseline[0].get("params"), gain))
+    return {name: {label: _mean_by_x(points) for label, points in series.items()} for name, series in panels.items()}
+
+
+def collect(points: Sequence[Point], axes: Sequence[str], sweep_dir: str) -> tuple[list[dict], list[str]]:
+    """Writes the tables and plots of every point that finished; returns (rows, files written)."""
+    rows = [point_row(p, sweep_dir) for p in points]
+    finished = [r for r in rows if r["status"] == "done"]
+    files = list(write_tables(finished, sweep_dir))
+    files += write_plots(finished, axes, sweep_dir)
+    return finished, files
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textchem-sweep", description=__doc__.split("\n\n")[0],
+                                     epilog="Other arguments (--gin_file, --gin.NAME=VALUE, --gin_search_paths, "
+                                     "--tfds_data_dir) go to every point's textchem-train.")  # fmt: skip
+    parser.add_argument("--sweep_dir", required=True, help="folder of the sweep (local or gs://): one MODEL_DIR per point")
+    parser.add_argument("--grid", action="append", default=[], help="AXIS=V1,V2,... (repeatable)")
+    parser.add_argument("--point", type=int, help="run only this point (0-based; one cluster job per point)")
+    parser.add_argument("--collect_only", action="store_true", help="write tables and plots of finished points, train nothing")
+    parser.add_argument("--dry_run", action="store_true", help="print each point's textchem-train command, run nothing")
+    parser.add_argument("--verbose", action="store_true", help="show every line of each point's training")
+    return parser
+
+
+def _gin_arguments(rest: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(gin files, bindings, search paths) of the passed-through textchem-train flags, for reading the base."""
+    from textchem_jax import launch
+
+    bindings, others = launch.split_gin_flags(rest)
+    files, search = [], []
+    for arg in others:
+        name, _, value = arg.partition("=")
+        if name == "--gin_file":
+            files.append(value)
+        elif name == "--gin_bindings":
+            bindings.append(value)
+        elif name == "--gin_search_paths":
+            search += value.split(",")
+        elif name != "--tfds_data_dir":
+            raise ValueError(f"textchem-sweep: unknown argument {arg!r} (textchem-sweep --help lists them)")
+    return files, bindings, search
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import shlex
+
+    from textchem_jax import launch
+
+    args, passthrough = _parser().parse_known_args(argv)
+    try:
+        axes = [parse_axis(text) for text in args.grid]
+        files, bindings, search = _gin_arguments(passthrough)
+        if not files:
+            raise ValueError("textchem-sweep: give the base configuration, e.g. --gin_file=experiments/quickstart.gin")
+        base = read_base(files, bindings, search, args.sweep_dir)
+        points = expand(axes, base)
+    except (ValueError, launch.ConfigError) as error:
+        print(f"textchem-sweep: {error}", file=sys.stderr)
+        return 2
+    names = [axis for axis, _ in axes]
+    print(f"sweep of {len(points)} points in {args.sweep_dir}: {', '.join(f'{a} ({len(v)})' for a, v in axes) or 'the base only'}",
+          flush=True)  # fmt: skip
+    chosen = range(len(points)) if args.point is None else [args.point]
+    if args.point is not None and not 0 <= args.point < len(points):
+        print(f"textchem-sweep: --point={args.point} is not one of the grid's 0..{len(points) - 1}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for i in chosen:
+            point = points[i]
+            arguments = train_arguments(point, os.path.join(args.sweep_dir, point.name), passthrough)
+            print(f"[{i}] {point.label}: textchem-train {shlex.join(arguments)}")
+        return 0
+    failed = []
+    if not args.collect_only:
+        for i in chosen:
+            if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points), verbose=args.verbose):
+                failed.append(points[i].label)
+    if args.point is not None and not args.collect_only:
+        return 1 if failed else 0  # one job of many: the last one collects
+    rows, written = collect(points, names, args.sweep_dir)
+    print(f"{len(rows)} of {len(points)} points finished; tables and plots:")
+    for path in written:
+        print(f"  {path}")
+    if failed:
+        print(f"textchem-sweep: {len(failed)} point(s) failed: {'; '.join(failed)} (rerun to retry them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
