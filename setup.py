@@ -30,7 +30,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # gs:// tests run a GCS emulator on loopback, behind a TLS proxy with a certificate the test makes.
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "gcp-storage-emulator==2026.7.19", "cryptography==48.0.0"],
+    # The report test drives Debian's Chromium (scripts/setup.sh installs it) with Playwright.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "gcp-storage-emulator==2026.7.19", "cryptography==48.0.0",
+             "playwright==1.65.2"],
     # Hugging Face interop and parity tests; torch 2.13.0 has a CPU wheel preinstalled on our machines.
     "hf": ["torch==2.13.0", "transformers==5.24.0", "safetensors"],
     # GPU clusters (SLURM jobs of textchem-tpu --slurm): JAX's CUDA 12 build of the same version.

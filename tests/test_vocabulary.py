@@ -200,6 +200,21 @@ def test_training_is_deterministic(tmp_path):
     assert pathlib.Path(first).read_bytes() == pathlib.Path(second).read_bytes()
 
 
+def test_identity_normalization_keeps_tensorflow_text_quiet(tmp_path):
+    """Our models normalize nothing (NFKC would rewrite `μ`, `°`, `−`) yet carry a charsmap, since
+    tensorflow-text's SentencePiece logs a line for an empty one every time a tokenizer kernel starts."""
+    trained = V.train_vocabulary(vocab_cli.mixture_texts("textchem_demo"), tmp_path / "v", vocab_size=600)
+    for path in (trained, str(V.DEFAULT_VOCABULARY_PATH)):
+        processor = spm.SentencePieceProcessor(model_file=path)
+        text = "ﬁ café 5 µm at 25 °C, −OH  x\ty ＡＢＣ"
+        assert processor.decode(processor.encode(text)) == text  # nothing normalized (NFKC maps ﬁ, µ, Ａ)
+        script = ("import tensorflow_text as t; import sys; "
+                  f"print(t.SentencepieceTokenizer(model=open({path!r}, 'rb').read()).tokenize(['CCO']).to_list())")  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "[[" in result.stdout, result.stderr[-2000:]
+        assert "precompiled_charsmap" not in result.stderr
+
+
 def test_default_vocabulary_round_trips_backslash_smiles():
     assert V.DEFAULT_VOCABULARY_PATH.is_file() and V.DEFAULT_VOCABULARY_PATH.stat().st_size < 500_000
     vocabulary = V.default_vocabulary()

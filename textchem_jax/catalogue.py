@@ -26,6 +26,12 @@ TEXT, CHEMISTRY = 0, 1
 DOMAIN_IDS = {"text": TEXT, "chemistry": CHEMISTRY}  # the `input_domain` feature (e2-CLM routing)
 
 
+def task_of(name: str) -> str | None:
+    """Which of the five tasks a SeqIO task name is about (`textchem_demo_mol2text_notation_kekulized` ->
+    `mol2text`), None for a task of the user's own."""
+    return next((task for task in TASKS if f"_{task}_" in f"_{name}_"), None)
+
+
 def task_input_domain(task: str) -> int:
     """0 (text) or 1 (chemistry): the input domain of a task ("forward" or its SeqIO name "textchem_forward")."""
     name = task.removeprefix("textchem_").removeprefix("demo_")

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from textchem_jax.chem.notations import ORIGINAL
 from textchem_jax.run_config import import_task_module
 
 DecodeFn = Callable[..., Any]
@@ -189,9 +190,6 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
         totals["num_tokens"] = totals.get("num_tokens", 0.0) + tokens
     tokens = max(totals.get("num_tokens", 0.0), 1.0)
     return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
-
-
-ORIGINAL = "original"  # the variant name of the examples as the split writes them
 
 
 def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,

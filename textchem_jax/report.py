@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import math
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
-from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, TASKS
+from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
+from textchem_jax.metrics.tables import LOWER_IS_BETTER, number, robustness_tables
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.
@@ -59,10 +59,8 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence], css: str = "") -
     def cell(value) -> str:
         if isinstance(value, Markup):
             return f"<td>{value}</td>"
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return '<td class="num">n/a</td>'
-        if isinstance(value, float):
-            return f'<td class="num">{value:.4f}</td>'
+        if value is None or isinstance(value, float):
+            return f'<td class="num">{number(value)}</td>'
         if isinstance(value, int):
             return f'<td class="num">{value:,}</td>'
         return f"<td>{html.escape(str(value))}</td>"
@@ -153,15 +151,10 @@ def _beams(prediction) -> list[str]:
 
 
 def _input_text(row: Mapping) -> str:
+    """The example's input without its task prompt."""
     text = str(row.get("input", {}).get("inputs_pretokenized", ""))
-    task_prompts = [p for p in _prompts() if text.startswith(p)]
-    return text[len(task_prompts[0]) :] if task_prompts else text
-
-
-def _prompts() -> list[str]:
-    from textchem_jax.catalogue import PROMPTS
-
-    return list(PROMPTS.values())
+    prompt = next((p for p in PROMPTS.values() if text.startswith(p)), "")
+    return text[len(prompt) :]
 
 
 def _target_text(row: Mapping) -> str:
@@ -208,14 +201,10 @@ def invalid_breakdown(rows: Sequence[Mapping]) -> dict[str, int]:
 
 def paper_columns(task_name: str, split: str | None) -> dict[str, Mapping[str, float]]:
     """{paper model: {metric: value}} for a task that is the paper's own test set (real data, test split)."""
-    task = _catalogue_task(task_name)
+    task = task_of(task_name)
     if task is None or split != "test" or "demo" in task_name:
         return {}
     return {model: results[task] for model, results in PAPER_RESULTS.items() if task in results}
-
-
-def _catalogue_task(task_name: str) -> str | None:
-    return next((t for t in TASKS if task_name.endswith(t)), None)
 
 
 def _versions_table() -> str:
@@ -241,7 +230,10 @@ def run_report(model_dir: str, output_dir: str) -> str:
     step, final = run_results.final_metrics(model_dir)
     params = run_results.parameter_count(model_dir)
     config_path = os.path.join(model_dir, "config.gin")
-    config = tf.io.gfile.GFile(config_path).read() if tf.io.gfile.exists(config_path) else ""
+    config = ""
+    if tf.io.gfile.exists(config_path):
+        with tf.io.gfile.GFile(config_path) as f:
+            config = f.read()
     split = _eval_split(config)
     page.note(f"final evaluation at step {step}; {params:,} parameters; inference evaluation split: {split or '?'}"
               if params else f"final evaluation at step {step}")  # fmt: skip
@@ -255,7 +247,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
         page.raw(html_table(header, rows))
         if not papers:
             page.note("not the paper's test set (demo corpus, another split or your own task): no paper numbers beside it"
-                      if _catalogue_task(task_name) else "a task of your own: no paper numbers")  # fmt: skip
+                      if task_of(task_name) else "a task of your own: no paper numbers")  # fmt: skip
     page.note(f"Paper numbers: {PAPER_RESULTS_SOURCE}")
 
     page.heading("Training curves")
@@ -268,7 +260,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
     for task_name, rows in history.items():
         for name in rows[-1]:
             if name != "step":
-                metric_panels[f"{_catalogue_task(task_name) or task_name}/{name}"] = {"": [(r["step"], r.get(name)) for r in rows]}
+                metric_panels[f"{task_of(task_name) or task_name}/{name}"] = {"": [(r["step"], r.get(name)) for r in rows]}
     page.figure(figures.plot_lines(os.path.join(output_dir, "metric_curves"), metric_panels, xlabel="step", columns=4),
                 "metric curves")  # fmt: skip
     if all(len(rows) < 2 for rows in history.values()):
@@ -278,7 +270,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
     page.heading("Predictions")
     breakdown = {}
     for task_name in sorted(final, key=_order):
-        task = _catalogue_task(task_name)
+        task = task_of(task_name)
         rows = run_results.predictions(model_dir, task_name, step)
         if task is None or not rows:
             continue
@@ -301,8 +293,8 @@ def run_report(model_dir: str, output_dir: str) -> str:
         page.note(f"not measured: run textchem-robustness --model_dir={model_dir}")
     else:
         page.note(f"{results['split']} split, {results['num_examples']} examples per task, checkpoint step "
-                  f"{results['checkpoint_step']}; drop = original minus notation (for {', '.join(robustness.LOWER_IS_BETTER)}: the increase)")  # fmt: skip
-        for title, header, rows in robustness.table_rows(results):
+                  f"{results['checkpoint_step']}; drop = original minus notation (for {', '.join(LOWER_IS_BETTER)}: the increase)")  # fmt: skip
+        for title, header, rows in robustness_tables(results):
             page.heading(title, 3)
             page.raw(html_table(header, rows))
 
@@ -356,7 +348,7 @@ def _eval_split(config: str) -> str | None:
 
 
 def _order(task_name: str) -> int:
-    task = _catalogue_task(task_name)
+    task = task_of(task_name)
     return TASKS.index(task) if task else len(TASKS)
 
 

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from textchem_jax.evaluator import ORIGINAL
+from textchem_jax.metrics.tables import robustness_markdown
 
 RESULTS_FILE = "robustness.json"
-# Metrics where a smaller value is better: their "drop" is an increase.
-LOWER_IS_BETTER = ("levenshtein", "invalid_rate")
 
 
 def embedding_check(model, params, mesh, task_name: str, split: str, num_examples: int | None, variants: Sequence[str],
@@ -63,47 +60,6 @@ def embedding_check(model, params, mesh, task_name: str, split: str, num_example
         scores[variant] = {**retrieval_scores(originals, embedded),
                            "unchanged": sum(a == b for a, b in zip(rewritten, molecules)) / len(molecules)}  # fmt: skip
     return scores, len(molecules)
-
-
-def change(metric: str, original, value) -> float | None:
-    """The drop from the original (positive: worse), for higher-is-better and lower-is-better metrics alike."""
-    if original is None or value is None or any(isinstance(v, float) and math.isnan(v) for v in (original, value)):
-        return None
-    return (value - original) if metric in LOWER_IS_BETTER else (original - value)
-
-
-def _number(value) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-def table_rows(results: Mapping) -> list[tuple[str, list[str], list[list]]]:
-    """(title, header, rows) per table: each task's metrics per notation with the drop from the original
-    ("value (drop d)"), then each task's embedding check. One layout for the console, Markdown and HTML."""
-    tables = []
-    for task, by_variant in results["metrics"].items():
-        original = by_variant.get(ORIGINAL, {})
-        metrics = list(original)
-        rows = []
-        for variant, values in by_variant.items():
-            cells = [_number(values.get(m)) if variant == ORIGINAL else
-                     f"{_number(values.get(m))} (drop {_number(change(m, original.get(m), values.get(m)))})" for m in metrics]  # fmt: skip
-            rows.append([variant, *cells])
-        tables.append((task, ["notation", *metrics], rows))
-    for task, by_variant in results.get("embedding", {}).items():
-        rows = [[v, *(_number(s[k]) for k in ("acc@1", "acc@5", "mrr", "unchanged"))] for v, s in by_variant.items()]
-        title = f"{task}: embedding retrieval (encoder mean-pooled, cosine, {results['embedding_molecules'][task]} molecules)"
-        tables.append((title, ["notation", "acc@1", "acc@5", "MRR", "unchanged"], rows))
-    return tables
-
-
-def tables(results: Mapping) -> str:
-    """Markdown of `table_rows`, drops explained once."""
-    from textchem_jax.metrics.tables import markdown_table
-
-    parts = [f"drop: original minus notation (for {', '.join(LOWER_IS_BETTER)}: the increase); "
-             "unchanged: the share of inputs the notation writes exactly as the split does"]  # fmt: skip
-    parts += [f"**{title}**\n\n{markdown_table(header, rows)}" for title, header, rows in table_rows(results)]
-    return "\n\n".join(parts)
 
 
 def read_results(directory: str) -> dict | None:
@@ -162,7 +118,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     with tf.io.gfile.GFile(os.path.join(output_dir, RESULTS_FILE), "w") as f:
         f.write(json.dumps(results, indent=1, allow_nan=True))
     with tf.io.gfile.GFile(os.path.join(output_dir, "robustness.md"), "w") as f:
-        f.write(f"# Notation robustness of {model_dir} (step {step}, {split})\n\n{tables(results)}\n")
+        f.write(f"# Notation robustness of {model_dir} (step {step}, {split})\n\n{robustness_markdown(results)}\n")
     return results
 
 
@@ -194,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"textchem-robustness: {error}", file=sys.stderr)
         return 2
-    print(tables(results))
+    print(robustness_markdown(results))
     print(versions_line())
     print(f"results: {os.path.join(args.output_dir or os.path.join(args.model_dir, 'robustness'), RESULTS_FILE)}")
     return 0

@@ -38,7 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
-from textchem_jax.catalogue import DOMAINS, TASKS
+from textchem_jax.catalogue import DOMAINS, TASKS, task_of
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
@@ -74,7 +74,7 @@ class Point:
 
     @property
     def name(self) -> str:
-        return "_".join(f"{axis}-{re.sub(r'[^A-Za-z0-9.+-]', '', value)}" for axis, value in self.values) or "base"
+        return "_".join(f"{axis}-{re.sub(r'[^A-Za-z0-9._+-]', '', value)}" for axis, value in self.values) or "base"
 
     @property
     def label(self) -> str:
@@ -215,12 +215,14 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
         return True
     tf.io.gfile.makedirs(point_dir)
     log_path = os.path.join(point_dir, "train.log")
+    if tf.io.gfile.exists(log_path):  # the attempt before (killed, failed or configured otherwise) stays readable
+        tf.io.gfile.copy(log_path, os.path.join(point_dir, "train.previous.log"), overwrite=True)
     print(f"{prefix}: training (log: {log_path})", flush=True)
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
     lines = []
-    with tf.io.gfile.GFile(log_path, "a") as log:
+    with tf.io.gfile.GFile(log_path, "w") as log:  # gs:// has no append
         for line in process.stdout:
             log.write(line)
             lines.append(line)
@@ -237,11 +239,6 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     tail = "".join(lines[-15:])
     print(f"{prefix}: textchem-train exited with {code}; its last lines ({log_path}):\n{tail}", file=sys.stderr, flush=True)
     return False
-
-
-def short_task(task_name: str) -> str:
-    """`textchem_demo_text2mol` -> `text2mol` (the catalogue's task a SeqIO name ends with), else the name."""
-    return next((t for t in TASKS if task_name.endswith(t)), task_name)
 
 
 def point_row(point: Point, sweep_dir: str) -> dict:
@@ -264,7 +261,7 @@ def point_row(point: Point, sweep_dir: str) -> dict:
     row["metrics_step"] = step
     for task, values in metrics.items():
         for name, value in values.items():
-            row[f"{short_task(task)}/{name}"] = value
+            row[f"{task_of(task) or task}/{name}"] = value
     row["_loss_curve"] = final_loss or []
     return row
 
@@ -418,7 +415,8 @@ def _gin_arguments(rest: Sequence[str]) -> tuple[list[str], list[str], list[str]
         elif name == "--gin_search_paths":
             search += value.split(",")
         elif name != "--tfds_data_dir":
-            raise ValueError(f"textchem-sweep: unknown argument {arg!r} (textchem-sweep --help lists them)")
+            raise ValueError(f"unknown argument {arg!r}: textchem-sweep --help lists its own; textchem-train's go "
+                             "through as --flag=value (--gin_file=..., --gin.NAME=VALUE, --gin_search_paths=...)")
     return files, bindings, search
 
 
@@ -428,11 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from textchem_jax import launch
 
     args, passthrough = _parser().parse_known_args(argv)
+    if not args.verbose:
+        launch.quiet_libraries()
     try:
         axes = [parse_axis(text) for text in args.grid]
         files, bindings, search = _gin_arguments(passthrough)
         if not files:
-            raise ValueError("textchem-sweep: give the base configuration, e.g. --gin_file=experiments/quickstart.gin")
+            raise ValueError("give the base configuration, e.g. --gin_file=experiments/quickstart.gin")
         base = read_base(files, bindings, search, args.sweep_dir)
         points = expand(axes, base)
     except (ValueError, launch.ConfigError) as error:

@@ -29,6 +29,7 @@ from textchem_jax.chem.smiles import (
 
 NOTATIONS = ("canonical", "kekulized", "explicit_h", "rings_renumbered")
 RANDOM = "random"
+ORIGINAL = "original"  # the variant name of a SMILES as the data wrote it (evaluation tables)
 
 # One SMILES token that matters for ring labels: a bracket atom (its digits are isotopes, H counts,
 # charges, chirality classes or atom maps, never ring labels), a `%(n...)` or `%nn` label, a one-digit

@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 
 import sentencepiece as spm
@@ -156,6 +157,21 @@ def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) ->
     return path
 
 
+# Identity normalization as a rule set: its one rule maps the Unicode noncharacter U+10FFFF to U+FFFD (no text
+# holds it). A model with no rules at all (`normalization_rule_name="identity"`) has an empty charsmap, for which
+# tensorflow-text's own SentencePiece logs "precompiled_charsmap is empty" each time a tokenizer kernel starts:
+# once per task and dataset, dozens of lines on every console.
+_QUIET_IDENTITY_RULES = "10FFFF\tFFFD\n"
+
+
+def _quiet_identity_rules() -> str:
+    """A local file of `_QUIET_IDENTITY_RULES` (the trainer reads its rules from a path)."""
+    path = os.path.join(tempfile.gettempdir(), "textchem_jax_identity_rules.tsv")  # local only: the trainer's input
+    with open(path, "w", encoding="utf-8") as f:  # local only: a temporary file
+        f.write(_QUIET_IDENTITY_RULES)
+    return path
+
+
 def train_vocabulary(
     texts: Iterable[str],
     output_prefix: str | os.PathLike,
@@ -171,7 +187,7 @@ def train_vocabulary(
     """Trains the chemistry-aware vocabulary on `texts`; returns the path of `<output_prefix>.model`.
 
     Every string round-trips exactly and never maps to `<unk>`: byte fallback (unseen characters
-    become UTF-8 byte pieces), identity normalization (no NFKC), whitespace kept as is. Digits and
+    become UTF-8 byte pieces), identity normalization (no NFKC; `_QUIET_IDENTITY_RULES`), whitespace kept as is. Digits and
     punctuation may join letters in a piece (SMILES are mostly punctuation and digits), multi-character
     atoms are symbols (`user_defined_symbols`, default: `frequent_smiles_symbols(texts)`; they are matched
     in English text too, so `Clinical` starts with the piece `Cl`). Python decode keeps leading spaces;
@@ -184,7 +200,7 @@ def train_vocabulary(
     options = dict(
         vocab_size=vocab_size,
         byte_fallback=True,
-        normalization_rule_name="identity",
+        normalization_rule_tsv=_quiet_identity_rules(),
         remove_extra_whitespaces=False,
         add_dummy_prefix=True,  # T5 convention; decode drops exactly the one space it added
         split_digits=False,

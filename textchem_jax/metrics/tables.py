@@ -24,14 +24,17 @@ def versions_line() -> str:
     return "metric libraries: " + ", ".join(f"{name} {version}" for name, version in library_versions().items())
 
 
+def number(value) -> str:
+    """A metric value as every table prints it: 4 decimals, or n/a when it could not be computed (None, NaN)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
 def format_table(results: Mapping[str, Mapping[str, float | None]]) -> str:
     """A per-task metric table; a metric that could not be computed (None or NaN) shows as n/a."""
     lines = []
     for task, metrics in sorted(results.items()):
         lines.append(task)
-        for name, value in metrics.items():
-            missing = value is None or (isinstance(value, float) and math.isnan(value))
-            lines.append(f"  {name:<26}{'n/a' if missing else f'{value:.4f}'}")
+        lines += [f"  {name:<26}{number(value)}" for name, value in metrics.items()]
     return "\n".join(lines)
 
 
@@ -40,3 +43,42 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# Metrics where a smaller value is better: their "drop" under another notation is an increase.
+LOWER_IS_BETTER = ("levenshtein", "invalid_rate")
+
+
+def change(metric: str, original, value) -> float | None:
+    """The drop from the original (positive: worse), for higher-is-better and lower-is-better metrics alike."""
+    if original is None or value is None or any(isinstance(v, float) and math.isnan(v) for v in (original, value)):
+        return None
+    return (value - original) if metric in LOWER_IS_BETTER else (original - value)
+
+
+def robustness_tables(results: Mapping) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) per table: each task's metrics per notation with the drop from the original
+    ("value (drop d)"), then each task's embedding check. One layout for the console, Markdown and HTML."""
+    tables = []
+    for task, by_variant in results["metrics"].items():
+        original = by_variant.get("original", {})
+        metrics = list(original)
+        rows = []
+        for variant, values in by_variant.items():
+            cells = [number(values.get(m)) if variant == "original" else
+                     f"{number(values.get(m))} (drop {number(change(m, original.get(m), values.get(m)))})" for m in metrics]  # fmt: skip
+            rows.append([variant, *cells])
+        tables.append((task, ["notation", *metrics], rows))
+    for task, by_variant in results.get("embedding", {}).items():
+        rows = [[v, *(number(s[k]) for k in ("acc@1", "acc@5", "mrr", "unchanged"))] for v, s in by_variant.items()]
+        title = f"{task}: embedding retrieval (encoder mean-pooled, cosine, {results['embedding_molecules'][task]} molecules)"
+        tables.append((title, ["notation", "acc@1", "acc@5", "MRR", "unchanged"], rows))
+    return tables
+
+
+def robustness_markdown(results: Mapping) -> str:
+    """Markdown of `robustness_tables`, with the drop explained once."""
+    parts = [f"drop: original minus notation (for {', '.join(LOWER_IS_BETTER)}: the increase); "
+             "unchanged: the share of inputs the notation writes exactly as the split does"]  # fmt: skip
+    parts += [f"**{title}**\n\n{markdown_table(header, rows)}" for title, header, rows in robustness_tables(results)]
+    return "\n\n".join(parts)

@@ -1,0 +1,263 @@
+"""Scaling sweeps, notation robustness and the HTML report, on runs this file trains (the demo corpus).
+
+The slow tests share one CPU sweep (two points: a multi-task and a cross-domain-only run) and run on one
+xdist worker (`xdist_group`): the robustness evaluation and the report read its runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import chromium
+from helpers import ROOT
+from textchem_jax import sweep
+from textchem_jax.chem import canonicalize
+from textchem_jax.evaluator import retrieval_scores
+
+SWEEP_FLAGS = [
+    "--gin_file=experiments/quickstart.gin",
+    "--grid=width=32",
+    "--grid=mixture=standard,cross",
+    "--gin.TRAIN_STEPS=20",
+    "--gin.BATCH_SIZE=8",
+    "--gin.train_lib.train.log_period=10",
+    "--gin.train_lib.train.eval_steps=2",
+    "--gin.run_config.CheckpointConfig.period=20",
+    "--gin.infer_eval/run_config.DatasetConfig.num_examples=6",
+]
+
+
+def _textchem(command: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", f"textchem_jax.{command}", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def cpu_sweep(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("sweep")
+    first = _textchem("sweep", f"--sweep_dir={directory}", *SWEEP_FLAGS)
+    return directory, first
+
+
+BASE = sweep.Base(mixture="textchem_demo", train_steps=10, dimensions={"d_model": 128, "d_kv": 32, "d_ff": 256,
+                  "num_heads": 4, "num_encoder_layers": 2, "num_decoder_layers": 2}, feed_forward="gated-gelu",
+                  tie_word_embeddings=False, e2clm=False)  # fmt: skip
+
+
+def test_grid_axes_become_gin_bindings_that_parse():
+    axes = [sweep.parse_axis(a) for a in ("width=64", "mixture=cross,textchem_demo_text2mol", "data_fraction=0.25",
+                                          "seed=1", "LEARNING_RATE=1e-3")]  # fmt: skip
+    points = sweep.expand(axes, BASE)
+    assert [p.name for p in points] == [
+        "width-64_mixture-cross_data_fraction-0.25_seed-1_LEARNING_RATE-1e-3",
+        "width-64_mixture-textchem_demo_text2mol_data_fraction-0.25_seed-1_LEARNING_RATE-1e-3",
+    ]
+    bindings = points[0].bindings
+    # width 64: heads scale with d_model at d_kv 32, d_ff keeps the base's ratio of 2
+    assert "config.t5_config.d_model=64" in bindings and "config.t5_config.num_heads=2" in bindings
+    assert "config.t5_config.d_ff=128" in bindings
+    assert "MIXTURE_OR_TASK_NAME='textchem_demo_cross'" in bindings
+    assert "MIXTURE_OR_TASK_NAME='textchem_demo_text2mol'" in points[1].bindings
+    assert "train/run_config.DatasetConfig.split='train[:25%]'" in bindings
+    assert "RANDOM_SEED=1" in bindings and "LEARNING_RATE=1e-3" in bindings
+
+    e2clm = sweep.expand([sweep.parse_axis("e2clm=frozen,select"), sweep.parse_axis("size=small")], BASE)
+    assert e2clm[0].gin_files == ("models/e2clm_small.gin",)
+    assert "e2clm.e2clm_config.freeze_text=True" in e2clm[0].bindings
+    assert "e2clm.e2clm_config.d_model=512" in e2clm[0].bindings  # the size axis wins over the base dimensions
+    # Every point's bindings are valid gin for textchem-train: the model they describe is built.
+    import gin
+
+    from textchem_jax import launch
+    from textchem_jax.models.adapters import E2ClmModel
+
+    for point, expected_width in ((points[0], 64), (e2clm[1], 512)):
+        launch.parse_gin(["experiments/quickstart.gin", *point.gin_files], [*point.bindings, "MODEL_DIR='/tmp/unused'"])
+        model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+        assert model.t5_config.d_model == expected_width
+        assert isinstance(model, E2ClmModel) == bool(point.gin_files)
+        gin.clear_config()
+
+    with pytest.raises(ValueError, match="unknown axis"):
+        sweep.expand([sweep.parse_axis("depth=2")], BASE)
+    with pytest.raises(ValueError, match="expected AXIS=V1,V2"):
+        sweep.parse_axis("width")
+
+
+def test_split_slices_take_the_leading_fraction():
+    import seqio
+
+    import tasks  # noqa: F401
+    from textchem_jax.data import datasets, seqio_tasks
+
+    whole = datasets.task_pairs("forward", "train", seqio_tasks.demo_directory(), reactions="uspto_mit")
+    quarter = datasets.task_pairs("forward", "train[:25%]", seqio_tasks.demo_directory(), reactions="uspto_mit")
+    assert quarter == whole[: math.ceil(len(whole) / 4)]
+    task = seqio.get_mixture_or_task("textchem_demo_forward")
+    dataset = task.get_dataset({"inputs": 64, "targets": 64}, split="train[:10%]", shuffle=False)
+    assert sum(1 for _ in dataset) == math.ceil(len(whole) / 10)
+    with pytest.raises(ValueError, match=r"percentage must be in \(0, 100\]"):
+        datasets.task_pairs("forward", "train[:0%]", seqio_tasks.demo_directory())
+
+
+def test_notation_variant_tasks_rewrite_only_the_smiles_inputs():
+    import seqio
+
+    import tasks  # noqa: F401
+    from textchem_jax.data import seqio_tasks
+
+    names = seqio_tasks.notation_variants("textchem_demo_retro", ["kekulized", "random_0"])
+    assert names == ["textchem_demo_retro_notation_kekulized", "textchem_demo_retro_notation_random_0"]
+    assert seqio_tasks.notation_variants("textchem_demo_text2mol", ["kekulized"]) == []  # a text input
+    original = seqio_tasks.SPECS["textchem_demo_retro"].pairs("validation")
+    for name in names:
+        rewritten = seqio_tasks.SPECS[name].pairs("validation")
+        assert [t for _, t in rewritten] == [t for _, t in original]  # targets as they were
+        assert all(canonicalize(new) == canonicalize(old) for (new, _), (old, _) in zip(rewritten, original))
+        assert sum(new != old for (new, _), (old, _) in zip(rewritten, original)) > len(original) / 2
+    kekulized = seqio.get_mixture_or_task(names[0]).get_dataset({"inputs": 256, "targets": 256}, split="validation",
+                                                                 shuffle=False)  # fmt: skip
+    first = next(iter(kekulized.as_numpy_iterator()))["inputs_pretokenized"].decode()
+    assert first.startswith("Predict the reaction that produces the following product: ") and not any(c in first.split(": ")[1] for c in "cnos")
+
+
+def test_retrieval_scores_rank_each_variant_among_all_originals():
+    rng = np.random.default_rng(0)
+    originals = rng.normal(size=(10, 16))
+    assert retrieval_scores(originals, originals + 1e-3 * rng.normal(size=(10, 16))) == {"acc@1": 1.0, "acc@5": 1.0, "mrr": 1.0}
+    shifted = retrieval_scores(originals, np.roll(originals, 1, axis=0))  # each variant is its neighbour's original
+    assert shifted["acc@1"] == 0.0 and shifted["mrr"] < 0.5
+    tied = retrieval_scores(np.ones((4, 3)), np.ones((4, 3)))  # indistinguishable originals: a tie is no retrieval
+    assert tied["acc@1"] == 0.0 and tied["mrr"] == 0.25
+
+
+def test_report_groups_rdkit_reasons():
+    from textchem_jax.chem import canonicalize_with_reason
+    from textchem_jax.report import error_kind
+
+    kinds = {smiles: error_kind(canonicalize_with_reason(smiles)[1]) for smiles in
+             ("C1CC", "CC(C", "CC)C", "C(C)(C)(C)(C)C", "c1cccc1", "", "C%")}  # fmt: skip
+    assert kinds == {"C1CC": "ring closure", "CC(C": "parentheses", "CC)C": "parentheses", "C(C)(C)(C)(C)C": "valence",
+                     "c1cccc1": "kekulization", "": "empty", "C%": "syntax"}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("studies")
+def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, capsys):
+    directory, first = cpu_sweep
+    assert "[1/2] width=32 mixture=standard: training" in first.stdout and "[2/2] width=32 mixture=cross: done" in first.stdout
+    with open(directory / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["width"], r["mixture"], r["status"], r["steps"]) for r in rows] == [("32", "standard", "done", "20"),
+                                                                                    ("32", "cross", "done", "20")]  # fmt: skip
+    for row in rows:
+        model_info = (directory / row["point"] / "model-info.txt").read_text()
+        assert int(row["params"]) == sum(int(s.replace(",", "")) for s in re.findall(r"size\s+([\d,]+)", model_info))
+        assert float(row["tokens_seen"]) > 20 * 8 and float(row["wall_seconds"]) > 0
+    standard, cross = rows
+    # the standard mixture has all five tasks, the cross-domain one only text2mol and mol2text: its other cells are empty
+    assert standard["forward/accuracy"] != "" and cross["forward/accuracy"] == ""
+    last = json.loads((directory / cross["point"] / "inference_eval" / "textchem_demo_mol2text-metrics.jsonl").read_text().splitlines()[-1])
+    assert float(cross["mol2text/rouge2"]) == pytest.approx(last["rouge2"])
+    assert "| n/a |" in (directory / "sweep.md").read_text()
+    for stem in ("text2mol_vs_params", "mol2text_vs_tokens", "forward_vs_params", "loss_curves", "multitask_gain"):
+        assert (directory / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"<svg" in (directory / f"{stem}.svg").read_bytes()[:2000]
+
+    assert "TensorFlow" not in first.stderr and "cuda" not in first.stderr  # the console is for people
+
+    capsys.readouterr()
+    assert sweep.main([f"--sweep_dir={directory}", *SWEEP_FLAGS]) == 0  # the rerun, in this process
+    again = capsys.readouterr().out
+    assert again.count("finished before, skipped") == 2 and "training (log:" not in again
+    assert sweep.main([f"--sweep_dir={directory}", "--dry_run", "--point=1", *SWEEP_FLAGS]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    assert printed.startswith("[1] width=32 mixture=cross: textchem-train ")
+    assert "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_cross'" in shlex.split(printed.split("textchem-train ", 1)[1])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("studies")
+def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path):
+    directory, _ = cpu_sweep
+    run = directory / "width-32_mixture-standard"
+    from textchem_jax import report, robustness
+
+    assert robustness.main([f"--model_dir={run}", "--split=validation", "--num_examples=6", "--random_variants=1"]) == 0
+    results = json.loads((run / "robustness" / "robustness.json").read_text())
+    assert sorted(results["metrics"]) == ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_retro"]
+    variants = ["original", "canonical", "kekulized", "explicit_h", "rings_renumbered", "random_0"]
+    for task, by_variant in results["metrics"].items():
+        assert list(by_variant) == variants
+        assert set(by_variant["explicit_h"]) == set(by_variant["original"])  # every metric, per notation
+        scores = results["embedding"][task]
+        assert list(scores) == variants[1:] and all(0 <= s["acc@1"] <= s["acc@5"] <= 1 for s in scores.values())
+        assert scores["rings_renumbered"]["unchanged"] == 0.0  # every rewritten input differs from the split's
+    # The rewritten inputs the model read are the same molecules as the originals, example for example.
+    evaluated = run / "robustness" / "inference_eval"
+    step = results["checkpoint_step"]
+    read = lambda name: [json.loads(l)["input"]["inputs_pretokenized"].split(": ", 1)[1] for l in (evaluated / f"{name}-{step:06d}.jsonl").read_text().splitlines()]  # noqa: E731
+    originals, explicit_h = read("textchem_demo_mol2text"), read("textchem_demo_mol2text_notation_explicit_h")
+    assert len(originals) == 6 and all(canonicalize(a) == canonicalize(b) and "[H]" in b for a, b in zip(originals, explicit_h))
+
+    assert report.main([str(run)]) == 0
+    page = run / "report" / "index.html"
+    reason = chromium.missing()
+    if reason:
+        pytest.skip(reason)
+    seen = chromium.render(str(page), str(tmp_path / "report.png"))
+    assert not seen["errors"]
+    assert len(seen["images"]) >= 2 + 6 * 2  # curves, and depictions of inputs, targets and predictions
+    assert all(i["complete"] and i["width"] > 50 and i["height"] > 50 and i["inline"] for i in seen["images"])
+    final = {}
+    for name in ("textchem_demo_text2mol", "textchem_demo_forward"):
+        rows = (run / "inference_eval" / f"{name}-metrics.jsonl").read_text().splitlines()
+        final[name] = json.loads(rows[-1])
+    cells = {tuple(row) for table in seen["tables"] for row in table}
+    assert ("validity", f"{final['textchem_demo_text2mol']['validity']:.4f}") in cells
+    assert ("invalid_rate", f"{final['textchem_demo_forward']['invalid_rate']:.4f}") in cells
+    mol2text = results["metrics"]["textchem_demo_mol2text"]
+    table = next(t for t in seen["tables"] if t[0][:2] == ["notation", "bleu2"])
+    assert table[1][:2] == ["original", f"{mol2text['original']['bleu2']:.4f}"]
+    drop = mol2text["original"]["bleu2"] - mol2text["kekulized"]["bleu2"]
+    assert table[3][:2] == ["kekulized", f"{mol2text['kekulized']['bleu2']:.4f} (drop {drop:.4f})"]
+    assert "Invalid SMILES by RDKit's reason" in seen["text"] and "rdkit" in seen["text"]
+    assert os.path.getsize(tmp_path / "report.png") > 10_000
+
+    assert report.main([str(directory)]) == 0
+    sweep_page = chromium.render(str(directory / "report" / "index.html"), str(tmp_path / "sweep.png"))
+    assert len(sweep_page["images"]) >= 5 and all(i["complete"] and i["width"] > 100 for i in sweep_page["images"])
+    header = sweep_page["tables"][0][0]
+    assert header[:3] == ["point", "width", "mixture"] and len(sweep_page["tables"][0]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("studies")
+def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys):
+    from textchem_jax import evaluate, launch
+    from textchem_jax.run_config import DatasetConfig
+
+    directory, _ = cpu_sweep
+    run = directory / "width-32_mixture-cross"
+    saved = launch.saved_run(str(run))
+    cfg = DatasetConfig("textchem_demo_cross", dict(saved.task_feature_lengths), "validation", 8, shuffle=False, pack=False,
+                        num_examples=4)  # fmt: skip
+    evaluate.evaluate(model=saved.model, checkpoint_path=str(run), dataset_cfg=cfg, output_dir=str(tmp_path),
+                      notations=["kekulized", "random_0"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "**textchem_demo_mol2text**" in printed and "| kekulized | " in printed and "| random_0 | " in printed
+    assert "text2mol" not in printed.split("**textchem_demo_mol2text**")[1]  # a text input: no notations
+    rows = (tmp_path / "notations" / "textchem_demo_mol2text_notation_random_0-000020.jsonl").read_text().splitlines()
+    assert len(rows) == 4
