@@ -36,7 +36,7 @@ ERROR_KINDS = (
     ("syntax", re.compile(r"parse error|syntax|whitespace|ascii", re.I)),
 )
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;vertical-align:top;overflow-wrap:anywhere}td{max-width:560px}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
 .grid td{text-align:center;font-size:12px;max-width:240px;overflow-wrap:anywhere}code{overflow-wrap:anywhere}.note{color:#666;font-size:13px}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
 

@@ -375,14 +375,20 @@ def multitask_gains(rows: Sequence[Mapping], axes: Sequence[str]) -> dict[str, d
                     gain = row[key] - sum(base_values) / len(base_values)
                     label = f"{row['mixture']} vs {baseline[0]['mixture']}"
                     panels.setdefault(key, {}).setdefault(label, []).append((baseline[0].get("params"), gain))
-    return {name: {label: _mean_by_x(points) for label, points in series.items()} for name, series in panels.items()}
+    from textchem_jax.metrics.tables import LOWER_IS_BETTER
+
+    def title(name: str) -> str:
+        return f"{name} (lower is better)" if name.split("/")[1] in LOWER_IS_BETTER else name
+
+    return {title(name): {label: _mean_by_x(points) for label, points in series.items()} for name, series in panels.items()}
 
 
 def collect(points: Sequence[Point], axes: Sequence[str], sweep_dir: str) -> tuple[list[dict], list[str]]:
-    """Writes the tables and plots of every point that finished; returns (rows, files written)."""
+    """Writes the table of every point (an unfinished one says so in `status`) and the plots of the finished
+    ones; returns (finished rows, files written)."""
     rows = [point_row(p, sweep_dir) for p in points]
     finished = [r for r in rows if r["status"] == "done"]
-    files = list(write_tables(finished, sweep_dir))
+    files = list(write_tables(rows, sweep_dir))
     files += write_plots(finished, axes, sweep_dir)
     return finished, files
 
