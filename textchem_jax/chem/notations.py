@@ -22,9 +22,8 @@ from textchem_jax.chem.smiles import (
     COMPONENT_SEPARATOR,
     FRAGMENT_BOND,
     canonicalize,
-    parse_smiles,
+    fragment_molecules,
     randomize_smiles,
-    unescape_backslashes,
 )
 
 NOTATIONS = ("canonical", "kekulized", "explicit_h", "rings_renumbered")
@@ -41,16 +40,7 @@ def _fragments(smiles: str, notation: str) -> list[list[tuple[str, Chem.Mol]]]:
     """Components as lists of (fragment text, molecule); raises ValueError naming a fragment RDKit rejects."""
     if not isinstance(smiles, str):
         raise TypeError(f"cannot rewrite {smiles!r} as {notation!r}: not a SMILES string but {type(smiles).__name__}")
-    components = []
-    for component in unescape_backslashes(smiles.strip()).split(COMPONENT_SEPARATOR):
-        fragments = []
-        for fragment in component.split(FRAGMENT_BOND):
-            parsed = parse_smiles(fragment)
-            if not parsed.ok:
-                raise ValueError(f"cannot rewrite {smiles!r} as {notation!r}: fragment {fragment!r}: {parsed.reason}")
-            fragments.append((fragment, parsed.mol))
-        components.append(fragments)
-    return components
+    return fragment_molecules(smiles, f"rewrite {smiles!r} as {notation!r}")
 
 
 def _canonical(fragment: str, mol: Chem.Mol) -> str:

@@ -159,6 +159,21 @@ def molecule_key(smiles: object) -> str | None:
     return None if components is None else COMPONENT_SEPARATOR.join(components)
 
 
+def fragment_molecules(smiles: str, action: str) -> list[list[tuple[str, Chem.Mol]]]:
+    """Each `.` component as its `~` fragments, (text, molecule) in written order, for rewriting them one by
+    one; raises ValueError ("cannot <action>: fragment ...") naming the fragment RDKit rejects, with its reason."""
+    components = []
+    for component in unescape_backslashes(smiles.strip()).split(COMPONENT_SEPARATOR):
+        fragments = []
+        for fragment in component.split(FRAGMENT_BOND):
+            parsed = parse_smiles(fragment)
+            if not parsed.ok:
+                raise ValueError(f"cannot {action}: fragment {fragment!r}: {parsed.reason}")
+            fragments.append((fragment, parsed.mol))
+        components.append(fragments)
+    return components
+
+
 def randomize_smiles(smiles: str, seed: int | random.Random, *, shuffle_components: bool = True) -> str:
     """A random, valid, non-canonical SMILES of the same molecule(s), reproducible for a seed.
 
@@ -168,15 +183,12 @@ def randomize_smiles(smiles: str, seed: int | random.Random, *, shuffle_componen
     """
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     components = []
-    for component in unescape_backslashes(smiles.strip()).split(COMPONENT_SEPARATOR):
+    for parsed_fragments in fragment_molecules(smiles, f"randomize {smiles!r}"):
         fragments = []
-        for fragment in component.split(FRAGMENT_BOND):
-            parsed = parse_smiles(fragment)
-            if not parsed.ok:
-                raise ValueError(f"cannot randomize {smiles!r}: fragment {fragment!r}: {parsed.reason}")
-            order = list(range(parsed.mol.GetNumAtoms()))
+        for _, mol in parsed_fragments:
+            order = list(range(mol.GetNumAtoms()))
             rng.shuffle(order)
-            shuffled = Chem.RenumberAtoms(parsed.mol, order)
+            shuffled = Chem.RenumberAtoms(mol, order)
             fragments.append(Chem.MolToSmiles(shuffled, canonical=False))
         if shuffle_components:
             rng.shuffle(fragments)
