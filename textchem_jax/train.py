@@ -74,7 +74,10 @@ class _Progress:
         self.start = self.last = time.perf_counter()
         self.last_step = first_step
 
-    def log(self, step: int, metrics: Mapping[str, Any], tokens: float, flops_per_step: float | None, peak: float | None):
+    def log(self, step: int, metrics: Mapping[str, Any], tokens: float, model_flops: float | None,
+            hardware_flops: float | None, peak: float | None):  # fmt: skip
+        """`model_flops`: the step's analytic count, all hosts (`models.flops`); `hardware_flops`: XLA's count of
+        one device's program; `peak`: one device's FLOP/s. MFU divides by the peak of every device of the run."""
         now = time.perf_counter()
         seconds_per_step = (now - self.last) / max(step - self.last_step, 1)
         self.last, self.last_step = now, step
@@ -82,8 +85,10 @@ class _Progress:
         scalars["timing/steps_per_second"] = 1.0 / seconds_per_step
         scalars["timing/tokens_per_second"] = tokens / seconds_per_step
         scalars["timing/tokens_per_step"] = tokens  # non-padding, all hosts: sweeps sum tokens seen from it
-        if flops_per_step and peak:
-            scalars["timing/mfu"] = flops_per_step / seconds_per_step / peak
+        if model_flops and peak:
+            scalars["timing/mfu"] = model_flops / seconds_per_step / (peak * jax.device_count())
+        if hardware_flops and peak:
+            scalars["timing/hfu"] = hardware_flops / seconds_per_step / peak
         self.writer.write_scalars(step, scalars)
         eta = (self.total - step) * (now - self.start) / max(step - self.first, 1)
         line = (
@@ -94,6 +99,8 @@ class _Progress:
         )
         if "timing/mfu" in scalars:
             line += f" MFU {100 * scalars['timing/mfu']:.1f}%"
+        if "timing/hfu" in scalars:
+            line += f" HFU {100 * scalars['timing/hfu']:.1f}%"
         if jax.process_index() == 0:
             print(line, flush=True)
 
@@ -168,8 +175,9 @@ def train(
     preemption.install()
     progress = _Progress(model_dir, total_steps, first_step)
     rng = jax.random.key(random_seed + 1)
-    flops = _step_flops(trainer, state, example, rng)
-    peak_flops = trainer_lib.measure_matmul_peak() if flops else None  # the MFU denominator, on this device
+    hardware_flops = _step_flops(trainer, state, example, rng)
+    peak_flops, peak_source = trainer_lib.peak_flops(model.t5_config.dtype)  # MFU's denominator, per device
+    logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s per device (%s)", peak_flops, peak_source)
     last_good = checkpoints.latest_step()
     if first_step >= total_steps:
         print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
@@ -195,7 +203,9 @@ def train(
                     "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
                 )
             if step % log_period == 0 or step == total_steps or step == first_step + 1:
-                progress.log(step, metrics, tokens_per_step, flops, peak_flops)
+                model_flops = model.train_flops(batch)
+                model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
+                progress.log(step, metrics, tokens_per_step, model_flops, hardware_flops, peak_flops)
         if must_save:
             checkpoints.save(step, state, iterator)
             last_good = step

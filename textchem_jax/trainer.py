@@ -24,17 +24,41 @@ from textchem_jax import partitioning
 Batch = Mapping[str, jax.Array]
 
 
-def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large float32 matmul on the default device: the denominator of model FLOPs utilization."""
+def measure_matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large matmul in `dtype` on the default device (MFU's denominator where no data sheet applies)."""
     import time
 
-    x = jnp.ones((size, size), jnp.float32)
+    x = jnp.ones((size, size), dtype)
     matmul = jax.jit(lambda a: a @ a)
     matmul(x).block_until_ready()
     start = time.perf_counter()
     for _ in range(repeats):
         matmul(x).block_until_ready()
     return repeats * 2 * size**3 / (time.perf_counter() - start)
+
+
+# Dense peak FLOP/s of one chip by compute dtype, from the vendors' data sheets (device_kind substring, most
+# specific first). float32 matmuls run as bf16 passes on TPUs and as TF32 on NVIDIA GPUs by JAX's default
+# precision, so their peaks are those.
+PEAK_FLOPS = (
+    ("TPU v6 lite", {"bfloat16": 918e12, "float32": 918e12}),  # v6e (Trillium)
+    ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),  # v5e
+    ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),  # v5p
+    ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
+    ("H200", {"bfloat16": 989e12, "float32": 494.5e12}),
+    ("H100", {"bfloat16": 989e12, "float32": 494.5e12}),  # SXM
+    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
+)
+
+
+def peak_flops(dtype: str = "float32", device=None) -> tuple[float, str]:
+    """(peak FLOP/s, where it comes from) of `device` (default: the first) for matmuls in `dtype`: the data
+    sheet's for TPUs and NVIDIA GPUs, a measured matmul elsewhere (CPUs)."""
+    device = device or jax.devices()[0]
+    for kind, peaks in PEAK_FLOPS:
+        if kind in device.device_kind and dtype in peaks:
+            return peaks[dtype], f"{kind} {dtype} data sheet"
+    return measure_matmul_peak(dtype), f"measured {dtype} matmul on {device.device_kind}"
 
 
 @flax.struct.dataclass

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from textchem_jax.models import decoding, e2clm, feature_converters
+from textchem_jax.models import decoding, e2clm, feature_converters, flops
 from textchem_jax.models.config import T5Config
 from textchem_jax.models.losses import cross_entropy_loss
 from textchem_jax.models.t5 import T5
@@ -82,6 +82,10 @@ class EncoderDecoderModel:
     def _dummy_features(self) -> dict[str, Array]:
         tokens = jnp.ones((1, 8), jnp.int32)
         return {"encoder_input_tokens": tokens, "decoder_input_tokens": tokens, "decoder_target_tokens": tokens}
+
+    def train_flops(self, batch: Batch) -> float | None:
+        """Model FLOPs of a training step on `batch` (host arrays): MFU's numerator (`models.flops`)."""
+        return flops.train_step_flops(self.config, batch)
 
     def wrap_optimizer(self, optimizer: optax.GradientTransformation, params: Any) -> optax.GradientTransformation:
         """The optimizer this family trains `params` with (T5: `optimizer` as given)."""
@@ -236,6 +240,13 @@ class E2ClmModel(EncoderDecoderModel):
     @property
     def input_features(self) -> tuple[str, ...]:
         return ("encoder_input_tokens", "input_domain") if self.config.needs_domain else ("encoder_input_tokens",)
+
+    def train_flops(self, batch: Batch) -> float | None:
+        """The T5 count for the shared, trained encoder (Text+Chem T5's layout); None for two encoders, whose
+        work depends on the variant's routing and freezing (the run logs XLA's count, `timing/hfu`, only)."""
+        if self.config.shared and not (self.config.freeze_text or self.config.freeze_chemistry):
+            return flops.train_step_flops(self.config.t5, batch)
+        return None
 
     def feature_converter(self, pack: bool = True):
         if self.config.needs_domain:
