@@ -20,7 +20,6 @@ def line_figure(panels: Mapping[str, Series], *, xlabel: str, log_x: bool = Fals
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib import ticker
 
     columns = max(1, min(columns, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
@@ -34,7 +33,7 @@ def line_figure(panels: Mapping[str, Series], *, xlabel: str, log_x: bool = Fals
             axis.axhline(reference, color="gray", linewidth=0.8, linestyle="--")
         if log_x:
             axis.set_xscale("log")
-            axis.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor labels overlap over a short range
+            axis.tick_params(axis="x", which="minor", labelsize=6, labelrotation=30)  # within a decade: minor labels
         axis.set_title(panel, fontsize=9)
         axis.set_xlabel(xlabel, fontsize=8)
         axis.tick_params(labelsize=7)

@@ -38,7 +38,7 @@ ERROR_KINDS = (
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;vertical-align:top;overflow-wrap:anywhere}td{max-width:560px}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
-.grid td{text-align:center;font-size:12px;max-width:240px;overflow-wrap:anywhere}code{overflow-wrap:anywhere}.note{color:#666;font-size:13px}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
+.grid td{text-align:center;font-size:12px;max-width:240px;overflow-wrap:anywhere}code{overflow-wrap:anywhere}.note{color:#666;font-size:13px}.scroll{overflow-x:auto;max-width:100%}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
 
 
 def error_kind(reason: str | None) -> str:
@@ -67,7 +67,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence], css: str = "") -
 
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
+    return f'<div class="scroll"><table class="{css}"><tr>{head}</tr>{body}</table></div>'  # wide tables scroll
 
 
 class Markup(str):

@@ -263,6 +263,14 @@ def point_row(point: Point, sweep_dir: str) -> dict:
         for name, value in values.items():
             row[f"{task_of(task) or task}/{name}"] = value
     row["_loss_curve"] = final_loss or []
+    # Each evaluation's metrics against the tokens seen by its step (the run's mean tokens per step).
+    per_step = row["tokens_seen"] / row["steps"] if row["tokens_seen"] and row["steps"] else None
+    row["_by_tokens"] = {}
+    for task, evaluations in run_results.metric_history(point_dir).items() if per_step else ():
+        for evaluation in evaluations:
+            for name, value in evaluation.items():
+                if name != "step":
+                    row["_by_tokens"].setdefault(f"{task_of(task) or task}/{name}", []).append((evaluation["step"] * per_step, value))
     return row
 
 
@@ -326,16 +334,16 @@ def write_plots(rows: Sequence[Mapping], axes: Sequence[str], sweep_dir: str) ->
     metric_columns = [c for c in _columns(rows) if "/" in c]
     for task in dict.fromkeys(c.split("/")[0] for c in metric_columns):
         names = [c for c in metric_columns if c.startswith(task + "/")]
-        for x_key, x_label, stem in (("params", "parameters", "params"), ("tokens_seen", "tokens seen", "tokens")):
-            drop = (*_SIZE_AXES, "seed") if x_key == "params" else ("seed",)
-            panels = {}
-            for name in names:
-                series: dict[str, list] = {}
-                for row in rows:
-                    series.setdefault(_line_label(row, axes, drop), []).append((row.get(x_key), row.get(name)))
-                panels[name.split("/")[1]] = {label: _mean_by_x(points) for label, points in series.items()}
-            saved = figures.plot_lines(os.path.join(sweep_dir, f"{task}_vs_{stem}"), panels, xlabel=x_label,
-                                       log_x=True, title=f"{task}: final metrics vs {x_label}")  # fmt: skip
+        by_params, by_tokens = {}, {}
+        for name in names:
+            series: dict[str, list] = {}
+            for row in rows:  # one line per setting of the other axes, seeds averaged
+                series.setdefault(_line_label(row, axes, (*_SIZE_AXES, "seed")), []).append((row.get("params"), row.get(name)))
+            by_params[name.split("/")[1]] = {label: _mean_by_x(points) for label, points in series.items()}
+            by_tokens[name.split("/")[1]] = {row["point"]: _mean_by_x(row["_by_tokens"].get(name, [])) for row in rows}
+        for panels, stem, label in ((by_params, "params", "parameters"), (by_tokens, "tokens", "tokens seen")):
+            title = f"{task}: final metrics vs parameters" if stem == "params" else f"{task}: each evaluation vs tokens seen"
+            saved = figures.plot_lines(os.path.join(sweep_dir, f"{task}_vs_{stem}"), panels, xlabel=label, log_x=True, title=title)
             written += [saved[0]] if saved else []
     curves = {row["point"]: [(s, v) for s, v in row["_loss_curve"]] for row in rows}
     saved = figures.plot_lines(os.path.join(sweep_dir, "loss_curves"), {"train loss": curves}, xlabel="step", columns=1)
