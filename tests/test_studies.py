@@ -261,3 +261,24 @@ def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys)
     assert "text2mol" not in printed.split("**textchem_demo_mol2text**")[1]  # a text input: no notations
     rows = (tmp_path / "notations" / "textchem_demo_mol2text_notation_random_0-000020.jsonl").read_text().splitlines()
     assert len(rows) == 4
+
+
+def test_report_puts_paper_numbers_beside_the_papers_test_sets_only():
+    from textchem_jax.report import paper_columns
+
+    papers = paper_columns("textchem_mol2text", "test")
+    assert papers["Text+Chem T5-base-augm"]["rouge2"] == 0.543 and papers["MolT5-large"]["bleu2"] == 0.594
+    assert paper_columns("textchem_gt4sd_eval_paragraph2actions", "test") == {"Text+Chem T5-small-standard": {"bleu2": 0.929}}
+    assert paper_columns("textchem_demo_mol2text", "test") == {}  # the demo corpus is not ChEBI-20
+    assert paper_columns("textchem_mol2text", "validation") == {} and paper_columns("my_task", "test") == {}
+
+
+def test_molecule_grid_depicts_every_beam_with_validity_and_similarity():
+    from textchem_jax.report import molecule_grid
+
+    row = {"input": {"inputs_pretokenized": "Predict the product of the following reaction: CCO.CC(=O)O"},
+           "target": "CCOC(C)=O", "prediction": ["CCOC(C)=O", "CCOC(=O)C(C", "CCOC"]}  # fmt: skip
+    html = molecule_grid("forward", [row])
+    assert "<th>beam 1</th><th>beam 2</th><th>beam 3</th>" in html
+    assert html.count("data:image/png;base64,") == 2 + 2  # input, target, the two beams RDKit reads
+    assert "valid, Tanimoto 1.00" in html and "invalid" in html and "<code>CCO.CC(=O)O</code>" in html
