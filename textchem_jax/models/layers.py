@@ -146,28 +146,41 @@ class RelativePositionBias(nn.Module):
         return bias if bias.ndim == 4 else bias[None]
 
 
+def _write_row_slot(cache: Array, new: Array, positions: Array) -> Array:
+    """`cache` (batch, length, ...) with each row's single new entry (batch, 1, ...) written at its position:
+    a slice update per row, not a pass over the whole cache."""
+    def write(row_cache: Array, row_new: Array, position: Array) -> Array:
+        return jax.lax.dynamic_update_slice_in_dim(row_cache, row_new, position, axis=0)
+
+    return jax.vmap(write)(cache, new, positions)
+
+
 class MultiHeadAttention(nn.Module):
     """T5 attention without 1/sqrt(d_kv) scaling; softmax in float32.
 
-    For decoder self-attention with `decode=True`, keys and values live in the "cache" collection
-    (`cached_key`, `cached_value`: batch, length, heads, kv). On the first (initializing) call they are
-    created empty with the input's length; on later calls (`decode_position` given) the single new
-    token's key and value are written at `decode_position` and attention reads the whole cache.
+    With `decode=True` keys and values live in the "cache" collection. Self-attention (`cached_key`,
+    `cached_value`: batch, length, heads, kv): created empty on the first (initializing) call with the
+    input's length; on later calls (`decode_position` given) the single new token's key and value are
+    written at `decode_position` and attention reads the whole cache. Cross-attention (`cross_kv=True`:
+    `cross_key`, `cross_value`): the keys and values of the encoder's outputs, projected once when the
+    cache is made or prefilled (`inputs_q=None`: store them, return None) and read at every step
+    (`inputs_kv=None`).
     """
 
     config: T5Config
     deterministic: bool = True
     decode: bool = False
+    cross_kv: bool = False
 
     @nn.compact
     def __call__(
         self,
-        inputs_q: Array,
-        inputs_kv: Array,
+        inputs_q: Array | None,
+        inputs_kv: Array | None,
         bias: Array | None,
         mask: Array | None,
         decode_position: Array | None = None,
-    ) -> Array:
+    ) -> Array | None:
         cfg = self.config
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
@@ -178,20 +191,26 @@ class MultiHeadAttention(nn.Module):
             x = x.reshape(*x.shape[:2], cfg.num_heads, cfg.d_kv)
             return _constrain(x, ("batch", "length", "heads", "kv"))
 
+        if inputs_kv is None:  # a decoding step of cross-attention: the prefilled keys and values
+            key, value = self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value")
+        else:
+            key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
+            value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
+            if self.decode and self.cross_kv:
+                self.put_variable("cache", "cross_key", key)
+                self.put_variable("cache", "cross_value", value)
+        if inputs_q is None:  # prefill
+            return None
         query = split_heads(project("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q))
-        key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
-        value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
 
-        if self.decode:
+        if self.decode and not self.cross_kv:
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
             cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
             if decode_position is not None:
                 if query.shape[1] != 1:
                     raise ValueError(f"cached decoding takes one token per step, got {query.shape[1]}")
-                slot = jax.nn.one_hot(decode_position, cached_key.value.shape[1], dtype=jnp.bool_)
-                slot = slot[:, :, None, None]  # (batch, length, 1, 1)
-                key = cached_key.value = jnp.where(slot, key, cached_key.value)
-                value = cached_value.value = jnp.where(slot, value, cached_value.value)
+                key = cached_key.value = _write_row_slot(cached_key.value, key, decode_position)
+                value = cached_value.value = _write_row_slot(cached_value.value, value, decode_position)
                 key, value = (_constrain(x, ("batch", "length", "heads", "kv")) for x in (key, value))
 
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
