@@ -146,21 +146,19 @@ class EncoderDecoderModel:
         """The T5 whose `decode` runs the steps; every family's decoder side has T5's names and cache."""
         return T5(self.t5_config)
 
-    def _start_cache(self, params: Any, encoded: Array, tokens: Array, max_decode_length: int) -> Any:
-        """The decoder cache for `encoded` rows: empty self-attention slots, and the cross-attention keys and
-        values of `encoded`, projected here once instead of at every decoding step."""
-        decoder, rows = self._decoder(), encoded.shape[0]
+    def _empty_cache(self, rows: int, max_decode_length: int) -> Any:
+        decoder, d_model = self._decoder(), self.t5_config.d_model
 
         def create():
-            decoder_tokens = jnp.zeros((rows, max_decode_length), jnp.int32)
-            variables = decoder.init(jax.random.key(0), encoded, tokens, decoder_tokens, decode=True, method=T5.decode)
+            tokens = jnp.zeros((rows, max_decode_length), jnp.int32)
+            encoded = jnp.zeros((rows, 1, d_model), jnp.dtype(self.t5_config.dtype))
+            variables = decoder.init(
+                jax.random.key(0), encoded, jnp.ones((rows, 1), jnp.int32), tokens, decode=True, method=T5.decode
+            )
             return variables["cache"]
 
         shapes = jax.eval_shape(create)  # no parameters are materialized; all zeros is an empty cache
-        empty = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        _, variables = decoder.apply({"params": params, "cache": empty}, encoded, tokens, tokens[:, :1], decode=True,
-                                     prefill=True, method=T5.decode, mutable=["cache"])  # fmt: skip
-        return variables["cache"]
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def decoding_start(self, params: Any, batch: Batch, max_decode_length: int) -> decoding.Start:
         """Encodes `batch` once; the returned `start(n)` gives the cached decoder step and an empty cache
@@ -179,7 +177,7 @@ class EncoderDecoderModel:
                 )  # fmt: skip
                 return logits[:, -1, :].astype(jnp.float32), variables["cache"]
 
-            return step, self._start_cache(params, rows_encoded, rows_tokens, max_decode_length)
+            return step, self._empty_cache(tokens.shape[0] * n, max_decode_length)
 
         return start
 

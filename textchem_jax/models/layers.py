@@ -158,29 +158,28 @@ def _write_row_slot(cache: Array, new: Array, positions: Array) -> Array:
 class MultiHeadAttention(nn.Module):
     """T5 attention without 1/sqrt(d_kv) scaling; softmax in float32.
 
-    With `decode=True` keys and values live in the "cache" collection. Self-attention (`cached_key`,
-    `cached_value`: batch, length, heads, kv): created empty on the first (initializing) call with the
-    input's length; on later calls (`decode_position` given) the single new token's key and value are
-    written at `decode_position` and attention reads the whole cache. Cross-attention (`cross_kv=True`:
-    `cross_key`, `cross_value`): the keys and values of the encoder's outputs, projected once when the
-    cache is made or prefilled (`inputs_q=None`: store them, return None) and read at every step
-    (`inputs_kv=None`).
+    For decoder self-attention with `decode=True`, keys and values live in the "cache" collection
+    (`cached_key`, `cached_value`: batch, length, heads, kv). On the first (initializing) call they are
+    created empty with the input's length; on later calls (`decode_position` given) the single new
+    token's key and value are written at `decode_position` and attention reads the whole cache.
+    Cross-attention keys and values stay out of the cache: kept there, beam search got slower (49.4 s
+    against 40.6 s for `benchmarks/decode_bench.py` here), since every step gathers the cache to follow the
+    beams, while the projections they replace are loop-invariant work XLA may hoist.
     """
 
     config: T5Config
     deterministic: bool = True
     decode: bool = False
-    cross_kv: bool = False
 
     @nn.compact
     def __call__(
         self,
-        inputs_q: Array | None,
-        inputs_kv: Array | None,
+        inputs_q: Array,
+        inputs_kv: Array,
         bias: Array | None,
         mask: Array | None,
         decode_position: Array | None = None,
-    ) -> Array | None:
+    ) -> Array:
         cfg = self.config
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
@@ -191,19 +190,11 @@ class MultiHeadAttention(nn.Module):
             x = x.reshape(*x.shape[:2], cfg.num_heads, cfg.d_kv)
             return _constrain(x, ("batch", "length", "heads", "kv"))
 
-        if inputs_kv is None:  # a decoding step of cross-attention: the prefilled keys and values
-            key, value = self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value")
-        else:
-            key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
-            value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
-            if self.decode and self.cross_kv:
-                self.put_variable("cache", "cross_key", key)
-                self.put_variable("cache", "cross_value", value)
-        if inputs_q is None:  # prefill
-            return None
         query = split_heads(project("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q))
+        key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
+        value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
 
-        if self.decode and not self.cross_kv:
+        if self.decode:
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
             cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
             if decode_position is not None:

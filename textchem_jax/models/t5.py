@@ -61,12 +61,9 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """`prefill=True` only projects the encoder's outputs into the cross-attention cache (`x` passes through)."""
-
     config: T5Config
     deterministic: bool = True
     decode: bool = False
-    prefill: bool = False
 
     @nn.compact
     def __call__(
@@ -79,19 +76,14 @@ class DecoderLayer(nn.Module):
         decode_position: Array | None,
     ) -> tuple[Array, None]:
         cfg = self.config
-        cross = MultiHeadAttention(cfg, self.deterministic, self.decode, cross_kv=True, name="encoder_decoder_attention")
-        if self.prefill:
-            cross(None, encoded, None, None)
-            return x, None
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         normed = _norm(cfg, "pre_self_attention_layer_norm")(x)
         attention = MultiHeadAttention(cfg, self.deterministic, self.decode, name="self_attention")
         x = x + dropout(attention(normed, normed, self_bias, self_mask, decode_position))
         x = _constrain(x, ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_cross_attention_layer_norm")(x)
-        # A decoding step reads the encoder's keys and values from the cache: projected once per input.
-        cross_inputs = None if decode_position is not None else encoded
-        x = _constrain(x + dropout(cross(normed, cross_inputs, None, cross_mask)), ("batch", "length", "embed"))
+        cross = MultiHeadAttention(cfg, self.deterministic, name="encoder_decoder_attention")
+        x = _constrain(x + dropout(cross(normed, encoded, None, cross_mask)), ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_mlp_layer_norm")(x)
         x = x + dropout(MlpBlock(cfg, self.deterministic, name="mlp")(normed))
         return _constrain(x, ("batch", "length", "embed")), None
@@ -156,10 +148,8 @@ class Decoder(nn.Module):
     """Decoder stack and output logits.
 
     With `decode=True` it keeps `cache/decoder/filled` (batch, length): which cache slots hold decoded
-    tokens. The first call (no cache yet) creates the empty cache, with the cross-attention keys and
-    values of `encoded`; each later call decodes one token at the first free slot, with the relative
-    position bias and causal mask of that position. `prefill=True` (re)computes only those cross-attention
-    keys and values, for a cache made without the real encodings (`jax.eval_shape`).
+    tokens. The first call (no cache yet) creates the empty cache; each later call decodes one token
+    at the first free slot, with the relative position bias and causal mask of that position.
     """
 
     config: T5Config
@@ -177,13 +167,8 @@ class Decoder(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         max_decode_length: int | None = None,
-        prefill: bool = False,
-    ) -> Array | None:
+    ) -> Array:
         cfg = self.config
-        if prefill:  # the cache's cross-attention keys and values of `encoded`, nothing else
-            stack = _layer_stack(DecoderLayer, cfg, cfg.num_decoder_layers, 5, decode=True, prefill=True)
-            stack(jnp.zeros((encoded.shape[0], 1, cfg.d_model), encoded.dtype), encoded, None, None, None, None)
-            return None
         relpos = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")
         batch, length = decoder_input_tokens.shape
         decode_position = None
@@ -280,9 +265,8 @@ class T5(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         max_decode_length: int | None = None,
-        prefill: bool = False,
     ) -> Array:
-        """(batch, length, vocab) logits (None with `prefill`).
+        """(batch, length, vocab) logits.
 
         The encoder padding comes from `encoder_mask` or else `encoder_input_tokens != 0`; decoder
         padding from `decoder_target_tokens != 0` (inputs start with the pad id 0, so they can't tell).
@@ -296,7 +280,7 @@ class T5(nn.Module):
         encoder_valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
         return self.decoder(
             encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens, encoder_segment_ids,
-            decoder_segment_ids, deterministic, decode, max_decode_length, prefill,
+            decoder_segment_ids, deterministic, decode, max_decode_length,
         )  # fmt: skip
 
     def __call__(
