@@ -198,6 +198,7 @@ def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path)
     assert robustness.main([f"--model_dir={run}", "--split=validation", "--num_examples=6", "--random_variants=1"]) == 0
     results = json.loads((run / "robustness" / "robustness.json").read_text())
     assert sorted(results["metrics"]) == ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_retro"]
+    assert results["unreadable_inputs"] == dict.fromkeys(results["metrics"], 0)  # the demo corpus is valid chemistry
     variants = ["original", "canonical", "kekulized", "explicit_h", "rings_renumbered", "random_0"]
     for task, by_variant in results["metrics"].items():
         assert list(by_variant) == variants

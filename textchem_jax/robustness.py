@@ -110,6 +110,14 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     results = {"model_dir": model_dir, "checkpoint_step": step, "mixture": mixture, "split": split,
                "num_examples": num_examples, "variants": list(variants), "metrics": metrics, "embedding": {},
                "embedding_molecules": {}, "versions": library_versions()}  # fmt: skip
+    from textchem_jax.chem import canonicalize
+    from textchem_jax.data import seqio_tasks
+
+    # Inputs RDKit cannot read stay as written in every notation (same denominators): counted, not hidden.
+    results["unreadable_inputs"] = {
+        task: sum(canonicalize(source) is None for source, _ in seqio_tasks.SPECS[task].pairs(split)[: num_examples or None])
+        for task in metrics
+    }
     for task in metrics if embeddings else ():
         scores, molecules = embedding_check(saved.model, params, mesh, task, split, num_examples, variants, lengths["inputs"])
         if scores:

@@ -80,5 +80,9 @@ def robustness_markdown(results: Mapping) -> str:
     """Markdown of `robustness_tables`, with the drop explained once."""
     parts = [f"drop: original minus notation (for {', '.join(LOWER_IS_BETTER)}: the increase); "
              "unchanged: the share of inputs the notation writes exactly as the split does"]  # fmt: skip
+    unreadable = {task: n for task, n in results.get("unreadable_inputs", {}).items() if n}
+    if unreadable:
+        parts.append("inputs RDKit cannot read, kept as written in every notation: "
+                     + ", ".join(f"{task} {n}" for task, n in unreadable.items()))  # fmt: skip
     parts += [f"**{title}**\n\n{markdown_table(header, rows)}" for title, header, rows in robustness_tables(results)]
     return "\n\n".join(parts)
