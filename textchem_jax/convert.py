@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 from etils import epath  # every directory here may be local or gs://
 
+from textchem_jax import run_results
 from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
 CONFIG_FILE = "t5_config.json"
-GIN_FILE = "model.gin"
-RUN_CONFIG_FILE = "config.gin"  # what textchem-train writes into MODEL_DIR
+GIN_FILE = run_results.CONVERTED_GIN_FILE
+RUN_CONFIG_FILE = run_results.RUN_CONFIG_FILE
 VOCABULARY_FILE = "spiece.model"
 # Fields that describe how to run, not the architecture; not written into model.gin.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")

@@ -44,7 +44,7 @@ def evaluate(
 
         by_notation = notation_robustness(model, dataset_cfg, params, mesh, os.path.join(output_dir, "notations"),
                                           list(notations), step=checkpoint_step(checkpoint_path),
-                                          decode_fn=decode_fn, caption_tokenizer=caption_tokenizer)  # fmt: skip
+                                          decode_fn=decode_fn, caption_tokenizer=caption_tokenizer, originals=results)  # fmt: skip
         print(robustness_markdown({"metrics": by_notation}))
     print(versions_line())
     print(f"predictions and metrics: {output_dir}")

@@ -12,6 +12,7 @@ scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `tex
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,6 +47,15 @@ def _pad_rows(rows: np.ndarray, multiple: int) -> np.ndarray:
     return np.concatenate([rows, np.zeros((missing, *rows.shape[1:]), rows.dtype)]) if missing else rows
 
 
+def encode_rows(vocab, texts, length: int) -> np.ndarray:
+    """(len(texts), length) token ids, each row truncated to end in EOS within `length`, zero-padded."""
+    rows = np.zeros((len(texts), length), np.int32)
+    for row, text in enumerate(texts):
+        ids = [*vocab.encode(text)[: length - 1], vocab.eos_id]
+        rows[row, : len(ids)] = ids
+    return rows
+
+
 def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_length: int):
     """`decode(params, features) -> (sequences (batch, k, length), scores (batch, k))` on host arrays.
 
@@ -53,22 +63,25 @@ def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_lengt
     reads (e2-CLM: `input_domain`). Jitted once per shape; each batch is padded to a multiple of the
     `data` axis, split over the mesh (every host holds it in full) and gathered back.
     """
-    multiple = max(mesh.shape["data"], 1)
 
     @jax.jit
     def decode_on_mesh(params, features):
         return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length)
 
     def decode(params, features: Mapping[str, np.ndarray]):
-        inputs = model.features(features, model.input_features)
-        size = len(inputs["encoder_input_tokens"])
-        with jax.set_mesh(mesh):
-            sequences, scores = decode_on_mesh(
-                params, {key: replicated_batch(mesh, _pad_rows(value, multiple)) for key, value in inputs.items()}
-            )
-        return gather(sequences)[:size], gather(scores)[:size]
+        return on_mesh(mesh, decode_on_mesh, params, model.features(features, model.input_features))
 
     return decode
+
+
+def on_mesh(mesh, fn, params, features: Mapping[str, np.ndarray]):
+    """`fn(params, features)` (jitted) on a batch every host holds in full: padded to a multiple of the `data`
+    axis, split over the mesh, gathered back on every host, the padding rows dropped."""
+    size = len(next(iter(features.values())))
+    multiple = max(mesh.shape["data"], 1)
+    with jax.set_mesh(mesh):
+        outputs = fn(params, {key: replicated_batch(mesh, _pad_rows(value, multiple)) for key, value in features.items()})
+    return jax.tree_util.tree_map(lambda array: gather(array)[:size], outputs)
 
 
 class InferenceEvaluator:
@@ -163,10 +176,7 @@ class InferenceEvaluator:
             products = []
             for start in range(0, len(precursors), self.batch_size):
                 chunk = precursors[start : start + self.batch_size]
-                tokens = np.zeros((len(chunk), self.input_length), np.int32)
-                for row, text in enumerate(chunk):
-                    ids = [*vocab.encode(PROMPTS["forward"] + text)[: self.input_length - 1], vocab.eos_id]
-                    tokens[row, : len(ids)] = ids
+                tokens = encode_rows(vocab, [PROMPTS["forward"] + text for text in chunk], self.input_length)
                 batch = {"encoder_input_tokens": tokens, "input_domain": np.full_like(tokens, domain)}
                 sequences, _ = self.decode(params, batch)
                 products += [smiles_postprocessor(vocab.decode([int(t) for t in row[0]])) for row in sequences]
@@ -193,19 +203,27 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
 
 
 def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,
-                        decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None) -> dict:  # fmt: skip
+                        decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None,
+                        originals: Mapping[str, Mapping] | None = None) -> dict:  # fmt: skip
     """{task: {"original" | variant: {metric: value}}}: every task of `cfg`'s mixture that reads SMILES,
     evaluated on the same examples (the split's first `cfg.num_examples`) as written and rewritten in each
-    notation variant (`notations.variant_names`), through the same decoding, postprocessing and metrics."""
+    notation variant (`notations.variant_names`), through the same decoding, postprocessing and metrics.
+    `originals`: the metrics of that very evaluation as written, when the caller has them (not decoded again)."""
     import seqio
 
     from textchem_jax.data import seqio_tasks
 
     import_task_module(cfg.module, model)
-    names = []
+    names, known = [], {}
     for task in seqio.get_subtasks(seqio.get_mixture_or_task(cfg.mixture_or_task_name)):
         rewritten = seqio_tasks.notation_variants(task.name, list(variants)) if task.name in seqio_tasks.SPECS else []
-        names += [task.name, *rewritten] if rewritten else []
+        if not rewritten:
+            continue
+        if originals is not None and task.name in originals:
+            known[task.name] = originals[task.name]
+        else:
+            names.append(task.name)
+        names += rewritten
     if not names:
         raise ValueError(f"{cfg.mixture_or_task_name} has no task with a SMILES input (forward, retro, mol2text) "
                          "to rewrite: give a mixture or task that has one")  # fmt: skip
@@ -216,29 +234,29 @@ def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, 
     evaluator = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=mixture), output_dir, mesh,
                                    decode_fn, caption_tokenizer)  # fmt: skip
     grouped: dict[str, dict] = {}
-    for name, metrics in evaluator.evaluate(params, step).items():
+    for name, metrics in {**known, **evaluator.evaluate(params, step)}.items():
         task, _, variant = name.partition("_notation_")
         grouped.setdefault(task, {})[variant or ORIGINAL] = metrics
     return {task: {v: grouped[task][v] for v in (ORIGINAL, *variants) if v in grouped[task]} for task in grouped}
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_pooled(model, params, features):
+    encoded = model.encode(params, features)
+    mask = (features["encoder_input_tokens"] > 0)[..., None].astype(encoded.dtype)
+    return (encoded * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
+
+
 def mean_pooled_embeddings(model, params, mesh, tokens: np.ndarray, domain: int, batch_size: int = 64) -> np.ndarray:
-    """(rows, d_model): the encoder's outputs averaged over each row's non-padding tokens (AMORE's embedding)."""
-
-    @jax.jit
-    def pooled(params, features):
-        encoded = model.encode(params, features)
-        mask = (features["encoder_input_tokens"] > 0)[..., None].astype(encoded.dtype)
-        return (encoded * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0)
-
-    multiple = max(mesh.shape["data"], 1)
+    """(rows, d_model): the encoder's outputs averaged over each row's non-padding tokens (AMORE's embedding),
+    in batches of one shape (compiled once per model)."""
     rows = []
     for start in range(0, len(tokens), batch_size):
-        chunk = _pad_rows(tokens[start : start + batch_size], multiple)
-        features = {"encoder_input_tokens": chunk, "input_domain": np.full_like(chunk, domain)}
-        with jax.set_mesh(mesh):
-            out = pooled(params, {key: replicated_batch(mesh, value) for key, value in model.features(features, model.input_features).items()})
-        rows.append(gather(out)[: min(batch_size, len(tokens) - start)])
+        chunk = _pad_rows(tokens[start : start + batch_size], batch_size)
+        features = model.features({"encoder_input_tokens": chunk, "input_domain": np.full_like(chunk, domain)},
+                                  model.input_features)  # fmt: skip
+        pooled = on_mesh(mesh, functools.partial(_mean_pooled, model), params, features)
+        rows.append(pooled[: min(batch_size, len(tokens) - start)])
     return np.concatenate(rows).astype(np.float32)
 
 

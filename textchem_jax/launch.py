@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import warnings
 import pathlib
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -176,7 +176,9 @@ def write_config(model_dir: str) -> None:
     import tensorflow as tf
 
     tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(os.path.join(model_dir, "config.gin"), "w") as f:
+    from textchem_jax.run_results import RUN_CONFIG_FILE
+
+    with tf.io.gfile.GFile(os.path.join(model_dir, RUN_CONFIG_FILE), "w") as f:
         f.write(gin.config_str())
 
 
@@ -196,10 +198,13 @@ def saved_run(directory: str) -> SavedRun:
     import gin
     from etils import epath
 
-    path = next((epath.Path(directory) / name for name in ("config.gin", "model.gin") if (epath.Path(directory) / name).exists()), None)
+    from textchem_jax.run_results import CONVERTED_GIN_FILE, RUN_CONFIG_FILE
+
+    candidates = [epath.Path(directory) / name for name in (RUN_CONFIG_FILE, CONVERTED_GIN_FILE)]
+    path = next((candidate for candidate in candidates if candidate.exists()), None)
     if path is None:
-        raise FileNotFoundError(f"{directory} has neither config.gin (a textchem-train MODEL_DIR) nor model.gin "
-                                "(a textchem-convert directory)")  # fmt: skip
+        raise FileNotFoundError(f"{directory} has neither {RUN_CONFIG_FILE} (a textchem-train MODEL_DIR) nor "
+                                f"{CONVERTED_GIN_FILE} (a textchem-convert directory)")  # fmt: skip
 
     def macro(name: str):
         try:

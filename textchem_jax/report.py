@@ -23,15 +23,15 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
-from textchem_jax.metrics.tables import LOWER_IS_BETTER, number, robustness_tables
+from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.
-ERROR_KINDS = (
+ERROR_KINDS = (  # first match wins: "non-ring atom marked aromatic" is an aromaticity problem, not a ring closure
     ("valence", re.compile(r"valence", re.I)),
+    ("kekulization", re.compile(r"kekul|aromatic", re.I)),
     ("ring closure", re.compile(r"ring|unclosed", re.I)),
     ("parentheses", re.compile(r"parenthes", re.I)),
-    ("kekulization", re.compile(r"kekul|aromatic", re.I)),
     ("empty", re.compile(r"empty|without atoms", re.I)),
     ("syntax", re.compile(r"parse error|syntax|whitespace|ascii", re.I)),
 )
@@ -208,16 +208,8 @@ def paper_columns(task_name: str, split: str | None) -> dict[str, Mapping[str, f
 
 
 def _versions_table() -> str:
-    import importlib.metadata
-
-    names = ("rdkit", "nltk", "rouge-score", "rapidfuzz", "jax", "flax", "optax", "seqio", "tensorflow", "textchem_jax")
-    rows = []
-    for name in names:
-        try:
-            rows.append([name, importlib.metadata.version(name)])
-        except importlib.metadata.PackageNotFoundError:
-            rows.append([name, "not installed"])
-    return html_table(["library", "version"], rows)
+    versions = library_versions((*METRIC_PACKAGES, "jax", "flax", "optax", "seqio", "tensorflow"))
+    return html_table(["library", "version"], list(versions.items()))
 
 
 def run_report(model_dir: str, output_dir: str) -> str:
@@ -227,9 +219,10 @@ def run_report(model_dir: str, output_dir: str) -> str:
     from textchem_jax import robustness
 
     page = Page(output_dir, f"Text+Chem T5 run {model_dir}")
-    step, final = run_results.final_metrics(model_dir)
+    history = run_results.metric_history(model_dir)
+    step, final = run_results.final_metrics(history)
     params = run_results.parameter_count(model_dir)
-    config_path = os.path.join(model_dir, "config.gin")
+    config_path = os.path.join(model_dir, run_results.RUN_CONFIG_FILE)
     config = ""
     if tf.io.gfile.exists(config_path):
         with tf.io.gfile.GFile(config_path) as f:
@@ -255,7 +248,6 @@ def run_report(model_dir: str, output_dir: str) -> str:
     curves = {"loss": {"train": train.get("loss", []), "validation (teacher-forced)": train.get("eval/loss", [])},
               "token accuracy": {"train": train.get("accuracy", []), "validation (teacher-forced)": train.get("eval/accuracy", [])}}  # fmt: skip
     page.figure(figures.plot_lines(os.path.join(output_dir, "loss_curves"), curves, xlabel="step", columns=2), "loss curves")
-    history = run_results.metric_history(model_dir)
     metric_panels = {}
     for task_name, rows in history.items():
         for name in rows[-1]:
@@ -367,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = args.output_dir or os.path.join(args.directory, "report")
     if tf.io.gfile.exists(os.path.join(args.directory, "sweep.csv")):
         path = sweep_report(args.directory, output_dir)
-    elif tf.io.gfile.exists(os.path.join(args.directory, "config.gin")):
+    elif tf.io.gfile.exists(os.path.join(args.directory, run_results.RUN_CONFIG_FILE)):
         path = run_report(args.directory, output_dir)
     else:
         print(f"textchem-report: {args.directory} has neither sweep.csv (a textchem-sweep folder) nor config.gin "

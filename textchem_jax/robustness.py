@@ -26,40 +26,26 @@ from textchem_jax.metrics.tables import robustness_markdown
 RESULTS_FILE = "robustness.json"
 
 
-def embedding_check(model, params, mesh, task_name: str, split: str, num_examples: int | None, variants: Sequence[str],
-                    input_length: int) -> tuple[dict[str, dict[str, float]], int]:  # fmt: skip
-    """({variant: {acc@1, acc@5, mrr, unchanged}}, molecules) over the distinct molecules among the task's first
-    `num_examples` inputs (the bare SMILES, as AMORE embeds them); `unchanged`: the share of inputs the
-    notation writes exactly as the split did (those retrieve themselves trivially)."""
-    import numpy as np
-
+def embedding_check(model, params, mesh, molecules: Sequence[str], variants: Sequence[str],
+                    input_length: int) -> dict[str, dict[str, float]]:  # fmt: skip
+    """{variant: {acc@1, acc@5, mrr, unchanged}} over distinct `molecules` (bare SMILES, as AMORE embeds them);
+    `unchanged`: the share of molecules the notation writes exactly as given (they retrieve themselves trivially)."""
     from textchem_jax.catalogue import CHEMISTRY
-    from textchem_jax.chem import canonicalize
     from textchem_jax.data import datasets, seqio_tasks
-    from textchem_jax.evaluator import mean_pooled_embeddings, retrieval_scores
+    from textchem_jax.evaluator import encode_rows, mean_pooled_embeddings, retrieval_scores
 
-    spec = seqio_tasks.SPECS[task_name]
-    pairs = spec.pairs(split)[: num_examples or None]
-    molecules = list({canonicalize(p[0]): p[0] for p in pairs if canonicalize(p[0]) is not None}.values())
     vocab = seqio_tasks.vocabulary()
 
-    def tokens(texts: Sequence[str]):
-        rows = np.zeros((len(texts), input_length), np.int32)
-        for i, text in enumerate(texts):
-            ids = [*vocab.encode(text)[: input_length - 1], vocab.eos_id]
-            rows[i, : len(ids)] = ids
-        return rows
+    def embed(texts: Sequence[str]):
+        return mean_pooled_embeddings(model, params, mesh, encode_rows(vocab, texts, input_length), CHEMISTRY)
 
-    if len(molecules) < 2:
-        return {}, len(molecules)
-    originals = mean_pooled_embeddings(model, params, mesh, tokens(molecules), CHEMISTRY)
+    originals = embed(molecules)
     scores = {}
     for variant in variants:
         rewritten = [datasets.rewrite_or_keep(m, variant) for m in molecules]
-        embedded = mean_pooled_embeddings(model, params, mesh, tokens(rewritten), CHEMISTRY)
-        scores[variant] = {**retrieval_scores(originals, embedded),
+        scores[variant] = {**retrieval_scores(originals, embed(rewritten)),
                            "unchanged": sum(a == b for a, b in zip(rewritten, molecules)) / len(molecules)}  # fmt: skip
-    return scores, len(molecules)
+    return scores
 
 
 def read_results(directory: str) -> dict | None:
@@ -113,15 +99,16 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     from textchem_jax.chem import canonicalize
     from textchem_jax.data import seqio_tasks
 
-    # Inputs RDKit cannot read stay as written in every notation (same denominators): counted, not hidden.
-    results["unreadable_inputs"] = {
-        task: sum(canonicalize(source) is None for source, _ in seqio_tasks.SPECS[task].pairs(split)[: num_examples or None])
-        for task in metrics
-    }
-    for task in metrics if embeddings else ():
-        scores, molecules = embedding_check(saved.model, params, mesh, task, split, num_examples, variants, lengths["inputs"])
-        if scores:
-            results["embedding"][task], results["embedding_molecules"][task] = scores, molecules
+    results["unreadable_inputs"] = {}
+    for task in metrics:
+        inputs = [source for source, _ in seqio_tasks.SPECS[task].pairs(split)[: num_examples or None]]
+        canonical = {source: canonicalize(source) for source in inputs}
+        # Inputs RDKit cannot read stay as written in every notation (same denominators): counted, not hidden.
+        results["unreadable_inputs"][task] = sum(canonical[source] is None for source in inputs)
+        molecules = list({key: source for source, key in canonical.items() if key is not None}.values())
+        if embeddings and len(molecules) >= 2:
+            results["embedding"][task] = embedding_check(saved.model, params, mesh, molecules, variants, lengths["inputs"])
+            results["embedding_molecules"][task] = len(molecules)
     tf.io.gfile.makedirs(output_dir)
     with tf.io.gfile.GFile(os.path.join(output_dir, RESULTS_FILE), "w") as f:
         f.write(json.dumps(results, indent=1, allow_nan=True))

@@ -1,6 +1,6 @@
 """What a finished training run's MODEL_DIR says about it, read back for sweeps and reports.
 
-A run leaves `model-info.txt` (every parameter's size), `train/` TensorBoard events (loss, accuracy,
+A run leaves `config.gin`, `model-info.txt` (every parameter's size), `train/` TensorBoard events (loss, accuracy,
 tokens per step), `inference_eval/<task>-metrics.jsonl` (one line per evaluation) beside the predictions
 `<task>-<step>.jsonl`, and `checkpoints/<step>/`. Everything here reads those files, local or `gs://`,
 and never imports a model.
@@ -15,6 +15,9 @@ import re
 from collections.abc import Mapping
 
 MODEL_INFO_FILE = "model-info.txt"
+RUN_CONFIG_FILE = "config.gin"  # the full gin configuration textchem-train writes into MODEL_DIR
+CONVERTED_GIN_FILE = "model.gin"  # model and vocabulary of a textchem-convert directory
+_STEP = re.compile(r"^(?:checkpoint_)?(\d+)/?$")  # a checkpoint folder: ours `<step>`, T5X's `checkpoint_<step>`
 _SIZE = re.compile(r"^Variable \S+\s+size\s+([\d,]+)", re.M)
 
 
@@ -84,9 +87,9 @@ def metric_history(model_dir: str) -> dict[str, list[dict]]:
     return history
 
 
-def final_metrics(model_dir: str) -> tuple[int | None, dict[str, dict[str, float | None]]]:
-    """(step, {task: {metric: value}}) of the run's last inference evaluation (NaN read as None: n/a)."""
-    history = metric_history(model_dir)
+def final_metrics(history: Mapping[str, list[dict]]) -> tuple[int | None, dict[str, dict[str, float | None]]]:
+    """(step, {task: {metric: value}}) of the last inference evaluation in a `metric_history` (NaN read as
+    None: n/a)."""
     steps = [rows[-1]["step"] for rows in history.values() if rows]
     if not steps:
         return None, {}
@@ -110,11 +113,12 @@ def predictions(model_dir: str, task: str, step: int) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def checkpoint_steps(model_dir: str) -> list[int]:
-    """Steps of the run's committed orbax checkpoints (`checkpoints/<step>/`)."""
+def latest_step(model_dir: str) -> int:
+    """The newest checkpoint step in MODEL_DIR (ours: `checkpoints/<step>`, T5X: `checkpoint_<step>`), or 0."""
     import tensorflow as tf
 
-    folder = os.path.join(model_dir, "checkpoints")
-    if not tf.io.gfile.isdir(folder):
-        return []
-    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(folder) if name.rstrip("/").isdigit())
+    steps = [0]
+    for folder in (os.path.join(model_dir, "checkpoints"), model_dir):
+        if tf.io.gfile.isdir(folder):
+            steps += [int(m.group(1)) for name in tf.io.gfile.listdir(folder) if (m := _STEP.match(name))]
+    return max(steps)

@@ -245,14 +245,14 @@ def point_row(point: Point, sweep_dir: str) -> dict:
     """One row of the sweep table: the point's axes, size, tokens, steps, wall time and final metrics."""
     point_dir = os.path.join(sweep_dir, point.name)
     train_scalars = run_results.scalars(os.path.join(point_dir, "train"))
-    step, metrics = run_results.final_metrics(point_dir)
+    history = run_results.metric_history(point_dir)
+    step, metrics = run_results.final_metrics(history)
     record = _read_point_file(point_dir)
     row = {"point": point.name, **dict(point.values)}
     row["status"] = record.get("status", "not run")
     row["params"] = run_results.parameter_count(point_dir)
     row["tokens_seen"] = run_results.tokens_seen(train_scalars)
-    steps = run_results.checkpoint_steps(point_dir)
-    row["steps"] = steps[-1] if steps else None
+    row["steps"] = run_results.latest_step(point_dir) or None
     row["wall_seconds"] = record.get("wall_seconds")
     final_loss = train_scalars.get("loss")
     row["final_train_loss"] = final_loss[-1][1] if final_loss else None
@@ -266,7 +266,7 @@ def point_row(point: Point, sweep_dir: str) -> dict:
     # Each evaluation's metrics against the tokens seen by its step (the run's mean tokens per step).
     per_step = row["tokens_seen"] / row["steps"] if row["tokens_seen"] and row["steps"] else None
     row["_by_tokens"] = {}
-    for task, evaluations in run_results.metric_history(point_dir).items() if per_step else ():
+    for task, evaluations in history.items() if per_step else ():
         for evaluation in evaluations:
             for name, value in evaluation.items():
                 if name != "step":

@@ -19,29 +19,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import re
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 
+from textchem_jax.run_results import latest_step
+
 PREEMPTED_STATES = {"PREEMPTED", "TERMINATED", "STOPPED", "SUSPENDED", "NOT_FOUND"}
-_STEP = re.compile(r"^(?:checkpoint_)?(\d+)/?$")
 # Worker 0 of a TPU VM slice, from the metadata server: its output is the log we stream.
 _WORKER_ID = "curl -s -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number"
-
-
-def latest_step(model_dir: str) -> int:
-    """The newest checkpoint step in MODEL_DIR (ours: `checkpoints/<step>`, T5X: `checkpoint_<step>`), or 0."""
-    import tensorflow as tf
-
-    steps = [0]
-    for folder in (os.path.join(model_dir, "checkpoints"), model_dir):
-        if tf.io.gfile.isdir(folder):
-            steps += [int(m.group(1)) for name in tf.io.gfile.listdir(folder) if (m := _STEP.match(name))]
-    return max(steps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -152,8 +152,12 @@ def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) ->
         minloglevel=2,
         **options,
     )
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = sentencepiece_model_pb2.ModelProto.FromString(writer.getvalue())
+    model.normalizer_spec.normalization_rule_tsv = ""  # the rules are compiled in; the file records no local path
     path = os.fspath(output_prefix) + ".model"
-    _write_bytes(path, writer.getvalue())
+    _write_bytes(path, model.SerializeToString())
     return path
 
 
@@ -162,14 +166,6 @@ def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) ->
 # tensorflow-text's own SentencePiece logs "precompiled_charsmap is empty" each time a tokenizer kernel starts:
 # once per task and dataset, dozens of lines on every console.
 _QUIET_IDENTITY_RULES = "10FFFF\tFFFD\n"
-
-
-def _quiet_identity_rules() -> str:
-    """A local file of `_QUIET_IDENTITY_RULES` (the trainer reads its rules from a path)."""
-    path = os.path.join(tempfile.gettempdir(), "textchem_jax_identity_rules.tsv")  # local only: the trainer's input
-    with open(path, "w", encoding="utf-8") as f:  # local only: a temporary file
-        f.write(_QUIET_IDENTITY_RULES)
-    return path
 
 
 def train_vocabulary(
@@ -187,7 +183,7 @@ def train_vocabulary(
     """Trains the chemistry-aware vocabulary on `texts`; returns the path of `<output_prefix>.model`.
 
     Every string round-trips exactly and never maps to `<unk>`: byte fallback (unseen characters
-    become UTF-8 byte pieces), identity normalization (no NFKC; `_QUIET_IDENTITY_RULES`), whitespace kept as is. Digits and
+    become UTF-8 byte pieces), identity normalization (no NFKC: `_QUIET_IDENTITY_RULES`), whitespace as is. Digits and
     punctuation may join letters in a piece (SMILES are mostly punctuation and digits), multi-character
     atoms are symbols (`user_defined_symbols`, default: `frequent_smiles_symbols(texts)`; they are matched
     in English text too, so `Clinical` starts with the piece `Cl`). Python decode keeps leading spaces;
@@ -200,7 +196,6 @@ def train_vocabulary(
     options = dict(
         vocab_size=vocab_size,
         byte_fallback=True,
-        normalization_rule_tsv=_quiet_identity_rules(),
         remove_extra_whitespaces=False,
         add_dummy_prefix=True,  # T5 convention; decode drops exactly the one space it added
         split_digits=False,
@@ -212,8 +207,12 @@ def train_vocabulary(
         max_sentencepiece_length=max_piece_length,
         hard_vocab_limit=hard_vocab_limit,
     )
-    options.update(sentencepiece_options)
-    return _train((_mark_atom_boundaries(t) for t in texts), output_prefix, **options)
+    with tempfile.TemporaryDirectory() as folder:  # the trainer reads its rules from a file; each call its own
+        rules = os.path.join(folder, "identity_rules.tsv")  # local only: the trainer's temporary input
+        with open(rules, "w", encoding="utf-8") as f:  # local only: a temporary file
+            f.write(_QUIET_IDENTITY_RULES)
+        options = {"normalization_rule_tsv": rules, **options, **sentencepiece_options}
+        return _train((_mark_atom_boundaries(t) for t in texts), output_prefix, **options)
 
 
 def train_plain_vocabulary(

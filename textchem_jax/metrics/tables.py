@@ -7,12 +7,13 @@ import importlib.metadata
 import math
 from collections.abc import Mapping, Sequence
 
-_PACKAGES = ("rdkit", "nltk", "rouge-score", "rapidfuzz", "textchem_jax")
+METRIC_PACKAGES = ("rdkit", "nltk", "rouge-score", "rapidfuzz", "textchem_jax")  # what moves metric values
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(packages: Sequence[str] = METRIC_PACKAGES) -> dict[str, str]:
+    """{package: installed version or "not installed"}."""
     versions = {}
-    for package in _PACKAGES:
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
