@@ -6,7 +6,13 @@ A training step consumes `batch_size` packed rows; the ratio printed is how many
 the pipeline feeds, against the measured step time of our jitted T5-small (v1.0, 32,128 vocabulary)
 train step on the same batches, measured afterwards in this script on all cores (`--no_train_step` skips it).
 
-Usage: python benchmarks/data_bench.py [--mixture=textchem_demo] [--split=train] [--batches=200]
+It also prints the accelerator bound: the packed rows/s a T5-base (v1.0) bfloat16 train step on one H200 would
+consume, from the analytic model FLOPs of the benchmark's own batches (`models.flops.train_step_flops`) over the
+H200's data-sheet bf16 peak (`trainer.peak_flops`) at an assumed MFU (default 45%, the issue's goal):
+step time = FLOPs / (peak x MFU), rows/s = batch size / step time. A pipeline slower than that bound would keep
+the H200 waiting (data-bound); a faster one leaves the accelerator the bottleneck.
+
+Usage: python benchmarks/data_bench.py [--mixture=textchem_demo] [--split=train] [--batches=200] [--mfu=0.45]
        TEXTCHEM_DATA_DIR=../shared/data python benchmarks/data_bench.py --mixture=textchem_standard --split=validation
 """
 
@@ -25,6 +31,23 @@ def t5_small():
     from textchem_jax.models.config import t5_config
 
     return EncoderDecoderModel(t5_config("small", "1.0", vocab_size=32128, dropout_rate=0.0))
+
+
+def accelerator_bound(batches, mfu: float, chip: str = "H200") -> tuple[float, str]:
+    """(seconds, how they were counted) of a T5-base bf16 train step on one `chip` at `mfu` on these packed
+    batches: analytic model FLOPs (mean over the batches) / (data-sheet peak x mfu)."""
+    import types
+
+    import numpy as np
+
+    from textchem_jax.models.config import t5_config
+    from textchem_jax.models.flops import train_step_flops
+    from textchem_jax.trainer import peak_flops
+
+    config = t5_config("base", "1.0", vocab_size=32128, dropout_rate=0.0, dtype="bfloat16")
+    step_flops = float(np.mean([train_step_flops(config, batch) for batch in batches]))
+    peak, source = peak_flops("bfloat16", types.SimpleNamespace(device_kind=chip))  # the data-sheet table
+    return step_flops / (peak * mfu), f"{step_flops / 1e12:.2f} TFLOP model FLOPs per step, {source}"
 
 
 def pipeline(mixture: str, split: str, batch_size: int):
@@ -51,14 +74,17 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--no_train_step", action="store_true")
+    parser.add_argument("--mfu", type=float, default=0.45, help="assumed MFU of the H200 train step (the bound)")
     args = parser.parse_args()
 
     batches = pipeline(args.mixture, args.split, args.batch_size)
     next(batches)  # build the pipeline, read and tokenize the files, fill buffers
     examples = tokens = 0
+    seen = []
     start = time.perf_counter()
     for _ in range(args.batches):
         batch = next(batches)
+        seen.append(batch)
         examples += int(sum(len(set(row[row > 0])) for row in batch["encoder_segment_ids"]))
         tokens += int((batch["encoder_input_tokens"] > 0).sum() + (batch["decoder_target_tokens"] > 0).sum())
     seconds = time.perf_counter() - start
@@ -68,6 +94,13 @@ def main() -> None:
     print(f"  {args.batches / seconds:10.1f} batches/s   ({examples / (args.batches * args.batch_size):.1f} examples per packed row)")
     print(f"  to feed 10x a train step of batch {args.batch_size}, a step must take at least "
           f"{10 * args.batch_size / rows_per_s * 1000:.1f} ms")
+    h200_step_seconds, counted = accelerator_bound(seen, args.mfu)
+    bound = args.batch_size / h200_step_seconds
+    verdict = "data-bound (the pipeline would keep the H200 waiting)" if rows_per_s < bound else "accelerator-bound"
+    print(f"  accelerator bound, assuming {args.mfu:.0%} MFU: a T5-base v1.0 bf16 train step on one H200 "
+          f"({counted}) takes {h200_step_seconds * 1000:.1f} ms -> consumes {bound:.1f} packed rows/s")
+    print(f"  pipeline / bound: {rows_per_s:.1f} / {bound:.1f} = {rows_per_s / bound:.2f}x -> {verdict}, "
+          "fed by this one core")
     if not args.no_train_step:
         step_seconds = train_step_seconds(batches, args.batch_size)
         ratio = rows_per_s / (args.batch_size / step_seconds)

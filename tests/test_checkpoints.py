@@ -98,6 +98,7 @@ def test_an_iterator_of_another_process_count_is_a_clear_error(tmp_path):
     folder = tmp_path / "1" / "data_iterator"
     for name in os.listdir(folder):
         os.rename(folder / name, folder / name.replace("process_0-of-1", "process_0-of-2"))
+    ckpt.seal(tmp_path / "1")  # as a run of two processes would have written it
     checkpoints = ckpt.Checkpoints(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="process count"):
         checkpoints.restore(ckpt.abstract_like(_state("dict")), iter(tf.data.Dataset.range(10)))

@@ -85,11 +85,12 @@ def test_schedules():
 
 
 def _train(model_dir, train_steps: int = 4, learning_rate: float = 1e-3, checkpoint_period: int = 2,
-           initial_checkpoint_path: str | None = None):  # fmt: skip
+           initial_checkpoint_path: str | None = None, restore_fallback: bool = True):  # fmt: skip
     return train_lib.train(
         model=tiny_t5(), model_dir=str(model_dir), optimizer=optax.adamw(learning_rate, weight_decay=0.0), total_steps=train_steps,
         train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
-        checkpoint_cfg=CheckpointConfig(period=checkpoint_period, initial_checkpoint_path=initial_checkpoint_path),
+        checkpoint_cfg=CheckpointConfig(period=checkpoint_period, initial_checkpoint_path=initial_checkpoint_path,
+                                         restore_fallback=restore_fallback),
         log_period=1,
     )  # fmt: skip
 

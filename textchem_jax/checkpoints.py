@@ -4,11 +4,17 @@ A checkpoint `MODEL_DIR/checkpoints/<step>/` holds `state/` (the sharded `TrainS
 orbax from every host, asynchronously) and `data_iterator/` (one `tf.train.Checkpoint` of the tf.data
 iterator per host), so that a resumed run continues on exactly the next batch. Orbax commits a step
 only when all of it is written: a killed run never leaves a half checkpoint behind as the latest.
+Orbax does not notice a flipped byte in an array file (it restores wrong numbers), so once a step is
+committed we add `CHECKSUMS_FILE` (size and SHA-256 of each file) and check it before restoring; a step
+that fails is set aside as `<step>.corrupt` and the run resumes from the one before (`restore_fallback`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -17,6 +23,62 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 logger = logging.getLogger("textchem_jax.checkpoints")
+
+CHECKSUMS_FILE = "textchem-checksums.json"
+_CHUNK = 1 << 23
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or written; the message names the step, the file and the fix."""
+
+
+def _sha256(path: epath.Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: epath.Path) -> list[epath.Path]:
+    """Every file under `folder` but the checksums (one listing per folder: no recursive glob on GCS)."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            found += _files(path)
+        elif path.name != CHECKSUMS_FILE:
+            found.append(path)
+    return found
+
+
+def seal(step_dir: str | epath.Path) -> None:
+    """Writes the step's `CHECKSUMS_FILE` (by a rename, so it is whole or absent). Only for a committed step."""
+    step_dir = epath.Path(step_dir)
+    sums = {str(p.relative_to(step_dir)): [p.stat().length, _sha256(p)] for p in _files(step_dir)}
+    partial = step_dir / (CHECKSUMS_FILE + ".partial")
+    partial.write_text(json.dumps(sums, indent=0))
+    partial.replace(step_dir / CHECKSUMS_FILE)
+
+
+def verify(step_dir: str | epath.Path, step: int) -> None:
+    """Raises CheckpointError naming the first missing, truncated or altered file of a sealed step (a step
+    without `CHECKSUMS_FILE` was killed before sealing, or written by another program: orbax's own checks only)."""
+    step_dir = epath.Path(step_dir)
+    if not (step_dir / CHECKSUMS_FILE).exists():
+        return
+    for name, (size, sha256) in json.loads((step_dir / CHECKSUMS_FILE).read_text()).items():
+        path = step_dir / name
+        if not path.exists():
+            raise CheckpointError(f"step {step}: {path} is missing")
+        actual = path.stat().length
+        if actual != size:
+            raise CheckpointError(f"step {step}: {path} is {actual} bytes, {size} when it was saved (truncated or overwritten)")
+        if _sha256(path) != sha256:
+            raise CheckpointError(f"step {step}: {path} has changed since it was saved (SHA-256 differs: corrupted)")
+
+
+class ProcessCountMismatch(FileNotFoundError):
+    """The checkpoint was written by another number of processes: a setting to fix, not a corrupt step."""
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -35,7 +97,7 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
         prefix = self._prefix(directory)
         if not tf.io.gfile.exists(prefix + ".index"):
-            raise FileNotFoundError(
+            raise ProcessCountMismatch(
                 f"no data iterator for process {jax.process_index()} in {directory}: the checkpoint was "
                 f"written by {jax.process_count()} != this run's process count, or is incomplete"
             )
@@ -65,34 +127,103 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True),
             item_names=("state", "data_iterator"),
         )
+        self._unsealed: list[int] = []  # saved, perhaps still being written: sealed once orbax has committed them
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, iterator: Any | None = None) -> None:
+        """Starts saving `step` (asynchronously); first finishes and seals the save before it."""
+        self.wait()
         items = {"state": ocp.args.StandardSave(state)}
         if iterator is not None:
             items["data_iterator"] = DataIteratorSave(iterator)
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._unsealed.append(step)
+        with self._saving(step):
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-    def restore(self, abstract_state: Any, iterator: Any | None = None, step: int | None = None) -> tuple[Any, int] | None:
-        """(state, step) of `step` (default: the latest), placed like `abstract_state`; None without any."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            return None
+    def restore(self, abstract_state: Any, iterator: Any | None = None, step: int | None = None, *,
+                fallback: bool = True) -> tuple[Any, int] | None:  # fmt: skip
+        """(state, step) of `step` (default: the latest good one), placed like `abstract_state`; None without any.
+
+        A step that cannot be read (a checksum or orbax fails) is a CheckpointError naming its file; with
+        `fallback` the steps before it are tried, and once one restores the bad ones are set aside as
+        `<step>.corrupt` (kept for a post-mortem). Never a silent fresh start: if none restores, nothing moves.
+        """
+        fallback = fallback and step is None
+        failures: list[tuple[int, CheckpointError]] = []
+        for candidate in [step] if step is not None else sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self._restore_step(candidate, abstract_state, iterator)
+            except CheckpointError as error:
+                if not fallback:
+                    raise CheckpointError(f"{error}. Restore that file, move {self.directory / str(candidate)} away, "
+                                          "or rerun with --restore_fallback to resume from the step before it") from None  # fmt: skip
+                print(f"checkpoint {error}: trying the step before it", flush=True)
+                failures.append((candidate, error))
+                continue
+            for bad, _ in failures:
+                (self.directory / str(bad)).rename(self.directory / f"{bad}.corrupt")
+                print(f"checkpoint step {bad} set aside as {self.directory / f'{bad}.corrupt'}", flush=True)
+            if failures:
+                self.manager.reload()
+            logger.info("restored step %d from %s", candidate, self.directory)
+            return restored, candidate
+        if failures:
+            raise CheckpointError(f"no checkpoint in {self.directory} can be restored (the latest: {failures[0][1]}); "
+                                  f"not starting from scratch: fix it, or move {self.directory} away to start afresh")  # fmt: skip
+        return None
+
+    def _restore_step(self, step: int, abstract_state: Any, iterator: Any | None) -> Any:
+        step_dir = self.directory / str(step)
+        verify(step_dir, step)
+        try:
+            stored = ocp.PyTreeCheckpointHandler().metadata(step_dir / "state")
+            stored = getattr(stored, "tree", stored)
+        except Exception as error:  # orbax, tensorstore and json raise what they raise
+            raise CheckpointError(f"step {step}: {step_dir / 'state'} has unreadable metadata: {_first_line(error)}") from error
+        params = abstract_state["params"] if isinstance(abstract_state, dict) else abstract_state.params
+        if not isinstance(stored, dict) or "params" not in stored:
+            raise CheckpointError(f"step {step}: {step_dir / 'state'} holds no parameters")
+        check_shapes(stored["params"], params, f"{self.directory} (step {step})")  # another model: not corruption
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if iterator is not None:
             items["data_iterator"] = DataIteratorRestore(iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        logger.info("restored step %d from %s", step, self.directory)
-        return restored.state, step
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(**items)).state
+        except ProcessCountMismatch:
+            raise
+        except Exception as error:
+            raise CheckpointError(f"step {step}: {step_dir} cannot be read: {_first_line(error)}") from error
 
     def wait(self) -> None:
-        """Blocks until asynchronous saves are on disk."""
-        self.manager.wait_until_finished()
+        """Blocks until asynchronous saves are on disk, then seals them (process 0)."""
+        with self._saving(self._unsealed[-1] if self._unsealed else None):
+            self.manager.wait_until_finished()
+        while self._unsealed:
+            step = self._unsealed.pop(0)
+            if jax.process_index() == 0 and step in self.manager.all_steps():
+                seal(self.directory / str(step))
 
     def close(self) -> None:
+        self.wait()
         self.manager.close()
+
+    @contextlib.contextmanager
+    def _saving(self, step: int | None):
+        """A failed write (full disk, quota, permissions) as a CheckpointError naming the step and the last good one."""
+        try:
+            yield
+        except (OSError, ValueError, RuntimeError) as error:
+            self._unsealed = [s for s in self._unsealed if s != step]
+            good = [s for s in self.manager.all_steps() if s != step]
+            last = f"step {max(good)} is intact" if good else "no earlier checkpoint exists"
+            raise CheckpointError(f"saving step {step} to {self.directory} failed: {_first_line(error)}. {last}; "
+                                  "free space (or fix access) and rerun the same command to resume") from error  # fmt: skip
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
 
 
 def abstract_like(tree: Any) -> Any:
@@ -114,6 +245,7 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
+        verify(epath.Path(directory) / str(step), step)
         check_shapes(_stored_params(manager, step, directory), abstract_params, f"{directory} (step {step})")
         restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
         restored = manager.restore(

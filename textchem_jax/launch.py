@@ -85,6 +85,11 @@ _CHATTER = (
     "Given sequence lengths are longer than necessary",  # seqio: eval lengths above the split's longest
     # orbax, loading a training checkpoint's parameters for evaluation: its data-iterator position is not needed.
     'Item "data_iterator" was found in the checkpoint, but could not be restored',
+    # orbax's background save threads log each failed write with its traceback; the failure reaches us and
+    # is reported once, as a CheckpointError naming the step and the last good one (`checkpoints.Checkpoints`).
+    "_SignalingThread.run() raised an exception",
+    "Handler Commit operations or the Commit callback in background save thread",
+    "Save Finalize thread (save_finalize) failed",
 )
 
 
@@ -290,6 +295,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("process_count", None, "multi-host: number of processes")
     flags.DEFINE_integer("process_index", None, "multi-host: index of this process")
     flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "multi-host: a process silent this long is declared dead")
+    flags.DEFINE_boolean("restore_fallback", True, "resuming: a corrupt latest checkpoint is set aside and the step "
+                         "before it restored (--norestore_fallback stops with the error instead)")  # fmt: skip
 
 
 def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> None:
@@ -309,7 +316,9 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
         initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index,
                                FLAGS.heartbeat_timeout_seconds)  # fmt: skip
         try:
-            parse_gin(FLAGS.gin_file, [*FLAGS.gin_bindings, *gin_flag_bindings], FLAGS.gin_search_paths)
+            fallback = [f"run_config.CheckpointConfig.restore_fallback = {FLAGS.restore_fallback}"]
+            parse_gin(FLAGS.gin_file, [*FLAGS.gin_bindings, *gin_flag_bindings,
+                                       *(fallback if FLAGS["restore_fallback"].present else [])], FLAGS.gin_search_paths)  # fmt: skip
         except ConfigError as error:
             print(f"configuration error: {error}", file=sys.stderr)
             return 2

@@ -37,11 +37,13 @@ class DatasetConfig:
 class CheckpointConfig:
     """Save every `period` steps, keep the newest `keep`; start a new run from `initial_checkpoint_path`:
     ours or a `textchem-convert` import (TRAIN_STEPS counts on from its step, as in T5X), a T5 checkpoint
-    for an e2-CLM model, or {part: T5 checkpoint} (`model_loading.initial_params`)."""
+    for an e2-CLM model, or {part: T5 checkpoint} (`model_loading.initial_params`). `restore_fallback`: on resuming, a step that
+    fails its checksums or cannot be read is set aside and the one before it restored (`checkpoints.Checkpoints`)."""
 
     period: int = 1000
     keep: int | None = 3
     initial_checkpoint_path: str | Mapping[str, str] | None = None
+    restore_fallback: bool = True  # a corrupt latest step: resume from the one before (else stop with the error)
 
 
 def import_task_module(module: str | None, model=None) -> None:

@@ -152,7 +152,7 @@ def train(
     _keep_vocabulary(model_dir, model)
 
     checkpoints = ckpt.Checkpoints(os.path.join(model_dir, "checkpoints"), keep=checkpoint_cfg.keep)
-    restored = checkpoints.restore(ckpt.abstract_like(state), iterator)
+    restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
     if restored is not None:
         state, step = restored
         print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
@@ -295,6 +295,7 @@ def _step_flops(trainer, state, example, rng) -> float | None:
 def main() -> int:
     import gin
 
+    from textchem_jax import checkpoints as ckpt
     from textchem_jax import launch
 
     def run() -> int:
@@ -306,6 +307,9 @@ def main() -> int:
         except TrainingStopped as error:
             print(f"training stopped: {error}", file=sys.stderr)
             return 3
+        except ckpt.CheckpointError as error:
+            print(f"training stopped: {error}", file=sys.stderr)
+            return 4
         model_dir = gin.query_parameter("%MODEL_DIR")
         if jax.process_index() == 0:
             print(f"checkpoints: {model_dir}/checkpoints  TensorBoard: tensorboard --logdir={model_dir}  "

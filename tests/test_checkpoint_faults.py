@@ -1,0 +1,191 @@
+"""Checkpoints under faults: kills during saves, truncated and corrupted files, a full disk.
+
+Real orbax and tf.data on a real file system: the kill trials run `checkpoint_kill_worker.py` (SIGKILL at
+random moments of the saves, 32 trials); corruption cuts or flips bytes of the files a save wrote; the full
+disk is a 1 MiB tmpfs where this machine lets us mount one, and a file-size limit (RLIMIT_FSIZE) everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import resource
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from textchem_jax import checkpoints as ckpt
+
+from helpers import ROOT
+from test_checkpoints import _assert_bitwise_equal, _saved, _state
+from test_training_behaviour import _train
+
+WORKER = pathlib.Path(__file__).with_name("checkpoint_kill_worker.py")
+
+
+@pytest.mark.slow
+def test_kills_during_saves_resume_from_the_newest_committed_step_bitwise(tmp_path):
+    result = subprocess.run([sys.executable, str(WORKER), str(tmp_path), "--trials", "32"], capture_output=True,
+                            text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stderr[-3000:]
+    summary = json.loads(lines[-1])
+    print(summary)
+    assert summary["failures"] == [] and result.returncode == 0, summary
+    assert summary["trials"] >= 30
+    assert summary["killed_mid_write"] > 0  # some kills landed inside a save, before its commit
+    assert summary["restored_steps"][-1] > summary["restored_steps"][0]
+    assert summary["set_aside"] == []  # a kill never leaves a committed step that fails its checksums
+
+
+def _array_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The state's array files (OCDBT data), largest first."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
+
+
+def _flip_bytes(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: pathlib.Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [_flip_bytes, _truncate], ids=["flipped", "truncated"])
+def test_a_damaged_latest_step_falls_back_to_the_one_before(tmp_path, capsys, damage):
+    _saved(tmp_path, steps=(1, 2, 3)).close()
+    damaged = _array_files(tmp_path / "3")[0]
+    damage(damaged)
+    checkpoints = ckpt.Checkpoints(str(tmp_path))
+    state, step = checkpoints.restore(ckpt.abstract_like(_state("dict")))
+    assert step == 2
+    _assert_bitwise_equal(state, _state("dict", 2, scale=2))
+    printed = capsys.readouterr().out
+    assert "step 3" in printed and damaged.name in printed and "3.corrupt" in printed
+    assert sorted(os.listdir(tmp_path)) == ["1", "2", "3.corrupt"]  # kept for a post-mortem, not deleted
+    checkpoints.save(3, _state("dict", 3, scale=3))  # the run goes on and saves step 3 again
+    checkpoints.close()
+    assert ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(_state("dict")))[1] == 3
+
+
+def test_without_fallback_a_damaged_step_is_an_error_naming_the_step_the_file_and_the_flag(tmp_path):
+    _saved(tmp_path, steps=(1, 2)).close()
+    damaged = _array_files(tmp_path / "2")[0]
+    _truncate(damaged)
+    with pytest.raises(ckpt.CheckpointError, match="step 2") as error:
+        ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(_state("dict")), fallback=False)
+    assert str(damaged) in str(error.value) and "--restore_fallback" in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]  # nothing moved
+
+
+def test_an_unsealed_step_with_unreadable_metadata_falls_back(tmp_path):
+    """A step killed after orbax's commit but before our checksums: orbax's own errors still lead to the fallback."""
+    _saved(tmp_path, steps=(1, 2)).close()
+    (tmp_path / "2" / ckpt.CHECKSUMS_FILE).unlink()
+    _flip_bytes(tmp_path / "2" / "state" / "_METADATA")
+    assert ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(_state("dict")))[1] == 1
+
+
+def test_when_every_step_is_damaged_the_run_stops_instead_of_starting_afresh(tmp_path):
+    _saved(tmp_path, steps=(1, 2)).close()
+    for step in ("1", "2"):
+        _flip_bytes(_array_files(tmp_path / step)[0])
+    with pytest.raises(ckpt.CheckpointError, match="not starting from scratch"):
+        ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(_state("dict")))
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+def test_another_model_is_a_shape_error_not_a_corrupt_checkpoint(tmp_path):
+    _saved(tmp_path, steps=(1, 2)).close()
+    other = _state("dict")
+    other["params"]["embedding"] = np.zeros((7, 2), np.int32)
+    with pytest.raises(ValueError, match="embedding"):
+        ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(other))
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+def test_evaluation_of_a_damaged_step_names_the_file(tmp_path):
+    _saved(tmp_path, steps=(1,)).close()
+    damaged = _array_files(tmp_path / "1")[0]
+    _flip_bytes(damaged)
+    with pytest.raises(ckpt.CheckpointError, match=damaged.name):
+        ckpt.load_params(str(tmp_path), ckpt.abstract_like(_state("dict")["params"]))
+
+
+@pytest.mark.slow
+def test_training_resumes_past_a_corrupt_checkpoint_and_the_cli_flag_turns_the_fallback_off(tmp_path, capsys):
+    _train(tmp_path / "run", train_steps=4)  # checkpoints at steps 2 and 4
+    _flip_bytes(_array_files(tmp_path / "run" / "checkpoints" / "4")[0])
+    command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+               f"--gin.MODEL_DIR='{tmp_path / 'run'}'", "--norestore_fallback"]  # fmt: skip
+    cli = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 4, cli.stderr[-3000:]
+    assert "step 4" in cli.stderr and "--restore_fallback" in cli.stderr and "Traceback" not in cli.stderr
+    capsys.readouterr()
+    _train(tmp_path / "run", train_steps=6)
+    out = capsys.readouterr().out
+    assert "set aside" in out and "resumed from step 2" in out
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "4", "4.corrupt", "6"]
+
+
+def _large_state(step: int) -> dict:
+    state = _state("dict", step, scale=step)
+    state["params"]["big"] = np.random.default_rng(step).standard_normal(1 << 19).astype(np.float32)  # 2 MiB
+    return state
+
+
+def _mount_tmpfs(path: pathlib.Path, size: str) -> bool:
+    path.mkdir()
+    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                                capture_output=True).returncode == 0  # fmt: skip
+
+
+def _save_until_full(directory: pathlib.Path) -> tuple[ckpt.CheckpointError, ckpt.Checkpoints]:
+    checkpoints = ckpt.Checkpoints(str(directory), keep=None)
+    checkpoints.save(1, _state("dict", 1, scale=1))
+    checkpoints.wait()
+    with pytest.raises(ckpt.CheckpointError) as error:
+        checkpoints.save(2, _large_state(2))
+        checkpoints.wait()
+    return error.value, checkpoints
+
+
+def _assert_step_one_intact(directory: pathlib.Path) -> None:
+    state, step = ckpt.Checkpoints(str(directory)).restore(ckpt.abstract_like(_state("dict")))
+    assert step == 1
+    _assert_bitwise_equal(state, _state("dict", 1, scale=1))
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays_intact(tmp_path):
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "1m"):
+        pytest.skip("mounting a tmpfs is not permitted here (the RLIMIT_FSIZE test covers a write that fails)")
+    try:
+        error, checkpoints = _save_until_full(disk)
+        assert "saving step 2" in str(error) and "step 1 is intact" in str(error) and "free space" in str(error)
+        _assert_step_one_intact(disk)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_write_over_the_file_size_limit_is_a_clear_error_and_the_previous_checkpoint_stays_intact(tmp_path):
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, limit[1]))
+        error, _ = _save_until_full(tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert "saving step 2" in str(error) and "step 1 is intact" in str(error)
+    _assert_step_one_intact(tmp_path)
+    assert tf.io.gfile.exists(str(tmp_path / "1" / ckpt.CHECKSUMS_FILE))
