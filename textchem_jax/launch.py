@@ -16,7 +16,6 @@ import os
 import pathlib
 import re
 import sys
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -279,8 +278,6 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("absl").addFilter(_quiet_library_chatter)
-    # Our RDKit process pool forks workers that never touch JAX, which Python warns about anyway.
-    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     _import_tensorflow_quietly()
 
 

@@ -1,14 +1,17 @@
 """A lazily started, reused process pool for RDKit work that holds the GIL (InChI, MACCS keys, parsing).
 
 Scoring 3,300 ChEBI-20 pairs takes ~10 s of CPU in RDKit; spreading it over the host's cores keeps
-evaluation during training short. The pool uses `fork` where available (no re-import of the caller's
-`__main__`) and is started once, then reused by every later evaluation.
+evaluation during training short. Workers start from a `forkserver` (`spawn` where there is none): a fork
+of a process that already runs JAX, XLA and TensorFlow threads can deadlock on a lock one of them held.
+The pool is started once and reused by every later evaluation; a worker that dies (killed for memory, a
+crash in RDKit) is reported, and its work rerun once on a fresh pool, then in this process.
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -16,6 +19,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+logger = logging.getLogger("textchem_jax.process_pool")
 
 _MIN_ITEMS_PER_WORKER = 64
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -33,7 +38,7 @@ def _get_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     global _pool, _pool_workers
     if _pool is None or _pool_workers != workers:
         shutdown_pool()
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         _pool_workers = workers
         atexit.register(shutdown_pool)
@@ -62,18 +67,26 @@ def start_parallel_map(
     if workers <= 1:
         return lambda: [fn(item) for item in items]
     chunksize = max(1, len(items) // (workers * 8))
-    try:
-        results = _get_pool(workers).map(fn, items, chunksize=chunksize)
-    except concurrent.futures.process.BrokenProcessPool:
-        results = None
+
+    def submit():
+        try:
+            return _get_pool(workers).map(fn, items, chunksize=chunksize)
+        except concurrent.futures.process.BrokenProcessPool:
+            return None
+
+    results = submit()
 
     def collect() -> list[R]:
-        try:
-            if results is not None:
-                return list(results)
-        except concurrent.futures.process.BrokenProcessPool:
-            pass
-        shutdown_pool()  # a worker died (e.g. killed for memory): finish here instead
+        nonlocal results
+        for attempt in ("a fresh pool", "this process"):
+            try:
+                if results is not None:
+                    return list(results)
+            except concurrent.futures.process.BrokenProcessPool as error:
+                logger.warning("a worker process of %s died (%s): rerunning its %d items in %s",
+                               getattr(fn, "__name__", fn), error, len(items), attempt)  # fmt: skip
+            shutdown_pool()  # the next pool starts new workers
+            results = submit() if attempt == "a fresh pool" else None
         return [fn(item) for item in items]
 
     return collect

@@ -1,0 +1,67 @@
+"""The RDKit process pool inside a process that runs JAX, XLA and TensorFlow threads: workers from a
+forkserver, a dead worker reported and replaced, 50 in-training evaluations in a row without a hang."""
+
+from __future__ import annotations
+
+import faulthandler
+import functools
+import logging
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from helpers import LENGTHS, tiny_t5
+
+import tasks  # noqa: F401  (registers the demo tasks)
+from textchem_jax import partitioning, process_pool
+from textchem_jax.evaluator import InferenceEvaluator
+from textchem_jax.run_config import DatasetConfig
+
+
+def parent_pid(_) -> int:
+    return os.getppid()
+
+
+def square_or_die_once(item: tuple[int, str]) -> int:
+    """Kills its worker the first time it meets item 7 (a marker file says whether that happened)."""
+    value, marker = item
+    if value == 7 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return value * value
+
+
+def test_workers_do_not_fork_from_this_process():
+    jax.numpy.ones(3).block_until_ready()  # this process now runs XLA's threads
+    parents = set(process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)())
+    assert os.getpid() not in parents  # a fork of this process would have it as its parent
+
+
+def test_a_worker_that_dies_is_reported_and_its_work_rerun_on_a_fresh_pool(tmp_path, caplog):
+    items = [(value, str(tmp_path / "died")) for value in range(256)]
+    with caplog.at_level(logging.WARNING, logger="textchem_jax.process_pool"):
+        results = process_pool.start_parallel_map(square_or_die_once, items, num_workers=2)()
+    assert results == [value * value for value in range(256)]
+    assert (tmp_path / "died").exists()
+    assert "a worker process of square_or_die_once died" in caplog.text and "a fresh pool" in caplog.text
+    again = process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()  # the new pool works
+    assert len(again) == 256
+
+
+@pytest.mark.slow
+def test_fifty_evaluations_in_a_row_do_not_hang(tmp_path, monkeypatch):
+    monkeypatch.setattr(process_pool, "_MIN_ITEMS_PER_WORKER", 1)  # the pool scores even 8 molecules
+    model = tiny_t5()
+    params = jax.tree_util.tree_map(np.asarray, nn.meta.unbox(model.init(jax.random.key(7))))
+    cfg = DatasetConfig("textchem_demo_text2mol", LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=8)
+    evaluator = InferenceEvaluator(model, cfg, str(tmp_path), partitioning.make_mesh())
+    faulthandler.dump_traceback_later(600, exit=True)  # a hang ends the test with every thread's stack
+    try:
+        results = [evaluator.evaluate(params, step)["textchem_demo_text2mol"] for step in range(50)]
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert process_pool._pool is not None  # the metrics ran on the pool's workers
+    assert all(result == results[0] for result in results)  # same params: the same metrics every time
+    assert set(results[0]) >= {"validity", "morgan_fts", "exact_match"}
