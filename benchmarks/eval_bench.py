@@ -8,12 +8,12 @@ vocabulary): greedy decoding, the training configs' feature lengths (512/512) an
 model rarely emits EOS, so nearly every row decodes all `--targets` steps (decode time is a worst case) and the
 metrics score garbage. The reused evaluator's first evaluation is cold (process pool, molecule memo, imports,
 compilation); then reused and rebuilt evaluations alternate, so both find the metric caches warm and the same
-machine load: "before" measures what rebuilding costs.
+machine load. Only building and compiling differ between the two; the summary line reports them directly.
 
-Wall time is split by wrapping the evaluator's constructor and decode function (compilation counted from JAX's
-compile events), and the tasks' postprocessors and metric functions (`textchem_jax.metrics`, wrapped before the
-tasks register); "other" is seqio's work around them (tf.data and its caches, detokenizing, the loggers).
-On 2 CPU cores the whole split decodes at ~3.3 s per batch of 32 (512/512), ~11 min per evaluation: use
+Wall time is split by wrapping the evaluator's constructor, decode function (compilation counted from JAX's
+compile events) and predict_fn (what it spends outside decoding is reading the cached datasets: "data"), the
+tasks' postprocessors and metric functions (`textchem_jax.metrics`, wrapped before the tasks register) and
+seqio's loggers; "other" is the rest of seqio's work (detokenizing, sorting). On 2 CPU cores the whole split decodes at ~3.3 s per batch of 32 (512/512), ~11 min per evaluation: use
 `--num_examples` there (decoding scales with it; `--targets=16` keeps the whole split and shortens decoding).
 
 Usage: TEXTCHEM_DATA_DIR=../shared/data python benchmarks/eval_bench.py [--num_examples=N (per task; default all)]
@@ -39,7 +39,7 @@ os.environ.setdefault("TEXTCHEM_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 MIXTURE = "textchem_cross"  # textchem_text2mol + textchem_mol2text: ChEBI-20 both ways
-PARTS = ("build", "decode", "compile", "postprocess", "metrics")
+PARTS = ("build", "data", "decode", "compile", "postprocess", "metrics", "loggers")
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")  # fmt: skip
 
@@ -66,7 +66,8 @@ class Stopwatch:
             self.seconds["compile"] += duration
 
     def lap(self) -> dict[str, float]:
-        laps, self.seconds = dict(self.seconds), collections.defaultdict(float)
+        laps, self.seconds = collections.defaultdict(float, self.seconds), collections.defaultdict(float)
+        laps["data"] = laps.pop("predict", 0.0) - laps["decode"]
         return laps
 
 
@@ -81,12 +82,24 @@ def instrument_metrics(stopwatch: Stopwatch) -> None:
         setattr(metrics, name, stopwatch.timed("metrics", getattr(metrics, name)))
 
 
+def instrument_loggers(stopwatch: Stopwatch) -> None:
+    """Times seqio's JSONL and TensorBoard loggers (the evaluator's `logger_cls`)."""
+    import seqio
+
+    for logger in (seqio.JSONLogger, seqio.TensorBoardLogger):
+        logger.__call__ = stopwatch.timed("loggers", logger.__call__)
+
+
 def build_evaluator(model, cfg, output_dir: str, stopwatch: Stopwatch):
+    """The trainer's evaluator with its decode timed, and its predict_fn: what that spends outside decoding is
+    reading the cached model datasets (tf.data), "data"."""
     from textchem_jax import partitioning
     from textchem_jax.evaluator import InferenceEvaluator
 
     evaluator = stopwatch.timed("build", InferenceEvaluator)(model, cfg, output_dir, partitioning.make_mesh())
     evaluator.decode = stopwatch.timed("decode", evaluator.decode)
+    predict_fn = evaluator._predict_fn
+    evaluator._predict_fn = lambda params: stopwatch.timed("predict", predict_fn(params))
     return evaluator
 
 
@@ -114,16 +127,10 @@ def measure(build, params, evaluations: int, stopwatch: Stopwatch) -> list[tuple
     return rows
 
 
-def steady_work(parts: dict[str, float]) -> float:
-    """Seconds any evaluation spends however it is set up: decoding (compilation aside) and scoring."""
-    seconds = collections.defaultdict(float, parts)
-    return seconds["decode"] - seconds["compile"] + seconds["postprocess"] + seconds["metrics"]
-
-
 def print_row(label: str, parts: dict[str, float]) -> None:
     total = parts["total"]
-    shares = "".join(f"{parts.get(p, 0.0):8.1f} {parts.get(p, 0.0) / total:4.0%}" for p in PARTS)
-    other = total - sum(parts.get(p, 0.0) for p in PARTS if p != "compile")
+    shares = "".join(f"{parts[p]:8.1f} {parts[p] / total:4.0%}" for p in PARTS)
+    other = total - sum(parts[p] for p in PARTS if p != "compile")
     print(f"  {label:<30}{total:8.1f}{shares}{other:8.1f} {other / total:4.0%}")
 
 
@@ -144,6 +151,7 @@ def main() -> None:
     stopwatch = Stopwatch()
     jax.monitoring.register_event_duration_secs_listener(stopwatch.on_jax_event)
     instrument_metrics(stopwatch)
+    instrument_loggers(stopwatch)
     from helpers import tiny_t5
 
     from textchem_jax.run_config import DatasetConfig
@@ -171,9 +179,10 @@ def main() -> None:
     total = lambda rows: float(np.median([parts["total"] for parts in rows]))  # noqa: E731
     print(f"  before (new evaluator each evaluation) {total(before):.1f} s -> after (one evaluator reused) "
           f"{total(after):.1f} s per evaluation (medians): {total(before) / total(after):.2f}x")  # fmt: skip
-    overhead = lambda rows: float(np.mean([parts["total"] - steady_work(parts) for parts in rows]))  # noqa: E731
-    print(f"  outside steady-state decoding and scoring (build, compile, filling the dataset caches): before "
-          f"{overhead(before):.1f} s, after {overhead(after):.1f} s per evaluation")  # fmt: skip
+    setup = lambda rows: float(np.mean([parts["build"] + parts["compile"] for parts in rows]))  # noqa: E731
+    print(f"  work only a new evaluator does (build: datasets read, tokenized and cached; compile: decoding jitted "
+          f"again): {setup(before):.1f} s per evaluation before, {setup(after):.1f} s after; everything else is the "
+          "same code, so differences beyond it are this machine's noise")  # fmt: skip
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"  peak RSS: {own:.0f} MiB this process, {workers:.0f} MiB the largest metric worker")
