@@ -137,7 +137,8 @@ def print_row(label: str, parts: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num_examples", type=int, default=None, help="per task (default: the whole split)")
-    parser.add_argument("--evaluations", type=int, default=2, help="evaluations each way")
+    parser.add_argument("--evaluations", type=int, default=2, help="evaluations each way (0: the cold one only)")
+    parser.add_argument("--mixture", default=MIXTURE, help="e.g. textchem_forward: USPTO-MIT test, 40,000 reactions")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--inputs", type=int, default=512)
     parser.add_argument("--targets", type=int, default=512)
@@ -159,14 +160,14 @@ def main() -> None:
     model = tiny_t5()
     params = jax.device_put(jax.tree_util.tree_map(np.asarray, nn.meta.unbox(model.init(jax.random.key(0)))))
     lengths = {"inputs": args.inputs, "targets": args.targets}
-    cfg = DatasetConfig(MIXTURE, lengths, "test", args.batch_size, shuffle=False, pack=False,
+    cfg = DatasetConfig(args.mixture, lengths, "test", args.batch_size, shuffle=False, pack=False,
                         num_examples=args.num_examples)  # fmt: skip
     with tempfile.TemporaryDirectory() as output_dir:
         rows = measure(functools.partial(build_evaluator, model, cfg, output_dir, stopwatch), params, args.evaluations,
                        stopwatch)  # fmt: skip
         examples = count_examples(output_dir)
 
-    print(f"ChEBI-20 test, {MIXTURE} ({examples}), tiny T5 v1.1 (random), greedy, {args.inputs}/{args.targets} "
+    print(f"test split of {args.mixture} ({examples}), tiny T5 v1.1 (random), greedy, {args.inputs}/{args.targets} "
           f"tokens, batch {args.batch_size}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
           f"{len(os.sched_getaffinity(0))} cores")  # fmt: skip
     print(f"  {'seconds (share of total)':<30}{'total':>8}" + "".join(f"{p:>13}" for p in PARTS) + f"{'other':>13}")
@@ -176,6 +177,16 @@ def main() -> None:
           "decoded, and evaluate waits for them: no overlap with decoding)")  # fmt: skip
     before = [parts for label, parts in rows if label.startswith("before")]
     after = [parts for label, parts in rows if label.startswith("after")]
+    if before and after:
+        compare(before, after)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"  peak RSS: {own:.0f} MiB this process, {workers:.0f} MiB the largest metric worker")
+
+
+def compare(before: list[dict[str, float]], after: list[dict[str, float]]) -> None:
+    import numpy as np
+
     total = lambda rows: float(np.median([parts["total"] for parts in rows]))  # noqa: E731
     print(f"  before (new evaluator each evaluation) {total(before):.1f} s -> after (one evaluator reused) "
           f"{total(after):.1f} s per evaluation (medians): {total(before) / total(after):.2f}x")  # fmt: skip
@@ -183,9 +194,6 @@ def main() -> None:
     print(f"  work only a new evaluator does (build: datasets read, tokenized and cached; compile: decoding jitted "
           f"again): {setup(before):.1f} s per evaluation before, {setup(after):.1f} s after; everything else is the "
           "same code, so differences beyond it are this machine's noise")  # fmt: skip
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"  peak RSS: {own:.0f} MiB this process, {workers:.0f} MiB the largest metric worker")
 
 
 def count_examples(output_dir: str) -> str:

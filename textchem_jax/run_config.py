@@ -77,6 +77,7 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     """
     import jax
     import seqio
+    import tensorflow as tf
 
     from textchem_jax import partitioning
 
@@ -115,4 +116,5 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
             "variant): add it in the task's preprocessors (textchem_jax.data.preprocessors.add_input_domain), "
             "or use an aggregation that needs none (e2clm_config.aggregation = 'mean')"
         ) from None
-    return ds.batch(cfg.batch_size // count, drop_remainder=True)
+    # Prefetched: the train loop takes batches straight from here, so the next one is packed during the step.
+    return ds.batch(cfg.batch_size // count, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
