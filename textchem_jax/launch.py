@@ -16,6 +16,7 @@ import os
 import pathlib
 import re
 import sys
+import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -144,6 +145,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     try:
         gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
         gin.finalize()
+        check_binding_types()
     except ValueError as error:
         message = str(error)
         match = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED` but not subsequently overridden", message)
@@ -168,10 +170,72 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
                 "(`from textchem_jax import train` etc.) before binding it"
             ) from None
         raise ConfigError(message) from None
+    except (SyntaxError, tokenize.TokenError) as error:  # how gin's parser reports a malformed file or binding
+        if isinstance(error, SyntaxError) and error.filename:
+            text = f": {error.text.strip()!r}" if error.text and error.text.strip() else ""
+            problem = f"{error.filename}, line {error.lineno}: {error.msg}{text}"
+        elif isinstance(error, SyntaxError):  # gin parses the bindings one per line
+            binding = bindings[error.lineno - 1] if error.lineno and 0 < error.lineno <= len(bindings) else "?"
+            problem = f"the binding {binding!r} (--gin.NAME=VALUE or --gin_bindings): {error.msg}"
+        else:  # unclosed brackets or quotes
+            problem = f"a gin file or binding does not parse: {error.args[0]}"
+        raise ConfigError(
+            f"{problem}\nFix: a value is a Python literal or a gin reference, "
+            "e.g. --gin.TRAIN_STEPS=100, --gin.MODEL_DIR=\"'/tmp/run'\", --gin.OPTIMIZER=@optax.adam()"
+        ) from None
     except OSError as error:
         raise ConfigError(
             f"{error}\nFix: give a path, or a name relative to --gin_search_paths or to {GIN_CONFIGS}"
         ) from None
+
+
+# What a literal value must be for a parameter annotated with these names (a float takes an int too).
+_LITERAL_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_LITERALS = (int, float, str, bool, type(None), list, tuple, dict)  # what gin parses a literal into
+
+
+def _literal(value: Any, config: Mapping) -> tuple[Any, str | None]:
+    """(value, macro name) with macros followed to their value; anything else (a reference) comes back as is."""
+    import gin
+
+    macro = None
+    while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro" and value.scopes:
+        if (value.scopes[-1], "gin.macro") not in config:
+            break  # an undefined macro: gin's own error says so
+        macro = value.scopes[-1]
+        value = config[(macro, "gin.macro")].get("value")
+    return value, macro
+
+
+def check_binding_types() -> None:
+    """Raises ConfigError for a literal binding (directly or through a macro) that its parameter's annotation
+    rules out, e.g. `NUM_PARTITIONS = 'two'` for `num_partitions: int | None`: said before the run starts,
+    instead of a TypeError from deep inside it. Only annotations made of int, float, str, bool and None are
+    checked, against values gin parsed from literals; gin keeps them in `gin.config._CONFIG` (gin-config 0.5)."""
+    import inspect
+
+    import gin
+
+    config, registry = getattr(gin.config, "_CONFIG", None), getattr(gin.config, "_REGISTRY", None)
+    if not isinstance(config, Mapping) or registry is None:
+        return  # another gin version: no check rather than a wrong one
+    for (scope, selector), parameters in list(config.items()):
+        configurable = registry.get_match(selector) if selector != "gin.macro" else None
+        try:
+            signature = inspect.signature(configurable.wrapped) if configurable is not None else None
+        except (TypeError, ValueError):  # builtins without a signature
+            signature = None
+        for name, bound in parameters.items() if signature is not None else ():
+            annotation = signature.parameters[name].annotation if name in signature.parameters else None
+            kinds = [part.strip() for part in annotation.split("|")] if isinstance(annotation, str) else []
+            value, macro = _literal(bound, config)
+            if not kinds or not all(k in _LITERAL_TYPES for k in kinds) or type(value) not in _LITERALS:
+                continue
+            if not any(isinstance(value, _LITERAL_TYPES[k]) and not (k != "bool" and isinstance(value, bool)) for k in kinds):
+                where = f"{scope + '/' if scope else ''}{selector}.{name}"
+                via = f" (through the macro {macro}: --gin.{macro}=VALUE)" if macro else ""
+                raise ConfigError(f"{where} takes {annotation}, but is bound to {value!r} ({type(value).__name__}){via}; "
+                                  "in gin an int is 2, a float 2.0, a str 'text', a bool True")  # fmt: skip
 
 
 def write_config(model_dir: str) -> None:

@@ -7,8 +7,8 @@ Formats (see DESIGN §3 for the folder layout):
 - paragraph2actions: line-aligned `src-*.txt` / `tgt-*.txt`;
 - GT4SD jsonl (`{"source": prompt + input, "target": ...}`) and the user's own TSV/jsonl pairs.
 
-A malformed row (wrong column count, empty field, unreadable SMILES or reaction) is skipped and
-recorded with its line number in a `SkipReport`, or raises `DataFormatError` naming `file:line` when
+A malformed row (wrong column count, empty field, bytes that are not UTF-8, unreadable SMILES or reaction)
+is skipped and recorded with its line number in a `SkipReport`, or raises `DataFormatError` naming `file:line` when
 `strict=True`. With `keep_unreadable=True` (what evaluation splits use) a row whose only fault is chemistry
 RDKit cannot read is kept as written (atom maps stripped) and reported, so that it counts as a miss and
 accuracies keep the published split's denominator. Paths may be local or any `tf.io.gfile` scheme (`gs://...`).
@@ -20,7 +20,9 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 
 from textchem_jax.chem import canonicalize, precursors_and_products, precursors_and_products_as_written, unescape_backslashes
@@ -125,8 +127,13 @@ def _is_remote(path: str) -> bool:
     return "://" in str(path)
 
 
-def open_text(path: str) -> io.TextIOBase:
-    """Opens a local or `tf.io.gfile` path as UTF-8 text; `.tar.gz` yields its single member."""
+def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
+    """Opens a local or `tf.io.gfile` path as UTF-8 text; `.tar.gz` yields its single member.
+
+    A `.tar.gz` that is not a readable archive raises DataFormatError naming the file. The readers pass
+    `errors="surrogateescape"`, so that a line that is not UTF-8 is skipped and reported (`_not_utf8`)
+    instead of ending the whole file with a UnicodeDecodeError.
+    """
     path = str(path)
     if _is_remote(path):
         import tensorflow as tf
@@ -136,12 +143,29 @@ def open_text(path: str) -> io.TextIOBase:
     else:
         raw = open(path, "rb")  # local only: remote paths took tf.io.gfile above
     if path.endswith((".tar.gz", ".tgz")):
-        archive = tarfile.open(fileobj=raw, mode="r:gz")
-        members = [m for m in archive.getmembers() if m.isfile()]
+        try:
+            archive = tarfile.open(fileobj=raw, mode="r:gz")
+            members = [m for m in archive.getmembers() if m.isfile()]
+            if len(members) == 1:
+                raw = archive.extractfile(members[0])
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+            raw.close()
+            raise DataFormatError(f"{path}: not a readable .tar.gz archive ({error}); unpack it or compress it again") from None
         if len(members) != 1:
             raise DataFormatError(f"{path}: expected one file inside the archive, found {len(members)}")
-        raw = archive.extractfile(members[0])
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, newline="")
+
+
+# `surrogateescape` decodes each byte that is not UTF-8 to one of these code points (valid UTF-8 never does).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8(text: str) -> str | None:
+    """Why a line read with `errors="surrogateescape"` is not UTF-8 text, or None when it is."""
+    match = _ESCAPED_BYTE.search(text)
+    if match is None:
+        return None
+    return f"not UTF-8 text (byte 0x{ord(match.group()) - 0xDC00:02x} at character {match.start() + 1}); save the file as UTF-8"
 
 
 def exists(path: str) -> bool:
@@ -154,9 +178,15 @@ def exists(path: str) -> bool:
     return os.path.exists(path)  # local only: remote paths took tf.io.gfile above
 
 
-def _numbered_lines(path: str) -> Iterator[tuple[int, str]]:
-    with open_text(path) as f:
+def _numbered_lines(path: str, rows: _Rows | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line without its ending); lines that are not UTF-8 are skipped and reported to `rows`,
+    or, without `rows`, handed on with their bytes escaped for the caller to check (`_not_utf8`)."""
+    with open_text(path, errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
+            reason = _not_utf8(line) if rows is not None else None
+            if reason is not None:
+                rows.skip(number, reason)
+                continue
             yield number, line.rstrip("\r\n")
 
 
@@ -166,7 +196,7 @@ def read_chebi20(
     """ChEBI-20 rows; SMILES get their single backslashes back and must parse (or are kept, see above)."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     records = []
-    for number, line in _numbered_lines(path):
+    for number, line in _numbered_lines(path, rows):
         if (number == 1 and line.split("\t") == ["CID", "SMILES", "description"]) or not line.strip():
             continue
         fields = line.split("\t")
@@ -218,7 +248,7 @@ def read_uspto_mit(
     """USPTO-MIT lines `reactants>>product bond-edits` (bond edits ignored), atom maps removed."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
-    for number, line in _numbered_lines(path):
+    for number, line in _numbered_lines(path, rows):
         if not line.strip():
             continue
         reaction = line.split()[0]
@@ -235,18 +265,30 @@ def read_uspto50k(
     """USPTO-50K CSV `class,id,rxn_smiles`, atom maps removed."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
-    with open_text(path) as f:
+    with open_text(path, errors="surrogateescape") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except csv.Error as error:
+            raise DataFormatError(f"{path}:1: the header is not CSV ({error})") from None
         if header is None or "rxn_smiles" not in header:
             raise DataFormatError(f"{path}:1: expected a CSV header with a 'rxn_smiles' column, got {header}")
         column = header.index("rxn_smiles")
-        for fields in reader:
+        while True:
+            try:
+                fields = next(reader, None)
+            except csv.Error as error:  # e.g. a field over csv.field_size_limit(): the reader goes on after it
+                rows.skip(reader.line_num, f"not CSV ({error})")
+                continue
+            if fields is None:
+                break
             number = reader.line_num
             if len(fields) != len(header):
                 rows.skip(number, f"expected {len(header)} comma-separated fields, found {len(fields)}")
             elif not fields[column].strip():
                 rows.skip(number, "empty rxn_smiles")
+            elif _not_utf8(fields[column]):
+                rows.skip(number, _not_utf8(fields[column]))
             else:
                 numbered.append((number, fields[column].strip()))
     return _read_reactions(str(path), numbered, rows)
@@ -265,6 +307,10 @@ def read_paragraph2actions(
     rows = _Rows(str(tgt_path), strict, report)
     records = []
     for (number, source), (_, target) in zip(sources, targets):
+        not_utf8 = _not_utf8(source) or _not_utf8(target)
+        if not_utf8:
+            rows.skip(number, f"{src_path if _not_utf8(source) else tgt_path}: {not_utf8}")
+            continue
         if not source.strip() or not target.strip():
             rows.skip(number, "empty sentence or action sequence")
             continue
@@ -284,13 +330,16 @@ def read_jsonl_pairs(
     """jsonl rows with a source and a target string (the GT4SD format, or the user's own)."""
     rows = _Rows(str(path), strict, report)
     records = []
-    for number, line in _numbered_lines(path):
+    for number, line in _numbered_lines(path, rows):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             rows.skip(number, f"not JSON: {error.msg}")
+            continue
+        except RecursionError:  # `[[[[...`: Python's JSON decoder recurses per level
+            rows.skip(number, "not JSON: nested deeper than Python's recursion limit")
             continue
         source, target = (row.get(source_key), row.get(target_key)) if isinstance(row, dict) else (None, None)
         if not isinstance(source, str) or not isinstance(target, str) or not source.strip() or not target.strip():
@@ -305,7 +354,7 @@ def read_tsv_pairs(path: str, *, strict: bool = False, report: SkipReport | None
     """The user's own `input<TAB>target` lines (no header)."""
     rows = _Rows(str(path), strict, report)
     records = []
-    for number, line in _numbered_lines(path):
+    for number, line in _numbered_lines(path, rows):
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -66,6 +66,8 @@ class _ManualBuilder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, root: str, split: str):
         report = sources.SkipReport()
         records = datasets.read_dataset(self.DATASET, split, root, report=report)
+        if not records:  # TFDS cannot write an empty split and would only say "No examples were yielded"
+            raise sources.DataFormatError(f"{self.DATASET} {split}: no readable rows\n{report.format()}")
         if report.total_skipped or report.total_kept_unreadable:
             logger.warning("%s %s: skipped or unreadable rows\n%s", self.DATASET, split, report.format())
         for index, record in enumerate(records):

@@ -5,7 +5,8 @@ The reference (the MolT5 evaluation scripts, which every ChEBI-20 paper quotes) 
 - `levenshtein`: mean edit distance between the raw strings;
 - `exact_match`: RDKit InChI of prediction == InChI of target; unparsable predictions are misses;
 - `validity`: fraction of predictions for which `Chem.MolFromSmiles` returns a molecule (RDKit reads
-  an empty string as an empty molecule, so the reference counts it valid; we keep that for parity);
+  an empty string as an empty molecule, so the reference counts it valid; we keep that for parity;
+  one over `chem.smiles.MAX_SMILES_LENGTH` characters is invalid: RDKit would crash scoring it);
 - `maccs_fts`, `rdk_fts`, `morgan_fts`: Tanimoto of MACCS keys, `RDKFingerprint`, and Morgan radius-2
   count fingerprints, averaged over the pairs whose prediction parses.
 Strings are scored exactly as given, so BLEU and Levenshtein equal the reference on any input.
@@ -20,6 +21,7 @@ from rapidfuzz.distance import Levenshtein
 from rdkit import Chem, DataStructs, rdBase
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
+from textchem_jax.chem.smiles import MAX_SMILES_LENGTH
 from textchem_jax.metrics._inputs import as_text, check_lengths, logger, top1
 from textchem_jax.metrics.bleu import corpus_bleu
 from textchem_jax.process_pool import shutdown_pool, start_parallel_map
@@ -78,8 +80,9 @@ def _molecule(smiles: str) -> _Molecule:
     if molecule is None:
         if len(_memo) >= _MEMO_LIMIT:
             _memo.clear()
-        with rdBase.BlockLogs():
-            molecule = _memo[smiles] = _Molecule(Chem.MolFromSmiles(smiles))
+        with rdBase.BlockLogs():  # over MAX_SMILES_LENGTH: invalid, as RDKit would crash writing or fingerprinting it
+            mol = Chem.MolFromSmiles(smiles) if len(smiles) <= MAX_SMILES_LENGTH else None
+            molecule = _memo[smiles] = _Molecule(mol)
     return molecule
 
 

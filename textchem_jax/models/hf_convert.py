@@ -34,6 +34,8 @@ SUPPORTED_FEED_FORWARD = {"relu": "relu", "gated-gelu": "gated-gelu"}
 # copies of the shared embedding.
 _IGNORED_HF_KEYS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
 _EMBEDDING_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+_POSITIVE_INTEGERS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers",
+                      "relative_attention_num_buckets", "relative_attention_max_distance")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -42,6 +44,11 @@ _EMBEDDING_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight
 
 def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> T5Config:
     """Our T5Config for an HF T5 `config.json` (dtypes, scanning and remat come from `overrides`)."""
+    if not isinstance(hf_config, Mapping):
+        raise ValueError(f"not a T5 config: a JSON object was expected, got {type(hf_config).__name__}")
+    missing = [key for key in ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads") if key not in hf_config]
+    if missing:
+        raise ValueError(f"not a T5 config: it lacks {', '.join(missing)}")
     if hf_config.get("model_type", "t5") != "t5":
         raise ValueError(f"not a T5 config: model_type={hf_config.get('model_type')!r}")
     feed_forward = hf_config.get("feed_forward_proj", "relu")
@@ -67,6 +74,11 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> T5Config:
         feed_forward=SUPPORTED_FEED_FORWARD[feed_forward],
         tie_word_embeddings=tied,
     )
+    for name, value in values.items():  # a wrong config must not load as a model that cannot run
+        if name in _POSITIVE_INTEGERS and (type(value) is not int or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if name in ("dropout_rate", "layer_norm_epsilon") and (type(value) not in (int, float) or not 0 <= value < 1):
+            raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     values.update(overrides)
     return T5Config(**values)
 
@@ -259,8 +271,12 @@ def read_hf_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
         return _read_safetensors(single)
     if index.exists():
         state: dict[str, np.ndarray] = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state.update(_read_safetensors(directory / shard))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{index}: not a safetensors index with a weight_map of shard files ({error!r})") from None
+        for shard in shards:
+            state.update(_read_safetensors(directory / str(shard)))
         return state
     torch_file = directory / "pytorch_model.bin"
     if torch_file.exists():
@@ -269,16 +285,32 @@ def read_hf_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
+    """Tensors of a safetensors file; anything else (a pickle, a torch `.bin` renamed) is a ValueError, never
+    unpickled."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    return load(path.read_bytes())
+    try:
+        return load(path.read_bytes())
+    except (SafetensorError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: not a safetensors file ({error}); a PyTorch .bin belongs in pytorch_model.bin") from None
 
 
 def _read_torch(path: epath.Path) -> dict[str, np.ndarray]:
+    """Tensors of a `torch.save` file, read with `weights_only=True`: a pickle that holds anything but tensors
+    and plain containers (code to run, other objects) is refused with a ValueError before anything runs."""
     import torch
 
-    state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  the weights-only unpickler runs no code; on junk it raises anything
+        # (UnpicklingError, IndexError, KeyError, struct.error, ...): all mean the file is not plain tensors.
+        reason = type(error).__name__ + (f": {str(error).splitlines()[0]}" if str(error).strip() else "")
+        raise ValueError(f"{path}: refused, not a file of plain tensors ({reason}); convert it to model.safetensors "
+                         "where it came from, or give a directory with model.safetensors") from None  # fmt: skip
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of named tensors")
     # bfloat16 has no NumPy view in torch; float32 holds it exactly and we cast to param_dtype later.
     return {
         name: (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
@@ -292,8 +324,11 @@ def load_hf_directory(directory: str | os.PathLike, **config_overrides: Any) -> 
     from textchem_jax.models.t5 import stack_layer_params
 
     directory = epath.Path(directory)
-    hf_config = json.loads((directory / "config.json").read_text())
-    config = config_from_hf(hf_config, **config_overrides)
+    try:
+        hf_config = json.loads((directory / "config.json").read_text())
+        config = config_from_hf(hf_config, **config_overrides)
+    except ValueError as error:  # JSONDecodeError too
+        raise ValueError(f"{directory / 'config.json'}: {error}") from None
     params = params_from_hf_state_dict(read_hf_state_dict(directory), config)
     if config.scan_layers:
         params = stack_layer_params(params)
