@@ -78,7 +78,7 @@ def target(name: str):
 
 def tried() -> None:
     """Counts one input of the running test's target."""
-    test = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0].split("[")[0]
+    test = re.match(r"\w+", os.environ["PYTEST_CURRENT_TEST"].split("::")[-1]).group()  # test_x[id]@group (call)
     TRIED[TARGETS[test]] += 1
 
 
