@@ -183,9 +183,7 @@ class Checkpoints:
         except Exception as error:  # orbax, tensorstore and json raise what they raise
             raise CheckpointError(f"step {step}: {step_dir / 'state'} has unreadable metadata: {_first_line(error)}") from error
         params = abstract_state["params"] if isinstance(abstract_state, dict) else abstract_state.params
-        if not isinstance(stored, dict) or "params" not in stored:
-            raise CheckpointError(f"step {step}: {step_dir / 'state'} holds no parameters")
-        check_shapes(stored["params"], params, f"{self.directory} (step {step})")  # another model: not corruption
+        check_shapes(_params_of(stored, self.directory, step, CheckpointError), params, f"{self.directory} (step {step})")  # not corruption
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if iterator is not None:
             items["data_iterator"] = DataIteratorRestore(iterator)
@@ -276,9 +274,13 @@ def _params_manager(directory: str) -> ocp.CheckpointManager:
 def _stored_params(manager: ocp.CheckpointManager, step: int, directory: str) -> Any:
     """The parameters' metadata tree (shapes, dtypes) of a step, read without reading any array."""
     stored = manager.item_metadata(step)["state"]
-    stored = getattr(stored, "tree", stored)
+    return _params_of(getattr(stored, "tree", stored), directory, step)
+
+
+def _params_of(stored: Any, directory: Any, step: int, error: type[Exception] = ValueError) -> Any:
+    """The `params` subtree of a step's state metadata (`error` when it has none)."""
     if not isinstance(stored, dict) or "params" not in stored:
-        raise ValueError(f"the checkpoint in {directory} (step {step}) holds no parameters")
+        raise error(f"the checkpoint in {directory} (step {step}) holds no parameters")
     return stored["params"]
 
 

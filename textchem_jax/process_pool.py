@@ -74,19 +74,22 @@ def start_parallel_map(
         except concurrent.futures.process.BrokenProcessPool:
             return None
 
+    def gathered(results, rerun_in: str) -> list[R] | None:
+        """The pool's results, or None (reported, the pool shut down) when a worker died."""
+        try:
+            return None if results is None else list(results)
+        except concurrent.futures.process.BrokenProcessPool as error:
+            logger.warning("a worker process of %s died (%s): rerunning its %d items in %s",
+                           getattr(fn, "__name__", fn), error, len(items), rerun_in)  # fmt: skip
+            shutdown_pool()  # the next pool starts new workers
+            return None
+
     results = submit()
 
     def collect() -> list[R]:
-        nonlocal results
-        for attempt in ("a fresh pool", "this process"):
-            try:
-                if results is not None:
-                    return list(results)
-            except concurrent.futures.process.BrokenProcessPool as error:
-                logger.warning("a worker process of %s died (%s): rerunning its %d items in %s",
-                               getattr(fn, "__name__", fn), error, len(items), attempt)  # fmt: skip
-            shutdown_pool()  # the next pool starts new workers
-            results = submit() if attempt == "a fresh pool" else None
-        return [fn(item) for item in items]
+        done = gathered(results, "a fresh pool")
+        if done is None:
+            done = gathered(submit(), "this process")
+        return done if done is not None else [fn(item) for item in items]
 
     return collect
