@@ -66,6 +66,9 @@ def prepare(directory: pathlib.Path, args) -> None:
 def run_ours(directory: pathlib.Path, args) -> dict:
     import functools
 
+    from textchem_jax import xla_cpu
+
+    xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts
     import jax
     import numpy as np
 

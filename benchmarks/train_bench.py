@@ -1,9 +1,16 @@
-"""Train-step throughput on T5-small shape: ours (JAX, jitted) vs Hugging Face PyTorch T5, same machine.
+"""Train-step throughput on T5-small shape: ours (JAX, jitted) vs T5X vs Hugging Face PyTorch T5, same machine.
 
-Batch 8, inputs 256, targets 128, AdamW (lr 6e-4), float32, random weights (v1.0 small, 32,128 vocab),
-no dropout. The two implementations alternate in one script, each timed over the same number of
-steps after warm-up; tokens/s counts input + target tokens. MFU divides each one's model FLOPs
-(XLA's cost analysis of our step; the same count is used for both) by a matmul peak measured here.
+Batch 8, inputs 256, targets 128, AdamW (lr 6e-4, optax for the JAX peers, torch.optim for HF), float32,
+random weights (v1.0 small, 32,128 vocab), no dropout, no z-loss or label smoothing. The implementations
+alternate in one script, each timed over the same number of steps after warm-up; tokens/s counts input +
+target tokens. MFU divides the model FLOPs of a step (`textchem_jax.models.flops`, counted from the
+shapes: the same count for every peer) by a matmul peak measured here; ours also gets HFU, XLA's executed
+FLOPs of its compiled step over the same peak. Targets: ours >= 1.2x T5X and >= 1.5x Hugging Face.
+
+T5X (github.com/google-research/t5x: its `examples.t5.network.Transformer`, `models.EncoderDecoderModel`
+and `trainer.train_with_lr`, jitted) runs when `import t5x` works; it is not on PyPI, so put a checkout
+on PYTHONPATH (with `airio` and `jestimator` importable, stubs will do: only their names are used).
+Otherwise it is skipped with a note.
 
 Usage: python benchmarks/train_bench.py [--steps 3] [--rounds 2]
 """
@@ -55,7 +62,7 @@ class Ours:
         analysis = compiled.cost_analysis()
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
         self.flops = float(analysis.get("flops", 0.0))
-        self.step(0)  # warm-up
+        self.first_loss = self.step(0)  # warm-up; the loss of fresh weights
 
     def step(self, seed: int) -> float:
         self.state, metrics = self.trainer.train_step(self.state, self.trainer.shard_batch(batch(seed)), self.rng)
@@ -73,7 +80,7 @@ class HuggingFace:
                           dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True)  # fmt: skip
         self.model = T5ForConditionalGeneration(config).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=6e-4, weight_decay=0.0)
-        self.step(0)  # warm-up
+        self.first_loss = self.step(0)  # warm-up; the loss of fresh weights
 
     def step(self, seed: int) -> float:
         b = {k: self.torch.from_numpy(v.astype(np.int64)) for k, v in batch(seed).items() if k != "decoder_loss_weights"}
@@ -82,7 +89,52 @@ class HuggingFace:
         out.loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(out.loss)
+        return float(out.loss.detach())
+
+
+class T5X:
+    """Real T5X: its network and model, its train step (`trainer.train_with_lr`) with the same optax AdamW."""
+
+    def __init__(self):
+        import functools
+
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import seqio
+        from t5x import losses, models, optimizers
+        from t5x import train_state as train_state_lib
+        from t5x import trainer as t5x_trainer
+        from t5x.examples.t5 import network
+
+        self.jax = jax
+        config = network.T5Config(vocab_size=VOCAB, dtype=jnp.float32, emb_dim=512, num_heads=8, num_encoder_layers=6,
+                                  num_decoder_layers=6, head_dim=64, mlp_dim=2048, mlp_activations=("relu",),
+                                  dropout_rate=0.0, logits_via_embedding=True)  # fmt: skip
+        vocabulary = seqio.PassThroughVocabulary(VOCAB)
+        adamw = optax.adamw(6e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+        self.model = models.EncoderDecoderModel(
+            network.Transformer(config), vocabulary, vocabulary, optimizers.OptaxWrapper(adamw),
+            z_loss=0.0, label_smoothing=0.0,
+            # Mean over real target tokens (T5X's default is the plain sum): the gradient ours and HF take.
+            loss_normalizing_factor=losses.SpecialLossNormalizingFactor.NUM_REAL_TARGET_TOKENS,
+        )  # fmt: skip
+        example = batch(0)
+        shapes = {key: value.shape for key, value in example.items()}
+        types = {key: jnp.int32 for key in example if key.endswith("_tokens")}
+        variables = self.model.get_initial_variables(jax.random.PRNGKey(0), shapes, types)
+        self.state = train_state_lib.FlaxOptimTrainState.create(self.model.optimizer_def, variables)
+        self.learning_rate = jnp.asarray(6e-4, jnp.float32)  # logged only: the optax schedule is AdamW's own
+        self.rng = jax.random.PRNGKey(1)
+        self.train_step = jax.jit(
+            functools.partial(t5x_trainer.train_with_lr, model=self.model, num_microbatches=None),
+            donate_argnums=(0,),
+        )
+        self.first_loss = self.step(0)  # warm-up (and compile); the loss of fresh weights
+
+    def step(self, seed: int) -> float:
+        self.state, metrics = self.train_step(self.state, dict(batch(seed)), self.learning_rate, self.rng)
+        return float(self.jax.device_get(metrics["loss"].compute()))
 
 
 def main() -> None:
@@ -90,6 +142,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    from textchem_jax import xla_cpu
+
+    xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts (T5X, in this process, gets it too)
     import torch
 
     print(f"T5-small v1.0 shape, batch {BATCH}, inputs {INPUTS}, targets {TARGETS}, AdamW; "
@@ -97,24 +152,38 @@ def main() -> None:
     from textchem_jax.trainer import peak_flops
 
     peak, source = peak_flops("float32")
-    ours, hf = Ours(), HuggingFace()
+    ours = Ours()
+    try:
+        import t5x  # noqa: F401  (not on PyPI: a checkout on PYTHONPATH)
+    except Exception as error:  # noqa: BLE001  (ImportError, or a checkout that does not import with our jax)
+        t5x_peer = None
+        print(f"T5X skipped ({type(error).__name__}: {error}): it is not on PyPI; "
+              "put a T5X checkout on PYTHONPATH to compare with it")  # fmt: skip
+    else:
+        t5x_peer = T5X()
+    hf = HuggingFace()
+    peers = {"ours": ours, **({"t5x": t5x_peer} if t5x_peer is not None else {}), "hf": hf}
     model_flops = ours.trainer.model.train_flops(batch(0))
     print(f"peak {peak / 1e9:.1f} GFLOP/s ({source}); our step: {model_flops / 1e9:.1f} GFLOP model (models.flops), "
           f"{ours.flops / 1e9:.1f} GFLOP executed (XLA), compiled in {ours.compile_seconds:.1f} s")  # fmt: skip
-    times = {"ours": [], "hf": []}
+    print("first-batch loss, fresh random weights (~ln 32128 = 10.4): "
+          + ", ".join(f"{name} {impl.first_loss:.3f}" for name, impl in peers.items()))  # fmt: skip
+    times = {name: [] for name in peers}
     for round_index in range(args.rounds):
-        for name, impl in (("ours", ours), ("hf", hf)):
+        for name, impl in peers.items():
             start = time.perf_counter()
             for step in range(args.steps):
                 impl.step(1 + round_index * args.steps + step)
             times[name].append((time.perf_counter() - start) / args.steps)
     tokens = BATCH * (INPUTS + TARGETS)
-    for name in ("ours", "hf"):
-        seconds = float(np.median(times[name]))
-        hfu = f"  HFU {ours.flops / seconds / peak:6.1%}" if name == "ours" else ""  # XLA's count: ours only
-        print(f"{name:>5}: {seconds * 1000:8.0f} ms/step {tokens / seconds:8.0f} tokens/s  MFU {model_flops / seconds / peak:6.1%}{hfu}")
-    ratio = float(np.median(times["hf"])) / float(np.median(times["ours"]))
-    print(f"speed-up ours / Hugging Face: {ratio:.2f}x (target 1.2x)")
+    seconds = {name: float(np.median(times[name])) for name in peers}
+    for name in peers:
+        hfu = f"  HFU {ours.flops / seconds[name] / peak:6.1%}" if name == "ours" else ""  # XLA's count: ours only
+        print(f"{name:>5}: {seconds[name] * 1000:8.0f} ms/step {tokens / seconds[name]:8.0f} tokens/s  "
+              f"MFU {model_flops / seconds[name] / peak:6.1%}{hfu}")  # fmt: skip
+    if "t5x" in seconds:
+        print(f"speed-up ours / T5X: {seconds['t5x'] / seconds['ours']:.2f}x (target 1.2x)")
+    print(f"speed-up ours / Hugging Face: {seconds['hf'] / seconds['ours']:.2f}x (target 1.5x)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # another group of its rank.
 LAYERS = {
     "catalogue": (0, "catalogue"),
+    "xla_cpu": (0, "xla_cpu"),
     "chem": (1, "chem"),
     "process_pool": (1, "process_pool"),
     "metrics": (2, "metrics"),

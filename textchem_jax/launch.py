@@ -20,6 +20,8 @@ import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from textchem_jax import xla_cpu
+
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
 GIN_CONFIGS = next((p for p in (_PACKAGE.parent / "gin_configs", _PACKAGE / "gin_configs") if p.is_dir()), _PACKAGE / "gin_configs")
@@ -364,6 +366,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
     """Runs an entry point: `--gin.X=Y` flags split off, absl flags parsed, gin parsed, `main()` called."""
     from absl import app, flags
 
+    xla_cpu.apply_cpu_flags()
     argv = list(sys.argv if argv is None else argv)
     gin_flag_bindings, argv = split_gin_flags(argv)
     define_flags()

@@ -8,7 +8,8 @@ conversion hold an adapter and never ask which network it wraps. An adapter owns
 - its loss settings (z-loss, label smoothing) and `loss_fn`;
 - its optimizer wrapping (`wrap_optimizer`: e2-CLM's frozen encoders get no updates, no state);
 - `init` / `abstract_params` (what checkpoints are restored into);
-- `predict_batch` (encode once, repeat per beam or sample, create the cache, step the decoder) for
+- `predict_batch` (encode once, project cross-attention keys and values once, create the cache for
+  every beam or sample, step the decoder) for
   any search of `textchem_jax.models.decoding`, and `score_batch` (teacher-forced log-likelihoods).
 
 Adapters are frozen dataclasses of plain configs: hashable, so jitted functions can close over them.
@@ -28,7 +29,7 @@ import optax
 from textchem_jax.models import decoding, e2clm, feature_converters, flops
 from textchem_jax.models.config import T5Config
 from textchem_jax.models.losses import cross_entropy_loss
-from textchem_jax.models.t5 import T5
+from textchem_jax.models.t5 import T5, cross_attention_kv
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -161,18 +162,17 @@ class EncoderDecoderModel:
         return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def decoding_start(self, params: Any, batch: Batch, max_decode_length: int) -> decoding.Start:
-        """Encodes `batch` once; the returned `start(n)` gives the cached decoder step and an empty cache
-        for every input repeated n times (example-major rows), which is all a search needs."""
+        """Encodes `batch` and projects its cross-attention keys and values once; the returned `start(n)`
+        gives the cached decoder step and an empty cache for n rows per input (example-major), which is
+        all a search needs. The n rows of an input share its keys and values (never copied per beam)."""
         tokens = jnp.asarray(batch["encoder_input_tokens"], jnp.int32)
-        encoded = self.encode(params, batch)
+        cross_kv = cross_attention_kv(params, self.t5_config, self.encode(params, batch))  # once per input
         decoder = self._decoder()
 
         def start(n: int) -> tuple[decoding.StepFn, Any]:
-            rows_encoded, rows_tokens = decoding.repeat_rows((encoded, tokens), n)
-
             def step(cache: Any, last_tokens: Array) -> tuple[Array, Any]:
                 logits, variables = decoder.apply(
-                    {"params": params, "cache": cache}, rows_encoded, rows_tokens, last_tokens[:, None],
+                    {"params": params, "cache": cache}, cross_kv, tokens, last_tokens[:, None],
                     decode=True, deterministic=True, method=T5.decode, mutable=["cache"],
                 )  # fmt: skip
                 return logits[:, -1, :].astype(jnp.float32), variables["cache"]

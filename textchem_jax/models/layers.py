@@ -147,10 +147,10 @@ class RelativePositionBias(nn.Module):
 
 
 def _write_row_slot(cache: Array, new: Array, positions: Array) -> Array:
-    """`cache` (batch, length, ...) with each row's single new entry (batch, 1, ...) written at its position:
-    a slice update per row, not a pass over the whole cache."""
+    """`cache` (batch, heads, length, kv) with each row's single new entry (batch, heads, 1, kv) written
+    at its position: a slice update per row, not a pass over the whole cache."""
     def write(row_cache: Array, row_new: Array, position: Array) -> Array:
-        return jax.lax.dynamic_update_slice_in_dim(row_cache, row_new, position, axis=0)
+        return jax.lax.dynamic_update_slice_in_dim(row_cache, row_new, position, axis=1)
 
     return jax.vmap(write)(cache, new, positions)
 
@@ -159,12 +159,14 @@ class MultiHeadAttention(nn.Module):
     """T5 attention without 1/sqrt(d_kv) scaling; softmax in float32.
 
     For decoder self-attention with `decode=True`, keys and values live in the "cache" collection
-    (`cached_key`, `cached_value`: batch, length, heads, kv). On the first (initializing) call they are
+    (`cached_key`, `cached_value`: batch, heads, length, kv, the layout attention reads). On the first (initializing) call they are
     created empty with the input's length; on later calls (`decode_position` given) the single new
     token's key and value are written at `decode_position` and attention reads the whole cache.
-    Cross-attention keys and values stay out of the cache: kept there, beam search got slower (49.4 s
-    against 40.6 s for `benchmarks/decode_bench.py` here), since every step gathers the cache to follow the
-    beams, while the projections they replace are loop-invariant work XLA may hoist.
+
+    `inputs_kv` may instead be keys and values already projected (batch, heads, length, kv), fewer rows
+    than the queries: decoding's cross-attention (`t5.cross_attention_kv`), computed once per input and
+    shared by its beams or samples, whose queries are folded into that input's row (rows are
+    example-major). Kept per beam in the cache instead, every step would gather them to follow the beams.
     """
 
     config: T5Config
@@ -175,7 +177,7 @@ class MultiHeadAttention(nn.Module):
     def __call__(
         self,
         inputs_q: Array,
-        inputs_kv: Array,
+        inputs_kv: Array | tuple[Array, Array],
         bias: Array | None,
         mask: Array | None,
         decode_position: Array | None = None,
@@ -186,34 +188,42 @@ class MultiHeadAttention(nn.Module):
         def project(name: str, stddev: float) -> Projection:
             return Projection(cfg.inner_dim, ("embed", "joined_kv"), stddev, dtype, param_dtype, name=name)
 
-        def split_heads(x: Array) -> Array:
-            x = x.reshape(*x.shape[:2], cfg.num_heads, cfg.d_kv)
-            return _constrain(x, ("batch", "length", "heads", "kv"))
+        def split_heads(x: Array) -> Array:  # (batch, length, heads * kv) -> (batch, heads, length, kv)
+            x = x.reshape(*x.shape[:2], cfg.num_heads, cfg.d_kv).transpose(0, 2, 1, 3)
+            return _constrain(x, ("batch", "heads", "length", "kv"))
 
         query = split_heads(project("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q))
-        key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
-        value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
+        if isinstance(inputs_kv, tuple):
+            key, value = inputs_kv
+        else:
+            key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
+            value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
 
         if self.decode:
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
             cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
             if decode_position is not None:
-                if query.shape[1] != 1:
-                    raise ValueError(f"cached decoding takes one token per step, got {query.shape[1]}")
+                if query.shape[2] != 1:
+                    raise ValueError(f"cached decoding takes one token per step, got {query.shape[2]}")
                 key = cached_key.value = _write_row_slot(cached_key.value, key, decode_position)
                 value = cached_value.value = _write_row_slot(cached_value.value, value, decode_position)
-                key, value = (_constrain(x, ("batch", "length", "heads", "kv")) for x in (key, value))
+                key, value = (_constrain(x, ("batch", "heads", "length", "kv")) for x in (key, value))
 
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        rows, heads, query_length, kv = query.shape
+        if key.shape[0] != rows:  # the rows of one input share its keys: its queries, side by side
+            inputs = key.shape[0]
+            query = query.reshape(inputs, -1, heads, query_length, kv).transpose(0, 2, 1, 3, 4)
+            query = query.reshape(inputs, heads, -1, kv)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
             scores = scores + bias
         if mask is not None:
             scores = jnp.where(mask, scores, _MASKED)
         weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
         weights = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(weights)
-        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        context = jnp.einsum("bhqk,bhkd->bqhd", weights, value)
         context = _constrain(context, ("batch", "length", "heads", "kv"))
-        context = context.reshape(*context.shape[:2], cfg.inner_dim)
+        context = context.reshape(rows, -1, cfg.inner_dim)
         out = Projection(cfg.d_model, ("joined_kv", "embed"), cfg.inner_dim**-0.5, dtype, param_dtype, name="out")
         return out(context)
 

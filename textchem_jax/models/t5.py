@@ -69,7 +69,7 @@ class DecoderLayer(nn.Module):
     def __call__(
         self,
         x: Array,
-        encoded: Array,
+        encoded: Array | tuple[Array, Array],
         self_bias: Array,
         self_mask: Array,
         cross_mask: Array,
@@ -89,11 +89,12 @@ class DecoderLayer(nn.Module):
         return _constrain(x, ("batch", "length", "embed")), None
 
 
-def _layer_stack(layer_cls: type[nn.Module], cfg: T5Config, num_layers: int, num_inputs: int, **attributes: Any):
+def _layer_stack(layer_cls: type[nn.Module], cfg: T5Config, num_layers: int, in_axes: tuple, **attributes: Any):
     """`num_layers` copies of `layer_cls` as a callable `(x, *inputs) -> x`: a Python loop, or one nn.scan.
 
-    Rematerialization wraps each layer; scanning stacks parameters on a leading `layers` axis and the
-    decoder cache on axis 1, so every cache array keeps the batch as its leading axis.
+    `in_axes` has one entry per input: `nn.broadcast` (every layer sees it whole) or 0 (layer i takes
+    entry i: of a sequence of per-layer entries in a loop, of the leading axis of every array when scanned). Rematerialization wraps each layer; scanning stacks parameters on a
+    leading `layers` axis and the decoder cache on axis 1, so every cache array keeps the batch first.
     """
     if cfg.remat_policy != "none":
         layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
@@ -102,7 +103,7 @@ def _layer_stack(layer_cls: type[nn.Module], cfg: T5Config, num_layers: int, num
             layer_cls,
             variable_axes={"params": 0, "cache": 1},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * num_inputs,
+            in_axes=in_axes,
             length=num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(cfg, name="layers", **attributes)
@@ -110,8 +111,12 @@ def _layer_stack(layer_cls: type[nn.Module], cfg: T5Config, num_layers: int, num
     layers = [layer_cls(cfg, name=f"layers_{i}", **attributes) for i in range(num_layers)]
 
     def run(x: Array, *inputs: Any) -> Array:
-        for layer in layers:
-            x = layer(x, *inputs)[0]
+        for i, layer in enumerate(layers):
+            layer_inputs = [
+                value if axis is nn.broadcast else value[i]  # a sequence of per-layer entries
+                for value, axis in zip(inputs, in_axes, strict=True)
+            ]
+            x = layer(x, *layer_inputs)[0]
         return x
 
     return run
@@ -138,7 +143,7 @@ class Encoder(nn.Module):
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
         x = dropout(self.shared_embedding(encoder_input_tokens))
         x = _constrain(x, ("batch", "length", "embed"))
-        stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=deterministic)
+        stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, (nn.broadcast,) * 2, deterministic=deterministic)
         x = stack(x, bias, mask)
         x = dropout(_norm(cfg, "encoder_norm")(x))
         return _constrain(x, ("batch", "length", "embed"))
@@ -149,7 +154,8 @@ class Decoder(nn.Module):
 
     With `decode=True` it keeps `cache/decoder/filled` (batch, length): which cache slots hold decoded
     tokens. The first call (no cache yet) creates the empty cache; each later call decodes one token
-    at the first free slot, with the relative position bias and causal mask of that position.
+    at the first free slot, with the relative position bias and causal mask of that position, and
+    takes as `encoded` the `cross_attention_kv` of the encodings (per input, not per decoded row).
     """
 
     config: T5Config
@@ -202,8 +208,10 @@ class Decoder(nn.Module):
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
         x = dropout(self.shared_embedding(decoder_input_tokens))
         x = _constrain(x, ("batch", "length", "embed"))
+        per_layer = not hasattr(encoded, "shape")  # cross_attention_kv: layer i attends to entry i
+        in_axes = (0 if per_layer else nn.broadcast,) + (nn.broadcast,) * 4
         stack = _layer_stack(
-            DecoderLayer, cfg, cfg.num_decoder_layers, 5, deterministic=deterministic, decode=decode
+            DecoderLayer, cfg, cfg.num_decoder_layers, in_axes, deterministic=deterministic, decode=decode
         )
         x = stack(x, encoded, self_bias, self_mask, cross_mask, decode_position)
         x = dropout(_norm(cfg, "decoder_norm")(x))
@@ -218,6 +226,25 @@ class Decoder(nn.Module):
                 cfg.vocab_size, ("embed", "vocab"), cfg.d_model**-0.5, dtype, param_dtype, name="logits_dense"
             )(x)
         return _constrain(logits, ("batch", "length", "vocab"))
+
+
+def cross_attention_kv(params: Any, config: T5Config, encoded: Array) -> list[tuple[Array, Array]] | tuple[Array, Array]:
+    """Every decoder layer's cross-attention keys and values of `encoded` (batch, length, d_model), each
+    (batch, heads, length, kv): a list of (key, value) per layer, or for scanned layers both stacked on
+    a leading layers axis. Decoding computes them once per input, since they are the same at every step
+    and for every beam or sample of that input (`T5.decode` takes them in place of `encoded`)."""
+    attention = stack_layer_params(nn.meta.unbox(params))["decoder"]["layers"]["encoder_decoder_attention"]
+    dtype = jnp.dtype(config.dtype)
+
+    def project(name: str) -> Array:  # Projection's `x @ kernel`, for all layers at once
+        projected = jnp.einsum("bld,ndf->nblf", encoded.astype(dtype), attention[name]["kernel"].astype(dtype))
+        projected = projected.reshape(*projected.shape[:3], config.num_heads, config.d_kv)
+        return projected.transpose(0, 1, 3, 2, 4)
+
+    keys, values = project("key"), project("value")
+    if config.scan_layers:
+        return keys, values
+    return [(keys[i], values[i]) for i in range(config.num_decoder_layers)]  # sliced once, not per step
 
 
 def encoder_valid_positions(encoder_input_tokens: Array | None, encoder_mask: Array | None) -> Array:
@@ -268,7 +295,7 @@ class T5(nn.Module):
     ) -> Array:
         """(batch, length, vocab) logits.
 
-        The encoder padding comes from `encoder_mask` or else `encoder_input_tokens != 0`; decoder
+        `encoded`: the encoder's output, or when decoding step by step its `cross_attention_kv`. The encoder padding comes from `encoder_mask` or else `encoder_input_tokens != 0`; decoder
         padding from `decoder_target_tokens != 0` (inputs start with the pad id 0, so they can't tell).
         Packed examples pass segment ids. `decoder_positions` is accepted for SeqIO's packed features
         but not needed: within a segment, relative offsets equal those of the positions. `decode=True`:
