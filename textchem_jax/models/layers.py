@@ -159,9 +159,9 @@ class MultiHeadAttention(nn.Module):
     """T5 attention without 1/sqrt(d_kv) scaling; softmax in float32.
 
     For decoder self-attention with `decode=True`, keys and values live in the "cache" collection
-    (`cached_key`, `cached_value`: batch, heads, length, kv, the layout attention reads). On the first (initializing) call they are
-    created empty with the input's length; on later calls (`decode_position` given) the single new
-    token's key and value are written at `decode_position` and attention reads the whole cache.
+    (`cached_key`, `cached_value`: batch, heads, length, kv, the layout attention reads). On the first
+    (initializing) call they are created empty with the input's length; on later calls (`decode_position`
+    given) the single new token's key and value are written there and attention reads the whole cache.
 
     `inputs_kv` may instead be keys and values already projected (batch, heads, length, kv), fewer rows
     than the queries: decoding's cross-attention (`t5.cross_attention_kv`), computed once per input and

@@ -93,8 +93,9 @@ def _layer_stack(layer_cls: type[nn.Module], cfg: T5Config, num_layers: int, in_
     """`num_layers` copies of `layer_cls` as a callable `(x, *inputs) -> x`: a Python loop, or one nn.scan.
 
     `in_axes` has one entry per input: `nn.broadcast` (every layer sees it whole) or 0 (layer i takes
-    entry i: of a sequence of per-layer entries in a loop, of the leading axis of every array when scanned). Rematerialization wraps each layer; scanning stacks parameters on a
-    leading `layers` axis and the decoder cache on axis 1, so every cache array keeps the batch first.
+    entry i: of a sequence of per-layer entries in a loop, of the leading axis of every array when
+    scanned). Rematerialization wraps each layer; scanning stacks parameters on a leading `layers` axis
+    and the decoder cache on axis 1, so every cache array keeps the batch first.
     """
     if cfg.remat_policy != "none":
         layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
@@ -233,18 +234,19 @@ def cross_attention_kv(params: Any, config: T5Config, encoded: Array) -> list[tu
     (batch, heads, length, kv): a list of (key, value) per layer, or for scanned layers both stacked on
     a leading layers axis. Decoding computes them once per input, since they are the same at every step
     and for every beam or sample of that input (`T5.decode` takes them in place of `encoded`)."""
-    attention = stack_layer_params(nn.meta.unbox(params))["decoder"]["layers"]["encoder_decoder_attention"]
+    decoder = nn.meta.unbox(params)["decoder"]
     dtype = jnp.dtype(config.dtype)
 
-    def project(name: str) -> Array:  # Projection's `x @ kernel`, for all layers at once
-        projected = jnp.einsum("bld,ndf->nblf", encoded.astype(dtype), attention[name]["kernel"].astype(dtype))
-        projected = projected.reshape(*projected.shape[:3], config.num_heads, config.d_kv)
-        return projected.transpose(0, 1, 3, 2, 4)
+    def project(attention: dict) -> tuple[Array, Array]:  # Projection's `x @ kernel`, kernels (..., d, f)
+        def heads(kernel: Array) -> Array:
+            projected = jnp.einsum("bld,...df->...blf", encoded.astype(dtype), kernel.astype(dtype))
+            return projected.reshape(*projected.shape[:-1], config.num_heads, config.d_kv).swapaxes(-3, -2)
 
-    keys, values = project("key"), project("value")
+        return heads(attention["key"]["kernel"]), heads(attention["value"]["kernel"])
+
     if config.scan_layers:
-        return keys, values
-    return [(keys[i], values[i]) for i in range(config.num_decoder_layers)]  # sliced once, not per step
+        return project(decoder["layers"]["encoder_decoder_attention"])
+    return [project(decoder[f"layers_{i}"]["encoder_decoder_attention"]) for i in range(config.num_decoder_layers)]
 
 
 def encoder_valid_positions(encoder_input_tokens: Array | None, encoder_mask: Array | None) -> Array:
@@ -295,8 +297,8 @@ class T5(nn.Module):
     ) -> Array:
         """(batch, length, vocab) logits.
 
-        `encoded`: the encoder's output, or when decoding step by step its `cross_attention_kv`. The encoder padding comes from `encoder_mask` or else `encoder_input_tokens != 0`; decoder
-        padding from `decoder_target_tokens != 0` (inputs start with the pad id 0, so they can't tell).
+        `encoded`: the encoder's output, or when decoding step by step its `cross_attention_kv`. The
+        encoder padding comes from `encoder_mask` or else `encoder_input_tokens != 0`; decoder padding from `decoder_target_tokens != 0` (inputs start with the pad id 0, so they can't tell).
         Packed examples pass segment ids. `decoder_positions` is accepted for SeqIO's packed features
         but not needed: within a segment, relative offsets equal those of the positions. `decode=True`:
         see `Decoder`.
