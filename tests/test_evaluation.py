@@ -3,9 +3,11 @@ model under evaluation is the retrosynthesis round trip's forward predictor, a c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
+import threading
 
 import flax.linen as nn
 import jax
@@ -94,3 +96,81 @@ def test_caption_tokenizer_reaches_the_registered_caption_metric(tmp_path):
     assert word_pieces["bleu2"] == pytest.approx(metrics.mol2text_metrics(targets, predictions, tokenizer=str(tmp_path / "scibert"))["bleu2"])
     assert word_pieces["bleu2"] != pytest.approx(default["bleu2"])  # "benzfoo" is [UNK] there, one wrong word here
     assert metrics.settings.current().caption_tokenizer is None  # only inside the evaluation
+
+
+@pytest.fixture
+def forward_and_retro():
+    """A mixture of two demo tasks (SeqIO orders them by name: forward, then retrosynthesis)."""
+    name = "test_demo_forward_and_retro"
+    seqio.MixtureRegistry.add(name, [("textchem_demo_retro", 1.0), ("textchem_demo_forward", 1.0)])
+    yield name
+    seqio.MixtureRegistry.remove(name)
+
+
+def _recording_decoder(evaluator, shapes: list):
+    decode = evaluator.decode
+
+    def recorded(params, features):
+        shapes.append(features["encoder_input_tokens"].shape)
+        return decode(params, features)
+
+    return recorded
+
+
+def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro):
+    """6 + 6 rows in batches of 4: three batches (the second holds both tasks), not four; the round trip's batch
+    is padded to the same shape; predictions and metrics are those of each task evaluated alone."""
+    model, params = _model_and_params()
+    cfg = DatasetConfig(forward_and_retro, LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=6)
+    mixed = InferenceEvaluator(model, cfg, str(tmp_path / "mixed"), partitioning.make_mesh())
+    shapes = []
+    mixed.decode = _recording_decoder(mixed, shapes)
+    results = mixed.evaluate(params, step=1)
+    round_trip_batches = -(-len(mixed._round_trip) // 4)
+    assert len(shapes) == 3 + round_trip_batches and set(shapes) == {(4, LENGTHS["inputs"])}
+
+    for task in ("textchem_demo_retro", "textchem_demo_forward"):
+        alone_dir = tmp_path / task
+        alone = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=task), str(alone_dir),
+                                   partitioning.make_mesh())  # fmt: skip
+        assert alone.evaluate(params, step=1)[task] == pytest.approx(results[task], nan_ok=True)
+        mixed_rows = _rows(tmp_path / "mixed" / f"{task}-000001.jsonl")
+        assert [row["prediction"] for row in mixed_rows] == [row["prediction"] for row in _rows(alone_dir / f"{task}-000001.jsonl")]
+        assert len(mixed_rows) == 6
+
+
+def test_a_task_is_scored_while_the_next_one_decodes(tmp_path, forward_and_retro, monkeypatch):
+    """Once the first task is decoded and handed over, its scoring (a registered metric function reading the
+    metric settings) and the next task's decoding run at once: each waits for the other to have started, and
+    would time out if they ran one after the other (in either order)."""
+    model, params = _model_and_params()
+    cfg = DatasetConfig(forward_and_retro, LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=4)
+    evaluator = InferenceEvaluator(model, cfg, str(tmp_path), partitioning.make_mesh())
+    scoring, next_decoding, handed_over = threading.Event(), threading.Event(), threading.Event()
+    seen_by_scoring, seen_by_decoding = [], []
+    first = next(iter(evaluator.evaluators.values()))
+    current_settings, hand_over, decode = metrics.settings.current, first.evaluate, evaluator.decode
+
+    def scored():
+        if not scoring.is_set():  # the first task's scoring, on its metric thread
+            scoring.set()
+            seen_by_scoring.append(next_decoding.wait(timeout=120))
+        return current_settings()
+
+    def handed(**kwargs):
+        result = hand_over(**kwargs)
+        handed_over.set()
+        return result
+
+    def decoded(params, features):
+        if handed_over.is_set() and not next_decoding.is_set():  # the next task's first batch
+            next_decoding.set()
+            seen_by_decoding.append(scoring.wait(timeout=120))
+        return decode(params, features)
+
+    monkeypatch.setattr(metrics.settings, "current", scored)
+    first.evaluate, evaluator.decode = handed, decoded
+    results = evaluator.evaluate(params, step=3)
+    assert seen_by_scoring == [True] and seen_by_decoding == [True]
+    assert set(results) == {"textchem_demo_retro", "textchem_demo_forward"}
+    assert not math.isnan(results["textchem_demo_retro"]["roundtrip_accuracy"])

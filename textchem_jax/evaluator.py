@@ -11,9 +11,10 @@ scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `tex
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -85,8 +86,14 @@ def on_mesh(mesh, fn, params, features: Mapping[str, np.ndarray]):
 
 
 class InferenceEvaluator:
-    """seqio.Evaluator of a dataset config's split, made once per run and reused by every evaluation
-    (datasets, cached targets and the compiled decoding)."""
+    """Inference evaluation of a dataset config's split, made once per run and reused by every evaluation.
+
+    One `seqio.Evaluator` per task (datasets, cached targets, loggers, its own metric thread) and one compiled
+    decoding for all of them: rows of every task go through the decoder in batches of `batch_size` that run on
+    from one task into the next (the very last batch padded, so one shape compiles), and each task is handed to
+    its evaluator as soon as its last row is decoded, so its RDKit scoring runs while the next tasks decode.
+    `evaluate` returns when every task is scored.
+    """
 
     def __init__(
         self, model, cfg, output_dir: str, mesh, decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None
@@ -96,16 +103,21 @@ class InferenceEvaluator:
 
         import_task_module(cfg.module, model)
         tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
-        self.evaluator = seqio.Evaluator(
-            cfg.mixture_or_task_name,
-            feature_converter=model.feature_converter(pack=False),
-            eval_split=cfg.split,
-            use_cached=cfg.use_cached,
-            sequence_length=dict(cfg.task_feature_lengths),
-            num_examples=cfg.num_examples,
-            logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger),
-            log_dir=output_dir,
-        )
+        tasks = seqio.get_subtasks(seqio.get_mixture_or_task(cfg.mixture_or_task_name))
+        self.evaluators = {
+            task.name: seqio.Evaluator(
+                task.name,
+                feature_converter=model.feature_converter(pack=False),
+                eval_split=cfg.split,
+                use_cached=cfg.use_cached,
+                sequence_length=dict(cfg.task_feature_lengths),
+                num_examples=cfg.num_examples,
+                logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger),
+                log_dir=output_dir,
+            )
+            for task in seqio.evaluation.get_valid_eval_tasks(tasks, cfg.split)
+        }
+        self.model = model
         self.batch_size = cfg.batch_size
         self.input_length = int(cfg.task_feature_lengths["inputs"])
         self.caption_tokenizer = caption_tokenizer
@@ -117,47 +129,81 @@ class InferenceEvaluator:
         from textchem_jax.metrics import metric_settings
 
         self._round_trip = {}  # retrosynthesis top-1 precursors -> the model's forward prediction
+        compute = jax.process_index() == 0  # every host decodes; the first one scores
+        futures = {}
         with metric_settings(forward_fn=self._forward_from_round_trip, caption_tokenizer=self.caption_tokenizer):
-            all_metrics, _ = self.evaluator.evaluate(
-                compute_metrics=jax.process_index() == 0, step=step, predict_fn=self._predict_fn(params)
-            )
-            results = all_metrics.result() if hasattr(all_metrics, "result") else all_metrics
+            try:
+                for name, outputs in self.decoded_tasks(params):
+                    if self._is_retro(name):
+                        self._add_round_trip(name, outputs, params)
+                    futures[name], _ = self.evaluators[name].evaluate(
+                        compute_metrics=compute, step=step, predict_fn=lambda dataset, outputs=outputs: outputs
+                    )
+            finally:  # the tasks handed over are scored under these settings, whatever happened since
+                concurrent.futures.wait(futures.values())
+            results = [future.result() or {} for future in futures.values()]  # {task: metrics} each; None off host 0
         return {
             task: {name: getattr(value, "value", value) for name, value in metrics.items()}
-            for task, metrics in (results or {}).items()
+            for result in results
+            for task, metrics in result.items()
         }
 
-    def _predict_fn(self, params):
-        """A seqio `predict_fn`: enumerated model-feature dataset -> [(index, token ids)], the best output's,
-        or every beam's (k, length) when the decode function returns k > 1 (SeqIO then hands the metrics
-        lists of beams, best first: top-k accuracy). For a retrosynthesis task it also runs the model
-        forward on its top-1 precursors, on every host (metrics are computed on the first one only)."""
+    def decoded_tasks(self, params) -> Iterator[tuple[str, list[tuple[int, np.ndarray]]]]:
+        """(task, [(index, token ids)]) for each task, as soon as its last row is decoded: the best output's ids,
+        or every beam's (k, length) when the decode function returns k > 1 (SeqIO then hands the metrics lists
+        of beams, best first: top-k accuracy)."""
+        outputs: dict[str, list] = {name: [] for name in self.evaluators}
+        batch: list[tuple[str, int, Mapping[str, np.ndarray]]] = []
+        finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still in `batch`
+
+        def decode_batch():
+            sequences = self._decode_rows(params, {key: np.stack([row[key] for *_, row in batch]) for key in batch[0][2]})
+            for (name, index, _), row in zip(batch, sequences, strict=True):
+                outputs[name].append((int(index), row if len(row) > 1 else row[0]))
+            batch.clear()
+
+        def decoded():  # the finished tasks, once `batch` holds none of their rows
+            done = [(name, outputs.pop(name)) for name in finished]
+            finished.clear()
+            return done
+
+        for name, evaluator in self.evaluators.items():
+            for index, row in evaluator.cached_model_datasets[name].as_numpy_iterator():
+                batch.append((name, index, self.model.features(row, self.model.input_features)))
+                if len(batch) == self.batch_size:
+                    decode_batch()
+                    yield from decoded()
+            finished.append(name)
+            if not batch:
+                yield from decoded()
+        if batch:
+            decode_batch()
+        yield from decoded()
+
+    def _decode_rows(self, params, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Sequences (rows, k, length) of up to `batch_size` rows, decoded padded to `batch_size`: every batch of
+        an evaluation, the last one and the round trip's included, runs the one compiled shape."""
+        rows = len(next(iter(features.values())))
+        sequences, _ = self.decode(params, {key: _pad_rows(value, self.batch_size) for key, value in features.items()})
+        return sequences[:rows]
+
+    @staticmethod
+    def _is_retro(name: str) -> bool:
         from textchem_jax.data import seqio_tasks
 
-        def predict_fn(dataset) -> list[tuple[int, np.ndarray]]:
-            results = []
-            for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
-                sequences, _ = self.decode(params, features)
-                results += [(int(i), row if len(row) > 1 else row[0]) for i, row in zip(indices, sequences)]
-            task = self._task_of(dataset)
-            spec = seqio_tasks.SPECS.get(task.name) if task is not None else None
-            if spec is not None and spec.task == "retro":
-                vocab = task.output_features["targets"].vocabulary
-                best = [row if row.ndim == 1 else row[0] for _, row in results]
-                precursors = list(dict.fromkeys(task.postprocess_fn(vocab.decode(row.tolist())) for row in best))
-                self._round_trip.update(zip(precursors, self.forward_predictor(params)(precursors)))
-            return results
+        spec = seqio_tasks.SPECS.get(name)
+        return spec is not None and spec.task == "retro"
 
-        return predict_fn
-
-    def _task_of(self, dataset):
-        """The task whose cached dataset SeqIO hands to `predict_fn` (it passes that very object)."""
+    def _add_round_trip(self, name: str, outputs, params) -> None:
+        """The model's forward predictions for a retrosynthesis task's top-1 precursors (decoded on every host;
+        the metrics, computed on the first one only, look them up)."""
         import seqio
 
-        for name, cached in self.evaluator.cached_model_datasets.items():
-            if cached is dataset:
-                return seqio.get_mixture_or_task(name)
-        return None
+        task = seqio.get_mixture_or_task(name)
+        vocab = task.output_features["targets"].vocabulary
+        best = [row if row.ndim == 1 else row[0] for _, row in outputs]
+        precursors = list(dict.fromkeys(task.postprocess_fn(vocab.decode(row.tolist())) for row in best))
+        self._round_trip.update(zip(precursors, self.forward_predictor(params)(precursors)))
 
     def _forward_from_round_trip(self, precursors: list[str]) -> list[str]:
         return [self._round_trip[p] for p in precursors]
@@ -178,7 +224,7 @@ class InferenceEvaluator:
                 chunk = precursors[start : start + self.batch_size]
                 tokens = encode_rows(vocab, [PROMPTS["forward"] + text for text in chunk], self.input_length)
                 batch = {"encoder_input_tokens": tokens, "input_domain": np.full_like(tokens, domain)}
-                sequences, _ = self.decode(params, batch)
+                sequences = self._decode_rows(params, batch)
                 products += [smiles_postprocessor(vocab.decode([int(t) for t in row[0]])) for row in sequences]
             return products
 
