@@ -254,3 +254,28 @@ def test_tasks_are_cacheable_the_seqio_way():
     runs = [list(task.get_dataset(lengths, split="validation", shuffle=False, seed=seed).take(3).as_numpy_iterator())
             for seed in (1, 2)]  # fmt: skip
     assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["t5", "e2clm_domains"])
+def test_parallel_packing_gives_each_chunks_own_packed_rows_in_order(routed):
+    """Chunks of examples packed at once on all cores: the rows are exactly those of packing each chunk alone,
+    chunk after chunk (an ordered parallel map); every example is in them once."""
+    from textchem_jax.models import feature_converters
+
+    lengths = {"inputs": 128, "targets": 64}
+    name = "textchem_demo_forward"  # its preprocessors add input_domain
+    examples = seqio.get_mixture_or_task(name).get_dataset(lengths, split="train", shuffle=False).take(100)
+    converter = (feature_converters.domain_feature_converter if routed else feature_converters.encoder_decoder_feature_converter)(pack=True)  # fmt: skip
+    parallel = list(feature_converters.convert_in_parallel(converter, examples, lengths, chunk_size=16).as_numpy_iterator())
+    one_by_one = [row for start in range(0, 100, 16)
+                  for row in converter(examples.skip(start).take(16), lengths).as_numpy_iterator()]  # fmt: skip
+    assert len(parallel) == len(one_by_one) < 100  # packed: fewer rows than examples
+    for ours, expected in zip(parallel, one_by_one):
+        assert ours.keys() == expected.keys() and ("input_domain" in ours) == routed
+        for key in ours:
+            np.testing.assert_array_equal(ours[key], expected[key])
+    segments = sum(len(set(row["encoder_segment_ids"][row["encoder_segment_ids"] > 0])) for row in parallel)
+    inputs = sorted(tuple(e["inputs"]) for e in examples.as_numpy_iterator())
+    packed = sorted(tuple(row["encoder_input_tokens"][row["encoder_segment_ids"] == s])
+                    for row in parallel for s in set(row["encoder_segment_ids"]) - {0})  # fmt: skip
+    assert segments == 100 and packed == inputs

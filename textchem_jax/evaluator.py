@@ -151,33 +151,44 @@ class InferenceEvaluator:
     def decoded_tasks(self, params) -> Iterator[tuple[str, list[tuple[int, np.ndarray]]]]:
         """(task, [(index, token ids)]) for each task, as soon as its last row is decoded: the best output's ids,
         or every beam's (k, length) when the decode function returns k > 1 (SeqIO then hands the metrics lists
-        of beams, best first: top-k accuracy)."""
+        of beams, best first: top-k accuracy). Datasets are read a batch at a time, not a row: the main thread
+        then rarely waits for the GIL that a task's scoring holds."""
         outputs: dict[str, list] = {name: [] for name in self.evaluators}
-        batch: list[tuple[str, int, Mapping[str, np.ndarray]]] = []
-        finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still in `batch`
+        pieces: list[tuple[str, np.ndarray, dict[str, np.ndarray]]] = []  # (task, indices, features) to decode
+        finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still in `pieces`
 
-        def decode_batch():
-            sequences = self._decode_rows(params, {key: np.stack([row[key] for *_, row in batch]) for key in batch[0][2]})
-            for (name, index, _), row in zip(batch, sequences, strict=True):
-                outputs[name].append((int(index), row if len(row) > 1 else row[0]))
-            batch.clear()
+        def decode_rows(count: int):
+            """Decodes the first `count` rows of `pieces`, across tasks."""
+            taken, rows = [], 0
+            while rows < count:
+                name, indices, features = pieces.pop(0)
+                if rows + len(indices) > count:  # split: the rest waits for the next batch
+                    cut = count - rows
+                    pieces.insert(0, (name, indices[cut:], {k: v[cut:] for k, v in features.items()}))
+                    indices, features = indices[:cut], {k: v[:cut] for k, v in features.items()}
+                taken.append((name, indices, features))
+                rows += len(indices)
+            batch = {key: np.concatenate([features[key] for *_, features in taken]) for key in taken[0][2]}
+            sequences = iter(self._decode_rows(params, batch))
+            for name, indices, _ in taken:
+                outputs[name] += [(int(i), row if len(row) > 1 else row[0]) for i, row in zip(indices, sequences)]
 
-        def decoded():  # the finished tasks, once `batch` holds none of their rows
-            done = [(name, outputs.pop(name)) for name in finished]
-            finished.clear()
-            return done
+        def decoded():  # the finished tasks none of whose rows waits in `pieces`
+            ready = [name for name in finished if all(piece[0] != name for piece in pieces)]
+            for name in ready:
+                finished.remove(name)
+            return [(name, outputs.pop(name)) for name in ready]
 
         for name, evaluator in self.evaluators.items():
-            for index, row in evaluator.cached_model_datasets[name].as_numpy_iterator():
-                batch.append((name, index, self.model.features(row, self.model.input_features)))
-                if len(batch) == self.batch_size:
-                    decode_batch()
+            for indices, features in evaluator.cached_model_datasets[name].batch(self.batch_size).as_numpy_iterator():
+                pieces.append((name, indices, self.model.features(features, self.model.input_features)))
+                while sum(len(p[1]) for p in pieces) >= self.batch_size:
+                    decode_rows(self.batch_size)
                     yield from decoded()
             finished.append(name)
-            if not batch:
-                yield from decoded()
-        if batch:
-            decode_batch()
+            yield from decoded()
+        if pieces:
+            decode_rows(sum(len(p[1]) for p in pieces))
         yield from decoded()
 
     def _decode_rows(self, params, features: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -80,6 +80,7 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     import tensorflow as tf
 
     from textchem_jax import partitioning
+    from textchem_jax.models import feature_converters
 
     if cfg.mixture_or_task_name is None:
         raise ValueError("the dataset config names no mixture or task: bind MIXTURE_OR_TASK_NAME")
@@ -105,8 +106,12 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
         num_epochs=num_epochs,
         **options,
     )
+    converter = model.feature_converter(cfg.pack)
     try:
-        ds = model.feature_converter(cfg.pack)(ds, task_feature_lengths=lengths)
+        if cfg.pack:  # SeqIO packs on one core: spread it over all of them
+            ds = feature_converters.convert_in_parallel(converter, ds, lengths)
+        else:
+            ds = converter(ds, task_feature_lengths=lengths)
     except ValueError as error:
         missing = [name for name in extra if repr(name) in str(error)]
         if not missing:
