@@ -6,6 +6,9 @@ alternate in one script, each timed over the same number of steps after warm-up;
 target tokens. MFU divides the model FLOPs of a step (`textchem_jax.models.flops`, counted from the
 shapes: the same count for every peer) by a matmul peak measured here; ours also gets HFU, XLA's executed
 FLOPs of its compiled step over the same peak. Targets: ours >= 1.2x T5X and >= 1.5x Hugging Face.
+Then (`--no-profile` skips it) one step of ours and of Hugging Face is profiled: ours by pass (forward, backward,
+the rest: loss head reductions, optimizer) and model part, from jax.profiler's trace of XLA's ops; both as matmul
+kernels against everything else, the split that bounds what either can gain on this CPU.
 
 T5X (github.com/google-research/t5x: its `examples.t5.network.Transformer`, `models.EncoderDecoderModel`
 and `trainer.train_with_lr`, jitted) runs when `import t5x` works; it is not on PyPI, so put a checkout
@@ -18,6 +21,7 @@ Usage: python benchmarks/train_bench.py [--steps 3] [--rounds 2]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -137,10 +141,74 @@ class T5X:
         return float(self.jax.device_get(metrics["loss"].compute()))
 
 
+PARTS = (("token_embedder", "embed/logits"), ("attention", "attention"), ("mlp", "mlp"), ("norm", "norms"))  # op_name -> part
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # torch's leaf matmul kernels
+
+
+def our_profile(ours) -> dict[str, float]:
+    """Seconds of one of our steps by (pass, part, matmul or not): XLA's ops as jax.profiler traced them, each
+    attributed through the op_name XLA keeps from our code (`transpose(jvp(...))` is the backward pass)."""
+    import collections
+    import gzip
+    import pathlib
+    import re
+    import tempfile
+
+    jax = ours.jax
+    example = ours.trainer.shard_batch(batch(0))
+    hlo = ours.trainer.train_step.lower(ours.state, example, ours.rng).compile().as_text()
+    op_names = dict(re.findall(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]+)"', hlo, re.M))
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+            ours.state, metrics = ours.trainer.train_step(ours.state, example, ours.rng)
+            jax.block_until_ready(metrics)
+        (trace,) = pathlib.Path(directory).rglob("*.trace.json.gz")
+        events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    seconds = collections.Counter()
+    for event in events:
+        op = op_names.get(event.get("name")) if event.get("ph") == "X" else None
+        if op is None:
+            continue
+        phase = "backward" if "transpose(jvp" in op else "forward" if "jvp(" in op else "optimizer, loss, rest"
+        part = next((name for key, name in PARTS if key in op), "other") if phase != "optimizer, loss, rest" else ""
+        kind = "matmul" if op.endswith("dot_general") else "other"
+        seconds[f"{phase:<9} {part:<10} {kind}"] += event["dur"] / 1e6
+    return dict(seconds)
+
+
+def hf_profile(hf) -> dict[str, float]:
+    """Seconds of one Hugging Face step by kind: torch's matmul kernels and the rest (self times of its ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        hf.step(0)
+    seconds = {"matmul": 0.0, "other": 0.0}
+    for op in trace.key_averages():
+        seconds["matmul" if op.key in MATMULS else "other"] += op.self_cpu_time_total / 1e6
+    return seconds
+
+
+def print_profiles(ours, hf) -> None:
+    """Where the time of one step went: ours by pass and part, Hugging Face's by kind, matmuls vs the rest."""
+    mine, theirs = our_profile(ours), hf_profile(hf)
+    print("where one step's time went (profiled; op time, so a little above the wall time):")
+    for key, value in sorted(mine.items(), key=lambda item: -item[1]):
+        if value >= 0.01:
+            print(f"  ours  {key:<36}{value * 1000:8.0f} ms")
+    totals = {"ours": {kind: sum(v for k, v in mine.items() if k.endswith(kind)) for kind in ("matmul", "other")},
+              "hf": theirs}  # fmt: skip
+    for name, table in totals.items():
+        print(f"  {name:<5} matmuls {table['matmul'] * 1000:6.0f} ms, everything else {table['other'] * 1000:6.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="then profile one step of ours and of Hugging Face: where the time went")
     args = parser.parse_args()
     from textchem_jax import xla_cpu
 
@@ -184,6 +252,8 @@ def main() -> None:
     if "t5x" in seconds:
         print(f"speed-up ours / T5X: {seconds['t5x'] / seconds['ours']:.2f}x (target 1.2x)")
     print(f"speed-up ours / Hugging Face: {seconds['hf'] / seconds['ours']:.2f}x (target 1.5x)")
+    if args.profile:
+        print_profiles(ours, hf)
 
 
 if __name__ == "__main__":

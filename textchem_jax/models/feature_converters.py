@@ -53,10 +53,10 @@ def convert_in_parallel(converter, dataset, task_feature_lengths, chunk_size: in
     """
     import tensorflow as tf
 
-    def pack(chunk):
-        return converter(tf.data.Dataset.from_tensor_slices(chunk), task_feature_lengths)
+    def pack(window):  # {feature: dataset of its values in the chunk}
+        return converter(tf.data.Dataset.zip(window), task_feature_lengths)
 
-    return dataset.ragged_batch(chunk_size).interleave(
+    return dataset.window(chunk_size).interleave(
         pack, cycle_length=tf.data.AUTOTUNE, block_length=chunk_size, num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )  # fmt: skip
