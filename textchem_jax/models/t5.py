@@ -39,6 +39,7 @@ from textchem_jax.models.layers import (
     _constrain,
     _norm,
     attention_mask,
+    masked_bias,
 )
 
 Array = jax.Array
@@ -49,12 +50,12 @@ class EncoderLayer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, mask: Array) -> tuple[Array, None]:
+    def __call__(self, x: Array, bias: Array) -> tuple[Array, None]:
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         normed = _norm(cfg, "pre_attention_layer_norm")(x)
         attention = MultiHeadAttention(cfg, self.deterministic, name="attention")
-        x = _constrain(x + dropout(attention(normed, normed, bias, mask)), ("batch", "length", "embed"))
+        x = _constrain(x + dropout(attention(normed, normed, bias, None)), ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_mlp_layer_norm")(x)
         x = x + dropout(MlpBlock(cfg, self.deterministic, name="mlp")(normed))
         return _constrain(x, ("batch", "length", "embed")), None  # (carry, output) for nn.scan
@@ -71,19 +72,18 @@ class DecoderLayer(nn.Module):
         x: Array,
         encoded: Array | tuple[Array, Array],
         self_bias: Array,
-        self_mask: Array,
-        cross_mask: Array,
+        cross_bias: Array,
         decode_position: Array | None,
     ) -> tuple[Array, None]:
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         normed = _norm(cfg, "pre_self_attention_layer_norm")(x)
         attention = MultiHeadAttention(cfg, self.deterministic, self.decode, name="self_attention")
-        x = x + dropout(attention(normed, normed, self_bias, self_mask, decode_position))
+        x = x + dropout(attention(normed, normed, self_bias, None, decode_position))
         x = _constrain(x, ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_cross_attention_layer_norm")(x)
         cross = MultiHeadAttention(cfg, self.deterministic, name="encoder_decoder_attention")
-        x = _constrain(x + dropout(cross(normed, encoded, None, cross_mask)), ("batch", "length", "embed"))
+        x = _constrain(x + dropout(cross(normed, encoded, cross_bias, None)), ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_mlp_layer_norm")(x)
         x = x + dropout(MlpBlock(cfg, self.deterministic, name="mlp")(normed))
         return _constrain(x, ("batch", "length", "embed")), None
@@ -144,8 +144,8 @@ class Encoder(nn.Module):
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
         x = dropout(self.shared_embedding(encoder_input_tokens))
         x = _constrain(x, ("batch", "length", "embed"))
-        stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, (nn.broadcast,) * 2, deterministic=deterministic)
-        x = stack(x, bias, mask)
+        stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, (nn.broadcast,), deterministic=deterministic)
+        x = stack(x, masked_bias(bias, mask))  # the mask folded into the bias once, not per layer
         x = dropout(_norm(cfg, "encoder_norm")(x))
         return _constrain(x, ("batch", "length", "embed"))
 
@@ -210,11 +210,11 @@ class Decoder(nn.Module):
         x = dropout(self.shared_embedding(decoder_input_tokens))
         x = _constrain(x, ("batch", "length", "embed"))
         per_layer = not hasattr(encoded, "shape")  # cross_attention_kv: layer i attends to entry i
-        in_axes = (0 if per_layer else nn.broadcast,) + (nn.broadcast,) * 4
+        in_axes = (0 if per_layer else nn.broadcast,) + (nn.broadcast,) * 3
         stack = _layer_stack(
             DecoderLayer, cfg, cfg.num_decoder_layers, in_axes, deterministic=deterministic, decode=decode
         )
-        x = stack(x, encoded, self_bias, self_mask, cross_mask, decode_position)
+        x = stack(x, encoded, masked_bias(self_bias, self_mask), masked_bias(None, cross_mask), decode_position)
         x = dropout(_norm(cfg, "decoder_norm")(x))
         x = _constrain(x, ("batch", "length", "embed"))
 
