@@ -142,8 +142,7 @@ class T5X:
 
 
 PARTS = (("token_embedder", "embed/logits"), ("attention", "attention"), ("mlp", "mlp"), ("norm", "norms"))  # op_name -> part
-
-
+REST = "optimizer, loss, rest"  # ops of neither pass of the model
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # torch's leaf matmul kernels
 
 
@@ -171,8 +170,8 @@ def our_profile(ours) -> dict[str, float]:
         op = op_names.get(event.get("name")) if event.get("ph") == "X" else None
         if op is None:
             continue
-        phase = "backward" if "transpose(jvp" in op else "forward" if "jvp(" in op else "optimizer, loss, rest"
-        part = next((name for key, name in PARTS if key in op), "other") if phase != "optimizer, loss, rest" else ""
+        phase = "backward" if "transpose(jvp" in op else "forward" if "jvp(" in op else REST
+        part = "" if phase == REST else next((name for key, name in PARTS if key in op), "other")
         kind = "matmul" if op.endswith("dot_general") else "other"
         seconds[f"{phase:<9} {part:<10} {kind}"] += event["dur"] / 1e6
     return dict(seconds)

@@ -259,7 +259,7 @@ def test_tasks_are_cacheable_the_seqio_way():
 @pytest.mark.parametrize("routed", [False, True], ids=["t5", "e2clm_domains"])
 def test_parallel_packing_gives_each_chunks_own_packed_rows_in_order(routed):
     """Chunks of examples packed at once on all cores: the rows are exactly those of packing each chunk alone,
-    chunk after chunk (an ordered parallel map); every example is in them once."""
+    chunk after chunk (an interleave whose blocks hold whole chunks); every example is in them once."""
     from textchem_jax.models import feature_converters
 
     lengths = {"inputs": 128, "targets": 64}

@@ -154,41 +154,37 @@ class InferenceEvaluator:
         of beams, best first: top-k accuracy). Datasets are read a batch at a time, not a row: the main thread
         then rarely waits for the GIL that a task's scoring holds."""
         outputs: dict[str, list] = {name: [] for name in self.evaluators}
-        pieces: list[tuple[str, np.ndarray, dict[str, np.ndarray]]] = []  # (task, indices, features) to decode
-        finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still in `pieces`
+        names: list[str] = []  # the task of each row read but not yet decoded, in order
+        indices, features = np.zeros(0, np.int64), {}  # those rows' example indices and model features
+        finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still waiting
 
-        def decode_rows(count: int):
-            """Decodes the first `count` rows of `pieces`, across tasks."""
-            taken, rows = [], 0
-            while rows < count:
-                name, indices, features = pieces.pop(0)
-                if rows + len(indices) > count:  # split: the rest waits for the next batch
-                    cut = count - rows
-                    pieces.insert(0, (name, indices[cut:], {k: v[cut:] for k, v in features.items()}))
-                    indices, features = indices[:cut], {k: v[:cut] for k, v in features.items()}
-                taken.append((name, indices, features))
-                rows += len(indices)
-            batch = {key: np.concatenate([features[key] for *_, features in taken]) for key in taken[0][2]}
-            sequences = iter(self._decode_rows(params, batch))
-            for name, indices, _ in taken:
-                outputs[name] += [(int(i), row if len(row) > 1 else row[0]) for i, row in zip(indices, sequences)]
+        def decode_rows(count: int):  # the first `count` waiting rows, whatever their tasks
+            nonlocal names, indices, features
+            sequences = self._decode_rows(params, {key: value[:count] for key, value in features.items()})
+            for name, index, row in zip(names[:count], indices[:count], sequences, strict=True):
+                outputs[name].append((int(index), row if len(row) > 1 else row[0]))
+            names, indices, features = names[count:], indices[count:], {k: v[count:] for k, v in features.items()}
 
-        def decoded():  # the finished tasks none of whose rows waits in `pieces`
-            ready = [name for name in finished if all(piece[0] != name for piece in pieces)]
+        def decoded():  # the finished tasks none of whose rows still waits
+            ready = [name for name in finished if name not in names]
             for name in ready:
                 finished.remove(name)
             return [(name, outputs.pop(name)) for name in ready]
 
         for name, evaluator in self.evaluators.items():
-            for indices, features in evaluator.cached_model_datasets[name].batch(self.batch_size).as_numpy_iterator():
-                pieces.append((name, indices, self.model.features(features, self.model.input_features)))
-                while sum(len(p[1]) for p in pieces) >= self.batch_size:
+            for batch_indices, batch in evaluator.cached_model_datasets[name].batch(self.batch_size).as_numpy_iterator():
+                batch = self.model.features(batch, self.model.input_features)
+                names += [name] * len(batch_indices)
+                indices = np.concatenate([indices, batch_indices])
+                features = {key: np.concatenate([features[key], value]) if features else value
+                            for key, value in batch.items()}  # fmt: skip
+                while len(names) >= self.batch_size:
                     decode_rows(self.batch_size)
                     yield from decoded()
             finished.append(name)
             yield from decoded()
-        if pieces:
-            decode_rows(sum(len(p[1]) for p in pieces))
+        if names:
+            decode_rows(len(names))
         yield from decoded()
 
     def _decode_rows(self, params, features: Mapping[str, np.ndarray]) -> np.ndarray:
