@@ -310,6 +310,8 @@ def main() -> int:
             print(f"training stopped: {error}", file=sys.stderr)
             return 3
         except ckpt.CheckpointError as error:
+            if launch.lost_peer(error):  # a save's collective found another process dead: not a disk problem
+                raise
             print(f"training stopped: {error}", file=sys.stderr)
             return 4
         model_dir = gin.query_parameter("%MODEL_DIR")
