@@ -329,12 +329,32 @@ def test_cached_decoding_matches_teacher_forcing(version, scan_layers, batch):
 
     start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder}, max_decode_length=6)
     step, cache = start(1)
-    leaves = jax.tree_util.tree_leaves(cache)
-    assert leaves and all(leaf.shape[0] == 3 for leaf in leaves)  # batch-leading, scanned or not
     step = jax.jit(step)
     for position in range(6):
         logits, cache = step(cache, jnp.asarray(decoder_inputs[:, position]))
         np.testing.assert_allclose(np.asarray(logits), full[:, position], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_cached_decoding_follows_parents_like_teacher_forcing_on_each_rows_history(scan_layers, batch):
+    """Beam search's reordering: at every step each row continues a random row of its input (`parents`); its
+    logits equal teacher forcing on the history it inherited, though the cache itself never moved."""
+    encoder, _ = batch
+    config = tiny("1.0", scan_layers=scan_layers)
+    params = plain_params(config)
+    inputs, n, length = encoder.shape[0], 3, 6
+    start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder}, max_decode_length=length)
+    step, cache = start(n)
+    step = jax.jit(step)
+    rng = np.random.default_rng(5)
+    histories = np.zeros((inputs, n, 0), np.int32)
+    for position in range(length):
+        parents = rng.integers(0, n, (inputs, n)).astype(np.int32)
+        tokens = rng.integers(2, VOCAB, (inputs, n)).astype(np.int32) if position else np.zeros((inputs, n), np.int32)
+        histories = np.concatenate([np.take_along_axis(histories, parents[..., None], axis=1), tokens[..., None]], axis=2)
+        logits, cache = step(cache, jnp.asarray(tokens.reshape(-1)), jnp.asarray(parents))
+        forced = jitted(t5.T5(config))({"params": params}, np.repeat(encoder, n, axis=0), histories.reshape(inputs * n, -1))
+        np.testing.assert_allclose(np.asarray(logits), np.asarray(forced)[:, position], rtol=1e-5, atol=1e-5)
 
 
 def test_greedy_decode_is_consistent_with_teacher_forcing(batch):

@@ -170,10 +170,10 @@ class EncoderDecoderModel:
         decoder = self._decoder()
 
         def start(n: int) -> tuple[decoding.StepFn, Any]:
-            def step(cache: Any, last_tokens: Array) -> tuple[Array, Any]:
+            def step(cache: Any, last_tokens: Array, parents: Array | None = None) -> tuple[Array, Any]:
                 logits, variables = decoder.apply(
                     {"params": params, "cache": cache}, cross_kv, tokens, last_tokens[:, None],
-                    decode=True, deterministic=True, method=T5.decode, mutable=["cache"],
+                    decode=True, deterministic=True, method=T5.decode, mutable=["cache"], parents=parents,
                 )  # fmt: skip
                 return logits[:, -1, :].astype(jnp.float32), variables["cache"]
 

@@ -9,7 +9,8 @@ so our evaluations are comparable. Per step, for each example:
 2. candidates that hit a stop (EOS, or the last position) become finished hypotheses only if they
    rank among the first `num_beams`; their score is `sum_logprobs / generated_length ** length_penalty`
    (generated length counts the EOS); the finished buffer keeps the best `num_beams` ever seen;
-3. the best `num_beams` candidates that did not stop run on; the cache is gathered to follow them;
+3. the best `num_beams` candidates that did not stop run on; the next step tells the model which beam
+   each continues (`parents`), so the model's cache follows them without being gathered;
 4. the example is done once the best running beam, length-normalized at its current length (HF's
    default `early_stopping=False` heuristic; `"never"` uses the maximum length when the penalty is
    positive, `True` stops as soon as `num_beams` hypotheses finished), cannot beat the worst of a full
@@ -28,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from textchem_jax.models.decoding import EOS_ID, START_ID, Start, StepFn, length_penalties, take_rows
+from textchem_jax.models.decoding import EOS_ID, START_ID, Start, StepFn, length_penalties
 
 Array = jax.Array
 Cache = Any
@@ -64,8 +65,9 @@ class BeamState(NamedTuple):
     """The while-loop carry; `batch` examples, `beams` per example, `length` decode positions."""
 
     position: Array  # () int32: tokens generated so far by the running beams
-    cache: Cache  # decoder cache, batch * beams rows, in running-beam order
+    cache: Cache  # decoder cache, batch * beams rows
     last_tokens: Array  # (batch, beams) token each running beam feeds next
+    parents: Array  # (batch, beams) the beam of the last step each running beam continues
     running_tokens: Array  # (batch, beams, length), 0 after `position`
     running_scores: Array  # (batch, beams) summed log-probs (not length-penalized)
     finished_tokens: Array  # (batch, beams, length) best finished hypotheses, best first
@@ -115,14 +117,13 @@ def beam_search_with_step(
     num_candidates = 2 * beams
     penalties = jnp.asarray(options.penalties, jnp.float32)
     among_first_beams = jnp.arange(num_candidates) < beams
-    example_offsets = (jnp.arange(batch_size) * beams)[:, None]
 
     def penalty(flag: Array) -> Array:
         return jnp.where(flag, jnp.float32(IMPOSSIBLE), jnp.float32(0.0))
 
     def advance(state: BeamState) -> BeamState:
         position = state.position
-        logits, cache = step(state.cache, state.last_tokens.reshape(-1))
+        logits, cache = step(state.cache, state.last_tokens.reshape(-1), state.parents)
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         log_probs = log_probs.reshape(batch_size, beams, -1)
         eos_allowed = position >= options.min_decode_length  # HF's min_new_tokens: EOS log-prob -inf
@@ -156,11 +157,7 @@ def beam_search_with_step(
             jnp.concatenate([state.finished_flags, just_finished], axis=1), best, axis=1
         )
 
-        # 4. the cache follows the running beams
-        rows = (example_offsets + origin).reshape(-1)
-        cache = take_rows(cache, rows)
-
-        # 5. can any example still improve?
+        # 4. can any example still improve?
         hypothetical_length = jnp.where(options.heuristic_at_max_length, length, position + 1)
         best_possible = running_scores[:, :1] / penalties[hypothetical_length]
         worst_finished = jnp.where(
@@ -170,7 +167,7 @@ def beam_search_with_step(
         open_beams = ~(jnp.all(finished_flags) & options.stop_when_full)
         done = ~(jnp.any(improvable) & open_beams & ~jnp.all(stops))
         return BeamState(
-            position + 1, cache, last_tokens, running_tokens, running_scores, finished_tokens, finished_scores,
+            position + 1, cache, last_tokens, origin, running_tokens, running_scores, finished_tokens, finished_scores,
             finished_flags, improvable, done,
         )  # fmt: skip
 
@@ -183,6 +180,7 @@ def beam_search_with_step(
         position=jnp.int32(0),
         cache=cache,
         last_tokens=jnp.full((batch_size, beams), START_ID, jnp.int32),
+        parents=jnp.broadcast_to(jnp.arange(beams, dtype=jnp.int32), (batch_size, beams)),
         running_tokens=jnp.zeros((batch_size, beams, length), jnp.int32),
         running_scores=jnp.broadcast_to(initial_running, (batch_size, beams)),
         finished_tokens=jnp.zeros((batch_size, beams, length), jnp.int32),

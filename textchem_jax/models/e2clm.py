@@ -295,6 +295,7 @@ class E2Clm(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         max_decode_length: int | None = None,
+        parents: Array | None = None,
     ) -> Array:
         """(batch, length, vocab) logits, exactly as `T5.decode` (same arguments, same cache)."""
         del decoder_positions
@@ -303,7 +304,7 @@ class E2Clm(nn.Module):
         encoder_valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
         return self.decoder(
             encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens, encoder_segment_ids,
-            decoder_segment_ids, deterministic, decode, max_decode_length,
+            decoder_segment_ids, deterministic, decode, max_decode_length, parents,
         )  # fmt: skip
 
     def __call__(

@@ -74,12 +74,13 @@ class DecoderLayer(nn.Module):
         self_bias: Array,
         cross_bias: Array,
         decode_position: Array | None,
+        ancestors: Array | None,
     ) -> tuple[Array, None]:
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         normed = _norm(cfg, "pre_self_attention_layer_norm")(x)
         attention = MultiHeadAttention(cfg, self.deterministic, self.decode, name="self_attention")
-        x = x + dropout(attention(normed, normed, self_bias, None, decode_position))
+        x = x + dropout(attention(normed, normed, self_bias, None, decode_position, ancestors))
         x = _constrain(x, ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_cross_attention_layer_norm")(x)
         cross = MultiHeadAttention(cfg, self.deterministic, name="encoder_decoder_attention")
@@ -153,10 +154,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Decoder stack and output logits.
 
-    With `decode=True` it keeps `cache/decoder/filled` (batch, length): which cache slots hold decoded
-    tokens. The first call (no cache yet) creates the empty cache; each later call decodes one token
-    at the first free slot, with the relative position bias and causal mask of that position, and
-    takes as `encoded` the `cross_attention_kv` of the encodings (per input, not per decoded row).
+    With `decode=True` it keeps `cache/decoder/position` (how many tokens every row decoded: rows step in
+    lockstep) and `cache/decoder/ancestors` (batch, length): for each row and slot, which of its input's
+    rows holds that slot of its history. The first call (no cache yet) creates the empty cache; each
+    later call decodes one token per row at the next slot, with the relative position bias and causal
+    mask of that position, and takes as `encoded` the `cross_attention_kv` of the encodings (per input,
+    not per decoded row). `parents` (inputs, n): row j of each input continues its row `parents[., j]`
+    of the last step (beam search); the ancestry follows it, the cache itself never moves.
     """
 
     config: T5Config
@@ -174,18 +178,25 @@ class Decoder(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         max_decode_length: int | None = None,
+        parents: Array | None = None,
     ) -> Array:
         cfg = self.config
         relpos = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")
         batch, length = decoder_input_tokens.shape
-        decode_position = None
-        if decode and self.has_variable("cache", "filled"):
-            filled = self.variable("cache", "filled", jnp.zeros, (batch, length), jnp.bool_)
-            decode_position = jnp.sum(filled.value, axis=-1, dtype=jnp.int32)  # (batch,)
-            key_positions = jnp.arange(filled.value.shape[1])
-            self_bias = relpos(decode_position[:, None], jnp.broadcast_to(key_positions, filled.value.shape))
-            self_mask = (key_positions[None, :] <= decode_position[:, None])[:, None, None, :]
-            filled.value = filled.value | (key_positions[None, :] == decode_position[:, None])
+        decode_position = ancestors = None
+        if decode and self.has_variable("cache", "position"):
+            position = self.variable("cache", "position", jnp.zeros, (), jnp.int32)
+            history = self.variable("cache", "ancestors", jnp.zeros, (batch, length), jnp.int32)
+            decode_position = position.value
+            key_positions = jnp.arange(history.value.shape[1])
+            self_bias = relpos(decode_position[None], key_positions)  # (1, heads, 1, length)
+            self_mask = (key_positions <= decode_position)[None, None, None, :]
+            position.value = decode_position + 1
+            if parents is not None:
+                inputs, n = parents.shape
+                ancestors = jnp.take_along_axis(history.value.reshape(inputs, n, -1), parents[..., None], axis=1)
+                ancestors = jnp.where(key_positions == decode_position, jnp.arange(n)[:, None], ancestors)
+                history.value = ancestors.reshape(batch, -1)
             cross_mask = encoder_valid[:, None, None, :]
         else:
             if decode:  # first call: create the empty cache, as long as decoder_input_tokens
@@ -194,7 +205,8 @@ class Decoder(nn.Module):
                         f"the cache is as long as decoder_input_tokens ({length}), not max_decode_length "
                         f"({max_decode_length}): initialize it with inputs of the full decoding length"
                     )
-                self.variable("cache", "filled", jnp.zeros, (batch, length), jnp.bool_)
+                self.variable("cache", "position", jnp.zeros, (), jnp.int32)
+                self.variable("cache", "ancestors", jnp.zeros, (batch, length), jnp.int32)
             positions = jnp.arange(length)
             self_bias = relpos(positions, positions)
             if decoder_target_tokens is not None:
@@ -210,11 +222,11 @@ class Decoder(nn.Module):
         x = dropout(self.shared_embedding(decoder_input_tokens))
         x = _constrain(x, ("batch", "length", "embed"))
         per_layer = not hasattr(encoded, "shape")  # cross_attention_kv: layer i attends to entry i
-        in_axes = (0 if per_layer else nn.broadcast,) + (nn.broadcast,) * 3
+        in_axes = (0 if per_layer else nn.broadcast,) + (nn.broadcast,) * 4
         stack = _layer_stack(
             DecoderLayer, cfg, cfg.num_decoder_layers, in_axes, deterministic=deterministic, decode=decode
         )
-        x = stack(x, encoded, masked_bias(self_bias, self_mask), masked_bias(None, cross_mask), decode_position)
+        x = stack(x, encoded, masked_bias(self_bias, self_mask), masked_bias(None, cross_mask), decode_position, ancestors)
         x = dropout(_norm(cfg, "decoder_norm")(x))
         x = _constrain(x, ("batch", "length", "embed"))
 
@@ -294,6 +306,7 @@ class T5(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         max_decode_length: int | None = None,
+        parents: Array | None = None,
     ) -> Array:
         """(batch, length, vocab) logits.
 
@@ -301,7 +314,7 @@ class T5(nn.Module):
         encoder padding comes from `encoder_mask` or else `encoder_input_tokens != 0`; decoder padding from `decoder_target_tokens != 0` (inputs start with the pad id 0, so they can't tell).
         Packed examples pass segment ids. `decoder_positions` is accepted for SeqIO's packed features
         but not needed: within a segment, relative offsets equal those of the positions. `decode=True`:
-        see `Decoder`.
+        see `Decoder` (also for `parents`).
         """
         del decoder_positions
         if decoder_input_tokens is None:
@@ -309,7 +322,7 @@ class T5(nn.Module):
         encoder_valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
         return self.decoder(
             encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens, encoder_segment_ids,
-            decoder_segment_ids, deterministic, decode, max_decode_length,
+            decoder_segment_ids, deterministic, decode, max_decode_length, parents,
         )  # fmt: skip
 
     def __call__(
