@@ -174,8 +174,8 @@ def attend_history(query: Array, key: Array, value: Array, bias: Array, ancestor
     scores = jnp.sum(jnp.where(chosen, every, 0.0), axis=2)  # exactly one term: (h, i, slot, row)
     scores = scores.transpose(1, 3, 0, 2).reshape(rows, heads, 1, length) + bias
     weights = jax.nn.softmax(scores, axis=-1).astype(value.dtype).reshape(inputs, n, heads, length)
-    spread = jnp.where(chosen.transpose(0, 3, 1, 2)[:, :, None], weights[:, :, :, None], 0)  # (i, row, h, anc, slot)
-    spread = spread.transpose(2, 0, 1, 3, 4).reshape(heads, inputs, n, n * length)
+    weights = weights.transpose(2, 0, 1, 3)[:, :, :, None, :]  # (h, i, row, 1, slot): small, unlike `spread`
+    spread = jnp.where(chosen.transpose(0, 3, 1, 2), weights, 0).reshape(heads, inputs, n, n * length)
     context = jnp.einsum("higk,hikd->higd", spread, value.reshape(heads, inputs, n * length, kv))
     return context.transpose(1, 2, 0, 3).reshape(rows, 1, heads, kv)
 
@@ -278,11 +278,17 @@ class MlpBlock(nn.Module):
             return _constrain(hidden, ("batch", "length", "mlp"))
 
         if cfg.feed_forward == "relu":
-            hidden = jax.nn.relu(wi("wi"))
+            hidden = _relu(wi("wi"))
         else:
             hidden = jax.nn.gelu(wi("wi_0"), approximate=True) * wi("wi_1")
         hidden = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(hidden)
         return Projection(cfg.d_model, ("mlp", "embed"), cfg.d_ff**-0.5, dtype, param_dtype, name="wo")(hidden)
+
+
+def _relu(x: Array) -> Array:
+    """ReLU as a select: XLA's CPU backend then keeps it out of the YNNPACK fusion of the two MLP matmuls
+    around it, which runs 1.5x slower with `max(x, 0)` inside (80 rows: 2.4 ms against 1.6 ms)."""
+    return jnp.where(x > 0, x, jnp.zeros((), x.dtype))
 
 
 def _norm(cfg: T5Config, name: str) -> RMSNorm:
