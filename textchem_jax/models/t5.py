@@ -96,7 +96,7 @@ def _layer_stack(layer_cls: type[nn.Module], cfg: T5Config, num_layers: int, in_
     `in_axes` has one entry per input: `nn.broadcast` (every layer sees it whole) or 0 (layer i takes
     entry i: of a sequence of per-layer entries in a loop, of the leading axis of every array when
     scanned). Rematerialization wraps each layer; scanning stacks parameters on a leading `layers` axis
-    and the decoder cache on axis 1, so every cache array keeps the batch first.
+    and the decoder cache on axis 1 (each layer's cache arrays are heads-first, see `layers.attend_history`).
     """
     if cfg.remat_policy != "none":
         layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
