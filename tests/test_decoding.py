@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,8 @@ from helpers import predict, score, search
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.beam_search import top_candidates
 from textchem_jax.models.config import t5_config
+from textchem_jax.models import decoding
+from textchem_jax.models.beam_search import beam_search as beam_search_fn
 from textchem_jax.models.decoding import EOS_ID, filter_logits, generated_lengths, temperature_sample
 from textchem_jax.models.t5 import init_params
 
@@ -196,7 +200,7 @@ def test_sampled_frequencies_follow_the_renormalized_nucleus():
         return jnp.broadcast_to(jnp.log(probs), (tokens.shape[0], probs.size)), cache
 
     tokens, log_probs = jax.jit(
-        lambda rng: temperature_sample(lambda n: (step, ()), batch_size=rows, max_decode_length=1, rng=rng, top_p=0.7)
+        lambda rng: temperature_sample(lambda n: (step, lambda length: ()), batch_size=rows, max_decode_length=1, rng=rng, top_p=0.7)
     )(jax.random.key(0))
     tokens, log_probs = np.asarray(tokens)[:, 0], np.asarray(log_probs)[:, 0]  # one sample per row
     counts = np.bincount(tokens[:, 0], minlength=probs.size) / rows
@@ -301,6 +305,36 @@ def test_beam_search_matches_hugging_face(hf_pair, length_penalty, early_stoppin
     np.testing.assert_allclose(np.asarray(scores), expected_scores, rtol=1e-4, atol=5e-4)
     lengths = np.asarray(generated_lengths(expected))
     assert (lengths < max_new_tokens).any() and (lengths == max_new_tokens).any(), "a mix of ended and cut beams"
+
+
+@pytest.mark.parametrize(
+    ("max_decode_length", "lengths"),
+    [(6, [6]), (32, [32]), (33, [32, 33]), (128, [32, 64, 128]), (300, [32, 64, 128, 256, 300])],
+)
+def test_history_grows_in_doubling_segments(max_decode_length, lengths):
+    assert decoding.history_lengths(max_decode_length) == lengths
+
+
+@pytest.mark.needs_hf
+def test_searches_with_a_growing_history_match_hugging_face_and_one_segment(hf_pair, monkeypatch):
+    """Segments of 4, 8 and 12 slots (the cache grown twice while beams and samples run): beam search still
+    equals HF token for token, and greedy equals our one-segment greedy."""
+    hf_model, model, params, inputs = hf_pair
+    expected, _ = _hf_beams(hf_model, inputs, 4, 12, length_penalty=1.0, early_stopping=False)
+    one_segment, _ = predict(model, params, {"encoder_input_tokens": inputs}, max_decode_length=12)
+    monkeypatch.setattr(decoding, "FIRST_HISTORY", 4)
+    assert decoding.history_lengths(12) == [4, 8, 12]
+
+    def run(decode_fn):  # a new function, so it is traced (and segmented) anew
+        return jax.jit(lambda p: model.predict_batch(p, {"encoder_input_tokens": inputs}, decode_fn=decode_fn,
+                                                     max_decode_length=12))(params)  # fmt: skip
+
+    beams, _ = run(functools.partial(beam_search_fn, num_decodes=4, length_penalty=1.0))
+    np.testing.assert_array_equal(np.asarray(beams), expected)
+    greedy, _ = run(decoding.greedy)
+    np.testing.assert_array_equal(np.asarray(greedy), np.asarray(one_segment))
+    lengths = np.asarray(generated_lengths(np.asarray(greedy)[:, 0]))
+    assert (lengths <= 4).any() and (lengths == 12).any(), "rows end in the first segment and run through all"
 
 
 @pytest.mark.needs_hf

@@ -350,8 +350,9 @@ def test_cached_decoding_matches_teacher_forcing(aggregation):
     forced = logits(config, params, full_targets)
 
     encoded = model.apply({"params": params}, encoder_tokens, input_domain=domains, method="encode")
-    start = E2ClmModel(config).decoding_start(params, BATCH, max_decode_length=targets.shape[1])
-    step, cache = start(1)
+    start = E2ClmModel(config).decoding_start(params, BATCH)
+    step, new_cache = start(1)
+    cache = new_cache(targets.shape[1])
     inputs = shift_right(targets)
     for position in range(targets.shape[1]):
         step_logits, cache = step(cache, jnp.asarray(inputs[:, position]))

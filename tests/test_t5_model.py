@@ -327,10 +327,13 @@ def test_cached_decoding_matches_teacher_forcing(version, scan_layers, batch):
     decoder_inputs = shift_right(rng.integers(2, VOCAB, size=(3, 6)).astype(np.int32))
     full = np.asarray(jitted(model)({"params": params}, encoder, decoder_inputs))
 
-    start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder}, max_decode_length=6)
-    step, cache = start(1)
+    start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder})
+    step, new_cache = start(1)
+    cache = new_cache(4)  # grown to 6 slots after 4 steps, as searches do
     step = jax.jit(step)
     for position in range(6):
+        if position == 4:
+            cache = decoding.grow_cache(cache, new_cache(6))
         logits, cache = step(cache, jnp.asarray(decoder_inputs[:, position]))
         np.testing.assert_allclose(np.asarray(logits), full[:, position], rtol=1e-5, atol=1e-5)
 
@@ -343,8 +346,9 @@ def test_cached_decoding_follows_parents_like_teacher_forcing_on_each_rows_histo
     config = tiny("1.0", scan_layers=scan_layers)
     params = plain_params(config)
     inputs, n, length = encoder.shape[0], 3, 6
-    start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder}, max_decode_length=length)
-    step, cache = start(n)
+    start = EncoderDecoderModel(config).decoding_start(params, {"encoder_input_tokens": encoder})
+    step, new_cache = start(n)
+    cache = new_cache(length)
     step = jax.jit(step)
     rng = np.random.default_rng(5)
     histories = np.zeros((inputs, n, 0), np.int32)

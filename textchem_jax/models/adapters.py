@@ -18,6 +18,7 @@ Adapters are frozen dataclasses of plain configs: hashable, so jitted functions 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -147,11 +148,11 @@ class EncoderDecoderModel:
         """The T5 whose `decode` runs the steps; every family's decoder side has T5's names and cache."""
         return T5(self.t5_config)
 
-    def _empty_cache(self, rows: int, max_decode_length: int) -> Any:
+    def _empty_cache(self, rows: int, length: int) -> Any:
         decoder, d_model = self._decoder(), self.t5_config.d_model
 
         def create():
-            tokens = jnp.zeros((rows, max_decode_length), jnp.int32)
+            tokens = jnp.zeros((rows, length), jnp.int32)
             encoded = jnp.zeros((rows, 1, d_model), jnp.dtype(self.t5_config.dtype))
             variables = decoder.init(
                 jax.random.key(0), encoded, jnp.ones((rows, 1), jnp.int32), tokens, decode=True, method=T5.decode
@@ -161,15 +162,17 @@ class EncoderDecoderModel:
         shapes = jax.eval_shape(create)  # no parameters are materialized; all zeros is an empty cache
         return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    def decoding_start(self, params: Any, batch: Batch, max_decode_length: int) -> decoding.Start:
+    def decoding_start(self, params: Any, batch: Batch) -> decoding.Start:
         """Encodes `batch` and projects its cross-attention keys and values once; the returned `start(n)`
-        gives the cached decoder step and an empty cache for n rows per input (example-major), which is
-        all a search needs. The n rows of an input share its keys and values (never copied per beam)."""
+        gives the cached decoder step and `new_cache(length)` for n rows per input (example-major), which
+        is all a search needs. The n rows of an input share its keys and values (never copied per beam).
+        The step works on a cache of any length (the decoder reads it from the cache's shapes), so
+        searches can grow it."""
         tokens = jnp.asarray(batch["encoder_input_tokens"], jnp.int32)
         cross_kv = cross_attention_kv(params, self.t5_config, self.encode(params, batch))  # once per input
         decoder = self._decoder()
 
-        def start(n: int) -> tuple[decoding.StepFn, Any]:
+        def start(n: int) -> tuple[decoding.StepFn, decoding.NewCache]:
             def step(cache: Any, last_tokens: Array, parents: Array | None = None) -> tuple[Array, Any]:
                 logits, variables = decoder.apply(
                     {"params": params, "cache": cache}, cross_kv, tokens, last_tokens[:, None],
@@ -177,7 +180,7 @@ class EncoderDecoderModel:
                 )  # fmt: skip
                 return logits[:, -1, :].astype(jnp.float32), variables["cache"]
 
-            return step, self._empty_cache(tokens.shape[0] * n, max_decode_length)
+            return step, functools.partial(self._empty_cache, tokens.shape[0] * n)
 
         return start
 
@@ -193,7 +196,7 @@ class EncoderDecoderModel:
         """(sequences (batch, k, max_decode_length), scores (batch, k)) of `decode_fn` (default greedy),
         any search of `decoding` / `beam_search`: it asks `decoding_start` for the rows it needs."""
         decode_fn = decoding.greedy if decode_fn is None else decode_fn
-        start = self.decoding_start(params, batch, max_decode_length)
+        start = self.decoding_start(params, batch)
         batch_size = batch["encoder_input_tokens"].shape[0]
         return decode_fn(start, batch_size=batch_size, max_decode_length=max_decode_length, rng=rng)
 

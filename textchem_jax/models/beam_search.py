@@ -18,7 +18,7 @@ so our evaluations are comparable. Per step, for each example:
 
 "Impossible" candidates get HF's -1e9 added rather than -inf, exactly as HF does, so ranks stay equal.
 Everything has static shapes (a `lax.while_loop` over positions); after EOS a hypothesis holds pad (0).
-The search knows no model: it sees `start(num_beams) -> (step, cache)` (see `decoding`).
+The search knows no model: it sees `start(num_beams) -> (step, new_cache)` (see `decoding`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from textchem_jax.models.decoding import EOS_ID, START_ID, Start, StepFn, length_penalties
+from textchem_jax.models.decoding import EOS_ID, START_ID, NewCache, Start, StepFn, length_penalties, while_growing
 
 Array = jax.Array
 Cache = Any
@@ -100,7 +100,7 @@ def _gather_beams(x: Array, indices: Array) -> Array:
 
 def beam_search_with_step(
     step: StepFn,
-    cache: Cache,
+    new_cache: NewCache,
     batch_size: int,
     options: BeamOptions,
     *,
@@ -109,7 +109,7 @@ def beam_search_with_step(
 ) -> tuple[Array, Array]:
     """All `num_beams` hypotheses (batch, beams, length) and scores (batch, beams), best first.
 
-    `step` and `cache` work on `batch_size * num_beams` rows (example-major: row = example * beams + beam);
+    `step` and `new_cache` work on `batch_size * num_beams` rows (example-major: row = example * beams + beam);
     the decode length is `len(options.penalties) - 1`.
     """
     beams = num_beams
@@ -172,13 +172,13 @@ def beam_search_with_step(
         )  # fmt: skip
 
     def not_done(state: BeamState) -> Array:
-        return ~state.done & (state.position < length)
+        return ~state.done & (state.position < length)  # (and the segment's cache not full: `while_growing`)
 
     # Only beam 0 starts alive (the others at -1e9), so the first step does not pick the same token n times.
     initial_running = jnp.where(jnp.arange(beams) == 0, 0.0, IMPOSSIBLE).astype(jnp.float32)
     state = BeamState(
         position=jnp.int32(0),
-        cache=cache,
+        cache=None,
         last_tokens=jnp.full((batch_size, beams), START_ID, jnp.int32),
         parents=jnp.broadcast_to(jnp.arange(beams, dtype=jnp.int32), (batch_size, beams)),
         running_tokens=jnp.zeros((batch_size, beams, length), jnp.int32),
@@ -189,7 +189,7 @@ def beam_search_with_step(
         improvable=jnp.ones((batch_size,), jnp.bool_),
         done=jnp.bool_(False),
     )
-    state = jax.lax.while_loop(not_done, advance, state)
+    state = while_growing(not_done, advance, state, new_cache, length)
     return state.finished_tokens, state.finished_scores
 
 
@@ -218,6 +218,6 @@ def beam_search(
     if not 1 <= k <= num_decodes:
         raise ValueError(f"num_return_sequences must be in [1, num_beams={num_decodes}], got {k}")
     options = beam_options(max_decode_length, length_penalty, early_stopping, min_decode_length)
-    step, cache = start(num_decodes)
-    sequences, scores = beam_search_with_step(step, cache, batch_size, options, num_beams=num_decodes, eos_id=eos_id)
+    step, new_cache = start(num_decodes)
+    sequences, scores = beam_search_with_step(step, new_cache, batch_size, options, num_beams=num_decodes, eos_id=eos_id)
     return sequences[:, :k], scores[:, :k]
