@@ -148,15 +148,17 @@ class EncoderDecoderModel:
         """The T5 whose `decode` runs the steps; every family's decoder side has T5's names and cache."""
         return T5(self.t5_config)
 
-    def _empty_cache(self, rows: int, length: int) -> Any:
-        decoder, d_model = self._decoder(), self.t5_config.d_model
+    def _empty_cache(self, inputs: int, n: int, length: int) -> Any:
+        """The decoder's cache for n rows per input, `length` tokens long, all zeros (empty)."""
+        decoder, d_model, rows = self._decoder(), self.t5_config.d_model, inputs * n
 
         def create():
             tokens = jnp.zeros((rows, length), jnp.int32)
             encoded = jnp.zeros((rows, 1, d_model), jnp.dtype(self.t5_config.dtype))
             variables = decoder.init(
-                jax.random.key(0), encoded, jnp.ones((rows, 1), jnp.int32), tokens, decode=True, method=T5.decode
-            )
+                jax.random.key(0), encoded, jnp.ones((rows, 1), jnp.int32), tokens, decode=True, method=T5.decode,
+                parents=jnp.zeros((inputs, n), jnp.int32),
+            )  # fmt: skip
             return variables["cache"]
 
         shapes = jax.eval_shape(create)  # no parameters are materialized; all zeros is an empty cache
@@ -180,7 +182,7 @@ class EncoderDecoderModel:
                 )  # fmt: skip
                 return logits[:, -1, :].astype(jnp.float32), variables["cache"]
 
-            return step, functools.partial(self._empty_cache, tokens.shape[0] * n)
+            return step, functools.partial(self._empty_cache, tokens.shape[0], n)
 
         return start
 

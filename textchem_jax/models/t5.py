@@ -155,12 +155,14 @@ class Decoder(nn.Module):
     """Decoder stack and output logits.
 
     With `decode=True` it keeps `cache/decoder/position` (how many tokens every row decoded: rows step in
-    lockstep) and `cache/decoder/ancestors` (batch, length): for each row and slot, which of its input's
-    rows holds that slot of its history. The first call (no cache yet) creates the empty cache; each
+    lockstep) and `cache/decoder/ancestors` (inputs, n, length): for each row and slot, which of its input's
+    n rows holds that slot of its history. The first call (no cache yet) creates the empty cache, as long
+    as `decoder_input_tokens`, for n rows per input: `parents`' shape (inputs, n) when given, else one. Each
     later call decodes one token per row at the next slot, with the relative position bias and causal
     mask of that position, and takes as `encoded` the `cross_attention_kv` of the encodings (per input,
     not per decoded row). `parents` (inputs, n): row j of each input continues its row `parents[., j]`
-    of the last step (beam search); the ancestry follows it, the cache itself never moves.
+    of the last step (beam search); the ancestry follows it, the cache itself never moves. None: every
+    row continues itself.
     """
 
     config: T5Config
@@ -186,17 +188,18 @@ class Decoder(nn.Module):
         decode_position = ancestors = None
         if decode and self.has_variable("cache", "position"):
             position = self.variable("cache", "position", jnp.zeros, (), jnp.int32)
-            history = self.variable("cache", "ancestors", jnp.zeros, (batch, length), jnp.int32)
+            history = self.variable("cache", "ancestors", jnp.zeros, (batch, 1, length), jnp.int32)
             decode_position = position.value
-            key_positions = jnp.arange(history.value.shape[1])
+            n, cache_length = history.value.shape[1:]
+            key_positions = jnp.arange(cache_length)
             self_bias = relpos(decode_position[None], key_positions)  # (1, heads, 1, length)
             self_mask = (key_positions <= decode_position)[None, None, None, :]
             position.value = decode_position + 1
+            ancestors = history.value
             if parents is not None:
-                inputs, n = parents.shape
-                ancestors = jnp.take_along_axis(history.value.reshape(inputs, n, -1), parents[..., None], axis=1)
-                ancestors = jnp.where(key_positions == decode_position, jnp.arange(n)[:, None], ancestors)
-                history.value = ancestors.reshape(batch, -1)
+                ancestors = jnp.take_along_axis(ancestors, parents[..., None], axis=1)
+            ancestors = jnp.where(key_positions == decode_position, jnp.arange(n)[:, None], ancestors)
+            history.value = ancestors
             cross_mask = encoder_valid[:, None, None, :]
         else:
             if decode:  # first call: create the empty cache, as long as decoder_input_tokens
@@ -205,8 +208,9 @@ class Decoder(nn.Module):
                         f"the cache is as long as decoder_input_tokens ({length}), not max_decode_length "
                         f"({max_decode_length}): initialize it with inputs of the full decoding length"
                     )
+                inputs, n = (batch, 1) if parents is None else parents.shape
                 self.variable("cache", "position", jnp.zeros, (), jnp.int32)
-                self.variable("cache", "ancestors", jnp.zeros, (batch, length), jnp.int32)
+                ancestors = self.variable("cache", "ancestors", jnp.zeros, (inputs, n, length), jnp.int32).value
             positions = jnp.arange(length)
             self_bias = relpos(positions, positions)
             if decoder_target_tokens is not None:
