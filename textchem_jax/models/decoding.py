@@ -39,8 +39,6 @@ Start = Callable[[int], tuple[StepFn, NewCache]]  # rows per input -> (step, new
 
 START_ID = 0  # T5 starts decoding with the pad id
 EOS_ID = 1
-
-
 FIRST_HISTORY = 32  # slots of the first segment; each next one doubles
 
 

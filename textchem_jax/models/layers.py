@@ -146,12 +146,6 @@ class RelativePositionBias(nn.Module):
         return bias if bias.ndim == 4 else bias[None]
 
 
-def _write_slot(cache: Array, new: Array, position: Array, axis: int) -> Array:
-    """`cache` with every row's new entry written at `position` of its length `axis` (rows decode in
-    lockstep): one slice update, not a pass over the cache."""
-    return jax.lax.dynamic_update_slice_in_dim(cache, new, position, axis=axis)
-
-
 def attend_history(query: Array, key: Array, value: Array, bias: Array, ancestors: Array) -> Array:
     """One new query per row against the decoder's cache: context (rows, 1, heads, kv).
 
@@ -236,8 +230,11 @@ class MultiHeadAttention(nn.Module):
                     raise ValueError(f"cached decoding takes one token per step, got {query.shape[2]}")
                 key = key.reshape(inputs, n, heads, kv).transpose(2, 0, 3, 1)[:, :, :, None]  # (h, i, kv, 1, n)
                 value = value.reshape(inputs, n, heads, kv).transpose(2, 0, 1, 3)[:, :, None]  # (h, i, 1, n, kv)
-                key = cached_key.value = _write_slot(cached_key.value, key, decode_position, axis=3)
-                value = cached_value.value = _write_slot(cached_value.value, value, decode_position, axis=2)
+                # rows decode in lockstep: one slice update per step, not a pass over the cache
+                key = cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, key, decode_position, 3)
+                value = cached_value.value = jax.lax.dynamic_update_slice_in_dim(
+                    cached_value.value, value, decode_position, 2
+                )
                 key = _constrain(key, ("heads", "batch", "kv", "length", None))
                 value = _constrain(value, ("heads", "batch", "length", None, "kv"))
                 context = attend_history(query, key, value, bias, ancestors)
