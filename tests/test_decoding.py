@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from helpers import predict, score, search
+from textchem_jax.models import decoding
 from textchem_jax.models.adapters import EncoderDecoderModel
+from textchem_jax.models.beam_search import beam_search as beam_search_fn
 from textchem_jax.models.beam_search import top_candidates
 from textchem_jax.models.config import t5_config
-from textchem_jax.models import decoding
-from textchem_jax.models.beam_search import beam_search as beam_search_fn
 from textchem_jax.models.decoding import EOS_ID, filter_logits, generated_lengths, temperature_sample
 from textchem_jax.models.t5 import init_params
 
@@ -200,7 +200,9 @@ def test_sampled_frequencies_follow_the_renormalized_nucleus():
         return jnp.broadcast_to(jnp.log(probs), (tokens.shape[0], probs.size)), cache
 
     tokens, log_probs = jax.jit(
-        lambda rng: temperature_sample(lambda n: (step, lambda length: ()), batch_size=rows, max_decode_length=1, rng=rng, top_p=0.7)
+        lambda rng: temperature_sample(
+            lambda n: (step, lambda length: ()), batch_size=rows, max_decode_length=1, rng=rng, top_p=0.7
+        )
     )(jax.random.key(0))
     tokens, log_probs = np.asarray(tokens)[:, 0], np.asarray(log_probs)[:, 0]  # one sample per row
     counts = np.bincount(tokens[:, 0], minlength=probs.size) / rows
