@@ -58,14 +58,14 @@ def history_lengths(max_decode_length: int) -> list[int]:
     return lengths
 
 
-def grow_cache(cache: Cache, empty: Cache) -> Cache:
-    """`cache` copied into the start of the larger `empty` one (every axis zero-padded at its end)."""
+def grow_cache(cache: Cache, larger: Cache) -> Cache:
+    """`cache` zero-padded at the end of every axis to the shapes of `larger` (arrays or shape structs)."""
 
-    def grow(old: Array, new: Array) -> Array:
+    def grow(old: Array, new: Any) -> Array:
         padding = [(0, size - old_size, 0) for old_size, size in zip(old.shape, new.shape)]
         return jax.lax.pad(old, jnp.zeros((), old.dtype), padding)
 
-    return jax.tree_util.tree_map(grow, cache, empty)
+    return jax.tree_util.tree_map(grow, cache, larger)
 
 
 def while_growing(not_done: Callable, advance: Callable, state: NamedTuple, new_cache: NewCache, max_decode_length: int):
@@ -73,7 +73,10 @@ def while_growing(not_done: Callable, advance: Callable, state: NamedTuple, new_
     from an empty cache (`state.cache` is None on entry), each stops when its cache is full, which then
     grows into the next. `state` has `position` and `cache` fields."""
     for length in history_lengths(max_decode_length):
-        cache = new_cache(length) if state.cache is None else grow_cache(state.cache, new_cache(length))
+        if state.cache is None:
+            cache = new_cache(length)
+        else:  # only the larger shapes are needed, not a zero-filled cache
+            cache = grow_cache(state.cache, jax.eval_shape(functools.partial(new_cache, length)))
         state = jax.lax.while_loop(
             lambda s, length=length: not_done(s) & (s.position < length), advance, state._replace(cache=cache)
         )

@@ -231,10 +231,9 @@ class MultiHeadAttention(nn.Module):
                 key = key.reshape(inputs, n, heads, kv).transpose(2, 0, 3, 1)[:, :, :, None]  # (h, i, kv, 1, n)
                 value = value.reshape(inputs, n, heads, kv).transpose(2, 0, 1, 3)[:, :, None]  # (h, i, 1, n, kv)
                 # rows decode in lockstep: one slice update per step, not a pass over the cache
-                key = cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, key, decode_position, 3)
-                value = cached_value.value = jax.lax.dynamic_update_slice_in_dim(
-                    cached_value.value, value, decode_position, 2
-                )
+                update = jax.lax.dynamic_update_slice_in_dim
+                key = cached_key.value = update(cached_key.value, key, decode_position, axis=3)
+                value = cached_value.value = update(cached_value.value, value, decode_position, axis=2)
                 key = _constrain(key, ("heads", "batch", "kv", "length", None))
                 value = _constrain(value, ("heads", "batch", "length", None, "kv"))
                 context = attend_history(query, key, value, bias, ancestors)
