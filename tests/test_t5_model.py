@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import predict
-from textchem_jax.models import decoding, losses, t5
+from textchem_jax.models import decoding, layers, losses, t5
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
@@ -311,6 +311,20 @@ def test_z_loss_and_label_smoothing():
     # Predicting exactly the smoothed distribution is the optimum: loss 0.
     optimum = float(losses.cross_entropy_loss(np.log(soft).astype(np.float32), targets, label_smoothing=smoothing)[0])
     assert abs(optimum) < 1e-5 and smoothed > 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_unfused_changes_no_bit_of_any_value(dtype):
+    """Decoding's residual adds go through `layers.unfused`, a reduce-precision to the value's own format:
+    it must keep every bit, extremes included, or decoding would drift from teacher forcing."""
+    finfo = jnp.finfo(dtype)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, float(finfo.max), -float(finfo.max), float(finfo.tiny),
+               float(finfo.smallest_subnormal), -float(finfo.smallest_subnormal), 1 + float(finfo.eps)]  # fmt: skip
+    values = jnp.concatenate([jnp.asarray(special, dtype), jax.random.normal(jax.random.key(0), (4096,), dtype) * 1e3])
+    bits = jnp.dtype(dtype).itemsize * 8
+    as_bits = functools.partial(jax.lax.bitcast_convert_type, new_dtype=jnp.dtype(f"uint{bits}"))
+    kept = jax.jit(layers.unfused)(values)  # compiled, as decoding runs it
+    np.testing.assert_array_equal(np.asarray(as_bits(kept)), np.asarray(as_bits(values)))
 
 
 # ----------------------------------------------------------------------------------------------------------

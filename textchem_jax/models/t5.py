@@ -40,6 +40,7 @@ from textchem_jax.models.layers import (
     _norm,
     attention_mask,
     masked_bias,
+    unfused,
 )
 
 Array = jax.Array
@@ -78,15 +79,17 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Array, None]:
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+        # decoding's residual adds stay out of the sublayers' last dots (see `layers.unfused`)
+        sublayer_out = (lambda y: unfused(dropout(y))) if self.decode else dropout
         normed = _norm(cfg, "pre_self_attention_layer_norm")(x)
         attention = MultiHeadAttention(cfg, self.deterministic, self.decode, name="self_attention")
-        x = x + dropout(attention(normed, normed, self_bias, None, decode_position, ancestors))
+        x = x + sublayer_out(attention(normed, normed, self_bias, None, decode_position, ancestors))
         x = _constrain(x, ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_cross_attention_layer_norm")(x)
         cross = MultiHeadAttention(cfg, self.deterministic, name="encoder_decoder_attention")
-        x = _constrain(x + dropout(cross(normed, encoded, cross_bias, None)), ("batch", "length", "embed"))
+        x = _constrain(x + sublayer_out(cross(normed, encoded, cross_bias, None)), ("batch", "length", "embed"))
         normed = _norm(cfg, "pre_mlp_layer_norm")(x)
-        x = x + dropout(MlpBlock(cfg, self.deterministic, name="mlp")(normed))
+        x = x + sublayer_out(MlpBlock(cfg, self.deterministic, name="mlp")(normed))
         return _constrain(x, ("batch", "length", "embed")), None
 
 
