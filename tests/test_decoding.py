@@ -14,7 +14,7 @@ from helpers import predict, score, search
 from textchem_jax.models import decoding
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.beam_search import beam_search as beam_search_fn
-from textchem_jax.models.beam_search import top_candidates
+from textchem_jax.models.beam_search import top_candidates, top_k_by_blocks
 from textchem_jax.models.config import t5_config
 from textchem_jax.models.decoding import EOS_ID, filter_logits, generated_lengths, temperature_sample
 from textchem_jax.models.t5 import init_params
@@ -96,6 +96,22 @@ def test_top_candidates_equal_one_flat_top_k():
     flat_values, flat_index = jax.lax.top_k(scores.reshape(3, -1), 8)
     np.testing.assert_array_equal(values, flat_values)
     np.testing.assert_array_equal(beam * 50 + token, flat_index)
+
+
+@pytest.mark.parametrize("size", [32128, 1001])  # T5's vocabulary, and one that leaves a partial block
+def test_top_k_by_blocks_equals_top_k_with_ties_and_infinities(size):
+    rng = np.random.default_rng(3)
+    continuous = rng.standard_normal((4, 3, size)).astype(np.float32)
+    tied = rng.integers(0, 4, (4, 3, size)).astype(np.float32)  # thousands of ties at the k-th value
+    tied[0, 0, :] = -np.inf  # a row of -inf only
+    tied[1] = np.where(np.arange(size) % 7 == 0, np.inf, -np.inf)  # ties at +inf, many fewer than blocks
+    tied[2, :, -60::7] = 9.0  # late blocks rank first, and their other entries tie with earlier ones
+    spread = np.where(np.arange(size) % 97 == 0, 5.0, continuous).astype(np.float32)  # one tie in many blocks
+    for x in (continuous, tied, spread):
+        values, indices = jax.jit(lambda x: top_k_by_blocks(x, 20))(x)
+        expected_values, expected_indices = jax.lax.top_k(x, 20)
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(indices, expected_indices)
 
 
 def test_one_beam_equals_greedy(tiny):
