@@ -186,10 +186,12 @@ class MultiHeadAttention(nn.Module):
     (`decode_position` given) every row's new key and value are written at that slot and
     `attend_history` reads the cache (with beam search's `ancestors`).
 
-    `inputs_kv` may instead be keys and values already projected (batch, heads, length, kv), fewer rows
-    than the queries: decoding's cross-attention (`t5.cross_attention_kv`), computed once per input and
-    shared by its beams or samples, whose queries are folded into that input's row (rows are
-    example-major). Kept per beam in the cache instead, every step would gather them to follow the beams.
+    `inputs_kv` may instead be keys and values already projected, keys (batch, heads, kv, length) and
+    values (batch, heads, length, kv), fewer rows than the queries: decoding's cross-attention
+    (`t5.cross_attention_kv`), computed once per input and shared by its beams or samples, whose queries
+    are folded into that input's row (rows are example-major). Kept per beam in the cache instead, every
+    step would gather them to follow the beams. Keys come transposed because XLA's CPU dots then run the
+    scores 2x faster (0.34 against 0.73 ms at 80 rows, 256 inputs).
     """
 
     config: T5Config
@@ -218,9 +220,11 @@ class MultiHeadAttention(nn.Module):
 
         out = Projection(cfg.d_model, ("joined_kv", "embed"), cfg.inner_dim**-0.5, dtype, param_dtype, name="out")
         query_projection = project("query", (cfg.d_model * cfg.d_kv) ** -0.5)
+        key_axes = "bhkd"
         if isinstance(inputs_kv, tuple):
             query = split_heads(query_projection(inputs_q))
             key, value = inputs_kv
+            key_axes = "bhdk"
         elif self.decode and inputs_kv is inputs_q:
             # one dot for all three: at decoding's few rows it takes 0.6 of three dots' time (XLA hoists
             # the kernels' concatenation out of the decoding loop)
@@ -257,7 +261,7 @@ class MultiHeadAttention(nn.Module):
             inputs = key.shape[0]
             query = query.reshape(inputs, -1, heads, query_length, kv).transpose(0, 2, 1, 3, 4)
             query = query.reshape(inputs, heads, -1, kv)
-        scores = jnp.einsum("bhqd,bhkd->bhqk", query, key).astype(jnp.float32)
+        scores = jnp.einsum(f"bhqd,{key_axes}->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
             scores = scores + bias
         if mask is not None:

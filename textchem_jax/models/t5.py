@@ -249,19 +249,20 @@ class Decoder(nn.Module):
 
 
 def cross_attention_kv(params: Any, config: T5Config, encoded: Array) -> list[tuple[Array, Array]] | tuple[Array, Array]:
-    """Every decoder layer's cross-attention keys and values of `encoded` (batch, length, d_model), each
-    (batch, heads, length, kv): a list of (key, value) per layer, or for scanned layers both stacked on
-    a leading layers axis. Decoding computes them once per input, since they are the same at every step
-    and for every beam or sample of that input (`T5.decode` takes them in place of `encoded`)."""
+    """Every decoder layer's cross-attention keys (batch, heads, kv, length) and values (batch, heads,
+    length, kv) of `encoded` (batch, length, d_model): a list of (key, value) per layer, or for scanned
+    layers both stacked on a leading layers axis. Decoding computes them once per input, since they are
+    the same at every step and for every beam or sample of that input (`T5.decode` takes them in place of
+    `encoded`; `MultiHeadAttention` says why keys come transposed)."""
     decoder = nn.meta.unbox(params)["decoder"]
     dtype = jnp.dtype(config.dtype)
 
     def project(attention: dict) -> tuple[Array, Array]:  # Projection's `x @ kernel`, kernels (..., d, f)
-        def heads(kernel: Array) -> Array:
+        def heads(kernel: Array) -> Array:  # (..., batch, heads, length, kv)
             projected = jnp.einsum("bld,...df->...blf", encoded.astype(dtype), kernel.astype(dtype))
             return projected.reshape(*projected.shape[:-1], config.num_heads, config.d_kv).swapaxes(-3, -2)
 
-        return heads(attention["key"]["kernel"]), heads(attention["value"]["kernel"])
+        return heads(attention["key"]["kernel"]).swapaxes(-2, -1), heads(attention["value"]["kernel"])
 
     if config.scan_layers:
         return project(decoder["layers"]["encoder_decoder_attention"])
