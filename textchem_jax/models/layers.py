@@ -219,23 +219,22 @@ class MultiHeadAttention(nn.Module):
             return _constrain(x, ("batch", "heads", "length", "kv"))
 
         out = Projection(cfg.d_model, ("joined_kv", "embed"), cfg.inner_dim**-0.5, dtype, param_dtype, name="out")
-        query_projection = project("query", (cfg.d_model * cfg.d_kv) ** -0.5)
-        key_axes = "bhkd"
-        if isinstance(inputs_kv, tuple):
-            query = split_heads(query_projection(inputs_q))
-            key, value = inputs_kv
-            key_axes = "bhdk"
-        elif self.decode and inputs_kv is inputs_q:
+        projections = (
+            project("query", (cfg.d_model * cfg.d_kv) ** -0.5), project("key", cfg.d_model**-0.5),
+            project("value", cfg.d_model**-0.5),
+        )  # fmt: skip
+        if self.decode and inputs_kv is inputs_q:
             # one dot for all three: at decoding's few rows three dots take longer (0.80 against 0.56 s of a
             # T5-small beam decode); XLA hoists the kernels' concatenation out of the decoding loop
-            projections = (query_projection, project("key", cfg.d_model**-0.5), project("value", cfg.d_model**-0.5))
             kernels = jnp.concatenate([p.kernel(inputs_q.shape[-1]) for p in projections], axis=1)
             joined = jnp.einsum("...d,df->...f", inputs_q.astype(dtype), kernels)
             query, key, value = (split_heads(x) for x in jnp.split(joined, 3, axis=-1))
         else:
-            query = split_heads(query_projection(inputs_q))
-            key = split_heads(project("key", cfg.d_model**-0.5)(inputs_kv))
-            value = split_heads(project("value", cfg.d_model**-0.5)(inputs_kv))
+            query = split_heads(projections[0](inputs_q))
+            if isinstance(inputs_kv, tuple):
+                key, value = inputs_kv
+            else:
+                key, value = (split_heads(p(inputs_kv)) for p in projections[1:])
 
         if self.decode:  # the cache per input, as `attend_history` reads it; `ancestors` sizes it
             inputs, n, length = ancestors.shape
@@ -261,6 +260,7 @@ class MultiHeadAttention(nn.Module):
             inputs = key.shape[0]
             query = query.reshape(inputs, -1, heads, query_length, kv).transpose(0, 2, 1, 3, 4)
             query = query.reshape(inputs, heads, -1, kv)
+        key_axes = "bhdk" if isinstance(inputs_kv, tuple) else "bhkd"  # projected keys come transposed
         scores = jnp.einsum(f"bhqd,{key_axes}->bhqk", query, key).astype(jnp.float32)
         if bias is not None:
             scores = scores + bias
@@ -309,8 +309,8 @@ def unfused(x: Array) -> Array:
     At decoding's few rows (80: 8 inputs x 10 beams) XLA's CPU backend runs a dot with its elementwise
     epilogue (the residual add) fused into one YNNPACK call 1.7x slower than the dot alone (T5-small MLP
     out: 1.29 against 0.77 ms, 0.85 ms with the add apart); at training's thousands of rows the fused
-    epilogue costs little (4% at 2,048 rows). A reduce-precision to `x`'s own format is exact; an optimization barrier would
-    not do, since XLA removes it before fusing.
+    epilogue costs little (4% at 2,048 rows). A reduce-precision to `x`'s own format is exact; an
+    optimization barrier would not do, since XLA removes it before fusing.
     """
     finfo = jnp.finfo(x.dtype)
     return jax.lax.reduce_precision(x, exponent_bits=finfo.nexp, mantissa_bits=finfo.nmant)

@@ -190,8 +190,8 @@ class Decoder(nn.Module):
         batch, length = decoder_input_tokens.shape
         decode_position = ancestors = None
         if decode and self.has_variable("cache", "position"):
-            position = self.variable("cache", "position", jnp.zeros, (), jnp.int32)
-            history = self.variable("cache", "ancestors", jnp.zeros, (batch, 1, length), jnp.int32)
+            position = self.variable("cache", "position")  # both exist: the first call made them
+            history = self.variable("cache", "ancestors")
             decode_position = position.value
             n, cache_length = history.value.shape[1:]
             key_positions = jnp.arange(cache_length)
