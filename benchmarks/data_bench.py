@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
+
+from rss import peak_rss_mib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ALL_CORES = sorted(os.sched_getaffinity(0))
@@ -115,7 +116,7 @@ def measure(packing: str, stage: str, cores: int, args) -> dict:
     seconds = time.perf_counter() - start
     result = {"rows/s": args.batches * args.batch_size / seconds, "examples/s": examples / seconds,
               "tokens/s": tokens / seconds, "examples/row": examples / (args.batches * args.batch_size),
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+              "peak_rss_mib": peak_rss_mib()}  # fmt: skip
     if packing == "ours" and stage == "pipeline" and cores == len(ALL_CORES):
         result["h200_step_s"], result["counted"] = accelerator_bound(seen, args.mfu)
     return result

@@ -26,25 +26,14 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
+from rss import current_rss_mib, peak_rss_mib
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def prepare(directory: pathlib.Path, args) -> None:
@@ -82,7 +71,7 @@ def run_ours(directory: pathlib.Path, args) -> dict:
     params = jax.device_put(params)
     inputs = np.load(directory / "inputs.npy")
     model = EncoderDecoderModel(config)
-    loaded_rss = _current_rss_mb()
+    loaded_rss = current_rss_mib()
     decode_fn = functools.partial(
         beam_search, num_decodes=args.beams, length_penalty=1.0, early_stopping=False, min_decode_length=args.new_tokens
     )  # all beams returned, best first
@@ -110,7 +99,7 @@ def run_hf(directory: pathlib.Path, args) -> dict:
 
     model = transformers.T5ForConditionalGeneration.from_pretrained(directory / "hf").eval()
     inputs = torch.tensor(np.load(directory / "inputs.npy"), dtype=torch.long)
-    loaded_rss = _current_rss_mb()
+    loaded_rss = current_rss_mib()
     options = dict(num_beams=args.beams, do_sample=False, length_penalty=1.0, early_stopping=False)
     with torch.inference_mode():
         model.generate(input_ids=inputs[:1], max_new_tokens=2, **options)  # warm-up
@@ -128,7 +117,7 @@ def run_hf(directory: pathlib.Path, args) -> dict:
 
 def worker(kind: str, directory: pathlib.Path, args) -> None:
     result = {"ours": run_ours, "hf": run_hf}[kind](directory, args)
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mib()
     print("RESULT " + json.dumps(result), flush=True)
 
 

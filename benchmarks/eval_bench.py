@@ -35,10 +35,11 @@ import functools
 import logging
 import os
 import pathlib
-import resource
 import sys
 import tempfile
 import time
+
+from rss import largest_child_peak_rss_mib, peak_rss_mib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -220,8 +221,7 @@ def main() -> None:
           "scoring tail holds them all; after, a task is scored while the next decodes)")  # fmt: skip
     if args.evaluations:
         compare(rows)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own, workers = peak_rss_mib(), largest_child_peak_rss_mib()
     print(f"  peak RSS: {own:.0f} MiB this process, {workers:.0f} MiB the largest metric worker")
 
 

@@ -6,6 +6,8 @@ alternate in one script, each timed over the same number of steps after warm-up;
 target tokens. MFU divides the model FLOPs of a step (`textchem_jax.models.flops`, counted from the
 shapes: the same count for every peer) by a matmul peak measured here; ours also gets HFU, XLA's executed
 FLOPs of its compiled step over the same peak. Targets: ours >= 1.2x T5X and >= 1.5x Hugging Face.
+Peak memory (`--no-memory` skips it): each peer again in a fresh process of its own (build, compile, three
+steps), whose peak RSS is that peer's own; ours and T5X load JAX only, Hugging Face torch only.
 Then (`--no-profile` skips it) one step of ours and of Hugging Face is profiled: ours by pass (forward, backward,
 the rest: loss head reductions, optimizer) and model part, from jax.profiler's trace of XLA's ops; both as matmul
 kernels against everything else, the split that bounds what either can gain on this CPU.
@@ -15,7 +17,7 @@ and `trainer.train_with_lr`, jitted) runs when `import t5x` works; it is not on 
 on PYTHONPATH (with `airio` and `jestimator` importable, stubs will do: only their names are used).
 Otherwise it is skipped with a note.
 
-Usage: python benchmarks/train_bench.py [--steps 3] [--rounds 2]
+Usage: python benchmarks/train_bench.py [--steps 3] [--rounds 2] [--no-memory] [--no-profile]
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
+from rss import peak_rss_mib
 
 BATCH, INPUTS, TARGETS, VOCAB = 8, 256, 128, 32128
 
@@ -61,15 +66,15 @@ class Ours:
         self.rng = jax.random.key(1)
         example = self.trainer.shard_batch(batch(0))
         start = time.perf_counter()
-        compiled = self.trainer.train_step.lower(self.state, example, self.rng).compile()
+        self.compiled = self.trainer.train_step.lower(self.state, example, self.rng).compile()
         self.compile_seconds = time.perf_counter() - start
-        analysis = compiled.cost_analysis()
+        analysis = self.compiled.cost_analysis()
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
         self.flops = float(analysis.get("flops", 0.0))
         self.first_loss = self.step(0)  # warm-up; the loss of fresh weights
 
     def step(self, seed: int) -> float:
-        self.state, metrics = self.trainer.train_step(self.state, self.trainer.shard_batch(batch(seed)), self.rng)
+        self.state, metrics = self.compiled(self.state, self.trainer.shard_batch(batch(seed)), self.rng)
         return float(self.jax.device_get(metrics["loss"]))
 
 
@@ -157,11 +162,11 @@ def our_profile(ours) -> dict[str, float]:
 
     jax = ours.jax
     example = ours.trainer.shard_batch(batch(0))
-    hlo = ours.trainer.train_step.lower(ours.state, example, ours.rng).compile().as_text()
+    hlo = ours.compiled.as_text()
     op_names = dict(re.findall(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]+)"', hlo, re.M))
     with tempfile.TemporaryDirectory() as directory:
         with jax.profiler.trace(directory, create_perfetto_trace=True):
-            ours.state, metrics = ours.trainer.train_step(ours.state, example, ours.rng)
+            ours.state, metrics = ours.compiled(ours.state, example, ours.rng)
             jax.block_until_ready(metrics)
         (trace,) = pathlib.Path(directory).rglob("*.trace.json.gz")
         events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
@@ -202,13 +207,50 @@ def print_profiles(ours, hf) -> None:
         print(f"  {name:<5} matmuls {table['matmul'] * 1000:6.0f} ms, everything else {table['other'] * 1000:6.0f} ms")
 
 
+PEERS = {"ours": Ours, "t5x": T5X, "hf": HuggingFace}
+
+
+def memory_of(name: str) -> None:
+    """In a fresh process: one peer built (its warm-up step compiles) and two more steps; prints its peak RSS."""
+    from textchem_jax import xla_cpu
+
+    xla_cpu.apply_cpu_flags()
+    peer = PEERS[name]()
+    for seed in (1, 2):
+        peer.step(seed)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+
+
+def print_memory(names: list[str]) -> None:
+    """Each peer's peak RSS, measured in a child process of its own (see `memory_of`)."""
+    peaks = {}
+    for name in names:
+        command = [sys.executable, __file__, f"--memory_of={name}"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            print(f"peak RSS of {name}: its process failed (exit {done.returncode}): {done.stderr[-1500:]}")
+            continue
+        peaks[name] = json.loads(lines[-1])["peak_rss_mib"]
+    print("peak RSS, each in a process of its own (build, compile, 3 steps): "
+          + ", ".join(f"{name} {mib:,.0f} MiB" for name, mib in peaks.items()))  # fmt: skip
+    for peer in ("t5x", "hf"):
+        if "ours" in peaks and peer in peaks:
+            print(f"peak RSS ours / {peer}: {peaks['ours'] / peaks[peer]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="then profile one step of ours and of Hugging Face: where the time went")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="then each peer's peak RSS, in a process of its own")
+    parser.add_argument("--memory_of", choices=sorted(PEERS), help=argparse.SUPPRESS)  # that child process
     args = parser.parse_args()
+    if args.memory_of:
+        return memory_of(args.memory_of)
     from textchem_jax import xla_cpu
 
     xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts (T5X, in this process, gets it too)
@@ -251,6 +293,8 @@ def main() -> None:
     if "t5x" in seconds:
         print(f"speed-up ours / T5X: {seconds['t5x'] / seconds['ours']:.2f}x (target 1.2x)")
     print(f"speed-up ours / Hugging Face: {seconds['hf'] / seconds['ours']:.2f}x (target 1.5x)")
+    if args.memory:
+        print_memory(list(peers))
     if args.profile:
         print_profiles(ours, hf)
 
