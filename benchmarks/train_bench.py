@@ -7,7 +7,7 @@ target tokens. MFU divides the model FLOPs of a step (`textchem_jax.models.flops
 shapes: the same count for every peer) by a matmul peak measured here; ours also gets HFU, XLA's executed
 FLOPs of its compiled step over the same peak. Targets: ours >= 1.2x T5X and >= 1.5x Hugging Face.
 Peak memory (`--no-memory` skips it): each peer again in a fresh process of its own (build, compile, three
-steps), whose peak RSS is that peer's own; ours and T5X load JAX only, Hugging Face torch only.
+steps), whose peak RSS is that peer's own and counts only the libraries that peer imports.
 Then (`--no-profile` skips it) one step of ours and of Hugging Face is profiled: ours by pass (forward, backward,
 the rest: loss head reductions, optimizer) and model part, from jax.profiler's trace of XLA's ops; both as matmul
 kernels against everything else, the split that bounds what either can gain on this CPU.
