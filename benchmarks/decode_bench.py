@@ -9,8 +9,8 @@ same way in both: HF `min_new_tokens=128` (its MinNewTokensLengthLogitsProcessor
 -inf) and our `min_decode_length=128` (the same -inf on the EOS log-prob). Every beam therefore runs
 all 128 steps on both sides, and the final step finishes the hypotheses at the maximum length.
 
-Each implementation runs in its own subprocesses, so its peak resident memory (`ru_maxrss` of RUSAGE_SELF,
-read by the worker when it ends) is its own; "after loading" is the RSS with weights and libraries loaded.
+Each implementation runs in its own subprocesses, so its peak resident memory (`rss.peak_rss_mib`, read by
+the worker when it ends) is its own; "after loading" is the RSS with weights and libraries loaded.
 Ours is compiled once per process (compile time printed, excluded from throughput); HF gets a 2-token
 warm-up call. The sides alternate for `--rounds` processes each, `--repeats` runs per process, and each
 side's fastest run counts: on a shared machine single runs of either side move by up to 30% within
@@ -89,7 +89,7 @@ def run_ours(directory: pathlib.Path, args) -> dict:
         sequences, scores = jax.block_until_ready(compiled(params, inputs))
         times.append(time.perf_counter() - start)
     np.save(directory / "ours.npy", np.asarray(sequences)[:, 0])
-    return {"compile_s": compile_s, "times": times, "loaded_rss_mb": loaded_rss, "threads": os.cpu_count()}
+    return {"compile_s": compile_s, "times": times, "loaded_rss_mib": loaded_rss, "threads": os.cpu_count()}
 
 
 def run_hf(directory: pathlib.Path, args) -> dict:
@@ -112,12 +112,12 @@ def run_hf(directory: pathlib.Path, args) -> dict:
             )  # fmt: skip
             times.append(time.perf_counter() - start)
     np.save(directory / "hf.npy", out.numpy()[:, 1:])  # drop the start token
-    return {"compile_s": 0.0, "times": times, "loaded_rss_mb": loaded_rss, "threads": torch.get_num_threads()}
+    return {"compile_s": 0.0, "times": times, "loaded_rss_mib": loaded_rss, "threads": torch.get_num_threads()}
 
 
 def worker(kind: str, directory: pathlib.Path, args) -> None:
     result = {"ours": run_ours, "hf": run_hf}[kind](directory, args)
-    result["peak_rss_mb"] = peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -158,7 +158,7 @@ def main() -> None:
             if kind in results:  # a later round: every run counts, memory and compile time as the worst round
                 earlier = results[kind]
                 result["times"] = earlier["times"] + result["times"]
-                for key in ("compile_s", "loaded_rss_mb", "peak_rss_mb"):
+                for key in ("compile_s", "loaded_rss_mib", "peak_rss_mib"):
                     result[key] = max(earlier[key], result[key])
             results[kind] = result
         ours_top, hf_top = np.load(directory / "ours.npy"), np.load(directory / "hf.npy")
@@ -176,11 +176,11 @@ def main() -> None:
         print(
             f"  {names[kind]:<26} {throughput[kind]:7.3f} examples/s  (decode {best:7.1f} s, compile "
             f"{result['compile_s']:5.1f} s, threads {result['threads']}; RSS after loading "
-            f"{result['loaded_rss_mb']:6.0f} MiB, peak {result['peak_rss_mb']:6.0f} MiB)"
+            f"{result['loaded_rss_mib']:6.0f} MiB, peak {result['peak_rss_mib']:6.0f} MiB)"
         )
         print(f"  {'':<26} runs (s, in order): {', '.join(f'{t:.1f}' for t in result['times'])}")
     print(f"  speed-up ours / HF: {throughput['ours'] / throughput['hf']:.2f}x")
-    print(f"  peak RSS ours / HF: {results['ours']['peak_rss_mb'] / results['hf']['peak_rss_mb']:.2f}x")
+    print(f"  peak RSS ours / HF: {results['ours']['peak_rss_mib'] / results['hf']['peak_rss_mib']:.2f}x")
     same = int(np.sum(np.all(ours_top == hf_top[:, : ours_top.shape[1]], axis=1)))
     print(f"  top hypotheses identical token for token: {same}/{args.batch}")
 

@@ -250,7 +250,8 @@ def main() -> None:
     parser.add_argument("--memory_of", choices=sorted(PEERS), help=argparse.SUPPRESS)  # that child process
     args = parser.parse_args()
     if args.memory_of:
-        return memory_of(args.memory_of)
+        memory_of(args.memory_of)
+        return
     from textchem_jax import xla_cpu
 
     xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts (T5X, in this process, gets it too)
