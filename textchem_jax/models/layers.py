@@ -58,6 +58,15 @@ class RMSNorm(nn.Module):
         return (scale.astype(jnp.float32) * normed).astype(self.dtype)
 
 
+def rows_dot(spec: str, x: Array, weight: Array) -> Array:
+    """`jnp.einsum(spec, ...)` over `x`'s rows, its leading axes merged into one, so that the weight's gradient
+    is one 2-D dot contracting the rows. With (batch, length) kept apart, XLA's CPU backend first copied the
+    gradient to (features, batch, length): 131 MB for T5-small's logits, and a dot on the copy that ran at
+    half speed. Merged, T5-small's train step went from 3.4-4.3 to 3.2-3.4 s (5 alternating pairs)."""
+    y = jnp.einsum(spec, x.reshape(-1, x.shape[-1]), weight)
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 class Projection(nn.Module):
     """A bias-free dense layer `x @ kernel` whose 2-D kernel has logical axes `axes` (input, output)."""
 
@@ -77,7 +86,7 @@ class Projection(nn.Module):
         return kernel.astype(self.dtype)
 
     def __call__(self, x: Array) -> Array:
-        return jnp.einsum("...d,df->...f", x.astype(self.dtype), self.kernel(x.shape[-1]))
+        return rows_dot("nd,df->nf", x.astype(self.dtype), self.kernel(x.shape[-1]))
 
 
 class TokenEmbedding(nn.Module):
@@ -98,7 +107,7 @@ class TokenEmbedding(nn.Module):
         return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
 
     def attend(self, x: Array) -> Array:
-        return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype))
+        return rows_dot("nd,vd->nv", x.astype(self.dtype), self.embedding.astype(self.dtype))
 
 
 def relative_position_bucket(
