@@ -174,3 +174,27 @@ def test_a_task_is_scored_while_the_next_one_decodes(tmp_path, forward_and_retro
     assert seen_by_scoring == [True] and seen_by_decoding == [True]
     assert set(results) == {"textchem_demo_retro", "textchem_demo_forward"}
     assert not math.isnan(results["textchem_demo_retro"]["roundtrip_accuracy"])
+
+
+def test_examples_longer_than_the_feature_lengths_are_counted_by_task_and_feature(tmp_path, caplog):
+    """SeqIO only says that lengths "*may be*" insufficient; the evaluator counts the examples it cuts."""
+    model, _ = _model_and_params()
+    task = seqio.get_mixture_or_task("textchem_demo_forward")
+    rows = list(task.get_dataset(sequence_length=None, split="test", shuffle=False).take(6).as_numpy_iterator())
+    vocab = task.output_features["inputs"].vocabulary
+    inputs = [len(vocab.encode(row["inputs_pretokenized"].decode())) + 1 for row in rows]  # + EOS
+    limit = sorted(inputs)[2]  # half of the six are longer
+    lengths = {"inputs": limit, "targets": LENGTHS["targets"]}
+    cfg = DatasetConfig("textchem_demo_forward", lengths, "test", 4, shuffle=False, pack=False, num_examples=6)
+    with caplog.at_level("WARNING", logger="textchem_jax.evaluator"):
+        InferenceEvaluator(model, cfg, str(tmp_path / "short"), partitioning.make_mesh())
+    cut = sum(length > limit for length in inputs)
+    assert 0 < cut < 6
+    expected = (f"textchem_demo_forward: {cut} of 6 test examples have inputs longer than {limit} tokens (longest "
+                f"{max(inputs)}); evaluation cuts them. Raise TASK_FEATURE_LENGTHS['inputs'] to keep them whole.")  # fmt: skip
+    assert [r.getMessage() for r in caplog.records if r.name == "textchem_jax.evaluator"] == [expected]
+    caplog.clear()
+    whole = dataclasses.replace(cfg, task_feature_lengths={**lengths, "inputs": max(inputs)})
+    with caplog.at_level("WARNING", logger="textchem_jax.evaluator"):
+        InferenceEvaluator(model, whole, str(tmp_path / "whole"), partitioning.make_mesh())
+    assert not [r for r in caplog.records if r.name == "textchem_jax.evaluator"]

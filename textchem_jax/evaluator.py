@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from textchem_jax.chem.notations import ORIGINAL
 from textchem_jax.run_config import import_task_module
 
 DecodeFn = Callable[..., Any]
+logger = logging.getLogger("textchem_jax.evaluator")
 
 
 def replicated_batch(mesh, rows: np.ndarray) -> jax.Array:
@@ -117,6 +119,9 @@ class InferenceEvaluator:
             )
             for task in seqio.evaluation.get_valid_eval_tasks(tasks, cfg.split)
         }
+        if jax.process_index() == 0:
+            for line in cut_examples(self.evaluators, cfg):
+                logger.warning(line)
         self.model = model
         self.batch_size = cfg.batch_size
         self.input_length = int(cfg.task_feature_lengths["inputs"])
@@ -236,6 +241,28 @@ class InferenceEvaluator:
             return products
 
         return forward
+
+
+def cut_examples(evaluators: Mapping[str, Any], cfg) -> list[str]:
+    """A line for each task and feature whose evaluation examples are longer than the feature lengths: how many
+    of how many, and the longest. SeqIO only warns that lengths "*may be*" insufficient when an example reaches
+    them; the untrimmed split is read only for the tasks where one does."""
+    lengths = dict(cfg.task_feature_lengths)
+    lines = []
+    for name, evaluator in evaluators.items():
+        trimmed = evaluator.cached_task_datasets[name].as_numpy_iterator()
+        reached = sorted({key for example in trimmed for key in lengths if len(example[key]) >= lengths[key]})
+        if not reached:
+            continue
+        whole = evaluator.eval_tasks[0].get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
+        sizes = [[len(example[key]) for key in reached] for example in whole.take(cfg.num_examples or -1).as_numpy_iterator()]
+        for feature, counts in zip(reached, np.array(sizes).T):
+            cut = int(np.sum(counts > lengths[feature]))
+            if cut:
+                lines.append(f"{name}: {cut} of {len(counts)} {cfg.split} examples have {feature} longer than "
+                             f"{lengths[feature]} tokens (longest {counts.max()}); evaluation cuts them. Raise "
+                             f"TASK_FEATURE_LENGTHS['{feature}'] to keep them whole.")  # fmt: skip
+    return lines
 
 
 def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, float]:

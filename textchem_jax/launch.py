@@ -85,6 +85,7 @@ _CHATTER = (
     # host's data-iterator position, so a resumed run continues on exactly the next batch.
     "Using an uncached FunctionDataset",
     "Given sequence lengths are longer than necessary",  # seqio: eval lengths above the split's longest
+    "Given sequence lengths *may be* insufficient",  # seqio: evaluator.cut_examples counts the cut ones instead
     # orbax, loading a training checkpoint's parameters for evaluation: its data-iterator position is not needed.
     'Item "data_iterator" was found in the checkpoint, but could not be restored',
     # orbax's background save threads log each failed write with its traceback; the failure reaches us and
