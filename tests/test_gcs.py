@@ -59,6 +59,7 @@ def test_gcs_clients_reach_the_emulator(gcs):
     assert store.read().result().tolist() == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scores(gcs, tmp_path):
     import tensorflow as tf
 
