@@ -177,7 +177,7 @@ def test_a_task_is_scored_while_the_next_one_decodes(tmp_path, forward_and_retro
 
 
 def test_examples_longer_than_the_feature_lengths_are_counted_by_task_and_feature(tmp_path, caplog):
-    """SeqIO only says that lengths "*may be*" insufficient; the evaluator counts the examples it cuts."""
+    """SeqIO at most says that lengths "*may be*" insufficient; the evaluator counts the examples it cuts."""
     model, _ = _model_and_params()
     task = seqio.get_mixture_or_task("textchem_demo_forward")
     rows = list(task.get_dataset(sequence_length=None, split="test", shuffle=False).take(6).as_numpy_iterator())
