@@ -256,7 +256,8 @@ def cut_examples(evaluators: Mapping[str, Any], cfg) -> list[str]:
         if not reached:
             continue
         whole = evaluator.eval_tasks[0].get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
-        sizes = [[len(example[key]) for key in reached] for example in whole.take(cfg.num_examples or -1).as_numpy_iterator()]
+        examples = whole.take(cfg.num_examples or -1).as_numpy_iterator()
+        sizes = [[len(example[key]) for key in reached] for example in examples]
         for feature, counts in zip(reached, np.array(sizes).T):
             cut = int(np.sum(counts > lengths[feature]))
             if cut:
