@@ -11,10 +11,12 @@ import pytest
 
 # One persistent XLA compilation cache for the whole run: the two xdist workers and every CLI subprocess
 # they start (which inherit the environment) compile the same quickstart train step and decoders again
-# and again. Set before jax is imported, so the workers read it too. Measured on a 2-core AVX2 machine: a
-# train/infer/eval CLI test took 145 s without the cache and 115 s with it warm. Keys hold the HLO, the
-# flags and the jax version, so entries never go stale; a user's own JAX_COMPILATION_CACHE_DIR wins.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(tempfile.gettempdir()) / "textchem-jax-tests-xla-cache"))
+# and again. Set before jax is imported, so the workers read it too. Measured on a 2-core AVX2 machine:
+# the full suite took 3,031 s without it and 2,628 s with it starting empty; one train/infer/eval CLI test
+# 145 s without it, 115 s with it warm. Keys hold the HLO, the flags and the jax version, so entries never
+# go stale; a user's own JAX_COMPILATION_CACHE_DIR wins.
+_XLA_CACHE = pathlib.Path(tempfile.gettempdir()) / "textchem-jax-tests-xla-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_XLA_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
