@@ -18,6 +18,8 @@ minutes. The top hypotheses of both are compared token for token as a sanity che
 
 Usage: python benchmarks/decode_bench.py [--batch=8] [--input_length=256] [--new_tokens=128] [--beams=10]
        [--repeats=2] [--rounds=2] [--dtype=float32|bfloat16 (our activations; bfloat16 is faster but not token-exact)]
+
+On a GPU (torch sees CUDA) HF runs there too, in `--dtype`; on CPUs it stays float32.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def run_ours(directory: pathlib.Path, args) -> dict:
         sequences, scores = jax.block_until_ready(compiled(params, inputs))
         times.append(time.perf_counter() - start)
     np.save(directory / "ours.npy", np.asarray(sequences)[:, 0])
-    return {"compile_s": compile_s, "times": times, "loaded_rss_mib": loaded_rss, "threads": os.cpu_count()}
+    return {"compile_s": compile_s, "times": times, "loaded_rss_mib": loaded_rss, "threads": os.cpu_count(),
+            "device": f"{jax.devices()[0].platform} {args.dtype}"}  # fmt: skip
 
 
 def run_hf(directory: pathlib.Path, args) -> dict:
@@ -97,8 +100,10 @@ def run_hf(directory: pathlib.Path, args) -> dict:
     import torch
     import transformers
 
-    model = transformers.T5ForConditionalGeneration.from_pretrained(directory / "hf").eval()
-    inputs = torch.tensor(np.load(directory / "inputs.npy"), dtype=torch.long)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, args.dtype) if device == "cuda" else torch.float32  # bfloat16 generate is slow on CPUs
+    model = transformers.T5ForConditionalGeneration.from_pretrained(directory / "hf", dtype=dtype).to(device).eval()
+    inputs = torch.tensor(np.load(directory / "inputs.npy"), dtype=torch.long, device=device)
     loaded_rss = current_rss_mib()
     options = dict(num_beams=args.beams, do_sample=False, length_penalty=1.0, early_stopping=False)
     with torch.inference_mode():
@@ -110,9 +115,12 @@ def run_hf(directory: pathlib.Path, args) -> dict:
                 input_ids=inputs, attention_mask=inputs != 0, max_new_tokens=args.new_tokens,
                 min_new_tokens=args.new_tokens, **options,
             )  # fmt: skip
+            if device == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-    np.save(directory / "hf.npy", out.numpy()[:, 1:])  # drop the start token
-    return {"compile_s": 0.0, "times": times, "loaded_rss_mib": loaded_rss, "threads": torch.get_num_threads()}
+    np.save(directory / "hf.npy", out.cpu().numpy()[:, 1:])  # drop the start token
+    return {"compile_s": 0.0, "times": times, "loaded_rss_mib": loaded_rss, "threads": torch.get_num_threads(),
+            "device": f"{device} {str(dtype).removeprefix('torch.')}"}  # fmt: skip
 
 
 def worker(kind: str, directory: pathlib.Path, args) -> None:
@@ -166,7 +174,7 @@ def main() -> None:
     print(
         f"beam search: T5-small v1.0 (random weights, vocab 32128), batch {args.batch} x {args.input_length} input "
         f"tokens, {args.beams} beams, {args.new_tokens} new tokens (EOS suppressed in both: full length), "
-        f"ours {args.dtype} / HF float32, CPU ({os.cpu_count()} cores)"
+        f"ours on {results['ours']['device']}, HF on {results['hf']['device']} ({os.cpu_count()} CPU cores)"
     )
     names = {"ours": "ours (JAX, jitted)", "hf": "HF transformers generate"}
     throughput = {}

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# GPU check: MFU of T5-small and T5-base (v1.0) bf16 train steps and beam-decode throughput, ours and, where
-# `import t5x` works, real T5X on the same data; one table at the end. Under 10 minutes on one GPU.
+# GPU check: T5-small and T5-base (v1.0) bf16 train steps with MFU, and beam-decode throughput, ours against
+# Hugging Face (and real T5X where `import t5x` works). Under 10 minutes on one GPU.
 #
-# Why: the CPU benchmarks cannot say whether the trainer reaches the issue's MFU goal (45%) on an accelerator.
-# Each engine trains through its own entry point (`python -m textchem_jax.train` with gin_configs/, `python -m
-# t5x.train` with gin_configs/t5x) on textchem_demo (generated: no data needed), packed, dropout off, no
-# inference evaluation; steps/s is read from each run's TensorBoard `timing/steps_per_second` after compilation
-# (the last logging period). MFU, for both engines alike: analytic model FLOPs per step (models.flops, the mean
-# over batches of our pipeline with the same mixture, lengths and batch size) x steps/s / peak (trainer.peak_flops:
-# the data sheet's bf16 peak on A100/H100/H200 and TPUs, a measured matmul elsewhere). Ours also logs its own
-# `timing/mfu` per step, shown beside it. Beam decoding: benchmarks/decode_bench.py's own worker (T5-small, random
-# weights, EOS suppressed, bf16) and T5X's EncoderDecoderModel.predict_batch_with_aux on the same shapes (its
-# beams may stop at EOS; random weights rarely emit it).
+# Why: the CPU benchmarks cannot say whether the trainer reaches the issue's MFU goal (45% at T5-base bf16 on an
+# H200) on an accelerator. MFU, for every peer alike: analytic model FLOPs per step (models.flops) x steps/s /
+# peak (trainer.peak_flops: the data sheet's bf16 peak on A100/H100/H200 and TPUs, a measured matmul elsewhere).
+#
+# 1. Model level (needs JAX, flax, optax, torch and transformers only: runs on a bare GPU image):
+#    benchmarks/train_bench.py at each size, batch 64 x 512/512 random tokens, bfloat16 activations, float32
+#    parameters and AdamW, HF on CUDA under torch.autocast; each peer's peak device memory from its own allocator;
+#    then benchmarks/decode_bench.py (T5-small, 10 beams, 128 new tokens, EOS suppressed), HF on CUDA in bfloat16.
+# 2. Whole pipeline (when seqio and TensorFlow import): each engine trains through its own entry point
+#    (`python -m textchem_jax.train` with gin_configs/, `python -m t5x.train` with gin_configs/t5x) on
+#    textchem_demo (generated: no data needed), packed, dropout off, no inference evaluation; steps/s is read
+#    from each run's TensorBoard `timing/steps_per_second` after compilation (the last logging period), MFU from
+#    the mean model FLOPs of our pipeline's batches of that mixture and shape; ours also logs its own
+#    `timing/mfu` per step, shown beside it. T5X's beam decode (EncoderDecoderModel.predict_batch_with_aux) on
+#    decode_bench's shapes.
 #
 # Set up on a GPU host (setup.py's `gpu` extra: jax[cuda12]==0.10.2):
 #   pip install -e '.[gpu]'          # or: pip install 'jax[cuda12]==0.10.2'
@@ -19,23 +24,25 @@
 #   bash benchmarks/gpu_check.sh --smoke   # or GPU_CHECK_SMOKE=1: tiny shapes, 2 steps, any CPU (proves the script)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX and torch share the GPU in one process (train_bench): JAX must not take 75% of it at start.
+export TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 SMOKE="${GPU_CHECK_SMOKE:-0}"
 [[ "${1:-}" == "--smoke" ]] && SMOKE=1
 if [[ "$SMOKE" == 1 ]]; then
-  SIZES="tiny small" BATCH=2 LENGTH=32 STEPS=2 LOG_PERIOD=1
+  SIZES="tiny small" BATCH=2 LENGTH=32 STEPS=2 LOG_PERIOD=1 BENCH_STEPS=1
   DECODE=(--batch=2 --input_length=16 --new_tokens=4 --beams=2 --repeats=1)
 else
-  SIZES="small base" BATCH=64 LENGTH=512 STEPS=30 LOG_PERIOD=15
-  DECODE=(--batch=32 --input_length=256 --new_tokens=128 --beams=10 --repeats=3)
+  SIZES="small base" BATCH=64 LENGTH=512 STEPS=30 LOG_PERIOD=15 BENCH_STEPS=10
+  DECODE=(--batch=32 --input_length=256 --new_tokens=128 --beams=10 --repeats=2)
 fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 ROWS="$WORK/rows.jsonl"
 LOGS="${GPU_CHECK_LOGS:-$WORK/logs}"  # each run's console output (kept if GPU_CHECK_LOGS names a folder)
 mkdir -p "$LOGS"
-if python -c "import t5x" 2>/dev/null; then HAS_T5X=1; else HAS_T5X=0; fi
+if timeout 120 python -c "import t5x" 2>/dev/null; then HAS_T5X=1; else HAS_T5X=0; fi
+if timeout 120 python -c "import seqio, tensorflow" 2>/dev/null; then HAS_PIPELINE=1; else HAS_PIPELINE=0; fi
 
 # Appends one table row for a finished training run: steps/s from its TensorBoard events, MFU as above.
 record_train() {  # engine size run_dir
@@ -140,39 +147,6 @@ GIN
   fi
 }
 
-decode_ours() {  # decode_bench's own worker: prepare the weights and inputs, run it, keep its RESULT line
-  local dir="$WORK/decode"
-  mkdir -p "$dir"
-  python - "$dir" "${DECODE[@]}" <<'PY' >>"$LOGS/decode.log" 2>&1 || true  # a failure shows in the row below
-import argparse, pathlib, sys
-
-sys.path.insert(0, "benchmarks")
-import decode_bench
-
-parser = argparse.ArgumentParser()
-for flag in ("--batch", "--input_length", "--new_tokens", "--beams", "--repeats"):
-    parser.add_argument(flag, type=int)
-decode_bench.prepare(pathlib.Path(sys.argv[1]), parser.parse_args(sys.argv[2:]))
-PY
-  python benchmarks/decode_bench.py --worker=ours --dir="$dir" --dtype=bfloat16 "${DECODE[@]}" \
-    2>>"$LOGS/decode.log" | grep '^RESULT ' | cut -c8- >"$WORK/decode_ours.json" || true
-  python - "$WORK/decode_ours.json" "$ROWS" "${DECODE[@]}" <<'PY'
-import json, sys
-
-options = dict(arg.lstrip("-").split("=") for arg in sys.argv[3:])
-row = {"engine": "ours", "what": "T5-small beam decode",
-       "shape": f"{options['batch']} x {options['input_length']} -> {options['new_tokens']}, {options['beams']} beams"}
-try:
-    result = json.load(open(sys.argv[1]))
-    seconds = min(result["times"])
-    row.update(ms=seconds * 1000, rate=f"{int(options['batch']) * int(options['new_tokens']) / seconds:.0f} tokens/s",
-               note=f"compile {result['compile_s']:.1f} s, EOS suppressed")
-except (OSError, ValueError, KeyError):
-    row.update(note="failed: see the decode log")
-open(sys.argv[2], "a").write(json.dumps(row) + "\n")
-PY
-}
-
 decode_t5x() {  # T5X's model from its own gin (t5_1_0/small.gin), random weights, decode_bench's shapes
   cat >"$WORK/t5x_decode.gin" <<'GIN'
 from __gin__ import dynamic_registration
@@ -220,12 +194,30 @@ PY
 }
 
 MODE="$([[ $SMOKE == 1 ]] && echo ' (smoke)' || true)"
-echo "gpu_check: sizes $SIZES, batch $BATCH x $LENGTH/$LENGTH, $STEPS steps$MODE; logs in $LOGS"
+# Each step runs under `timeout`, so one that hangs (a backend that never starts) costs its share, not the lease.
+STEP_TIMEOUT="${GPU_CHECK_STEP_TIMEOUT:-240}"
+timeout 120 python -c 'import jax, flax, optax, torch, transformers
+print(f"gpu_check: JAX {jax.__version__} on {jax.devices()[0].device_kind}, flax {flax.__version__}, optax "
+      f"{optax.__version__}, torch {torch.__version__} (cuda: {torch.cuda.is_available()}), transformers "
+      f"{transformers.__version__}")' || echo "gpu_check: JAX or torch did not start within 120 s (exit $?)"
+echo "1. model level: train steps (batch $BATCH x $LENGTH/$LENGTH, bfloat16), then beam decode$MODE"
+for size in $SIZES; do
+  echo; timeout "$STEP_TIMEOUT" python benchmarks/train_bench.py --size="$size" --batch="$BATCH" \
+    --inputs="$LENGTH" --targets="$LENGTH" --dtype=bfloat16 --steps="$BENCH_STEPS" --rounds=2 --no-memory \
+    --no-profile 2>"$LOGS/train_bench-$size.log" || echo "train_bench at T5-$size failed or timed out (exit $?): see $LOGS/train_bench-$size.log"
+done
+echo; timeout "$STEP_TIMEOUT" python benchmarks/decode_bench.py --dtype=bfloat16 --rounds=1 "${DECODE[@]}" \
+  2>"$LOGS/decode_bench.log" || echo "decode_bench failed or timed out (exit $?): see $LOGS/decode_bench.log"
+
+echo; echo "2. whole pipeline: train CLIs on textchem_demo ($SIZES, batch $BATCH x $LENGTH/$LENGTH, $STEPS steps)$MODE"
+if [[ "$HAS_PIPELINE" == 0 ]]; then
+  echo "  skipped: python -c 'import seqio, tensorflow' fails (pip install -e '.[gpu]' installs them)"
+  exit 0
+fi
 for size in $SIZES; do
   echo "  ours: T5-$size train"; train_ours "$size"
   if [[ "$HAS_T5X" == 1 ]]; then echo "  t5x: T5-$size train"; train_t5x "$size"; fi
 done
-echo "  ours: T5-small beam decode"; decode_ours
 if [[ "$HAS_T5X" == 1 ]]; then
   echo "  t5x: T5-small beam decode"; decode_t5x
 else

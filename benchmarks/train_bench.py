@@ -1,16 +1,21 @@
 """Train-step throughput on T5-small shape: ours (JAX, jitted) vs T5X vs Hugging Face PyTorch T5, same machine.
 
 Batch 8, inputs 256, targets 128, AdamW (lr 6e-4, optax for the JAX peers, torch.optim for HF), float32,
-random weights (v1.0 small, 32,128 vocab), no dropout, no z-loss or label smoothing. The implementations
-alternate in one script, each timed over the same number of steps after warm-up; tokens/s counts input +
-target tokens. MFU divides the model FLOPs of a step (`textchem_jax.models.flops`, counted from the
-shapes: the same count for every peer) by a matmul peak measured here; ours also gets HFU, XLA's executed
-FLOPs of its compiled step over the same peak. Targets: ours >= 1.2x T5X and >= 1.5x Hugging Face.
+random weights (v1.0 small, 32,128 vocab), no dropout, no z-loss or label smoothing. `--size`, `--batch`,
+`--inputs`, `--targets` and `--dtype` change that for every peer alike (bfloat16: activations in bfloat16,
+parameters and optimizer in float32, as T5X's `dtype` and torch's autocast do); on a GPU, HF runs on CUDA.
+The implementations alternate in one script, each timed over the same number of steps after warm-up; tokens/s
+counts input + target tokens. MFU divides the model FLOPs of a step (`textchem_jax.models.flops`, counted from
+the shapes: the same count for every peer) by the device's peak (`trainer.peak_flops`: a data sheet's on GPUs
+and TPUs, a matmul measured here on CPUs); ours also gets HFU, XLA's executed FLOPs of its compiled step over
+the same peak. Targets: ours >= 1.2x T5X and >= 1.5x Hugging Face.
 Peak memory (`--no-memory` skips it): each peer again in a fresh process of its own (build, compile, three
 steps), whose peak RSS is that peer's own and counts only the libraries that peer imports.
-Then (`--no-profile` skips it) one step of ours and of Hugging Face is profiled: ours by pass (forward, backward,
-the rest: loss head reductions, optimizer) and model part, from jax.profiler's trace of XLA's ops; both as matmul
-kernels against everything else, the split that bounds what either can gain on this CPU.
+On a GPU each peer's peak device memory is read from its own allocator (JAX's or torch's) after its first
+step, in this process. Then (`--no-profile` skips it; CPUs only) one step of ours and of Hugging Face is
+profiled: ours by pass (forward, backward, the rest: loss head reductions, optimizer) and model part, from
+jax.profiler's trace of XLA's ops; both as matmul kernels against everything else, the split that bounds what
+either can gain on this CPU.
 
 T5X (github.com/google-research/t5x: its `examples.t5.network.Transformer`, `models.EncoderDecoderModel`
 and `trainer.train_with_lr`, jitted) runs when `import t5x` works; it is not on PyPI, so put a checkout
@@ -18,11 +23,13 @@ on PYTHONPATH (with `airio` and `jestimator` importable, stubs will do: only the
 Otherwise it is skipped with a note.
 
 Usage: python benchmarks/train_bench.py [--steps 3] [--rounds 2] [--no-memory] [--no-profile]
+       [--size small] [--batch 8] [--inputs 256] [--targets 128] [--dtype float32]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -32,39 +39,53 @@ import time
 import numpy as np
 from rss import peak_rss_mib
 
-BATCH, INPUTS, TARGETS, VOCAB = 8, 256, 128, 32128
+VOCAB = 32128
 
 
-def batch(seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(3, VOCAB, (BATCH, TARGETS)).astype(np.int32)
-    return {
-        "encoder_input_tokens": rng.integers(3, VOCAB, (BATCH, INPUTS)).astype(np.int32),
-        "decoder_input_tokens": np.concatenate([np.zeros((BATCH, 1), np.int32), targets[:, :-1]], axis=1),
-        "decoder_target_tokens": targets,
-        "decoder_loss_weights": np.ones((BATCH, TARGETS), np.float32),
-    }
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every peer trains: T5 v1.0 of `size`, batches of `batch` rows of `inputs` + `targets` tokens."""
+
+    size: str = "small"
+    batch: int = 8
+    inputs: int = 256
+    targets: int = 128
+    dtype: str = "float32"
+
+    def config(self):
+        from textchem_jax.models.config import t5_config
+
+        return t5_config(self.size, "1.0", vocab_size=VOCAB, dropout_rate=0.0, dtype=self.dtype)
+
+    def batch_of(self, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        targets = rng.integers(3, VOCAB, (self.batch, self.targets)).astype(np.int32)
+        return {
+            "encoder_input_tokens": rng.integers(3, VOCAB, (self.batch, self.inputs)).astype(np.int32),
+            "decoder_input_tokens": np.concatenate([np.zeros((self.batch, 1), np.int32), targets[:, :-1]], axis=1),
+            "decoder_target_tokens": targets,
+            "decoder_loss_weights": np.ones((self.batch, self.targets), np.float32),
+        }
 
 
 class Ours:
-    def __init__(self):
+    def __init__(self, setup: Setup):
         import jax
         import optax
 
         from textchem_jax import partitioning, trainer
         from textchem_jax.models.adapters import EncoderDecoderModel
-        from textchem_jax.models.config import t5_config
 
-        self.jax = jax
+        self.jax, self.setup = jax, setup
         schedule = trainer.learning_rate_schedule("constant", 6e-4)
         self.trainer = trainer.Trainer(
-            EncoderDecoderModel(t5_config("small", "1.0", vocab_size=VOCAB, dropout_rate=0.0), z_loss=0.0),
+            EncoderDecoderModel(setup.config(), z_loss=0.0),
             optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0),  # as torch.optim.AdamW below
             partitioning.make_mesh(),
         )
         self.state = self.trainer.init_state(jax.random.key(0))
         self.rng = jax.random.key(1)
-        example = self.trainer.shard_batch(batch(0))
+        example = self.trainer.shard_batch(setup.batch_of(0))
         start = time.perf_counter()
         self.compiled = self.trainer.train_step.lower(self.state, example, self.rng).compile()
         self.compile_seconds = time.perf_counter() - start
@@ -72,29 +93,48 @@ class Ours:
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
         self.flops = float(analysis.get("flops", 0.0))
         self.first_loss = self.step(0)  # warm-up; the loss of fresh weights
+        self.device_peak_mib = jax_device_peak_mib(jax)
 
     def step(self, seed: int) -> float:
-        self.state, metrics = self.compiled(self.state, self.trainer.shard_batch(batch(seed)), self.rng)
+        self.state, metrics = self.compiled(self.state, self.trainer.shard_batch(self.setup.batch_of(seed)), self.rng)
         return float(self.jax.device_get(metrics["loss"]))
 
 
+def jax_device_peak_mib(jax) -> float | None:
+    """Peak bytes JAX's allocator held on the first device so far (None on CPUs, which keep no such count)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
 class HuggingFace:
-    def __init__(self):
+    """transformers' T5ForConditionalGeneration with torch.optim.AdamW, on CUDA when torch sees a GPU."""
+
+    def __init__(self, setup: Setup):
+        import contextlib
+
         import torch
         from transformers import T5Config, T5ForConditionalGeneration
 
+        from textchem_jax.models.hf_convert import hf_config_from
+
         torch.manual_seed(0)
-        self.torch = torch
-        config = T5Config(vocab_size=VOCAB, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
-                          dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True)  # fmt: skip
-        self.model = T5ForConditionalGeneration(config).train()
+        self.torch, self.setup = torch, setup
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        config = T5Config(**{**hf_config_from(setup.config()), "dtype": "float32"})  # float32 weights, as ours
+        self.model = T5ForConditionalGeneration(config).to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=6e-4, weight_decay=0.0)
+        self.autocast = (
+            torch.autocast(self.device, dtype=torch.bfloat16) if setup.dtype == "bfloat16" else contextlib.nullcontext()
+        )
         self.first_loss = self.step(0)  # warm-up; the loss of fresh weights
+        self.device_peak_mib = torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None
 
     def step(self, seed: int) -> float:
-        b = {k: self.torch.from_numpy(v.astype(np.int64)) for k, v in batch(seed).items() if k != "decoder_loss_weights"}
-        out = self.model(input_ids=b["encoder_input_tokens"], attention_mask=(b["encoder_input_tokens"] > 0).long(),
-                         decoder_input_ids=b["decoder_input_tokens"], labels=b["decoder_target_tokens"])  # fmt: skip
+        b = {k: self.torch.from_numpy(v.astype(np.int64)).to(self.device)
+             for k, v in self.setup.batch_of(seed).items() if k != "decoder_loss_weights"}  # fmt: skip
+        with self.autocast:
+            out = self.model(input_ids=b["encoder_input_tokens"], attention_mask=(b["encoder_input_tokens"] > 0).long(),
+                             decoder_input_ids=b["decoder_input_tokens"], labels=b["decoder_target_tokens"])  # fmt: skip
         out.loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -104,7 +144,7 @@ class HuggingFace:
 class T5X:
     """Real T5X: its network and model, its train step (`trainer.train_with_lr`) with the same optax AdamW."""
 
-    def __init__(self):
+    def __init__(self, setup: Setup):
         import functools
 
         import jax
@@ -116,10 +156,12 @@ class T5X:
         from t5x import trainer as t5x_trainer
         from t5x.examples.t5 import network
 
-        self.jax = jax
-        config = network.T5Config(vocab_size=VOCAB, dtype=jnp.float32, emb_dim=512, num_heads=8, num_encoder_layers=6,
-                                  num_decoder_layers=6, head_dim=64, mlp_dim=2048, mlp_activations=("relu",),
-                                  dropout_rate=0.0, logits_via_embedding=True)  # fmt: skip
+        self.jax, self.setup = jax, setup
+        ours = setup.config()
+        config = network.T5Config(vocab_size=VOCAB, dtype=jnp.dtype(setup.dtype), emb_dim=ours.d_model,
+                                  num_heads=ours.num_heads, num_encoder_layers=ours.num_encoder_layers,
+                                  num_decoder_layers=ours.num_decoder_layers, head_dim=ours.d_kv, mlp_dim=ours.d_ff,
+                                  mlp_activations=("relu",), dropout_rate=0.0, logits_via_embedding=True)  # fmt: skip
         vocabulary = seqio.PassThroughVocabulary(VOCAB)
         adamw = optax.adamw(6e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
         self.model = models.EncoderDecoderModel(
@@ -128,7 +170,7 @@ class T5X:
             # Mean over real target tokens (T5X's default is the plain sum): the gradient ours and HF take.
             loss_normalizing_factor=losses.SpecialLossNormalizingFactor.NUM_REAL_TARGET_TOKENS,
         )  # fmt: skip
-        example = batch(0)
+        example = setup.batch_of(0)
         shapes = {key: value.shape for key, value in example.items()}
         types = {key: jnp.int32 for key in example if key.endswith("_tokens")}
         variables = self.model.get_initial_variables(jax.random.PRNGKey(0), shapes, types)
@@ -142,7 +184,7 @@ class T5X:
         self.first_loss = self.step(0)  # warm-up (and compile); the loss of fresh weights
 
     def step(self, seed: int) -> float:
-        self.state, metrics = self.train_step(self.state, dict(batch(seed)), self.learning_rate, self.rng)
+        self.state, metrics = self.train_step(self.state, self.setup.batch_of(seed), self.learning_rate, self.rng)
         return float(self.jax.device_get(metrics["loss"].compute()))
 
 
@@ -161,7 +203,7 @@ def our_profile(ours) -> dict[str, float]:
     import tempfile
 
     jax = ours.jax
-    example = ours.trainer.shard_batch(batch(0))
+    example = ours.trainer.shard_batch(ours.setup.batch_of(0))
     hlo = ours.compiled.as_text()
     op_names = dict(re.findall(r'^\s*(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]+)"', hlo, re.M))
     with tempfile.TemporaryDirectory() as directory:
@@ -210,22 +252,22 @@ def print_profiles(ours, hf) -> None:
 PEERS = {"ours": Ours, "t5x": T5X, "hf": HuggingFace}
 
 
-def memory_of(name: str) -> None:
+def memory_of(name: str, setup: Setup) -> None:
     """In a fresh process: one peer built (its warm-up step compiles) and two more steps; prints its peak RSS."""
     from textchem_jax import xla_cpu
 
     xla_cpu.apply_cpu_flags()
-    peer = PEERS[name]()
+    peer = PEERS[name](setup)
     for seed in (1, 2):
         peer.step(seed)
     print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
 
 
-def print_memory(names: list[str]) -> None:
+def print_memory(names: list[str], setup_flags: list[str]) -> None:
     """Each peer's peak RSS, measured in a child process of its own (see `memory_of`)."""
     peaks = {}
     for name in names:
-        command = [sys.executable, __file__, f"--memory_of={name}"]
+        command = [sys.executable, __file__, f"--memory_of={name}", *setup_flags]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:
@@ -243,26 +285,39 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    defaults = Setup()
+    parser.add_argument("--size", default=defaults.size, help="T5 v1.0 size: tiny, small, base, ...")
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--inputs", type=int, default=defaults.inputs, help="input tokens per row")
+    parser.add_argument("--targets", type=int, default=defaults.targets, help="target tokens per row")
+    parser.add_argument("--dtype", default=defaults.dtype, choices=["float32", "bfloat16"],
+                        help="activation dtype of every peer (parameters and optimizer stay float32)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
-                        help="then profile one step of ours and of Hugging Face: where the time went")
+                        help="then profile one step of ours and of Hugging Face on the CPU: where the time went")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                         help="then each peer's peak RSS, in a process of its own")
     parser.add_argument("--memory_of", choices=sorted(PEERS), help=argparse.SUPPRESS)  # that child process
     args = parser.parse_args()
+    setup = Setup(args.size, args.batch, args.inputs, args.targets, args.dtype)
+    setup_flags = [f"--{field.name}={getattr(setup, field.name)}" for field in dataclasses.fields(Setup)]
     if args.memory_of:
-        memory_of(args.memory_of)
+        memory_of(args.memory_of, setup)
         return
     from textchem_jax import xla_cpu
 
     xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts (T5X, in this process, gets it too)
+    import jax
     import torch
 
-    print(f"T5-small v1.0 shape, batch {BATCH}, inputs {INPUTS}, targets {TARGETS}, AdamW; "
-          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")  # fmt: skip
+    device = jax.devices()[0]
+    print(f"T5-{setup.size} v1.0 shape, batch {setup.batch}, inputs {setup.inputs}, targets {setup.targets}, AdamW, "
+          f"{setup.dtype}; JAX on {device.device_kind} ({device.platform}), torch on "
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}; {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}")  # fmt: skip
     from textchem_jax.trainer import peak_flops
 
-    peak, source = peak_flops("float32")
-    ours = Ours()
+    peak, source = peak_flops(setup.dtype)
+    ours = Ours(setup)
     try:
         import t5x  # noqa: F401  (not on PyPI: a checkout on PYTHONPATH)
     except Exception as error:  # noqa: BLE001  (ImportError, or a checkout that does not import with our jax)
@@ -270,14 +325,18 @@ def main() -> None:
         print(f"T5X skipped ({type(error).__name__}: {error}): it is not on PyPI; "
               "put a T5X checkout on PYTHONPATH to compare with it")  # fmt: skip
     else:
-        t5x_peer = T5X()
-    hf = HuggingFace()
+        t5x_peer = T5X(setup)
+    hf = HuggingFace(setup)
     peers = {"ours": ours, **({"t5x": t5x_peer} if t5x_peer is not None else {}), "hf": hf}
-    model_flops = ours.trainer.model.train_flops(batch(0))
+    model_flops = ours.trainer.model.train_flops(setup.batch_of(0))
     print(f"peak {peak / 1e9:.1f} GFLOP/s ({source}); our step: {model_flops / 1e9:.1f} GFLOP model (models.flops), "
           f"{ours.flops / 1e9:.1f} GFLOP executed (XLA), compiled in {ours.compile_seconds:.1f} s")  # fmt: skip
     print("first-batch loss, fresh random weights (~ln 32128 = 10.4): "
           + ", ".join(f"{name} {impl.first_loss:.3f}" for name, impl in peers.items()))  # fmt: skip
+    peaks = {"ours (JAX)": ours.device_peak_mib, "HF (torch)": hf.device_peak_mib}  # T5X shares JAX's allocator
+    if any(mib is not None for mib in peaks.values()):
+        print("peak device memory after build and first step: "
+              + ", ".join(f"{name} {mib:,.0f} MiB" for name, mib in peaks.items() if mib is not None))  # fmt: skip
     times = {name: [] for name in peers}
     for round_index in range(args.rounds):
         for name, impl in peers.items():
@@ -285,19 +344,22 @@ def main() -> None:
             for step in range(args.steps):
                 impl.step(1 + round_index * args.steps + step)
             times[name].append((time.perf_counter() - start) / args.steps)
-    tokens = BATCH * (INPUTS + TARGETS)
+    tokens = setup.batch * (setup.inputs + setup.targets)
     seconds = {name: float(np.median(times[name])) for name in peers}
     for name in peers:
         hfu = f"  HFU {ours.flops / seconds[name] / peak:6.1%}" if name == "ours" else ""  # XLA's count: ours only
-        print(f"{name:>5}: {seconds[name] * 1000:8.0f} ms/step {tokens / seconds[name]:8.0f} tokens/s  "
+        print(f"{name:>5}: {seconds[name] * 1000:8.1f} ms/step {tokens / seconds[name]:9.0f} tokens/s  "
               f"MFU {model_flops / seconds[name] / peak:6.1%}{hfu}")  # fmt: skip
     if "t5x" in seconds:
         print(f"speed-up ours / T5X: {seconds['t5x'] / seconds['ours']:.2f}x (target 1.2x)")
     print(f"speed-up ours / Hugging Face: {seconds['hf'] / seconds['ours']:.2f}x (target 1.5x)")
     if args.memory:
-        print_memory(list(peers))
+        print_memory(list(peers), setup_flags)
     if args.profile:
-        print_profiles(ours, hf)
+        if device.platform == "cpu" and hf.device == "cpu":
+            print_profiles(ours, hf)
+        else:
+            print("profile skipped: it splits CPU op time (matmul kernels against the rest); use jax.profiler on a GPU")
 
 
 if __name__ == "__main__":
