@@ -53,6 +53,40 @@ def test_meteor_uses_wordnet_synonyms():
     assert synonym["meteor"] == pytest.approx(1 - 0.5 * (1 / 6) ** 3)  # all 6 matched in one chunk
 
 
+def test_wordnet_index_parse_is_cached_and_equals_nltks_own(tmp_path, monkeypatch):
+    """The index parse a process writes is what NLTK's own reader parses; the next process reads it back, and a
+    torn cache file is parsed again and replaced, never trusted."""
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    wordnet_module.load_wordnet.cache_clear()
+    try:
+        first = wordnet_module.load_wordnet()
+        if first is None:
+            pytest.skip(f"no WordNet here: {wordnet_module.INSTALL_HINT}")
+        (cache,) = (tmp_path / "textchem_jax").glob("wordnet-index-*.pickle")
+        class NltkOwn(WordNetCorpusReader):  # NLTK's parse; only the OMW version map (index.sense) left out
+            def map_wn(self, version="wordnet"):
+                return None
+
+        with pytest.warns(UserWarning, match="multilingual"):
+            nltk_own = NltkOwn(first.root.path, None)
+        assert first._lemma_pos_offset_map == nltk_own._lemma_pos_offset_map
+        assert first.satellite_offsets == nltk_own.satellite_offsets and len(nltk_own.satellite_offsets) > 1000
+
+        wordnet_module.load_wordnet.cache_clear()
+        second = wordnet_module.load_wordnet()  # a new reader, from the cache
+        assert second is not first and second._lemma_pos_offset_map == nltk_own._lemma_pos_offset_map
+        assert [s.name() for s in second.synsets("auto")] == [s.name() for s in nltk_own.synsets("auto")]
+
+        cache.write_bytes(cache.read_bytes()[:1000])  # torn
+        wordnet_module.load_wordnet.cache_clear()
+        third = wordnet_module.load_wordnet()
+        assert third._lemma_pos_offset_map == nltk_own._lemma_pos_offset_map and cache.stat().st_size > 1_000_000
+    finally:
+        wordnet_module.load_wordnet.cache_clear()
+
+
 def test_meteor_is_none_with_a_warning_when_wordnet_is_absent(tmp_path, monkeypatch):
     monkeypatch.setattr(wordnet_module, "_candidates", lambda: [tmp_path])
     wordnet_module.load_wordnet.cache_clear()
