@@ -204,7 +204,8 @@ echo "1. model level: train steps (batch $BATCH x $LENGTH/$LENGTH, bfloat16), th
 for size in $SIZES; do
   echo; timeout "$STEP_TIMEOUT" python benchmarks/train_bench.py --size="$size" --batch="$BATCH" \
     --inputs="$LENGTH" --targets="$LENGTH" --dtype=bfloat16 --steps="$BENCH_STEPS" --rounds=2 --no-memory \
-    --no-profile 2>"$LOGS/train_bench-$size.log" || echo "train_bench at T5-$size failed or timed out (exit $?): see $LOGS/train_bench-$size.log"
+    --no-profile 2>"$LOGS/train_bench-$size.log" \
+    || echo "train_bench at T5-$size failed or timed out (exit $?): see $LOGS/train_bench-$size.log"
 done
 echo; timeout "$STEP_TIMEOUT" python benchmarks/decode_bench.py --dtype=bfloat16 --rounds=1 "${DECODE[@]}" \
   2>"$LOGS/decode_bench.log" || echo "decode_bench failed or timed out (exit $?): see $LOGS/decode_bench.log"

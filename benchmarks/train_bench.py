@@ -133,7 +133,8 @@ class HuggingFace:
         b = {k: self.torch.from_numpy(v.astype(np.int64)).to(self.device)
              for k, v in self.setup.batch_of(seed).items() if k != "decoder_loss_weights"}  # fmt: skip
         with self.autocast:
-            out = self.model(input_ids=b["encoder_input_tokens"], attention_mask=(b["encoder_input_tokens"] > 0).long(),
+            inputs = b["encoder_input_tokens"]
+            out = self.model(input_ids=inputs, attention_mask=(inputs > 0).long(),
                              decoder_input_ids=b["decoder_input_tokens"], labels=b["decoder_target_tokens"])  # fmt: skip
         out.loss.backward()
         self.optimizer.step()
