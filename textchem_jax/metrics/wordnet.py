@@ -125,8 +125,8 @@ def _english_wordnet_class():
             try:
                 self.satellite_offsets, self._lemma_pos_offset_map = pickle.loads(path.read_bytes())
                 return
-            except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-                pass  # not written yet, or unreadable: parse, and write it for the next process
+            except Exception:  # noqa: BLE001  (absent, torn or foreign: a bad cache is never trusted)
+                pass  # parse, and write it for the next process
             super()._scan_satellites()
             super()._load_lemma_pos_offset_map()
             try:
