@@ -120,7 +120,7 @@ class HuggingFace:
         torch.manual_seed(0)
         self.torch, self.setup = torch, setup
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        config = T5Config(**{**hf_config_from(setup.config()), "dtype": "float32"})  # float32 weights, as ours
+        config = T5Config(**hf_config_from(setup.config()))  # float32 weights (param_dtype), as ours
         self.model = T5ForConditionalGeneration(config).to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=6e-4, weight_decay=0.0)
         self.autocast = (

@@ -63,7 +63,6 @@ def _reader_folder(source: pathlib.Path) -> pathlib.Path:
     if (source / "lexnames").exists():
         root = source
     else:
-
         cache = _cache_root()
         digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
         root = cache / f"nltk_data-{digest}" / "corpora" / "wordnet"
@@ -103,7 +102,7 @@ def _index_cache(root: pathlib.Path) -> pathlib.Path:
     NLTK's version, so that any change to either is a new name."""
     import nltk
 
-    stats = [(name, (root / name).stat()) for name in _REQUIRED + ("lexnames",)]
+    stats = [(name, (root / name).stat()) for name in _REQUIRED + ("lexnames",)]  # local only: NLTK's folder
     key = repr([str(root.resolve()), nltk.__version__] + [(n, s.st_size, s.st_mtime_ns) for n, s in stats])
     return _cache_root() / f"wordnet-index-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pickle"
 
@@ -121,7 +120,7 @@ def _english_wordnet_class():
             pass  # in _load_lemma_pos_offset_map, whose parse needs it first (NLTK's __init__ calls both)
 
         def _load_lemma_pos_offset_map(self):
-            path = _index_cache(pathlib.Path(self.root.path))
+            path = _index_cache(pathlib.Path(self.root.path))  # local only: NLTK reads WordNet from the local disk
             try:
                 self.satellite_offsets, self._lemma_pos_offset_map = pickle.loads(path.read_bytes())
                 return
