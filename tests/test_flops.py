@@ -61,3 +61,27 @@ def test_peak_comes_from_the_data_sheet_or_a_measured_matmul():
     assert all(set(peaks) == {"bfloat16", "float32"} for _, peaks in PEAK_FLOPS)
     measured, source = peak_flops("float32")  # this machine: a CPU, no data sheet
     assert source.startswith("measured float32 matmul") and measured > 1e8
+
+
+def test_hardware_flops_of_the_step_need_only_the_batch_shapes():
+    """HFU's count lowers the train step on zeros shaped like the dataset's batches (so a run reads its data
+    once): the same count as on a real batch; batch shapes that are not static give no count, not an error."""
+    import optax
+    import tensorflow as tf
+    from helpers import LENGTHS, tiny_t5
+
+    from textchem_jax import partitioning, trainer
+    from textchem_jax import train as train_lib
+    from textchem_jax.run_config import DatasetConfig, get_dataset
+
+    model = tiny_t5()
+    run = trainer.Trainer(model, optax.adamw(1e-3), partitioning.make_mesh())
+    state, rng = run.init_state(jax.random.key(0)), jax.random.key(1)
+    dataset = get_dataset(DatasetConfig("textchem_demo_forward", LENGTHS, "train", 4), model)
+    real = {key: value.numpy() for key, value in next(iter(dataset)).items()}
+    on_data = run.train_step.lower(state, run.shard_batch(real), rng).cost_analysis()
+    on_data = (on_data[0] if isinstance(on_data, (list, tuple)) else on_data)["flops"]
+    counted = train_lib._step_flops(run, state, dataset.element_spec, rng)
+    assert counted is not None and counted > 0 and counted == pytest.approx(on_data, rel=0)
+    unknown = {key: tf.TensorSpec([None, *spec.shape[1:]], spec.dtype) for key, spec in dataset.element_spec.items()}
+    assert train_lib._step_flops(run, state, unknown, rng) is None
