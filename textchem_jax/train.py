@@ -283,16 +283,24 @@ def _keep_vocabulary(model_dir: str, model) -> None:
 
 
 def _step_flops(trainer, state, element_spec, rng) -> float | None:
-    """FLOPs of one train step by XLA's cost analysis of the lowered program (for HFU), or None if unavailable.
-    Not of a compiled one: that would compile the step a second time (it differs from it by under 1%). The
-    batch is zeros shaped like the data's (lowering reads shapes only), so the data is not read twice: a
-    second iterator fills the shuffle and packing buffers again (2.9 s of a 16.6 s two-step tiny run)."""
+    """FLOPs of one train step, lowered on zeros shaped like the data's batches (lowering reads shapes only), so
+    the data is not read twice: a second iterator fills the shuffle and packing buffers again (2.9 s of a 16.6 s
+    two-step tiny run). None where batch shapes are not static."""
     try:
-        example = {key: np.zeros(spec.shape, spec.dtype.as_numpy_dtype) for key, spec in element_spec.items()}
-        analysis = trainer.train_step.lower(state, trainer.shard_batch(example), rng).cost_analysis()
+        zeros = {key: np.zeros(spec.shape, spec.dtype.as_numpy_dtype) for key, spec in element_spec.items()}
+    except TypeError:  # a dimension of None
+        return None
+    return _lowered_flops(trainer, state, zeros, rng)
+
+
+def _lowered_flops(trainer, state, batch, rng) -> float | None:
+    """FLOPs of one train step on `batch` by XLA's cost analysis of the lowered program (for HFU), or None if
+    unavailable. Not of a compiled one: that would compile the step a second time (it differs by under 1%)."""
+    try:
+        analysis = trainer.train_step.lower(state, trainer.shard_batch(batch), rng).cost_analysis()
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
         return float(analysis.get("flops", 0.0)) or None
-    except Exception:  # cost analysis is best effort (not every backend reports it; unknown batch shapes)
+    except Exception:  # cost analysis is best effort (not every backend reports it)
         return None
 
 
