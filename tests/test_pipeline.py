@@ -81,6 +81,26 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     assert result.returncode != 0 and "config.gin" in result.stderr
 
 
+END_PROCESS = """
+import atexit, sys, threading, time
+from textchem_jax.launch import end_process
+atexit.register(print, "atexit handler ran", flush=True)
+threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished"))).start()
+print("buffered, unflushed", end="")
+end_process(sys.argv[1] if sys.argv[1].startswith("no") else int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [("0", 0), ("3", 3), ("no such file", 1)])
+def test_commands_end_after_their_threads_atexit_handlers_and_output(code, status):
+    """The commands end with `launch.end_process` (os._exit, no native teardown): what Python's own exit does
+    first still happens, in its order, and the status is sys.exit's."""
+    result = subprocess.run([sys.executable, "-c", END_PROCESS, code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == status
+    assert result.stdout == "buffered, unflushedthread finished\natexit handler ran\n"
+    assert result.stderr == ("no such file\n" if status == 1 else "")
+
+
 def test_missing_required_macro_names_file_and_fix(tmp_path):
     command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ import re
 import sys
 import tokenize
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from textchem_jax import xla_cpu
 
@@ -394,7 +394,29 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
                 exit_lost_peer(os.path.basename(argv[0]), error)
             raise
 
-    app.run(absl_main, argv=argv)
+    try:
+        app.run(absl_main, argv=argv)
+    except SystemExit as done:  # how absl's app.run ends, whatever main returned
+        end_process(done.code)
+
+
+def end_process(code: int | str | None) -> NoReturn:
+    """Exits as `sys.exit(code)` does, less the native teardown after Python's own: threads are joined and atexit
+    handlers run (orbax's pending saves, the metric process pool, JAX's distributed shutdown, logging), then
+    `os._exit`. Left to the interpreter, `textchem-eval` died of SIGSEGV after its last line was printed and its
+    files written, once in a CI test and once in 75 runs here; faulthandler, on, printed nothing, so the crash
+    came after Python's own finalization: in the native teardown of the TensorFlow and XLA a command loads."""
+    import atexit
+    import threading
+
+    if isinstance(code, str):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    threading._shutdown()  # the interpreter's first step at exit; multiprocessing's children end the same way
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def run_configured(qualified_name: str, program: str) -> None:
