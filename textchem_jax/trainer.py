@@ -24,7 +24,7 @@ from textchem_jax import partitioning
 Batch = Mapping[str, jax.Array]
 
 
-@functools.cache  # once per process: it costs about 3 s on a 2-core CPU, at every training run's start
+@functools.cache  # once per process: every training run's start would pay it again
 def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int = 10) -> float:
     """FLOP/s of a large matmul in `dtype` on the default device (MFU's denominator where no data sheet applies).
 
