@@ -404,7 +404,7 @@ def end_process(code: int | str | None) -> NoReturn:
     """Exits as `sys.exit(code)` does, less the native teardown after Python's own: threads are joined and atexit
     handlers run (orbax's pending saves, the metric process pool, JAX's distributed shutdown, logging), then
     `os._exit`. Left to the interpreter, `textchem-eval` died of SIGSEGV after its last line was printed and its
-    files written, once in a CI test and once in 75 runs here; faulthandler, on, printed nothing, so the crash
+    files written, once in a CI test and once in 107 runs here; faulthandler, on, printed nothing, so the crash
     came after Python's own finalization: in the native teardown of the TensorFlow and XLA a command loads."""
     import atexit
     import threading
