@@ -87,7 +87,7 @@ from textchem_jax.launch import end_process
 atexit.register(print, "atexit handler ran", flush=True)
 threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished"))).start()
 print("buffered, unflushed", end="")
-end_process(sys.argv[1] if sys.argv[1].startswith("no") else int(sys.argv[1]))
+end_process(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])
 """
 
 
