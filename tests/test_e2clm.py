@@ -416,22 +416,35 @@ def test_task_input_domains_follow_the_data_table():
 # Through the runtime: a routed variant trains, checkpoints, loads for inference and decodes
 
 
-@pytest.mark.slow
-def test_routed_variant_checkpoint_loads_for_inference_and_decodes(tmp_path):
-    import optax as optax_lib
-
-    from helpers import LENGTHS, tiny_e2clm
+def _train_one_step(model, model_dir) -> None:
+    from helpers import LENGTHS
     from textchem_jax import train as train_lib
-    from textchem_jax.model_loading import load_for_inference
     from textchem_jax.run_config import CheckpointConfig, DatasetConfig
 
-    model = tiny_e2clm(aggregation="select", freeze_chemistry=True)
     train_lib.train(
-        model=model, model_dir=str(tmp_path), optimizer=optax_lib.adamw(1e-3), total_steps=2,
-        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
-        checkpoint_cfg=CheckpointConfig(period=2), log_period=1,
+        model=model, model_dir=str(model_dir), optimizer=optax.adamw(1e-3), total_steps=1,
+        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4), checkpoint_cfg=CheckpointConfig(period=1),
     )  # fmt: skip
-    params = load_for_inference(model, str(tmp_path), partitioning.make_mesh())
+
+
+@pytest.fixture(scope="module")
+def routed_run(tmp_path_factory):
+    """The routed (`select`) variant, which reads `input_domain`, trained one step: loaded, evaluated and
+    decoded in-process and by the commands below (one training for all; `xdist_group` keeps them on one worker)."""
+    from helpers import tiny_e2clm
+
+    model, directory = tiny_e2clm(aggregation="select"), tmp_path_factory.mktemp("routed") / "run"
+    _train_one_step(model, directory)
+    return model, directory
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2clm_routed")
+def test_routed_variant_checkpoint_loads_for_inference_and_decodes(routed_run):
+    from textchem_jax.model_loading import load_for_inference
+
+    model, directory = routed_run
+    params = load_for_inference(model, str(directory), partitioning.make_mesh())
     assert set(params) == {"token_embedder", "decoder", "text_encoder", "chemistry_encoder"}
     tokens = BATCH["encoder_input_tokens"] % model.config.t5.vocab_size
     sequences, scores = predict(model, params, {"encoder_input_tokens": tokens, "input_domain": BATCH["input_domain"]},
@@ -478,63 +491,63 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
         run(tiny_t5("1.0"), tmp_path / "t5_parts", initial=parts)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", [dict(shared=True), dict(aggregation="mean"), dict(aggregation="select"),
-                                     dict(aggregation="cross_attention", freeze_text=True)], ids=str)  # fmt: skip
-def test_every_variant_through_evaluation_and_inference(tmp_path, variant):
-    import functools as functools_lib
+def _evaluate_and_infer(model, run, tmp_path) -> None:
+    """In-process evaluation (RDKit metrics, predictions named by step) and beam inference of a trained run."""
     import json
 
-    import optax as optax_lib
-
-    from helpers import LENGTHS, tiny_e2clm
+    from helpers import LENGTHS
     from textchem_jax import evaluate as evaluate_lib
     from textchem_jax import infer as infer_lib
-    from textchem_jax import train as train_lib
     from textchem_jax.models.beam_search import beam_search
-    from textchem_jax.run_config import CheckpointConfig, DatasetConfig
+    from textchem_jax.run_config import DatasetConfig
 
-    model = tiny_e2clm(**variant)
-    train_lib.train(
-        model=model, model_dir=str(tmp_path / "run"), optimizer=optax_lib.adamw(1e-3), total_steps=1,
-        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4), checkpoint_cfg=CheckpointConfig(period=1),
-    )  # fmt: skip
     results = evaluate_lib.evaluate(
-        model=model, checkpoint_path=str(tmp_path / "run"), output_dir=str(tmp_path / "eval"),
+        model=model, checkpoint_path=str(run), output_dir=str(tmp_path / "eval"),
         dataset_cfg=DatasetConfig("textchem_demo_text2mol", LENGTHS, "validation", 4, pack=False, num_examples=4),
     )  # fmt: skip
     assert set(results["textchem_demo_text2mol"]) >= {"validity", "morgan_fts"}
     assert (tmp_path / "eval" / "textchem_demo_text2mol-000001.jsonl").exists()
     (path,) = infer_lib.infer(
-        model=model, checkpoint_path=str(tmp_path / "run"), output_dir=str(tmp_path / "preds"),
+        model=model, checkpoint_path=str(run), output_dir=str(tmp_path / "preds"),
         dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "test", 8, pack=False),
-        decode_fn=functools_lib.partial(beam_search, num_decodes=2), row_format="textchem",
+        decode_fn=functools.partial(beam_search, num_decodes=2), row_format="textchem",
     )  # fmt: skip
     rows = [json.loads(line) for line in open(path)]
     assert rows and all(len(row["beams"]) == 2 for row in rows)
 
 
 @pytest.mark.slow
-def test_routed_variant_through_the_eval_and_infer_commands(tmp_path):
-    """The routed (`select`) variant, which reads `input_domain`, trained here and then evaluated and
-    decoded by the real `textchem-eval` and `textchem-infer` commands from gin files alone."""
+@pytest.mark.parametrize("variant", [dict(shared=True), dict(aggregation="mean"), dict(aggregation="cross_attention", freeze_text=True)],
+                         ids=str)  # fmt: skip
+def test_every_variant_through_evaluation_and_inference(tmp_path, variant):
+    from helpers import tiny_e2clm
+
+    model = tiny_e2clm(**variant)
+    _train_one_step(model, tmp_path / "run")
+    _evaluate_and_infer(model, tmp_path / "run", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2clm_routed")
+def test_routed_variant_through_evaluation_and_inference(routed_run, tmp_path):
+    _evaluate_and_infer(*routed_run, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2clm_routed")
+def test_routed_variant_through_the_eval_and_infer_commands(routed_run, tmp_path):
+    """The routed run, evaluated and decoded by the real `textchem-eval` and `textchem-infer` commands from
+    gin files alone."""
     import json
     import os
     import subprocess
     import sys
 
-    from helpers import LENGTHS, ROOT, tiny_e2clm
-    from textchem_jax import train as train_lib
-    from textchem_jax.run_config import CheckpointConfig, DatasetConfig
+    from helpers import LENGTHS, ROOT
 
-    train_lib.train(
-        model=tiny_e2clm(aggregation="select"), model_dir=str(tmp_path / "run"), optimizer=optax.adamw(1e-3),
-        total_steps=1, train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
-        checkpoint_cfg=CheckpointConfig(period=1),
-    )  # fmt: skip
     model = ["--gin_file=models/e2clm_small.gin", "--gin.e2clm.e2clm_config.size='tiny'",
              "--gin.e2clm.e2clm_config.aggregation='select'", "--gin.DROPOUT_RATE=0.0",
-             f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}"]  # fmt: skip
+             f"--gin.CHECKPOINT_PATH='{routed_run[1]}'", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}"]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def run(module: str, *flags: str) -> str:

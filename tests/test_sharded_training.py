@@ -13,7 +13,8 @@ import pytest
 
 from helpers import run_with_devices
 
-pytestmark = pytest.mark.slow  # several tiny trainings, each in its own process
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sharded_training")]  # tiny trainings in processes;
+# one worker runs the module, so the 8-device reference run is made once
 
 WORKER = pathlib.Path(__file__).with_name("sharded_training_worker.py")
 
@@ -44,21 +45,23 @@ def _multi_process(processes: int, devices: int, data: int, model: int) -> dict:
     return json.loads(outputs[0][0].strip().splitlines()[-1])
 
 
-def test_one_device_and_eight_devices_with_4x2_mesh_agree():
+@pytest.fixture(scope="module")
+def eight_devices() -> dict:
+    """One process with 8 devices on a 4x2 (data, model) mesh: the reference the other layouts must equal."""
+    return _result("8", "4", "2")
+
+
+def test_one_device_and_eight_devices_with_4x2_mesh_agree(eight_devices):
     single = _losses("1", "1", "1")
-    sharded = _losses("8", "4", "2")
     assert single[0] > single[-1]  # it trains
-    np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(eight_devices["losses"], single, rtol=0, atol=1e-5)
 
 
-def test_model_axis_spanning_processes_reads_by_data_position():
-    """Hosts that share `data` rows feed the same examples, so the global batch depends only on the hosts'
-    positions along `data`: a model axis spanning 2 of 4 processes gives the batch of 2 processes with one data
-    row each (reading by process index would cut it into 4 shards instead), and both train as one process."""
-    spanning_four = _multi_process(4, 2, 2, 4)  # processes 0,1 hold data row 0, processes 2,3 row 1
-    one_row_each = _multi_process(2, 2, 2, 2)
-    single_process = _result("4", "2", "2")
-    assert spanning_four["shard"] == one_row_each["shard"] == [0, 2] and single_process["shard"] == [0, 1]
-    assert spanning_four["batch"] == one_row_each["batch"]
-    np.testing.assert_allclose(spanning_four["losses"], single_process["losses"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(one_row_each["losses"], single_process["losses"], rtol=0, atol=1e-5)
+def test_model_axis_spanning_processes_reads_by_data_position(eight_devices):
+    """Hosts that share `data` rows feed the same examples: with the model axis spanning both processes
+    (one data row), each reads the whole global batch, which is the one-process batch (reading by process
+    index would cut it in two shards instead), and both train as one process."""
+    spanning_two = _multi_process(2, 2, 1, 4)
+    assert spanning_two["shard"] == eight_devices["shard"] == [0, 1]
+    assert spanning_two["batch"] == eight_devices["batch"]
+    np.testing.assert_allclose(spanning_two["losses"], eight_devices["losses"], rtol=0, atol=1e-5)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import pathlib
+import types
 
 import jax
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -16,6 +18,7 @@ from textchem_jax.models import t5
 from textchem_jax.models.config import t5_config
 
 WORKER = pathlib.Path(__file__).with_name("sharding_worker.py")
+pytestmark = pytest.mark.xdist_group("sharding")  # one worker: the 8-device report is made once
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,39 @@ def test_describe_params_lists_every_parameter():
     query = next(line for line in lines if "encoder/layers/attention/query/kernel" in line)
     assert "(layers=2, embed=64, joined_kv=64)" in query and "PartitionSpec(None, None, 'model')" in query
     assert lines[-1] == f"Total number of parameters: {t5.count_params(boxed):,}"
+
+
+@pytest.mark.parametrize(
+    ("mesh_shape", "devices_per_process", "expected"),
+    [
+        ((2, 4), 2, [(0, 2), (0, 2), (1, 2), (1, 2)]),  # the model axis spans processes 0,1 and 2,3: two data rows
+        ((1, 4), 2, [(0, 1), (0, 1)]),  # one data row spread over both processes: both read the whole batch
+        ((4, 1), 2, [(0, 2), (1, 2)]),  # two rows per process: one shard each
+        ((2, 2), 2, [(0, 2), (1, 2)]),  # one row per process: the process index
+    ],
+)
+def test_a_hosts_data_shard_is_its_position_along_the_data_axis(monkeypatch, mesh_shape, devices_per_process, expected):
+    """`host_data_shard` on meshes of fake devices (only their `process_index` matters), laid out as
+    `jax.make_mesh` lays out real ones: processes' devices in order, row by row."""
+    count = mesh_shape[0] * mesh_shape[1]
+    devices = [types.SimpleNamespace(process_index=i // devices_per_process) for i in range(count)]
+    mesh = types.SimpleNamespace(shape={"data": mesh_shape[0], "model": mesh_shape[1]},
+                                 devices=np.array(devices, dtype=object).reshape(mesh_shape))  # fmt: skip
+    seen = []
+    for process in range(count // devices_per_process):
+        monkeypatch.setattr(jax, "process_index", lambda process=process: process)
+        seen.append(partitioning.host_data_shard(mesh))
+    assert seen == expected
+
+
+def test_a_host_whose_rows_are_not_one_aligned_block_is_refused(monkeypatch):
+    # process 0 holds rows 0 and 2 of 3: not a contiguous block of the same size as the others'
+    layout = [[0], [1], [0]]
+    devices = np.array([[types.SimpleNamespace(process_index=p) for p in row] for row in layout], dtype=object)
+    mesh = types.SimpleNamespace(shape={"data": 3, "model": 1}, devices=devices)
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    with pytest.raises(ValueError, match=r"holds data rows \[0, 2\] of 3"):
+        partitioning.host_data_shard(mesh)
+    monkeypatch.setattr(jax, "process_index", lambda: 2)
+    with pytest.raises(ValueError, match="has no device"):
+        partitioning.host_data_shard(mesh)

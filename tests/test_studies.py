@@ -30,6 +30,7 @@ SWEEP_FLAGS = [
     "--grid=mixture=standard,cross",
     "--gin.TRAIN_STEPS=20",
     "--gin.BATCH_SIZE=8",
+    "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 48}",  # shorter than the quickstart's: 2:19 against 2:42
     "--gin.train_lib.train.log_period=10",
     "--gin.train_lib.train.eval_steps=2",
     "--gin.run_config.CheckpointConfig.period=20",
