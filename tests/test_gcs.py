@@ -60,8 +60,12 @@ def test_gcs_clients_reach_the_emulator(gcs):
 
 
 @pytest.mark.slow
-def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scores(gcs, tmp_path):
+def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scores(gcs, tmp_path, capsys):
+    """Training, evaluation and the export run as commands; the import and scoring in this process (through
+    the `main`s of their console scripts), which has the emulator's settings too."""
     import tensorflow as tf
+
+    from textchem_jax import convert, score
 
     run, gin_file = f"{BUCKET}/run", f"{BUCKET}/configs/quickstart_tiny.gin"
     with tf.io.gfile.GFile(gin_file, "w") as f:  # a gin file in the bucket, including a packaged one
@@ -96,9 +100,12 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     assert any(name.endswith("-metrics.jsonl") for name in gcs_emulator.list_objects(gcs, "eval/"))
 
     hf, converted = f"{BUCKET}/hf", f"{BUCKET}/converted"
-    _run(gcs, "textchem-convert", f"--checkpoint_dir={run}", f"--hf_output_dir={hf}")
+    exported = _run(gcs, "textchem-convert", f"--checkpoint_dir={run}", f"--hf_output_dir={hf}")
+    # The console is for people: no TensorFlow start-up lines, no orbax notes. TensorStore's C++ note on the
+    # emulator's test token is all there is (a real bucket has real credentials).
+    assert [line for line in exported.stderr.splitlines() if "GOOGLE_AUTH_TOKEN_FOR_TESTING" not in line] == []
     assert {"hf/config.json", "hf/model.safetensors", "hf/spiece.model"} <= set(gcs_emulator.list_objects(gcs, "hf/"))
-    _run(gcs, "textchem-convert", f"--hf_dir={hf}", f"--output_dir={converted}")
+    assert convert.main([f"--hf_dir={hf}", f"--output_dir={converted}"]) == 0
     assert {"converted/params.npz", "converted/t5_config.json", "converted/model.gin", "converted/spiece.model"} <= set(
         gcs_emulator.list_objects(gcs, "converted/"))
 
@@ -114,8 +121,9 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     np.testing.assert_array_equal(round_trip["token_embedder"]["embedding"], trained["['token_embedder']['embedding']"])
 
     predictions = f"{run}/inference_eval/textchem_demo_forward-000004.jsonl"
-    score = _run(gcs, "textchem-score", f"--predictions={predictions}", f"--output={BUCKET}/scores.json")
-    assert "accuracy" in score.stdout
+    capsys.readouterr()
+    assert score.main([f"--predictions={predictions}", f"--output={BUCKET}/scores.json"]) == 0
+    assert "accuracy" in capsys.readouterr().out
     assert "accuracy" in json.loads(tf.io.gfile.GFile(f"{BUCKET}/scores.json").read())["textchem_demo_forward"]
 
 

@@ -22,6 +22,7 @@ from textchem_jax.run_config import CheckpointConfig, DatasetConfig, get_dataset
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 LENGTHS = {"inputs": 192, "targets": 128}
+STEPS = 60  # 60 steps: train loss 7.558 -> 2.556, test 2.587 against the unigram's 4.661 (100 steps: 2.446, 2.436)
 MIXTURE = "test_chebi20_both_directions"
 
 
@@ -39,7 +40,7 @@ def test_tiny_model_learns_chebi20(data, monkeypatch, tmp_path, capsys):
         seqio.MixtureRegistry.add(MIXTURE, [("textchem_text2mol", 1.0), ("textchem_mol2text", 1.0)])
     model = tiny_t5(d_model=128, d_kv=32, d_ff=256)
     results = train_lib.train(
-        model_dir=str(tmp_path), model=model, optimizer=optax.adamw(3e-3, weight_decay=0.0), total_steps=100,
+        model_dir=str(tmp_path), model=model, optimizer=optax.adamw(3e-3, weight_decay=0.0), total_steps=STEPS,
         train_dataset_cfg=DatasetConfig(MIXTURE, LENGTHS, "validation", 16),
         train_eval_dataset_cfg=DatasetConfig(MIXTURE, LENGTHS, "test", 16, shuffle=False),
         checkpoint_cfg=CheckpointConfig(period=1000), eval_steps=20, log_period=25,
@@ -57,7 +58,7 @@ def test_tiny_model_learns_chebi20(data, monkeypatch, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n{'ChEBI-20, both directions':<40}{'cross entropy (nats/token)':>28}")
         print(f"{'train loss, first logged step':<40}{losses[0]:>28.3f}")
-        print(f"{'train loss, step 100':<40}{losses[-1]:>28.3f}")
+        print(f"{f'train loss, step {STEPS}':<40}{losses[-1]:>28.3f}")
         print(f"{'test: tiny model (teacher forced)':<40}{test_cross_entropy:>28.3f}")
         print(f"{'test: unigram baseline':<40}{unigram:>28.3f}")
     assert losses[-1] < 0.5 * losses[0]

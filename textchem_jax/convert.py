@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from etils import epath  # every directory here may be local or gs://
 
-from textchem_jax import run_results
+from textchem_jax import launch, run_results
 from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
@@ -141,9 +141,7 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     if not (checkpoint_dir / RUN_CONFIG_FILE).exists():
         raise ValueError(f"{checkpoint_dir} has neither {CONFIG_FILE} (a textchem-convert directory) nor "
                          f"{RUN_CONFIG_FILE} (a textchem-train MODEL_DIR)")  # fmt: skip
-    from textchem_jax.launch import saved_run
-
-    model = saved_run(str(checkpoint_dir)).model
+    model = launch.saved_run(str(checkpoint_dir)).model
     names = set(model.abstract_params())
     if names != {"token_embedder", "encoder", "decoder"}:
         raise ValueError(
@@ -195,7 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
     parser.add_argument("--extend_vocabulary", action="store_true",
                         help="add the chemistry characters the vocabulary lacks (T5's: \\ ~ { } <) and grow the embedding")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
+    if not args.verbose and (args.checkpoint_dir or args.t5x_checkpoint):
+        # Checkpoints are read through TensorFlow and orbax: their start-up lines and orbax's note on a run's
+        # data-iterator item off. A Hugging Face import loads neither (it takes 0.04 s for a tiny model).
+        launch.quiet_libraries()
     sources = [s for s in (args.hf_dir, args.t5x_checkpoint) if s]
     exports = [d for d in (args.hf_output_dir, args.t5x_output_dir) if d]
 

@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS), help="jsonl file to score")
     parser.add_argument("--output", type=epath.Path, help="also write the metrics as JSON here")
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # our counted skips
+    if not args.verbose:  # rouge-score's "Using default tokenizer" and other absl INFO lines
+        logging.getLogger("absl").setLevel(logging.WARNING)
     if not args.predictions.is_file():
         parser.error(f"no predictions file at {args.predictions}")
     try:
