@@ -31,7 +31,7 @@ def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "textchem_jax.score"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "exact_match" in result.stdout
-    assert "1 of 5 predictions are not valid SMILES" in result.stderr  # our counted skips, not library chatter:
+    assert "1 of 5 predictions are not valid SMILES" in result.stderr  # our counted skips are shown,
     assert "absl" not in result.stderr  # rouge-score's "Using default tokenizer" only with --verbose
 
 
