@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "step 6/6" in out and "evaluation at step 6" in out and "textchem_demo_text2mol" in out
+    assert " lr n/a " not in out and re.search(r" lr \d\.\d\de[-+]\d\d ", out)  # pretrain.gin logs its schedule
     assert "uncached FunctionDataset" not in result.stderr  # library chatter that does not apply to us
     for name in ("config.gin", "model-info.txt", "checkpoints/6", "train"):
         assert (tmp_path / name).exists(), name

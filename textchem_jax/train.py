@@ -92,9 +92,11 @@ class _Progress:
             scalars["timing/hfu"] = hardware_flops / seconds_per_step / (peak * jax.device_count())
         self.writer.write_scalars(step, scalars)
         eta = (self.total - step) * (now - self.start) / max(step - self.first, 1)
+        # Without `learning_rate_fn` the trainer cannot know the optimizer's rate: say so, not "nan".
+        learning_rate = f"{scalars['learning_rate']:.2e}" if "learning_rate" in scalars else "n/a"
         line = (
             f"step {step}/{self.total} ({100 * step / self.total:.0f}%) loss {scalars['loss']:.4f} "
-            f"accuracy {scalars['accuracy']:.3f} lr {scalars.get('learning_rate', float('nan')):.2e} "
+            f"accuracy {scalars['accuracy']:.3f} lr {learning_rate} "
             f"{scalars['timing/tokens_per_second']:.0f} tokens/s {seconds_per_step * 1000:.0f} ms/step "
             f"ETA {eta:.0f} s"
         )
