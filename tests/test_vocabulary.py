@@ -23,6 +23,7 @@ from textchem_jax.data import datasets, sources
 from textchem_jax.data import vocabulary as V
 
 VOCAB_SIZE = 1500
+COMPARED = pytest.mark.xdist_group("vocabulary")  # tests of `comparison`: one worker trains both vocabularies once
 TRICKY = [
     "C/C=C\\C",
     "F/C=C\\1/CCCC1",
@@ -101,6 +102,7 @@ def real_strings(data) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 @pytest.mark.needs_data
+@COMPARED
 def test_every_real_string_round_trips_without_unk(comparison, real_strings):
     vocabulary = V.load_vocabulary(comparison.ours_path)
     joined = "".join(s for strings in real_strings.values() for s in strings)
@@ -118,6 +120,7 @@ def test_every_real_string_round_trips_without_unk(comparison, real_strings):
 
 @pytest.mark.slow
 @pytest.mark.needs_data
+@COMPARED
 def test_plain_sentencepiece_does_not_round_trip(comparison, real_strings):
     """Why we do not use SentencePiece's defaults: NFKC rewrites `℃`, rare characters become <unk>."""
     failures = 0
@@ -129,6 +132,7 @@ def test_plain_sentencepiece_does_not_round_trip(comparison, real_strings):
 
 
 @pytest.mark.needs_data
+@COMPARED
 def test_fewer_tokens_per_smiles_than_plain_sentencepiece(comparison, data):
     print(f"\n[vocab] tokens per ChEBI-20 test SMILES: ours {comparison.ours:.2f}, plain {comparison.plain:.2f}")
     assert comparison.ours < comparison.plain
@@ -145,6 +149,7 @@ def test_fewer_tokens_per_smiles_than_plain_sentencepiece(comparison, data):
 
 
 @pytest.mark.needs_data
+@COMPARED
 def test_smiles_pieces_never_cut_an_atom(comparison, test_smiles):
     """Each piece lies inside one atom token or covers whole atom tokens (`Cl`, `[C@@H]` are never split
     across pieces that also hold a neighbour)."""
@@ -163,6 +168,7 @@ def test_smiles_pieces_never_cut_an_atom(comparison, test_smiles):
 
 
 @pytest.mark.needs_data
+@COMPARED
 def test_load_by_path_with_seqio(comparison, test_smiles):
     import seqio
 
@@ -248,5 +254,13 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
         vocab_cli.main(["--output_prefix", str(tmp_path / "v")])  # no texts
     assert "no texts" in capsys.readouterr().err
     assert vocab_cli.main(["--input", str(tmp_path / "missing.txt"), "--output_prefix", str(tmp_path / "v")]) == 2
-    result = subprocess.run([sys.executable, "-m", "textchem_jax.vocab", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--vocab_size" in result.stdout
+    (tmp_path / "texts.txt").write_text("CCO\nc1ccccc1\nThe molecule is an alcohol.\n", encoding="utf-8")
+    flags = ["--input", str(tmp_path / "texts.txt"), "--output_prefix", str(tmp_path / "v")]
+    assert vocab_cli.main([*flags, "--vocab_size=30"]) == 2
+    assert "Vocabulary size is smaller" in capsys.readouterr().err
+    assert vocab_cli.main([*flags, "--vocab_size=30", "--soft_vocab_limit"]) == 2
+    assert "--soft_vocab_limit" not in capsys.readouterr().err  # no hint to pass what was passed
+    command = [sys.executable, "-m", "textchem_jax.vocab", *flags, "--vocab_size=400", "--soft_vocab_limit"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0 and "3/3 exact" in result.stdout
+    assert result.stderr == ""  # the console is ours: TensorFlow's and CUDA's start-up lines only with --verbose

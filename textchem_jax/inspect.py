@@ -11,10 +11,11 @@ rate, and the report of skipped rows.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
+
+from textchem_jax import launch
 
 PERCENTILES = (50, 90, 95, 99, 100)
 
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", help="data folder (default: TEXTCHEM_DATA_DIR)")
     parser.add_argument("--vocabulary", help="a SentencePiece model, or a checkpoint folder (textchem-convert "
                         "output or MODEL_DIR) whose spiece.model the tasks should use")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up INFO lines
+    if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
+        launch.quiet_libraries()
     if args.data_dir:
         from textchem_jax.data.datasets import set_data_dir
 

@@ -12,10 +12,10 @@ Prints the model path, its size and whether every training text round-trips with
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+from textchem_jax import launch
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
 
@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab_size", type=int, default=8000)
     parser.add_argument("--soft_vocab_limit", action="store_true", help="allow fewer pieces on a small corpus")
     parser.add_argument("--compare_plain", action="store_true", help="also train plain SentencePiece, compare")
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up INFO lines
+    if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
+        launch.quiet_libraries()
 
     texts = []
     try:
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
         )
     except RuntimeError as error:  # SentencePiece: e.g. vocab_size too large for the corpus
-        print(f"textchem-vocab: training failed: {error} (or pass --soft_vocab_limit)", file=sys.stderr)
+        hint = "" if args.soft_vocab_limit else " (or pass --soft_vocab_limit)"
+        print(f"textchem-vocab: training failed: {error}{hint}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     vocabulary = vocab_lib.load_vocabulary(path)
