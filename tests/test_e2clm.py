@@ -456,12 +456,14 @@ def test_routed_variant_checkpoint_loads_for_inference_and_decodes(routed_run):
 
 @pytest.mark.slow
 def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_path):
-    """The paper's frozen-encoder variants freeze real T5 encoders: one checkpoint for all parts, or one per part."""
+    """The paper's frozen-encoder variants freeze real T5 encoders: one checkpoint for all parts, or one per part
+    (a T5 training run and a converted T5 directory, as `textchem-convert` writes)."""
+    import flax.linen as nn
     import optax as optax_lib
 
     from helpers import LENGTHS, tiny_e2clm, tiny_t5
     from textchem_jax import train as train_lib
-    from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.model_loading import load_for_inference, write_params
     from textchem_jax.run_config import CheckpointConfig, DatasetConfig
 
     def run(model, directory, seed=0, initial=None):
@@ -472,7 +474,10 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
         )  # fmt: skip
         return jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(directory), partitioning.make_mesh()))
 
-    t5_a, t5_b = run(tiny_t5("1.0"), tmp_path / "t5_a"), run(tiny_t5("1.0"), tmp_path / "t5_b", seed=1)
+    t5_a = run(tiny_t5("1.0"), tmp_path / "t5_a")
+    (tmp_path / "t5_b").mkdir()
+    write_params(tmp_path / "t5_b", nn.meta.unbox(tiny_t5("1.0").init(jax.random.key(1))))
+    t5_b = jax.tree_util.tree_map(np.asarray, load_for_inference(tiny_t5("1.0"), str(tmp_path / "t5_b"), partitioning.make_mesh()))
     frozen = tiny_e2clm(aggregation="mean", freeze_text=True, freeze_chemistry=True, own_embeddings=True)
 
     def equal(a, b) -> bool:
