@@ -98,7 +98,8 @@ class SeqioMixtureEvaluator:
             logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger), log_dir=output_dir,
         )  # fmt: skip
         self.batch_size = cfg.batch_size
-        self.decode = make_batch_decoder(model, mesh, None, int(cfg.task_feature_lengths["targets"]))
+        # batch_size=1 pads nothing: each task's last, shorter batch compiles its own shape, as before.
+        self.decode = make_batch_decoder(model, mesh, None, int(cfg.task_feature_lengths["targets"]), batch_size=1)
 
     def evaluate(self, params, step: int):
         def predict_fn(dataset):

@@ -1,5 +1,6 @@
 """Inference evaluation as the paper reports it: every beam reaches the metrics (top-k accuracy), the
-model under evaluation is the retrosynthesis round trip's forward predictor, a caption tokenizer from gin."""
+model under evaluation is the retrosynthesis round trip's forward predictor, a caption tokenizer from gin;
+evaluation and `textchem-infer` decode every batch in one compiled shape."""
 
 from __future__ import annotations
 
@@ -117,17 +118,54 @@ def _recording_decoder(evaluator, shapes: list):
     return recorded
 
 
-def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro):
-    """6 + 6 rows in batches of 4: three batches (the second holds both tasks), not four; the round trip's batch
-    is padded to the same shape; predictions and metrics are those of each task evaluated alone."""
+def _traced_shapes(model, monkeypatch) -> list:
+    """The input shapes `predict_batch` of `model`'s class is traced with: one per compiled decoding program."""
+    shapes = []
+    predict = type(model).predict_batch
+
+    def traced(self, params, features, **kwargs):
+        shapes.append(features["encoder_input_tokens"].shape)
+        return predict(self, params, features, **kwargs)
+
+    monkeypatch.setattr(type(model), "predict_batch", traced)
+    return shapes
+
+
+def test_infer_pads_the_last_batch_so_one_program_serves_a_file(tmp_path, monkeypatch):
+    """5 molecules in batches of 4: the last batch of 1 runs padded to 4 rows (no second compilation), and each
+    molecule gets its own row, in order, with as many beams as asked for."""
+    from textchem_jax import infer as infer_lib
+    from textchem_jax.model_loading import write_params
+
+    model, params = _model_and_params()
+    write_params(tmp_path, params)
+    molecules = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "O=C=O"]
+    (tmp_path / "molecules.txt").write_text("\n".join(molecules) + "\n")
+    traced = _traced_shapes(model, monkeypatch)
+    (path,) = infer_lib.infer(
+        model=model, checkpoint_path=str(tmp_path), output_dir=str(tmp_path / "preds"), row_format="textchem",
+        dataset_cfg=DatasetConfig(None, LENGTHS, "test", 4), decode_fn=functools.partial(beam_search, num_decodes=2),
+        input_file=str(tmp_path / "molecules.txt"), task="mol2text",
+    )  # fmt: skip
+    assert traced == [(4, LENGTHS["inputs"])]
+    rows = [json.loads(line) for line in open(path)]
+    assert [row["input"] for row in rows] == [PROMPTS["mol2text"] + m for m in molecules]
+    assert all(len(row["beams"]) == 2 for row in rows)
+
+
+def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro, monkeypatch):
+    """6 + 6 rows in batches of 4: three batches (the second holds both tasks), not four; the last batch and the
+    round trip's are padded to the same shape, so one program is compiled; predictions and metrics are those of
+    each task evaluated alone."""
     model, params = _model_and_params()
     cfg = DatasetConfig(forward_and_retro, LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=6)
     mixed = InferenceEvaluator(model, cfg, str(tmp_path / "mixed"), partitioning.make_mesh())
-    shapes = []
-    mixed.decode = _recording_decoder(mixed, shapes)
+    rows, traced = [], _traced_shapes(model, monkeypatch)
+    mixed.decode = _recording_decoder(mixed, rows)
     results = mixed.evaluate(params, step=1)
-    round_trip_batches = -(-len(mixed._round_trip) // 4)
-    assert len(shapes) == 3 + round_trip_batches and set(shapes) == {(4, LENGTHS["inputs"])}
+    full, rest = divmod(len(mixed._round_trip), 4)  # the round trip's batches of 4 and its last, shorter one
+    assert [shape[0] for shape in rows] == [4, 4, 4] + [4] * full + ([rest] if rest else [])
+    assert traced == [(4, LENGTHS["inputs"])]
 
     for task in ("textchem_demo_retro", "textchem_demo_forward"):
         alone_dir = tmp_path / task

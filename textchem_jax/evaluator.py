@@ -59,12 +59,13 @@ def encode_rows(vocab, texts, length: int) -> np.ndarray:
     return rows
 
 
-def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_length: int):
-    """`decode(params, features) -> (sequences (batch, k, length), scores (batch, k))` on host arrays.
+def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_length: int, batch_size: int):
+    """`decode(params, features) -> (sequences (rows, k, length), scores (rows, k))` on host arrays.
 
     `model` is a model adapter; `features` holds `encoder_input_tokens` and whatever else the model
-    reads (e2-CLM: `input_domain`). Jitted once per shape; each batch is padded to a multiple of the
-    `data` axis, split over the mesh (every host holds it in full) and gathered back.
+    reads (e2-CLM: `input_domain`). Every call runs padded to a multiple of `batch_size` (and of the `data`
+    axis), so a last, shorter batch reuses the one compiled shape; split over the mesh (every host holds the
+    batch in full) and gathered back, the padding rows dropped.
     """
 
     @jax.jit
@@ -72,7 +73,10 @@ def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_lengt
         return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length)
 
     def decode(params, features: Mapping[str, np.ndarray]):
-        return on_mesh(mesh, decode_on_mesh, params, model.features(features, model.input_features))
+        features = model.features(features, model.input_features)
+        rows = len(next(iter(features.values())))
+        padded = {key: _pad_rows(value, batch_size) for key, value in features.items()}
+        return jax.tree_util.tree_map(lambda array: array[:rows], on_mesh(mesh, decode_on_mesh, params, padded))
 
     return decode
 
@@ -127,7 +131,9 @@ class InferenceEvaluator:
         self.input_length = int(cfg.task_feature_lengths["inputs"])
         self.caption_tokenizer = caption_tokenizer
         self._round_trip: dict[str, str] = {}
-        self.decode = make_batch_decoder(model, mesh, decode_fn, int(cfg.task_feature_lengths["targets"]))
+        self.decode = make_batch_decoder(
+            model, mesh, decode_fn, int(cfg.task_feature_lengths["targets"]), batch_size=cfg.batch_size
+        )
 
     def evaluate(self, params, step: int):
         """{task: {metric: value}} for `params` at `step` (also written to the loggers)."""
@@ -165,7 +171,7 @@ class InferenceEvaluator:
 
         def decode_rows(count: int):  # the first `count` waiting rows, whatever their tasks
             nonlocal names, indices, features
-            sequences = self._decode_rows(params, {key: value[:count] for key, value in features.items()})
+            sequences = self.decode(params, {key: value[:count] for key, value in features.items()})[0]
             for name, index, row in zip(names[:count], indices[:count], sequences, strict=True):
                 outputs[name].append((int(index), row if len(row) > 1 else row[0]))
             names, indices, features = names[count:], indices[count:], {k: v[count:] for k, v in features.items()}
@@ -191,13 +197,6 @@ class InferenceEvaluator:
         if names:
             decode_rows(len(names))
         yield from decoded()
-
-    def _decode_rows(self, params, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Sequences (rows, k, length) of up to `batch_size` rows, decoded padded to `batch_size`: every batch of
-        an evaluation, the last one and the round trip's included, runs the one compiled shape."""
-        rows = len(next(iter(features.values())))
-        sequences, _ = self.decode(params, {key: _pad_rows(value, self.batch_size) for key, value in features.items()})
-        return sequences[:rows]
 
     @staticmethod
     def _is_retro(name: str) -> bool:
@@ -236,7 +235,7 @@ class InferenceEvaluator:
                 chunk = precursors[start : start + self.batch_size]
                 tokens = encode_rows(vocab, [PROMPTS["forward"] + text for text in chunk], self.input_length)
                 batch = {"encoder_input_tokens": tokens, "input_domain": np.full_like(tokens, domain)}
-                sequences = self._decode_rows(params, batch)
+                sequences, _ = self.decode(params, batch)
                 products += [smiles_postprocessor(vocab.decode([int(t) for t in row[0]])) for row in sequences]
             return products
 
