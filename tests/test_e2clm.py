@@ -466,9 +466,9 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
     from textchem_jax.model_loading import load_for_inference, write_params
     from textchem_jax.run_config import CheckpointConfig, DatasetConfig
 
-    def run(model, directory, seed=0, initial=None):
+    def run(model, directory, initial=None):
         train_lib.train(
-            model=model, model_dir=str(directory), optimizer=optax_lib.adamw(1e-2), total_steps=2, random_seed=seed,
+            model=model, model_dir=str(directory), optimizer=optax_lib.adamw(1e-2), total_steps=2,
             train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
             checkpoint_cfg=CheckpointConfig(period=2, initial_checkpoint_path=initial), log_period=1,
         )  # fmt: skip
