@@ -472,12 +472,16 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
             train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
             checkpoint_cfg=CheckpointConfig(period=2, initial_checkpoint_path=initial), log_period=1,
         )  # fmt: skip
+        return loaded(model, directory)
+
+    def loaded(model, directory):
         return jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(directory), partitioning.make_mesh()))
 
-    t5_a = run(tiny_t5("1.0"), tmp_path / "t5_a")
+    t5 = tiny_t5("1.0")
+    t5_a = run(t5, tmp_path / "t5_a")
     (tmp_path / "t5_b").mkdir()
-    write_params(tmp_path / "t5_b", nn.meta.unbox(tiny_t5("1.0").init(jax.random.key(1))))
-    t5_b = jax.tree_util.tree_map(np.asarray, load_for_inference(tiny_t5("1.0"), str(tmp_path / "t5_b"), partitioning.make_mesh()))
+    write_params(tmp_path / "t5_b", nn.meta.unbox(t5.init(jax.random.key(1))))
+    t5_b = loaded(t5, tmp_path / "t5_b")
     frozen = tiny_e2clm(aggregation="mean", freeze_text=True, freeze_chemistry=True, own_embeddings=True)
 
     def equal(a, b) -> bool:
@@ -493,7 +497,7 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
     assert equal(two["text_encoder"], t5_a["encoder"]) and equal(two["chemistry_encoder"], t5_b["encoder"])
     assert not equal(t5_a["encoder"], t5_b["encoder"])
     with pytest.raises(ValueError, match="T5 checkpoint of its own shape"):
-        run(tiny_t5("1.0"), tmp_path / "t5_parts", initial=parts)
+        run(t5, tmp_path / "t5_parts", initial=parts)
 
 
 def _evaluate_and_infer(model, run, tmp_path) -> None:

@@ -78,7 +78,10 @@ def test_microbatches_give_the_same_update_as_one_batch():
     np.testing.assert_allclose(metrics_many["grad_norm"], metrics_one["grad_norm"], rtol=1e-5)
     by_sgd = [label == "sgd" for label in tree_leaves(_optimizer_of_each_leaf(params))]
     assert 0 < sum(by_sgd) < len(by_sgd)
-    sgd_only = lambda tree: [leaf for leaf, sgd in zip(tree_leaves(tree), by_sgd) if sgd]  # noqa: E731
+
+    def sgd_only(tree) -> list[np.ndarray]:
+        return [leaf for leaf, sgd in zip(tree_leaves(tree), by_sgd) if sgd]
+
     _close_to_scale(sgd_only(update_many), sgd_only(update_one), "SGD's update (-lr * clipped gradient)",
                     stored_in=sgd_only(params))  # fmt: skip
     inner_one, inner_many = state_one[1].inner_states, state_many[1].inner_states

@@ -261,6 +261,6 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
     assert vocab_cli.main([*flags, "--vocab_size=30", "--soft_vocab_limit"]) == 2
     assert "--soft_vocab_limit" not in capsys.readouterr().err  # no hint to pass what was passed
     command = [sys.executable, "-m", "textchem_jax.vocab", *flags, "--vocab_size=400", "--soft_vocab_limit"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "3/3 exact" in result.stdout
     assert result.stderr == ""  # the console is ours: TensorFlow's and CUDA's start-up lines only with --verbose

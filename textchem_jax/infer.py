@@ -123,7 +123,7 @@ def infer(
     mesh = partitioning.make_mesh() if mesh is None else mesh
     params = load_for_inference(model, checkpoint_path, mesh)
     decode_fn = functools.partial(beam_search, num_decodes=4) if decode_fn is None else decode_fn
-    decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), dataset_cfg.batch_size)
+    decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size)
 
     if input_file is not None:
         if task is None:
