@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from textchem_jax.metrics import mol2text_metrics, word_tokenize
+from textchem_jax.metrics import captions, mol2text_metrics, word_tokenize
 from textchem_jax.metrics import wordnet as wordnet_module
 
 KEYS = {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
@@ -85,6 +85,37 @@ def test_wordnet_index_parse_is_cached_and_equals_nltks_own(tmp_path, monkeypatc
         assert third._lemma_pos_offset_map == nltk_own._lemma_pos_offset_map and cache.stat().st_size > 1_000_000
     finally:
         wordnet_module.load_wordnet.cache_clear()
+
+
+def test_meteor_from_several_threads_at_once_equals_meteor_from_one():
+    """seqio's evaluator scores each task on its own thread, so mol2text tasks in several notations score METEOR at
+    once on one WordNet reader. NLTK reads synsets by seek + readline on shared files: unguarded, threads read each
+    other's lines and fail ("'NoneType' object has no attribute 'lemmas'") or score wrong."""
+    import concurrent.futures
+    import random
+
+    if wordnet_module.load_wordnet() is None:
+        pytest.skip(f"no WordNet here: {wordnet_module.INSTALL_HINT}")
+    words = (
+        "molecule member class benzoic acids aromatic compound carboxylic group preservative antifungal agent organic "
+        "belonging having employed fungicides derived conjugate base role metabolite plant human natural product "
+        "functionally related tautomer salt ion hydroxy amino"
+    ).split()
+    rng = random.Random(0)
+    references = [[rng.choice(words) for _ in range(30)] for _ in range(40)]
+    hypotheses = [[rng.choice(words) for _ in range(30)] for _ in range(40)]
+
+    def cold():  # NLTK keeps each synset it has read: empty that, so that every trial reads the files again
+        for cache in wordnet_module.load_wordnet()._synset_offset_cache.values():
+            cache.clear()
+
+    cold()
+    alone = captions.meteor(references, hypotheses)
+    for _ in range(3):
+        cold()
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            scores = [f.result() for f in [pool.submit(captions.meteor, references, hypotheses) for _ in range(6)]]
+        assert scores == [alone] * 6
 
 
 def test_meteor_is_none_with_a_warning_when_wordnet_is_absent(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ When none is found, METEOR is reported as None with a warning, never as a differ
 
 NLTK's reader parses the four index files at every start (5.1 s here, in every process that scores METEOR);
 their parse is kept in the same cache folder, keyed by the files' paths, sizes and times and NLTK's version,
-and read back in a fraction of that.
+and read back in a fraction of that. NLTK's synset reads are not thread-safe; ours take a lock, since seqio's
+evaluator scores METEOR for several tasks at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pathlib
 import pickle
 import shutil
 import tempfile
+import threading
 import warnings
 
 logger = logging.getLogger("textchem_jax.metrics")
@@ -111,7 +113,17 @@ def _english_wordnet_class():
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     class EnglishWordNet(WordNetCorpusReader):
-        """NLTK's reader, whose index parse is read from our cache when it is there (written when not)."""
+        """NLTK's reader, whose index parse is read from our cache when it is there (written when not), and
+        whose synset reads are safe from several threads."""
+
+        _reading = threading.RLock()
+
+        def synset_from_pos_and_offset(self, pos, offset):
+            # NLTK reads a synset by seek + readline on one file per part of speech, shared by all threads:
+            # two at once read each other's lines ("'NoneType' object has no attribute 'lemmas'"). seqio's
+            # evaluator scores each task on its own thread, so mol2text tasks score METEOR at the same time.
+            with self._reading:
+                return super().synset_from_pos_and_offset(pos, offset)
 
         def map_wn(self, version="wordnet"):
             return None  # the version map only serves multilingual (OMW) lookups, which METEOR never makes
