@@ -65,3 +65,18 @@ def test_fifty_evaluations_in_a_row_do_not_hang(tmp_path, monkeypatch):
     assert process_pool._pool is not None  # the metrics ran on the pool's workers
     assert all(result == results[0] for result in results)  # same params: the same metrics every time
     assert set(results[0]) >= {"validity", "morgan_fts", "exact_match"}
+
+
+def test_threads_sharing_the_pool_each_get_all_their_results():
+    """seqio's evaluator scores each task on its own thread, so several threads map over the one pool at once,
+    some asking for another number of workers (which replaces the pool): none loses or fails its work."""
+    import concurrent.futures
+
+    def mapped(call: int) -> list[int]:
+        items = list(range(-call, -call - 200, -1))
+        return process_pool.start_parallel_map(abs, items, num_workers=2 + call % 2)()  # a builtin: workers start fast
+
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        results = list(threads.map(mapped, range(24)))
+    assert results == [list(range(call, call + 200)) for call in range(24)]
+    process_pool.shutdown_pool()

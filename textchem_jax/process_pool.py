@@ -4,7 +4,8 @@ Scoring 3,300 ChEBI-20 pairs takes ~10 s of CPU in RDKit; spreading it over the 
 evaluation during training short. Workers start from a `forkserver` (`spawn` where there is none): a fork
 of a process that already runs JAX, XLA and TensorFlow threads can deadlock on a lock one of them held.
 The pool is started once and reused by every later evaluation; a worker that dies (killed for memory, a
-crash in RDKit) is reported, and its work rerun once on a fresh pool, then in this process.
+crash in RDKit) is reported, and its work rerun once on a fresh pool, then in this process. Several threads may
+map at once; a call that asks for another number of workers replaces the pool without cancelling their work.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -25,6 +27,7 @@ logger = logging.getLogger("textchem_jax.process_pool")
 _MIN_ITEMS_PER_WORKER = 64
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 _pool_workers = 0
+_lock = threading.Lock()  # guards _pool and _pool_workers
 
 
 def available_cores() -> int:
@@ -34,23 +37,41 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _get_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+def _submit(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int):
+    """`(pool, results iterator)`, iterator None when the pool is broken. Chosen and used under the lock: no
+    other thread can retire the pool in between (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
-    if _pool is None or _pool_workers != workers:
-        shutdown_pool()
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-        _pool_workers = workers
-        atexit.register(shutdown_pool)
-    return _pool
+    with _lock:
+        if _pool is not None and _pool_workers != workers:
+            _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
+            _pool = None
+        if _pool is None:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+            _pool_workers = workers
+            atexit.register(shutdown_pool)
+        try:
+            return _pool, _pool.map(fn, items, chunksize=chunksize)  # submits every chunk now
+        except concurrent.futures.process.BrokenProcessPool:
+            return _pool, None
+
+
+def _retire(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Drops a pool one of whose workers died, unless another thread has already replaced it."""
+    global _pool
+    with _lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False)
 
 
 def shutdown_pool() -> None:
-    """Stops the worker processes (they are restarted on the next parallel call)."""
+    """Stops the worker processes, cancelling work not started (they are restarted on the next parallel call)."""
     global _pool
-    if _pool is not None:
-        _pool.shutdown(wait=True, cancel_futures=True)
-        _pool = None
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def start_parallel_map(
@@ -62,34 +83,30 @@ def start_parallel_map(
     module-level function. `num_workers=1` (or a list too short to pay off) runs in this process, at
     collection time.
     """
-    workers = available_cores() if num_workers is None else max(1, num_workers)
-    workers = min(workers, len(items) // _MIN_ITEMS_PER_WORKER)
+    pool_size = available_cores() if num_workers is None else max(1, num_workers)
+    workers = min(pool_size, len(items) // _MIN_ITEMS_PER_WORKER)  # the pool starts workers as chunks need them
     if workers <= 1:
         return lambda: [fn(item) for item in items]
     chunksize = max(1, len(items) // (workers * 8))
 
-    def submit():
+    def gathered(submitted, rerun_in: str) -> list[R] | None:
+        """The pool's results, or None (reported, the pool retired) when a worker died."""
+        pool, results = submitted
         try:
-            return _get_pool(workers).map(fn, items, chunksize=chunksize)
-        except concurrent.futures.process.BrokenProcessPool:
-            return None
-
-    def gathered(results, rerun_in: str) -> list[R] | None:
-        """The pool's results, or None (reported, the pool shut down) when a worker died."""
-        try:
-            return None if results is None else list(results)
+            if results is not None:
+                return list(results)
         except concurrent.futures.process.BrokenProcessPool as error:
             logger.warning("a worker process of %s died (%s): rerunning its %d items in %s",
                            getattr(fn, "__name__", fn), error, len(items), rerun_in)  # fmt: skip
-            shutdown_pool()  # the next pool starts new workers
-            return None
+        _retire(pool)  # the next pool starts new workers
+        return None
 
-    results = submit()
+    submitted = _submit(fn, items, pool_size, chunksize)
 
     def collect() -> list[R]:
-        done = gathered(results, "a fresh pool")
+        done = gathered(submitted, "a fresh pool")
         if done is None:
-            done = gathered(submit(), "this process")
+            done = gathered(_submit(fn, items, pool_size, chunksize), "this process")
         return done if done is not None else [fn(item) for item in items]
 
     return collect
