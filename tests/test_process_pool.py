@@ -13,24 +13,12 @@ import jax
 import numpy as np
 import pytest
 from helpers import LENGTHS, tiny_t5
+from pool_functions import parent_pid, square_or_die_once
 
 import tasks  # noqa: F401  (registers the demo tasks)
 from textchem_jax import partitioning, process_pool
 from textchem_jax.evaluator import InferenceEvaluator
 from textchem_jax.run_config import DatasetConfig
-
-
-def parent_pid(_) -> int:
-    return os.getppid()
-
-
-def square_or_die_once(item: tuple[int, str]) -> int:
-    """Kills its worker the first time it meets item 7 (a marker file says whether that happened)."""
-    value, marker = item
-    if value == 7 and not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)
-    return value * value
 
 
 def test_workers_do_not_fork_from_this_process():
