@@ -7,7 +7,7 @@ Clients and how each is pointed at the emulator:
   it) has no endpoint setting: its URLs are fixed to https://www.googleapis.com. It does honour libcurl's
   `https_proxy` and `CURL_CA_BUNDLE`, and `GOOGLE_AUTH_TOKEN_FOR_TESTING` for credentials, so its requests reach
   the emulator through a CONNECT proxy on loopback that terminates TLS with a certificate of a throw-away CA and
-  forwards each request over plain HTTP (`python tests/gcs_emulator.py proxy ...` runs it).
+  forwards each request over plain HTTP (`python tests/gcs_emulator.py proxy ...` runs it and prints its port).
 
 `python tests/gcs_emulator.py emulator ...` starts the emulator with two fixes of its request reading:
 - TensorFlow's resumable uploads send both `Transfer-Encoding: chunked` and `Content-Length`; the emulator obeys
@@ -137,12 +137,16 @@ class _ForwardingHandler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 
 
-def serve_proxy(port: int, emulator: str, certificate: str, key: str) -> None:
+def serve_proxy(emulator: str, certificate: str, key: str) -> None:
+    """Serves on a port the system picks, and prints it. A port picked beforehand may be taken by the time the
+    proxy binds it: a full run once saw its CONNECT answered with 501 (not by this proxy) and failed a test."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate, key)
     handler = type("Handler", (_ForwardingHandler,), {"emulator": emulator, "tls": context})
     http.server.ThreadingHTTPServer.daemon_threads = True
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
 
 
 def serve_emulator(args: list[str]) -> None:
@@ -209,7 +213,7 @@ def _wait_for(port: int, process: subprocess.Popen, what: str, timeout: float = 
 @contextlib.contextmanager
 def running(folder: pathlib.Path):
     """Starts the emulator (with bucket `BUCKET`) and the proxy; yields the environment clients need."""
-    emulator_port, proxy_port = free_port(), free_port()
+    emulator_port = free_port()
     ca, certificate, key = write_certificates(folder)
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes = [subprocess.Popen(
@@ -217,9 +221,12 @@ def running(folder: pathlib.Path):
          "--in-memory", f"--default-bucket={BUCKET}", "--quiet"], **quiet)]
     try:
         _wait_for(emulator_port, processes[0], "gcp-storage-emulator")
-        processes.append(subprocess.Popen(
-            [sys.executable, __file__, "proxy", str(proxy_port), f"127.0.0.1:{emulator_port}", str(certificate), str(key)], **quiet))
-        _wait_for(proxy_port, processes[1], "the TLS proxy")
+        processes.append(subprocess.Popen([sys.executable, __file__, "proxy", f"127.0.0.1:{emulator_port}", str(certificate),
+                                           str(key)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))  # fmt: skip
+        announced = processes[1].stdout.readline().strip()  # its port once it listens; nothing if it died
+        if not announced.isdigit():
+            raise RuntimeError(f"the TLS proxy exited with {processes[1].wait()} before it listened")
+        proxy_port = int(announced)
         proxy, emulator = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{emulator_port}"
         yield {
             "https_proxy": proxy, "HTTPS_PROXY": proxy, "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
@@ -248,4 +255,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "emulator":
         serve_emulator(sys.argv[2:])
     else:
-        serve_proxy(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        serve_proxy(sys.argv[2], sys.argv[3], sys.argv[4])
