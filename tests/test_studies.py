@@ -180,7 +180,8 @@ def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, 
     assert "TensorFlow" not in first.stderr and "cuda" not in first.stderr  # the console is for people
 
     capsys.readouterr()
-    assert sweep.main([f"--sweep_dir={directory}", *SWEEP_FLAGS]) == 0  # the rerun, in this process
+    for point in ("--point=0", "--point=1"):  # the rerun, a job per point, in this process (the fixture collected)
+        assert sweep.main([f"--sweep_dir={directory}", point, *SWEEP_FLAGS]) == 0
     again = capsys.readouterr().out
     assert again.count("finished before, skipped") == 2 and "training (log:" not in again
     assert sweep.main([f"--sweep_dir={directory}", "--dry_run", "--point=1", *SWEEP_FLAGS]) == 0
