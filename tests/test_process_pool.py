@@ -4,7 +4,6 @@ forkserver, a dead worker reported and replaced, 50 in-training evaluations in a
 from __future__ import annotations
 
 import faulthandler
-import functools
 import logging
 import os
 

@@ -37,18 +37,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _submit(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int):
+def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):
     """`(pool, results iterator)`, iterator None when the pool is broken. Chosen and used under the lock: no
     other thread can retire the pool in between (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
     with _lock:
-        if _pool is not None and _pool_workers != workers:
+        if _pool is not None and _pool_workers != pool_size:
             _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
             _pool = None
         if _pool is None:
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            _pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-            _pool_workers = workers
+            _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method))
+            _pool_workers = pool_size
             atexit.register(shutdown_pool)
         try:
             return _pool, _pool.map(fn, items, chunksize=chunksize)  # submits every chunk now
