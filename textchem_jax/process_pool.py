@@ -49,7 +49,6 @@ def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize:
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method))
             _pool_workers = pool_size
-            atexit.register(shutdown_pool)
         try:
             return _pool, _pool.map(fn, items, chunksize=chunksize)  # submits every chunk now
         except concurrent.futures.process.BrokenProcessPool:
@@ -72,6 +71,9 @@ def shutdown_pool() -> None:
         pool, _pool = _pool, None
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pool)  # once, not at each pool's start: a no-op when no pool runs
 
 
 def start_parallel_map(
