@@ -37,6 +37,25 @@ def test_a_worker_that_dies_is_reported_and_its_work_rerun_on_a_fresh_pool(tmp_p
     assert len(again) == 256
 
 
+def test_a_worker_killed_between_two_maps_is_reported_and_the_next_map_runs_on_a_fresh_pool(caplog):
+    """The pool is already broken when the next map submits to it (a worker killed for memory between two
+    evaluations): that death is reported too, not only one noticed while collecting."""
+    import signal
+    import time
+
+    process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()
+    pool = process_pool._pool
+    os.kill(next(iter(pool._processes)), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not pool._broken and time.monotonic() < deadline:  # the executor's own thread notices the death
+        time.sleep(0.05)
+    assert pool._broken, "the executor did not notice its killed worker within 60 s"
+    with caplog.at_level(logging.WARNING, logger="textchem_jax.process_pool"):
+        parents = process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()
+    assert len(parents) == 256 and process_pool._pool is not pool
+    assert "a worker process of parent_pid died" in caplog.text and "a fresh pool" in caplog.text
+
+
 @pytest.mark.slow
 def test_fifty_evaluations_in_a_row_do_not_hang(tmp_path, monkeypatch):
     monkeypatch.setattr(process_pool, "_MIN_ITEMS_PER_WORKER", 1)  # the pool scores even 8 molecules

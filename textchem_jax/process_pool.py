@@ -38,8 +38,9 @@ def available_cores() -> int:
 
 
 def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):
-    """`(pool, results iterator)`, iterator None when the pool is broken. Chosen and used under the lock: no
-    other thread can retire the pool in between (seqio's evaluator scores each task on its own thread)."""
+    """`(pool, results)`: an iterator over the results, or the `BrokenProcessPool` error when a worker had died
+    before or during the submission. Chosen and used under the lock: no other thread can retire the pool in
+    between (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
     with _lock:
         if _pool is not None and _pool_workers != pool_size:
@@ -51,8 +52,8 @@ def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize:
             _pool_workers = pool_size
         try:
             return _pool, _pool.map(fn, items, chunksize=chunksize)  # submits every chunk now
-        except concurrent.futures.process.BrokenProcessPool:
-            return _pool, None
+        except concurrent.futures.process.BrokenProcessPool as error:  # e.g. killed for memory since the last map
+            return _pool, error
 
 
 def _retire(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -95,8 +96,9 @@ def start_parallel_map(
         """The pool's results, or None (reported, the pool retired) when a worker died."""
         pool, results = submitted
         try:
-            if results is not None:
-                return list(results)
+            if isinstance(results, concurrent.futures.process.BrokenProcessPool):
+                raise results  # reported like a death while collecting
+            return list(results)
         except concurrent.futures.process.BrokenProcessPool as error:
             logger.warning("a worker process of %s died (%s): rerunning its %d items in %s",
                            getattr(fn, "__name__", fn), error, len(items), rerun_in)  # fmt: skip
