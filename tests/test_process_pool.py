@@ -6,6 +6,8 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import signal
+import time
 
 import flax.linen as nn
 import jax
@@ -40,9 +42,6 @@ def test_a_worker_that_dies_is_reported_and_its_work_rerun_on_a_fresh_pool(tmp_p
 def test_a_worker_killed_between_two_maps_is_reported_and_the_next_map_runs_on_a_fresh_pool(caplog):
     """The pool is already broken when the next map submits to it (a worker killed for memory between two
     evaluations): that death is reported too, not only one noticed while collecting."""
-    import signal
-    import time
-
     process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()
     pool = process_pool._pool
     os.kill(next(iter(pool._processes)), signal.SIGKILL)
