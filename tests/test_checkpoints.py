@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -166,3 +168,57 @@ def test_load_params_of_a_missing_folder_does_not_create_it(tmp_path):
     with pytest.raises(FileNotFoundError):
         ckpt.load_params(str(tmp_path / "missing"), ckpt.abstract_like(_params()))
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_step_is_sealed_on_a_thread_of_its_own_while_the_next_save_and_training_go_on(tmp_path, monkeypatch):
+    seal, released, threads = ckpt.seal, threading.Event(), {}
+
+    def held_seal(step_dir):
+        threads[os.path.basename(str(step_dir))] = threading.current_thread().name
+        assert released.wait(20), "the seal was never released: save() waited for it"
+        seal(step_dir)
+
+    monkeypatch.setattr(ckpt, "seal", held_seal)
+    checkpoints = ckpt.Checkpoints(str(tmp_path))
+    checkpoints.save(1, _state("dict", 1, scale=1))
+    checkpoints.save(2, _state("dict", 2, scale=2))  # returns while step 1 is being sealed
+    checkpoints.wait(sealed=False)  # step 2 committed, its seal queued: what the final evaluation runs beside
+    assert checkpoints.latest_step() == 2 and (tmp_path / "2" / "state").is_dir()
+    assert not any((tmp_path / str(step) / ckpt.CHECKSUMS_FILE).exists() for step in (1, 2))
+    released.set()
+    checkpoints.wait()
+    assert sorted(threads) == ["1", "2"] and all(name.startswith("textchem-seal") for name in threads.values())
+    for step in (1, 2):
+        ckpt.verify(tmp_path / str(step), step)  # a whole seal of each step
+        assert (tmp_path / str(step) / ckpt.CHECKSUMS_FILE).exists()
+    restored, step = checkpoints.restore(ckpt.abstract_like(_state("dict")))
+    checkpoints.close()
+    assert step == 2
+    _assert_bitwise_equal(restored, _state("dict", 2, scale=2))
+
+
+def test_with_keep_one_each_step_is_sealed_before_the_next_save_deletes_it(tmp_path, monkeypatch, capsys):
+    seal = ckpt.seal
+    monkeypatch.setattr(ckpt, "seal", lambda step_dir: (time.sleep(1.0), seal(step_dir)))  # a slow bucket
+    _saved(tmp_path, steps=(1, 2, 3), keep=1).close()
+    assert "could not be sealed" not in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["3"]
+    assert (tmp_path / "3" / ckpt.CHECKSUMS_FILE).exists()
+
+
+def test_a_seal_that_fails_is_reported_and_the_step_still_restores(tmp_path, monkeypatch, capsys):
+    seal = ckpt.seal
+
+    def failing_seal(step_dir):
+        if os.path.basename(str(step_dir)) == "1":
+            raise OSError("quota exceeded")
+        seal(step_dir)
+
+    monkeypatch.setattr(ckpt, "seal", failing_seal)
+    checkpoints = _saved(tmp_path, steps=(1, 2))
+    assert "checkpoint step 1 could not be sealed (quota exceeded)" in capsys.readouterr().out
+    assert not (tmp_path / "1" / ckpt.CHECKSUMS_FILE).exists() and (tmp_path / "2" / ckpt.CHECKSUMS_FILE).exists()
+    restored, step = checkpoints.restore(ckpt.abstract_like(_state("dict")), step=1)
+    checkpoints.close()
+    assert step == 1
+    _assert_bitwise_equal(restored, _state("dict", 1, scale=1))

@@ -85,6 +85,7 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     stored = gcs_emulator.list_objects(gcs, "run/")
     for step in (2, 4):
         assert f"run/checkpoints/{step}/commit_success.txt" in stored  # orbax's completion marker on GCS
+        assert f"run/checkpoints/{step}/textchem-checksums.json" in stored  # sealed (step 4 beside the final eval)
     assert {"run/config.gin", "run/spiece.model"} <= set(stored)
     assert any(name.startswith("run/train/events.out.tfevents") for name in stored)
     metrics_file = f"{run}/inference_eval/textchem_demo_forward-metrics.jsonl"

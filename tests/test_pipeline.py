@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from textchem_jax import checkpoints as ckpt
+
 pytestmark = pytest.mark.slow  # every test runs the CLIs in subprocesses
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -43,6 +45,8 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     for name in ("config.gin", "model-info.txt", "checkpoints/6", "train"):
         assert (tmp_path / name).exists(), name
     assert "MODEL_DIR = " in (tmp_path / "config.gin").read_text()
+    ckpt.verify(tmp_path / "checkpoints" / "6", 6)  # sealed beside the final evaluation, and whole
+    assert (tmp_path / "checkpoints" / "6" / ckpt.CHECKSUMS_FILE).exists()
     assert "partition spec" in (tmp_path / "model-info.txt").read_text()
     predictions = tmp_path / "inference_eval" / "textchem_demo_text2mol-000006.jsonl"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]

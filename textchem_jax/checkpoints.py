@@ -7,10 +7,13 @@ only when all of it is written: a killed run never leaves a half checkpoint behi
 Orbax does not notice a flipped byte in an array file (it restores wrong numbers), so once a step is
 committed we add `CHECKSUMS_FILE` (size and SHA-256 of each file) and check it before restoring; a step
 that fails is set aside as `<step>.corrupt` and the run resumes from the one before (`restore_fallback`).
+Sealing reads the whole step back (gigabytes from a bucket for T5-base), so it runs on a thread of its own
+while training goes on; the next save, `wait` or `close` joins it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -122,19 +125,25 @@ class Checkpoints:
 
     def __init__(self, directory: str, *, keep: int | None = 3, async_save: bool = True):
         self.directory = epath.Path(directory)
+        self.keep = keep
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True),
             item_names=("state", "data_iterator"),
         )
         self._unsealed: list[int] = []  # saved, perhaps still being written: sealed once orbax has committed them
+        self._sealer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="textchem-seal")
+        self._sealing: dict[int, concurrent.futures.Future] = {}
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, iterator: Any | None = None) -> None:
-        """Starts saving `step` (asynchronously); first finishes and seals the save before it."""
-        self.wait()
+        """Starts saving `step` (asynchronously); first finishes the save before it and starts sealing that one.
+
+        With `keep=1` this save deletes the step before it once committed, so that step's seal is awaited first."""
+        self._join_seals()
+        self.wait(sealed=self.keep == 1)
         items = {"state": ocp.args.StandardSave(state)}
         if iterator is not None:
             items["data_iterator"] = DataIteratorSave(iterator)
@@ -194,18 +203,34 @@ class Checkpoints:
         except Exception as error:
             raise CheckpointError(f"step {step}: {step_dir} cannot be read: {_first_line(error)}") from error
 
-    def wait(self) -> None:
-        """Blocks until asynchronous saves are on disk, then seals them (process 0)."""
+    def wait(self, *, sealed: bool = True) -> None:
+        """Blocks until asynchronous saves are committed and sealed; with `sealed=False` their sealing (process 0)
+        goes on in the background, joined by the next save, `wait` or `close`."""
         with self._saving(self._unsealed[-1] if self._unsealed else None):
             self.manager.wait_until_finished()
-        while self._unsealed:
-            step = self._unsealed.pop(0)
-            if jax.process_index() == 0 and step in self.manager.all_steps():
-                seal(self.directory / str(step))
+        committed = [step for step in self._unsealed if step in self.manager.all_steps()]
+        self._unsealed = []
+        if jax.process_index() == 0:
+            for step in committed:
+                self._sealing[step] = self._sealer.submit(seal, self.directory / str(step))
+        if sealed:
+            self._join_seals()
+
+    def _join_seals(self) -> None:
+        """Waits for the background seals. One that failed costs only the checksums: orbax still restores the
+        step with its own checks, so training goes on (and no host waits for another in a collective)."""
+        for step, sealing in sorted(self._sealing.items()):
+            try:
+                sealing.result()
+            except Exception as error:  # whatever the filesystem raises
+                print(f"checkpoint step {step} could not be sealed ({_first_line(error)}): it restores with orbax's "
+                      f"own checks only, without {CHECKSUMS_FILE}", flush=True)  # fmt: skip
+        self._sealing = {}
 
     def close(self) -> None:
         self.wait()
         self.manager.close()
+        self._sealer.shutdown()
 
     @contextlib.contextmanager
     def _saving(self, step: int | None):

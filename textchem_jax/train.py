@@ -217,7 +217,7 @@ def train(
             return {}
         if eval_period and step % eval_period == 0 and step < total_steps:
             evaluate(state, step, progress)
-    checkpoints.wait()
+    checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
     results = evaluate(state, step, progress)
     checkpoints.close()
     progress.writer.flush()
