@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "sentencepiece==0.2.3",
     "google-cloud-storage==3.17.1",  # orbax asks the bucket (hierarchical namespace?) before it saves to gs://
     "matplotlib==3.11.2",  # sweep and report plots
+    "filelock==4.3.2",  # JAX's compilation cache needs it to evict entries beyond our size limit (launch)
 ]
 
 EXTRAS_REQUIRE = {
