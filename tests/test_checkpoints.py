@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import threading
 import time
 
@@ -222,3 +225,37 @@ def test_a_seal_that_fails_is_reported_and_the_step_still_restores(tmp_path, mon
     checkpoints.close()
     assert step == 1
     _assert_bitwise_equal(restored, _state("dict", 1, scale=1))
+
+
+def test_sealing_and_checking_read_several_files_at_once_and_name_the_first_bad_file_in_order(tmp_path, monkeypatch):
+    _saved(tmp_path, steps=(1,)).close()
+    step_dir = tmp_path / "1"
+    sums = json.loads((step_dir / ckpt.CHECKSUMS_FILE).read_text())
+    for name, (size, sha256) in sums.items():  # what one reader, file by file, makes of them
+        assert (step_dir / name).stat().st_size == size and hashlib.sha256((step_dir / name).read_bytes()).hexdigest() == sha256
+    sha256, lock, reading, most = ckpt._sha256, threading.Lock(), [0], [0]
+
+    def counted(path):
+        with lock:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
+        time.sleep(0.05)
+        try:
+            return sha256(path)
+        finally:
+            with lock:
+                reading[0] -= 1
+
+    monkeypatch.setattr(ckpt, "_sha256", counted)
+    (step_dir / ckpt.CHECKSUMS_FILE).unlink()
+    ckpt.seal(step_dir)
+    assert json.loads((step_dir / ckpt.CHECKSUMS_FILE).read_text()) == sums and most[0] > 1
+    most[0] = 0
+    ckpt.verify(step_dir, 1)
+    assert most[0] > 1
+    names = list(sums)  # the checksums file's order: the error names the first bad file of it
+    (step_dir / names[-1]).unlink()
+    with open(step_dir / names[1], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ckpt.CheckpointError, match=rf"step 1: .*{re.escape(names[1])} is \d+ bytes"):
+        ckpt.verify(step_dir, 1)
