@@ -48,9 +48,13 @@ def _sha256(path: epath.Path) -> str:
 
 def _in_parallel(function: Callable[[Any], Any], items: list) -> list:
     """`function` over `items` on `_IO_THREADS` threads, results in order (the first error, in order, raised):
-    on a bucket a file costs round trips more than bytes, and hashlib and the reads release the GIL."""
-    with concurrent.futures.ThreadPoolExecutor(_IO_THREADS) as pool:
+    on a bucket a file costs round trips more than bytes, and hashlib and the reads release the GIL. After an
+    error the files not yet started are left unread."""
+    pool = concurrent.futures.ThreadPoolExecutor(_IO_THREADS)
+    try:
         return list(pool.map(function, items))
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _files(folder: epath.Path) -> list[epath.Path]:
