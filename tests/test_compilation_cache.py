@@ -35,7 +35,8 @@ def _command(tmp_path, env: dict[str, str]) -> dict:
     (tmp_path / "empty.gin").write_text("# a command's configuration: nothing to bind\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith("JAX_COMPILATION_CACHE")} | env
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the test's function compiles in milliseconds
-    done = subprocess.run([sys.executable, "-c", COMMAND, str(tmp_path / "empty.gin")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", COMMAND, str(tmp_path / "empty.gin")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
 
