@@ -24,6 +24,7 @@ import tempfile
 import time
 
 from rss import peak_rss_mib
+from train_bench import Setup
 
 
 def train_state(size: str):
@@ -32,9 +33,8 @@ def train_state(size: str):
 
     from textchem_jax import partitioning, trainer
     from textchem_jax.models.adapters import EncoderDecoderModel
-    from textchem_jax.models.config import t5_config
 
-    model = EncoderDecoderModel(t5_config(size, "1.0", vocab_size=32128, dropout_rate=0.0))
+    model = EncoderDecoderModel(Setup(size=size).config())  # the T5 v1.0 the train bench trains
     built = trainer.Trainer(model, optax.adamw(1e-3), partitioning.make_mesh())
     return built.init_state(jax.random.key(0))
 

@@ -362,7 +362,7 @@ def use_compilation_cache() -> str | None:
     folder shared by AVX-512 and AVX2 hosts). Returns the folder it set, None when it set none."""
     import jax
 
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+    if jax.config.jax_compilation_cache_dir:  # JAX reads JAX_COMPILATION_CACHE_DIR into it
         return None
     cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(cache_home, "textchem_jax", "xla", _cpu_tag())
@@ -371,10 +371,16 @@ def use_compilation_cache() -> str | None:
     return folder
 
 
+def prepare_jax() -> None:
+    """What every command sets up before its first JAX computation: our XLA CPU flags and the compilation cache."""
+    xla_cpu.apply_cpu_flags()
+    use_compilation_cache()
+
+
 def _cpu_tag(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The machine and a digest of its CPU's model name and instruction-set flags (Linux's /proc/cpuinfo)."""
     try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:  # local only: this machine's own CPU
             described = sorted({line for line in f if line.startswith(("model name", "flags", "Features"))})
     except OSError:
         described = [platform.processor()]
@@ -400,8 +406,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
     """Runs an entry point: `--gin.X=Y` flags split off, absl flags parsed, gin parsed, `main()` called."""
     from absl import app, flags
 
-    xla_cpu.apply_cpu_flags()
-    use_compilation_cache()
+    prepare_jax()
     argv = list(sys.argv if argv is None else argv)
     gin_flag_bindings, argv = split_gin_flags(argv)
     define_flags()

@@ -118,12 +118,11 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from textchem_jax import launch, xla_cpu
+    from textchem_jax import launch
     from textchem_jax.inspect import feature_lengths
     from textchem_jax.metrics.tables import versions_line
 
-    xla_cpu.apply_cpu_flags()  # it decodes every notation of every example: see xla_cpu
-    launch.use_compilation_cache()
+    launch.prepare_jax()  # it decodes every notation of every example: see xla_cpu
 
     parser = argparse.ArgumentParser(prog="textchem-robustness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="a textchem-train MODEL_DIR or a textchem-convert directory")
