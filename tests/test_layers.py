@@ -20,6 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = {
     "catalogue": (0, "catalogue"),
     "xla_cpu": (0, "xla_cpu"),
+    "local_cache": (0, "local_cache"),
     "chem": (1, "chem"),
     "process_pool": (1, "process_pool"),
     "metrics": (2, "metrics"),

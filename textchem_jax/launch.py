@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from textchem_jax import xla_cpu
+from textchem_jax.local_cache import cache_root
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
@@ -364,8 +365,7 @@ def use_compilation_cache() -> str | None:
 
     if jax.config.jax_compilation_cache_dir:  # JAX reads JAX_COMPILATION_CACHE_DIR into it
         return None
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(cache_home, "textchem_jax", "xla", _cpu_tag())
+    folder = str(cache_root() / "xla" / _cpu_tag())
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
     return folder

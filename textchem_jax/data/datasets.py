@@ -25,6 +25,7 @@ from collections.abc import Callable
 from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS  # noqa: F401  (re-exported for the data layer)
 from textchem_jax.chem import canonicalize, molecule_key, notations, randomize_smiles
 from textchem_jax.data import sources
+from textchem_jax.local_cache import cache_root
 from textchem_jax.process_pool import start_parallel_map
 
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
@@ -109,8 +110,7 @@ def _cache_path(paths: list[str], reader: str) -> pathlib.Path | None:
         stat = os.stat(path)
         parts += [os.path.abspath(path), str(stat.st_size), str(stat.st_mtime_ns)]
     digest = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:20]
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax" / "sources"  # local only: this machine's cache
-    return cache / f"{digest}.pkl"
+    return cache_root() / "sources" / f"{digest}.pkl"
 
 
 def read_dataset(

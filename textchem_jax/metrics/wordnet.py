@@ -27,6 +27,8 @@ import tempfile
 import threading
 import warnings
 
+from textchem_jax.local_cache import cache_root
+
 logger = logging.getLogger("textchem_jax.metrics")
 
 DEBIAN_WORDNET = pathlib.Path("/usr/share/wordnet")  # local only: NLTK reads WordNet from the local disk
@@ -50,10 +52,6 @@ def _lexnames_text() -> str:
     return "".join(f"{i:02d}\t{name}\t{category[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
 
 
-def _cache_root() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "textchem_jax"  # local only
-
-
 def _reader_folder(source: pathlib.Path) -> pathlib.Path:
     """`source` when NLTK can read it as is, else a copy with `lexnames` added, under an NLTK data root.
 
@@ -65,7 +63,7 @@ def _reader_folder(source: pathlib.Path) -> pathlib.Path:
     if (source / "lexnames").exists():
         root = source
     else:
-        cache = _cache_root()
+        cache = cache_root()
         digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
         root = cache / f"nltk_data-{digest}" / "corpora" / "wordnet"
         if not (root / "lexnames").exists():
@@ -106,7 +104,7 @@ def _index_cache(root: pathlib.Path) -> pathlib.Path:
 
     stats = [(name, (root / name).stat()) for name in _REQUIRED + ("lexnames",)]  # local only: NLTK's folder
     key = repr([str(root.resolve()), nltk.__version__] + [(n, s.st_size, s.st_mtime_ns) for n, s in stats])
-    return _cache_root() / f"wordnet-index-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pickle"
+    return cache_root() / f"wordnet-index-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pickle"
 
 
 def _english_wordnet_class():

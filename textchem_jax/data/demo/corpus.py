@@ -19,6 +19,7 @@ from textchem_jax.data.demo.descriptions import describe_molecule
 from textchem_jax.data.demo.molecules import unique_molecules
 from textchem_jax.data.demo.procedures import unique_procedures
 from textchem_jax.data.demo.reactions import unique_reactions
+from textchem_jax.local_cache import cache_root
 
 # Bump whenever the generator's output changes, so cached corpora are rebuilt.
 DEMO_VERSION = "1"
@@ -85,18 +86,13 @@ def write_demo_corpus(
     return root
 
 
-def _cache_root() -> pathlib.Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "textchem_jax"  # local only: the generated demo corpus in this machine's cache
-
-
 def demo_data_dir(seed: int = 0) -> pathlib.Path:
     """The default demo corpus, generated once into the user's cache and reused.
 
     It is written to a temporary sibling and renamed into place, so a reader never sees half a corpus,
     and two processes racing to create it both end with one complete copy.
     """
-    target = _cache_root() / f"demo-{seed}-{DEMO_VERSION}"
+    target = cache_root() / f"demo-{seed}-{DEMO_VERSION}"
     if all((target / name).is_file() for name in DEMO_FILES):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
