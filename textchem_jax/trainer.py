@@ -24,7 +24,6 @@ from textchem_jax import partitioning
 Batch = Mapping[str, jax.Array]
 
 
-@functools.cache  # once per process: every training run's start would pay it again
 def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int = 10) -> float:
     """FLOP/s of a large matmul in `dtype` on the default device (MFU's denominator where no data sheet applies).
 
@@ -35,6 +34,14 @@ def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int =
     is slower than its float32 one (AVX-512 Xeon: 234 against 392 GFLOP/s), so measured alone it gave a
     bfloat16 train step that ran at 215 GFLOP/s an MFU of 131%.
     """
+    peak = _fastest_matmul(dtype, size, repeats)
+    if jnp.finfo(dtype).bits < 32:
+        peak = max(peak, _fastest_matmul("float32", size, repeats))
+    return peak
+
+
+@functools.cache  # once per process and (dtype, size, repeats), however the caller spells the arguments
+def _fastest_matmul(dtype: str, size: int, repeats: int) -> float:
     import time
 
     x = jnp.ones((size, size), dtype)
@@ -45,10 +52,7 @@ def measure_matmul_peak(dtype: str = "float32", size: int = 1024, repeats: int =
         start = time.perf_counter()
         matmul(x).block_until_ready()
         fastest = min(fastest, time.perf_counter() - start)
-    peak = 2 * size**3 / fastest
-    if jnp.finfo(dtype).bits < 32:
-        peak = max(peak, measure_matmul_peak("float32", size, repeats))
-    return peak
+    return 2 * size**3 / fastest
 
 
 # Dense peak FLOP/s of one chip by compute dtype, from the vendors' data sheets (device_kind substring, most
