@@ -15,7 +15,8 @@ On a GPU each peer's peak device memory is read from its own allocator (JAX's or
 step, in this process. Then (`--no-profile` skips it; CPUs only) one step of ours and of Hugging Face is
 profiled: ours by pass (forward, backward, the rest: loss head reductions, optimizer) and model part, from
 jax.profiler's trace of XLA's ops; both as matmul kernels against everything else, the split that bounds what
-either can gain on this CPU.
+either can gain on this CPU; last, the step's matmuls (`step_matmuls`: the model count's FLOPs) timed alone,
+XLA's kernels against torch's, which says how much of the gap between the two steps the kernels explain.
 
 T5X (github.com/google-research/t5x: its `examples.t5.network.Transformer`, `models.EncoderDecoderModel`
 and `trainer.train_with_lr`, jitted) runs when `import t5x` works; it is not on PyPI, so put a checkout
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -265,6 +267,81 @@ def print_profiles(ours, hf) -> None:
         print(f"  {name:<5} matmuls {table['matmul'] * 1000:6.0f} ms, everything else {table['other'] * 1000:6.0f} ms")
 
 
+def step_matmuls(setup: Setup) -> dict[tuple[str, tuple, tuple], int]:
+    """Every matmul of one T5 v1.0 train step as (einsum, lhs shape, rhs shape) -> how many: each dense layer's
+    forward product, input gradient and weight gradient, and each attention product's forward and two
+    gradients, batched over (batch x heads). The same list whoever computes it: which kernels a step needs."""
+    config = setup.config()
+    encoder, decoder = setup.batch * setup.inputs, setup.batch * setup.targets  # token rows
+    d, inner, ff, heads = config.d_model, config.inner_dim, config.d_ff, setup.batch * config.num_heads
+    matmuls: dict[tuple[str, tuple, tuple], int] = {}
+
+    def add(spec: str, lhs: tuple, rhs: tuple, count: int) -> None:
+        matmuls[spec, lhs, rhs] = matmuls.get((spec, lhs, rhs), 0) + count
+
+    def dense(rows: int, fan_in: int, fan_out: int, count: int) -> None:  # x (rows, in) @ w (in, out)
+        add("na,ab->nb", (rows, fan_in), (fan_in, fan_out), count)
+        add("nb,ab->na", (rows, fan_out), (fan_in, fan_out), count)  # input gradient
+        add("na,nb->ab", (rows, fan_in), (rows, fan_out), count)  # weight gradient
+
+    def attention(queries: int, keys: int, count: int) -> None:  # scores q k^T, then context p v
+        q, k, p = (heads, queries, config.d_kv), (heads, keys, config.d_kv), (heads, queries, keys)
+        for spec, lhs, rhs in (("bqd,bkd->bqk", q, k), ("bqk,bkd->bqd", p, k), ("bqk,bqd->bkd", p, q)):
+            add(spec, lhs, rhs, 2 * count)  # the scores' forward and gradients have the context's shapes
+
+    layers_e, layers_d = config.num_encoder_layers, config.num_decoder_layers
+    for rows, count in ((encoder, layers_e), (decoder, 2 * layers_d)):  # decoder: self- and cross-attention
+        dense(rows, d, inner, count)  # queries
+        dense(rows, inner, d, count)  # attention out
+    dense(encoder, d, inner, 2 * (layers_e + layers_d))  # keys and values (cross-attention's from the encoder)
+    dense(decoder, d, inner, 2 * layers_d)
+    for rows, count in ((encoder, layers_e), (decoder, layers_d)):
+        dense(rows, d, ff, count)
+        dense(rows, ff, d, count)
+    attention(setup.inputs, setup.inputs, layers_e)
+    attention(setup.targets, setup.targets, layers_d)
+    attention(setup.targets, setup.inputs, layers_d)
+    dense(decoder, d, config.vocab_size, 1)  # tied logits (the embedding's transpose)
+    return matmuls
+
+
+def print_kernels(setup: Setup, jax, torch, repeats: int = 5) -> None:
+    """The step's matmuls (`step_matmuls`) timed alone, outside any model: XLA's CPU kernels (as our step
+    compiles them, each product jitted on its own) against torch's (`torch.einsum`), fastest of `repeats`,
+    weighted by count: how much of the gap between the two steps the kernels themselves explain."""
+    import jax.numpy as jnp
+
+    def fastest(run, *args) -> float:
+        run(*args)  # warm-up (and XLA's compile)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(*args)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    rng = np.random.default_rng(0)
+    rows, flops = [], 0  # rows: (seconds of XLA's, seconds of torch's, count, einsum, lhs shape, rhs shape)
+    for (spec, lhs, rhs), count in step_matmuls(setup).items():
+        a, b = (rng.standard_normal(shape, np.float32) for shape in (lhs, rhs))
+        product = jax.jit(lambda x, y, spec=spec: jnp.einsum(spec, x, y))
+        mine = fastest(lambda x, y: jax.block_until_ready(product(x, y)),
+                       jnp.asarray(a, setup.dtype), jnp.asarray(b, setup.dtype))  # fmt: skip
+        as_torch = getattr(torch, setup.dtype)
+        theirs = fastest(lambda x, y: torch.einsum(spec, x, y),
+                         torch.from_numpy(a).to(as_torch), torch.from_numpy(b).to(as_torch))  # fmt: skip
+        rows.append((mine * count, theirs * count, count, spec, lhs, rhs))
+        operands = spec.split("->")[0].split(",")
+        sizes = dict(zip(operands[0], lhs)) | dict(zip(operands[1], rhs))
+        flops += 2 * count * math.prod(sizes.values())  # every index once: batch, free and contracted
+    mine, theirs = (sum(row[side] for row in rows) for side in (0, 1))
+    print(f"the step's {sum(row[2] for row in rows)} matmuls ({flops / 1e9:.1f} GFLOP, {setup.dtype}) timed alone "
+          f"({len(rows)} shapes, fastest of {repeats}): XLA's kernels {mine * 1000:.0f} ms, torch's "
+          f"{theirs * 1000:.0f} ms (XLA / torch {mine / theirs:.2f}x); the shapes XLA loses most on:")  # fmt: skip
+    for mine, theirs, count, spec, lhs, rhs in sorted(rows, key=lambda row: row[1] - row[0])[:6]:
+        print(f"  {spec:<14} {str(lhs):<16} {str(rhs):<16} x{count:<3} XLA {mine * 1000:6.1f} ms, "
+              f"torch {theirs * 1000:6.1f} ms ({mine / theirs:.2f}x)")
+
 PEERS = {"ours": Ours, "t5x": T5X, "hf": HuggingFace}
 
 
@@ -378,6 +455,7 @@ def main() -> None:
     if args.profile:
         if device.platform == "cpu" and hf.device == "cpu":
             print_profiles(ours, hf)
+            print_kernels(setup, jax, torch)
         else:
             print("profile skipped: it splits CPU op time (matmul kernels against the rest); use jax.profiler on a GPU")
 
