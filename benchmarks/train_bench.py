@@ -273,7 +273,7 @@ def step_matmuls(setup: Setup) -> dict[tuple[str, tuple, tuple], int]:
     gradients, batched over (batch x heads). The same list whoever computes it: which kernels a step needs."""
     config = setup.config()
     encoder, decoder = setup.batch * setup.inputs, setup.batch * setup.targets  # token rows
-    d, inner, ff, heads = config.d_model, config.inner_dim, config.d_ff, setup.batch * config.num_heads
+    d, inner, ff, batch_heads = config.d_model, config.inner_dim, config.d_ff, setup.batch * config.num_heads
     matmuls: dict[tuple[str, tuple, tuple], int] = {}
 
     def add(spec: str, lhs: tuple, rhs: tuple, count: int) -> None:
@@ -285,9 +285,12 @@ def step_matmuls(setup: Setup) -> dict[tuple[str, tuple, tuple], int]:
         add("na,nb->ab", (rows, fan_in), (rows, fan_out), count)  # weight gradient
 
     def attention(queries: int, keys: int, count: int) -> None:  # scores q k^T, then context p v
-        q, k, p = (heads, queries, config.d_kv), (heads, keys, config.d_kv), (heads, queries, keys)
+        q, k = (batch_heads, queries, config.d_kv), (batch_heads, keys, config.d_kv)
+        p = (batch_heads, queries, keys)
+        # each shape twice: the scores' forward (q k^T) and the context's weight gradient (g v^T); the context's
+        # forward (p v) and the scores' query gradient (ds k); the key and the value gradients (ds^T q, p^T g)
         for spec, lhs, rhs in (("bqd,bkd->bqk", q, k), ("bqk,bkd->bqd", p, k), ("bqk,bqd->bkd", p, q)):
-            add(spec, lhs, rhs, 2 * count)  # the scores' forward and gradients have the context's shapes
+            add(spec, lhs, rhs, 2 * count)
 
     layers_e, layers_d = config.num_encoder_layers, config.num_decoder_layers
     for rows, count in ((encoder, layers_e), (decoder, 2 * layers_d)):  # decoder: self- and cross-attention
@@ -334,13 +337,14 @@ def print_kernels(setup: Setup, jax, torch, repeats: int = 5) -> None:
         operands = spec.split("->")[0].split(",")
         sizes = dict(zip(operands[0], lhs)) | dict(zip(operands[1], rhs))
         flops += 2 * count * math.prod(sizes.values())  # every index once: batch, free and contracted
-    mine, theirs = (sum(row[side] for row in rows) for side in (0, 1))
+    xla_total, torch_total = (sum(row[side] for row in rows) for side in (0, 1))
     print(f"the step's {sum(row[2] for row in rows)} matmuls ({flops / 1e9:.1f} GFLOP, {setup.dtype}) timed alone "
-          f"({len(rows)} shapes, fastest of {repeats}): XLA's kernels {mine * 1000:.0f} ms, torch's "
-          f"{theirs * 1000:.0f} ms (XLA / torch {mine / theirs:.2f}x); the shapes XLA loses most on:")  # fmt: skip
+          f"({len(rows)} shapes, fastest of {repeats}): XLA's kernels {xla_total * 1000:.0f} ms, torch's "
+          f"{torch_total * 1000:.0f} ms (XLA / torch {xla_total / torch_total:.2f}x); the shapes XLA loses most on:")  # fmt: skip
     for mine, theirs, count, spec, lhs, rhs in sorted(rows, key=lambda row: row[1] - row[0])[:6]:
         print(f"  {spec:<14} {str(lhs):<16} {str(rhs):<16} x{count:<3} XLA {mine * 1000:6.1f} ms, "
               f"torch {theirs * 1000:6.1f} ms ({mine / theirs:.2f}x)")
+
 
 PEERS = {"ours": Ours, "t5x": T5X, "hf": HuggingFace}
 
