@@ -144,19 +144,24 @@ class HuggingFace:
         return float(out.loss.detach())
 
 
+def fastest(run, *args, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` timed `run(*args)` after one untimed warm-up (XLA's compile, torch's
+    first-call setup): a peak, so a neighbour's load during one run does not count."""
+    run(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def torch_matmul_peak(torch, dtype: str, size: int = 1024, repeats: int = 10) -> float:
     """FLOP/s of torch's fastest of `repeats` CPU matmuls in `dtype` (or float32, if faster), as
     `trainer.measure_matmul_peak` times JAX's: on CPUs with AMX, torch's bfloat16 matmul runs several times
     faster than XLA's (AVX-512 Xeon, 1024 wide: 1,501 against 234 GFLOP/s), so the CPU's peak is the faster."""
-    fastest = float("inf")
-    for name in {dtype, "float32"}:
-        x = torch.ones((size, size), dtype=getattr(torch, name))
-        x @ x
-        for _ in range(repeats):
-            start = time.perf_counter()
-            x @ x
-            fastest = min(fastest, time.perf_counter() - start)
-    return 2 * size**3 / fastest
+    squares = (torch.ones((size, size), dtype=getattr(torch, name)) for name in {dtype, "float32"})
+    return 2 * size**3 / min(fastest(lambda x: x @ x, x, repeats=repeats) for x in squares)
 
 
 class T5X:
@@ -314,25 +319,16 @@ def print_kernels(setup: Setup, jax, torch, repeats: int = 5) -> None:
     weighted by count: how much of the gap between the two steps the kernels themselves explain."""
     import jax.numpy as jnp
 
-    def fastest(run, *args) -> float:
-        run(*args)  # warm-up (and XLA's compile)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(*args)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
+    as_torch = getattr(torch, setup.dtype)
     rng = np.random.default_rng(0)
     rows, flops = [], 0  # rows: (seconds of XLA's, seconds of torch's, count, einsum, lhs shape, rhs shape)
     for (spec, lhs, rhs), count in step_matmuls(setup).items():
         a, b = (rng.standard_normal(shape, np.float32) for shape in (lhs, rhs))
         product = jax.jit(lambda x, y, spec=spec: jnp.einsum(spec, x, y))
         mine = fastest(lambda x, y: jax.block_until_ready(product(x, y)),
-                       jnp.asarray(a, setup.dtype), jnp.asarray(b, setup.dtype))  # fmt: skip
-        as_torch = getattr(torch, setup.dtype)
+                       jnp.asarray(a, setup.dtype), jnp.asarray(b, setup.dtype), repeats=repeats)  # fmt: skip
         theirs = fastest(lambda x, y: torch.einsum(spec, x, y),
-                         torch.from_numpy(a).to(as_torch), torch.from_numpy(b).to(as_torch))  # fmt: skip
+                         torch.from_numpy(a).to(as_torch), torch.from_numpy(b).to(as_torch), repeats=repeats)  # fmt: skip
         rows.append((mine * count, theirs * count, count, spec, lhs, rhs))
         operands = spec.split("->")[0].split(",")
         sizes = dict(zip(operands[0], lhs)) | dict(zip(operands[1], rhs))
