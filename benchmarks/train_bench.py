@@ -416,6 +416,9 @@ def main() -> None:
         peak = max(peak, torch_peak)
     ours = Ours(setup)
     try:
+        from textchem_jax import launch
+
+        launch.quiet_libraries()  # T5X imports TensorFlow: its start-up lines off, as in our commands
         import t5x  # noqa: F401  (not on PyPI: a checkout on PYTHONPATH)
     except Exception as error:  # noqa: BLE001  (ImportError, or a checkout that does not import with our jax)
         t5x_peer = None
