@@ -1,6 +1,7 @@
 """Beam search throughput and peak memory: our jitted `beam_search` against Hugging Face `generate`.
 
-Ours is `EncoderDecoderModel.predict_batch` with `decode_fn=beam_search` (all beams returned), jitted whole.
+Ours is `EncoderDecoderModel.predict_batch` with `decode_fn=beam_search` (all beams returned), jitted whole
+with our decoders' XLA options (`xla_cpu.decode_compiler_options`).
 
 Same weights (a random T5-small v1.0, vocabulary 32,128, written once as an HF directory and read by both
 sides), same inputs (batch 8 x 256 random tokens), same settings (10 beams, 128 new tokens, length penalty
@@ -80,7 +81,8 @@ def run_ours(directory: pathlib.Path, args) -> dict:
     search = jax.jit(
         lambda params, tokens: model.predict_batch(
             params, {"encoder_input_tokens": tokens}, decode_fn=decode_fn, max_decode_length=args.new_tokens
-        )
+        ),
+        compiler_options=xla_cpu.decode_compiler_options(jax.devices()[0].platform),  # as `make_batch_decoder`
     )
     start = time.perf_counter()
     compiled = search.lower(params, inputs).compile()

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
+from textchem_jax import xla_cpu
 from textchem_jax.models import adapters, decoding, e2clm
 from textchem_jax.models.beam_search import beam_search
 from textchem_jax.models.config import t5_config
@@ -57,10 +58,18 @@ def search(name: str, **options):
     return functools.partial(fn, **options)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "decode_fn", "max_decode_length"))
 def predict(model, params, features, *, max_decode_length: int, decode_fn=None, rng=None):
-    """`model.predict_batch`, jitted: (sequences (batch, k, length), scores (batch, k))."""
-    return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length, rng=rng)
+    """`model.predict_batch`, jitted as our decoders are: (sequences (batch, k, length), scores (batch, k))."""
+    return _jitted_predict()(model, params, features, max_decode_length=max_decode_length, decode_fn=decode_fn, rng=rng)
+
+
+@functools.cache
+def _jitted_predict():  # on first use: asking for the backend's platform starts it
+    def run(model, params, features, *, max_decode_length, decode_fn, rng):
+        return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length, rng=rng)
+
+    options = xla_cpu.decode_compiler_options(jax.default_backend())  # as `evaluator.make_batch_decoder`
+    return jax.jit(run, static_argnames=("model", "decode_fn", "max_decode_length"), compiler_options=options)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "length_penalty"))

@@ -65,3 +65,49 @@ def test_weight_gradients_are_one_dot_over_the_rows_without_a_transposed_copy(la
 def _elements(instruction: str) -> int:
     shape = re.search(r"= \w+\[([\d,]*)\]", instruction)
     return math.prod(int(n) for n in shape.group(1).split(",") if n) if shape else 0
+
+
+def test_decoders_compile_without_split_reductions_on_cpu_and_decode_the_same(monkeypatch):
+    """`xla_cpu.decode_compiler_options`, as `make_batch_decoder` applies them: no reduce-windows left in a
+    compiled beam search, and the same beams and scores as the search compiled with XLA's split; no options
+    for other backends, nor when the user's XLA_FLAGS disable passes of their own."""
+    import functools
+
+    import flax.linen as nn
+    import jax
+    import numpy as np
+    from helpers import tiny_t5
+
+    from textchem_jax import partitioning, xla_cpu
+    from textchem_jax.evaluator import make_batch_decoder
+    from textchem_jax.models.beam_search import beam_search
+
+    model = tiny_t5("1.0", vocab_size=1000)  # log-softmax over 1,000 logits: a reduction XLA splits
+    params = jax.tree_util.tree_map(np.asarray, nn.meta.unbox(model.init(jax.random.key(0))))
+    tokens = np.random.default_rng(0).integers(2, 1000, (4, 9)).astype(np.int32)
+    decode_fn = functools.partial(beam_search, num_decodes=4, length_penalty=1.0)
+
+    def search(params, tokens):
+        return model.predict_batch(params, {"encoder_input_tokens": tokens}, decode_fn=decode_fn, max_decode_length=12)
+
+    options = xla_cpu.decode_compiler_options(jax.default_backend())
+    assert options == {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
+    split = jax.jit(search).lower(params, tokens).compile()
+    unsplit = jax.jit(search, compiler_options=options).lower(params, tokens).compile()
+    assert "reduce-window(" in split.as_text() and "reduce-window(" not in unsplit.as_text()
+
+    def decode(mesh=partitioning.make_mesh()):
+        return make_batch_decoder(model, mesh, decode_fn, 12, batch_size=4)(params, {"encoder_input_tokens": tokens})
+
+    sequences, scores = decode()
+    expected_sequences, expected_scores = split(params, tokens)
+    np.testing.assert_array_equal(sequences, np.asarray(expected_sequences))
+    np.testing.assert_allclose(scores, np.asarray(expected_scores), rtol=1e-5)
+    with monkeypatch.context() as patch:  # the options reach the decoder's compilation
+        patch.setattr(xla_cpu, "decode_compiler_options", lambda platform: {f"xla_no_such_option_on_{platform}": "1"})
+        with pytest.raises(Exception, match="xla_no_such_option_on_cpu"):
+            decode()
+
+    assert xla_cpu.decode_compiler_options("gpu") == {} and xla_cpu.decode_compiler_options("tpu") == {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_disable_hlo_passes=algsimp")
+    assert xla_cpu.decode_compiler_options("cpu") == {}

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from textchem_jax import xla_cpu
 from textchem_jax.chem.notations import ORIGINAL
 from textchem_jax.run_config import import_task_module
 
@@ -65,12 +66,14 @@ def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_lengt
     `model` is a model adapter; `features` holds `encoder_input_tokens` and whatever else the model
     reads (e2-CLM: `input_domain`). Every call runs padded to a multiple of `batch_size` (and of the `data`
     axis), so a last, shorter batch reuses the one compiled shape; split over the mesh (every host holds the
-    batch in full) and gathered back, the padding rows dropped.
+    batch in full) and gathered back, the padding rows dropped. Compiled with our decoders' XLA options
+    (`xla_cpu.decode_compiler_options`).
     """
 
-    @jax.jit
-    def decode_on_mesh(params, features):
+    def predict(params, features):
         return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length)
+
+    decode_on_mesh = jax.jit(predict, compiler_options=xla_cpu.decode_compiler_options(mesh.devices.flat[0].platform))
 
     def decode(params, features: Mapping[str, np.ndarray]):
         features = model.features(features, model.input_features)
