@@ -1,4 +1,5 @@
-"""XLA CPU settings our entry points apply before JAX starts a backend.
+"""XLA CPU settings: the flags our entry points apply before JAX starts a backend (`apply_cpu_flags`),
+and the options our decoders compile with (`decode_compiler_options`).
 
 XLA's CPU backend (jaxlib 0.10.2) hands dots, elementwise work *and reductions* to YNNPACK fusions by
 default. A dot whose output feeds a reduction, as the logits feed log-softmax at every decoding step,
@@ -38,7 +39,7 @@ def decode_compiler_options(platform: str) -> dict[str, str]:
     the history and the inputs, log-softmax over the vocabulary): a T5-small beam decode (10 beams, 128
     tokens) ran 5,645 reduce-windows, 520-616 ms of 9.5-11 s. Without the split its outputs are identical
     and it takes 0.93x as long (median of 6 alternating pairs). Decoding's longest sum, log-softmax over
-    32,128 logits, stays within 1.2e-6 of float64 (6.2e-7 split). Training keeps the split: a global norm
+    32,128 logits, stays within 1.2e-6 of float64, absolute (6.2e-7 split). Training keeps the split: a global norm
     of 60 M floats summed without it is off by 1.3e-3 (5e-8 with it). Other backends get no options, and a
     user's own `--xla_disable_hlo_passes` in XLA_FLAGS wins (2026-12-06, AVX-512 Xeon)."""
     if platform != "cpu" or DISABLED_PASSES_FLAG in os.environ.get("XLA_FLAGS", ""):
