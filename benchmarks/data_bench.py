@@ -150,9 +150,6 @@ def main() -> None:
         print(json.dumps(measure(packing, stage, int(cores), args)))
         return
 
-    from textchem_jax import launch
-
-    launch.quiet_libraries()  # the train step below reads the pipeline here: TensorFlow's and seqio's lines off
     argv = [arg for arg in sys.argv[1:] if not arg.startswith("--no_train_step")]
     core_counts = sorted({1, len(ALL_CORES)})
     print(f"{args.mixture} ({args.split}), packed 512/512, batch {args.batch_size}, {args.batches} batches per run")
@@ -181,6 +178,9 @@ def main() -> None:
           f"{ours['rows/s'] / bound:.2f}x -> {verdict}; {per_core:.1f} rows/s per core: {bound / per_core:.1f} cores "
           f"keep up if it scales")  # fmt: skip
     if not args.no_train_step:
+        from textchem_jax import launch
+
+        launch.quiet_libraries()  # the pipeline is read in this process here: TensorFlow's and seqio's lines off
         step_seconds = train_step_seconds(pipeline("ours", "pipeline", args.mixture, args.split, args.batch_size).as_numpy_iterator())
         ratio = ours["rows/s"] / (args.batch_size / step_seconds)
         print(f"  T5-small train step on this machine: {step_seconds * 1000:.0f} ms -> the pipeline feeds {ratio:.0f}x "

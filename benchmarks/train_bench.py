@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -415,10 +416,11 @@ def main() -> None:
         source = f"the faster of JAX's {peak / 1e9:.1f} ({source}) and torch's {torch_peak / 1e9:.1f}"
         peak = max(peak, torch_peak)
     ours = Ours(setup)
-    try:
+    if importlib.util.find_spec("t5x") is not None:  # T5X imports TensorFlow: its start-up lines off, as in our commands
         from textchem_jax import launch
 
-        launch.quiet_libraries()  # T5X imports TensorFlow: its start-up lines off, as in our commands
+        launch.quiet_libraries()
+    try:
         import t5x  # noqa: F401  (not on PyPI: a checkout on PYTHONPATH)
     except Exception as error:  # noqa: BLE001  (ImportError, or a checkout that does not import with our jax)
         t5x_peer = None
