@@ -72,14 +72,13 @@ import optax
 from textchem_jax.catalogue import CHEMISTRY
 from textchem_jax.models.config import T5Config, t5_config
 from textchem_jax.models.layers import (
-    PAD_ID,
     MultiHeadAttention,
     RelativePositionBias,
     RMSNorm,
     TokenEmbedding,
     attention_mask,
 )
-from textchem_jax.models.t5 import Decoder, Encoder, encoder_valid_positions
+from textchem_jax.models.t5 import T5, Decoder, Encoder, encoder_valid_positions
 
 Array = jax.Array
 
@@ -277,35 +276,12 @@ class E2Clm(nn.Module):
         else:
             lead = jnp.where(is_chemistry, chemistry, text)
             other = jnp.where(is_chemistry, text, chemistry)
-            valid = encoder_input_tokens > PAD_ID if encoder_mask is None else encoder_mask.astype(jnp.bool_)
+            valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
             mask = attention_mask(None, valid, encoder_segment_ids, encoder_segment_ids)
             encoded = self.aggregator(lead, other, mask, deterministic)
         return nn.with_logical_constraint(encoded, ("batch", "length", "embed"))
 
-    def decode(
-        self,
-        encoded: Array,
-        encoder_input_tokens: Array | None = None,
-        decoder_input_tokens: Array | None = None,
-        decoder_target_tokens: Array | None = None,
-        encoder_segment_ids: Array | None = None,
-        decoder_segment_ids: Array | None = None,
-        decoder_positions: Array | None = None,
-        encoder_mask: Array | None = None,
-        deterministic: bool = True,
-        decode: bool = False,
-        max_decode_length: int | None = None,
-        parents: Array | None = None,
-    ) -> Array:
-        """(batch, length, vocab) logits, exactly as `T5.decode` (same arguments, same cache)."""
-        del decoder_positions
-        if decoder_input_tokens is None:
-            raise ValueError("decode needs decoder_input_tokens")
-        encoder_valid = encoder_valid_positions(encoder_input_tokens, encoder_mask)
-        return self.decoder(
-            encoded, encoder_valid, decoder_input_tokens, decoder_target_tokens, encoder_segment_ids,
-            decoder_segment_ids, deterministic, decode, max_decode_length, parents,
-        )  # fmt: skip
+    decode = T5.decode  # the same decoder stack, arguments and cache: (batch, length, vocab) logits
 
     def __call__(
         self,
