@@ -137,6 +137,9 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     # T5X semantics: TRAIN_STEPS is absolute, so the run continues from the initial checkpoint's step 2.
     assert "step 3/4" in out and "step 1/4" not in out
     assert " lr n/a " in out and "nan" not in out  # no learning_rate_fn: the rate is unknown, not "nan"
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert " ms/step (compilation included) ETA at the next line" in lines[0]  # that step compiled
+    assert " ms/step ETA 0 s" in lines[-1] and lines[-1].startswith("step 4/4")  # timed from after it
     assert sorted(p.name for p in (tmp_path / "second" / "checkpoints").iterdir() if p.name.isdigit()) == ["4"]
     second = load_for_inference(tiny_t5(), str(tmp_path / "second"), mesh)
     for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(second)):
