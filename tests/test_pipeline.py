@@ -69,6 +69,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "preds" / "textchem_mol2text-molecules.jsonl").read_text().splitlines()]
     assert [r["input"] for r in rows] == ["Caption the following SMILES: CCO", "Caption the following SMILES: c1ccccc1C(=O)O"]
     assert len(rows[0]["beams"]) == 4 and rows[0]["beam_scores"] == sorted(rows[0]["beam_scores"], reverse=True)
+    assert "predicting textchem_mol2text: 2/2 examples in " in result.stdout  # its progress line, when done
 
     # textchem-eval on the same checkpoint writes the t5x layout into EVAL_OUTPUT_DIR.
     command = [sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
@@ -79,6 +80,7 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "levenshtein_similarity" in result.stdout
+    assert "decoding validation: 4/4 examples in " in result.stdout
     assert (tmp_path / "eval" / "textchem_demo_paragraph2actions-000006.jsonl").exists()  # named by its step
 
     # The wrong model configuration for a checkpoint is a clear error, not a crash deep inside orbax.

@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from textchem_jax import xla_cpu
 from textchem_jax.chem.notations import ORIGINAL
+from textchem_jax.progress import ProgressLine
 from textchem_jax.run_config import import_task_module
 
 DecodeFn = Callable[..., Any]
@@ -101,11 +102,20 @@ class InferenceEvaluator:
     decoding for all of them: rows of every task go through the decoder in batches of `batch_size` that run on
     from one task into the next (the very last batch padded, so one shape compiles), and each task is handed to
     its evaluator as soon as its last row is decoded, so its RDKit scoring runs while the next tasks decode.
-    `evaluate` returns when every task is scored.
+    `evaluate` returns when every task is scored. Decoding prints its progress every `progress_period` seconds
+    and when done (`progress.ProgressLine`, first process only).
     """
 
     def __init__(
-        self, model, cfg, output_dir: str, mesh, decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None
+        self,
+        model,
+        cfg,
+        output_dir: str,
+        mesh,
+        decode_fn: DecodeFn | None = None,
+        caption_tokenizer: str | None = None,
+        *,
+        progress_period: float = 30.0,
     ):
         import seqio
         import tensorflow as tf
@@ -130,6 +140,7 @@ class InferenceEvaluator:
             for line in cut_examples(self.evaluators, cfg):
                 logger.warning(line)
         self.model = model
+        self.split, self.progress_period = cfg.split, progress_period
         self.batch_size = cfg.batch_size
         self.input_length = int(cfg.task_feature_lengths["inputs"])
         self.caption_tokenizer = caption_tokenizer
@@ -171,10 +182,15 @@ class InferenceEvaluator:
         names: list[str] = []  # the task of each row read but not yet decoded, in order
         indices, features = np.zeros(0, np.int64), {}  # those rows' example indices and model features
         finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still waiting
+        # seqio's cached task datasets carry their cardinality (it counted them when it cached them)
+        total = sum(int(ev.cached_task_datasets[name].cardinality()) for name, ev in self.evaluators.items())
+        progress = ProgressLine(f"decoding {self.split}", total, period=self.progress_period,
+                                enabled=jax.process_index() == 0)  # fmt: skip
 
         def decode_rows(count: int):  # the first `count` waiting rows, whatever their tasks
             nonlocal names, indices, features
             sequences = self.decode(params, {key: value[:count] for key, value in features.items()})[0]
+            progress.advance(count)
             for name, index, row in zip(names[:count], indices[:count], sequences, strict=True):
                 outputs[name].append((int(index), row if len(row) > 1 else row[0]))
             names, indices, features = names[count:], indices[count:], {k: v[count:] for k, v in features.items()}

@@ -22,13 +22,14 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from textchem_jax.catalogue import PROMPTS, task_input_domain
+from textchem_jax.progress import ProgressLine
 
 
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
@@ -61,7 +62,7 @@ def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterato
         yield task.name, ({k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()} for ex in ds.as_numpy_iterator())
 
 
-def _batches(examples: Iterator[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], dict[str, np.ndarray]]]:
+def _batches(examples: Iterable[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], dict[str, np.ndarray]]]:
     """(examples, their model features: padded input tokens and, where known, per-example input domains)."""
     batch: list[dict] = []
     for example in itertools.chain(examples, [None]):
@@ -138,9 +139,12 @@ def infer(
     for task_name, examples in sources:
         name = f"{task_name}-predict.jsonl-00000-of-00001" if row_format == "t5x" else f"{task_name}-{split_name}.jsonl"
         path = os.path.join(output_dir, name)
+        examples = list(examples)  # read (and checked) before any decoding, and counted for the progress line
+        progress = ProgressLine(f"predicting {task_name}", len(examples), enabled=jax.process_index() == 0)
         lines = []
         for batch, features in _batches(examples, dataset_cfg.batch_size, lengths["inputs"]):
             sequences, scores = decode(params, features)
+            progress.advance(len(batch))
             for i, example in enumerate(batch):
                 beams = [vocab.decode(_trim(beam)) for beam in sequences[i]]
                 lines.append(json.dumps(_row(example, beams, [float(s) for s in scores[i]], row_format), ensure_ascii=False))

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from textchem_jax import run_config
+from textchem_jax.progress import Eta
 
 logger = logging.getLogger("textchem_jax.train")
 
@@ -73,7 +74,7 @@ class _Progress:
         self.total = total_steps
         self.last = time.perf_counter()
         self.last_step = first_step
-        self.timed_from: tuple[float, int] | None = None  # (time, step) the ETA counts from
+        self.eta = Eta(total_steps)
 
     def log(self, step: int, metrics: Mapping[str, Any], tokens: float, model_flops: float | None,
             hardware_flops: float | None, peak: float | None):  # fmt: skip
@@ -92,15 +93,9 @@ class _Progress:
         if hardware_flops and peak:
             scalars["timing/hfu"] = hardware_flops / seconds_per_step / (peak * jax.device_count())
         self.writer.write_scalars(step, scalars)
-        # The first line's step compiled the program (the quickstart's took 6,218 ms, later ones about 460): an
-        # ETA counted from before it read 2,481 s for 200 s of training, so the ETA counts from after it.
-        compiled = self.timed_from is None
-        if compiled:
-            self.timed_from = (now, step)
-            eta = "at the next line"
-        else:
-            since, since_step = self.timed_from
-            eta = f"{(self.total - step) * (now - since) / max(step - since_step, 1):.0f} s"
+        seconds_left = self.eta.update(step, now)  # None at the first line, whose step compiled the program
+        compiled = seconds_left is None
+        eta = "at the next line" if compiled else f"{seconds_left:.0f} s"
         # Without `learning_rate_fn` the trainer cannot know the optimizer's rate: say so, not "nan".
         learning_rate = f"{scalars['learning_rate']:.2e}" if "learning_rate" in scalars else "n/a"
         line = (
