@@ -21,6 +21,7 @@ LAYERS = {
     "catalogue": (0, "catalogue"),
     "xla_cpu": (0, "xla_cpu"),
     "local_cache": (0, "local_cache"),
+    "progress": (0, "progress"),
     "chem": (1, "chem"),
     "process_pool": (1, "process_pool"),
     "metrics": (2, "metrics"),
