@@ -186,6 +186,10 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=512)
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # seqio's and our per-evaluation log lines: the figures are printed below
+    from textchem_jax import launch, xla_cpu
+
+    xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts
+    launch.quiet_libraries()  # TensorFlow's start-up lines off (SeqIO loads it here)
 
     import flax.linen as nn
     import jax
