@@ -56,7 +56,7 @@ def test_beams_reach_the_metrics_as_top_k_accuracy(tmp_path):
     assert results == pytest.approx(expected)
 
 
-def test_the_model_itself_is_the_round_trip_forward_predictor(tmp_path):
+def test_the_model_itself_is_the_round_trip_forward_predictor(tmp_path, capsys):
     model, params = _model_and_params()
     cfg = DatasetConfig("textchem_demo_retro", LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=6)
     evaluator = InferenceEvaluator(model, cfg, str(tmp_path), partitioning.make_mesh())
@@ -73,6 +73,7 @@ def test_the_model_itself_is_the_round_trip_forward_predictor(tmp_path):
     vocab = task.output_features["targets"].vocabulary
     expected = [metrics.smiles_postprocessor(vocab.decode(row[0].tolist())) for row in np.asarray(sequences)]
     assert forward(precursors) == expected
+    assert "round trip (forward model): 5/5 precursors in " in capsys.readouterr().out  # its progress line
     assert forward(precursors[:3]) + forward(precursors[3:]) == expected  # batching changes nothing
 
     results = evaluator.evaluate(params, step=2)["textchem_demo_retro"]
