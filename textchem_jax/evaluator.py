@@ -182,11 +182,6 @@ class InferenceEvaluator:
         names: list[str] = []  # the task of each row read but not yet decoded, in order
         indices, features = np.zeros(0, np.int64), {}  # those rows' example indices and model features
         finished: list[str] = []  # tasks whose rows are all read, the last ones possibly still waiting
-        # seqio's cached task datasets carry their cardinality (it counted them when it cached them)
-        total = sum(int(ev.cached_task_datasets[name].cardinality()) for name, ev in self.evaluators.items())
-        progress = ProgressLine(f"decoding {self.split}", total, period=self.progress_period,
-                                enabled=jax.process_index() == 0)  # fmt: skip
-
         def decode_rows(count: int):  # the first `count` waiting rows, whatever their tasks
             nonlocal names, indices, features
             sequences = self.decode(params, {key: value[:count] for key, value in features.items()})[0]
@@ -208,6 +203,9 @@ class InferenceEvaluator:
         # Every task's rows are read before the first task is scored: a TF iterator let go while a task's scoring
         # ran held the main thread 12-34 s (ChEBI-20 test both ways, 2 cores); reading takes 0.1-0.3 s a task.
         rows = {name: read(name, evaluator) for name, evaluator in self.evaluators.items()}
+        total = sum(len(batch_indices) for batches in rows.values() for batch_indices, _ in batches)
+        progress = ProgressLine(f"decoding {self.split}", total, period=self.progress_period,
+                                enabled=jax.process_index() == 0)  # fmt: skip
         for name, batches in rows.items():
             for batch_indices, batch in batches:
                 names += [name] * len(batch_indices)
