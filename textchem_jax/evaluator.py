@@ -204,8 +204,7 @@ class InferenceEvaluator:
         # ran held the main thread 12-34 s (ChEBI-20 test both ways, 2 cores); reading takes 0.1-0.3 s a task.
         rows = {name: read(name, evaluator) for name, evaluator in self.evaluators.items()}
         total = sum(len(batch_indices) for batches in rows.values() for batch_indices, _ in batches)
-        progress = ProgressLine(f"decoding {self.split}", total, period=self.progress_period,
-                                enabled=jax.process_index() == 0)  # fmt: skip
+        progress = self._progress(f"decoding {self.split}", total)
         for name, batches in rows.items():
             for batch_indices, batch in batches:
                 names += [name] * len(batch_indices)
@@ -220,6 +219,10 @@ class InferenceEvaluator:
         if names:
             decode_rows(len(names))
         yield from decoded()
+
+    def _progress(self, label: str, total: int, unit: str = "examples") -> ProgressLine:
+        """This evaluator's progress line for `total` units (printed by the first process only)."""
+        return ProgressLine(label, total, unit, period=self.progress_period, enabled=jax.process_index() == 0)
 
     @staticmethod
     def _is_retro(name: str) -> bool:
@@ -254,8 +257,7 @@ class InferenceEvaluator:
 
         def forward(precursors: list[str]) -> list[str]:
             products = []
-            progress = ProgressLine("round trip (forward model)", len(precursors), unit="precursors",
-                                    period=self.progress_period, enabled=jax.process_index() == 0)  # fmt: skip
+            progress = self._progress("round trip (forward model)", len(precursors), unit="precursors")
             for start in range(0, len(precursors), self.batch_size):
                 chunk = precursors[start : start + self.batch_size]
                 tokens = encode_rows(vocab, [PROMPTS["forward"] + text for text in chunk], self.input_length)

@@ -55,6 +55,6 @@ class ProgressLine:
         head = f"{self.label}: {self.done:,}/{self.total:,} {self.unit}"
         if self.done >= self.total:
             return f"{head} in {elapsed:.1f} s ({self.done / max(elapsed, 1e-9):.1f} {self.unit}/s)"
-        percent = 100 * self.done / max(self.total, 1)
+        percent = 100 * self.done / self.total  # done < total here, so total > 0
         when = "at the next line (the first batch compiled)" if eta is None else f"{eta:.0f} s"
         return f"{head} ({percent:.0f}%) in {elapsed:.0f} s, ETA {when}"
