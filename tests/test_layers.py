@@ -22,6 +22,7 @@ LAYERS = {
     "xla_cpu": (0, "xla_cpu"),
     "local_cache": (0, "local_cache"),
     "progress": (0, "progress"),
+    "paths": (0, "paths"),
     "chem": (1, "chem"),
     "process_pool": (1, "process_pool"),
     "metrics": (2, "metrics"),

@@ -153,7 +153,9 @@ seqio.TaskRegistry.add(
 '''
 
 
-def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_face(tmp_path):
+def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_face(tmp_path, monkeypatch):
+    """Run from the user's own folder with paths relative to it, as people type them (orbax itself
+    refuses relative paths: a relative MODEL_DIR trained and then failed to save)."""
     transformers = pytest.importorskip("transformers", reason="the export check needs the hf extra")
     import torch
 
@@ -161,23 +163,24 @@ def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     user = ["--gin.MIXTURE_OR_TASK_MODULE='my_spelling_tasks'", "--gin.MIXTURE_OR_TASK_NAME='my_spelling'"]
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "textchem_jax.train", *FAST, f"--gin.MODEL_DIR='{run}'", *user, "--gin.TRAIN_STEPS=2",
+    command = [sys.executable, "-m", "textchem_jax.train", *FAST, "--gin.MODEL_DIR='run'", *user, "--gin.TRAIN_STEPS=2",
                "--gin.infer_eval/run_config.DatasetConfig.num_examples=4", "--gin.train_lib.train.eval_steps=1"]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2"]
     assert "my_spelling" in result.stdout and "exact" in result.stdout
 
     model = ["--gin.config.t5_config.d_model=128", "--gin.config.t5_config.d_kv=32", "--gin.config.t5_config.d_ff=256"]
     lengths = "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}"
     command = [sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
-               *model, *user, lengths, f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'"]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+               *model, *user, lengths, "--gin.CHECKPOINT_PATH='run'", "--gin.EVAL_OUTPUT_DIR='eval'"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "eval" / "my_spelling-000002.jsonl").exists() and "exact" in result.stdout
 
     command = [sys.executable, "-m", "textchem_jax.infer", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/infer.gin",
-               *model, *user, lengths, f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'preds'}'"]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+               *model, *user, lengths, "--gin.CHECKPOINT_PATH='run/checkpoints/2'", "--gin.INFER_OUTPUT_DIR='preds'"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     # T5X's infer rows and file name by default, which textchem-score reads back
     predictions = tmp_path / "preds" / "my_spelling-predict.jsonl-00000-of-00001"
@@ -186,11 +189,16 @@ def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_
     assert isinstance(rows[0]["prediction"], str) and isinstance(rows[0]["aux"]["scores"], float)
     assert (tmp_path / "preds" / "my_spelling-predict.jsonl-00000-of-00001.COMPLETED").exists()
 
-    # The trained run (orbax MODEL_DIR) exports to a Hugging Face directory with the same logits.
+    # The trained run exports to a Hugging Face directory with the same logits, named by the folder that
+    # training's last line prints (MODEL_DIR/checkpoints), and to T5X from one step of it.
     from textchem_jax import convert, launch, partitioning
     from textchem_jax.model_loading import load_for_inference
 
-    assert convert.main([f"--checkpoint_dir={run}", f"--hf_output_dir={tmp_path / 'hf'}"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert convert.main(["--checkpoint_dir=run/checkpoints", "--hf_output_dir=hf"]) == 0
+    assert convert.main(["--checkpoint_dir=run/checkpoints/2", "--t5x_output_dir=t5x"]) == 0
+    assert (tmp_path / "t5x" / "checkpoint_2" / "checkpoint").exists()
+    assert (tmp_path / "t5x" / "checkpoint_2" / "spiece.model").read_bytes() == (run / "spiece.model").read_bytes()
     ours = launch.saved_run(str(run)).model
     params = load_for_inference(ours, str(run), partitioning.make_mesh())
     rng = np.random.default_rng(0)

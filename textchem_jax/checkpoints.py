@@ -27,6 +27,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from textchem_jax.paths import absolute
+
 logger = logging.getLogger("textchem_jax.checkpoints")
 
 CHECKSUMS_FILE = "textchem-checksums.json"
@@ -147,7 +149,7 @@ class Checkpoints:
     """Periodic, keep-N, restore-latest checkpoints of one run directory (local or `gs://`)."""
 
     def __init__(self, directory: str, *, keep: int | None = 3, async_save: bool = True):
-        self.directory = epath.Path(directory)
+        self.directory = absolute(directory)  # orbax takes absolute paths only
         self.keep = keep
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -308,7 +310,7 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
 
 
 def _params_manager(directory: str) -> ocp.CheckpointManager:
-    path = epath.Path(directory)
+    path = absolute(directory)  # orbax takes absolute paths only
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint folder {directory} (expected the numbered steps of textchem-train)")
     return ocp.CheckpointManager(

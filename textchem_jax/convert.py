@@ -4,7 +4,8 @@
     textchem-convert --t5x_checkpoint=DIR --output_dir=DIR --vocabulary=spiece.model
     textchem-convert --checkpoint_dir=DIR --hf_output_dir=DIR [--vocabulary=spiece.model]
     textchem-convert --checkpoint_dir=DIR --t5x_output_dir=T5X_MODEL_DIR
-    (--checkpoint_dir: a converted directory, or a training run's MODEL_DIR: its latest checkpoint)
+    (--checkpoint_dir: a converted directory, or a training run's MODEL_DIR or MODEL_DIR/checkpoints: its
+    latest checkpoint, or MODEL_DIR/checkpoints/<step>: that one)
 
 A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
 `t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
@@ -25,12 +26,14 @@ import numpy as np
 from etils import epath  # every directory here may be local or gs://
 
 from textchem_jax import launch, run_results
+from textchem_jax.paths import absolute
 from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 
 CONFIG_FILE = "t5_config.json"
 GIN_FILE = run_results.CONVERTED_GIN_FILE
 RUN_CONFIG_FILE = run_results.RUN_CONFIG_FILE
+CHECKPOINTS_FOLDER = "checkpoints"  # inside a MODEL_DIR: one numbered folder per saved step
 VOCABULARY_FILE = "spiece.model"
 # Fields that describe how to run, not the architecture; not written into model.gin.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
@@ -96,12 +99,6 @@ def import_t5x(checkpoint: str, output_dir: epath.Path, vocabulary: epath.Path |
     return write_converted(output_dir, config, params, vocabulary, f"{checkpoint} (T5X, step {step})", extend_vocabulary)
 
 
-def _absolute(path: str | os.PathLike) -> epath.Path:
-    """A local path made absolute; `gs://` paths are already (epath's resolve() would prefix the cwd)."""
-    path = epath.Path(path)
-    return path if "://" in str(path) else path.resolve()
-
-
 def write_converted(output_dir: epath.Path, config: T5Config, params: dict, vocabulary: epath.Path | None,
                     source: str, extend_vocabulary: bool = False) -> T5Config:  # fmt: skip
     """A converted directory: params.npz, t5_config.json, model.gin and the vocabulary beside them."""
@@ -111,8 +108,8 @@ def write_converted(output_dir: epath.Path, config: T5Config, params: dict, voca
     output_dir.mkdir(parents=True, exist_ok=True)
     copied = None
     if vocabulary is not None:
-        copied = _absolute(output_dir) / VOCABULARY_FILE  # model.gin names it, read from any working directory
-        if _absolute(vocabulary) != copied:
+        copied = absolute(output_dir) / VOCABULARY_FILE  # model.gin names it, read from any working directory
+        if absolute(vocabulary) != copied:
             epath.Path(vocabulary).copy(copied, overwrite=True)
     if extend_vocabulary:
         if copied is None:
@@ -127,9 +124,20 @@ def write_converted(output_dir: epath.Path, config: T5Config, params: dict, voca
     return config
 
 
+def run_directory(checkpoint_dir: epath.Path) -> epath.Path | None:
+    """The textchem-train MODEL_DIR that `checkpoint_dir` is, or whose `checkpoints/` folder or one numbered
+    step in it `checkpoint_dir` is (the folder the end of training prints); None when it is none of these."""
+    checkpoint_dir = absolute(checkpoint_dir)
+    if checkpoint_dir.name.isdigit():  # checkpoints/<step>
+        checkpoint_dir = checkpoint_dir.parent
+    candidates = [checkpoint_dir] + ([checkpoint_dir.parent] if checkpoint_dir.name == CHECKPOINTS_FOLDER else [])
+    return next((candidate for candidate in candidates if (candidate / RUN_CONFIG_FILE).exists()), None)
+
+
 def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
-    """`(config, params, step)` of a converted directory (step 0) or of a training run's latest checkpoint
-    (orbax, `MODEL_DIR`; T5-shaped models only)."""
+    """`(config, params, step)` of a converted directory (step 0) or of a training run's checkpoint (orbax:
+    `MODEL_DIR` or its `checkpoints/` folder for the latest, `checkpoints/<step>` for that one; T5-shaped
+    models only)."""
     import jax
 
     from textchem_jax import partitioning
@@ -138,10 +146,12 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     if (checkpoint_dir / CONFIG_FILE).exists():
         config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
         return config, read_params(checkpoint_dir, config), 0
-    if not (checkpoint_dir / RUN_CONFIG_FILE).exists():
-        raise ValueError(f"{checkpoint_dir} has neither {CONFIG_FILE} (a textchem-convert directory) nor "
-                         f"{RUN_CONFIG_FILE} (a textchem-train MODEL_DIR)")  # fmt: skip
-    model = launch.saved_run(str(checkpoint_dir)).model
+    model_dir = run_directory(checkpoint_dir)
+    if model_dir is None:
+        raise ValueError(f"{checkpoint_dir} is neither a textchem-convert directory (with {CONFIG_FILE}) nor a "
+                         f"textchem-train MODEL_DIR (with {RUN_CONFIG_FILE}), its {CHECKPOINTS_FOLDER}/ folder or "
+                         f"one step in that")  # fmt: skip
+    model = launch.saved_run(str(model_dir)).model
     names = set(model.abstract_params())
     if names != {"token_embedder", "encoder", "decoder"}:
         raise ValueError(
@@ -154,11 +164,11 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
 
 
 def checkpoint_vocabulary(checkpoint_dir: epath.Path):
-    """The vocabulary kept beside a converted checkpoint or in a run's MODEL_DIR, else `TEXTCHEM_VOCABULARY`
-    (local or gs://) or the packaged default."""
+    """The vocabulary kept beside a converted checkpoint or in a run's MODEL_DIR (also for its checkpoints),
+    else `TEXTCHEM_VOCABULARY` (local or gs://) or the packaged default."""
     from textchem_jax.data import vocabulary as vocabularies
 
-    vocabulary = checkpoint_dir / VOCABULARY_FILE
+    vocabulary = (run_directory(checkpoint_dir) or checkpoint_dir) / VOCABULARY_FILE
     if vocabulary.exists():
         return vocabulary
     return epath.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
@@ -186,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--t5x_checkpoint", help="T5X checkpoint_<step> folder, or a T5X MODEL_DIR (its latest), to import")
     parser.add_argument("--output_dir", type=epath.Path, help="converted directory to write (with --hf_dir or --t5x_checkpoint)")
     parser.add_argument("--checkpoint_dir", type=epath.Path,
-                        help="converted directory or textchem-train MODEL_DIR (latest checkpoint) to export")  # fmt: skip
+                        help="converted directory, or textchem-train MODEL_DIR or its checkpoints/ folder (latest "
+                             "checkpoint) or checkpoints/<step> (that one), to export")  # fmt: skip
     parser.add_argument("--hf_output_dir", type=epath.Path, help="HF directory to write (with --checkpoint_dir)")
     parser.add_argument("--t5x_output_dir", help="T5X MODEL_DIR to write checkpoint_<step>/ into (with --checkpoint_dir)")
     parser.add_argument("--vocabulary", type=epath.Path, help="SentencePiece model to copy alongside")

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from textchem_jax import xla_cpu
 from textchem_jax.local_cache import cache_root
+from textchem_jax.paths import is_remote
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
@@ -134,7 +135,7 @@ def _is_remote_file(path: str) -> bool:
     """gin itself opens local files only; `gs://` gin files and search paths go through etils.epath."""
     from etils import epath
 
-    return "://" in path and epath.Path(path).is_file()
+    return is_remote(path) and epath.Path(path).is_file()
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:

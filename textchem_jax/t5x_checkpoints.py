@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from textchem_jax.paths import absolute
+
 CHECKPOINT_FILE = "checkpoint"
 VERSION = 3  # what T5X's Checkpointer writes and reads today
 _STEP_DIR = re.compile(r"checkpoint_(\d+)$")
@@ -84,7 +86,7 @@ def _materialize(tree: Any, directory: str) -> Any:
 def read_state(path: str) -> tuple[dict, str]:
     """The optimizer state dict `{"target": params, "state": {...}}` of a T5X checkpoint, all leaves numpy,
     and the `checkpoint_<step>` folder it came from."""
-    directory = checkpoint_directory(path)
+    directory = checkpoint_directory(str(absolute(path)))  # orbax takes absolute paths only
     gfile = _gfile()
     orbax_dir = os.path.join(directory, "state")
     if not gfile.isdir(orbax_dir) and gfile.exists(os.path.join(directory, "_METADATA")):
@@ -170,7 +172,7 @@ def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str
     from flax import serialization
 
     gfile = _gfile()
-    directory = os.path.join(str(model_dir), f"checkpoint_{step}")
+    directory = os.path.join(str(absolute(model_dir)), f"checkpoint_{step}")
     if gfile.exists(directory):
         raise FileExistsError(f"{directory} exists: T5X never overwrites a checkpoint, and neither do we")
     temporary = f"{directory}.tmp-textchem"

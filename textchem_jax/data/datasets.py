@@ -26,6 +26,7 @@ from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS  # noqa: F401  (re-e
 from textchem_jax.chem import canonicalize, molecule_key, notations, randomize_smiles
 from textchem_jax.data import sources
 from textchem_jax.local_cache import cache_root
+from textchem_jax.paths import is_remote
 from textchem_jax.process_pool import start_parallel_map
 
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
@@ -105,7 +106,7 @@ def dataset_files(dataset: str, split: str, directory: str | None = None) -> lis
 def _cache_path(paths: list[str], reader: str) -> pathlib.Path | None:
     parts = [reader, str(_CACHE_VERSION)]
     for path in paths:
-        if "://" in path:
+        if is_remote(path):
             return None  # remote files are read each time
         stat = os.stat(path)
         parts += [os.path.abspath(path), str(stat.st_size), str(stat.st_mtime_ns)]

@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterator
 
 from textchem_jax.chem import canonicalize, precursors_and_products, precursors_and_products_as_written, unescape_backslashes
+from textchem_jax.paths import is_remote
 from textchem_jax.process_pool import start_parallel_map
 
 
@@ -123,10 +124,6 @@ class _Rows:
         return False
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in str(path)
-
-
 def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
     """Opens a local or `tf.io.gfile` path as UTF-8 text; `.tar.gz` yields its single member.
 
@@ -135,7 +132,7 @@ def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
     instead of ending the whole file with a UnicodeDecodeError.
     """
     path = str(path)
-    if _is_remote(path):
+    if is_remote(path):
         import tensorflow as tf
 
         with tf.io.gfile.GFile(path, "rb") as remote:
@@ -169,7 +166,7 @@ def _not_utf8(text: str) -> str | None:
 
 
 def exists(path: str) -> bool:
-    if _is_remote(path):
+    if is_remote(path):
         import tensorflow as tf
 
         return tf.io.gfile.exists(path)

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 
 import sentencepiece as spm
 
+from textchem_jax.paths import is_remote
+
 T5_EXTRA_IDS = 100
 DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"  # local only: packaged
 
@@ -105,7 +107,7 @@ def frequent_smiles_symbols(texts: Iterable[str], *, min_count: int = 10, max_sy
 
 def _write_bytes(path: str, data: bytes) -> None:
     """Local paths with plain I/O (no TensorFlow import); `gs://` and friends through tf.io.gfile."""
-    if "://" in path:
+    if is_remote(path):
         import tensorflow as tf
 
         tf.io.gfile.makedirs(os.path.dirname(path))
@@ -118,7 +120,7 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 
 def _read_bytes(path: str) -> bytes:
-    if "://" in path:
+    if is_remote(path):
         import tensorflow as tf
 
         if not tf.io.gfile.exists(path):

@@ -1,0 +1,27 @@
+"""User paths: local or remote (`gs://` and other `scheme://`), one rule for telling them apart.
+
+Orbax refuses relative paths ("Checkpoint path should be absolute"), so a `MODEL_DIR="'runs/x'"` or a
+`CHECKPOINT_PATH` relative to the working directory is made absolute before any checkpoint library sees it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from etils import epath
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for `gs://bucket/...` and any other `scheme://` path (read through tf.io.gfile or etils.epath)."""
+    return "://" in str(path)
+
+
+def absolute(path: str | os.PathLike) -> epath.Path:
+    """A local path made absolute against the working directory; remote paths are already absolute
+    (epath's resolve() would prefix them with the working directory)."""
+    from etils import epath  # 80 ms: only where a path is made absolute, not for `is_remote`
+
+    path = epath.Path(path)
+    return path if is_remote(path) else path.resolve()
