@@ -175,3 +175,50 @@ def test_t5x_checkpoint_to_ours_to_hugging_face_with_equal_logits(tmp_path):
     difference = float(np.max(np.abs(ours_logits - hf_logits[..., : ours_logits.shape[-1]])))
     print(f"max |ours - Hugging Face| logit difference from a T5X checkpoint: {difference:.2e}", file=sys.stderr)
     assert difference < 1e-4
+
+
+def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_directly(tmp_path):
+    """CHECKPOINT_PATH / INITIAL_CHECKPOINT_PATH may name a T5X checkpoint (as `t5x.eval` takes one) or a Hugging
+    Face directory: read as they are, no textchem-convert step; the layers stacked for a scanned model."""
+    import json
+
+    from helpers import tiny_e2clm
+
+    from textchem_jax import partitioning
+    from textchem_jax.model_loading import checkpoint_format, checkpoint_step, initial_params, load_for_inference
+    from textchem_jax.model_loading import stored_param_names
+    from textchem_jax.models.hf_convert import save_hf_directory
+    from textchem_jax.models.t5 import stack_layer_params
+
+    params, model, mesh = _params("1.0"), tiny_t5("1.0"), partitioning.make_mesh(devices=jax.devices()[:1])
+    _write_layout(tmp_path / "t5x", "orbax_state", params, step=7)
+    _write_layout(tmp_path / "t5x_msgpack", "v3_tensorstore", params, step=9)
+    save_hf_directory(tmp_path / "hf", model.t5_config, params)
+    cases = [(tmp_path / "t5x", "t5x", 7), (tmp_path / "t5x" / "checkpoint_7", "t5x", 7),
+             (tmp_path / "t5x_msgpack", "t5x", 9), (tmp_path / "hf", "hf", 0)]  # fmt: skip
+    for path, kind, step in cases:
+        assert (checkpoint_format(str(path)), checkpoint_step(str(path))) == (kind, step)
+        assert stored_param_names(str(path)) == {"token_embedder", "encoder", "decoder"}
+        _assert_same(jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(path), mesh)), params)
+    scanned = tiny_t5("1.0", scan_layers=True)
+    _assert_same(jax.tree_util.tree_map(np.asarray, load_for_inference(scanned, str(tmp_path / "hf"), mesh)),
+                 stack_layer_params(params))  # fmt: skip
+
+    # An e2-CLM started from a T5X checkpoint: both encoders and the decoder are T5X's.
+    e2clm = tiny_e2clm(aggregation="mean")
+    fresh = nn.meta.unbox(e2clm.init(jax.random.key(0)))
+    started, start_step = initial_params(e2clm, str(tmp_path / "t5x"), mesh, fresh)
+    assert start_step == 0
+    _assert_same(jax.tree_util.tree_map(np.asarray, started["decoder"]), params["decoder"])
+    _assert_same(jax.tree_util.tree_map(np.asarray, started["text_encoder"]), params["encoder"])
+
+    # What shapes cannot show must still match: another relative-position range would change every output.
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "relative_attention_max_distance": 64}))
+    with pytest.raises(ValueError, match=r"config\.json describes another model: relative_attention_max_distance=64"):
+        load_for_inference(model, str(tmp_path / "hf"), mesh)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("not a checkpoint")
+    for path in (tmp_path / "empty", tmp_path / "file.txt", tmp_path / "missing"):
+        with pytest.raises(FileNotFoundError, match="T5X checkpoint_<step> folder or MODEL_DIR"):
+            load_for_inference(model, str(path), mesh)

@@ -1,8 +1,9 @@
 """Parameters for evaluation, inference or fine-tuning, from any checkpoint a user has.
 
 `path` may be a training run (`MODEL_DIR`, or its `checkpoints/` folder: the latest step is used),
-one step folder, or a `textchem-convert --hf_dir` output (`params.npz`). Parameters are placed in the
-shardings their logical axes imply on `mesh`.
+one step folder, a `textchem-convert` output (`params.npz`), a Hugging Face T5 directory or a T5X
+checkpoint (`checkpoint_<step>/`, or a T5X MODEL_DIR: its latest), read directly as `t5x.eval` reads its
+CHECKPOINT_PATH. Parameters are placed in the shardings their logical axes imply on `mesh`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from textchem_jax import partitioning
 from textchem_jax.checkpoints import check_shapes, load_params
 from textchem_jax.checkpoints import stored_param_names as checkpoint_param_names
 from textchem_jax.models.adapters import EncoderDecoderModel
-from textchem_jax.models.config import T5Config
+from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config
 from textchem_jax.models.hf_convert import numpy_dtype
 from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
 
 PARAMS_FILE = "params.npz"  # a textchem-convert directory's parameters, flat "encoder/layers_0/..." keys
+HF_CONFIG_FILE = "config.json"  # a Hugging Face directory's model config
+T5_PARTS = ("token_embedder", "encoder", "decoder")
 _SEPARATOR = "/"
 
 
@@ -52,60 +55,104 @@ def _orbax_root(path: str) -> tuple[str, int | None] | None:
     return None
 
 
-def checkpoint_step(path: str | Mapping[str, str]) -> int:
-    """The training step of the parameters `load_for_inference(path)` reads (0 for a converted directory,
-    or for parts taken from several checkpoints)."""
+def checkpoint_format(path: str) -> str:
+    """What `path` holds: "converted" (params.npz of textchem-convert), "orbax" (a textchem-train run, its
+    checkpoints/ folder or one step), "hf" (a Hugging Face T5 directory) or "t5x" (a T5X checkpoint_<step>
+    folder or MODEL_DIR); FileNotFoundError naming all four otherwise."""
     import tensorflow as tf
 
-    if isinstance(path, Mapping) or not tf.io.gfile.exists(path) or tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
+    from textchem_jax import t5x_checkpoints
+
+    expected = (f"a textchem-train MODEL_DIR (or its checkpoints/, or one step in that), a textchem-convert output "
+                f"({PARAMS_FILE}), a Hugging Face T5 directory ({HF_CONFIG_FILE} and weights) or a T5X "
+                "checkpoint_<step> folder or MODEL_DIR")  # fmt: skip
+    if not tf.io.gfile.isdir(path):
+        raise FileNotFoundError(f"no checkpoint folder at {path}: expected {expected}")
+    if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
+        return "converted"
+    if _orbax_root(path) is not None:
+        return "orbax"
+    if tf.io.gfile.exists(os.path.join(path, HF_CONFIG_FILE)):
+        return "hf"
+    try:
+        t5x_checkpoints.checkpoint_directory(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} holds no checkpoint: expected {expected}") from None
+    return "t5x"
+
+
+def checkpoint_step(path: str | Mapping[str, str]) -> int:
+    """The training step of the parameters `load_for_inference(path)` reads (0 for a converted or Hugging
+    Face directory, or for parts taken from several checkpoints; T5X's from its checkpoint_<step> name)."""
+    import tensorflow as tf
+
+    from textchem_jax import t5x_checkpoints
+
+    if isinstance(path, Mapping) or not tf.io.gfile.isdir(path):
+        return 0
+    kind = checkpoint_format(path)
+    if kind == "t5x":
+        return t5x_checkpoints.step_of(t5x_checkpoints.checkpoint_directory(path))
+    if kind != "orbax":
         return 0
     root = _orbax_root(path)
-    if root is None:
-        return 0
     if root[1] is not None:
         return root[1]
     steps = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(root[0]) if name.rstrip("/").isdigit()]
     return max(steps, default=0)
 
 
+def _foreign_params(model, path: str, kind: str) -> dict:
+    """Plain parameters of a Hugging Face directory or a T5X checkpoint, laid out for the model. A Hugging
+    Face config.json must describe the model's architecture: what shapes cannot show (the relative-position
+    range, the norm's epsilon) would otherwise change its outputs silently."""
+    from textchem_jax import t5x_checkpoints
+    from textchem_jax.models.hf_convert import load_hf_directory
+
+    ours = model.t5_config
+    if kind == "t5x":
+        params, _ = t5x_checkpoints.read_checkpoint(path)
+    else:
+        theirs, params = load_hf_directory(path)
+        differ = [f"{name}={getattr(theirs, name)!r} (the model has {getattr(ours, name)!r})"
+                  for name in ARCHITECTURE_FIELDS if getattr(theirs, name) != getattr(ours, name)]  # fmt: skip
+        if differ:
+            raise ValueError(f"{os.path.join(path, HF_CONFIG_FILE)} describes another model: {', '.join(differ)}; bind "
+                             "the model to match, or import it with textchem-convert --hf_dir, whose model.gin does")  # fmt: skip
+    return stack_layer_params(params) if ours.scan_layers else unstack_layer_params(params)
+
+
 def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
     """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`."""
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: give a MODEL_DIR of textchem-train or a textchem-convert output")
+    kind = checkpoint_format(path)
     target, shardings = abstract_params(model, mesh)
     if like is not None:
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-    if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
-        params = read_params(path, model.t5_config)
-        check_shapes(params, target, path)
-        return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
-    root = _orbax_root(path)
-    if root is None:
-        raise FileNotFoundError(f"{path} holds neither params.npz nor numbered orbax checkpoints")
-    return load_params(root[0], target, step=root[1])
+    if kind == "orbax":
+        root = _orbax_root(path)
+        return load_params(root[0], target, step=root[1])
+    params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind)
+    check_shapes(params, target, path)
+    return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
 
 
 def stored_param_names(path: str) -> set[str]:
     """Top-level parameter names a checkpoint holds (T5: `token_embedder`, `encoder`, `decoder`)."""
-    import tensorflow as tf
-
-    if tf.io.gfile.exists(os.path.join(path, PARAMS_FILE)):
+    kind = checkpoint_format(path)
+    if kind == "converted":
         with _params_file(path) as arrays:
             return {name.split(_SEPARATOR)[0] for name in arrays.files}
-    root = _orbax_root(path) if tf.io.gfile.exists(path) else None
-    if root is None:
-        raise FileNotFoundError(f"no checkpoint at {path}: give a MODEL_DIR of textchem-train or a textchem-convert output")
-    return checkpoint_param_names(root[0], root[1])
+    if kind == "orbax":
+        return checkpoint_param_names(*_orbax_root(path))
+    return set(T5_PARTS)  # Hugging Face and T5X checkpoints hold a T5
 
 
 def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> tuple[Any, int]:
     """(parameters, step) a new run starts from (`INITIAL_CHECKPOINT_PATH`), placed like `like` (the fresh
     ones). The step is the checkpoint's when it is this model's (T5X: TRAIN_STEPS counts on), else 0.
 
-    `source` is a checkpoint of this model, or a T5 checkpoint (a `textchem-convert` import or a T5
-    run) whose parts the adapter takes (`with_t5_parts`: e2-CLM encoders and decoder from real T5
+    `source` is a checkpoint of this model, or a T5 checkpoint (a T5 run, a `textchem-convert` import, a
+    Hugging Face T5 directory or a T5X checkpoint) whose parts the adapter takes (`with_t5_parts`: e2-CLM encoders and decoder from real T5
     weights), or a mapping part -> T5 checkpoint (e.g. {"text": t5-small, "chemistry": MolT5,
     "decoder": t5-small}) for encoders started from different checkpoints.
     """

@@ -123,9 +123,13 @@ def read_checkpoint(path: str) -> tuple[dict, int]:
     """`(params in our layout, step)` of a T5X checkpoint (a `checkpoint_<step>` folder or a MODEL_DIR)."""
     state, directory = read_state(path)
     step = state.get("state", {}).get("step")
-    if step is None:
-        step = int(_STEP_DIR.search(directory).group(1)) if _STEP_DIR.search(directory) else 0
-    return swap_relpos_layout(state["target"]), int(np.asarray(step))
+    return swap_relpos_layout(state["target"]), step_of(directory) if step is None else int(np.asarray(step))
+
+
+def step_of(directory: str) -> int:
+    """The step a `checkpoint_<step>` folder's name gives (0 for another name)."""
+    match = _STEP_DIR.search(str(directory).rstrip("/"))
+    return int(match.group(1)) if match else 0
 
 
 def config_from_params(params: Mapping, **overrides: Any):

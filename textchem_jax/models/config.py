@@ -12,6 +12,10 @@ from typing import Any
 FEED_FORWARD_KINDS = ("relu", "gated-gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# The fields that change what a model computes (dtypes, dropout, scanning and remat do not).
+ARCHITECTURE_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers",
+                       "relative_attention_num_buckets", "relative_attention_max_distance", "layer_norm_epsilon",
+                       "feed_forward", "tie_word_embeddings")  # fmt: skip
 T5_VOCAB_SIZE = 32128  # 32,000 SentencePiece pieces + 100 sentinels, padded to a multiple of 128
 
 
@@ -139,12 +143,9 @@ def t5_config(size: str, version: str = "1.0", vocab_size: int | None = None, **
 
 def preset_name(config: T5Config) -> tuple[str, str] | None:
     """(size, version) of the preset whose architecture `config` has (dtypes, dropout etc. aside), else None."""
-    architecture = ("d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers",
-                    "relative_attention_num_buckets", "relative_attention_max_distance", "feed_forward",
-                    "tie_word_embeddings")  # fmt: skip
     for version in VERSIONS:
         for size in SIZES:
             preset = t5_config(size, version, vocab_size=config.vocab_size)
-            if all(getattr(preset, name) == getattr(config, name) for name in architecture):
+            if all(getattr(preset, name) == getattr(config, name) for name in ARCHITECTURE_FIELDS):
                 return size, version
     return None
