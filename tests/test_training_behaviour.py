@@ -131,8 +131,12 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
 
     mesh = partitioning.make_mesh()
     trained = load_for_inference(tiny_t5(), str(tmp_path / "first"), mesh)
+    capsys.readouterr()  # the first run's lines
     _train(tmp_path / "second", train_steps=4, initial_checkpoint_path=str(tmp_path / "first"), learning_rate=0.0)
     out = capsys.readouterr().out
+    # the first line comes before the data pipeline and the model are built: what is trained, where
+    assert out.splitlines()[0] == (f"training textchem_demo to step 4 (batch 4, inputs {LENGTHS['inputs']}, targets "
+                                   f"{LENGTHS['targets']} tokens; mesh data 1 x model 1) in {tmp_path / 'second'}")  # fmt: skip
     assert "initialized from" in out and "(step 2)" in out
     # T5X semantics: TRAIN_STEPS is absolute, so the run continues from the initial checkpoint's step 2.
     assert "step 3/4" in out and "step 1/4" not in out

@@ -150,6 +150,11 @@ def train(
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
     tf.io.gfile.makedirs(model_dir)
     mesh = partitioning.make_mesh() if mesh is None else mesh
+    if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes
+        lengths = ", ".join(f"{name} {length}" for name, length in train_dataset_cfg.task_feature_lengths.items())
+        mesh_shape = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
+        print(f"training {train_dataset_cfg.mixture_or_task_name} to step {total_steps} (batch "
+              f"{train_dataset_cfg.batch_size}, {lengths} tokens; mesh {mesh_shape}) in {model_dir}", flush=True)  # fmt: skip
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
     dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed, mesh=mesh)
     iterator = iter(dataset)
