@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -44,12 +45,17 @@ def test_manual_folder_without_the_dataset_names_the_expected_files(tmp_path):
 
 
 def test_build_command_line(data, tmp_path):
-    """The documented air-gapped command (no network, no apache-beam)."""
+    """The documented air-gapped command (no network, no apache-beam), with its `--data_dir=~/...`: the shell
+    leaves that `~` alone, so the command expands it (TFDS made a folder named `~` in the working directory)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "textchem_jax.data.build_tfds", "--datasets=paragraph2actions",
-         f"--manual_dir={data}", f"--data_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=600,
+         f"--manual_dir={data}", "--data_dir=~/tensorflow_datasets"],
+        capture_output=True, text=True, timeout=600, cwd=work, env={**os.environ, "HOME": str(home)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train: 80" in result.stdout
-    assert tfds_builders.read_tfds("paragraph2actions", "test", str(tmp_path))[0].target.endswith(".")
+    assert list(work.iterdir()) == []
+    tfds_dir = str(home / "tensorflow_datasets")
+    assert tfds_builders.read_tfds("paragraph2actions", "test", tfds_dir)[0].target.endswith(".")

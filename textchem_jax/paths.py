@@ -18,6 +18,12 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in str(path)
 
 
+def expand_user(path: str) -> str:
+    """`~/x` as the shell would give it: a `--flag=~/x` reaches us unexpanded (bash expands only `--flag ~/x`),
+    and tf.io.gfile would make a folder named `~` in the working directory. Remote paths are left as they are."""
+    return path if is_remote(path) else os.path.expanduser(path)
+
+
 def absolute(path: str | os.PathLike) -> epath.Path:
     """A local path made absolute against the working directory; remote paths are already absolute
     (epath's resolve() would prefix them with the working directory)."""
