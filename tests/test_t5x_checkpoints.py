@@ -185,6 +185,7 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
     from helpers import tiny_e2clm
 
     from textchem_jax import partitioning
+    from textchem_jax.data import vocabulary as vocabularies
     from textchem_jax.model_loading import checkpoint_format, checkpoint_step, initial_params, load_for_inference
     from textchem_jax.model_loading import stored_param_names
     from textchem_jax.models.hf_convert import save_hf_directory
@@ -217,6 +218,14 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "relative_attention_max_distance": 64}))
     with pytest.raises(ValueError, match=r"config\.json describes another model: relative_attention_max_distance=64"):
         load_for_inference(model, str(tmp_path / "hf"), mesh)
+    # Another vocabulary (T5's 32,128 rows against the demo vocabulary's): the fix names the checkpoint's own.
+    large = tiny_t5("1.0", vocab_size=32128)
+    save_hf_directory(tmp_path / "hf_t5", large.t5_config, nn.meta.unbox(large.init(jax.random.key(1))),
+                      vocabularies.DEFAULT_VOCABULARY_PATH)  # fmt: skip
+    with pytest.raises(ValueError, match=rf"vocab_size=32128 .*TEXTCHEM_VOCABULARY={tmp_path / 'hf_t5'}/spiece\.model"):
+        load_for_inference(model, str(tmp_path / "hf_t5"), mesh)
+    with pytest.raises(ValueError, match=r"token_embedder.*give the model it holds .*a VOCABULARY binding"):
+        load_for_inference(tiny_t5("1.0", vocab_size=32128), str(tmp_path / "t5x"), mesh)
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("not a checkpoint")
     for path in (tmp_path / "empty", tmp_path / "file.txt", tmp_path / "missing"):

@@ -346,9 +346,9 @@ def stored_param_names(directory: str, step: int | None = None) -> set[str]:
         manager.close()
 
 
-def check_shapes(stored: Any, abstract_params: Any, where: str) -> None:
+def check_shapes(stored: Any, abstract_params: Any, where: str, fix: str | None = None) -> None:
     """Every expected parameter is stored, with its shape: name the first that is not, and the fix."""
-    fix = "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
+    fix = fix or "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
     shapes = {
         jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
         for path, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]

@@ -30,6 +30,7 @@ from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
 PARAMS_FILE = "params.npz"  # a textchem-convert directory's parameters, flat "encoder/layers_0/..." keys
 HF_CONFIG_FILE = "config.json"  # a Hugging Face directory's model config
 T5_PARTS = ("token_embedder", "encoder", "decoder")
+VOCABULARY_FILE = "spiece.model"  # the SentencePiece model beside Hugging Face weights (and our exports)
 _SEPARATOR = "/"
 
 
@@ -102,6 +103,17 @@ def checkpoint_step(path: str | Mapping[str, str]) -> int:
     return max(steps, default=0)
 
 
+def _foreign_fix(path: str) -> str:
+    """How to run a Hugging Face or T5X checkpoint that is not the gin-bound model: most often its size or
+    its vocabulary (the embedding's rows follow VOCABULARY, whose default is our small demo vocabulary)."""
+    import tensorflow as tf
+
+    vocabulary = os.path.join(path, VOCABULARY_FILE)
+    own = f"TEXTCHEM_VOCABULARY={vocabulary}" if tf.io.gfile.exists(vocabulary) else "a VOCABULARY binding"
+    return (f"give the model it holds (the models/*.gin of its size; its vocabulary: {own}), or import it with "
+            "textchem-convert, whose model.gin binds both")  # fmt: skip
+
+
 def _foreign_params(model, path: str, kind: str) -> dict:
     """Plain parameters of a Hugging Face directory or a T5X checkpoint, laid out for the model. A Hugging
     Face config.json must describe the model's architecture: what shapes cannot show (the relative-position
@@ -117,8 +129,8 @@ def _foreign_params(model, path: str, kind: str) -> dict:
         differ = [f"{name}={getattr(theirs, name)!r} (the model has {getattr(ours, name)!r})"
                   for name in ARCHITECTURE_FIELDS if getattr(theirs, name) != getattr(ours, name)]  # fmt: skip
         if differ:
-            raise ValueError(f"{os.path.join(path, HF_CONFIG_FILE)} describes another model: {', '.join(differ)}; bind "
-                             "the model to match, or import it with textchem-convert --hf_dir, whose model.gin does")  # fmt: skip
+            raise ValueError(f"{os.path.join(path, HF_CONFIG_FILE)} describes another model: {', '.join(differ)}; "
+                             f"{_foreign_fix(path)}")  # fmt: skip
     return stack_layer_params(params) if ours.scan_layers else unstack_layer_params(params)
 
 
@@ -132,7 +144,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
         root = _orbax_root(path)
         return load_params(root[0], target, step=root[1])
     params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind)
-    check_shapes(params, target, path)
+    check_shapes(params, target, path, fix=None if kind == "converted" else _foreign_fix(path))
     return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
 
 
