@@ -672,7 +672,7 @@ EVAL_ARGS = ("--gin_file=models/t5_tiny.gin", "--gin_file=runs/eval.gin", "--gin
     [
         ("textchem_jax.train", ("--gin_file=experiments/quickstart.gin", "--gin.MODEL_DIR='{tmp}/run'", "--gin.NUM_PARTITIONS='two'"),
          "num_partitions takes int | None, but is bound to 'two'"),
-        ("textchem_jax.evaluate", (*EVAL_ARGS, "--gin.no_such_configurable.value=1"), "No configurable matching 'no_such_configurable'"),
+        ("textchem_jax.evaluate", (*EVAL_ARGS, "--gin.no_such_configurable.value=1"), "'no_such_configurable' was not provided by an import statement"),
         ("textchem_jax.infer", ("--gin_file=runs/infer.gin", "--no_such_flag=1"), "Unknown command line flag 'no_such_flag'"),
     ],
     ids=["train-binding-of-wrong-type", "eval-unknown-configurable", "infer-unknown-flag"],

@@ -84,6 +84,30 @@ def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[st
     return seen
 
 
+_IMPORT = re.compile(r"^\s*((?:from\s+[\w.]+\s+)?import\s+[\w.]+(?:\s+as\s+(\w+))?)\s*(?:#.*)?$", re.M)
+
+
+def _user_line_numbers(message: str, hidden: int) -> str:
+    """gin's "In bindings string line N" counted from the user's first binding, not the import lines before it."""
+    return re.sub(r"(In bindings string line )(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) - hidden}", message)
+
+
+def _binding_imports(files: Sequence[str], search_paths: Sequence[str]) -> list[str]:
+    """The import lines of the gin files (dynamic registration), for the command-line bindings: gin's imports
+    are per file, so without them `--gin.OPTIMIZER=@optax.adafactor()` finds no configurable unless some
+    file happened to reference `optax.adafactor`. An alias two files bind to different modules is left out."""
+    by_alias: dict[str, list[str]] = {}
+    for name in _all_gin_files(files, search_paths):
+        found = _find_gin_file(name, search_paths)
+        for match in _IMPORT.finditer(found[1] if found else ""):
+            line = " ".join(match.group(1).split())
+            alias = match.group(2) or line.split()[-1].split(".")[0]  # `import a.b` binds `a`
+            lines = by_alias.setdefault(alias, [])
+            if "__gin__" not in line and line not in lines:
+                lines.append(line)
+    return [lines[0] for lines in by_alias.values() if len(lines) == 1]
+
+
 _CHATTER = (
     # seqio warns per task that an uncached source "reshuffles on restarts": our checkpoints keep each
     # host's data-iterator position, so a resumed run continues on exactly the next batch.
@@ -149,12 +173,13 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         gin.add_config_file_search_path(path)
     if not files:
         raise ConfigError("no --gin_file given: e.g. --gin_file=experiments/quickstart.gin")
+    imports = ["from __gin__ import dynamic_registration", *_binding_imports(files, search_paths)] if bindings else []
     try:
-        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+        gin.parse_config_files_and_bindings(list(files), [*imports, *bindings], finalize_config=False)
         gin.finalize()
         check_binding_types()
     except ValueError as error:
-        message = str(error)
+        message = _user_line_numbers(str(error), len(imports))
         match = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED` but not subsequently overridden", message)
         if match:
             macro = match.group(1)
@@ -177,12 +202,20 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
                 "(`from textchem_jax import train` etc.) before binding it"
             ) from None
         raise ConfigError(message) from None
+    except (NameError, AttributeError) as error:  # dynamic registration: no import provides the name, or
+        # the module has no such attribute (a misspelt function)
+        raise ConfigError(
+            f"{_user_line_numbers(str(error), len(imports))}\nFix: check the spelling; a gin file binds a module's "
+            "functions after importing it (`from textchem_jax import train as train_lib`), and the --gin. bindings "
+            "may use what the gin files import"
+        ) from None
     except (SyntaxError, tokenize.TokenError) as error:  # how gin's parser reports a malformed file or binding
         if isinstance(error, SyntaxError) and error.filename:
             text = f": {error.text.strip()!r}" if error.text and error.text.strip() else ""
             problem = f"{error.filename}, line {error.lineno}: {error.msg}{text}"
         elif isinstance(error, SyntaxError):  # gin parses the bindings one per line
-            binding = bindings[error.lineno - 1] if error.lineno and 0 < error.lineno <= len(bindings) else "?"
+            line = (error.lineno or 0) - len(imports)
+            binding = bindings[line - 1] if 0 < line <= len(bindings) else "?"
             problem = f"the binding {binding!r} (--gin.NAME=VALUE or --gin_bindings): {error.msg}"
         else:  # unclosed brackets or quotes
             problem = f"a gin file or binding does not parse: {error.args[0]}"
@@ -205,11 +238,15 @@ def _literal(value: Any, config: Mapping) -> tuple[Any, str | None]:
     """(value, macro name) with macros followed to their value; anything else (a reference) comes back as is."""
     import gin
 
-    macro = None
+    macro, chain = None, []
     while isinstance(value, gin.config.ConfigurableReference) and value.selector == "gin.macro" and value.scopes:
         if (value.scopes[-1], "gin.macro") not in config:
             break  # an undefined macro: gin's own error says so
         macro = value.scopes[-1]
+        if macro in chain:  # gin would follow it forever
+            cycle = " -> ".join([*chain[chain.index(macro) :], macro])
+            raise ConfigError(f"the macros refer to each other in a circle ({cycle}): bind one of them to a value")
+        chain.append(macro)
         value = config[(macro, "gin.macro")].get("value")
     return value, macro
 
