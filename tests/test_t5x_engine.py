@@ -155,6 +155,20 @@ def test_t5x_eval_and_infer_with_our_configs_and_textchem_score_reads_them(t5x_r
     results = score(predictions)["textchem_demo_mol2text"]
     assert {"bleu2", "rougeL", "meteor"} <= set(results)
 
+    # textchem-eval reads the same T5X checkpoint directly, as t5x.eval did (a path relative to the working
+    # directory), with our model of the same sizes: step 4, every task scored.
+    quickstart_sizes = ["--gin.config.t5_config.d_model=128", "--gin.config.t5_config.d_kv=32", "--gin.config.t5_config.d_ff=256"]
+    command = [sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
+               *quickstart_sizes, "--gin.CHECKPOINT_PATH='run/checkpoint_4'", "--gin.EVAL_OUTPUT_DIR='ours_eval'",
+               "--gin.MIXTURE_OR_TASK_NAME='textchem_demo'", "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 64}",
+               "--gin.run_config.DatasetConfig.num_examples=4"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = json.loads((tmp / "ours_eval" / "textchem_demo_text2mol-metrics.jsonl").read_text().splitlines()[-1])
+    assert ours["step"] == 4 and {"validity", "maccs_fts", "morgan_fts"} <= set(ours)
+    assert (tmp / "ours_eval" / "textchem_demo_mol2text-000004.jsonl").exists()
+
 
 @needs_t5x
 @pytest.mark.slow
