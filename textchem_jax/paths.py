@@ -1,7 +1,9 @@
-"""User paths: local or remote (`gs://` and other `scheme://`), one rule for telling them apart.
+"""User paths: local or remote (`gs://` and other `scheme://`), told apart by one rule, and local ones made
+what the libraries below expect.
 
 Orbax refuses relative paths ("Checkpoint path should be absolute"), so a `MODEL_DIR="'runs/x'"` or a
-`CHECKPOINT_PATH` relative to the working directory is made absolute before any checkpoint library sees it.
+`CHECKPOINT_PATH` relative to the working directory is made absolute before any checkpoint library sees it;
+a `~` that the shell left alone is expanded where a command documents one.
 """
 
 from __future__ import annotations
