@@ -28,7 +28,7 @@ from etils import epath  # every directory here may be local or gs://
 from textchem_jax import launch, run_results
 from textchem_jax.model_loading import read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
-from textchem_jax.paths import absolute
+from textchem_jax.paths import absolute, parse_args
 
 CONFIG_FILE = "t5_config.json"
 GIN_FILE = run_results.CONVERTED_GIN_FILE
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extend_vocabulary", action="store_true",
                         help="add the chemistry characters the vocabulary lacks (T5's: \\ ~ { } <) and grow the embedding")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show library logs")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.verbose and (args.checkpoint_dir or args.t5x_checkpoint):
         # Checkpoints are read through TensorFlow and orbax: their start-up lines and orbax's note on a run's
         # data-iterator item off. A Hugging Face import loads neither (it takes 0.04 s for a tiny model).

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from textchem_jax import launch
+from textchem_jax.paths import parse_args
 
 PERCENTILES = (50, 90, 95, 99, 100)
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocabulary", help="a SentencePiece model, or a checkpoint folder (textchem-convert "
                         "output or MODEL_DIR) whose spiece.model the tasks should use")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show library logs")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
         launch.quiet_libraries()
     if args.data_dir:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
+from textchem_jax.paths import parse_args
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.
@@ -351,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("directory", help="a textchem-train MODEL_DIR or a textchem-sweep SWEEP_DIR (local or gs://)")
     parser.add_argument("--output_dir", help="default: DIRECTORY/report")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.verbose:
         launch.quiet_libraries()
     import tensorflow as tf

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from textchem_jax.metrics.tables import robustness_markdown
+from textchem_jax.paths import parse_args
 
 RESULTS_FILE = "robustness.json"
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", help="default: MODEL_DIR/robustness")
     parser.add_argument("--no_embedding_check", action="store_true", help="skip AMORE's embedding retrieval check")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.verbose:
         launch.quiet_libraries()
     try:

@@ -23,6 +23,7 @@ import re
 import sys
 
 from textchem_jax.catalogue import PROMPTS, TASKS
+from textchem_jax.paths import parse_args
 
 EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"  # local only: packaged
 _T5X_INFER_FILE = re.compile(r"^(?P<task>.+)-predict\.jsonl(-\d{5}-of-\d{5})?$")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS), help="jsonl file to score")
     parser.add_argument("--output", type=epath.Path, help="also write the metrics as JSON here")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # our counted skips
     if not args.verbose:  # rouge-score's "Using default tokenizer" and other absl INFO lines
         logging.getLogger("absl").setLevel(logging.WARNING)

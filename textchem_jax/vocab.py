@@ -18,6 +18,7 @@ import time
 from textchem_jax import launch
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
+from textchem_jax.paths import parse_args
 
 def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
     """What the model reads and writes for a task: prompt + input, and target."""
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soft_vocab_limit", action="store_true", help="allow fewer pieces on a small corpus")
     parser.add_argument("--compare_plain", action="store_true", help="also train plain SentencePiece, compare")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
         launch.quiet_libraries()
 

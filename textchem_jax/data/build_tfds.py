@@ -6,17 +6,17 @@
 from __future__ import annotations
 
 from textchem_jax.data import tfds_builders
-from textchem_jax.paths import expand_user
+from textchem_jax.paths import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Prepare TFDS datasets offline from a manual folder.")
-    parser.add_argument("--manual_dir", required=True, type=expand_user, help="folder with the DESIGN §3 layout")
-    parser.add_argument("--data_dir", required=True, type=expand_user, help="TFDS data folder to write")
+    parser.add_argument("--manual_dir", required=True, help="folder with the DESIGN §3 layout")
+    parser.add_argument("--data_dir", required=True, help="TFDS data folder to write")
     parser.add_argument("--datasets", default=",".join(tfds_builders.BUILDERS), help="comma-separated subset of " + ", ".join(tfds_builders.BUILDERS))
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     for name in args.datasets.split(","):
         builder = tfds_builders.build(name.strip(), args.manual_dir, args.data_dir)
         splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
