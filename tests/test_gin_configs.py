@@ -66,7 +66,7 @@ def test_wrong_include_order_or_missing_file_is_explained():
     with pytest.raises(launch.ConfigError, match="macro MODEL is used but never defined.*models/t5_small.gin"):
         launch.parse_gin(["runs/pretrain.gin"], ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='textchem_demo'",
                                                  "TASK_FEATURE_LENGTHS={}", "TRAIN_STEPS=1"])  # fmt: skip
-    with pytest.raises(launch.ConfigError, match="TRAIN_STEPS is required .*runs/pretrain.gin"):
+    with pytest.raises(launch.ConfigError, match=r"TRAIN_STEPS is required .*runs/pretrain.gin.*--gin\.TRAIN_STEPS=1000,"):
         launch.parse_gin(["models/t5_tiny.gin", "runs/pretrain.gin"],
                          ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='textchem_demo'", "TASK_FEATURE_LENGTHS={}"])  # fmt: skip
 
@@ -91,6 +91,19 @@ def test_command_line_bindings_use_what_the_gin_files_import():
     # a macro bound to itself (found by fuzzing: the type check followed it forever)
     with pytest.raises(launch.ConfigError, match=r"circle \(NUM_PARTITIONS -> NUM_PARTITIONS\)"):
         launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "NUM_PARTITIONS = %NUM_PARTITIONS"])
+
+
+def test_a_required_dict_macro_gets_an_example_of_its_own_kind():
+    """The fix for a missing TASK_FEATURE_LENGTHS shows a dict, which works when pasted, not a string."""
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin(["models/t5_tiny.gin", "runs/eval.gin"], ["CHECKPOINT_PATH='/tmp/x'", "EVAL_OUTPUT_DIR='/tmp/x'",
+                                                                   "MIXTURE_OR_TASK_NAME='textchem_demo'"])  # fmt: skip
+    assert "add --gin.TASK_FEATURE_LENGTHS=VALUE, e.g. --gin.TASK_FEATURE_LENGTHS=\"{'inputs': 512, 'targets': 512}\"" in str(error.value)
+    gin.clear_config()
+    pasted = str(error.value).split("e.g. --gin.")[1].split(", or bind")[0].replace('"', "")
+    launch.parse_gin(["models/t5_tiny.gin", "runs/eval.gin"], ["CHECKPOINT_PATH='/tmp/x'", "EVAL_OUTPUT_DIR='/tmp/x'",
+                                                               "MIXTURE_OR_TASK_NAME='textchem_demo'", pasted])  # fmt: skip
+    assert gin.query_parameter("%TASK_FEATURE_LENGTHS") == {"inputs": 512, "targets": 512}
 
 
 @pytest.mark.slow

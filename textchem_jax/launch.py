@@ -84,6 +84,9 @@ def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[st
     return seen
 
 
+# Example values for a missing %gin.REQUIRED macro, as a shell passes them; other macros name paths or tasks.
+_STRING_EXAMPLE = "\"'...'\""
+_MACRO_EXAMPLES = {"TASK_FEATURE_LENGTHS": "\"{'inputs': 512, 'targets': 512}\"", "TRAIN_STEPS": "1000"}
 _IMPORT = re.compile(r"^\s*((?:from\s+[\w.]+\s+)?import\s+[\w.]+(?:\s+as\s+(\w+))?)\s*(?:#.*)?$", re.M)
 
 
@@ -186,7 +189,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
             where = _required_macros(_all_gin_files(files, search_paths), search_paths).get(macro, "a gin file")
             raise ConfigError(
                 f"{macro} is required ({where} declares it %gin.REQUIRED): add --gin.{macro}=VALUE, "
-                f"e.g. --gin.{macro}=\"'...'\" for a string, or bind it in a gin file included after {where}"
+                f"e.g. --gin.{macro}={_MACRO_EXAMPLES.get(macro, _STRING_EXAMPLE)}, or bind it in a gin file "
+                f"included after {where}"
             ) from None
         match = re.search(r"No bindings specified for '(\w+)/gin\.macro'", message)
         if match:
