@@ -346,9 +346,16 @@ def stored_param_names(directory: str, step: int | None = None) -> set[str]:
         manager.close()
 
 
-def check_shapes(stored: Any, abstract_params: Any, where: str, fix: str | None = None) -> None:
-    """Every expected parameter is stored, with its shape: name the first that is not, and the fix."""
-    fix = fix or "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
+_OWN_CONFIG_FIX = "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
+
+
+def check_shapes(stored: Any, abstract_params: Any, where: str, fix: Callable[[], str] | None = None) -> None:
+    """Every expected parameter is stored, with its shape: name the first that is not, and the fix (`fix()`,
+    asked only then; by default the run's own config.gin)."""
+
+    def mismatch(problem: str) -> ValueError:
+        return ValueError(f"{problem}: {fix() if fix else _OWN_CONFIG_FIX}")
+
     shapes = {
         jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
         for path, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]
@@ -356,6 +363,6 @@ def check_shapes(stored: Any, abstract_params: Any, where: str, fix: str | None 
     for path, expected in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
         name = jax.tree_util.keystr(path)
         if name not in shapes:
-            raise ValueError(f"parameter {name} is not in the checkpoint {where}: {fix}")
+            raise mismatch(f"parameter {name} is not in the checkpoint {where}")
         if shapes[name] != tuple(expected.shape):
-            raise ValueError(f"{name} is {shapes[name]} in {where} but {tuple(expected.shape)} in this model: {fix}")
+            raise mismatch(f"{name} is {shapes[name]} in {where} but {tuple(expected.shape)} in this model")

@@ -26,14 +26,14 @@ import numpy as np
 from etils import epath  # every directory here may be local or gs://
 
 from textchem_jax import launch, run_results
-from textchem_jax.model_loading import read_params, write_params
+from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 from textchem_jax.paths import absolute, parse_args
 
 CONFIG_FILE = "t5_config.json"
 GIN_FILE = run_results.CONVERTED_GIN_FILE
 RUN_CONFIG_FILE = run_results.RUN_CONFIG_FILE
-CHECKPOINTS_FOLDER = "checkpoints"  # inside a MODEL_DIR: one numbered folder per saved step
+CHECKPOINTS_FOLDER = run_results.CHECKPOINTS_FOLDER
 VOCABULARY_FILE = "spiece.model"
 # Fields that describe how to run, not the architecture; not written into model.gin.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
@@ -153,7 +153,7 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
                          f"one step in that")  # fmt: skip
     model = launch.saved_run(str(model_dir)).model
     names = set(model.abstract_params())
-    if names != {"token_embedder", "encoder", "decoder"}:
+    if names != set(T5_PARTS):
         raise ValueError(
             f"{checkpoint_dir} holds {sorted(names)}: only T5-shaped models (Text+Chem T5, a shared-encoder e2-CLM) "
             "export to a Hugging Face T5 or T5X checkpoint"

@@ -58,30 +58,28 @@ def _find_gin_file(name: str, search_paths: Sequence[str]) -> tuple[str, str] | 
     return None
 
 
-def _required_macros(files: Sequence[str], search_paths: Sequence[str]) -> dict[str, str]:
-    """Macro name -> the gin file that declares it `%gin.REQUIRED` (for error messages)."""
-    declared = {}
-    for name in files:
-        found = _find_gin_file(name, search_paths)
-        for line in found[1].splitlines() if found else ():
-            match = re.match(r"\s*([A-Z_][A-Z0-9_]*)\s*=\s*%gin\.REQUIRED", line)
-            if match:
-                declared[match.group(1)] = found[0]
-    return declared
-
-
-def _all_gin_files(files: Sequence[str], search_paths: Sequence[str]) -> list[str]:
-    """`files` plus everything they `include`, found along the search paths."""
-    seen, queue = [], list(files)
+def _gin_sources(files: Sequence[str], search_paths: Sequence[str]) -> list[tuple[str, str]]:
+    """(path, text) of `files` and of everything they `include`, found along the search paths, each read once."""
+    seen, sources, queue = set(), [], list(files)
     while queue:
         name = queue.pop(0)
         if name in seen:
             continue
-        seen.append(name)
+        seen.add(name)
         found = _find_gin_file(name, search_paths)
         if found:
+            sources.append(found)
             queue += re.findall(r"^\s*include\s+['\"]([^'\"]+)['\"]", found[1], re.M)
-    return seen
+    return sources
+
+
+def _required_macros(sources: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Macro name -> the gin file that declares it `%gin.REQUIRED` (for error messages)."""
+    declared = {}
+    for path, text in sources:
+        for match in re.finditer(r"^\s*([A-Z_][A-Z0-9_]*)\s*=\s*%gin\.REQUIRED", text, re.M):
+            declared[match.group(1)] = path
+    return declared
 
 
 # Example values for a missing %gin.REQUIRED macro, as a shell passes them; other macros name paths or tasks.
@@ -95,14 +93,13 @@ def _user_line_numbers(message: str, hidden: int) -> str:
     return re.sub(r"(In bindings string line )(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) - hidden}", message)
 
 
-def _binding_imports(files: Sequence[str], search_paths: Sequence[str]) -> list[str]:
+def _binding_imports(sources: Sequence[tuple[str, str]]) -> list[str]:
     """The import lines of the gin files (dynamic registration), for the command-line bindings: gin's imports
     are per file, so without them `--gin.OPTIMIZER=@optax.adafactor()` finds no configurable unless some
     file happened to reference `optax.adafactor`. An alias two files bind to different modules is left out."""
     by_alias: dict[str, list[str]] = {}
-    for name in _all_gin_files(files, search_paths):
-        found = _find_gin_file(name, search_paths)
-        for match in _IMPORT.finditer(found[1] if found else ""):
+    for _, text in sources:
+        for match in _IMPORT.finditer(text):
             line = " ".join(match.group(1).split())
             alias = match.group(2) or line.split()[-1].split(".")[0]  # `import a.b` binds `a`
             lines = by_alias.setdefault(alias, [])
@@ -176,7 +173,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         gin.add_config_file_search_path(path)
     if not files:
         raise ConfigError("no --gin_file given: e.g. --gin_file=experiments/quickstart.gin")
-    imports = ["from __gin__ import dynamic_registration", *_binding_imports(files, search_paths)] if bindings else []
+    sources = _gin_sources(files, search_paths)
+    imports = ["from __gin__ import dynamic_registration", *_binding_imports(sources)] if bindings else []
     try:
         gin.parse_config_files_and_bindings(list(files), [*imports, *bindings], finalize_config=False)
         gin.finalize()
@@ -186,7 +184,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         match = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED` but not subsequently overridden", message)
         if match:
             macro = match.group(1)
-            where = _required_macros(_all_gin_files(files, search_paths), search_paths).get(macro, "a gin file")
+            where = _required_macros(sources).get(macro, "a gin file")
             raise ConfigError(
                 f"{macro} is required ({where} declares it %gin.REQUIRED): add --gin.{macro}=VALUE, "
                 f"e.g. --gin.{macro}={_MACRO_EXAMPLES.get(macro, _STRING_EXAMPLE)}, or bind it in a gin file "

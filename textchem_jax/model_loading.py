@@ -8,6 +8,7 @@ CHECKPOINT_PATH. Parameters are placed in the shardings their logical axes imply
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Mapping
@@ -26,11 +27,11 @@ from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config
 from textchem_jax.models.hf_convert import numpy_dtype
 from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
+from textchem_jax.run_results import CHECKPOINTS_FOLDER
 
 PARAMS_FILE = "params.npz"  # a textchem-convert directory's parameters, flat "encoder/layers_0/..." keys
 HF_CONFIG_FILE = "config.json"  # a Hugging Face directory's model config
 T5_PARTS = ("token_embedder", "encoder", "decoder")
-VOCABULARY_FILE = "spiece.model"  # the SentencePiece model beside Hugging Face weights (and our exports)
 _SEPARATOR = "/"
 
 
@@ -47,8 +48,8 @@ def _orbax_root(path: str) -> tuple[str, int | None] | None:
     import tensorflow as tf
 
     path = path.rstrip("/")
-    if tf.io.gfile.isdir(os.path.join(path, "checkpoints")):
-        return os.path.join(path, "checkpoints"), None
+    if tf.io.gfile.isdir(os.path.join(path, CHECKPOINTS_FOLDER)):
+        return os.path.join(path, CHECKPOINTS_FOLDER), None
     if tf.io.gfile.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
         return os.path.dirname(path), int(os.path.basename(path))
     if any(name.rstrip("/").isdigit() for name in tf.io.gfile.listdir(path)):
@@ -108,7 +109,9 @@ def _foreign_fix(path: str) -> str:
     its vocabulary (the embedding's rows follow VOCABULARY, whose default is our small demo vocabulary)."""
     import tensorflow as tf
 
-    vocabulary = os.path.join(path, VOCABULARY_FILE)
+    from textchem_jax.data.vocabulary import CHECKPOINT_VOCABULARY_FILE
+
+    vocabulary = os.path.join(path, CHECKPOINT_VOCABULARY_FILE)
     own = f"TEXTCHEM_VOCABULARY={vocabulary}" if tf.io.gfile.exists(vocabulary) else "a VOCABULARY binding"
     return (f"give the model it holds (the models/*.gin of its size; its vocabulary: {own}), or import it with "
             "textchem-convert, whose model.gin binds both")  # fmt: skip
@@ -144,7 +147,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
         root = _orbax_root(path)
         return load_params(root[0], target, step=root[1])
     params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind)
-    check_shapes(params, target, path, fix=None if kind == "converted" else _foreign_fix(path))
+    check_shapes(params, target, path, fix=None if kind == "converted" else functools.partial(_foreign_fix, path))
     return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
 
 

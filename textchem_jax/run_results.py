@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 MODEL_INFO_FILE = "model-info.txt"
 RUN_CONFIG_FILE = "config.gin"  # the full gin configuration textchem-train writes into MODEL_DIR
+CHECKPOINTS_FOLDER = "checkpoints"  # inside a MODEL_DIR: one numbered folder per saved step
 CONVERTED_GIN_FILE = "model.gin"  # model and vocabulary of a textchem-convert directory
 _STEP = re.compile(r"^(?:checkpoint_)?(\d+)/?$")  # a checkpoint folder: ours `<step>`, T5X's `checkpoint_<step>`
 _SIZE = re.compile(r"^Variable \S+\s+size\s+([\d,]+)", re.M)
@@ -118,7 +119,7 @@ def latest_step(model_dir: str) -> int:
     import tensorflow as tf
 
     steps = [0]
-    for folder in (os.path.join(model_dir, "checkpoints"), model_dir):
+    for folder in (os.path.join(model_dir, CHECKPOINTS_FOLDER), model_dir):
         if tf.io.gfile.isdir(folder):
             steps += [int(m.group(1)) for name in tf.io.gfile.listdir(folder) if (m := _STEP.match(name))]
     return max(steps)

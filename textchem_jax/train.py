@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from textchem_jax import run_config
+from textchem_jax import run_config, run_results
 from textchem_jax.progress import Eta
 
 logger = logging.getLogger("textchem_jax.train")
@@ -162,7 +162,7 @@ def train(
     _write_model_info(model_dir, trainer, model, mesh)
     _keep_vocabulary(model_dir, model)
 
-    checkpoints = ckpt.Checkpoints(os.path.join(model_dir, "checkpoints"), keep=checkpoint_cfg.keep)
+    checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
     restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
     if restored is not None:
         state, step = restored
