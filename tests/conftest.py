@@ -19,6 +19,11 @@ _XLA_CACHE = pathlib.Path(tempfile.gettempdir()) / "textchem-jax-tests-xla-cache
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_XLA_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+# CI gives the data folder relative to the repository (`TEXTCHEM_DATA_DIR=../shared/data`); tests that run a
+# command in another working directory (a tmp folder, a fake HOME) pass it on, so it is made absolute once here.
+if os.environ.get("TEXTCHEM_DATA_DIR"):
+    os.environ["TEXTCHEM_DATA_DIR"] = os.path.abspath(os.environ["TEXTCHEM_DATA_DIR"])
+
 
 def data_dir() -> pathlib.Path | None:
     value = os.environ.get("TEXTCHEM_DATA_DIR")
