@@ -154,6 +154,42 @@ def test_infer_pads_the_last_batch_so_one_program_serves_a_file(tmp_path, monkey
     assert all(len(row["beams"]) == 2 for row in rows)
 
 
+def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cuts(tmp_path, caplog):
+    """A byte-order mark and CRLF line ends were encoded as extra input tokens (the BOM as three, each `\\r`
+    as one), silently changing what the model read; now the inputs and predictions equal the plain file's.
+    An input longer than the input length is cut, as in T5X, and named; a line that is not UTF-8 is an error
+    naming the file and line."""
+    from textchem_jax import infer as infer_lib
+    from textchem_jax.model_loading import write_params
+
+    model, params = _model_and_params()
+    write_params(tmp_path, params)
+    molecules = ["CCO", "c1ccccc1", "CC(=O)O"]
+    (tmp_path / "plain.txt").write_text("\n".join(molecules) + "\n")
+    (tmp_path / "windows.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(molecules).encode() + b"\r\n")
+    run = functools.partial(
+        infer_lib.infer, model=model, checkpoint_path=str(tmp_path), output_dir=str(tmp_path / "preds"),
+        row_format="textchem", dataset_cfg=DatasetConfig(None, LENGTHS, "test", 4), decode_fn=beam_search,
+        task="mol2text",
+    )  # fmt: skip
+    plain, windows = ([json.loads(line) for line in open(run(input_file=str(tmp_path / f"{name}.txt"))[0])]
+                      for name in ("plain", "windows"))  # fmt: skip
+    assert [row["input"] for row in windows] == [PROMPTS["mol2text"] + m for m in molecules]
+    assert [row["prediction"] for row in windows] == [row["prediction"] for row in plain]
+
+    assert "were cut" not in caplog.text
+    long_line = "C" * 10 * LENGTHS["inputs"]  # far over the input length: cut, and said so with its line number
+    (tmp_path / "long.txt").write_text("\n".join([*molecules, long_line, long_line]) + "\n")
+    rows = [json.loads(line) for line in open(run(input_file=str(tmp_path / "long.txt"))[0])]
+    assert [row["prediction"] for row in rows[:3]] == [row["prediction"] for row in plain] and len(rows) == 5
+    assert (f"2 input(s) of {tmp_path / 'long.txt'} are longer than {LENGTHS['inputs']} tokens (with EOS) and were "
+            "cut to fit (line 4, 5)") in caplog.text  # fmt: skip
+
+    (tmp_path / "latin1.txt").write_bytes("CCO\nacide acétique\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt:2: not UTF-8 text \(byte 0xe9 at character 9\)"):
+        run(input_file=str(tmp_path / "latin1.txt"))
+
+
 def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro, monkeypatch):
     """6 + 6 rows in batches of 4: three batches (the second holds both tasks), not four; the last batch and the
     round trip's are padded to the same shape, so one program is compiled; predictions and metrics are those of

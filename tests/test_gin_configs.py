@@ -93,6 +93,18 @@ def test_command_line_bindings_use_what_the_gin_files_import():
         launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "NUM_PARTITIONS = %NUM_PARTITIONS"])
 
 
+def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):
+    """gin reads a file's leading U+FEFF as a token; the error said to write a Python literal."""
+    saved = tmp_path / "windows.gin"
+    saved.write_bytes(b'\xef\xbb\xbfinclude "experiments/quickstart.gin"\r\nTRAIN_STEPS = 3\r\n')
+    with pytest.raises(launch.ConfigError, match=rf"(?s){saved}, line 1: .*Fix: the file starts with a byte-order mark"):
+        launch.parse_gin([str(saved)], [])
+    gin.clear_config()
+    saved.write_bytes(saved.read_bytes()[3:])  # saved without it, the same file parses (CRLF line ends are fine)
+    launch.parse_gin([str(saved)], ["MODEL_DIR='/tmp/x'"])
+    assert gin.query_parameter("%TRAIN_STEPS") == 3
+
+
 def test_a_required_dict_macro_gets_an_example_of_its_own_kind():
     """The fix for a missing TASK_FEATURE_LENGTHS shows a dict, which works when pasted, not a string."""
     with pytest.raises(launch.ConfigError) as error:

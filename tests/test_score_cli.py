@@ -68,3 +68,23 @@ def test_reads_t5x_infer_rows_and_seqio_inference_eval_files(tmp_path, capsys):
     nameless.write_text(json.dumps(t5x_rows[0]) + "\n")
     assert main(["--predictions", str(nameless)]) == 2
     assert f"{nameless}:1" in capsys.readouterr().err
+
+
+def test_a_file_saved_on_windows_scores_like_the_plain_file(tmp_path, capsys):
+    """A byte-order mark and CRLF line ends (Notepad, Excel) read as the plain file; a line that is not UTF-8
+    is an error naming its line, not JSON read from escaped bytes."""
+    rows = [{"task": "textchem_forward", "target": "CCO", "prediction": p} for p in ("CCO", "C1CC", "OCC")]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    plain, windows = tmp_path / "plain.jsonl", tmp_path / "windows.jsonl"
+    plain.write_text(text)
+    windows.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    results = [tmp_path / "plain.json", tmp_path / "windows.json"]
+    assert main(["--predictions", str(plain), "--output", str(results[0])]) == 0
+    assert main(["--predictions", str(windows), "--output", str(results[1])]) == 0
+    assert json.loads(results[0].read_text()) == json.loads(results[1].read_text())
+
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(text.encode() + json.dumps({"task": "textchem_mol2text", "target": "é", "prediction": "x"},
+                                                  ensure_ascii=False).encode("latin-1"))  # fmt: skip
+    assert main(["--predictions", str(latin1)]) == 2
+    assert f"{latin1}:4: not UTF-8 text (byte 0xe9" in capsys.readouterr().err

@@ -166,6 +166,23 @@ def test_gfile_paths_are_read_through_tensorflow():
     assert sources.exists(path)
     (record,) = sources.read_chebi20(path)
     assert canonicalize(record.smiles) == "c1ccccc1"
+    with pytest.raises(FileNotFoundError, match="ram://textchem/missing.txt: no such file"):  # not TF's NotFoundError
+        sources.read_chebi20("ram://textchem/missing.txt")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    """Saved by a Windows editor or Excel: the header is still recognised (the BOM made it a row, skipped as
+    unreadable) and a CSV's first column keeps its name."""
+    chebi = tmp_path / "chebi.txt"
+    chebi.write_bytes(b"\xef\xbb\xbfCID\tSMILES\tdescription\r\n7\tc1ccccc1\tThe molecule is benzene.\r\n")
+    report = sources.SkipReport()
+    (record,) = sources.read_chebi20(str(chebi), report=report)
+    assert (record.cid, record.smiles, record.description) == ("7", "c1ccccc1", "The molecule is benzene.")
+    assert report.total_skipped == 0
+    uspto = tmp_path / "uspto50k.csv"
+    uspto.write_bytes(b"\xef\xbb\xbfrxn_smiles,class\nCC(=O)O.OCC>>CCOC(C)=O,1\n")
+    (reaction,) = sources.read_uspto50k(str(uspto), strict=True)
+    assert (reaction.precursors, reaction.product) == ("CC(=O)O.CCO", "CCOC(C)=O")
 
 
 @pytest.mark.needs_data

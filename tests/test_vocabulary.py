@@ -240,6 +240,10 @@ def test_cli_trains_from_files(tmp_path, capsys):
     table = tmp_path / "chebi.tsv"
     table.write_text("CID\tSMILES\tdescription\n1\tC/C=C\\\\C\tbutene\n", encoding="utf-8")
     assert V.read_texts(table) == ["1", "C/C=C\\C", "butene"]
+    for plain in (lines, pairs):  # saved on Windows: a byte-order mark (json.loads refused it) and CRLF line ends
+        windows = tmp_path / f"windows{plain.suffix}"
+        windows.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))
+        assert V.read_texts(windows) == V.read_texts(plain)
     prefix = tmp_path / "out" / "v"
     inputs = [str(lines), str(pairs), str(table)]
     code = vocab_cli.main(["--input", *inputs, "--mixture", "textchem_demo", "--output_prefix", str(prefix), "--vocab_size", "700"])

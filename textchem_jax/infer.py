@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,26 +32,39 @@ import numpy as np
 from textchem_jax.catalogue import PROMPTS, task_input_domain
 from textchem_jax.progress import ProgressLine
 
+logger = logging.getLogger("textchem_jax.infer")
+
 
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
-    import tensorflow as tf
+    """The file's inputs as the model's examples. Lines are read as the data readers read them (Windows line
+    ends and a byte-order mark dropped: kept, they were encoded as extra tokens the model never saw)."""
+    from textchem_jax.data.sources import not_utf8, numbered_lines
 
     if task not in PROMPTS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
-    with tf.io.gfile.GFile(path) as f:
-        for number, line in enumerate(f, start=1):
-            text = line.rstrip("\n")
-            if not text.strip():
-                continue
-            if path.endswith(".jsonl"):
-                try:
-                    text = json.loads(text)["input"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' field") from None
-            inputs = PROMPTS[task] + text
-            ids = list(vocabulary.encode(inputs))[: max_input_length - 1] + [1]
-            domain = np.full(len(ids), task_input_domain(task), np.int32)
-            yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
+    cut = []  # line numbers of inputs cut to `max_input_length`
+    for number, text in numbered_lines(path):
+        if not text.strip():
+            continue
+        if not_utf8(text):
+            raise ValueError(f"{path}:{number}: {not_utf8(text)}")
+        if path.endswith(".jsonl"):
+            try:
+                text = json.loads(text)["input"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' field") from None
+        inputs = PROMPTS[task] + text
+        ids = list(vocabulary.encode(inputs)) + [1]
+        if len(ids) > max_input_length:
+            cut.append(number)
+            ids = ids[: max_input_length - 1] + [1]
+        domain = np.full(len(ids), task_input_domain(task), np.int32)
+        yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
+    if cut:  # T5X cuts them without a word; a cut SMILES or procedure asks another question, so each is named
+        lines = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
+        logger.warning("%d input(s) of %s are longer than %d tokens (with EOS) and were cut to fit (line %s); "
+                       "give TASK_FEATURE_LENGTHS a longer 'inputs' to keep them whole", len(cut), path, max_input_length,
+                       lines)  # fmt: skip
 
 
 def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterator[tuple[str, Iterator[dict]]]:

@@ -221,10 +221,12 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
             problem = f"the binding {binding!r} (--gin.NAME=VALUE or --gin_bindings): {error.msg}"
         else:  # unclosed brackets or quotes
             problem = f"a gin file or binding does not parse: {error.args[0]}"
-        raise ConfigError(
-            f"{problem}\nFix: a value is a Python literal or a gin reference, "
-            "e.g. --gin.TRAIN_STEPS=100, --gin.MODEL_DIR=\"'/tmp/run'\", --gin.OPTIMIZER=@optax.adam()"
-        ) from None
+        if isinstance(error, SyntaxError) and error.text and "\ufeff" in error.text:  # gin (and T5X) read files as is
+            fix = "the file starts with a byte-order mark (U+FEFF, written by some Windows editors): save it as UTF-8 without one"
+        else:
+            fix = ("a value is a Python literal or a gin reference, e.g. --gin.TRAIN_STEPS=100, "
+                   "--gin.MODEL_DIR=\"'/tmp/run'\", --gin.OPTIMIZER=@optax.adam()")  # fmt: skip
+        raise ConfigError(f"{problem}\nFix: {fix}") from None
     except OSError as error:
         raise ConfigError(
             f"{error}\nFix: give a path, or a name relative to --gin_search_paths or to {GIN_CONFIGS}"

@@ -56,31 +56,32 @@ def _target_and_prediction(row: dict, family: str) -> tuple[object, object]:
 
 def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
     """Rows grouped by task as (targets, predictions); a malformed line raises with file:line."""
-    grouped: dict[str, tuple[list, list]] = {}
-    from etils import epath
+    from textchem_jax.data.sources import not_utf8, numbered_lines  # local or gs://, a BOM dropped
 
+    grouped: dict[str, tuple[list, list]] = {}
     file_task = _task_of_file(str(path))
-    with epath.Path(path).open("r", encoding="utf-8") as lines:  # local or gs://
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                task = row.get("task", file_task)
-                if task is None:
-                    raise KeyError("task (and the file name is not <task>-predict.jsonl-* or <task>-<step>.jsonl)")
-                family = task_family(task)
-                if family is None:
-                    raise ValueError(f"task {task!r} is none of {', '.join(TASKS)} (by its name's ending)")
-                target, prediction = _target_and_prediction(row, family)
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
-                raise ValueError(
-                    f"{path}:{number}: expected our row (task, target, prediction), T5X's infer row (inputs with "
-                    f"inputs_pretokenized and targets_pretokenized, prediction) or SeqIO's inference_eval row ({error})"
-                ) from None
-            targets, predictions = grouped.setdefault(task, ([], []))
-            targets.append(target)
-            predictions.append(prediction)
+    for number, line in numbered_lines(str(path)):
+        if not line.strip():
+            continue
+        if not_utf8(line):
+            raise ValueError(f"{path}:{number}: {not_utf8(line)}")
+        try:
+            row = json.loads(line)
+            task = row.get("task", file_task)
+            if task is None:
+                raise KeyError("task (and the file name is not <task>-predict.jsonl-* or <task>-<step>.jsonl)")
+            family = task_family(task)
+            if family is None:
+                raise ValueError(f"task {task!r} is none of {', '.join(TASKS)} (by its name's ending)")
+            target, prediction = _target_and_prediction(row, family)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f"{path}:{number}: expected our row (task, target, prediction), T5X's infer row (inputs with "
+                f"inputs_pretokenized and targets_pretokenized, prediction) or SeqIO's inference_eval row ({error})"
+            ) from None
+        targets, predictions = grouped.setdefault(task, ([], []))
+        targets.append(target)
+        predictions.append(prediction)
     return grouped
 
 

@@ -127,16 +127,22 @@ class _Rows:
 def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
     """Opens a local or `tf.io.gfile` path as UTF-8 text; `.tar.gz` yields its single member.
 
+    A byte-order mark (Windows editors and Excel write one) is dropped: read as text it would make the first
+    header unrecognised or become part of the first row.
+
     A `.tar.gz` that is not a readable archive raises DataFormatError naming the file. The readers pass
-    `errors="surrogateescape"`, so that a line that is not UTF-8 is skipped and reported (`_not_utf8`)
+    `errors="surrogateescape"`, so that a line that is not UTF-8 is skipped and reported (`not_utf8`)
     instead of ending the whole file with a UnicodeDecodeError.
     """
     path = str(path)
     if is_remote(path):
         import tensorflow as tf
 
-        with tf.io.gfile.GFile(path, "rb") as remote:
-            raw = io.BytesIO(remote.read())  # GFile is not an io.RawIOBase
+        try:
+            with tf.io.gfile.GFile(path, "rb") as remote:
+                raw = io.BytesIO(remote.read())  # GFile is not an io.RawIOBase
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None  # as `open` says it for a local path
     else:
         raw = open(path, "rb")  # local only: remote paths took tf.io.gfile above
     if path.endswith((".tar.gz", ".tgz")):
@@ -150,14 +156,14 @@ def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
             raise DataFormatError(f"{path}: not a readable .tar.gz archive ({error}); unpack it or compress it again") from None
         if len(members) != 1:
             raise DataFormatError(f"{path}: expected one file inside the archive, found {len(members)}")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=errors, newline="")
 
 
 # `surrogateescape` decodes each byte that is not UTF-8 to one of these code points (valid UTF-8 never does).
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
-def _not_utf8(text: str) -> str | None:
+def not_utf8(text: str) -> str | None:
     """Why a line read with `errors="surrogateescape"` is not UTF-8 text, or None when it is."""
     match = _ESCAPED_BYTE.search(text)
     if match is None:
@@ -175,12 +181,12 @@ def exists(path: str) -> bool:
     return os.path.exists(path)  # local only: remote paths took tf.io.gfile above
 
 
-def _numbered_lines(path: str, rows: _Rows | None = None) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: str, rows: _Rows | None = None) -> Iterator[tuple[int, str]]:
     """(line number, line without its ending); lines that are not UTF-8 are skipped and reported to `rows`,
-    or, without `rows`, handed on with their bytes escaped for the caller to check (`_not_utf8`)."""
+    or, without `rows`, handed on with their bytes escaped for the caller to check (`not_utf8`)."""
     with open_text(path, errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
-            reason = _not_utf8(line) if rows is not None else None
+            reason = not_utf8(line) if rows is not None else None
             if reason is not None:
                 rows.skip(number, reason)
                 continue
@@ -193,7 +199,7 @@ def read_chebi20(
     """ChEBI-20 rows; SMILES get their single backslashes back and must parse (or are kept, see above)."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     records = []
-    for number, line in _numbered_lines(path, rows):
+    for number, line in numbered_lines(path, rows):
         if (number == 1 and line.split("\t") == ["CID", "SMILES", "description"]) or not line.strip():
             continue
         fields = line.split("\t")
@@ -245,7 +251,7 @@ def read_uspto_mit(
     """USPTO-MIT lines `reactants>>product bond-edits` (bond edits ignored), atom maps removed."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
-    for number, line in _numbered_lines(path, rows):
+    for number, line in numbered_lines(path, rows):
         if not line.strip():
             continue
         reaction = line.split()[0]
@@ -284,8 +290,8 @@ def read_uspto50k(
                 rows.skip(number, f"expected {len(header)} comma-separated fields, found {len(fields)}")
             elif not fields[column].strip():
                 rows.skip(number, "empty rxn_smiles")
-            elif _not_utf8(fields[column]):
-                rows.skip(number, _not_utf8(fields[column]))
+            elif not_utf8(fields[column]):
+                rows.skip(number, not_utf8(fields[column]))
             else:
                 numbered.append((number, fields[column].strip()))
     return _read_reactions(str(path), numbered, rows)
@@ -295,8 +301,8 @@ def read_paragraph2actions(
     src_path: str, tgt_path: str, *, strict: bool = False, report: SkipReport | None = None
 ) -> list[TextPair]:
     """Line-aligned sentence -> action sequence pairs; the two files must have the same length."""
-    sources = list(_numbered_lines(src_path))
-    targets = list(_numbered_lines(tgt_path))
+    sources = list(numbered_lines(src_path))
+    targets = list(numbered_lines(tgt_path))
     if len(sources) != len(targets):
         raise DataFormatError(
             f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}: the files must be line-aligned"
@@ -304,9 +310,9 @@ def read_paragraph2actions(
     rows = _Rows(str(tgt_path), strict, report)
     records = []
     for (number, source), (_, target) in zip(sources, targets):
-        not_utf8 = _not_utf8(source) or _not_utf8(target)
-        if not_utf8:
-            rows.skip(number, f"{src_path if _not_utf8(source) else tgt_path}: {not_utf8}")
+        reason = not_utf8(source) or not_utf8(target)
+        if reason:
+            rows.skip(number, f"{src_path if not_utf8(source) else tgt_path}: {reason}")
             continue
         if not source.strip() or not target.strip():
             rows.skip(number, "empty sentence or action sequence")
@@ -327,7 +333,7 @@ def read_jsonl_pairs(
     """jsonl rows with a source and a target string (the GT4SD format, or the user's own)."""
     rows = _Rows(str(path), strict, report)
     records = []
-    for number, line in _numbered_lines(path, rows):
+    for number, line in numbered_lines(path, rows):
         if not line.strip():
             continue
         try:
@@ -351,7 +357,7 @@ def read_tsv_pairs(path: str, *, strict: bool = False, report: SkipReport | None
     """The user's own `input<TAB>target` lines (no header)."""
     rows = _Rows(str(path), strict, report)
     records = []
-    for number, line in _numbered_lines(path, rows):
+    for number, line in numbered_lines(path, rows):
         if not line.strip():
             continue
         fields = line.split("\t")

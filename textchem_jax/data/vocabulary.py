@@ -384,7 +384,7 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     from etils import epath
 
     path = epath.Path(path)  # local or gs://
-    with io.StringIO(path.read_bytes().decode("utf-8"), newline="") as f:
+    with io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="") as f:  # a BOM is dropped
         if path.suffix == ".jsonl":
             rows = [json.loads(line) for line in f if line.strip()]
             return [row[key] for row in rows for key in ("source", "target") if isinstance(row.get(key), str)]
