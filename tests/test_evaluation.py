@@ -182,12 +182,35 @@ def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cu
     (tmp_path / "long.txt").write_text("\n".join([*molecules, long_line, long_line]) + "\n")
     rows = [json.loads(line) for line in open(run(input_file=str(tmp_path / "long.txt"))[0])]
     assert [row["prediction"] for row in rows[:3]] == [row["prediction"] for row in plain] and len(rows) == 5
-    assert (f"2 input(s) of {tmp_path / 'long.txt'} are longer than {LENGTHS['inputs']} tokens (with EOS) and were "
-            "cut to fit (line 4, 5)") in caplog.text  # fmt: skip
+    assert (f"{tmp_path / 'long.txt'}: 2 of 5 inputs are longer than {LENGTHS['inputs']} tokens (line 4, 5); "
+            "inference cuts them. Raise TASK_FEATURE_LENGTHS['inputs'] to keep them whole.") in caplog.text  # fmt: skip
 
     (tmp_path / "latin1.txt").write_bytes("CCO\nacide acétique\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt:2: not UTF-8 text \(byte 0xe9 at character 9\)"):
         run(input_file=str(tmp_path / "latin1.txt"))
+
+
+def test_infer_on_a_mixture_keeps_num_examples_and_either_row_format_scores_alike(tmp_path, forward_and_retro):
+    """`num_examples` capped inference evaluation only: textchem-infer decoded whole splits. Its own rows
+    (`row_format='textchem'`) had no task, so textchem-score could not read them; now a folder of either
+    format scores alike, ours with every beam (top-k)."""
+    from textchem_jax import infer as infer_lib
+    from textchem_jax import score
+    from textchem_jax.model_loading import write_params
+
+    model, params = _model_and_params()
+    write_params(tmp_path, params)
+    cfg = DatasetConfig(forward_and_retro, LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=5)
+    for row_format in ("t5x", "textchem"):
+        written = infer_lib.infer(model=model, checkpoint_path=str(tmp_path), output_dir=str(tmp_path / row_format),
+                                  dataset_cfg=cfg, decode_fn=functools.partial(beam_search, num_decodes=2),
+                                  row_format=row_format)  # fmt: skip
+        assert [len(open(path).readlines()) for path in written] == [5, 5]
+    t5x, ours = score.score(tmp_path / "t5x"), score.score(tmp_path / "textchem")
+    assert set(t5x) == set(ours) == {"textchem_demo_forward", "textchem_demo_retro"}
+    for task, metrics in t5x.items():
+        assert metrics.keys() < ours[task].keys() and "accuracy_top2" in ours[task]
+        assert {key: ours[task][key] for key in metrics} == pytest.approx(metrics, nan_ok=True)
 
 
 def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro, monkeypatch):

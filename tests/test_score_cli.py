@@ -88,3 +88,30 @@ def test_a_file_saved_on_windows_scores_like_the_plain_file(tmp_path, capsys):
                                                   ensure_ascii=False).encode("latin-1"))  # fmt: skip
     assert main(["--predictions", str(latin1)]) == 2
     assert f"{latin1}:4: not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+
+
+def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
+    """What textchem-infer writes for a mixture (one file per task, each with its .COMPLETED) or a run's
+    inference_eval/ (one file per task and step, and SeqIO's metrics files): one table; a task found in several
+    files is shown once per file."""
+    def write(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    infer_row = {"inputs": {"inputs_pretokenized": "Caption the following SMILES: CCO", "targets_pretokenized": "ethanol"},
+                 "prediction": "ethanol", "aux": {"scores": -0.1}}  # fmt: skip
+    write("textchem_demo_mol2text-predict.jsonl-00000-of-00001", [infer_row])
+    (tmp_path / "textchem_demo_mol2text-predict.jsonl-00000-of-00001.COMPLETED").write_text("")
+    for step, prediction in (("000002", "C1CC"), ("000004", "CCO")):
+        write(f"textchem_demo_forward-{step}.jsonl", [{"input": {}, "target": "CCO", "prediction": prediction}])
+    write("textchem_demo_forward-metrics.jsonl", [{"step": 4, "accuracy": 1.0}])
+    assert main(["--predictions", str(tmp_path), "--output", str(tmp_path / "scores.out")]) == 0
+    results = json.loads((tmp_path / "scores.out").read_text())
+    assert set(results) == {"textchem_demo_mol2text", "textchem_demo_forward (textchem_demo_forward-000002.jsonl)",
+                            "textchem_demo_forward (textchem_demo_forward-000004.jsonl)"}  # fmt: skip
+    assert results["textchem_demo_forward (textchem_demo_forward-000004.jsonl)"]["accuracy"] == 1.0
+    assert results["textchem_demo_forward (textchem_demo_forward-000002.jsonl)"]["invalid_rate"] == 1.0
+    assert results["textchem_demo_mol2text"]["rouge1"] == 1.0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--predictions", str(empty)]) == 2
+    assert "is a folder without prediction files" in capsys.readouterr().err

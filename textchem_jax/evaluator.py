@@ -15,7 +15,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -137,8 +137,9 @@ class InferenceEvaluator:
             for task in seqio.evaluation.get_valid_eval_tasks(tasks, cfg.split)
         }
         if jax.process_index() == 0:
-            for line in cut_examples(self.evaluators, cfg):
-                logger.warning(line)
+            for name, evaluator in self.evaluators.items():
+                for line in cut_examples(evaluator.eval_tasks[0], evaluator.cached_task_datasets[name].as_numpy_iterator(), cfg):
+                    logger.warning(line)
         self.model = model
         self.split, self.progress_period = cfg.split, progress_period
         self.batch_size = cfg.batch_size
@@ -270,27 +271,27 @@ class InferenceEvaluator:
         return forward
 
 
-def cut_examples(evaluators: Mapping[str, Any], cfg) -> list[str]:
-    """A line for each task and feature whose evaluation examples are longer than the feature lengths: how many
-    of how many, and the longest. SeqIO warns that lengths "*may be*" insufficient only when no feature has room
-    to spare (of ChEBI-20 test's 12 cut captions and 12 cut descriptions at 512/512 it says nothing). The
-    untrimmed split is read only for the tasks where an example reaches the lengths."""
-    lengths = dict(cfg.task_feature_lengths)
+def cut_examples(task, trimmed: Iterable[Mapping], cfg, features: Sequence[str] | None = None,
+                 by: str = "evaluation") -> list[str]:  # fmt: skip
+    """A line for each of `task`'s `features` (default: all) whose examples are longer than the feature lengths:
+    how many of how many, and the longest. `trimmed`: the task's examples as SeqIO gives them at those lengths.
+    SeqIO warns that lengths "*may be*" insufficient only when no feature has room to spare (of ChEBI-20 test's
+    12 cut captions and 12 cut descriptions at 512/512 it says nothing). The untrimmed split is read only when
+    an example reaches the lengths."""
+    lengths = {key: value for key, value in cfg.task_feature_lengths.items() if features is None or key in features}
+    reached = sorted({key for example in trimmed for key in lengths if len(example[key]) >= lengths[key]})
+    if not reached:
+        return []
+    whole = task.get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
+    examples = whole.take(cfg.num_examples or -1).as_numpy_iterator()
+    sizes = [[len(example[key]) for key in reached] for example in examples]
     lines = []
-    for name, evaluator in evaluators.items():
-        trimmed = evaluator.cached_task_datasets[name].as_numpy_iterator()
-        reached = sorted({key for example in trimmed for key in lengths if len(example[key]) >= lengths[key]})
-        if not reached:
-            continue
-        whole = evaluator.eval_tasks[0].get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
-        examples = whole.take(cfg.num_examples or -1).as_numpy_iterator()
-        sizes = [[len(example[key]) for key in reached] for example in examples]
-        for feature, counts in zip(reached, np.array(sizes).T):
-            cut = int(np.sum(counts > lengths[feature]))
-            if cut:
-                lines.append(f"{name}: {cut} of {len(counts)} {cfg.split} examples have {feature} longer than "
-                             f"{lengths[feature]} tokens (longest {counts.max()}); evaluation cuts them. Raise "
-                             f"TASK_FEATURE_LENGTHS['{feature}'] to keep them whole.")  # fmt: skip
+    for feature, counts in zip(reached, np.array(sizes).T):
+        cut = int(np.sum(counts > lengths[feature]))
+        if cut:
+            lines.append(f"{task.name}: {cut} of {len(counts)} {cfg.split} examples have {feature} longer than "
+                         f"{lengths[feature]} tokens (longest {counts.max()}); {by} cuts them. Raise "
+                         f"TASK_FEATURE_LENGTHS['{feature}'] to keep them whole.")  # fmt: skip
     return lines
 
 

@@ -7,8 +7,8 @@ text2mol, mol2text): the task's prompt is added for the user. Batches are split 
 - `row_format="t5x"` (default): T5X's infer rows, `{"inputs": {"inputs_pretokenized", "targets_pretokenized"},
   "prediction": best beam, "aux": {"scores": its score}}` in `INFER_OUTPUT_DIR/<task>-predict.jsonl-00000-of-00001`
   (T5X's file name, with its `.COMPLETED` marker), what T5X tooling and `textchem-score` read;
-- `row_format="textchem"`: ours, with every beam and its score, `{"input", "target", "prediction", "beams",
-  "score", "beam_scores"}` in `INFER_OUTPUT_DIR/<task>-<split>.jsonl`.
+- `row_format="textchem"`: ours, with every beam and its score, `{"task", "input", "target", "prediction", "beams",
+  "score", "beam_scores"}` in `INFER_OUTPUT_DIR/<task>-<split>.jsonl` (`textchem-score` reads them too).
 
   textchem-infer --gin_file=models/t5_1_1_tiny.gin --gin_file=runs/infer.gin \\
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.INFER_OUTPUT_DIR="'/tmp/preds'" \\
@@ -42,7 +42,7 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
 
     if task not in PROMPTS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
-    cut = []  # line numbers of inputs cut to `max_input_length`
+    cut, count = [], 0  # line numbers of inputs cut to `max_input_length`, of `count` inputs
     for number, text in numbered_lines(path):
         if not text.strip():
             continue
@@ -55,6 +55,7 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
                 raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' field") from None
         inputs = PROMPTS[task] + text
         ids = list(vocabulary.encode(inputs)) + [1]
+        count += 1
         if len(ids) > max_input_length:
             cut.append(number)
             ids = ids[: max_input_length - 1] + [1]
@@ -62,18 +63,27 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
         yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
     if cut:  # T5X cuts them without a word; a cut SMILES or procedure asks another question, so each is named
         lines = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
-        logger.warning("%d input(s) of %s are longer than %d tokens (with EOS) and were cut to fit (line %s); "
-                       "give TASK_FEATURE_LENGTHS a longer 'inputs' to keep them whole", len(cut), path, max_input_length,
+        logger.warning("%s: %d of %d inputs are longer than %d tokens (line %s); inference cuts them. Raise "
+                       "TASK_FEATURE_LENGTHS['inputs'] to keep them whole.", path, len(cut), count, max_input_length,
                        lines)  # fmt: skip
 
 
-def _task_examples(name: str, split: str, lengths: Mapping[str, int]) -> Iterator[tuple[str, Iterator[dict]]]:
+def _task_examples(cfg) -> Iterator[tuple[str, list[dict]]]:
+    """Each task's first `cfg.num_examples` examples of the split (all: None), from SeqIO's cache if `cfg.use_cached`;
+    inputs longer than the input length are counted and said, as in evaluation."""
     import seqio
 
-    provider = seqio.get_mixture_or_task(name)
+    from textchem_jax.evaluator import cut_examples
+
+    provider = seqio.get_mixture_or_task(cfg.mixture_or_task_name)
     for task in provider.tasks if isinstance(provider, seqio.Mixture) else [provider]:
-        ds = task.get_dataset(dict(lengths), split=split, shuffle=False, use_cached=False)
-        yield task.name, ({k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()} for ex in ds.as_numpy_iterator())
+        ds = task.get_dataset(dict(cfg.task_feature_lengths), split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
+        examples = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()}
+                    for ex in ds.take(cfg.num_examples or -1).as_numpy_iterator()]  # fmt: skip
+        if jax.process_index() == 0:
+            for line in cut_examples(task, examples, cfg, features=("inputs",), by="inference"):
+                logger.warning(line)
+        yield task.name, examples
 
 
 def _batches(examples: Iterable[dict], batch_size: int, length: int) -> Iterator[tuple[list[dict], dict[str, np.ndarray]]]:
@@ -117,7 +127,8 @@ def infer(
     """Writes one jsonl per task (`row_format` "t5x" or "textchem", see above); returns their paths.
 
     `dataset_cfg` (gin scope `infer/`) gives the lengths, the batch size and, unless `input_file` is
-    given, the mixture or task and split to predict. `decode_fn` defaults to 4-beam search.
+    given, the mixture or task and split to predict (each task's first `num_examples`; SeqIO's cache with
+    `use_cached`). `decode_fn` defaults to 4-beam search.
     """
     import tensorflow as tf
 
@@ -146,7 +157,7 @@ def infer(
         sources = [(f"textchem_{task}", _file_examples(input_file, task, vocab, lengths["inputs"]))]
         split_name = os.path.splitext(os.path.basename(input_file))[0]
     else:
-        sources = _task_examples(dataset_cfg.mixture_or_task_name, dataset_cfg.split, lengths)
+        sources = _task_examples(dataset_cfg)
         split_name = dataset_cfg.split
     tf.io.gfile.makedirs(output_dir)
     written = []
@@ -161,7 +172,8 @@ def infer(
             progress.advance(len(batch))
             for i, example in enumerate(batch):
                 beams = [vocab.decode(_trim(beam)) for beam in sequences[i]]
-                lines.append(json.dumps(_row(example, beams, [float(s) for s in scores[i]], row_format), ensure_ascii=False))
+                row = _row(task_name, example, beams, [float(s) for s in scores[i]], row_format)
+                lines.append(json.dumps(row, ensure_ascii=False))
         if jax.process_index() == 0:
             with tf.io.gfile.GFile(path, "w") as f:
                 f.write("\n".join(lines) + ("\n" if lines else ""))
@@ -173,15 +185,15 @@ def infer(
     return written
 
 
-def _row(example: Mapping, beams: list[str], scores: list[float], row_format: str) -> dict:
+def _row(task: str, example: Mapping, beams: list[str], scores: list[float], row_format: str) -> dict:
     target = example.get("targets_pretokenized")
-    if row_format == "t5x":
+    if row_format == "t5x":  # T5X's: the task is in the file name
         inputs = {"inputs_pretokenized": example["inputs_pretokenized"]}
         if target is not None:
             inputs["targets_pretokenized"] = target
         return {"inputs": inputs, "prediction": beams[0], "aux": {"scores": scores[0]}}
-    row = {"input": example["inputs_pretokenized"], "prediction": beams[0], "beams": beams, "score": scores[0],
-           "beam_scores": scores}  # fmt: skip
+    row = {"task": task, "input": example["inputs_pretokenized"], "prediction": beams[0], "beams": beams,
+           "score": scores[0], "beam_scores": scores}  # fmt: skip
     if target is not None:
         row["target"] = target
     return row

@@ -1,8 +1,9 @@
 """`textchem-score`: score a jsonl file of predictions with each task's metrics and print a table.
 
-It reads three kinds of rows:
-- ours (`textchem-infer --gin.infer_lib.infer.row_format='textchem'`, or hand-made): `{"task", "target",
-  "prediction"}`, a prediction may be a list of beams, best first;
+It reads four kinds of rows:
+- ours, hand-made: `{"task", "target", "prediction"}`, a prediction may be a list of beams, best first;
+- `textchem-infer --gin.infer_lib.infer.row_format='textchem'`'s: `{"task", "input", "target", "prediction",
+  "beams", ...}`: every beam scored (top-k), raw decoded text cleaned here with the task's postprocessor;
 - T5X's infer rows (`t5x.infer`, `textchem-infer`'s default): `{"inputs": {"inputs_pretokenized",
   "targets_pretokenized"}, "prediction", "aux"}` in `<task>-predict.jsonl-00000-of-00001`: the raw decoded
   text, cleaned here with the task's postprocessor;
@@ -15,6 +16,7 @@ The task comes from the row, else from the file name; its metric family from the
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -42,16 +44,18 @@ def _task_of_file(path: str) -> str | None:
 
 
 def _target_and_prediction(row: dict, family: str) -> tuple[object, object]:
-    """(target, prediction) of one row of any of the three kinds; raises KeyError/TypeError when malformed."""
+    """(target, prediction) of one row of any of the kinds; raises KeyError/TypeError when malformed."""
     if "inputs" in row:  # T5X's infer row: raw decoded text, cleaned as SeqIO would
-        from textchem_jax.data.seqio_tasks import metric_and_postprocess
+        inputs, target, prediction = row["inputs"]["inputs_pretokenized"], row["inputs"]["targets_pretokenized"], row["prediction"]
+    elif "beams" in row:  # textchem-infer's own row: raw decoded text too, every beam (top-k accuracy)
+        inputs, target, prediction = row["input"], row["target"], row["beams"]
+    else:
+        return row["target"], row["prediction"]
+    from textchem_jax.data.seqio_tasks import metric_and_postprocess
 
-        postprocess = metric_and_postprocess(family)[1]
-        inputs = row["inputs"]
-        example = {"product": inputs["inputs_pretokenized"].removeprefix(PROMPTS["retro"])} if family == "retro" else None
-        target = postprocess(inputs["targets_pretokenized"], example=example, is_target=True)
-        return target, postprocess(row["prediction"])
-    return row["target"], row["prediction"]
+    postprocess = metric_and_postprocess(family)[1]
+    example = {"product": inputs.removeprefix(PROMPTS["retro"])} if family == "retro" else None
+    return postprocess(target, example=example, is_target=True), postprocess(prediction)
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
@@ -85,12 +89,33 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
     return grouped
 
 
+def prediction_files(path: str | os.PathLike) -> list[str]:
+    """`path` itself, or the prediction files in the folder `path` (sorted): what `textchem-infer` or
+    `t5x.infer` wrote for a mixture (one file per task), or a run's `inference_eval/` (one per task and step).
+    SeqIO's `<task>-metrics.jsonl` beside them holds no predictions and is left out."""
+    from etils import epath
+
+    folder = epath.Path(path)  # local or gs://
+    if not folder.is_dir():
+        return [str(path)]
+    files = sorted(str(file) for file in folder.iterdir() if file.is_file() and not file.name.endswith("-metrics.jsonl")
+                   and (file.name.endswith(".jsonl") or _T5X_INFER_FILE.match(file.name)))  # fmt: skip
+    if not files:
+        raise ValueError(f"{path} is a folder without prediction files (*.jsonl, <task>-predict.jsonl-*): give one file")
+    return files
+
+
 def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
+    """Metrics per task of a file, or of every prediction file in a folder; a task found in several files (a
+    run's evaluations at several steps) is shown once per file, as `task (file name)`."""
     from textchem_jax.data.seqio_tasks import metric_and_postprocess
 
+    read = [(os.path.basename(file), read_predictions(file)) for file in prediction_files(path)]
+    files_per_task = collections.Counter(task for _, tasks in read for task in tasks)
     return {
-        task: metric_and_postprocess(task_family(task))[0](targets, predictions)
-        for task, (targets, predictions) in read_predictions(path).items()
+        task if files_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_family(task))[0](targets, predictions)
+        for name, tasks in read
+        for task, (targets, predictions) in tasks.items()
     }
 
 
@@ -98,15 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-score", description=__doc__.splitlines()[0])
     from etils import epath  # user paths: local or gs://
 
-    parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS), help="jsonl file to score")
+    parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS),
+                        help="jsonl file to score, or a folder of them (textchem-infer's output, inference_eval/)")
     parser.add_argument("--output", type=epath.Path, help="also write the metrics as JSON here")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # our counted skips
     if not args.verbose:  # rouge-score's "Using default tokenizer" and other absl INFO lines
         logging.getLogger("absl").setLevel(logging.WARNING)
-    if not args.predictions.is_file():
-        parser.error(f"no predictions file at {args.predictions}")
+    if not args.predictions.exists():
+        parser.error(f"no predictions file or folder at {args.predictions}")
     try:
         results = score(args.predictions)
     except ValueError as error:
