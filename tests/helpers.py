@@ -128,3 +128,32 @@ def checkpoint_params(model_dir: pathlib.Path, step: int) -> dict[str, np.ndarra
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
     leaves = jax.tree_util.tree_flatten_with_path(restored.state["params"])[0]
     return {jax.tree_util.keystr(path): np.asarray(value) for path, value in leaves}
+
+
+# A user's own SeqIO task module (MIXTURE_OR_TASK_MODULE / --module_import), written into a test's folder.
+USER_TASKS = '''
+"""A user's own SeqIO task (no input_domain), registered by MIXTURE_OR_TASK_MODULE."""
+import seqio
+import tensorflow as tf
+
+from textchem_jax.data.seqio_tasks import vocabulary
+
+WORDS = ["benzene", "ethanol", "acetone", "toluene"] * 4
+
+
+def examples(split, shuffle_files, seed=None):
+    return tf.data.Dataset.from_tensor_slices({"inputs": [f"Spell: {w}" for w in WORDS], "targets": WORDS})
+
+
+def exact(targets, predictions):
+    return {"exact": sum(t == p for t, p in zip(targets, predictions)) / len(targets)}
+
+
+seqio.TaskRegistry.add(
+    "my_spelling",
+    source=seqio.FunctionDataSource(examples, splits=("train", "validation", "test")),
+    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+    output_features={"inputs": seqio.Feature(vocabulary(), add_eos=True), "targets": seqio.Feature(vocabulary(), add_eos=True)},
+    metric_fns=[exact],
+)
+'''

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import USER_TASKS
 
 from textchem_jax import checkpoints as ckpt
 
@@ -125,34 +126,12 @@ def test_typo_in_binding_is_reported(tmp_path):
     assert "train_lib.trian" in result.stderr and "has no attribute trian" in result.stderr
     assert "In bindings string line 2" in result.stderr  # the user's second binding; no traceback
     assert "Traceback" not in result.stderr
-
-
-USER_TASKS = '''
-"""A user's own SeqIO task (no input_domain), registered by MIXTURE_OR_TASK_MODULE."""
-import seqio
-import tensorflow as tf
-
-from textchem_jax.data.seqio_tasks import vocabulary
-
-WORDS = ["benzene", "ethanol", "acetone", "toluene"] * 4
-
-
-def examples(split, shuffle_files, seed=None):
-    return tf.data.Dataset.from_tensor_slices({"inputs": [f"Spell: {w}" for w in WORDS], "targets": WORDS})
-
-
-def exact(targets, predictions):
-    return {"exact": sum(t == p for t, p in zip(targets, predictions)) / len(targets)}
-
-
-seqio.TaskRegistry.add(
-    "my_spelling",
-    source=seqio.FunctionDataSource(examples, splits=("train", "validation", "test")),
-    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-    output_features={"inputs": seqio.Feature(vocabulary(), add_eos=True), "targets": seqio.Feature(vocabulary(), add_eos=True)},
-    metric_fns=[exact],
-)
-'''
+    # a misspelt mixture: seqio's "No Task or Mixture found" came as a traceback through gin
+    command = [*command[:-1], "--gin.MIXTURE_OR_TASK_NAME='textchem_dmeo'"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "configuration error: no SeqIO task or mixture is named 'textchem_dmeo': did you mean 'textchem_demo'" in result.stderr
+    assert "Traceback" not in result.stderr and "In call to configurable" not in result.stderr
 
 
 def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_face(tmp_path, monkeypatch):

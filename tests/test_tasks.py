@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import seqio
+from helpers import USER_TASKS
 
 import tasks  # noqa: F401  (registers everything)
 from textchem_jax.chem import canonicalize
@@ -141,6 +143,32 @@ def test_inspect_real_standard_mixture(data, capsys):
     assert code == 0, out
     assert "line 689" in out  # the known unreadable USPTO-MIT test reaction is reported
     assert "textchem_text2mol" in out
+
+
+def test_inspect_lists_and_reads_a_users_own_tasks_and_names_close_ones(tmp_path, monkeypatch, capsys):
+    """A user's own tasks module (--module_import, as MIXTURE_OR_TASK_MODULE) is listed and inspected (its
+    tasks have no data files of ours), found in the working directory as `python -m t5x.train` finds it (our
+    console scripts start without it on sys.path); a misspelt name gets the registered names closest to it."""
+    (tmp_path / "my_spelling_tasks.py").write_text(USER_TASKS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
+    try:
+        assert inspect_main(["--list", "--module_import=my_spelling_tasks"]) == 0
+        listed = capsys.readouterr().out
+        assert "  my_spelling\n" in listed and "  textchem_demo\n" in listed
+        assert inspect_main(["--task=my_spelling", "--module_import=my_spelling_tasks", "--split=test"]) == 0
+        out = capsys.readouterr().out
+        assert "inputs: Spell: benzene" in out and re.search(r"my_spelling +inputs +16 ", out)
+        from textchem_jax.vocab import mixture_texts  # textchem-vocab --mixture: a user's task's texts too
+
+        assert mixture_texts("my_spelling", "train")[:4] == ["Spell: benzene", "benzene", "Spell: ethanol", "ethanol"]
+    finally:
+        seqio.TaskRegistry.remove("my_spelling")
+        sys.modules.pop("my_spelling_tasks", None)
+    assert inspect_main(["--task=textchem_demo_forwad"]) == 2
+    assert "did you mean 'textchem_demo_forward'" in capsys.readouterr().err
+    assert inspect_main(["--list", "--module_import=no_such_tasks"]) == 2
+    assert "the tasks module 'no_such_tasks' (MIXTURE_OR_TASK_MODULE) is not importable" in capsys.readouterr().err
 
 
 def test_inspect_reports_missing_data_clearly(tmp_path, capsys):

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from textchem_jax import xla_cpu
 from textchem_jax.chem.notations import ORIGINAL
 from textchem_jax.progress import ProgressLine
-from textchem_jax.run_config import import_task_module
+from textchem_jax.run_config import import_task_module, mixture_or_task
 
 DecodeFn = Callable[..., Any]
 logger = logging.getLogger("textchem_jax.evaluator")
@@ -122,7 +122,7 @@ class InferenceEvaluator:
 
         import_task_module(cfg.module, model)
         tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
-        tasks = seqio.get_subtasks(seqio.get_mixture_or_task(cfg.mixture_or_task_name))
+        tasks = seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name))
         self.evaluators = {
             task.name: seqio.Evaluator(
                 task.name,
@@ -325,7 +325,7 @@ def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, 
 
     import_task_module(cfg.module, model)
     names, known = [], {}
-    for task in seqio.get_subtasks(seqio.get_mixture_or_task(cfg.mixture_or_task_name)):
+    for task in seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name)):
         rewritten = seqio_tasks.notation_variants(task.name, list(variants)) if task.name in seqio_tasks.SPECS else []
         if not rewritten:
             continue

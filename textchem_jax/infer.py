@@ -74,8 +74,9 @@ def _task_examples(cfg) -> Iterator[tuple[str, list[dict]]]:
     import seqio
 
     from textchem_jax.evaluator import cut_examples
+    from textchem_jax.run_config import mixture_or_task
 
-    provider = seqio.get_mixture_or_task(cfg.mixture_or_task_name)
+    provider = mixture_or_task(cfg.mixture_or_task_name)
     for task in provider.tasks if isinstance(provider, seqio.Mixture) else [provider]:
         ds = task.get_dataset(dict(cfg.task_feature_lengths), split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
         examples = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()}

@@ -5,6 +5,7 @@ percentiles per task and feature, the fraction truncated at `--task_feature_leng
 rate, and the report of skipped rows.
 
   textchem-inspect --mixture=textchem_demo
+  textchem-inspect --list --module_import=my_tasks   # what is registered, your own tasks included
   TEXTCHEM_DATA_DIR=../shared/data textchem-inspect --mixture=textchem_standard --split=validation
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from textchem_jax import launch
 from textchem_jax.paths import parse_args
+from textchem_jax.run_config import import_task_module
 
 PERCENTILES = (50, 90, 95, 99, 100)
 
@@ -36,11 +38,11 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     """The whole report for one task or mixture, as text."""
     import seqio
 
-    import tasks  # noqa: F401  (registers everything)
     from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
+    from textchem_jax.run_config import mixture_or_task
 
-    provider = seqio.get_mixture_or_task(name)
+    provider = mixture_or_task(name)
     members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
     out = [f"== {name} ({split}) =="]
     if isinstance(provider, seqio.Mixture):
@@ -53,7 +55,8 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     stats = [header + f"{'>len':>8}{'unk':>9}"]
     examples = []
     for task in members:
-        SPECS[task.name].pairs(split, report=report)
+        if task.name in SPECS:  # ours: read from the data files, with their skipped rows counted
+            SPECS[task.name].pairs(split, report=report)
         vocab = task.output_features["targets"].vocabulary
         unk = vocab.unk_id
         ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
@@ -81,11 +84,20 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     return "\n".join(out)
 
 
+def registered() -> str:
+    """The registered mixtures and tasks, one per line: what MIXTURE_OR_TASK_NAME and --mixture/--task take."""
+    import seqio
+
+    return "\n".join([
+        "mixtures:", *(f"  {name}" for name in sorted(seqio.MixtureRegistry.names())),
+        "tasks:", *(f"  {name}" for name in sorted(seqio.TaskRegistry.names())),
+    ])  # fmt: skip
+
+
 def _use_vocabulary(path: str) -> None:
     """The tasks tokenize with `path` (a .model file, or a checkpoint folder that brings one)."""
     import tensorflow as tf
 
-    import tasks  # noqa: F401  (registers everything)
     from textchem_jax.data import seqio_tasks
     from textchem_jax.data import vocabulary as vocabularies
 
@@ -98,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--mixture", help="a registered mixture, e.g. textchem_standard")
     which.add_argument("--task", help="a registered task, e.g. textchem_text2mol")
+    which.add_argument("--list", action="store_true", help="list the registered mixtures and tasks")
+    parser.add_argument("--module_import", action="append", default=[],
+                        help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip
     parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     parser.add_argument("--task_feature_lengths", type=feature_lengths, default={"inputs": 512, "targets": 512})
     parser.add_argument("--num_examples", type=int, default=2, help="examples shown per task")
@@ -114,9 +129,15 @@ def main(argv: list[str] | None = None) -> int:
 
         set_data_dir(args.data_dir)
     try:
+        import_task_module(None)
+        for module in args.module_import:
+            import_task_module(module)
         if args.vocabulary:
             _use_vocabulary(args.vocabulary)
-        print(inspect(args.mixture or args.task, args.split, args.task_feature_lengths, args.num_examples, args.max_examples))
+        if args.list:
+            print(registered())
+        else:
+            print(inspect(args.mixture or args.task, args.split, args.task_feature_lengths, args.num_examples, args.max_examples))
     except (FileNotFoundError, ValueError) as error:
         print(f"textchem-inspect: {error}", file=sys.stderr)
         return 2

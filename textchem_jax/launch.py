@@ -500,6 +500,15 @@ def end_process(code: int | str | None) -> NoReturn:
     os._exit(status)
 
 
+_GIN_CONTEXT = re.compile(r"\n  In call to configurable '[^']*' \(<[^\n]*>\)")
+
+
+def without_gin_context(error: BaseException) -> str:
+    """The error's message without the "In call to configurable 'train' (<function train at 0x...>)" lines gin
+    adds to whatever a configured function raises: for the console, where the command already says that."""
+    return _GIN_CONTEXT.sub("", str(error))
+
+
 def run_configured(qualified_name: str, program: str) -> None:
     """Runs the gin-configured library function `package.module.function` as the command `program`.
 
@@ -518,7 +527,7 @@ def run_configured(qualified_name: str, program: str) -> None:
         try:
             gin.get_configurable(function)()
         except (ValueError, FileNotFoundError) as error:
-            print(f"{program}: {error}", file=sys.stderr)
+            print(f"{program}: {without_gin_context(error)}", file=sys.stderr)
             return 2
         return 0
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from collections.abc import Mapping
 
 
@@ -46,6 +48,28 @@ class CheckpointConfig:
     restore_fallback: bool = True  # a corrupt latest step: resume from the one before (else stop with the error)
 
 
+class UnknownTaskError(ValueError):
+    """A mixture or task name that nothing registered: a configuration error, said before any work."""
+
+
+def mixture_or_task(name: str):
+    """SeqIO's task or mixture `name`; an unknown name (seqio says only "No Task or Mixture found") names the
+    registered ones closest to it, or where registrations come from."""
+    import difflib
+
+    import seqio
+
+    try:
+        return seqio.get_mixture_or_task(name)
+    except ValueError:
+        registered = sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})
+        close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
+            f"{len(registered)} are registered (ours: textchem_demo, textchem_standard, ...; `textchem-inspect --list` "
+            "shows them all); your own need their module in MIXTURE_OR_TASK_MODULE")  # fmt: skip
+        raise UnknownTaskError(f"no SeqIO task or mixture is named {name!r}: {hint}") from None
+
+
 def import_task_module(module: str | None, model=None) -> None:
     """Registers our tasks (`tasks`) and the user's own (`module`, T5X's MIXTURE_OR_TASK_MODULE); with a
     model adapter, our tasks use its vocabulary (gin VOCABULARY), checked against its embedding first."""
@@ -54,7 +78,15 @@ def import_task_module(module: str | None, model=None) -> None:
 
     importlib.import_module("tasks")
     if module:
-        importlib.import_module(module)
+        if os.getcwd() not in sys.path and "" not in sys.path:  # found in the working directory, as by `python -m
+            sys.path.append(os.getcwd())  # t5x.train`; our console scripts start without it (last: shadows nothing)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
+                raise  # the module was found: something it imports is missing, its traceback says what
+            raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) is not importable: {error}; "
+                                   "put its folder on PYTHONPATH or run from it") from None
     vocab = getattr(model, "vocabulary", None)
     if vocab is None:
         return
@@ -88,7 +120,7 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     index, count = partitioning.host_data_shard(mesh) if mesh is not None else (jax.process_index(), jax.process_count())
     if cfg.batch_size % count:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {count} host shards of the data")
-    provider = seqio.get_mixture_or_task(cfg.mixture_or_task_name)
+    provider = mixture_or_task(cfg.mixture_or_task_name)
     lengths = dict(cfg.task_feature_lengths)
     options = {}
     # Task features the model reads beside inputs and targets (e2-CLM: `input_domain`): a task keeps the

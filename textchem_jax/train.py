@@ -320,6 +320,7 @@ def main() -> int:
 
     from textchem_jax import checkpoints as ckpt
     from textchem_jax import launch
+    from textchem_jax.run_config import UnknownTaskError
 
     def run() -> int:
         launch.write_config(gin.query_parameter("%MODEL_DIR"))
@@ -328,12 +329,15 @@ def main() -> int:
 
             results = gin.get_configurable(this_module.train)()
         except TrainingStopped as error:
-            print(f"training stopped: {error}", file=sys.stderr)
+            print(f"training stopped: {launch.without_gin_context(error)}", file=sys.stderr)
             return 3
+        except UnknownTaskError as error:  # a misspelt MIXTURE_OR_TASK_NAME: no traceback
+            print(f"configuration error: {launch.without_gin_context(error)}", file=sys.stderr)
+            return 2
         except ckpt.CheckpointError as error:
             if launch.lost_peer(error):  # a save's collective found another process dead: not a disk problem
                 raise
-            print(f"training stopped: {error}", file=sys.stderr)
+            print(f"training stopped: {launch.without_gin_context(error)}", file=sys.stderr)
             return 4
         model_dir = gin.query_parameter("%MODEL_DIR")
         if jax.process_index() == 0:

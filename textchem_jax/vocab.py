@@ -19,6 +19,7 @@ from textchem_jax import launch
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.paths import parse_args
+from textchem_jax.run_config import import_task_module, mixture_or_task
 
 def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
     """What the model reads and writes for a task: prompt + input, and target."""
@@ -27,15 +28,22 @@ def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
 
 
 def mixture_texts(name: str, split: str = "train") -> list[str]:
-    """Texts of every task of a registered task or mixture (e.g. `textchem_demo`)."""
+    """Texts of every task of a registered task or mixture (e.g. `textchem_demo`, or a user's own: their
+    `inputs_pretokenized` and `targets_pretokenized`, as SeqIO gives them)."""
     import seqio
 
-    import tasks  # noqa: F401  (registers the tasks and mixtures)
     from textchem_jax.data.seqio_tasks import SPECS
 
-    provider = seqio.get_mixture_or_task(name)
-    members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
-    return [text for task in members for text in task_texts(SPECS[task.name].task, SPECS[task.name].pairs(split))]
+    provider = mixture_or_task(name)
+    texts = []
+    for task in provider.tasks if isinstance(provider, seqio.Mixture) else [provider]:
+        if task.name in SPECS:  # ours: straight from the data files, without tokenizing
+            texts += task_texts(SPECS[task.name].task, SPECS[task.name].pairs(split))
+            continue
+        for example in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator():
+            texts += [example[f"{feature}_pretokenized"].decode() for feature in ("inputs", "targets")
+                      if f"{feature}_pretokenized" in example]  # fmt: skip
+    return texts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_argument_group("texts (at least one)")
     source.add_argument("--input", nargs="+", default=[], help="text files: .txt lines, .jsonl source/target, .tsv")
     source.add_argument("--mixture", help="a registered task or mixture: its prompted inputs and targets")
+    parser.add_argument("--module_import", action="append", default=[],
+                        help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip
     parser.add_argument("--split", default="train", help="split of --mixture to read (default: train)")
     parser.add_argument("--data_dir", help="data folder for --mixture (default: TEXTCHEM_DATA_DIR)")
     parser.add_argument("--output_prefix", required=True, help="writes OUTPUT_PREFIX.model (gs:// works too)")
@@ -61,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mixture:
             if args.data_dir:
                 datasets.set_data_dir(args.data_dir)
+            for module in [None, *args.module_import]:
+                import_task_module(module)
             texts += mixture_texts(args.mixture, args.split)
     except (OSError, ValueError, KeyError) as error:
         print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
