@@ -193,7 +193,8 @@ def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cu
 def test_infer_on_a_mixture_keeps_num_examples_and_either_row_format_scores_alike(tmp_path, forward_and_retro):
     """`num_examples` capped inference evaluation only: textchem-infer decoded whole splits. Its own rows
     (`row_format='textchem'`) had no task, so textchem-score could not read them; now a folder of either
-    format scores alike, ours with every beam (top-k)."""
+    format scores alike, ours with every beam (top-k). A jsonl input file's targets are written beside its
+    predictions."""
     from textchem_jax import infer as infer_lib
     from textchem_jax import score
     from textchem_jax.model_loading import write_params
@@ -211,6 +212,15 @@ def test_infer_on_a_mixture_keeps_num_examples_and_either_row_format_scores_alik
     for task, metrics in t5x.items():
         assert metrics.keys() < ours[task].keys() and "accuracy_top2" in ours[task]
         assert {key: ours[task][key] for key in metrics} == pytest.approx(metrics, nan_ok=True)
+
+    # a jsonl input file may bring its targets: written beside the predictions, so the file can be scored
+    (tmp_path / "reactions.jsonl").write_text("".join(json.dumps({"input": i, "target": t}) + "\n" for i, t in [
+        ("CC(=O)O.OCC", "CCOC(C)=O"), ("CCO.O=C=O", "CCOC(=O)O")]))  # fmt: skip
+    (path,) = infer_lib.infer(model=model, checkpoint_path=str(tmp_path), output_dir=str(tmp_path / "file"),
+                              dataset_cfg=DatasetConfig(None, LENGTHS, "test", 4), input_file=str(tmp_path / "reactions.jsonl"),
+                              task="forward")  # fmt: skip
+    assert [json.loads(line)["inputs"]["targets_pretokenized"] for line in open(path)] == ["CCOC(C)=O", "CCOC(=O)O"]
+    assert set(score.score(path)["textchem_forward"]) == {"accuracy", "invalid_rate"}
 
 
 def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro, monkeypatch):

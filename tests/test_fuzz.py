@@ -343,6 +343,71 @@ def test_tsv_reader(workdir, data):
     check_reader(functools.partial(sources.read_tsv_pairs, path), path, _line_count(data), _check_pair)
 
 
+_text_or_json = st.one_of(st.text(max_size=20), st.sampled_from(VALID_SMILES), _json_value())
+prediction_row = st.one_of(
+    st.builds(lambda t, p: json.dumps({"task": "textchem_forward", "target": t, "prediction": p}).encode(), _text_or_json,
+              st.one_of(_text_or_json, st.lists(st.sampled_from(VALID_SMILES), max_size=3))),  # fmt: skip
+    st.builds(lambda i, t, p: json.dumps({"inputs": {"inputs_pretokenized": i, "targets_pretokenized": t}, "prediction": p}).encode(),
+              _text_or_json, _text_or_json, _text_or_json),  # fmt: skip
+    st.builds(lambda i, t, b: json.dumps({"task": "textchem_retro", "input": i, "target": t, "beams": b,
+                                          "prediction": b[0] if isinstance(b, list) and b else b}).encode(),
+              _text_or_json, _text_or_json, st.one_of(st.lists(st.sampled_from(VALID_SMILES), max_size=3), _json_value())),  # fmt: skip
+    jsonl_row,
+)
+
+
+@target("score.read_predictions + score (textchem-score)")
+@fuzz(80)
+@given(data=file_bytes(None, prediction_row, b""),
+       name=st.sampled_from(["p.jsonl", "textchem_demo_retro-predict.jsonl-00000-of-00001", "textchem_forward-000004.jsonl"]))  # fmt: skip
+def test_prediction_reader_and_scoring(workdir, data, name):
+    """Rows are scored with every metric present (a number, or None/NaN for n/a), or a ValueError names file:line."""
+    from textchem_jax import score
+
+    tried()
+    path = _write(workdir, name, data)
+    try:
+        results = score.score(path)
+    except ValueError as error:
+        match = re.match(rf"{re.escape(path)}:(\d+): ", str(error))
+        assert match and 1 <= int(match.group(1)) <= _line_count(data), error
+        event("file refused")
+        return
+    for task, metrics in results.items():
+        assert score.task_family(task) in ("forward", "retro") and metrics, results
+        assert all(value is None or isinstance(value, float) for value in metrics.values()), metrics
+    event(f"{len(results)} task(s) scored")
+
+
+infer_input_row = st.one_of(text_row, st.builds(lambda i, t: json.dumps({"input": i, "target": t}).encode(), _text_or_json,
+                                                  st.one_of(st.none(), _text_or_json)), jsonl_row)  # fmt: skip
+
+
+@target("infer._file_examples (textchem-infer input_file)")
+@fuzz(60)
+@given(data=file_bytes(None, infer_input_row, b""), name=st.sampled_from(["inputs.txt", "inputs.jsonl"]))
+def test_infer_input_file_reader(workdir, data, name):
+    """Each non-blank line is one example: its prompted text without line ends or escaped bytes, at most 16
+    tokens ending in EOS; or a ValueError names file:line."""
+    from textchem_jax.data.vocabulary import default_vocabulary
+    from textchem_jax.infer import _file_examples
+
+    tried()
+    path = _write(workdir, name, data)
+    try:
+        examples = list(_file_examples(path, "forward", default_vocabulary(), 16))
+    except ValueError as error:
+        match = re.match(rf"{re.escape(path)}:(\d+): ", str(error))
+        assert match and 1 <= int(match.group(1)) <= _line_count(data), error
+        event("file refused")
+        return
+    for example in examples:
+        assert not re.search("[\r\n\udc80-\udcff]", example["inputs_pretokenized"]), example
+        assert 1 <= len(example["inputs"]) <= 16 and example["inputs"][-1] == 1
+        assert isinstance(example.get("targets_pretokenized", ""), str)
+    event(f"{'some' if examples else 'no'} examples")
+
+
 @target("tfds_builders.build (manual folder)")
 @fuzz(8)
 @given(data=file_bytes(b"CID\tSMILES\tdescription", chebi_row, b"\t"), name=st.sampled_from(["chebi20/test.txt", "chebi20/test.csv"]))

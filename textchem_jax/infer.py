@@ -1,9 +1,9 @@
 """`textchem-infer`: predictions as jsonl, from a mixture split or a file.
 
 Either `mixture_or_task_name` + `split` (targets are written alongside), or `input_file` (one input
-per line, or jsonl with an `input` field) + `task` (one of forward, retro, paragraph2actions,
-text2mol, mol2text): the task's prompt is added for the user. Batches are split over the mesh's
-`data` axis (all hosts take part); process 0 writes the rows:
+per line, or jsonl with an `input` field and optionally a `target`, written alongside) + `task` (one of
+forward, retro, paragraph2actions, text2mol, mol2text): the task's prompt is added for the user.
+Batches are split over the mesh's `data` axis (all hosts take part); process 0 writes the rows:
 - `row_format="t5x"` (default): T5X's infer rows, `{"inputs": {"inputs_pretokenized", "targets_pretokenized"},
   "prediction": best beam, "aux": {"scores": its score}}` in `INFER_OUTPUT_DIR/<task>-predict.jsonl-00000-of-00001`
   (T5X's file name, with its `.COMPLETED` marker), what T5X tooling and `textchem-score` read;
@@ -48,11 +48,16 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
             continue
         if not_utf8(text):
             raise ValueError(f"{path}:{number}: {not_utf8(text)}")
+        target = None
         if path.endswith(".jsonl"):
             try:
-                text = json.loads(text)["input"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' field") from None
+                row = json.loads(text)
+                text, target = row["input"], row.get("target")
+                if not isinstance(text, str) or not isinstance(target, (str, type(None))):
+                    raise TypeError
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError):
+                raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' string (and, to be "
+                                 "scored, a 'target' string)") from None  # fmt: skip
         inputs = PROMPTS[task] + text
         ids = list(vocabulary.encode(inputs)) + [1]
         count += 1
@@ -60,7 +65,8 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
             cut.append(number)
             ids = ids[: max_input_length - 1] + [1]
         domain = np.full(len(ids), task_input_domain(task), np.int32)
-        yield {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
+        example = {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
+        yield example if target is None else {**example, "targets_pretokenized": target}
     if cut:  # T5X cuts them without a word; a cut SMILES or procedure asks another question, so each is named
         lines = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
         logger.warning("%s: %d of %d inputs are longer than %d tokens (line %s); inference cuts them. Raise "

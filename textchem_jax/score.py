@@ -78,7 +78,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
             if family is None:
                 raise ValueError(f"task {task!r} is none of {', '.join(TASKS)} (by its name's ending)")
             target, prediction = _target_and_prediction(row, family)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+        except (json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(
                 f"{path}:{number}: expected our row (task, target, prediction), T5X's infer row (inputs with "
                 f"inputs_pretokenized and targets_pretokenized, prediction) or SeqIO's inference_eval row ({error})"
