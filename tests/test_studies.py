@@ -144,6 +144,31 @@ def test_retrieval_scores_rank_each_variant_among_all_originals():
     assert tied["acc@1"] == 0.0 and tied["mrr"] == 0.25
 
 
+def test_a_run_stopped_in_the_middle_of_a_write_is_read_up_to_the_cut(tmp_path, caplog):
+    """A preempted or still running MODEL_DIR: its last event record and metrics line cut short ended
+    textchem-report and textchem-sweep in a DataLossError / JSONDecodeError; now what precedes the cut is read."""
+    import tensorflow as tf
+
+    from textchem_jax import run_results
+
+    with tf.summary.create_file_writer(str(tmp_path / "train")).as_default():
+        for step in range(1, 11):
+            tf.summary.scalar("loss", 1.0 / step, step=step)
+    (events,) = (tmp_path / "train").iterdir()
+    events.write_bytes(events.read_bytes()[:-5])  # the last record loses its end
+    folder = tmp_path / "inference_eval"
+    folder.mkdir()
+    (folder / "textchem_demo_forward-metrics.jsonl").write_text('{"step": 2, "accuracy": 0.5}\n{"step": 4, "accur')
+    (folder / "textchem_demo_forward-000002.jsonl").write_text('{"prediction": "CCO", "target": "CCO"}\n{"predic')
+
+    loss = run_results.scalars(str(tmp_path / "train"))["loss"]
+    assert [step for step, _ in loss] == list(range(1, 10)) and loss[0] == (1, 1.0)
+    assert run_results.metric_history(str(tmp_path)) == {"textchem_demo_forward": [{"step": 2, "accuracy": 0.5}]}
+    assert run_results.predictions(str(tmp_path), "textchem_demo_forward", 2) == [{"prediction": "CCO", "target": "CCO"}]
+    assert f"{events}: record 11 is cut short or damaged; the 10 before it are read" in caplog.text  # 1 + 10 scalars
+    assert "textchem_demo_forward-metrics.jsonl: skipped 1 line(s) that are not JSON (line 2)" in caplog.text
+
+
 def test_report_groups_rdkit_reasons():
     from textchem_jax.chem import canonicalize_with_reason
     from textchem_jax.report import error_kind

@@ -3,16 +3,21 @@
 A run leaves `config.gin`, `model-info.txt` (every parameter's size), `train/` TensorBoard events (loss, accuracy,
 tokens per step), `inference_eval/<task>-metrics.jsonl` (one line per evaluation) beside the predictions
 `<task>-<step>.jsonl`, and `checkpoints/<step>/`. Everything here reads those files, local or `gs://`,
-and never imports a model.
+and never imports a model. A run still being written, or stopped in the middle of a write, leaves a last line or
+event record cut short: it is skipped with a warning, and everything before it is read.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import math
 import os
 import re
 from collections.abc import Mapping
+
+logger = logging.getLogger("textchem_jax.run_results")
 
 MODEL_INFO_FILE = "model-info.txt"
 RUN_CONFIG_FILE = "config.gin"  # the full gin configuration textchem-train writes into MODEL_DIR
@@ -43,7 +48,8 @@ def scalars(events_dir: str) -> dict[str, list[tuple[int, float]]]:
     for name in sorted(tf.io.gfile.listdir(events_dir)):
         if "tfevents" not in name:
             continue
-        for record in tf.data.TFRecordDataset(os.path.join(events_dir, name), buffer_size=1 << 20).as_numpy_iterator():
+        path = os.path.join(events_dir, name)
+        for record in _complete_records(path):
             event = tf.compat.v1.Event.FromString(record)
             for value in event.summary.value:
                 if value.HasField("tensor"):
@@ -55,6 +61,41 @@ def scalars(events_dir: str) -> dict[str, list[tuple[int, float]]]:
                     number = float(value.simple_value)
                 series.setdefault(value.tag, {})[int(event.step)] = number  # a resumed run rewrites steps
     return {tag: sorted(points.items()) for tag, points in series.items()}
+
+
+def _complete_records(path: str):
+    """The records of a TFRecord (event) file up to the first one cut short or damaged, which is warned about."""
+    import tensorflow as tf
+
+    records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).as_numpy_iterator()
+    for count in itertools.count():
+        try:
+            yield next(records)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError:  # TensorBoard reads such a file up to the same record
+            logger.warning("%s: record %d is cut short or damaged; the %d before it are read, the rest left out",
+                           path, count + 1, count)  # fmt: skip
+            return
+
+
+def _json_lines(path: str) -> list[dict]:
+    """The JSON rows of a jsonl file; a line that does not parse (a write cut short) is skipped with a warning."""
+    import tensorflow as tf
+
+    rows, bad = [], []
+    with tf.io.gfile.GFile(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except (json.JSONDecodeError, RecursionError):
+                bad.append(number)
+    if bad:
+        logger.warning("%s: skipped %d line(s) that are not JSON (line %s), e.g. a write cut short", path, len(bad),
+                       ", ".join(map(str, bad[:5])))  # fmt: skip
+    return rows
 
 
 def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> float | None:
@@ -81,8 +122,7 @@ def metric_history(model_dir: str) -> dict[str, list[dict]]:
     for name in sorted(tf.io.gfile.listdir(folder)):
         if not name.endswith("-metrics.jsonl"):
             continue
-        with tf.io.gfile.GFile(os.path.join(folder, name)) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = [row for row in _json_lines(os.path.join(folder, name)) if isinstance(row, dict) and "step" in row]
         by_step = {int(row["step"]): row for row in rows}  # a rerun evaluation replaces the earlier one
         history[name.removesuffix("-metrics.jsonl")] = [by_step[s] for s in sorted(by_step)]
     return history
@@ -108,10 +148,7 @@ def predictions(model_dir: str, task: str, step: int) -> list[dict]:
     import tensorflow as tf
 
     path = os.path.join(model_dir, "inference_eval", f"{task}-{step:06d}.jsonl")
-    if not tf.io.gfile.exists(path):
-        return []
-    with tf.io.gfile.GFile(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return _json_lines(path) if tf.io.gfile.exists(path) else []
 
 
 def latest_step(model_dir: str) -> int:
