@@ -1,4 +1,4 @@
-"""Training behaviour: microbatches, NaN stop, SIGTERM save, initial checkpoints, Adafactor."""
+"""Training behaviour: microbatches, NaN stop, SIGTERM and Ctrl-C save, initial checkpoints, Adafactor."""
 
 from __future__ import annotations
 
@@ -151,19 +151,24 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_or_ctrl_c_saves_and_exits_cleanly(tmp_path, stop):
+    """A preemption (SIGTERM) or a first Ctrl-C saves after the step and exits; Ctrl-C ended in a KeyboardInterrupt
+    traceback, losing everything since the last checkpoint. Ctrl-C exits as interrupted (130)."""
     command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
                f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=100000", "--gin.BATCH_SIZE=4",
                "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 32}", "--gin.train_lib.train.log_period=1"]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal  # fmt: skip
     for line in process.stdout:
         if line.startswith("step 3/"):
             break
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     output = process.communicate(timeout=300)[0]
-    assert process.returncode == 0, output[-3000:]
-    assert "preempted: saved step" in output
+    assert process.returncode == (0 if stop == signal.SIGTERM else 130), output[-3000:]
+    assert ("preempted: saved step" if stop == signal.SIGTERM else "interrupted: saved step") in output
+    assert "Traceback" not in output
     saved = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert saved and int(saved[0]) >= 3
 

@@ -470,6 +470,9 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
             return 2
         try:
             return main()
+        except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from wherever the command was
+            print(f"{os.path.basename(argv[0])}: interrupted", file=sys.stderr, flush=True)
+            return 130
         except Exception as error:
             if lost_peer(error):
                 exit_lost_peer(os.path.basename(argv[0]), error)

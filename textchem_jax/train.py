@@ -3,8 +3,8 @@
 One code path for one CPU or many hosts: per-host SeqIO shards -> global batches over the mesh's
 `data` axis -> jitted, sharded train step -> orbax checkpoints (state + data-iterator position) ->
 evaluation (teacher-forced and RDKit inference metrics) -> console, TensorBoard and jsonl.
-Resumes from the latest checkpoint in MODEL_DIR; SIGTERM saves and exits cleanly; a NaN loss stops
-the run, keeping the last good checkpoint.
+Resumes from the latest checkpoint in MODEL_DIR; SIGTERM or a first Ctrl-C saves and exits cleanly; a NaN
+loss stops the run, keeping the last good checkpoint.
 
   textchem-train --gin_file=experiments/quickstart.gin --gin.MODEL_DIR="'/tmp/quickstart'"
 """
@@ -35,25 +35,35 @@ class TrainingStopped(RuntimeError):
     """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
 
 
+class SavedAndInterrupted(KeyboardInterrupt):
+    """Ctrl-C, after the checkpoint it asked for was saved: the command exits as an interrupted one (130)."""
+
+
 @dataclasses.dataclass
 class _Preemption:
-    """Set by SIGTERM (preemptible TPUs/VMs); checked between steps, agreed on by all hosts."""
+    """Set by SIGTERM (preemptible TPUs/VMs) or a first Ctrl-C; checked between steps, agreed on by all hosts.
+    A second Ctrl-C stops at once, unsaved (KeyboardInterrupt), as it would without us."""
 
-    requested: bool = False
+    requested: str | None = None  # what asked: "SIGTERM" or "Ctrl-C"
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup)
+            signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        logger.warning("SIGTERM received: saving a checkpoint after this step, then exiting")
-        self.requested = True
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
+        self.requested = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
+        logger.warning("%s received: saving a checkpoint after this step, then exiting%s", self.requested, again)
 
     def agreed(self) -> bool:
         if jax.process_count() == 1:
-            return self.requested
+            return bool(self.requested)
         from jax.experimental import multihost_utils
 
-        return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+        return bool(np.any(multihost_utils.process_allgather(np.array(bool(self.requested)))))
 
 
 def _numpy(batch) -> dict[str, np.ndarray]:
@@ -222,7 +232,10 @@ def train(
             last_good = step
         if stop:
             checkpoints.wait()
-            print(f"preempted: saved step {step} in {checkpoints.directory}; rerun the same command to resume", flush=True)
+            how = "interrupted" if preemption.requested == "Ctrl-C" else "preempted"
+            print(f"{how}: saved step {step} in {checkpoints.directory}; rerun the same command to resume", flush=True)
+            if preemption.requested == "Ctrl-C":
+                raise SavedAndInterrupted
             return {}
         if eval_period and step % eval_period == 0 and step < total_steps:
             evaluate(state, step, progress)
@@ -331,6 +344,10 @@ def main() -> int:
         except TrainingStopped as error:
             print(f"training stopped: {launch.without_gin_context(error)}", file=sys.stderr)
             return 3
+        except KeyboardInterrupt as interrupt:  # Ctrl-C: saved and said so, or a second one
+            if not isinstance(interrupt, SavedAndInterrupted):
+                print("interrupted at once: the steps since the last checkpoint are not saved", file=sys.stderr, flush=True)
+            return 130
         except UnknownTaskError as error:  # a misspelt MIXTURE_OR_TASK_NAME: no traceback
             print(f"configuration error: {launch.without_gin_context(error)}", file=sys.stderr)
             return 2
