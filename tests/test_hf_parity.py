@@ -31,10 +31,11 @@ MAX_DECODE_LENGTH = 10
 VOCABULARY_MODEL = pathlib.Path(__file__).parents[1] / "textchem_jax" / "data" / "vocab" / "textchem_demo.model"
 
 CASES = {
-    # name: (feed_forward_proj, tie_word_embeddings / v1.0 scaling, safetensors? else pytorch_model.bin)
-    "v1.0": ("relu", True, True),
-    "v1.1": ("gated-gelu", False, True),
-    "v1.1-bin": ("gated-gelu", False, False),
+    # name: (feed_forward_proj, tie_word_embeddings / v1.0 scaling, how the weights are stored). A whole
+    # pytorch_model.bin, as GT4SD's folders hold it, is read in test_released_checkpoints.
+    "v1.0": ("relu", True, "safetensors shards"),  # save_pretrained splits a model over max_shard_size
+    "v1.1": ("gated-gelu", False, "safetensors"),
+    "v1.1-bin": ("gated-gelu", False, "bin shards"),  # the legacy format of large checkpoints
 }
 
 
@@ -106,7 +107,7 @@ class HFCase:
 @pytest.fixture(scope="module", params=list(CASES))
 def hf_case(request, tmp_path_factory) -> HFCase:
     torch, transformers = hf_modules()
-    feed_forward, tied, safetensors = CASES[request.param]
+    feed_forward, tied, storage = CASES[request.param]
     config = transformers.T5Config(
         vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
         relative_attention_num_buckets=8, relative_attention_max_distance=20, feed_forward_proj=feed_forward,
@@ -129,15 +130,22 @@ def hf_case(request, tmp_path_factory) -> HFCase:
         else:
             pytest.fail(f"no EOS scale gives mixed greedy stops for {request.param}")
     directory = tmp_path_factory.mktemp(request.param)
-    if safetensors:
-        model.save_pretrained(directory)
-        assert (directory / "model.safetensors").exists()
+    if storage.startswith("safetensors"):
+        model.save_pretrained(directory, max_shard_size="20KB" if storage.endswith("shards") else "5GB")
+        assert (directory / "model.safetensors.index.json").exists() == storage.endswith("shards")
     else:
         # transformers 5 only writes safetensors (save_pretrained has no safe_serialization any more); the
-        # legacy format is torch.save of the full state dict, tied embedding copies included.
+        # legacy format is torch.save of the full state dict, tied embedding copies included, here in two
+        # shards with the index transformers 4 wrote beside them.
         model.config.save_pretrained(directory)
-        torch.save(model.state_dict(), directory / "pytorch_model.bin")
-        assert "encoder.embed_tokens.weight" in model.state_dict()
+        state = model.state_dict()
+        assert "encoder.embed_tokens.weight" in state
+        names = sorted(state)
+        shards = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+        for shard, shard_names in shards.items():
+            torch.save({name: state[name] for name in shard_names}, directory / shard)
+        weight_map = {name: shard for shard, shard_names in shards.items() for name in shard_names}
+        (directory / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return HFCase(request.param, model, directory)
 
 

@@ -263,25 +263,26 @@ def hf_state_dict_from_params(params: Mapping, config: T5Config) -> dict[str, np
 
 
 def read_hf_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of an HF model directory (local or gs://): model.safetensors, sharded safetensors, or
-    pytorch_model.bin (read with `weights_only`: tensors, never pickled code)."""
+    """All tensors of an HF model directory (local or gs://): model.safetensors or pytorch_model.bin (read with
+    `weights_only`: tensors, never pickled code), each whole or in shards listed by its `.index.json`, as
+    `save_pretrained` splits a large model."""
     directory = epath.Path(directory)
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.exists():
-        return _read_safetensors(single)
-    if index.exists():
-        state: dict[str, np.ndarray] = {}
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{index}: not a safetensors index with a weight_map of shard files ({error!r})") from None
-        for shard in shards:
-            state.update(_read_safetensors(directory / str(shard)))
-        return state
-    torch_file = directory / "pytorch_model.bin"
-    if torch_file.exists():
-        return _read_torch(torch_file)
-    raise FileNotFoundError(f"{directory}: no model.safetensors(.index.json) or pytorch_model.bin")
+    for name, read in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_torch)):
+        single, index = directory / name, directory / f"{name}.index.json"
+        if single.exists():
+            return read(single)
+        if index.exists():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"{index}: not an index with a weight_map of shard files ({error!r})") from None
+            state: dict[str, np.ndarray] = {}
+            for shard in shards:
+                if not (directory / str(shard)).exists():
+                    raise FileNotFoundError(f"{directory / str(shard)}: a shard {index.name} lists is missing")
+                state.update(read(directory / str(shard)))
+            return state
+    raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin (whole, or sharded with an .index.json)")
 
 
 def _read_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
