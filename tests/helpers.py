@@ -157,3 +157,11 @@ seqio.TaskRegistry.add(
     metric_fns=[exact],
 )
 '''
+
+
+def as_from_a_terminal(command: Sequence[str]) -> list[str]:
+    """`command` with SIGINT at its default, as a terminal starts it, so Ctrl-C reaches it as KeyboardInterrupt: a
+    parent that ignores SIGINT (a pytest-xdist worker, `nohup`, `&`) passes that on through exec. A tiny Python
+    resets it and execs the command (`preexec_fn` would run Python in a fork of the threaded test process)."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *command]

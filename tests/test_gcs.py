@@ -121,11 +121,13 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     trained = checkpoint_params(epath.Path(run), 4)  # what the gs:// run holds, through gs:// HF and back
     np.testing.assert_array_equal(round_trip["token_embedder"]["embedding"], trained["['token_embedder']['embedding']"])
 
-    predictions = f"{run}/inference_eval/textchem_demo_forward-000004.jsonl"
-    capsys.readouterr()
-    assert score.main([f"--predictions={predictions}", f"--output={BUCKET}/scores.json"]) == 0
+    capsys.readouterr()  # the run's whole gs:// inference_eval folder, and one file of it
+    assert score.main([f"--predictions={run}/inference_eval", f"--output={BUCKET}/scores.json"]) == 0
     assert "accuracy" in capsys.readouterr().out
-    assert "accuracy" in json.loads(tf.io.gfile.GFile(f"{BUCKET}/scores.json").read())["textchem_demo_forward"]
+    in_folder = json.loads(tf.io.gfile.GFile(f"{BUCKET}/scores.json").read())
+    assert score.main([f"--predictions={run}/inference_eval/textchem_demo_forward-000004.jsonl", f"--output={BUCKET}/one.json"]) == 0
+    alone = json.loads(tf.io.gfile.GFile(f"{BUCKET}/one.json").read())["textchem_demo_forward"]
+    assert "accuracy" in alone and alone in in_folder.values()
 
 
 def test_data_vocabularies_and_t5x_checkpoints_in_the_bucket(gcs):

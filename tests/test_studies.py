@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import chromium
-from helpers import ROOT
+from helpers import ROOT, as_from_a_terminal
 from textchem_jax import sweep
 from textchem_jax.chem import canonicalize
 from textchem_jax.evaluator import retrieval_scores
@@ -142,6 +142,28 @@ def test_retrieval_scores_rank_each_variant_among_all_originals():
     assert shifted["acc@1"] == 0.0 and shifted["mrr"] < 0.5
     tied = retrieval_scores(np.ones((4, 3)), np.ones((4, 3)))  # indistinguishable originals: a tie is no retrieval
     assert tied["acc@1"] == 0.0 and tied["mrr"] == 0.25
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_whose_rerun_goes_on_from_the_saved_step(tmp_path):
+    """Ctrl-C in a terminal reaches the sweep and its textchem-train alike: the point saves its step, the sweep
+    waits for it and exits 130 with how to go on (it ended in a KeyboardInterrupt traceback)."""
+    import signal
+
+    flags = [*SWEEP_FLAGS[:2], "--gin.TRAIN_STEPS=100000", *SWEEP_FLAGS[4:]]  # one point, far from done
+    command = as_from_a_terminal([sys.executable, "-m", "textchem_jax.sweep", f"--sweep_dir={tmp_path}", *flags])
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's foreground job
+    for line in process.stdout:
+        if line.strip().startswith("step 10/"):
+            break
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to the whole foreground process group
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 130, output[-3000:]
+    assert "interrupted: saved step" in output and "textchem-sweep: interrupted; rerun the same command" in output
+    assert "Traceback" not in output
+    (point,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert [p.name for p in (point / "checkpoints").iterdir() if p.name.isdigit()]
 
 
 def test_a_run_stopped_in_the_middle_of_a_write_is_read_up_to_the_cut(tmp_path, caplog):

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import LENGTHS, ROOT, demo_batch, t5_like_vocabulary, tiny_t5, tree_leaves
+from helpers import LENGTHS, ROOT, as_from_a_terminal, demo_batch, t5_like_vocabulary, tiny_t5, tree_leaves
 from textchem_jax import partitioning
 from textchem_jax import train as train_lib
 from textchem_jax import trainer as trainer_lib
@@ -158,9 +158,8 @@ def test_sigterm_or_ctrl_c_saves_and_exits_cleanly(tmp_path, stop):
     command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
                f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=100000", "--gin.BATCH_SIZE=4",
                "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 32}", "--gin.train_lib.train.log_period=1"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal  # fmt: skip
+    process = subprocess.Popen(as_from_a_terminal(command), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
     for line in process.stdout:
         if line.startswith("step 3/"):
             break

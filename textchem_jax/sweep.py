@@ -189,7 +189,11 @@ def _read_point_file(point_dir: str) -> dict:
     if not tf.io.gfile.exists(path):
         return {}
     with tf.io.gfile.GFile(path) as f:
-        return json.loads(f.read())
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:  # a write cut short: the point counts as not finished and is run (resumed) again
+        return {}
 
 
 def _write_point_file(point_dir: str, record: dict) -> None:
@@ -223,11 +227,19 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
     lines = []
     with tf.io.gfile.GFile(log_path, "w") as log:  # gs:// has no append
-        for line in process.stdout:
-            log.write(line)
-            lines.append(line)
-            if verbose or line.startswith(("step ", "resumed from", "training stopped")):
-                print(f"    {line.rstrip()}", flush=True)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                lines.append(line)
+                if verbose or line.startswith(("step ", "resumed from", "training stopped")):
+                    print(f"    {line.rstrip()}", flush=True)
+        except KeyboardInterrupt:  # Ctrl-C reached textchem-train too (one process group): it saves, then exits
+            print(f"{prefix}: interrupted; waiting for textchem-train to save its checkpoint (Ctrl-C again stops "
+                  "at once)", file=sys.stderr, flush=True)  # fmt: skip
+            rest = process.communicate()[0]
+            log.write(rest)
+            print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith("interrupted")), end="", flush=True)
+            raise
     code = process.wait()
     seconds = time.perf_counter() - start + (record.get("wall_seconds", 0.0) if record.get("arguments") == arguments else 0.0)
     status = "done" if code == 0 else "failed"
@@ -467,9 +479,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     failed = []
     if not args.collect_only:
-        for i in chosen:
-            if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points), verbose=args.verbose):
-                failed.append(points[i].label)
+        try:
+            for i in chosen:
+                if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points), verbose=args.verbose):
+                    failed.append(points[i].label)
+        except KeyboardInterrupt:
+            print("textchem-sweep: interrupted; rerun the same command to go on (finished points are skipped, the "
+                  "interrupted one resumes from its checkpoint)", file=sys.stderr, flush=True)  # fmt: skip
+            return 130
     if args.point is not None and not args.collect_only:
         return 1 if failed else 0  # one job of many: the last one collects
     rows, written = collect(points, names, args.sweep_dir)
