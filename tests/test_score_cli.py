@@ -91,16 +91,17 @@ def test_a_file_saved_on_windows_scores_like_the_plain_file(tmp_path, capsys):
 
 
 def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
-    """What textchem-infer writes for a mixture (one file per task, each with its .COMPLETED) or a run's
-    inference_eval/ (one file per task and step, and SeqIO's metrics files): one table; a task found in several
-    files is shown once per file."""
+    """What textchem-infer or t5x.infer writes (one file per task, or per shard of a task, each with its
+    .COMPLETED) or a run's inference_eval/ (one file per task and step, and SeqIO's metrics files): one table; a
+    task found in several files that are not shards of one inference is shown once per file."""
     def write(name, rows):
         (tmp_path / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     infer_row = {"inputs": {"inputs_pretokenized": "Caption the following SMILES: CCO", "targets_pretokenized": "ethanol"},
                  "prediction": "ethanol", "aux": {"scores": -0.1}}  # fmt: skip
-    write("textchem_demo_mol2text-predict.jsonl-00000-of-00001", [infer_row])
-    (tmp_path / "textchem_demo_mol2text-predict.jsonl-00000-of-00001.COMPLETED").write_text("")
+    for shard, prediction in (("00000-of-00002", "ethanol"), ("00001-of-00002", "methanol")):  # t5x.infer in 2 shards
+        write(f"textchem_demo_mol2text-predict.jsonl-{shard}", [{**infer_row, "prediction": prediction}])
+        (tmp_path / f"textchem_demo_mol2text-predict.jsonl-{shard}.COMPLETED").write_text("")
     for step, prediction in (("000002", "C1CC"), ("000004", "CCO")):
         write(f"textchem_demo_forward-{step}.jsonl", [{"input": {}, "target": "CCO", "prediction": prediction}])
     write("textchem_demo_forward-metrics.jsonl", [{"step": 4, "accuracy": 1.0}])
@@ -110,7 +111,7 @@ def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
                             "textchem_demo_forward (textchem_demo_forward-000004.jsonl)"}  # fmt: skip
     assert results["textchem_demo_forward (textchem_demo_forward-000004.jsonl)"]["accuracy"] == 1.0
     assert results["textchem_demo_forward (textchem_demo_forward-000002.jsonl)"]["invalid_rate"] == 1.0
-    assert results["textchem_demo_mol2text"]["rouge1"] == 1.0
+    assert results["textchem_demo_mol2text"]["rouge1"] == 0.5  # one of the two rows is right
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--predictions", str(empty)]) == 2

@@ -106,15 +106,23 @@ def prediction_files(path: str | os.PathLike) -> list[str]:
 
 
 def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
-    """Metrics per task of a file, or of every prediction file in a folder; a task found in several files (a
+    """Metrics per task of a file, or of every prediction file in a folder. The shards of one T5X inference
+    (`<task>-predict.jsonl-00000-of-00002`, ...) are scored together; a task found in several other files (a
     run's evaluations at several steps) is shown once per file, as `task (file name)`."""
     from textchem_jax.data.seqio_tasks import metric_and_postprocess
 
-    read = [(os.path.basename(file), read_predictions(file)) for file in prediction_files(path)]
-    files_per_task = collections.Counter(task for _, tasks in read for task in tasks)
+    sets: dict[str, dict[str, tuple[list, list]]] = {}  # file name, or T5X shard set -> task -> rows
+    for file in prediction_files(path):
+        name = os.path.basename(file)
+        shards = _T5X_INFER_FILE.match(name)
+        for task, (targets, predictions) in read_predictions(file).items():
+            rows = sets.setdefault(f"{shards.group('task')}-predict.jsonl" if shards else name, {}).setdefault(task, ([], []))
+            rows[0].extend(targets)
+            rows[1].extend(predictions)
+    sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
     return {
-        task if files_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_family(task))[0](targets, predictions)
-        for name, tasks in read
+        task if sets_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_family(task))[0](targets, predictions)
+        for name, tasks in sets.items()
         for task, (targets, predictions) in tasks.items()
     }
 

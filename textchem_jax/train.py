@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -358,8 +359,8 @@ def main() -> int:
             return 4
         model_dir = gin.query_parameter("%MODEL_DIR")
         if jax.process_index() == 0:
-            print(f"checkpoints: {model_dir}/checkpoints  TensorBoard: tensorboard --logdir={model_dir}  "
-                  f"predictions: {model_dir}/inference_eval", flush=True)  # fmt: skip
+            print(f"checkpoints: {model_dir}/checkpoints  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}  "
+                  f"predictions: {model_dir}/inference_eval", flush=True)  # fmt: skip  (the command pastes as is)
         return 0 if results is not None else 1
 
     launch.run(run)
