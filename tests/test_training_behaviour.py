@@ -112,9 +112,12 @@ def _train(model_dir, train_steps: int = 4, learning_rate: float = 1e-3, checkpo
 
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    handlers = [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)]
     _train(tmp_path, train_steps=2)  # a good checkpoint at step 2
     with pytest.raises(train_lib.TrainingStopped, match="last good checkpoint is step 2"):
         _train(tmp_path, train_steps=40, learning_rate=1e38, checkpoint_period=1)
+    # train() finished or stopped: Ctrl-C and SIGTERM are the caller's again (a notebook's interrupt works)
+    assert [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)] == handlers
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps and steps[-1] >= 2
     from textchem_jax.model_loading import load_for_inference

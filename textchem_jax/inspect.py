@@ -38,6 +38,7 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     """The whole report for one task or mixture, as text."""
     import seqio
 
+    import tasks  # noqa: F401  (registers ours)
     from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
     from textchem_jax.run_config import mixture_or_task
@@ -88,6 +89,8 @@ def registered() -> str:
     """The registered mixtures and tasks, one per line: what MIXTURE_OR_TASK_NAME and --mixture/--task take."""
     import seqio
 
+    import tasks  # noqa: F401  (registers ours)
+
     return "\n".join([
         "mixtures:", *(f"  {name}" for name in sorted(seqio.MixtureRegistry.names())),
         "tasks:", *(f"  {name}" for name in sorted(seqio.TaskRegistry.names())),
@@ -98,6 +101,7 @@ def _use_vocabulary(path: str) -> None:
     """The tasks tokenize with `path` (a .model file, or a checkpoint folder that brings one)."""
     import tensorflow as tf
 
+    import tasks  # noqa: F401  (registers everything)
     from textchem_jax.data import seqio_tasks
     from textchem_jax.data import vocabulary as vocabularies
 
@@ -129,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
 
         set_data_dir(args.data_dir)
     try:
-        import_task_module(None)
         for module in args.module_import:
             import_task_module(module)
         if args.vocabulary:

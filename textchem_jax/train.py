@@ -43,17 +43,25 @@ class SavedAndInterrupted(KeyboardInterrupt):
 @dataclasses.dataclass
 class _Preemption:
     """Set by SIGTERM (preemptible TPUs/VMs) or a first Ctrl-C; checked between steps, agreed on by all hosts.
-    A second Ctrl-C stops at once, unsaved (KeyboardInterrupt), as it would without us."""
+    A second Ctrl-C, or one once the steps are done, interrupts at once (KeyboardInterrupt) as it would without
+    us. The handlers are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual."""
 
     requested: str | None = None  # what asked: "SIGTERM" or "Ctrl-C"
+    stepping: bool = True  # training steps still to run (then a save is what Ctrl-C asks for)
 
-    def install(self) -> None:
+    def __enter__(self) -> _Preemption:
+        self._previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
         signal.signal(signal.SIGTERM, self._handle)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup)
+        if self._previous[signal.SIGINT] is signal.default_int_handler:  # not where SIGINT is ignored (nohup)
             signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
     def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.requested:
+        if signum == signal.SIGINT and (self.requested or not self.stepping):
             raise KeyboardInterrupt
         self.requested = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
@@ -193,8 +201,6 @@ def train(
         ),
     )  # fmt: skip
     first_step = int(state.step)
-    preemption = _Preemption()
-    preemption.install()
     progress = _Progress(model_dir, total_steps, first_step)
     rng = jax.random.key(random_seed + 1)
     hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
@@ -206,42 +212,44 @@ def train(
               "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
     tokens_per_step = 0.0
     step = first_step
-    while step < total_steps:
-        batch = _numpy(next(iterator))
-        tokens_per_step = float(np.sum(batch["decoder_target_tokens"] > 0) + np.sum(batch["encoder_input_tokens"] > 0))
-        tokens_per_step *= jax.process_count()
-        state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
-        step += 1
-        stop = preemption.agreed()
-        must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
-        if must_save or step % log_period == 0 or step == first_step + 1:
-            metrics = jax.device_get(metrics)
-            bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
-            if bad:
+    with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
+        while step < total_steps:
+            batch = _numpy(next(iterator))
+            tokens_per_step = float(np.sum(batch["decoder_target_tokens"] > 0) + np.sum(batch["encoder_input_tokens"] > 0))
+            tokens_per_step *= jax.process_count()
+            state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
+            step += 1
+            stop = preemption.agreed()
+            must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
+            if must_save or step % log_period == 0 or step == first_step + 1:
+                metrics = jax.device_get(metrics)
+                bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
+                if bad:
+                    checkpoints.wait()
+                    raise TrainingStopped(
+                        f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
+                        f"saving. The last good checkpoint is step {last_good} in {checkpoints.directory}. Lower "
+                        "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
+                    )
+                if step % log_period == 0 or step == total_steps or step == first_step + 1:
+                    model_flops = model.train_flops(batch)
+                    model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
+                    progress.log(step, metrics, tokens_per_step, model_flops, hardware_flops, peak_flops)
+            if must_save:
+                checkpoints.save(step, state, iterator)
+                last_good = step
+            if stop:
                 checkpoints.wait()
-                raise TrainingStopped(
-                    f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
-                    f"saving. The last good checkpoint is step {last_good} in {checkpoints.directory}. Lower "
-                    "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
-                )
-            if step % log_period == 0 or step == total_steps or step == first_step + 1:
-                model_flops = model.train_flops(batch)
-                model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
-                progress.log(step, metrics, tokens_per_step, model_flops, hardware_flops, peak_flops)
-        if must_save:
-            checkpoints.save(step, state, iterator)
-            last_good = step
-        if stop:
-            checkpoints.wait()
-            how = "interrupted" if preemption.requested == "Ctrl-C" else "preempted"
-            print(f"{how}: saved step {step} in {checkpoints.directory}; rerun the same command to resume", flush=True)
-            if preemption.requested == "Ctrl-C":
-                raise SavedAndInterrupted
-            return {}
-        if eval_period and step % eval_period == 0 and step < total_steps:
-            evaluate(state, step, progress)
-    checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
-    results = evaluate(state, step, progress)
+                how = "interrupted" if preemption.requested == "Ctrl-C" else "preempted"
+                print(f"{how}: saved step {step} in {checkpoints.directory}; rerun the same command to resume", flush=True)
+                if preemption.requested == "Ctrl-C":
+                    raise SavedAndInterrupted
+                return {}
+            if eval_period and step % eval_period == 0 and step < total_steps:
+                evaluate(state, step, progress)
+        preemption.stepping = False  # the last step is saved: Ctrl-C now interrupts the final evaluation at once
+        checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
+        results = evaluate(state, step, progress)
     checkpoints.close()
     progress.writer.flush()
     return results

@@ -32,6 +32,7 @@ def mixture_texts(name: str, split: str = "train") -> list[str]:
     `inputs_pretokenized` and `targets_pretokenized`, as SeqIO gives them)."""
     import seqio
 
+    import tasks  # noqa: F401  (registers ours)
     from textchem_jax.data.seqio_tasks import SPECS
 
     provider = mixture_or_task(name)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mixture:
             if args.data_dir:
                 datasets.set_data_dir(args.data_dir)
-            for module in [None, *args.module_import]:
+            for module in args.module_import:
                 import_task_module(module)
             texts += mixture_texts(args.mixture, args.split)
     except (OSError, ValueError, KeyError) as error:
