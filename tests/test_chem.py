@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -63,6 +65,37 @@ def test_rdkit_errors_do_not_reach_the_console(capfd):
         inchi(bad)
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+THREADED_PARSING = """
+import sys, threading
+sys.setswitchinterval(1e-6)  # threads switch between every few bytecodes: inside each other's log switches
+from rdkit import Chem
+from textchem_jax.chem import canonicalize, parse_smiles
+from textchem_jax.metrics.molecules import score_molecule_pair
+
+def work(seed):
+    for i in range(6000):
+        parse_smiles("C1CC" if i % 2 else "CCO")
+        score_molecule_pair(("CCO", f"C{'C' * (i % 7)}O"))
+        canonicalize("[CH3:1][C@H](F)Cl")
+
+threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+print("threads done", file=sys.stderr, flush=True)
+Chem.MolFromSmiles("C1CC(")  # RDKit's own error, printed as usual
+"""
+
+
+def test_rdkit_logs_survive_threads_that_parse_at_once():
+    """The evaluator scores each task on its own thread. RDKit's log switches (BlockLogs, CaptureErrorLog) are
+    process-wide: interleaved, they left every later RDKit error unprinted, or written into a freed capture (a
+    test worker died of a segfault at its next error). Our lock keeps them whole."""
+    result = subprocess.run([sys.executable, "-c", THREADED_PARSING], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = result.stderr.split("threads done", 1)[1]
+    assert "SMILES Parse Error: Failed parsing SMILES 'C1CC('" in after, result.stderr[-2000:]
 
 
 def test_chebi_doubled_backslashes_read_as_one():

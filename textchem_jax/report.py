@@ -117,12 +117,14 @@ class Page:
 
 def depiction(smiles: str | None, size: tuple[int, int] = (220, 160)) -> bytes | None:
     """PNG of an RDKit depiction of `smiles` (fragment bonds drawn as separate fragments), None if unreadable."""
-    from rdkit import Chem, rdBase
+    from rdkit import Chem
     from rdkit.Chem.Draw import rdMolDraw2D
+
+    from textchem_jax.chem.smiles import quiet_rdkit
 
     if not smiles:
         return None
-    with rdBase.BlockLogs():
+    with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles.replace("~", "."))
     if mol is None or mol.GetNumAtoms() == 0:
         return None

@@ -12,9 +12,11 @@ Two chemistry-text conventions are handled everywhere:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import re
+import threading
 
 from rdkit import Chem, rdBase
 
@@ -24,6 +26,19 @@ COMPONENT_SEPARATOR = "."
 # 20,000-atom chain overflows an 8 MB stack (the process dies); the longest in ChEBI-20 and USPTO is 1,598.
 MAX_SMILES_LENGTH = 5_000
 _LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+# RDKit's log switches (BlockLogs, CaptureErrorLog) change one process-wide logger. Entered and left by two
+# threads at once (the evaluator scores each task on its own thread), they restore each other's state in the
+# wrong order: four threads parsing here left every later RDKit error unprinted, and a test worker died of a
+# segfault at its next RDKit error, written into a capture that no longer existed. One lock keeps each whole.
+_RDKIT_LOGS = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_rdkit():
+    """RDKit's console messages off for the block, safely across threads (`rdBase.BlockLogs` under our lock)."""
+    with _RDKIT_LOGS, rdBase.BlockLogs():
+        yield
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +90,7 @@ def parse_smiles(smiles: object) -> ParsedSmiles:
         return ParsedSmiles(smiles, None, "whitespace inside a SMILES")
     if not text.isprintable():  # RDKit reads "CC\0" as CC: a NUL would pass silently
         return ParsedSmiles(smiles, None, "control characters are not SMILES")
-    with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as captured:  # warnings dropped, errors kept
+    with _RDKIT_LOGS, rdBase.BlockLogs(), rdBase.CaptureErrorLog() as captured:  # warnings dropped, errors kept
         mol = Chem.MolFromSmiles(text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR))
     if mol is None:
         return ParsedSmiles(smiles, None, _first_rdkit_message(captured.messages))
@@ -98,7 +113,7 @@ def canonical_fragment(fragment: str, *, isomeric: bool = True, atom_maps: bool 
     if mapped and any(c in smiles for c in "@/\\"):
         # Bracket atoms of mapped SMILES (`[CH3:1]`) carry explicit-H flags that can change RDKit's
         # canonical stereo (seen on ring stereo in USPTO-50K); one re-read gives the true canonical form.
-        with rdBase.BlockLogs():
+        with quiet_rdkit():
             smiles = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), isomericSmiles=isomeric)
     return smiles
 
@@ -210,7 +225,7 @@ def inchi(smiles: object) -> str | None:
     parsed = parse_smiles(smiles)
     if not parsed.ok:
         return None
-    with rdBase.BlockLogs():
+    with quiet_rdkit():
         value = Chem.MolToInchi(parsed.mol)
     return value or None
 
@@ -220,6 +235,6 @@ def inchikey(smiles: object) -> str | None:
     value = inchi(smiles)
     if value is None:
         return None
-    with rdBase.BlockLogs():
+    with quiet_rdkit():
         key = Chem.InchiToInchiKey(value)
     return key or None

@@ -18,10 +18,10 @@ import math
 from collections.abc import Sequence
 
 from rapidfuzz.distance import Levenshtein
-from rdkit import Chem, DataStructs, rdBase
+from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
-from textchem_jax.chem.smiles import MAX_SMILES_LENGTH
+from textchem_jax.chem.smiles import MAX_SMILES_LENGTH, quiet_rdkit
 from textchem_jax.metrics._inputs import as_text, check_lengths, logger, top1
 from textchem_jax.metrics.bleu import corpus_bleu
 from textchem_jax.process_pool import shutdown_pool, start_parallel_map
@@ -80,7 +80,7 @@ def _molecule(smiles: str) -> _Molecule:
     if molecule is None:
         if len(_memo) >= _MEMO_LIMIT:
             _memo.clear()
-        with rdBase.BlockLogs():  # over MAX_SMILES_LENGTH: invalid, as RDKit would crash writing or fingerprinting it
+        with quiet_rdkit():  # over MAX_SMILES_LENGTH: invalid, as RDKit would crash writing or fingerprinting it
             mol = Chem.MolFromSmiles(smiles) if len(smiles) <= MAX_SMILES_LENGTH else None
             molecule = _memo[smiles] = _Molecule(mol)
     return molecule
@@ -101,7 +101,7 @@ def score_molecule_pair(pair: tuple[str, str | None]) -> tuple[bool, bool, tuple
     expected = _molecule(target)
     if expected.mol is None:
         return True, False, None
-    with rdBase.BlockLogs():
+    with quiet_rdkit():
         if prediction == target or predicted.canonical == expected.canonical:
             fingerprints = predicted.fingerprints
             return True, True, tuple(DataStructs.TanimotoSimilarity(f, f) for f in fingerprints)

@@ -13,8 +13,7 @@ import random
 import shutil
 import tempfile
 
-from rdkit import rdBase
-
+from textchem_jax.chem.smiles import quiet_rdkit
 from textchem_jax.data.demo.descriptions import describe_molecule
 from textchem_jax.data.demo.molecules import unique_molecules
 from textchem_jax.data.demo.procedures import unique_procedures
@@ -66,7 +65,7 @@ def write_demo_corpus(
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     root = pathlib.Path(directory)  # local only: the generated demo corpus in this machine's cache
-    with rdBase.BlockLogs():
+    with quiet_rdkit():
         molecule_rng = random.Random(f"textchem-demo-molecules-{seed}")
         molecules = unique_molecules(molecule_rng, num_molecules)
         cids = molecule_rng.sample(range(100_000, 99_999_999), len(molecules))

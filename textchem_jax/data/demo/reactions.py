@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from rdkit import Chem, rdBase
+from rdkit import Chem
 from rdkit.Chem import Descriptors, rdChemReactions
 
+from textchem_jax.chem.smiles import quiet_rdkit
 from textchem_jax.data.demo.molecules import smarts_pattern, unique_molecules
 
 
@@ -156,7 +157,7 @@ def _prepare(template: _Template, substrates: list[tuple[str, Chem.Mol]]) -> _Pr
 def _single_product(prepared: _PreparedTemplate, reactants: list[Chem.Mol]) -> str | None:
     """The canonical product when the template gives exactly one valid one, keeping all stereo."""
     products = set()
-    with rdBase.BlockLogs():
+    with quiet_rdkit():
         for outcome in prepared.reaction.RunReactants(tuple(reactants)):
             try:
                 Chem.SanitizeMol(outcome[0])
