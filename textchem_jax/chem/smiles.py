@@ -30,7 +30,8 @@ _LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 # RDKit's log switches (BlockLogs, CaptureErrorLog) change one process-wide logger. Entered and left by two
 # threads at once (the evaluator scores each task on its own thread), they restore each other's state in the
 # wrong order: four threads parsing here left every later RDKit error unprinted, and a test worker died of a
-# segfault at its next RDKit error, written into a capture that no longer existed. One lock keeps each whole.
+# segfault at its next RDKit error (most likely written into a capture that no longer existed). One lock keeps
+# each switch whole.
 _RDKIT_LOGS = threading.RLock()
 
 
