@@ -98,8 +98,9 @@ def prediction_files(path: str | os.PathLike) -> list[str]:
     folder = epath.Path(path)  # local or gs://
     if not folder.is_dir():
         return [str(path)]
-    files = sorted(str(file) for file in folder.iterdir() if file.is_file() and not file.name.endswith("-metrics.jsonl")
-                   and (file.name.endswith(".jsonl") or _T5X_INFER_FILE.match(file.name)))  # fmt: skip
+    files = sorted(str(file) for file in folder.iterdir() if not file.name.endswith("-metrics.jsonl")
+                   and (file.name.endswith(".jsonl") or _T5X_INFER_FILE.match(file.name)) and file.is_file())  # fmt: skip
+    # (names first: on gs:// each is_file is a request, and TensorBoard's task folders are left out by name)
     if not files:
         raise ValueError(f"{path} is a folder without prediction files (*.jsonl, <task>-predict.jsonl-*): give one file")
     return files

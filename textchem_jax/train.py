@@ -240,9 +240,10 @@ def train(
                 last_good = step
             if stop:
                 checkpoints.wait()
-                how = "interrupted" if preemption.requested == "Ctrl-C" else "preempted"
-                print(f"{how}: saved step {step} in {checkpoints.directory}; rerun the same command to resume", flush=True)
-                if preemption.requested == "Ctrl-C":
+                interrupted = preemption.requested == "Ctrl-C"
+                print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in {checkpoints.directory}; "
+                      "rerun the same command to resume", flush=True)  # fmt: skip
+                if interrupted:
                     raise SavedAndInterrupted
                 return {}
             if eval_period and step % eval_period == 0 and step < total_steps:
@@ -367,7 +368,7 @@ def main() -> int:
             return 4
         model_dir = gin.query_parameter("%MODEL_DIR")
         if jax.process_index() == 0:
-            print(f"checkpoints: {model_dir}/checkpoints  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}  "
+            print(f"checkpoints: {model_dir}/{run_results.CHECKPOINTS_FOLDER}  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}  "
                   f"predictions: {model_dir}/inference_eval", flush=True)  # fmt: skip  (the command pastes as is)
         return 0 if results is not None else 1
 

@@ -91,7 +91,7 @@ def parse_smiles(smiles: object) -> ParsedSmiles:
         return ParsedSmiles(smiles, None, "whitespace inside a SMILES")
     if not text.isprintable():  # RDKit reads "CC\0" as CC: a NUL would pass silently
         return ParsedSmiles(smiles, None, "control characters are not SMILES")
-    with _RDKIT_LOGS, rdBase.BlockLogs(), rdBase.CaptureErrorLog() as captured:  # warnings dropped, errors kept
+    with quiet_rdkit(), rdBase.CaptureErrorLog() as captured:  # warnings dropped, errors kept (one lock for both)
         mol = Chem.MolFromSmiles(text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR))
     if mol is None:
         return ParsedSmiles(smiles, None, _first_rdkit_message(captured.messages))
