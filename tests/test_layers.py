@@ -23,6 +23,7 @@ LAYERS = {
     "local_cache": (0, "local_cache"),
     "progress": (0, "progress"),
     "paths": (0, "paths"),
+    "cli": (1, "cli"),
     "chem": (1, "chem"),
     "process_pool": (1, "process_pool"),
     "metrics": (2, "metrics"),

@@ -7,7 +7,7 @@ import os
 
 from etils import epath
 
-from textchem_jax import paths
+from textchem_jax import cli, paths
 
 
 def test_absolute_and_remote(tmp_path, monkeypatch):
@@ -26,8 +26,8 @@ def test_commands_expand_a_tilde_the_shell_left_alone(tmp_path, monkeypatch):
     parser.add_argument("--input", nargs="+", default=[])
     parser.add_argument("--bucket")
     parser.add_argument("--steps", type=int, default=3)
-    args = paths.parse_args(parser, ["--output_dir=~/out", "--checkpoint_dir=~/run", "--input", "~/a.txt", "b.txt",
-                                     "--bucket=gs://b/~x"])  # fmt: skip
+    args = cli.parse_args(parser, ["--output_dir=~/out", "--checkpoint_dir=~/run", "--input", "~/a.txt", "b.txt",
+                                   "--bucket=gs://b/~x"])  # fmt: skip
     assert args.output_dir == os.path.join(str(tmp_path), "out")
     assert args.checkpoint_dir == epath.Path(tmp_path / "run") and isinstance(args.checkpoint_dir, epath.Path)
     assert args.input == [os.path.join(str(tmp_path), "a.txt"), "b.txt"]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+
+from helpers import as_from_a_terminal
 
 from textchem_jax.score import main
 
@@ -116,3 +122,27 @@ def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
     empty.mkdir()
     assert main(["--predictions", str(empty)]) == 2
     assert "is a folder without prediction files" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_in_one_line_and_status_130(tmp_path):
+    """Ctrl-C in an argparse command (here textchem-score, waiting on a file still being written) ends as the gin
+    commands end: `PROGRAM: interrupted` and status 130; it printed a KeyboardInterrupt traceback."""
+    fifo = tmp_path / "textchem_forward.jsonl"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(as_from_a_terminal([sys.executable, "-m", "textchem_jax.score", "--predictions", str(fifo)]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # a writer's non-blocking open succeeds only once the command opened the file to read it
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:
+            assert error.errno == errno.ENXIO and process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+    time.sleep(0.5)  # reading, blocked: the writer wrote nothing yet
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    os.close(writer)  # whether the read returned at the signal or goes on until the file ends
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1].endswith(": interrupted") and "Traceback" not in err, err

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from textchem_jax import xla_cpu
+from textchem_jax.cli import interruptible
 from textchem_jax.local_cache import cache_root
 from textchem_jax.paths import is_remote
 
@@ -469,10 +470,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
             print(f"configuration error: {error}", file=sys.stderr)
             return 2
         try:
-            return main()
-        except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from wherever the command was
-            print(f"{os.path.basename(argv[0])}: interrupted", file=sys.stderr, flush=True)
-            return 130
+            return interruptible(main)()
         except Exception as error:
             if lost_peer(error):
                 exit_lost_peer(os.path.basename(argv[0]), error)

@@ -3,14 +3,13 @@ what the libraries below expect.
 
 Orbax refuses relative paths ("Checkpoint path should be absolute"), so a `MODEL_DIR="'runs/x'"` or a
 `CHECKPOINT_PATH` relative to the working directory is made absolute before any checkpoint library sees it;
-a `~` that the shell left alone (`--output_dir=~/x`) is expanded in our commands' arguments.
+a `~` that the shell left alone (`--output_dir=~/x`) is expanded (`cli.parse_args` does it for our commands).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from etils import epath
@@ -25,23 +24,6 @@ def expand_user(path: str) -> str:
     """`~/x` as the shell would give it: a `--flag=~/x` reaches us unexpanded (bash expands only `--flag ~/x`),
     and tf.io.gfile would make a folder named `~` in the working directory. Remote paths are left as they are."""
     return path if is_remote(path) else os.path.expanduser(path)
-
-
-def parse_args(parser: Any, argv: Sequence[str] | None = None) -> Any:
-    """`parser.parse_args(argv)` (argparse) with every value that starts with `~` expanded as `expand_user`
-    does, kept in its type (str, epath.Path), in lists too: our commands take paths, never other `~` text."""
-
-    def expanded(value: Any) -> Any:
-        if isinstance(value, list):
-            return [expanded(item) for item in value]
-        if isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
-            return type(value)(expand_user(os.fspath(value)))
-        return value
-
-    args = parser.parse_args(argv)
-    for name, value in vars(args).items():
-        setattr(args, name, expanded(value))
-    return args
 
 
 def absolute(path: str | os.PathLike) -> epath.Path:

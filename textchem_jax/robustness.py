@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from textchem_jax.metrics.tables import robustness_markdown
-from textchem_jax.paths import parse_args
+from textchem_jax.cli import interruptible, parse_args
 
 RESULTS_FILE = "robustness.json"
 
@@ -118,6 +118,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     return results
 
 
+@interruptible
 def main(argv: Sequence[str] | None = None) -> int:
     from textchem_jax import launch
     from textchem_jax.inspect import feature_lengths

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, TASKS, task_of
+from textchem_jax.cli import interruptible
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
@@ -446,6 +447,7 @@ def _gin_arguments(rest: Sequence[str]) -> tuple[list[str], list[str], list[str]
     return files, bindings, search
 
 
+@interruptible
 def main(argv: Sequence[str] | None = None) -> int:
     import shlex
 

@@ -18,7 +18,7 @@ import time
 from textchem_jax import launch
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
-from textchem_jax.paths import parse_args
+from textchem_jax.cli import interruptible, parse_args
 from textchem_jax.run_config import import_task_module, mixture_or_task
 
 def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
@@ -47,6 +47,7 @@ def mixture_texts(name: str, split: str = "train") -> list[str]:
     return texts
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
     source = parser.add_argument_group("texts (at least one)")
