@@ -26,9 +26,9 @@ import numpy as np
 from etils import epath  # every directory here may be local or gs://
 
 from textchem_jax import launch, run_results
+from textchem_jax.cli import interruptible, parse_args
 from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
-from textchem_jax.cli import interruptible, parse_args
 from textchem_jax.paths import absolute
 
 CONFIG_FILE = "t5_config.json"

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
-from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
 from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.

@@ -21,8 +21,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from textchem_jax.metrics.tables import robustness_markdown
 from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.metrics.tables import robustness_markdown
 
 RESULTS_FILE = "robustness.json"
 

@@ -16,10 +16,11 @@ import sys
 import time
 
 from textchem_jax import launch
+from textchem_jax.cli import interruptible, parse_args
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
-from textchem_jax.cli import interruptible, parse_args
 from textchem_jax.run_config import import_task_module, mixture_or_task
+
 
 def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
     """What the model reads and writes for a task: prompt + input, and target."""
