@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from textchem_jax import checkpoints as ckpt
+from textchem_jax import convert
 
 from helpers import ROOT
 from test_checkpoints import _assert_bitwise_equal, _saved, _state
@@ -113,11 +115,23 @@ def test_another_model_is_a_shape_error_not_a_corrupt_checkpoint(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
-def test_evaluation_of_a_damaged_step_names_the_file(tmp_path):
-    _saved(tmp_path, steps=(1,)).close()
-    damaged = _array_files(tmp_path / "1")[0]
+def test_evaluation_of_a_damaged_step_names_the_file_and_the_step_before_it(tmp_path):
+    _saved(tmp_path, steps=(1, 2)).close()
+    damaged = _array_files(tmp_path / "2")[0]
     _flip_bytes(damaged)
-    with pytest.raises(ckpt.CheckpointError, match=damaged.name):
+    with pytest.raises(ckpt.CheckpointError, match=damaged.name) as error:
+        ckpt.load_params(str(tmp_path), ckpt.abstract_like(_state("dict")["params"]))
+    assert f"its folder is {tmp_path / '1'}" in str(error.value)
+    params = ckpt.load_params(str(tmp_path), ckpt.abstract_like(_state("dict")["params"]), step=1)  # the fix works
+    _assert_bitwise_equal(params, _state("dict", 1)["params"])
+
+
+def test_evaluation_of_an_unsealed_step_without_its_state_is_a_checkpoint_error(tmp_path):
+    """A step cut before our checksums and missing its state: orbax's KeyError became a traceback."""
+    _saved(tmp_path, steps=(1,)).close()
+    (tmp_path / "1" / ckpt.CHECKSUMS_FILE).unlink()
+    shutil.rmtree(tmp_path / "1" / "state")
+    with pytest.raises(ckpt.CheckpointError, match="step 1: .*state has unreadable metadata.*no earlier step"):
         ckpt.load_params(str(tmp_path), ckpt.abstract_like(_state("dict")["params"]))
 
 
@@ -130,7 +144,17 @@ def test_training_resumes_past_a_corrupt_checkpoint_and_the_cli_flag_turns_the_f
     cli = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 4, cli.stderr[-3000:]
     assert "step 4" in cli.stderr and "--restore_fallback" in cli.stderr and "Traceback" not in cli.stderr
+    # The commands that read the run's latest step say the same in one line, with the step before it to use.
+    step_2 = tmp_path / "run" / "checkpoints" / "2"
+    evaluation = subprocess.run([sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=runs/eval.gin",
+                                 f"--gin_file={tmp_path / 'run' / 'config.gin'}", f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
+                                 f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=600)  # fmt: skip
+    assert evaluation.returncode == 2 and "Traceback" not in evaluation.stderr, evaluation.stderr[-3000:]
+    assert "step 4" in evaluation.stderr and f"its folder is {step_2}" in evaluation.stderr
     capsys.readouterr()
+    assert convert.main([f"--checkpoint_dir={tmp_path / 'run'}", f"--hf_output_dir={tmp_path / 'hf'}"]) == 2
+    assert f"its folder is {step_2}" in capsys.readouterr().err and not (tmp_path / "hf").exists()
     _train(tmp_path / "run", train_steps=6)
     out = capsys.readouterr().out
     assert "set aside" in out and "resumed from step 2" in out

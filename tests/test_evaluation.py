@@ -56,6 +56,13 @@ def test_beams_reach_the_metrics_as_top_k_accuracy(tmp_path):
     assert results == pytest.approx(expected)
 
 
+def test_a_split_no_task_has_is_an_error_not_an_empty_evaluation(tmp_path):
+    """seqio drops the tasks without the split and says so only in a log: evaluation ran on nothing and ended 0."""
+    cfg = DatasetConfig("textchem_demo", LENGTHS, "valid", 4, shuffle=False, pack=False)
+    with pytest.raises(ValueError, match="no task of textchem_demo has a split 'valid'.*test, train, validation"):
+        InferenceEvaluator(tiny_t5(), cfg, str(tmp_path), partitioning.make_mesh())
+
+
 def test_the_model_itself_is_the_round_trip_forward_predictor(tmp_path, capsys):
     model, params = _model_and_params()
     cfg = DatasetConfig("textchem_demo_retro", LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=6)

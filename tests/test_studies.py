@@ -239,13 +239,19 @@ def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")
-def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path):
+def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path, capsys):
     directory, _ = cpu_sweep
     run = directory / "width-32_mixture-standard"
     from textchem_jax import report, robustness
 
     assert robustness.main([f"--model_dir={run}", "--split=validation", "--num_examples=6", "--random_variants=1"]) == 0
-    results = json.loads((run / "robustness" / "robustness.json").read_text())
+    saved = (run / "robustness" / "robustness.json").read_bytes()
+    capsys.readouterr()
+    # A misspelt split evaluated nothing, exited 0 and wrote an empty robustness.json over these results.
+    assert robustness.main([f"--model_dir={run}", "--split=valid", "--num_examples=6"]) == 2
+    assert "no task of textchem_standard has a split 'valid'" in capsys.readouterr().err
+    assert (run / "robustness" / "robustness.json").read_bytes() == saved
+    results = json.loads(saved)
     assert sorted(results["metrics"]) == ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_retro"]
     assert results["unreadable_inputs"] == dict.fromkeys(results["metrics"], 0)  # the demo corpus is valid chemistry
     variants = ["original", "canonical", "kekulized", "explicit_h", "rings_renumbered", "random_0"]

@@ -293,17 +293,28 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
-        verify(epath.Path(directory) / str(step), step)
-        check_shapes(_stored_params(manager, step, directory), abstract_params, f"{directory} (step {step})")
+        earlier = sorted((s for s in manager.all_steps() if s < step), reverse=True)
+        fix = (f"load the step before it instead: its folder is {epath.Path(directory) / str(earlier[0])}" if earlier
+               else "no earlier step is saved there")  # fmt: skip
+        try:
+            verify(epath.Path(directory) / str(step), step)
+            stored = _stored_params(manager, step, directory)
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}; {fix}") from None
+        check_shapes(stored, abstract_params, f"{directory} (step {step})")
         restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
-                )
-            ),
-        )
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
+                    )
+                ),
+            )
+        except Exception as error:  # orbax, tensorstore and json raise what they raise
+            raise CheckpointError(f"step {step}: {epath.Path(directory) / str(step)} cannot be read: "
+                                  f"{_first_line(error)}; {fix}") from error  # fmt: skip
     finally:
         manager.close()
     return restored.state["params"]
@@ -323,7 +334,11 @@ def _params_manager(directory: str) -> ocp.CheckpointManager:
 
 def _stored_params(manager: ocp.CheckpointManager, step: int, directory: str) -> Any:
     """The parameters' metadata tree (shapes, dtypes) of a step, read without reading any array."""
-    stored = manager.item_metadata(step)["state"]
+    try:
+        stored = manager.item_metadata(step)["state"]
+    except Exception as error:  # orbax, tensorstore and json raise what they raise
+        raise CheckpointError(f"step {step}: {epath.Path(directory) / str(step) / 'state'} has unreadable metadata: "
+                              f"{_first_line(error)}") from error  # fmt: skip
     return _params_of(getattr(stored, "tree", stored), directory, step)
 
 

@@ -3,6 +3,7 @@ one line and status 130, as the gin commands end (`launch.run`), not in a traceb
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
@@ -43,3 +44,19 @@ def interruptible(main: Command) -> Command:
             return 130
 
     return answered  # type: ignore[return-value]
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer no smaller than `minimum` (argparse names the flag in its error)."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    integer.__name__ = f"integer >= {minimum}"
+    return integer

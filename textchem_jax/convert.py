@@ -26,6 +26,7 @@ import numpy as np
 from etils import epath  # every directory here may be local or gs://
 
 from textchem_jax import launch, run_results
+from textchem_jax.checkpoints import CheckpointError
 from textchem_jax.cli import interruptible, parse_args
 from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      t5x_output_dir=args.t5x_output_dir, vocabulary=args.vocabulary)  # fmt: skip
             print(f"exported {args.checkpoint_dir} -> {written}: {config}")
             return 0
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as error:
         print(f"textchem-convert: {error}", file=sys.stderr)
         return 2
     parser.error("give one of --hf_dir, --t5x_checkpoint with --output_dir; or --checkpoint_dir with one of "

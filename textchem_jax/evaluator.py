@@ -95,6 +95,21 @@ def on_mesh(mesh, fn, params, features: Mapping[str, np.ndarray]):
     return jax.tree_util.tree_map(lambda array: gather(array)[:size], outputs)
 
 
+def eval_tasks(mixture_or_task_name: str, split: str) -> list:
+    """The tasks of a mixture that have `split` and metrics; none is an error (seqio would evaluate nothing and
+    say so only in a log line, and the command would end with an empty table)."""
+    import seqio
+
+    tasks = seqio.get_subtasks(mixture_or_task(mixture_or_task_name))
+    valid = seqio.evaluation.get_valid_eval_tasks(tasks, split)
+    if not valid:
+        splits = sorted({name for task in tasks if task.metric_fns or task.predict_metric_fns or task.score_metric_fns
+                         for name in task.splits})  # fmt: skip
+        raise ValueError(f"no task of {mixture_or_task_name} has a split {split!r} with metrics to evaluate: "
+                         + (f"its splits are {', '.join(splits)}" if splits else "none of its tasks has metrics"))
+    return valid
+
+
 class InferenceEvaluator:
     """Inference evaluation of a dataset config's split, made once per run and reused by every evaluation.
 
@@ -122,7 +137,6 @@ class InferenceEvaluator:
 
         import_task_module(cfg.module, model)
         tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
-        tasks = seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name))
         self.evaluators = {
             task.name: seqio.Evaluator(
                 task.name,
@@ -134,7 +148,7 @@ class InferenceEvaluator:
                 logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger),
                 log_dir=output_dir,
             )
-            for task in seqio.evaluation.get_valid_eval_tasks(tasks, cfg.split)
+            for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)
         }
         if jax.process_index() == 0:
             for name, evaluator in self.evaluators.items():

@@ -522,12 +522,13 @@ def run_configured(qualified_name: str, program: str) -> None:
         import gin
 
         import tasks  # noqa: F401  (registers the tasks and mixtures)
+        from textchem_jax.checkpoints import CheckpointError
 
         module_name, _, function_name = qualified_name.rpartition(".")
         function = getattr(importlib.import_module(module_name), function_name)
         try:
             gin.get_configurable(function)()
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, FileNotFoundError, CheckpointError) as error:
             print(f"{program}: {without_gin_context(error)}", file=sys.stderr)
             return 2
         return 0

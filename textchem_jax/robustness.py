@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import at_least, interruptible, parse_args
 from textchem_jax.metrics.tables import robustness_markdown
 
 RESULTS_FILE = "robustness.json"
@@ -68,7 +68,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
 
     from textchem_jax import partitioning
     from textchem_jax.chem import notations
-    from textchem_jax.evaluator import notation_robustness
+    from textchem_jax.evaluator import eval_tasks, notation_robustness
     from textchem_jax.launch import saved_run
     from textchem_jax.metrics.tables import library_versions
     from textchem_jax.model_loading import checkpoint_step, load_for_inference
@@ -84,6 +84,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     output_dir = output_dir or os.path.join(model_dir, "robustness")
     checkpoint_path = checkpoint_path or model_dir
     import_task_module(saved.module, saved.model)
+    eval_tasks(mixture, split)  # an unknown split: said now, not after loading the model
     mesh = partitioning.make_mesh()
     params = load_for_inference(saved.model, checkpoint_path, mesh)
     step = checkpoint_step(checkpoint_path)
@@ -125,16 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from textchem_jax.metrics.tables import versions_line
 
     launch.prepare_jax()  # it decodes every notation of every example: see xla_cpu
+    from textchem_jax.checkpoints import CheckpointError
 
     parser = argparse.ArgumentParser(prog="textchem-robustness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="a textchem-train MODEL_DIR or a textchem-convert directory")
     parser.add_argument("--checkpoint_path", help="the checkpoint to evaluate (default: the latest in --model_dir)")
     parser.add_argument("--mixture", help="mixture or task (default: the run's MIXTURE_OR_TASK_NAME)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--num_examples", type=int, default=100, help="examples per task (0: the whole split)")
-    parser.add_argument("--random_variants", type=int, default=3, help="seeded random SMILES per input")
+    parser.add_argument("--split", default="test", help="a split of the mixture's tasks (default: test)")
+    parser.add_argument("--num_examples", type=at_least(0), default=100, help="examples per task (0: the whole split)")
+    parser.add_argument("--random_variants", type=at_least(0), default=3, help="seeded random SMILES per input")
     parser.add_argument("--task_feature_lengths", type=feature_lengths, help="inputs=N,targets=M (default: the run's)")
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=at_least(1), default=32)
     parser.add_argument("--output_dir", help="default: MODEL_DIR/robustness")
     parser.add_argument("--no_embedding_check", action="store_true", help="skip AMORE's embedding retrieval check")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -146,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       num_examples=args.num_examples or None, random_variants=args.random_variants,
                       task_feature_lengths=args.task_feature_lengths, batch_size=args.batch_size,
                       output_dir=args.output_dir, embeddings=not args.no_embedding_check)  # fmt: skip
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"textchem-robustness: {error}", file=sys.stderr)
         return 2
     print(robustness_markdown(results))
