@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 
+import gin
 import numpy as np
+import optax
 import pytest
 import tensorflow as tf
 
 from textchem_jax import checkpoints as ckpt
-from textchem_jax import convert
+from textchem_jax import convert, launch
 
 from helpers import ROOT
 from test_checkpoints import _assert_bitwise_equal, _saved, _state
@@ -115,6 +117,18 @@ def test_another_model_is_a_shape_error_not_a_corrupt_checkpoint(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
+def test_another_optimizer_is_a_settings_error_not_a_corrupt_checkpoint(tmp_path):
+    """Resuming with --gin.OPTIMIZER=@optax.adafactor() on an Adam run: every step was called damaged, and the
+    message told the user to move the checkpoints away."""
+    _saved(tmp_path, steps=(1, 2)).close()
+    other = _state("dict")
+    other["opt_state"] = optax.adafactor(1e-3).init(other["params"])
+    with pytest.raises(ValueError, match=r"step 2 in .* holds another training state .*OPTIMIZER.*INITIAL_CHECKPOINT_PATH=") as error:
+        ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(other))
+    assert not isinstance(error.value, ckpt.CheckpointError)
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]  # nothing set aside
+
+
 def test_evaluation_of_a_damaged_step_names_the_file_and_the_step_before_it(tmp_path):
     _saved(tmp_path, steps=(1, 2)).close()
     damaged = _array_files(tmp_path / "2")[0]
@@ -144,14 +158,19 @@ def test_training_resumes_past_a_corrupt_checkpoint_and_the_cli_flag_turns_the_f
     cli = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 4, cli.stderr[-3000:]
     assert "step 4" in cli.stderr and "--restore_fallback" in cli.stderr and "Traceback" not in cli.stderr
+    assert not (tmp_path / "run" / "config.gin").exists()  # written once the state is restored: a failed resume keeps the run's
     # The commands that read the run's latest step say the same in one line, with the step before it to use.
     step_2 = tmp_path / "run" / "checkpoints" / "2"
-    evaluation = subprocess.run([sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=runs/eval.gin",
-                                 f"--gin_file={tmp_path / 'run' / 'config.gin'}", f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
-                                 f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=600)  # fmt: skip
+    evaluation = subprocess.run([sys.executable, "-m", "textchem_jax.evaluate", "--gin_file=models/t5_tiny.gin",
+                                 "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
+                                 f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'eval'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_demo'",
+                                 "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
     assert evaluation.returncode == 2 and "Traceback" not in evaluation.stderr, evaluation.stderr[-3000:]
     assert "step 4" in evaluation.stderr and f"its folder is {step_2}" in evaluation.stderr
+    launch.parse_gin(["models/t5_tiny.gin"], [])  # the config.gin a textchem-train run of this model has
+    launch.write_config(str(tmp_path / "run"))
+    gin.clear_config()
     capsys.readouterr()
     assert convert.main([f"--checkpoint_dir={tmp_path / 'run'}", f"--hf_output_dir={tmp_path / 'hf'}"]) == 2
     assert f"its folder is {step_2}" in capsys.readouterr().err and not (tmp_path / "hf").exists()

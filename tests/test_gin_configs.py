@@ -55,8 +55,9 @@ def test_experiment_parses_and_builds_its_model(experiment, tmp_path):
 
 @pytest.mark.parametrize("run", ["runs/eval.gin", "runs/infer.gin"])
 def test_run_configs_with_a_model(run, tmp_path):
-    launch.parse_gin(["models/t5_tiny.gin", run], [f"CHECKPOINT_PATH='{tmp_path}'", f"EVAL_OUTPUT_DIR='{tmp_path}'",
-                                                   f"INFER_OUTPUT_DIR='{tmp_path}'", "MIXTURE_OR_TASK_NAME='textchem_demo'",
+    output = "EVAL_OUTPUT_DIR" if run == "runs/eval.gin" else "INFER_OUTPUT_DIR"  # the other one is no macro of its file
+    launch.parse_gin(["models/t5_tiny.gin", run], [f"CHECKPOINT_PATH='{tmp_path}'", f"{output}='{tmp_path}'",
+                                                   "MIXTURE_OR_TASK_NAME='textchem_demo'",
                                                    "TASK_FEATURE_LENGTHS={'inputs': 8, 'targets': 8}"])  # fmt: skip
 
 
@@ -91,6 +92,33 @@ def test_command_line_bindings_use_what_the_gin_files_import():
     # a macro bound to itself (found by fuzzing: the type check followed it forever)
     with pytest.raises(launch.ConfigError, match=r"circle \(NUM_PARTITIONS -> NUM_PARTITIONS\)"):
         launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "NUM_PARTITIONS = %NUM_PARTITIONS"])
+
+
+def test_a_misspelt_macro_binding_is_an_error_with_the_names_it_may_mean():
+    """gin took `--gin.LEARNING_RAET=1e-3` as a macro of its own: the run trained at the configured rate."""
+    with pytest.raises(launch.ConfigError, match=r"--gin\.LEARNING_RAET binds a macro that no gin file .*did you mean --gin\.LEARNING_RATE"):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "LEARNING_RAET=1e-3"])
+    gin.clear_config()
+    with pytest.raises(launch.ConfigError, match=r"--gin\.TRAIN_STEPZ binds a macro .*did you mean --gin\.TRAIN_STEPS"):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "TRAIN_STEPZ = 3"])
+    gin.clear_config()
+    # macros a file uses through another macro, or only a binding uses, are in use
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "PEAK=1e-3", "LEARNING_RATE=%PEAK"])
+    assert gin.query_parameter("%PEAK") == 1e-3
+    gin.clear_config()
+
+
+def test_a_tilde_in_a_quoted_binding_or_a_gin_file_name_is_the_home_folder(tmp_path, monkeypatch):
+    """bash leaves `--gin.MODEL_DIR="'~/run'"` alone: training wrote into a folder named `~` in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mine.gin").write_text("TRAIN_STEPS = 7\n")
+    launch.parse_gin(["experiments/quickstart.gin", "~/mine.gin"], ["MODEL_DIR = '~/run'", 'INITIAL_CHECKPOINT_PATH="~"'])
+    assert gin.query_parameter("%MODEL_DIR") == str(tmp_path / "run") and gin.query_parameter("%TRAIN_STEPS") == 7
+    assert gin.query_parameter("%INITIAL_CHECKPOINT_PATH") == str(tmp_path)
+    gin.clear_config()
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='gs://bucket/~x'"])  # only a leading ~ is the home
+    assert gin.query_parameter("%MODEL_DIR") == "gs://bucket/~x"
+    gin.clear_config()
 
 
 def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):

@@ -206,6 +206,21 @@ def test_unknown_notation_lists_the_known_ones():
         rewrite("CCO", "inchi")
 
 
+def test_an_unknown_variant_in_an_evaluation_is_an_error_before_any_task_is_registered():
+    """NOTATIONS=['bogus'] rewrote nothing (the ValueError was taken for an unreadable input, kept as written) and
+    reported 'bogus' as a notation with no drop."""
+    import seqio
+
+    from textchem_jax.data import seqio_tasks
+
+    import tasks  # noqa: F401  (registers the demo tasks)
+
+    with pytest.raises(ValueError, match="unknown notation 'kekulised'; known: canonical, kekulized, .*random_0"):
+        seqio_tasks.notation_variants("textchem_demo_forward", ["canonical", "kekulised"])
+    assert not any(name.endswith("_notation_kekulised") for name in seqio.TaskRegistry.names())
+    assert seqio_tasks.notation_variants("textchem_demo_forward", ["random_3"]) == ["textchem_demo_forward_notation_random_3"]
+
+
 def test_variants_names_every_notation_and_seeds_random_ones():
     smiles = "OC(=O)c1ccccc1O"
     result = variants(smiles, random_variants=3, seed=10)

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -203,7 +204,7 @@ def test_report_groups_rdkit_reasons():
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")
-def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, capsys):
+def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, capsys, tmp_path):
     directory, first = cpu_sweep
     assert "[1/2] width=32 mixture=standard: training" in first.stdout and "[2/2] width=32 mixture=cross: done" in first.stdout
     with open(directory / "sweep.csv", newline="") as f:
@@ -236,6 +237,18 @@ def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, 
     assert printed.startswith("[1] width=32 mixture=cross: textchem-train ")
     assert "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_cross'" in shlex.split(printed.split("textchem-train ", 1)[1])
 
+    copy = tmp_path / "copy"  # a sweep copied or moved is the same sweep: its MODEL_DIRs are not settings
+    shutil.copytree(directory, copy)
+    assert sweep.main([f"--sweep_dir={copy}", "--point=0", *SWEEP_FLAGS]) == 0
+    assert "finished before, skipped" in capsys.readouterr().out
+    # Other settings for a trained point resumed its weights under them and recorded it as done with them.
+    record = (copy / "width-32_mixture-standard" / "sweep-point.json").read_text()
+    assert sweep.main([f"--sweep_dir={copy}", "--point=0", *SWEEP_FLAGS, "--gin.LEARNING_RATE=1e-4"]) == 2
+    assert "with other arguments (no other flags then, --gin.LEARNING_RATE=1e-4 now)" in capsys.readouterr().err
+    assert (copy / "width-32_mixture-standard" / "sweep-point.json").read_text() == record
+    assert sweep.main([f"--sweep_dir={tmp_path / 'none'}", "--collect_only", *SWEEP_FLAGS]) == 2  # was a NotFoundError
+    assert "no sweep at" in capsys.readouterr().err
+
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")
@@ -249,7 +262,7 @@ def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path,
     capsys.readouterr()
     # A misspelt split evaluated nothing, exited 0 and wrote an empty robustness.json over these results.
     assert robustness.main([f"--model_dir={run}", "--split=valid", "--num_examples=6"]) == 2
-    assert "no task of textchem_standard has a split 'valid'" in capsys.readouterr().err
+    assert "no task of textchem_demo_standard has a split 'valid'" in capsys.readouterr().err
     assert (run / "robustness" / "robustness.json").read_bytes() == saved
     results = json.loads(saved)
     assert sorted(results["metrics"]) == ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_retro"]

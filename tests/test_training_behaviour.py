@@ -100,9 +100,9 @@ def test_schedules():
 
 
 def _train(model_dir, train_steps: int = 4, learning_rate: float = 1e-3, checkpoint_period: int = 2,
-           initial_checkpoint_path: str | None = None, restore_fallback: bool = True):  # fmt: skip
+           initial_checkpoint_path: str | None = None, restore_fallback: bool = True, model=None, started=None):  # fmt: skip
     return train_lib.train(
-        model=tiny_t5(), model_dir=str(model_dir), optimizer=optax.adamw(learning_rate, weight_decay=0.0), total_steps=train_steps,
+        model=model or tiny_t5(), model_dir=str(model_dir), started=started, optimizer=optax.adamw(learning_rate, weight_decay=0.0), total_steps=train_steps,
         train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
         checkpoint_cfg=CheckpointConfig(period=checkpoint_period, initial_checkpoint_path=initial_checkpoint_path,
                                          restore_fallback=restore_fallback),
@@ -125,6 +125,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     for step in steps:  # nothing non-finite was ever saved
         params = load_for_inference(tiny_t5(), str(tmp_path / "checkpoints" / str(step)), partitioning.make_mesh())
         assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params)), step
+
+
+@pytest.mark.slow
+def test_a_resume_that_fails_leaves_the_runs_description_as_it_was(tmp_path):
+    """textchem-train wrote config.gin before restoring: resuming with another d_model failed, and config.gin (the
+    file the error tells the user to go back to) and model-info.txt then described the model that failed."""
+    calls = []
+    _train(tmp_path, train_steps=2, started=lambda: calls.append(sorted(p.name for p in tmp_path.iterdir())))
+    assert len(calls) == 1 and "checkpoints" in calls[0]  # once, after the state is made
+    assert (tmp_path / "model-info.txt").exists() and (tmp_path / "spiece.model").exists()
+    info = (tmp_path / "model-info.txt").read_text()
+    with pytest.raises(ValueError, match=r"is \(64,\) in .* but \(32,\) in this model"):
+        _train(tmp_path, train_steps=4, model=tiny_t5(d_model=32), started=lambda: calls.append("again"))
+    assert len(calls) == 1 and (tmp_path / "model-info.txt").read_text() == info
 
 
 @pytest.mark.slow

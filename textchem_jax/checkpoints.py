@@ -225,6 +225,15 @@ class Checkpoints:
             return self.manager.restore(step, args=ocp.args.Composite(**items)).state
         except ProcessCountMismatch:
             raise
+        except ValueError as error:
+            if "structures do not match" not in str(error):  # orbax's words for a state of another shape of tree
+                raise CheckpointError(f"step {step}: {step_dir} cannot be read: {_first_line(error)}") from error
+            # The parameters matched (checked above): another optimizer, or its settings. Not a damaged step:
+            # no fallback, which would call every step of the run damaged.
+            raise ValueError(f"step {step} in {self.directory} holds another training state than this run's: the "
+                             "optimizer (OPTIMIZER) or its settings differ from the ones it was trained with. Resume "
+                             "with the run's own (its MODEL_DIR/config.gin), or start a new MODEL_DIR from its weights "
+                             f"with INITIAL_CHECKPOINT_PATH='{step_dir}'") from None  # fmt: skip
         except Exception as error:
             raise CheckpointError(f"step {step}: {step_dir} cannot be read: {_first_line(error)}") from error
 

@@ -1,11 +1,12 @@
-"""What our argparse commands share: a `~` the shell left alone expanded in their paths, and Ctrl-C ending in
-one line and status 130, as the gin commands end (`launch.run`), not in a traceback from wherever the command was."""
+"""What our commands share: a `~` the shell left alone expanded in their paths (argparse commands), and how
+they end on Ctrl-C or a file-system error (all of them, `launch.run` too): one line, not a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -32,16 +33,42 @@ def parse_args(parser: Any, argv: Sequence[str] | None = None) -> Any:
     return args
 
 
-def interruptible(main: Command) -> Command:
-    """`main` with Ctrl-C answered by `PROGRAM: interrupted` on stderr and status 130 (128 + SIGINT, the shell's)."""
+_GIN_CONTEXT = re.compile(r"\n  In call to configurable '[^']*' \(<[^\n]*>\)")
+
+
+def without_gin_context(error: BaseException) -> str:
+    """The error's message without the "In call to configurable 'train' (<function train at 0x...>)" lines gin
+    adds to whatever a configured function raises: for the console, where the command already says that."""
+    return _GIN_CONTEXT.sub("", str(error))
+
+
+# TensorFlow's file-system errors (tf.io.gfile: local and gs://), told by name: cli stays free of TensorFlow.
+_TF_FILE_ERRORS = {"NotFoundError", "FailedPreconditionError", "PermissionDeniedError", "AlreadyExistsError"}
+
+
+def _file_system_error(error: BaseException) -> bool:
+    kind = type(error)
+    return isinstance(error, OSError) or (kind.__module__.startswith("tensorflow") and kind.__name__ in _TF_FILE_ERRORS)
+
+
+def command(main: Command) -> Command:
+    """`main` as a command ends: Ctrl-C in `PROGRAM: interrupted` and status 130 (128 + SIGINT, as the shell
+    says it); a file-system error (a file where a folder should be, a missing or unwritable path, here or on
+    gs://) in one `PROGRAM: message` line naming the path and status 2, not a traceback from where it was met."""
 
     @functools.wraps(main)
     def answered(*args: Any, **kwargs: Any) -> Any:
+        program = os.path.basename(sys.argv[0])
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt:
-            print(f"{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr, flush=True)
+            print(f"{program}: interrupted", file=sys.stderr, flush=True)
             return 130
+        except Exception as error:
+            if not _file_system_error(error):
+                raise
+            print(f"{program}: {without_gin_context(error)}", file=sys.stderr, flush=True)
+            return 2
 
     return answered  # type: ignore[return-value]
 

@@ -27,7 +27,7 @@ from etils import epath  # every directory here may be local or gs://
 
 from textchem_jax import launch, run_results
 from textchem_jax.checkpoints import CheckpointError
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import command, parse_args
 from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import T5Config, preset_name, t5_config
 from textchem_jax.paths import absolute
@@ -192,7 +192,7 @@ def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = Non
     return config, str(hf_output_dir)
 
 
-@interruptible
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hf_dir", type=epath.Path, help="Hugging Face T5 directory to import")

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from textchem_jax import launch
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import command, parse_args
 from textchem_jax.run_config import import_task_module
 
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -109,7 +109,7 @@ def _use_vocabulary(path: str) -> None:
     seqio_tasks.use_vocabulary(loaded)
 
 
-@interruptible
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-inspect", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from textchem_jax import xla_cpu
-from textchem_jax.cli import interruptible
+from textchem_jax.cli import command, without_gin_context
 from textchem_jax.local_cache import cache_root
-from textchem_jax.paths import is_remote
+from textchem_jax.paths import expand_user, is_remote
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
@@ -163,6 +163,16 @@ def _is_remote_file(path: str) -> bool:
     return is_remote(path) and epath.Path(path).is_file()
 
 
+_TILDE_VALUE = re.compile(r"^(\s*[\w./]+\s*=\s*)(['\"])(~[^'\"]*)\2\s*$")
+
+
+def _tilde_expanded(binding: str) -> str:
+    """`MODEL_DIR='~/run'` with the `~` expanded as a shell would: bash leaves it alone inside quotes (and after
+    `=`), and every library below took it for a folder named `~` in the working directory."""
+    match = _TILDE_VALUE.match(binding)
+    return f"{match.group(1)}{match.group(2)}{expand_user(match.group(3))}{match.group(2)}" if match else binding
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
     """Parses gin files and bindings; raises ConfigError naming the file and the fix."""
     import gin
@@ -174,12 +184,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         gin.add_config_file_search_path(path)
     if not files:
         raise ConfigError("no --gin_file given: e.g. --gin_file=experiments/quickstart.gin")
+    files, bindings = [expand_user(f) for f in files], [_tilde_expanded(b) for b in bindings]
     sources = _gin_sources(files, search_paths)
     imports = ["from __gin__ import dynamic_registration", *_binding_imports(sources)] if bindings else []
     try:
         gin.parse_config_files_and_bindings(list(files), [*imports, *bindings], finalize_config=False)
         gin.finalize()
         check_binding_types()
+        check_macro_bindings(bindings)
     except ValueError as error:
         message = _user_line_numbers(str(error), len(imports))
         match = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED` but not subsequently overridden", message)
@@ -285,6 +297,47 @@ def check_binding_types() -> None:
                 via = f" (through the macro {macro}: --gin.{macro}=VALUE)" if macro else ""
                 raise ConfigError(f"{where} takes {annotation}, but is bound to {value!r} ({type(value).__name__}){via}; "
                                   "in gin an int is 2, a float 2.0, a str 'text', a bool True")  # fmt: skip
+
+
+# Macros our commands read with gin.query_parameter: in use even where no file says %NAME.
+_QUERIED_MACROS = {"MODEL", "MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TRAIN_STEPS"}
+
+
+def check_macro_bindings(bindings: Sequence[str]) -> None:
+    """Raises ConfigError for a binding of a macro nothing uses: gin takes `--gin.LEARNING_RAET=1e-3` as a new
+    macro of its own and the run goes on at the configured learning rate, without a word."""
+    import difflib
+
+    import gin
+
+    config = getattr(gin.config, "_CONFIG", None)
+    if not isinstance(config, Mapping):
+        return  # another gin version: no check rather than a wrong one
+    used = set(_QUERIED_MACROS)
+
+    def visit(value: Any) -> None:
+        if isinstance(value, gin.config.ConfigurableReference):
+            if value.selector == "gin.macro" and value.scopes:
+                used.add(value.scopes[-1])
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, (list, tuple, set)):
+            for item in value:
+                visit(item)
+
+    for parameters in list(config.values()):
+        visit(dict(parameters))
+    defined = {scope for scope, selector in config if selector == "gin.macro"}
+    for binding in bindings:
+        match = re.match(r"\s*([A-Za-z_]\w*)\s*=", binding)
+        name = match.group(1) if match else None
+        if name in defined and name not in used:
+            close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(f'--gin.{c}' for c in close)}?" if close else (
+                "bind a macro the gin files use (they say %NAME where it takes effect)")  # fmt: skip
+            raise ConfigError(f"--gin.{name} binds a macro that no gin file or binding uses, so it would change "
+                              f"nothing: {hint}")  # fmt: skip
 
 
 def write_config(model_dir: str) -> None:
@@ -470,7 +523,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> No
             print(f"configuration error: {error}", file=sys.stderr)
             return 2
         try:
-            return interruptible(main)()
+            return command(main)()
         except Exception as error:
             if lost_peer(error):
                 exit_lost_peer(os.path.basename(argv[0]), error)
@@ -501,15 +554,6 @@ def end_process(code: int | str | None) -> NoReturn:
     os._exit(status)
 
 
-_GIN_CONTEXT = re.compile(r"\n  In call to configurable '[^']*' \(<[^\n]*>\)")
-
-
-def without_gin_context(error: BaseException) -> str:
-    """The error's message without the "In call to configurable 'train' (<function train at 0x...>)" lines gin
-    adds to whatever a configured function raises: for the console, where the command already says that."""
-    return _GIN_CONTEXT.sub("", str(error))
-
-
 def run_configured(qualified_name: str, program: str) -> None:
     """Runs the gin-configured library function `package.module.function` as the command `program`.
 
@@ -519,18 +563,36 @@ def run_configured(qualified_name: str, program: str) -> None:
     import importlib
 
     def main() -> int:
-        import gin
-
         import tasks  # noqa: F401  (registers the tasks and mixtures)
         from textchem_jax.checkpoints import CheckpointError
 
         module_name, _, function_name = qualified_name.rpartition(".")
         function = getattr(importlib.import_module(module_name), function_name)
         try:
-            gin.get_configurable(function)()
+            configured(function)()
+        except ConfigError as error:
+            print(f"configuration error: {error}", file=sys.stderr)
+            return 2
         except (ValueError, FileNotFoundError, CheckpointError) as error:
             print(f"{program}: {without_gin_context(error)}", file=sys.stderr)
             return 2
         return 0
 
     run(main)
+
+
+# The run file that configures each command's function (DESIGN.md: a model file, then a run file).
+_RUN_FILES = {"train": "runs/pretrain.gin (or runs/finetune.gin)", "evaluate": "runs/eval.gin", "infer": "runs/infer.gin"}
+
+
+def configured(function: Callable) -> Callable:
+    """gin's configured `function`. Without the run file that binds it, gin said only "Could not find <function
+    train at 0x...> in the Gin registry": the error now names the file to add."""
+    import gin
+
+    try:
+        return gin.get_configurable(function)
+    except ValueError:
+        run_file = _RUN_FILES.get(function.__name__, "the runs/ file that configures it")
+        raise ConfigError(f"no gin file configures {function.__module__}.{function.__name__}: add --gin_file={run_file} "
+                          "after the model's gin file, or give an experiments/ file (it includes both)") from None

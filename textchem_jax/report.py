@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import command, parse_args
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
 
 GRID_ROWS = 8  # examples per molecule grid
@@ -347,7 +347,7 @@ def _order(task_name: str) -> int:
     return TASKS.index(task) if task else len(TASKS)
 
 
-@interruptible
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     from textchem_jax import launch
 

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from textchem_jax.cli import at_least, interruptible, parse_args
+from textchem_jax.cli import at_least, command, parse_args
 from textchem_jax.metrics.tables import robustness_markdown
 
 RESULTS_FILE = "robustness.json"
@@ -119,7 +119,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     return results
 
 
-@interruptible
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     from textchem_jax import launch
     from textchem_jax.inspect import feature_lengths

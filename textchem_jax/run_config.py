@@ -34,6 +34,17 @@ class DatasetConfig:
     module: str | None = None
     num_examples: int | None = None
 
+    def __post_init__(self):
+        """Said at configuration time; a wrong kind of value surfaced as an AttributeError or a tf.data error."""
+        lengths = self.task_feature_lengths
+        if not isinstance(lengths, Mapping) or not all(isinstance(n, int) and n > 0 for n in lengths.values()):
+            raise ValueError(f"task_feature_lengths (gin TASK_FEATURE_LENGTHS) is {lengths!r}: give a dict of positive "
+                             "lengths, e.g. {'inputs': 512, 'targets': 512}")  # fmt: skip
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size (gin BATCH_SIZE) is {self.batch_size!r}: give a positive number of examples")
+        if self.num_examples is not None and (not isinstance(self.num_examples, int) or self.num_examples < 0):
+            raise ValueError(f"num_examples is {self.num_examples!r}: give a count of examples, or None for all")
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:

@@ -25,7 +25,7 @@ import re
 import sys
 
 from textchem_jax.catalogue import PROMPTS, TASKS
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import command, parse_args
 
 EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"  # local only: packaged
 _T5X_INFER_FILE = re.compile(r"^(?P<task>.+)-predict\.jsonl(-\d{5}-of-\d{5})?$")
@@ -128,7 +128,7 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
     }
 
 
-@interruptible
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-score", description=__doc__.splitlines()[0])
     from etils import epath  # user paths: local or gs://

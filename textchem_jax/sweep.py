@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, TASKS, task_of
-from textchem_jax.cli import interruptible
+from textchem_jax.cli import command
+from textchem_jax.paths import expand_user
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
@@ -144,7 +145,10 @@ def expand(axes: Sequence[tuple[str, Sequence[str]]], base: Base) -> list[Point]
             bindings += [f"{target}.size='tiny'", f"{target}.feed_forward={base.feed_forward!r}",
                          f"{target}.tie_word_embeddings={base.tie_word_embeddings}"]  # fmt: skip
         for axis, value in combination:
-            more_bindings, more_files = _axis_setting(axis, value, base, target)
+            try:
+                more_bindings, more_files = _axis_setting(axis, value, base, target)
+            except ValueError as error:  # e.g. int('abc'): name the axis and its value
+                raise ValueError(str(error) if str(error).startswith("--grid") else f"--grid={axis}: {value!r}: {error}") from None
             bindings += more_bindings
             files += more_files
         points.append(Point(tuple(combination), tuple(bindings), tuple(dict.fromkeys(files))))
@@ -175,6 +179,27 @@ def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
     )
     gin.clear_config()
     return base
+
+
+def check_points(points: Sequence[Point], gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str],
+                 sweep_dir: str) -> None:  # fmt: skip
+    """Parses every point's configuration as its textchem-train will, and looks up its mixture: a misspelt
+    axis, value or mixture is one error before any point trains, not a failure at each point's start."""
+    import gin
+
+    from textchem_jax import launch
+    from textchem_jax.run_config import mixture_or_task
+
+    for point in points:
+        model_dir = os.path.join(sweep_dir, point.name)
+        try:
+            launch.parse_gin([*gin_files, *point.gin_files], [*bindings, *point.bindings, f"MODEL_DIR={model_dir!r}"],
+                             search_paths)  # fmt: skip
+            mixture_or_task(gin.query_parameter("%MIXTURE_OR_TASK_NAME"))
+        except (ValueError, launch.ConfigError) as error:
+            raise ValueError(f"point {point.label or point.name}: {error}") from None
+        finally:
+            gin.clear_config()
 
 
 def train_arguments(point: Point, model_dir: str, passthrough: Sequence[str]) -> list[str]:
@@ -215,13 +240,18 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     arguments = train_arguments(point, point_dir, passthrough)
     record = _read_point_file(point_dir)
     prefix = f"[{index + 1}/{total}] {point.label or point.name}"
-    if record.get("status") == "done" and record.get("arguments") == arguments:
+    same = _settings(record.get("arguments")) == _settings(arguments)
+    if record.get("status") == "done" and same:
         print(f"{prefix}: finished before, skipped", flush=True)
         return True
     tf.io.gfile.makedirs(point_dir)
     log_path = os.path.join(point_dir, "train.log")
     if tf.io.gfile.exists(log_path):  # the attempt before (killed, failed or configured otherwise) stays readable
         tf.io.gfile.copy(log_path, os.path.join(point_dir, "train.previous.log"), overwrite=True)
+    earlier = record.get("wall_seconds", 0.0) if same else 0.0
+    # Said before training: a point stopped midway is known to have checkpoints of these arguments.
+    _write_point_file(point_dir, {"point": dict(point.values), "arguments": arguments, "status": "running",
+                                  "wall_seconds": earlier})  # fmt: skip
     print(f"{prefix}: training (log: {log_path})", flush=True)
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
@@ -242,7 +272,7 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
             print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith("interrupted")), end="", flush=True)
             raise
     code = process.wait()
-    seconds = time.perf_counter() - start + (record.get("wall_seconds", 0.0) if record.get("arguments") == arguments else 0.0)
+    seconds = time.perf_counter() - start + earlier
     status = "done" if code == 0 else "failed"
     _write_point_file(point_dir, {"point": dict(point.values), "arguments": arguments, "status": status,
                                   "returncode": code, "wall_seconds": seconds})  # fmt: skip
@@ -252,6 +282,26 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     tail = "".join(lines[-15:])
     print(f"{prefix}: textchem-train exited with {code}; its last lines ({log_path}):\n{tail}", file=sys.stderr, flush=True)
     return False
+
+
+def _settings(arguments: Sequence[str] | None, ignored: Sequence[str] = ("MODEL_DIR",)) -> list[str] | None:
+    """A point's textchem-train arguments less the `ignored` macros' flags: less MODEL_DIR, a sweep folder copied
+    or moved is the same sweep; less TRAIN_STEPS too, training on to more steps continues the same run."""
+    return None if arguments is None else [a for a in arguments if a.partition("=")[0] not in {f"--gin.{m}" for m in ignored}]
+
+
+def changed_arguments(point: Point, sweep_dir: str, passthrough: Sequence[str]) -> str | None:
+    """How this run's arguments for a point differ from those its checkpoints were trained with, or None (the
+    same, or nothing trained yet): resuming would continue those weights under other settings, and the point
+    would then be recorded as done with arguments it was not trained with."""
+    point_dir = os.path.join(sweep_dir, point.name)
+    ignored = ("MODEL_DIR", "TRAIN_STEPS")
+    before = _settings(_read_point_file(point_dir).get("arguments"), ignored)
+    now = _settings(train_arguments(point, point_dir, passthrough), ignored)
+    if not before or before == now or not run_results.latest_step(point_dir):
+        return None
+    return (f"{' '.join(a for a in before if a not in now) or 'no other flags'} then, "
+            f"{' '.join(a for a in now if a not in before) or 'no other flags'} now")
 
 
 def point_row(point: Point, sweep_dir: str) -> dict:
@@ -447,13 +497,14 @@ def _gin_arguments(rest: Sequence[str]) -> tuple[list[str], list[str], list[str]
     return files, bindings, search
 
 
-@interruptible
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     import shlex
 
     from textchem_jax import launch
 
     args, passthrough = _parser().parse_known_args(argv)
+    args.sweep_dir = expand_user(args.sweep_dir)
     if not args.verbose:
         launch.quiet_libraries()
     try:
@@ -463,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("give the base configuration, e.g. --gin_file=experiments/quickstart.gin")
         base = read_base(files, bindings, search, args.sweep_dir)
         points = expand(axes, base)
+        check_points(points, files, bindings, search, args.sweep_dir)
     except (ValueError, launch.ConfigError) as error:
         print(f"textchem-sweep: {error}", file=sys.stderr)
         return 2
@@ -479,6 +531,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments = train_arguments(point, os.path.join(args.sweep_dir, point.name), passthrough)
             print(f"[{i}] {point.label}: textchem-train {shlex.join(arguments)}")
         return 0
+    import tensorflow as tf
+
+    if args.collect_only and not tf.io.gfile.isdir(args.sweep_dir):
+        print(f"textchem-sweep: no sweep at {args.sweep_dir} to collect: run it first (without --collect_only)", file=sys.stderr)
+        return 2
+    changed = [(i, c) for i in chosen if not args.collect_only and (c := changed_arguments(points[i], args.sweep_dir, passthrough))]
+    for i, change in changed:
+        print(f"textchem-sweep: point [{i}] {points[i].label or points[i].name} was trained in "
+              f"{os.path.join(args.sweep_dir, points[i].name)} with other arguments ({change}): resuming would mix them. "
+              "Give a new --sweep_dir, or delete that point's folder to train it anew", file=sys.stderr)  # fmt: skip
+    if changed:
+        return 2
     failed = []
     if not args.collect_only:
         try:

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from textchem_jax.cli import interruptible
+from textchem_jax.cli import command
 from textchem_jax.run_results import latest_step
 
 PREEMPTED_STATES = {"PREEMPTED", "TERMINATED", "STOPPED", "SUSPENDED", "NOT_FOUND"}
@@ -174,7 +174,7 @@ def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps:
     return "\n".join(lines) + "\n"
 
 
-@interruptible
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index("--") + 1 :] if "--" in argv else []

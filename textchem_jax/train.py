@@ -20,13 +20,14 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from textchem_jax import run_config, run_results
+from textchem_jax.cli import without_gin_context
 from textchem_jax.progress import Eta
 
 logger = logging.getLogger("textchem_jax.train")
@@ -149,6 +150,7 @@ def train(
     random_seed: int = 0,
     decode_fn=None,
     caption_tokenizer: str | None = None,
+    started: Callable[[], None] | None = None,
 ) -> dict:
     """Trains the model adapter `model` until `total_steps`, resuming from MODEL_DIR; returns the final
     evaluation metrics.
@@ -159,6 +161,9 @@ def train(
     teacher-forced on `train_eval_dataset_cfg` (`eval_steps` batches), inference metrics on
     `infer_eval_dataset_cfg` decoded with `decode_fn` (default greedy), captions tokenized for BLEU/METEOR
     by `caption_tokenizer` (a local SciBERT folder, as MolT5's scripts; default: the documented word tokenizer).
+    `started` is called once the state is restored or made, before the first step: MODEL_DIR's description of the
+    run (model-info.txt, spiece.model, textchem-train's config.gin) is written then, so a resume that fails (another
+    model, another optimizer) leaves the run's own in place.
     """
     import tensorflow as tf
 
@@ -178,8 +183,6 @@ def train(
     dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed, mesh=mesh)
     iterator = iter(dataset)
     state = trainer.init_state(jax.random.key(random_seed))
-    _write_model_info(model_dir, trainer, model, mesh)
-    _keep_vocabulary(model_dir, model)
 
     checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
     restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
@@ -193,6 +196,10 @@ def train(
         params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
         state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
         print(f"initialized from {path} (step {step})", flush=True)
+    _write_model_info(model_dir, trainer, model, mesh)
+    _keep_vocabulary(model_dir, model)
+    if started is not None:
+        started()
 
     evaluate = functools.partial(
         _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
@@ -226,9 +233,11 @@ def train(
                 bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
                 if bad:
                     checkpoints.wait()
+                    saved = f"The last good checkpoint is step {last_good} in {checkpoints.directory}" if last_good else (
+                        "No checkpoint was saved yet")  # fmt: skip
                     raise TrainingStopped(
                         f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
-                        f"saving. The last good checkpoint is step {last_good} in {checkpoints.directory}. Lower "
+                        f"saving. {saved}. Lower "
                         "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
                     )
                 if step % log_period == 0 or step == total_steps or step == first_step + 1:
@@ -346,30 +355,35 @@ def main() -> int:
     from textchem_jax.run_config import UnknownTaskError
 
     def run() -> int:
-        launch.write_config(gin.query_parameter("%MODEL_DIR"))
+        model_dir = gin.query_parameter("%MODEL_DIR")
         try:
             from textchem_jax import train as this_module  # not __main__: gin registered the package's function
 
-            results = gin.get_configurable(this_module.train)()
+            results = launch.configured(this_module.train)(started=lambda: launch.write_config(model_dir))
         except TrainingStopped as error:
-            print(f"training stopped: {launch.without_gin_context(error)}", file=sys.stderr)
+            print(f"training stopped: {without_gin_context(error)}", file=sys.stderr)
             return 3
         except KeyboardInterrupt as interrupt:  # Ctrl-C: saved and said so, or a second one
             if not isinstance(interrupt, SavedAndInterrupted):
                 print("interrupted at once: the steps since the last checkpoint are not saved", file=sys.stderr, flush=True)
             return 130
-        except UnknownTaskError as error:  # a misspelt MIXTURE_OR_TASK_NAME: no traceback
-            print(f"configuration error: {launch.without_gin_context(error)}", file=sys.stderr)
+        except (UnknownTaskError, launch.ConfigError) as error:  # a misspelt MIXTURE_OR_TASK_NAME, no run file
+            print(f"configuration error: {without_gin_context(error)}", file=sys.stderr)
             return 2
         except ckpt.CheckpointError as error:
             if launch.lost_peer(error):  # a save's collective found another process dead: not a disk problem
                 raise
-            print(f"training stopped: {launch.without_gin_context(error)}", file=sys.stderr)
+            print(f"training stopped: {without_gin_context(error)}", file=sys.stderr)
             return 4
-        model_dir = gin.query_parameter("%MODEL_DIR")
+        except (ValueError, FileNotFoundError) as error:  # our own, naming what and where: as textchem-eval says them
+            print(f"textchem-train: {without_gin_context(error)}", file=sys.stderr)
+            return 2
         if jax.process_index() == 0:
-            print(f"checkpoints: {model_dir}/{run_results.CHECKPOINTS_FOLDER}  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}  "
-                  f"predictions: {model_dir}/inference_eval", flush=True)  # fmt: skip  (the command pastes as is)
+            import tensorflow as tf
+
+            predictions = os.path.join(model_dir, "inference_eval")
+            print(f"checkpoints: {model_dir}/{run_results.CHECKPOINTS_FOLDER}  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}"
+                  + (f"  predictions: {predictions}" if tf.io.gfile.isdir(predictions) else ""), flush=True)  # fmt: skip  (pastes as is)
         return 0 if results is not None else 1
 
     launch.run(run)

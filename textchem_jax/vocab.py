@@ -16,7 +16,7 @@ import sys
 import time
 
 from textchem_jax import launch
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import command, parse_args
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.run_config import import_task_module, mixture_or_task
@@ -48,7 +48,7 @@ def mixture_texts(name: str, split: str = "train") -> list[str]:
     return texts
 
 
-@interruptible
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
     source = parser.add_argument_group("texts (at least one)")

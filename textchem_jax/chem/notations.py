@@ -146,11 +146,23 @@ def variant_names(random_variants: int = 0) -> tuple[str, ...]:
     return (*NOTATIONS, *(f"{RANDOM}_{index}" for index in range(random_variants)))
 
 
+def _random_index(variant: str) -> int | None:
+    """i of `random_i`, else None."""
+    index = variant.removeprefix(f"{RANDOM}_")
+    return int(index) if variant.startswith(f"{RANDOM}_") and index.isdigit() else None
+
+
+def check_variant(variant: str) -> None:
+    """Raises ValueError for a name that is no variant: a misspelt one in an evaluation's list (gin NOTATIONS)
+    was rewritten by nothing, every input kept as written, and reported as a notation without a drop."""
+    if variant not in _WRITERS and _random_index(variant) is None:
+        raise ValueError(f"unknown notation {variant!r}; known: {', '.join(NOTATIONS)}, {RANDOM}_0, {RANDOM}_1, ...")
+
+
 def rewrite_variant(smiles: str, variant: str, seed: int = 0) -> str:
     """`rewrite` by a variant name of `variant_names` (`random_i` is the random SMILES of seed `seed + i`)."""
-    if variant.startswith(f"{RANDOM}_") and variant.removeprefix(f"{RANDOM}_").isdigit():
-        return rewrite(smiles, RANDOM, seed + int(variant.removeprefix(f"{RANDOM}_")))
-    return rewrite(smiles, variant)
+    index = _random_index(variant)
+    return rewrite(smiles, variant) if index is None else rewrite(smiles, RANDOM, seed + index)
 
 
 def variants(smiles: str, random_variants: int = 0, seed: int = 0) -> dict[str, str]:

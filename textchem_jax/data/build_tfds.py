@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-from textchem_jax.cli import interruptible, parse_args
+from textchem_jax.cli import command, parse_args
 from textchem_jax.data import tfds_builders
 
 
-@interruptible
+@command
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

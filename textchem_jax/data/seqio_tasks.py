@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS, TASKS, task_input_domain
+from textchem_jax.chem import notations
 from textchem_jax.data import datasets, demo
 from textchem_jax.data import vocabulary as vocabularies
 
@@ -218,6 +219,8 @@ def notation_variants(task_name: str, variants: list[str]) -> list[str]:
     chemistry input have none."""
     import seqio
 
+    for variant in variants:
+        notations.check_variant(variant)
     spec = SPECS[task_name]
     if DOMAINS[spec.task][0] != "chemistry":
         return []
