@@ -38,6 +38,8 @@ EXTRAS_REQUIRE = {
     "hf": ["torch==2.13.0", "transformers==5.24.0", "safetensors"],
     # GPU clusters (SLURM jobs of textchem-tpu --slurm): JAX's CUDA 12 build of the same version.
     "gpu": ["jax[cuda12]==0.10.2"],
+    # Cloud TPU VMs (textchem-tpu's workers): libtpu from PyPI; without it JAX trains on the VM's CPU.
+    "tpu": ["jax[tpu]==0.10.2"],
 }
 
 setup(

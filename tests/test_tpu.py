@@ -35,7 +35,7 @@ def test_dry_run_prints_the_documented_gcloud_commands(capsys):
     assert commands[0] == create and commands[-1] == create  # created, and again after a preemption
     setup, train = commands[1], commands[2]
     assert setup[:8] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "tct5", "--zone=us-west4-a", "--worker=all"]
-    assert "bash scripts/setup.sh" in setup[8]  # the README's set-up command on every worker
+    assert setup[8].endswith("bash scripts/setup.sh tpu")  # the README's set-up command, with libtpu (else the CPU)
     assert train[7] == "--worker=all" and 'textchem-train \'--gin.MODEL_DIR="gs://bucket/run"\' --gin.TRAIN_STEPS=1000' in train[8]
     assert "experiments/text_chem_t5_base_augm.gin" in train[8] and "agent-worker-number" in train[8]  # worker 0 streams
     assert commands[3][:6] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "tct5"] and "--format=value(state)" in commands[3]
@@ -52,9 +52,44 @@ def test_slurm_dry_run_prints_a_requeued_srun_job(capsys):
                      "--dry_run", "--", "--gin_file=experiments/quickstart.gin"]) == 0  # fmt: skip
     script = capsys.readouterr().out
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8", "#SBATCH --requeue",
-                 "#SBATCH --signal=B:TERM@120", "$ sbatch textchem_job.sbatch"):  # fmt: skip
+                 "#SBATCH --signal=TERM@120", "$ sbatch textchem_job.sbatch"):  # fmt: skip
         assert line in script
+    # `B:TERM` signalled only the batch shell: the training tasks never saved before the time limit.
+    assert "B:TERM" not in script
     assert "srun textchem-train '--gin.MODEL_DIR=\"/shared/run\"' --gin.TRAIN_STEPS=500 --gin_file=experiments/quickstart.gin" in script
+
+
+@pytest.mark.parametrize("step, requeued", [(0, True), (300, True), (500, False)])
+def test_slurm_script_queues_itself_again_until_the_run_reaches_its_steps(tmp_path, step, requeued):
+    """The script's own tail, run by bash with `srun` and `scontrol` on PATH as small scripts (SLURM itself is
+    not here): the job is queued again after a time-limit save while the latest checkpoint is short of the steps."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / str(step)).mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", "exit 0"), ("scontrol", f'echo "$@" > {tmp_path / "scontrol.txt"}')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir=str(run), train_steps=500, args=[])
+    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                                         "SLURM_JOB_ID": "77"}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "scontrol.txt").exists() == requeued
+    if requeued:
+        assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "77"]
+
+
+def test_a_tpu_job_refuses_a_local_model_dir_and_flags_its_loop_sets(capsys):
+    common = ["--zone=z", "--accelerator_type=v4-8", "--runtime_version=r", "--repo=u", "--dry_run"]
+    with pytest.raises(SystemExit):
+        tpu.main([*common, "--model_dir=run", "--train_steps=3"])
+    assert "a gs:// bucket" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tpu.main([*common, "--model_dir=gs://b/r", "--train_steps=3", "--", "--gin.TRAIN_STEPS=5"])
+    assert "give them as --model_dir and --train_steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tpu.main(["--slurm", "--model_dir=/shared/run", "--train_steps=3", "--nodes=0"])
+    assert "--nodes: 0 is less than 1" in capsys.readouterr().err
 
 
 def test_missing_tpu_flags_are_named(capsys):

@@ -12,7 +12,8 @@ when the slice is preempted deletes it, creates it again and reruns the command,
 latest checkpoint in the `gs://` MODEL_DIR, until that checkpoint reaches `--train_steps`. A failure on a
 healthy slice stops the loop with its exit code. `--dry_run` prints every `gcloud` command instead.
 SLURM: writes an sbatch script (one task per node, `srun`; `jax.distributed` reads SLURM's environment;
-`--requeue` with SIGTERM two minutes before the end, on which textchem-train saves and exits).
+SIGTERM to the training tasks two minutes before the time limit, on which textchem-train saves and exits, and
+the job queued again until the run reaches its steps; `--requeue` for preemption).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from textchem_jax.cli import command
+from textchem_jax.cli import at_least, command
+from textchem_jax.paths import is_remote
 from textchem_jax.run_results import latest_step
 
 PREEMPTED_STATES = {"PREEMPTED", "TERMINATED", "STOPPED", "SUSPENDED", "NOT_FOUND"}
@@ -71,9 +73,10 @@ class TpuSlice:
 
 
 def setup_command(repo: str, ref: str) -> str:
-    """Clone (or update) the project and run the README's set-up command, on every worker."""
+    """Clone (or update) the project and run the README's set-up command with the `tpu` extra (libtpu: without
+    it JAX finds no TPU and trains on the VM's CPU), on every worker."""
     return (f"(git clone {shlex.quote(repo)} textchem_jax || git -C textchem_jax fetch --all) && "
-            f"git -C textchem_jax checkout {shlex.quote(ref)} && cd textchem_jax && bash scripts/setup.sh")  # fmt: skip
+            f"git -C textchem_jax checkout {shlex.quote(ref)} && cd textchem_jax && bash scripts/setup.sh tpu")  # fmt: skip
 
 
 def training(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
@@ -165,12 +168,19 @@ def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int =
 
 def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps: int, args: Sequence[str],
                  time_limit: str = "24:00:00", partition: str | None = None, engine: str = "textchem") -> str:  # fmt: skip
-    """An sbatch script: one task per node, all GPUs of each, requeued on preemption."""
+    """An sbatch script: one task per node, all GPUs of each, that runs until MODEL_DIR's checkpoint reaches
+    `train_steps`. SIGTERM goes to the training tasks themselves two minutes before the time limit (`--signal`
+    without `B:`, which would reach only this script's shell), so they save and exit; the script then queues
+    the job again while the run is unfinished (SLURM's `--requeue` covers preemption and node failure only)."""
+    unfinished = ("python -c 'import sys; from textchem_jax.run_results import latest_step; "
+                  "sys.exit(latest_step(sys.argv[1]) >= int(sys.argv[2]))' " + shlex.join([model_dir, str(train_steps)]))  # fmt: skip
     lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1",
              f"#SBATCH --gpus-per-node={gpus_per_node}", f"#SBATCH --time={time_limit}", "#SBATCH --requeue",
-             "#SBATCH --signal=B:TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []),
+             "#SBATCH --signal=TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []),
              "# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it when SLURM_JOB_ID is set).",
-             f"srun {training(engine, model_dir, train_steps, args)}"]  # fmt: skip
+             f"srun {training(engine, model_dir, train_steps, args)}", "status=$?",
+             "# Saved at the time limit (status 0) with steps to go: queue this job again; it resumes from the checkpoint.",
+             f'if [ "$status" = 0 ] && {unfinished}; then scontrol requeue "$SLURM_JOB_ID"; fi', 'exit "$status"']  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="textchem-tpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="MODEL_DIR: gs://... for TPU jobs, shared storage for SLURM")
-    parser.add_argument("--train_steps", type=int, required=True, help="TRAIN_STEPS (absolute): the job ends there")
+    parser.add_argument("--train_steps", type=at_least(1), required=True, help="TRAIN_STEPS (absolute): the job ends there")
     parser.add_argument("--engine", choices=("textchem", "t5x"), default="textchem")
     parser.add_argument("--dry_run", action="store_true", help="print the commands instead of running them")
     parser.add_argument("--name", default="textchem")
@@ -193,13 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queued_resource", action="store_true", help="request the slice as a queued resource")
     parser.add_argument("--repo", help="git URL of this project, cloned on every worker")
     parser.add_argument("--ref", default="main", help="git branch, tag or commit to check out")
-    parser.add_argument("--max_restarts", type=int, default=100)
+    parser.add_argument("--max_restarts", type=at_least(0), default=100)
     parser.add_argument("--slurm", action="store_true", help="a SLURM GPU job instead of a TPU slice")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus_per_node", type=int, default=8)
+    parser.add_argument("--nodes", type=at_least(1), default=1)
+    parser.add_argument("--gpus_per_node", type=at_least(1), default=8)
     parser.add_argument("--partition")
     parser.add_argument("--time_limit", default="24:00:00")
     args = parser.parse_args(argv)
+    overridden = [arg for arg in train_args if arg.startswith(("--gin.MODEL_DIR=", "--gin.TRAIN_STEPS="))]
+    if overridden:  # the job's command sets both, and its resume loop watches --model_dir up to --train_steps
+        parser.error(f"{' '.join(overridden)} after --: give them as --model_dir and --train_steps")
 
     if args.slurm:
         script = slurm_script(nodes=args.nodes, gpus_per_node=args.gpus_per_node, model_dir=args.model_dir,
@@ -214,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [flag for flag in ("zone", "accelerator_type", "runtime_version", "repo") if getattr(args, flag) is None]
     if missing:
         parser.error("a TPU job needs " + ", ".join(f"--{flag}" for flag in missing))
+    if not is_remote(args.model_dir):  # each worker would write its own disk, deleted with the slice on preemption
+        parser.error(f"--model_dir={args.model_dir}: a TPU job's MODEL_DIR is shared storage every worker reaches and "
+                     "that outlives the slice: a gs:// bucket")  # fmt: skip
     tpu = TpuSlice(args.name, args.zone, args.accelerator_type, args.runtime_version, args.spot, args.queued_resource,
                    args.project)  # fmt: skip
     job = GcloudJob(tpu, setup_command(args.repo, args.ref), train_command(args.engine, args.model_dir, args.train_steps, train_args),
