@@ -192,6 +192,9 @@ def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cu
     assert (f"{tmp_path / 'long.txt'}: 2 of 5 inputs are longer than {LENGTHS['inputs']} tokens (line 4, 5); "
             "inference cuts them. Raise TASK_FEATURE_LENGTHS['inputs'] to keep them whole.") in caplog.text  # fmt: skip
 
+    (tmp_path / "blank.txt").write_text("\n  \n")  # wrote 0 predictions and a .COMPLETED marker, and ended 0
+    with pytest.raises(ValueError, match=r"blank.txt has no inputs: write one per line"):
+        run(input_file=str(tmp_path / "blank.txt"))
     (tmp_path / "latin1.txt").write_bytes("CCO\nacide acétique\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt:2: not UTF-8 text \(byte 0xe9 at character 9\)"):
         run(input_file=str(tmp_path / "latin1.txt"))

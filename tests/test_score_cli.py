@@ -33,6 +33,17 @@ def test_bad_line_names_file_and_line(tmp_path, capsys):
     assert f"{bad}:2" in capsys.readouterr().err
 
 
+def test_an_empty_file_or_rows_without_targets_are_said_not_scored_as_nothing(tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert main(["--predictions", str(tmp_path / "empty.jsonl")]) == 2  # printed an empty table, status 0
+    assert "holds no predictions (empty)" in capsys.readouterr().err
+    t5x_rows = tmp_path / "textchem_mol2text-predict.jsonl-00000-of-00001"  # textchem-infer on a .txt: no targets
+    t5x_rows.write_text(json.dumps({"inputs": {"inputs_pretokenized": "Caption the following SMILES: CCO"},
+                                    "prediction": "The molecule is ethanol."}) + "\n")  # fmt: skip
+    assert main(["--predictions", str(t5x_rows)]) == 2
+    assert f"{t5x_rows}:1: no target to score against" in capsys.readouterr().err
+
+
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "textchem_jax.score"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

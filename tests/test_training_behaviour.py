@@ -139,6 +139,10 @@ def test_a_resume_that_fails_leaves_the_runs_description_as_it_was(tmp_path):
     with pytest.raises(ValueError, match=r"is \(64,\) in .* but \(32,\) in this model"):
         _train(tmp_path, train_steps=4, model=tiny_t5(d_model=32), started=lambda: calls.append("again"))
     assert len(calls) == 1 and (tmp_path / "model-info.txt").read_text() == info
+    # The run's checkpoints/ folder as MODEL_DIR (CHECKPOINT_PATH takes it) started a fresh run inside it.
+    with pytest.raises(ValueError, match=f"is a run's checkpoints folder: give the run's own folder \\({tmp_path}\\)"):
+        _train(tmp_path / "checkpoints", train_steps=4)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import csv
 import json
 import pathlib
 import random
+import re
 import subprocess
 import sys
 import time
@@ -260,10 +261,20 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
     assert vocab_cli.main(["--input", str(tmp_path / "missing.txt"), "--output_prefix", str(tmp_path / "v")]) == 2
     (tmp_path / "texts.txt").write_text("CCO\nc1ccccc1\nThe molecule is an alcohol.\n", encoding="utf-8")
     flags = ["--input", str(tmp_path / "texts.txt"), "--output_prefix", str(tmp_path / "v")]
+    # SentencePiece's own words sent users to its --character_coverage and to --soft_vocab_limit, neither of use
     assert vocab_cli.main([*flags, "--vocab_size=30"]) == 2
-    assert "Vocabulary size is smaller" in capsys.readouterr().err
-    assert vocab_cli.main([*flags, "--vocab_size=30", "--soft_vocab_limit"]) == 2
-    assert "--soft_vocab_limit" not in capsys.readouterr().err  # no hint to pass what was passed
+    error = capsys.readouterr().err
+    assert re.search(r"--vocab_size=30 is below the \d+ distinct characters .*give a --vocab_size above \d+", error)
+    assert "character_coverage" not in error and "--soft_vocab_limit" not in error
+    assert vocab_cli.main([*flags, "--vocab_size=100000"]) == 2
+    assert "Vocabulary size too high" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("")
+    for wrong, said in ((["--input", str(tmp_path / "empty.txt"), "--output_prefix", str(tmp_path / "v")], "no texts in"),
+                        ([*flags[:2], "--output_prefix", f"{tmp_path}/"], "is a folder: name the files")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            vocab_cli.main(wrong)
+        assert said in capsys.readouterr().err
+    assert not list(tmp_path.glob(".model"))  # a prefix ending in / wrote a hidden .model
     command = [sys.executable, "-m", "textchem_jax.vocab", *flags, "--vocab_size=400", "--soft_vocab_limit"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "3/3 exact" in result.stdout

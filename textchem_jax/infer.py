@@ -67,6 +67,8 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
         domain = np.full(len(ids), task_input_domain(task), np.int32)
         example = {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
         yield example if target is None else {**example, "targets_pretokenized": target}
+    if not count:  # an empty file: 0 predictions and a .COMPLETED marker said the inference had worked
+        raise ValueError(f"{path} has no inputs: write one per line (.txt), or one JSON object per line (.jsonl)")
     if cut:  # T5X cuts them without a word; a cut SMILES or procedure asks another question, so each is named
         lines = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
         logger.warning("%s: %d of %d inputs are longer than %d tokens (line %s); inference cuts them. Raise "
@@ -150,7 +152,8 @@ def infer(
         raise ValueError(f"row_format={row_format!r}: use 't5x' (T5X's infer rows) or 'textchem' (ours, every beam)")
     import_task_module(dataset_cfg.module, model)
     if (input_file is None) == (dataset_cfg.mixture_or_task_name is None):
-        raise ValueError("give either input_file (with task) or MIXTURE_OR_TASK_NAME (with the split), not both")
+        given = "neither was given" if input_file is None else "both were given"
+        raise ValueError(f"give either infer_lib.infer.input_file (with task) or MIXTURE_OR_TASK_NAME (with the split): {given}")
     lengths = dataset_cfg.task_feature_lengths
     vocab = vocabulary()
     mesh = partitioning.make_mesh() if mesh is None else mesh

@@ -43,9 +43,16 @@ def _task_of_file(path: str) -> str | None:
     return match.group("task") if match else None
 
 
+class _NoTarget(ValueError):
+    """A well-formed prediction row that has nothing to be scored against."""
+
+
 def _target_and_prediction(row: dict, family: str) -> tuple[object, object]:
     """(target, prediction) of one row of any of the kinds; raises KeyError/TypeError when malformed."""
     if "inputs" in row:  # T5X's infer row: raw decoded text, cleaned as SeqIO would
+        if isinstance(row["inputs"], dict) and "inputs_pretokenized" in row["inputs"] and "targets_pretokenized" not in row["inputs"]:
+            raise _NoTarget("no target to score against: this inference read inputs without targets (a .txt file); "
+                            "give textchem-infer a .jsonl input with 'input' and 'target' to score it")  # fmt: skip
         inputs, target, prediction = row["inputs"]["inputs_pretokenized"], row["inputs"]["targets_pretokenized"], row["prediction"]
     elif "beams" in row:  # textchem-infer's own row: raw decoded text too, every beam (top-k accuracy)
         inputs, target, prediction = row["input"], row["target"], row["beams"]
@@ -78,6 +85,8 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
             if family is None:
                 raise ValueError(f"task {task!r} is none of {', '.join(TASKS)} (by its name's ending)")
             target, prediction = _target_and_prediction(row, family)
+        except _NoTarget as error:
+            raise ValueError(f"{path}:{number}: {error}") from None
         except (json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(
                 f"{path}:{number}: expected our row (task, target, prediction), T5X's infer row (inputs with "
@@ -120,6 +129,8 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
             rows = sets.setdefault(f"{shards.group('task')}-predict.jsonl" if shards else name, {}).setdefault(task, ([], []))
             rows[0].extend(targets)
             rows[1].extend(predictions)
+    if not sets:  # an empty file printed an empty table and ended 0
+        raise ValueError(f"{path} holds no predictions (empty)")
     sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
     return {
         task if sets_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_family(task))[0](targets, predictions)

@@ -172,6 +172,11 @@ def train(
     from textchem_jax import trainer as trainer_lib
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
+    if os.path.basename(model_dir.rstrip("/")) == run_results.CHECKPOINTS_FOLDER and tf.io.gfile.isdir(model_dir) and any(
+        name.rstrip("/").isdigit() for name in tf.io.gfile.listdir(model_dir)
+    ):  # a fresh run in checkpoints/checkpoints/, beside the run it was meant to resume
+        raise ValueError(f"MODEL_DIR {model_dir} is a run's checkpoints folder: give the run's own folder "
+                         f"({os.path.dirname(model_dir.rstrip('/'))}) to resume it")  # fmt: skip
     tf.io.gfile.makedirs(model_dir)
     mesh = partitioning.make_mesh() if mesh is None else mesh
     if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes

@@ -12,11 +12,13 @@ Prints the model path, its size and whether every training text round-trips with
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 
 from textchem_jax import launch
-from textchem_jax.cli import command, parse_args
+from textchem_jax.cli import at_least, command, parse_args
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.run_config import import_task_module, mixture_or_task
@@ -48,6 +50,17 @@ def mixture_texts(name: str, split: str = "train") -> list[str]:
     return texts
 
 
+def _training_failure(message: str, vocab_size: int, soft_limit: bool) -> str:
+    """SentencePiece's error in our flags' terms: it suggests its own --character_coverage, which we do not take."""
+    chars = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+    if chars:  # every character is a piece of its own: --soft_vocab_limit cannot help
+        return (f"--vocab_size={vocab_size} is below the {chars.group(1)} distinct characters of these texts (each "
+                f"is a piece of its own): give a --vocab_size above {chars.group(1)}")  # fmt: skip
+    if "Vocabulary size too high" in message and not soft_limit:
+        return f"training failed: {message.strip()} (or pass --soft_vocab_limit to allow fewer pieces)"
+    return f"training failed: {message.strip()}"
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
@@ -59,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="split of --mixture to read (default: train)")
     parser.add_argument("--data_dir", help="data folder for --mixture (default: TEXTCHEM_DATA_DIR)")
     parser.add_argument("--output_prefix", required=True, help="writes OUTPUT_PREFIX.model (gs:// works too)")
-    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--vocab_size", type=at_least(1), default=8000)
     parser.add_argument("--soft_vocab_limit", action="store_true", help="allow fewer pieces on a small corpus")
     parser.add_argument("--compare_plain", action="store_true", help="also train plain SentencePiece, compare")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
         launch.quiet_libraries()
+    if args.output_prefix.endswith("/") or not os.path.basename(args.output_prefix):  # it wrote a hidden `.model`
+        parser.error(f"--output_prefix={args.output_prefix} is a folder: name the files, e.g. {os.path.join(args.output_prefix, 'textchem')}")
 
     texts = []
     try:
@@ -81,16 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
         return 2
     if not texts:
-        parser.error("no texts: give --input or --mixture")
+        parser.error(f"no texts in {', '.join(args.input)}" if args.input and not args.mixture else "no texts: give --input or --mixture")
 
     start = time.perf_counter()
     try:
         path = vocab_lib.train_vocabulary(
             texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
         )
-    except RuntimeError as error:  # SentencePiece: e.g. vocab_size too large for the corpus
-        hint = "" if args.soft_vocab_limit else " (or pass --soft_vocab_limit)"
-        print(f"textchem-vocab: training failed: {error}{hint}", file=sys.stderr)
+    except RuntimeError as error:  # SentencePiece's words, and its flags, which are not ours
+        print(f"textchem-vocab: {_training_failure(str(error), args.vocab_size, args.soft_vocab_limit)}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     vocabulary = vocab_lib.load_vocabulary(path)
