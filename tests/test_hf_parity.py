@@ -19,6 +19,7 @@ import sentencepiece as spm
 
 from helpers import predict
 from textchem_jax import convert, model_loading
+from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.models import decoding, hf_convert, layers, t5
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import T5Config, t5_config
@@ -26,7 +27,7 @@ from textchem_jax.models.config import T5Config, t5_config
 pytestmark = pytest.mark.needs_hf
 
 SKIP_REASON = "torch and transformers (the `hf` extra: pip install -e .[hf]) are needed for Hugging Face parity"
-VOCAB = 64
+VOCAB = 1152  # the rows of the demo vocabulary (VOCABULARY_MODEL) the converted models are given
 MAX_DECODE_LENGTH = 10
 VOCABULARY_MODEL = pathlib.Path(__file__).parents[1] / "textchem_jax" / "data" / "vocab" / "textchem_demo.model"
 
@@ -45,17 +46,17 @@ def hf_modules():
     return torch, transformers
 
 
-def encoder_batch() -> np.ndarray:
+def encoder_batch(vocab: int = VOCAB) -> np.ndarray:
     rng = np.random.default_rng(0)
-    tokens = rng.integers(2, VOCAB, size=(6, 12)).astype(np.int64)
+    tokens = rng.integers(2, vocab, size=(6, 12)).astype(np.int64)
     for row, length in enumerate([12, 8, 3, 10, 6, 12]):
         tokens[row, length:] = 0
     return tokens
 
 
-def target_batch() -> np.ndarray:
+def target_batch(vocab: int = VOCAB) -> np.ndarray:
     rng = np.random.default_rng(1)
-    tokens = rng.integers(2, VOCAB, size=(6, 9)).astype(np.int64)
+    tokens = rng.integers(2, vocab, size=(6, 9)).astype(np.int64)
     for row, length in enumerate([9, 5, 2, 7, 9, 1]):
         tokens[row, length - 1] = decoding.EOS_ID
         tokens[row, length:] = 0
@@ -246,7 +247,7 @@ def test_export_is_lossless_and_loads_in_hf(hf_case, tmp_path):
 
 
 @pytest.mark.parametrize("hf_case", ["v1.1"], indirect=True)  # one case is enough for the CLI plumbing
-def test_convert_cli_round_trip(hf_case, tmp_path):
+def test_convert_cli_round_trip(hf_case, tmp_path, capsys):
     import gin
 
     _, transformers = hf_modules()
@@ -269,6 +270,17 @@ def test_convert_cli_round_trip(hf_case, tmp_path):
     assert "layers" in stacked["decoder"] and "layers_0" not in stacked["decoder"]
     assert "layers_2" in model_loading.read_params(converted, config)["decoder"]
 
+    # --vocabulary is checked before anything is written: any file was copied as spiece.model (a tokenizer then
+    # failed on it), another vocabulary's was taken as is, and a missing one failed after the weights were written.
+    (tmp_path / "notes.txt").write_text("not a model")
+    small = vocab_lib.train_vocabulary(["CCO", "c1ccccc1", "The molecule is an alcohol."] * 20, tmp_path / "small",
+                                       vocab_size=400, hard_vocab_limit=False)  # fmt: skip
+    for wrong, said in ((tmp_path / "notes.txt", "is not a SentencePiece model"), (tmp_path / "none.model", "no SentencePiece model at"),
+                        (small, f"but the checkpoint's embedding has {config.vocab_size:,} rows")):  # fmt: skip
+        assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}", f"--vocabulary={wrong}"]) == 2
+        assert said in capsys.readouterr().err and not exported.exists()
+        assert convert.main([f"--hf_dir={hf_case.directory}", f"--output_dir={tmp_path / 'again'}", f"--vocabulary={wrong}"]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "again").exists()
     assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}"]) == 0
     assert (exported / "spiece.model").exists()
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
@@ -313,7 +325,7 @@ def test_extended_t5_vocabulary_writes_stereo_and_keeps_the_old_logits(tmp_path,
     params = model_loading.read_params(out, grown_config)
     assert grown_config.vocab_size == vocabularies.padded_vocab_size(extended)
 
-    encoder, targets = encoder_batch(), target_batch()  # ids < 64: old tokens of both vocabularies
+    encoder, targets = encoder_batch(64), target_batch(64)  # ids < 64: old tokens of both vocabularies
     ours = np.asarray(jax.jit(t5.T5(grown_config).apply)({"params": params}, encoder, shift_right(targets), targets))
     expected = hf_logits(hf_model, encoder, targets)
     np.testing.assert_allclose(ours[..., :pieces], expected[..., :pieces], atol=1e-4, rtol=1e-4)

@@ -187,8 +187,8 @@ def test_load_by_path_with_seqio(comparison, test_smiles):
 
 
 def test_clear_errors_for_missing_or_bad_model(tmp_path):
-    missing = tmp_path / "nope" / "spiece.model"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    missing = tmp_path / "nope" / "spiece.model"  # what a moved textchem-convert folder's model.gin names
+    with pytest.raises(FileNotFoundError, match=f"{missing} \\(a textchem-convert folder moved\\? bind --gin.VOCABULARY_PATH="):
         V.load_vocabulary(missing)
     bad = tmp_path / "notes.model"
     bad.write_text("not a model")

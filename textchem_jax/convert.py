@@ -86,6 +86,8 @@ def import_hf(hf_dir: epath.Path, output_dir: epath.Path, vocabulary: epath.Path
     from textchem_jax.models.hf_convert import load_hf_directory
 
     config, params = load_hf_directory(hf_dir, **config_overrides)
+    if vocabulary is not None:
+        check_vocabulary(vocabulary, config, sized=not extend_vocabulary)
     vocabulary = vocabulary or (hf_dir / VOCABULARY_FILE if (hf_dir / VOCABULARY_FILE).exists() else None)
     return write_converted(output_dir, config, params, vocabulary, str(hf_dir), extend_vocabulary)
 
@@ -98,7 +100,25 @@ def import_t5x(checkpoint: str, output_dir: epath.Path, vocabulary: epath.Path |
 
     params, step = t5x_checkpoints.read_checkpoint(checkpoint)
     config = t5x_checkpoints.config_from_params(params)
+    if vocabulary is not None:
+        check_vocabulary(vocabulary, config, sized=not extend_vocabulary)
     return write_converted(output_dir, config, params, vocabulary, f"{checkpoint} (T5X, step {step})", extend_vocabulary)
+
+
+def check_vocabulary(path: epath.Path, config: T5Config, *, sized: bool = True) -> None:
+    """Raises (naming --vocabulary) unless `path` is a SentencePiece model whose pieces make the checkpoint's
+    embedding rows (`sized`): any file was copied as spiece.model, and a tokenizer then failed on it, or read
+    ids of another vocabulary; a missing one failed after the converted files were written."""
+    from textchem_jax.data import vocabulary as vocabularies
+
+    try:
+        vocabulary = vocabularies.load_vocabulary(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"--vocabulary: {error}") from None
+    rows = vocabularies.padded_vocab_size(vocabulary)
+    if sized and rows != config.vocab_size:
+        raise ValueError(f"--vocabulary {path} has {vocabulary.vocab_size:,} pieces ({rows:,} embedding rows) but the "
+                         f"checkpoint's embedding has {config.vocab_size:,} rows: give the vocabulary it was trained with")  # fmt: skip
 
 
 def write_converted(output_dir: epath.Path, config: T5Config, params: dict, vocabulary: epath.Path | None,
@@ -181,6 +201,8 @@ def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = Non
     """A converted directory or a run's MODEL_DIR -> a Hugging Face directory (config.json, model.safetensors,
     spiece.model) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/`); returns (config, what was written)."""
     config, params, step = load_checkpoint(checkpoint_dir)
+    if vocabulary is not None:
+        check_vocabulary(vocabulary, config)
     if t5x_output_dir is not None:
         from textchem_jax import t5x_checkpoints
 

@@ -119,16 +119,24 @@ def _write_bytes(path: str, data: bytes) -> None:
             f.write(data)
 
 
+def _missing(path: str) -> FileNotFoundError:
+    # A textchem-convert model.gin names its spiece.model by its absolute path (gin has no path relative to the
+    # file): the folder moved, the path is gone.
+    moved = (f" (a textchem-convert folder moved? bind --gin.VOCABULARY_PATH=\"'NEW_FOLDER/{CHECKPOINT_VOCABULARY_FILE}'\")"
+             if os.path.basename(path) == CHECKPOINT_VOCABULARY_FILE else "")  # fmt: skip
+    return FileNotFoundError(f"no SentencePiece model at {path}{moved}")
+
+
 def _read_bytes(path: str) -> bytes:
     if is_remote(path):
         import tensorflow as tf
 
         if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"no SentencePiece model at {path}")
+            raise _missing(path)
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()
     if not os.path.isfile(path):  # local only: remote paths took tf.io.gfile above
-        raise FileNotFoundError(f"no SentencePiece model at {path}")
+        raise _missing(path)
     with open(path, "rb") as f:  # local only: remote paths took tf.io.gfile above
         return f.read()
 
