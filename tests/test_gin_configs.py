@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import gin
 import jax
@@ -13,7 +15,7 @@ import pytest
 import optax
 
 import tasks  # noqa: F401  (registers the demo tasks the inference test evaluates)
-from helpers import demo_batch, tiny_e2clm
+from helpers import ROOT, demo_batch, tiny_e2clm
 from textchem_jax import launch, partitioning
 from textchem_jax import trainer as trainer_lib
 from textchem_jax.data.vocabulary import DEFAULT_VOCABULARY_PATH
@@ -119,6 +121,22 @@ def test_a_tilde_in_a_quoted_binding_or_a_gin_file_name_is_the_home_folder(tmp_p
     launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='gs://bucket/~x'"])  # only a leading ~ is the home
     assert gin.query_parameter("%MODEL_DIR") == "gs://bucket/~x"
     gin.clear_config()
+
+
+def test_the_commands_help_and_their_argument_mistakes(tmp_path):
+    """--help listed no flag of ours (absl shows the main module's, and a console script's wrapper defines none);
+    a stray argument was ignored and the run went on; `--gin.TRAIN_STEPS 5` was an 'unknown flag'."""
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "textchem_jax.train", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    shown = command("--help")
+    assert "the T5X-style training loop" in shown.stdout  # (absl's --help ends with status 1)
+    assert all(flag in shown.stdout for flag in ("--gin_file", "--gin_search_paths", "--gin.NAME=VALUE", "--[no]restore_fallback"))
+    stray = command("--gin_file=experiments/quickstart.gin", f"--gin.MODEL_DIR='{tmp_path}'", "extra")
+    assert stray.returncode == 2 and "unexpected argument(s) extra" in stray.stderr and not list(tmp_path.iterdir())
+    spaced = command("--gin_file=experiments/quickstart.gin", "--gin.TRAIN_STEPS", "5")
+    assert spaced.returncode == 2 and "--gin.TRAIN_STEPS needs its value after '=': --gin.TRAIN_STEPS=VALUE" in spaced.stderr
 
 
 def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):

@@ -104,6 +104,10 @@ def test_config_validation_and_dtype_names():
         tiny(feed_forward="swish")
     with pytest.raises(ValueError, match="remat_policy"):
         tiny(remat_policy="sometimes")
+    with pytest.raises(ValueError, match=r"dropout_rate \(gin DROPOUT_RATE\) must be in \[0, 1\), got 1.5"):
+        tiny(dropout_rate=1.5)  # trained with a frozen loss to the end, and ended 0
+    with pytest.raises(ValueError, match="sizes must be positive whole numbers"):
+        tiny(d_model=0)
     assert T5Config.from_dict(tiny().to_dict()) == tiny()
 
 

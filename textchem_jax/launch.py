@@ -496,18 +496,38 @@ def define_flags() -> None:
     flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "multi-host: a process silent this long is declared dead")
     flags.DEFINE_boolean("restore_fallback", True, "resuming: a corrupt latest checkpoint is set aside and the step "
                          "before it restored (--norestore_fallback stops with the error instead)")  # fmt: skip
+    for flag in flags.FLAGS.flags_by_module_dict().get(__name__, []):  # --help shows the main module's key flags only
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def run(main: Callable[[], int | None], argv: Sequence[str] | None = None) -> None:
-    """Runs an entry point: `--gin.X=Y` flags split off, absl flags parsed, gin parsed, `main()` called."""
+_GIN_FLAG_HELP = (
+    "\nGin bindings: --gin.NAME=VALUE (one per flag, the value a gin literal: --gin.TRAIN_STEPS=100,\n"
+    "--gin.MODEL_DIR=\"'/tmp/run'\"); --helpfull lists every library's flags.\n"
+)
+
+
+def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage: str | None = None) -> None:
+    """Runs an entry point: `--gin.X=Y` flags split off, absl flags parsed, gin parsed, `main()` called.
+    `usage` (the command's docstring) is what --help prints above our flags."""
     from absl import app, flags
 
     prepare_jax()
     argv = list(sys.argv if argv is None else argv)
+    program = os.path.basename(argv[0])
     gin_flag_bindings, argv = split_gin_flags(argv)
+    spaced = [arg for arg in argv[1:] if arg.startswith("--gin.")]  # `--gin.TRAIN_STEPS 5`: absl knows no such flag
+    if spaced:
+        print(f"{program}: {spaced[0]} needs its value after '=': {spaced[0]}=VALUE", file=sys.stderr)
+        end_process(2)
     define_flags()
+    if usage:  # absl's --help prints the main module's docstring; a console script's wrapper has none
+        sys.modules["__main__"].__doc__ = usage + _GIN_FLAG_HELP
 
-    def absl_main(_):
+    def absl_main(arguments):
+        if len(arguments) > 1:  # absl leaves what is no flag: ignored, the run went on without what was meant
+            print(f"{program}: unexpected argument(s) {' '.join(arguments[1:])}: every argument is a --flag=value "
+                  "(gin: --gin.NAME=VALUE)", file=sys.stderr)  # fmt: skip
+            return 2
         FLAGS = flags.FLAGS
         if not FLAGS["verbosity"].present:  # library chatter off; `-v 0` brings it back
             quiet_libraries()
@@ -562,11 +582,12 @@ def run_configured(qualified_name: str, program: str) -> None:
     """
     import importlib
 
+    module_name, _, function_name = qualified_name.rpartition(".")
+
     def main() -> int:
         import tasks  # noqa: F401  (registers the tasks and mixtures)
         from textchem_jax.checkpoints import CheckpointError
 
-        module_name, _, function_name = qualified_name.rpartition(".")
         function = getattr(importlib.import_module(module_name), function_name)
         try:
             configured(function)()
@@ -578,7 +599,7 @@ def run_configured(qualified_name: str, program: str) -> None:
             return 2
         return 0
 
-    run(main)
+    run(main, usage=importlib.import_module(module_name).__doc__)
 
 
 # The run file that configures each command's function (DESIGN.md: a model file, then a run file).

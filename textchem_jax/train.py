@@ -172,6 +172,8 @@ def train(
     from textchem_jax import trainer as trainer_lib
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
+    if total_steps < 0:
+        raise ValueError(f"total_steps (gin TRAIN_STEPS) is {total_steps}: give the step to train to (0 trains nothing)")
     if os.path.basename(model_dir.rstrip("/")) == run_results.CHECKPOINTS_FOLDER and tf.io.gfile.isdir(model_dir) and any(
         name.rstrip("/").isdigit() for name in tf.io.gfile.listdir(model_dir)
     ):  # a fresh run in checkpoints/checkpoints/, beside the run it was meant to resume
@@ -391,7 +393,7 @@ def main() -> int:
                   + (f"  predictions: {predictions}" if tf.io.gfile.isdir(predictions) else ""), flush=True)  # fmt: skip  (pastes as is)
         return 0 if results is not None else 1
 
-    launch.run(run)
+    launch.run(run, usage=__doc__)
     return 0
 
 

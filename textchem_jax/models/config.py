@@ -67,6 +67,11 @@ class T5Config:
             raise ValueError(f"feed_forward must be one of {FEED_FORWARD_KINDS}, got {self.feed_forward!r}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        if not 0 <= self.dropout_rate < 1:  # 1.5 trained a frozen loss to the end, and ended 0
+            raise ValueError(f"dropout_rate (gin DROPOUT_RATE) must be in [0, 1), got {self.dropout_rate!r}")
+        sizes = {name: getattr(self, name) for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads")}
+        if any(not isinstance(size, int) or size < 1 for size in sizes.values()):
+            raise ValueError(f"sizes must be positive whole numbers, got {sizes}")
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
         object.__setattr__(self, "param_dtype", dtype_name(self.param_dtype))
 
