@@ -332,6 +332,16 @@ def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys)
     assert len(rows) == 4
 
 
+def test_report_of_a_run_not_yet_evaluated_says_so(tmp_path):
+    """A run with its config.gin only: the page said 'final evaluation at step None' and 'one inference evaluation so far'."""
+    from textchem_jax import report
+
+    (tmp_path / "config.gin").write_text("MODEL_DIR = 'run'\n")
+    assert report.main([str(tmp_path)]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "no inference evaluation yet" in page and "None" not in page and "evaluation so far" not in page
+
+
 def test_report_puts_paper_numbers_beside_the_papers_test_sets_only():
     from textchem_jax.report import paper_columns
 

@@ -231,8 +231,8 @@ def run_report(model_dir: str, output_dir: str) -> str:
         with tf.io.gfile.GFile(config_path) as f:
             config = f.read()
     split = _eval_split(config)
-    page.note(f"final evaluation at step {step}; {params:,} parameters; inference evaluation split: {split or '?'}"
-              if params else f"final evaluation at step {step}")  # fmt: skip
+    evaluated = f"final evaluation at step {step}" if step is not None else "no inference evaluation yet"
+    page.note(f"{evaluated}; {params:,} parameters; inference evaluation split: {split or '?'}" if params else evaluated)
 
     page.heading("Final metrics")
     for task_name, metrics in sorted(final.items(), key=lambda item: _order(item[0])):
@@ -258,7 +258,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
                 metric_panels[f"{task_of(task_name) or task_name}/{name}"] = {"": [(r["step"], r.get(name)) for r in rows]}
     page.figure(figures.plot_lines(os.path.join(output_dir, "metric_curves"), metric_panels, xlabel="step", columns=4),
                 "metric curves")  # fmt: skip
-    if all(len(rows) < 2 for rows in history.values()):
+    if history and all(len(rows) < 2 for rows in history.values()):
         page.note("one inference evaluation so far: the metric curves have one point each (set train_lib.train.eval_period "
                   "to evaluate during training)")  # fmt: skip
 
