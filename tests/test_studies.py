@@ -342,6 +342,19 @@ def test_report_of_a_run_not_yet_evaluated_says_so(tmp_path):
     assert "no inference evaluation yet" in page and "None" not in page and "evaluation so far" not in page
 
 
+def test_metric_panels_read_as_values_steps_and_n_a():
+    """Sweep and run pages showed a flat metric as an offset ('+0.5' over 1e-16 ticks), steps as 19.25, and a
+    metric n/a at every point as an empty frame."""
+    from textchem_jax import figures
+
+    figure = figures.line_figure({"forward/accuracy": {"": [(19, 0.5), (20, 0.5 + 1e-16)]},
+                                  "mol2text/meteor": {"": [(19, None), (20, float("nan"))]}}, xlabel="step")  # fmt: skip
+    figure.canvas.draw()
+    flat, missing = figure.axes[:2]
+    assert flat.yaxis.get_offset_text().get_text() == "" and all(float(t.get_text()).is_integer() for t in flat.get_xticklabels())
+    assert [t.get_text() for t in missing.texts] == ["n/a"] and not [t.get_text() for t in flat.texts]
+
+
 def test_report_puts_paper_numbers_beside_the_papers_test_sets_only():
     from textchem_jax.report import paper_columns
 

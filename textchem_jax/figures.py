@@ -34,6 +34,11 @@ def line_figure(panels: Mapping[str, Series], *, xlabel: str, log_x: bool = Fals
         if log_x:
             axis.set_xscale("log")
             axis.tick_params(axis="x", which="minor", labelsize=6, labelrotation=30)  # within a decade: minor labels
+        if not any(line.get_xdata().size for line in axis.lines):  # every value n/a: say so, not an empty frame
+            axis.text(0.5, 0.5, "n/a", transform=axis.transAxes, ha="center", va="center", color="gray")
+        axis.ticklabel_format(axis="y", useOffset=False)  # a flat curve read "1e-155 + 0.5": the values themselves
+        if xlabel == "step":
+            axis.xaxis.get_major_locator().set_params(integer=True)  # no step 19.25
         axis.set_title(panel, fontsize=9)
         axis.set_xlabel(xlabel, fontsize=8)
         axis.tick_params(labelsize=7)

@@ -98,9 +98,10 @@ def _json_lines(path: str) -> list[dict]:
     return rows
 
 
-def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> float | None:
+def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> int | None:
     """Non-padding input and target tokens trained on: each logged interval's steps times the tokens of the
-    step that ended it (`timing/tokens_per_step`), summed; None when the run logged none."""
+    step that ended it (`timing/tokens_per_step`), summed and rounded (a count: the tables show 52,243, not
+    52243.0000); None when the run logged none."""
     points = train_scalars.get("timing/tokens_per_step")
     if not points:
         return None
@@ -108,7 +109,7 @@ def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> float |
     for step, tokens in points:
         total += (step - previous) * tokens
         previous = step
-    return total
+    return round(total)
 
 
 def metric_history(model_dir: str) -> dict[str, list[dict]]:
