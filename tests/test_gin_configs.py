@@ -139,6 +139,16 @@ def test_the_commands_help_and_their_argument_mistakes(tmp_path):
     assert spaced.returncode == 2 and "--gin.TRAIN_STEPS needs its value after '=': --gin.TRAIN_STEPS=VALUE" in spaced.stderr
 
 
+def test_our_warnings_read_as_plain_lines_under_absl():
+    """Our warnings (inputs cut, Ctrl-C received) came out as `W1206 10:24:08.565603 140366921472896 train.py:68] ...`."""
+    code = ("import logging; from absl import logging as absl_logging; absl_logging.use_absl_handler(); "
+            "from textchem_jax import launch; launch.quiet_libraries(); "
+            "logging.getLogger('textchem_jax.evaluator').warning('%d inputs cut', 2); logging.getLogger('seqio').warning('theirs')")  # fmt: skip
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr.splitlines()
+    assert "warning: 2 inputs cut" in lines
+    assert any(line.startswith("W") and line.endswith("] theirs") for line in lines), lines  # a library's: absl's format
+
+
 def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):
     """gin reads a file's leading U+FEFF as a token; the error said to write a Python literal."""
     saved = tmp_path / "windows.gin"

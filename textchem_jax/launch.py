@@ -437,13 +437,31 @@ def exit_lost_peer(program: str, error: BaseException) -> None:
     os._exit(LOST_PEER_EXIT_CODE)
 
 
+class _PlainForOurs(logging.Formatter):
+    """absl's console format for the libraries' records; ours read as lines for people ("warning: ..."), not
+    `W1206 10:24:08.565603 140366921472896 train.py:68] ...`."""
+
+    def __init__(self, theirs: logging.Formatter | None):
+        super().__init__()
+        self.theirs = theirs or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.split(".")[0] in ("textchem_jax", "tasks"):
+            return f"{record.levelname.lower()}: {record.getMessage()}"
+        return self.theirs.format(record)
+
+
 def quiet_libraries() -> None:
-    """The console for people: TensorFlow's start-up lines, absl's INFO logs and known seqio chatter off."""
+    """The console for people: TensorFlow's start-up lines, absl's INFO logs and known seqio chatter off, and
+    our own warnings without absl's prefix."""
     from absl import logging as absl_logging
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("absl").addFilter(_quiet_library_chatter)
+    handler = absl_logging.get_absl_handler()
+    if not isinstance(handler.python_handler.formatter, _PlainForOurs):
+        handler.setFormatter(_PlainForOurs(handler.python_handler.formatter))
     _import_tensorflow_quietly()
 
 
