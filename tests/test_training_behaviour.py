@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import shutil
@@ -143,6 +144,23 @@ def test_a_resume_that_fails_leaves_the_runs_description_as_it_was(tmp_path):
     with pytest.raises(ValueError, match=f"is a run's checkpoints folder: give the run's own folder \\({tmp_path}\\)"):
         _train(tmp_path / "checkpoints", train_steps=4)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+
+
+@pytest.mark.slow
+def test_a_finished_run_run_again_does_not_evaluate_again_unless_its_evaluation_was_cut(tmp_path, capsys):
+    """Rerunning a finished run decoded and scored its final evaluation once more, each time."""
+    infer_cfg = DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4, shuffle=False, pack=False, num_examples=2)
+    run = functools.partial(train_lib.train, model=tiny_t5(), model_dir=str(tmp_path), optimizer=optax.adamw(1e-3),
+                            total_steps=2, train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
+                            infer_eval_dataset_cfg=infer_cfg, checkpoint_cfg=CheckpointConfig(period=2))  # fmt: skip
+    first = run()["textchem_demo_forward"]
+    rows = (tmp_path / "inference_eval" / "textchem_demo_forward-metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert run() == {"textchem_demo_forward": first}  # the same metrics, read back
+    assert "not repeated" in capsys.readouterr().out
+    assert (tmp_path / "inference_eval" / "textchem_demo_forward-metrics.jsonl").read_text() == rows
+    (tmp_path / "inference_eval" / "textchem_demo_forward-metrics.jsonl").write_text("")  # cut before it was written
+    assert run()["textchem_demo_forward"] == pytest.approx(first) and "not repeated" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -224,6 +224,12 @@ def train(
     if first_step >= total_steps:
         print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
               "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
+        evaluated = _final_evaluation(model_dir, infer_eval_dataset_cfg, first_step)
+        if evaluated:  # a finished run run again: its evaluation was decoded and scored once already
+            print(f"its evaluation at step {first_step} is in {os.path.join(model_dir, 'inference_eval')}; not repeated "
+                  "(textchem-eval evaluates a checkpoint anew)", flush=True)  # fmt: skip
+            checkpoints.close()
+            return evaluated
     tokens_per_step = 0.0
     step = first_step
     with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
@@ -292,6 +298,21 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
         split = (train_eval_cfg or infer_eval_cfg).split
         print(f"evaluation at step {step} ({split}):\n{format_table(results)}\n{versions_line()}", flush=True)
     return results
+
+
+def _final_evaluation(model_dir: str, cfg, step: int) -> dict:
+    """{task: metrics} of the run's inference evaluation at `step` when every task of `cfg` has one, else {} (none
+    configured, or the evaluation was cut short: it is done again)."""
+    if cfg is None or cfg.num_examples == 0:
+        return {}
+    from textchem_jax.evaluator import eval_tasks
+
+    run_config.import_task_module(cfg.module)
+    history = run_results.metric_history(model_dir)
+    names = [task.name for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)]
+    if not all(history.get(name) and history[name][-1]["step"] == step for name in names):
+        return {}
+    return run_results.final_metrics({name: history[name] for name in names})[1]
 
 
 def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer):
