@@ -299,10 +299,6 @@ def check_binding_types() -> None:
                                   "in gin an int is 2, a float 2.0, a str 'text', a bool True")  # fmt: skip
 
 
-# Macros our commands read with gin.query_parameter: in use even where no file says %NAME.
-_QUERIED_MACROS = {"MODEL", "MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TRAIN_STEPS"}
-
-
 def check_macro_bindings(bindings: Sequence[str]) -> None:
     """Raises ConfigError for a binding of a macro nothing uses: gin takes `--gin.LEARNING_RAET=1e-3` as a new
     macro of its own and the run goes on at the configured learning rate, without a word."""
@@ -313,7 +309,7 @@ def check_macro_bindings(bindings: Sequence[str]) -> None:
     config = getattr(gin.config, "_CONFIG", None)
     if not isinstance(config, Mapping):
         return  # another gin version: no check rather than a wrong one
-    used = set(_QUERIED_MACROS)
+    used = set()
 
     def visit(value: Any) -> None:
         if isinstance(value, gin.config.ConfigurableReference):

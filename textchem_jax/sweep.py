@@ -287,7 +287,8 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
 def _settings(arguments: Sequence[str] | None, ignored: Sequence[str] = ("MODEL_DIR",)) -> list[str] | None:
     """A point's textchem-train arguments less the `ignored` macros' flags: less MODEL_DIR, a sweep folder copied
     or moved is the same sweep; less TRAIN_STEPS too, training on to more steps continues the same run."""
-    return None if arguments is None else [a for a in arguments if a.partition("=")[0] not in {f"--gin.{m}" for m in ignored}]
+    flags = {f"--gin.{macro}" for macro in ignored}
+    return None if arguments is None else [a for a in arguments if a.partition("=")[0] not in flags]
 
 
 def changed_arguments(point: Point, sweep_dir: str, passthrough: Sequence[str]) -> str | None:

@@ -215,21 +215,21 @@ def train(
         ),
     )  # fmt: skip
     first_step = int(state.step)
+    if first_step >= total_steps:
+        print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
+              "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
+        evaluated = _final_evaluation(model_dir, infer_eval_dataset_cfg, first_step)
+        if evaluated:  # a finished run run again: decoded and scored once already, nothing to lower or decode
+            print(f"its evaluation at step {first_step} is in {os.path.join(model_dir, 'inference_eval')}; not repeated "
+                  "(textchem-eval evaluates a checkpoint anew)", flush=True)  # fmt: skip
+            checkpoints.close()
+            return evaluated
     progress = _Progress(model_dir, total_steps, first_step)
     rng = jax.random.key(random_seed + 1)
     hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
     peak_flops, peak_source = trainer_lib.peak_flops(model.t5_config.dtype)  # MFU's denominator, per device
     logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s per device (%s)", peak_flops, peak_source)
     last_good = checkpoints.latest_step()
-    if first_step >= total_steps:
-        print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
-              "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
-        evaluated = _final_evaluation(model_dir, infer_eval_dataset_cfg, first_step)
-        if evaluated:  # a finished run run again: its evaluation was decoded and scored once already
-            print(f"its evaluation at step {first_step} is in {os.path.join(model_dir, 'inference_eval')}; not repeated "
-                  "(textchem-eval evaluates a checkpoint anew)", flush=True)  # fmt: skip
-            checkpoints.close()
-            return evaluated
     tokens_per_step = 0.0
     step = first_step
     with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
