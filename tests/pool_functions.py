@@ -10,6 +10,10 @@ def parent_pid(_) -> int:
     return os.getppid()
 
 
+def own_pid(_) -> int:
+    return os.getpid()
+
+
 def square_or_die_once(item: tuple[int, str]) -> int:
     """Kills its worker the first time it meets item 7 (a marker file says whether that happened)."""
     value, marker = item

@@ -131,6 +131,8 @@ def test_randomized_smiles_is_seeded_and_same_molecule():
     assert salt.count("~") == 1 and canonicalize(salt) == "CCO.[Na+]~[OH-]"
     with pytest.raises(ValueError, match="C1CC"):
         randomize_smiles("C1CC", 0)
+    with pytest.raises(ValueError, match="expected a SMILES string, got NoneType"):  # was an AttributeError
+        randomize_smiles(None, 0)
 
 
 def test_reaction_parsing_formats():
@@ -139,7 +141,10 @@ def test_reaction_parsing_formats():
     assert mit.reactants == ("[CH3:1][OH:2]", "[Na+:3]")
     cx = parse_reaction("CC.[Na+].[OH-]>O>CC |f:1.2|")
     assert cx.reactants == ("CC", "[Na+]~[OH-]") and cx.precursors == ("CC", "[Na+]~[OH-]", "O")
-    for bad, message in [("CCO", "two '>'"), (">>CC", "without reactants"), ("", "empty"), ("C>C>C |f:9.1|", "names a molecule")]:
+    for bad, message in [("CCO", "two '>'"), (">>CC", "without reactants"), ("", "empty"), ("C>C>C |f:9.1|", "names a molecule"),
+                         ("CCO>>CC=O |f:0.1|", "joins molecules of different sides"),  # was product moved left
+                         ("CCO.O>>CC=O |f:a.b|", "expected 'f:' followed by molecule indices"),  # was ignored
+                         ("CCO >> CC=O", "with a space inside"), ("CCO>> CC=O", "with a space inside")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             parse_reaction(bad)
 

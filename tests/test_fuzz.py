@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from textchem_jax import chem
+from textchem_jax import catalogue, chem
 from textchem_jax.chem import notations
 from textchem_jax.chem.smiles import MAX_SMILES_LENGTH
 from textchem_jax.data import datasets, sources
@@ -378,7 +378,7 @@ def test_prediction_reader_and_scoring(workdir, data, name):
         event("file refused")
         return
     for task, metrics in results.items():
-        assert score.task_family(task) in ("forward", "retro") and metrics, results
+        assert catalogue.task_of(task) in ("forward", "retro") and metrics, results
         assert all(value is None or isinstance(value, float) for value in metrics.values()), metrics
     event(f"{len(results)} task(s) scored")
 

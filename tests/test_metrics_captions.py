@@ -129,6 +129,28 @@ def test_meteor_is_none_with_a_warning_when_wordnet_is_absent(tmp_path, monkeypa
         wordnet_module.load_wordnet.cache_clear()
 
 
+def test_a_wrong_wordnet_folder_is_said_not_passed_over(tmp_path, monkeypatch):
+    """It was passed over in silence for the next WordNet found (Debian's here): METEOR from another copy."""
+    monkeypatch.setenv("TEXTCHEM_WORDNET_DIR", str(tmp_path / "nowhere"))
+    wordnet_module.load_wordnet.cache_clear()
+    try:
+        with pytest.warns(UserWarning) as caught:
+            wordnet_module.load_wordnet()
+    finally:
+        wordnet_module.load_wordnet.cache_clear()
+    messages = [str(w.message) for w in caught]
+    assert any(f"TEXTCHEM_WORDNET_DIR={tmp_path / 'nowhere'} is not a WordNet dict/ folder (no data.noun" in m for m in messages), messages
+
+
+@pytest.mark.needs_hf
+def test_a_caption_tokenizer_that_cannot_load_is_one_clear_error(tmp_path):
+    for tokenizer in (str(tmp_path / "missing"), str(tmp_path)):  # was "Repo id must be in the form ..."
+        with pytest.raises(ValueError, match=rf"no Hugging Face tokenizer in '{tmp_path}.*': give a local folder"):
+            mol2text_metrics(["a b"], ["a b"], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="tokenizer=5: give the path"):
+        mol2text_metrics(["a b"], ["a b"], tokenizer=5)
+
+
 def test_garbage_never_raises():
     m = mol2text_metrics(["The molecule.", "x", "é"], [None, "", b"\xff\xfe"])
     assert set(m) == KEYS and m["rouge1"] == 0.0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from textchem_jax.chem import precursors_and_products
-from textchem_jax.metrics import forward_metrics, retro_metrics, retro_postprocessor
+from textchem_jax.metrics import forward_metrics, retro_metrics, retro_postprocessor, text2mol_metrics
 
 
 def test_forward_hand_checked():
@@ -27,6 +28,18 @@ def test_top_k_from_beams():
     assert m["accuracy"] == pytest.approx(1 / 3)
     assert m["accuracy_top2"] == pytest.approx(2 / 3) and m["accuracy_top3"] == pytest.approx(2 / 3)
     assert m["invalid_rate"] == pytest.approx(0.0 + 2 / 3)  # "x" is not a SMILES
+
+
+def test_beams_as_a_numpy_array_score_as_the_same_lists():
+    """`np.array(beams)` (how beams come out of a decoder) was read as one string per row: all invalid."""
+    targets = ["CCO", "CCN"]
+    beams = [["CCO", "C"], ["C", "NCC"]]
+    expected = forward_metrics(targets, beams, num_workers=1)
+    assert expected == {"accuracy": 0.5, "accuracy_top2": 1.0, "invalid_rate": 0.0}
+    assert forward_metrics(targets, np.array(beams), num_workers=1) == expected
+    assert forward_metrics(targets, [np.array(b) for b in beams], num_workers=1) == expected
+    assert retro_metrics(targets, np.array(beams), num_workers=1) == expected
+    assert text2mol_metrics(targets, np.array(beams), num_workers=1) == text2mol_metrics(targets, ["CCO", "C"], num_workers=1)
 
 
 def test_atom_mapped_targets_match_unmapped_predictions():
@@ -55,6 +68,9 @@ def test_retro_targets_can_carry_the_product_through_seqio():
     assert m["accuracy"] == 1.0 and m["roundtrip_accuracy"] == 1.0
     with pytest.raises(ValueError, match="one product per example"):
         retro_metrics(["CCO"], ["CCO"], forward_fn=lambda xs: xs)
+    for mixed in ([target, "CCO"], ["CCO", target]):  # was half a string, or an AttributeError
+        with pytest.raises(ValueError, match="1 of 2 targets are mappings"):
+            retro_metrics(mixed, ["CCO", "CCO"], num_workers=1)
 
 
 @pytest.mark.needs_data

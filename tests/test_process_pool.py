@@ -85,3 +85,28 @@ def test_threads_sharing_the_pool_each_get_all_their_results():
         results = list(threads.map(mapped, range(24)))
     assert results == [list(range(call, call + 200)) for call in range(24)]
     process_pool.shutdown_pool()
+
+
+def test_a_script_without_a_main_guard_scores_in_its_own_process_with_one_warning(tmp_path):
+    """Workers import the main script again: one that calls us at its top level started workers from each
+    worker, and Python stopped them with pages of tracebacks before the work was rerun here."""
+    import subprocess
+    import sys
+
+    from pool_functions import __file__ as pool_functions_file
+
+    work = ("import os\nfrom pool_functions import own_pid\nfrom textchem_jax import process_pool\n"
+            "pids = process_pool.start_parallel_map(own_pid, list(range(300)), num_workers=2)()\n"
+            "print(len(pids), set(pids) == {os.getpid()})\n")  # fmt: skip
+    scripts = {"unguarded.py": work, "guarded.py": 'if __name__ == "__main__":\n' + "".join(f"    {line}\n" for line in work.splitlines())}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(pool_functions_file), os.environ.get("PYTHONPATH", "")])}
+    results = {}
+    for name, source in scripts.items():
+        (tmp_path / name).write_text(source)
+        results[name] = subprocess.run([sys.executable, name], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert results[name].returncode == 0, results[name].stderr
+        assert "Traceback" not in results[name].stderr and "died" not in results[name].stderr, results[name].stderr
+    unguarded, guarded = results["unguarded.py"], results["guarded.py"]
+    assert unguarded.stdout.split() == ["300", "True"]  # all in the script's own process
+    assert unguarded.stderr.count('has no `if __name__ == "__main__":` guard') == 1, unguarded.stderr
+    assert guarded.stdout.split() == ["300", "False"] and "guard" not in guarded.stderr  # on the workers

@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 from helpers import as_from_a_terminal
 
 from textchem_jax.score import main
@@ -48,8 +50,9 @@ def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "textchem_jax.score"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "exact_match" in result.stdout
-    assert "1 of 5 predictions are not valid SMILES" in result.stderr  # our counted skips are shown,
+    assert "info: text2mol_metrics: 1 of 5 predictions are not valid SMILES" in result.stderr  # our counts are shown,
     assert "absl" not in result.stderr  # rouge-score's "Using default tokenizer" only with --verbose
+    assert "WordNet" not in result.stderr and "INFO" not in result.stderr  # which WordNet: with --verbose
 
 
 def test_reads_t5x_infer_rows_and_seqio_inference_eval_files(tmp_path, capsys):
@@ -133,6 +136,22 @@ def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
     empty.mkdir()
     assert main(["--predictions", str(empty)]) == 2
     assert "is a folder without prediction files" in capsys.readouterr().err
+
+
+def test_a_run_with_notation_evaluations_scores_every_file_and_every_metric_is_there(tmp_path, capsys):
+    """A run's inference_eval/ after a NOTATIONS evaluation holds `<task>_notation_<variant>-<step>.jsonl`: it
+    stopped the whole folder ("is none of forward, retro, ..."). Round-trip accuracy, which needs a forward model,
+    is there as n/a (it was left out), printed n/a and written as JSON's null (it was a bare NaN)."""
+    rows = {"textchem_demo_retro-000004.jsonl": "CCO", "textchem_demo_retro_notation_kekulized-000004.jsonl": "C"}
+    for name, prediction in rows.items():
+        (tmp_path / name).write_text(json.dumps({"input": {}, "target": "CCO", "prediction": prediction}) + "\n")
+    output = tmp_path / "new" / "folder" / "scores.json"  # its folder is made before the scoring
+    assert main(["--predictions", str(tmp_path), "--output", str(output)]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(output.read_text(), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert results == {"textchem_demo_retro": {"accuracy": 1.0, "invalid_rate": 0.0, "roundtrip_accuracy": None},
+                       "textchem_demo_retro_notation_kekulized": {"accuracy": 0.0, "invalid_rate": 0.0, "roundtrip_accuracy": None}}  # fmt: skip
+    assert re.search(r"textchem_demo_retro_notation_kekulized\n(  \w+ +[\d.]+\n)+  roundtrip_accuracy +n/a\n", captured.out)
 
 
 def test_ctrl_c_ends_in_one_line_and_status_130(tmp_path):

@@ -136,6 +136,24 @@ def test_planted_bad_rows_are_skipped_and_counted(tmp_path):
     assert report.total_skipped == 1
 
 
+def test_a_file_cut_short_has_its_last_row_noted(tmp_path):
+    """A partial copy of a line format ends inside a row, which may still parse: the row is kept, and noted."""
+    whole = "CID\tSMILES\tdescription\n1\tCCO\tThe molecule is ethanol.\n2\tCCN\tThe molecule is ethylamine.\n"
+    for name, text in (("whole.txt", whole), ("cut.txt", whole[:-12])):
+        (tmp_path / name).write_text(text)
+    report = sources.SkipReport()
+    assert len(sources.read_chebi20(str(tmp_path / "whole.txt"), report=report)) == 2
+    assert len(sources.read_chebi20(str(tmp_path / "cut.txt"), report=report)) == 2
+    assert report.files[str(tmp_path / "whole.txt")].notes == []
+    assert report.files[str(tmp_path / "cut.txt")].notes == [(3, sources.UNTERMINATED)]
+    assert f"{tmp_path / 'cut.txt'}: 2 rows read, 0 skipped\n  line 3 (kept): the file's last line" in report.format(issues_only=True)
+    assert str(tmp_path / "whole.txt") not in report.format(issues_only=True)
+    (tmp_path / "cut.csv").write_text("class,id,rxn_smiles\n1,a,CCO>>CC=O\n2,b,CC(=O)O.OCC>>CCOC")
+    report = sources.SkipReport()
+    assert len(sources.read_uspto50k(str(tmp_path / "cut.csv"), report=report)) == 2
+    assert report.files[str(tmp_path / "cut.csv")].notes == [(3, sources.UNTERMINATED)]
+
+
 def test_misaligned_paragraph2actions_files_are_an_error(tmp_path):
     (tmp_path / "src.txt").write_text("a\nb\n")
     (tmp_path / "tgt.txt").write_text("STIR.\n")

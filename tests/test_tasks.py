@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -205,6 +206,30 @@ def test_registered_metric_functions_report_every_key_even_when_not_computable(t
     (retro,) = seqio.get_mixture_or_task("textchem_demo_retro").metric_fns
     results = retro([{"target": "CCO", "product": "CC=O"}], ["CCO"])
     assert "roundtrip_accuracy" in results and math.isnan(results["roundtrip_accuracy"])
+
+
+def test_a_task_says_which_rows_it_skipped_and_names_the_file_when_none_is_left(tmp_path, caplog):
+    """The rows SeqIO's examples leave out (the denominators of every metric) are logged once, by file:line;
+    a split with no row left is an error that shows why."""
+    from textchem_jax.data import seqio_tasks
+
+    (tmp_path / "chebi20").mkdir()
+    (tmp_path / "chebi20" / "test.txt").write_text(
+        "CID\tSMILES\tdescription\n1\tCCO\tThe molecule is ethanol.\n2\tCCN\n3\tCCC\tThe molecule is propane.\n")
+    (tmp_path / "chebi20" / "validation.txt").write_text("1,CCO,The molecule is ethanol.\n")
+    seqio_tasks.register_task("test_skips_text2mol", "text2mol", lambda: str(tmp_path))
+    try:
+        task = seqio.get_mixture_or_task("test_skips_text2mol")
+        with caplog.at_level(logging.WARNING, logger="textchem_jax.data"):
+            for _ in range(2):  # as at every evaluation
+                assert len(list(task.get_dataset(None, split="test", shuffle=False))) == 2
+        warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert f"{tmp_path / 'chebi20' / 'test.txt'}: 2 rows read, 1 skipped\n  line 3: expected 3 tab-separated fields, found 2" in warnings[0]
+        with pytest.raises(ValueError, match=r"has no valid examples\n.*validation.txt: 0 rows read, 1 skipped\n  line 1: expected 3"):
+            task.get_dataset(None, split="validation", shuffle=False)
+    finally:
+        seqio.TaskRegistry.remove("test_skips_text2mol")
 
 
 def test_inspect_tokenizes_with_a_checkpoints_own_vocabulary(tmp_path, capsys):

@@ -254,6 +254,30 @@ def test_cli_trains_from_files(tmp_path, capsys):
     assert V.load_vocabulary(f"{prefix}.model").decode(V.load_vocabulary(f"{prefix}.model").encode("C\\C")) == "C\\C"
 
 
+def test_texts_come_from_csv_and_archives_and_bad_lines_are_named(tmp_path):
+    """A .csv was read as raw lines (its header and `class,id,` prefixes trained the vocabulary); a .tar.gz or a
+    Latin-1 file ended in "'utf-8' codec can't decode byte 0x8b in position 1", naming no file."""
+    import tarfile
+
+    (tmp_path / "u50k.csv").write_text('class,id,rxn_smiles\n1,US1,"CCO>>CC=O"\n', encoding="utf-8")
+    assert V.read_texts(tmp_path / "u50k.csv") == ["1", "US1", "CCO>>CC=O"]
+    (tmp_path / "mit.txt").write_text("CCO>>CC=O 1-2-1.0\nCCN>>CC=N\n")
+    with tarfile.open(tmp_path / "mit.txt.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "mit.txt", arcname="mit.txt")
+    assert V.read_texts(tmp_path / "mit.txt.tar.gz") == V.read_texts(tmp_path / "mit.txt") == ["CCO>>CC=O 1-2-1.0", "CCN>>CC=N"]
+    (tmp_path / "latin1.txt").write_bytes("fine\ncaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'latin1.txt'}:2: not UTF-8 text \(byte 0xe9"):
+        V.read_texts(tmp_path / "latin1.txt")
+    (tmp_path / "rows.jsonl").write_text('{"source": "a", "target": "b"}\n{"source": \n')
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'rows.jsonl'}:2: not JSON"):
+        V.read_texts(tmp_path / "rows.jsonl")
+
+
+def test_numbers_in_prose_are_not_counted_as_smiles():
+    assert V.smiles_in_texts(["Yield 52.63 % (10 mmol), dr 95:5, of c1ccccc1O and [Na+]~[OH-] in water."]) == [
+        "c1ccccc1O", "[Na+]~[OH-]"]  # fmt: skip
+
+
 def test_cli_errors_and_console_entry(tmp_path, capsys):
     with pytest.raises(SystemExit):
         vocab_cli.main(["--output_prefix", str(tmp_path / "v")])  # no texts
@@ -264,7 +288,10 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
     # SentencePiece's own words sent users to its --character_coverage and to --soft_vocab_limit, neither of use
     assert vocab_cli.main([*flags, "--vocab_size=30"]) == 2
     error = capsys.readouterr().err
-    assert re.search(r"--vocab_size=30 is below the \d+ distinct characters .*give a --vocab_size above \d+", error)
+    # (it called all 377 required pieces "distinct characters": byte pieces and symbols are among them)
+    distinct = len(set("CCO\nc1ccccc1\nThe molecule is an alcohol.".replace("\n", "")))
+    assert re.search(rf"--vocab_size=30 is below the \d+ pieces every vocabulary of these texts holds \(their {distinct} "
+                     r"distinct characters, the 256 byte pieces.*give a --vocab_size above \d+", error)  # fmt: skip
     assert "character_coverage" not in error and "--soft_vocab_limit" not in error
     assert vocab_cli.main([*flags, "--vocab_size=100000"]) == 2
     assert "Vocabulary size too high" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from textchem_jax import launch
-from textchem_jax.cli import command, parse_args
+from textchem_jax.cli import at_least, command, parse_args
 from textchem_jax.run_config import import_task_module
 
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--list", action="store_true", help="list the registered mixtures and tasks")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip
-    parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
+    parser.add_argument("--split", default="validation", choices=("train", "validation", "test"), help="default: validation")
     parser.add_argument("--task_feature_lengths", type=feature_lengths, default={"inputs": 512, "targets": 512})
-    parser.add_argument("--num_examples", type=int, default=2, help="examples shown per task")
-    parser.add_argument("--max_examples", type=int, default=5000, help="examples per task used for statistics")
+    parser.add_argument("--num_examples", type=at_least(0), default=2, help="examples shown per task")
+    parser.add_argument("--max_examples", type=at_least(1), default=5000, help="examples per task used for statistics")
     parser.add_argument("--data_dir", help="data folder (default: TEXTCHEM_DATA_DIR)")
     parser.add_argument("--vocabulary", help="a SentencePiece model, or a checkpoint folder (textchem-convert "
                         "output or MODEL_DIR) whose spiece.model the tasks should use")  # fmt: skip

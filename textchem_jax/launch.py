@@ -433,7 +433,7 @@ def exit_lost_peer(program: str, error: BaseException) -> None:
     os._exit(LOST_PEER_EXIT_CODE)
 
 
-class _PlainForOurs(logging.Formatter):
+class PlainForOurs(logging.Formatter):
     """absl's console format for the libraries' records; ours read as lines for people ("warning: ..."), not
     `W1206 10:24:08.565603 140366921472896 train.py:68] ...`."""
 
@@ -456,8 +456,8 @@ def quiet_libraries() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("absl").addFilter(_quiet_library_chatter)
     handler = absl_logging.get_absl_handler()
-    if not isinstance(handler.python_handler.formatter, _PlainForOurs):
-        handler.setFormatter(_PlainForOurs(handler.python_handler.formatter))
+    if not isinstance(handler.python_handler.formatter, PlainForOurs):
+        handler.setFormatter(PlainForOurs(handler.python_handler.formatter))
     _import_tensorflow_quietly()
 
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import os
+import re
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -35,6 +38,40 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+@functools.cache
+def _unguarded_script(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:  # local only: the running script's source
+            return _MAIN_GUARD.search(f.read()) is None
+    except OSError:
+        return False  # not a readable source file (a zipapp, a frozen program): workers will say what fails
+
+
+def main_script_unguarded() -> str | None:
+    """The running script when worker processes would run it again unguarded, else None.
+
+    `forkserver` and `spawn` workers import the main script (`python script.py`, `python -m module`) before
+    their work; one that calls us at its top level, without `if __name__ == "__main__":`, would start
+    workers from each worker: Python stops them ("bootstrapping phase"), with pages of tracebacks, and the
+    script's other top-level work is done again in each. Such a script's work runs in its own process."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or not path.endswith(".py") or not _unguarded_script(path):
+        return None
+    if path not in _warned_scripts:
+        _warned_scripts.add(path)
+        logger.warning("%s has no `if __name__ == \"__main__\":` guard, which worker processes need (they import "
+                       "the script again): RDKit work runs in this process, on one core; put the script's work "
+                       "under that guard to use all %d cores", path, available_cores())  # fmt: skip
+    return path
+
+
+_warned_scripts: set[str] = set()
 
 
 def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):
@@ -88,7 +125,7 @@ def start_parallel_map(
     """
     pool_size = available_cores() if num_workers is None else max(1, num_workers)
     workers = min(pool_size, len(items) // _MIN_ITEMS_PER_WORKER)  # the pool starts workers as chunks need them
-    if workers <= 1:
+    if workers <= 1 or main_script_unguarded():
         return lambda: [fn(item) for item in items]
     chunksize = max(1, len(items) // (workers * 8))
 

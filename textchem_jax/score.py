@@ -9,7 +9,7 @@ It reads four kinds of rows:
   text, cleaned here with the task's postprocessor;
 - SeqIO's `inference_eval/<task>-<step>.jsonl` (T5X's and our training evaluation): `{"input", "target",
   "prediction"}`, already postprocessed.
-The task comes from the row, else from the file name; its metric family from the name's ending (`forward`,
+The task comes from the row, else from the file name; its metric family from the task named in it (`forward`,
 `retro`, `paragraph2actions`, `text2mol`, `mol2text`). Without `--predictions` the packaged example is scored.
 """
 
@@ -24,17 +24,14 @@ import pathlib
 import re
 import sys
 
-from textchem_jax.catalogue import PROMPTS, TASKS
+from textchem_jax import launch
+from textchem_jax.catalogue import PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, parse_args
+from textchem_jax.paths import is_remote
 
 EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"  # local only: packaged
 _T5X_INFER_FILE = re.compile(r"^(?P<task>.+)-predict\.jsonl(-\d{5}-of-\d{5})?$")
 _INFERENCE_EVAL_FILE = re.compile(r"^(?P<task>.+)-\d+\.jsonl$")
-
-
-def task_family(task: str) -> str | None:
-    """Which of the five tasks a task name scores as (`textchem_demo_retro` -> `retro`), or None."""
-    return next((family for family in TASKS if task == family or task.endswith(f"_{family}")), None)
 
 
 def _task_of_file(path: str) -> str | None:
@@ -81,9 +78,9 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
             task = row.get("task", file_task)
             if task is None:
                 raise KeyError("task (and the file name is not <task>-predict.jsonl-* or <task>-<step>.jsonl)")
-            family = task_family(task)
+            family = task_of(task)
             if family is None:
-                raise ValueError(f"task {task!r} is none of {', '.join(TASKS)} (by its name's ending)")
+                raise ValueError(f"task {task!r} names none of {', '.join(TASKS)}")
             target, prediction = _target_and_prediction(row, family)
         except _NoTarget as error:
             raise ValueError(f"{path}:{number}: {error}") from None
@@ -133,7 +130,7 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
         raise ValueError(f"{path} holds no predictions (empty)")
     sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
     return {
-        task if sets_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_family(task))[0](targets, predictions)
+        task if sets_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_of(task))[0](targets, predictions)
         for name, tasks in sets.items()
         for task, (targets, predictions) in tasks.items()
     }
@@ -149,21 +146,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=epath.Path, help="also write the metrics as JSON here")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # our counted skips
-    if not args.verbose:  # rouge-score's "Using default tokenizer" and other absl INFO lines
+    console = logging.StreamHandler()
+    console.setFormatter(launch.PlainForOurs(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
+    logging.basicConfig(level=logging.INFO, handlers=[console])  # our counted skips and n/a metrics
+    if args.verbose:
+        logging.getLogger("textchem_jax").setLevel(logging.DEBUG)  # e.g. which WordNet METEOR read
+    else:  # absl's INFO lines (rouge-score's "Using default tokenizer"), TensorFlow's start-up lines for gs://
         logging.getLogger("absl").setLevel(logging.WARNING)
+        if is_remote(args.predictions):
+            launch.quiet_libraries()
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)  # before the scoring, not after it
     try:
         results = score(args.predictions)
     except ValueError as error:
         print(f"textchem-score: {error}", file=sys.stderr)
         return 2
-    from textchem_jax.metrics.tables import format_table, versions_line
+    from textchem_jax.metrics.tables import format_table, not_computed, versions_line
 
     print(f"Scored {args.predictions}\n{format_table(results)}\n{versions_line()}")
-    if args.output:
-        args.output.write_text(json.dumps(results, indent=2))
+    if args.output:  # n/a as JSON's null: NaN is not JSON, and strict readers (JavaScript's) reject it
+        written = {task: {k: None if not_computed(v) else v for k, v in row.items()} for task, row in results.items()}
+        args.output.write_text(json.dumps(written, indent=2))
     return 0
 
 

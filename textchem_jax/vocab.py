@@ -50,12 +50,14 @@ def mixture_texts(name: str, split: str = "train") -> list[str]:
     return texts
 
 
-def _training_failure(message: str, vocab_size: int, soft_limit: bool) -> str:
+def _training_failure(message: str, vocab_size: int, soft_limit: bool, texts: list[str]) -> str:
     """SentencePiece's error in our flags' terms: it suggests its own --character_coverage, which we do not take."""
-    chars = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
-    if chars:  # every character is a piece of its own: --soft_vocab_limit cannot help
-        return (f"--vocab_size={vocab_size} is below the {chars.group(1)} distinct characters of these texts (each "
-                f"is a piece of its own): give a --vocab_size above {chars.group(1)}")  # fmt: skip
+    required = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+    if required:  # pieces every vocabulary of ours holds: --soft_vocab_limit cannot help
+        distinct = len(set("".join(texts)))
+        return (f"--vocab_size={vocab_size} is below the {required.group(1)} pieces every vocabulary of these texts "
+                f"holds (their {distinct} distinct characters, the 256 byte pieces that keep unseen characters off "
+                f"<unk>, and the SMILES symbols): give a --vocab_size above {required.group(1)}")  # fmt: skip
     if "Vocabulary size too high" in message and not soft_limit:
         return f"training failed: {message.strip()} (or pass --soft_vocab_limit to allow fewer pieces)"
     return f"training failed: {message.strip()}"
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
         )
     except RuntimeError as error:  # SentencePiece's words, and its flags, which are not ours
-        print(f"textchem-vocab: {_training_failure(str(error), args.vocab_size, args.soft_vocab_limit)}", file=sys.stderr)
+        print(f"textchem-vocab: {_training_failure(str(error), args.vocab_size, args.soft_vocab_limit, texts)}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     vocabulary = vocab_lib.load_vocabulary(path)

@@ -18,6 +18,8 @@ from textchem_jax.chem.smiles import (
 )
 
 _FRAGMENT_GROUPS = re.compile(r"f:([0-9.,]+)")
+_EXTENSION = re.compile(r"\||\d+-\d+-")  # what may follow a reaction's space: CXSMILES, USPTO-MIT bond edits
+_MALFORMED_GROUPS = re.compile(r"(?:^|[|,])f:(?![0-9])")
 _ATOM_MAP = re.compile(r"(\[[^\]]*?):\d+\]")
 
 
@@ -39,15 +41,21 @@ def _split(side: str) -> list[str]:
     return [part for part in side.split(COMPONENT_SEPARATOR) if part]
 
 
-def _apply_fragment_groups(molecules: list[str], extension: str) -> list[list[str]]:
-    """Merges molecules named together in a CXSMILES `f:i.j,k.l` block into `~` groups."""
+def _apply_fragment_groups(molecules: list[str], sides: list[int], extension: str) -> list[list[str]]:
+    """Merges molecules named together in a CXSMILES `f:i.j,k.l` block into `~` groups (`sides[i]`: the side
+    of molecule i, since a group is one component and cannot span two sides)."""
     owner = list(range(len(molecules)))
+    if _MALFORMED_GROUPS.search(extension):
+        raise ValueError(f"fragment groups {extension!r}: expected 'f:' followed by molecule indices, as f:1.2,4.5")
     match = _FRAGMENT_GROUPS.search(extension)
     if match:
         for group in match.group(1).split(","):
             indices = [int(i) for i in group.split(".") if i]
             if any(i >= len(molecules) for i in indices):
                 raise ValueError(f"fragment group f:{group} names a molecule past the {len(molecules)} present")
+            if len({sides[i] for i in indices}) > 1:
+                raise ValueError(f"fragment group f:{group} joins molecules of different sides of the reaction "
+                                 "(reactants, reagents, products): a group is one component")  # fmt: skip
             for index in indices[1:]:
                 owner[index] = indices[0]
     merged: dict[int, list[str]] = {}
@@ -65,6 +73,9 @@ def parse_reaction(reaction: str) -> Reaction:
     if not isinstance(reaction, str) or not reaction.strip():
         raise ValueError(f"empty or non-string reaction SMILES: {reaction!r}")
     text, _, extension = reaction.strip().partition(" ")
+    if ">" in extension or (text.endswith(">") and extension and not _EXTENSION.match(extension)):
+        raise ValueError(f"reaction SMILES with a space inside: {reaction!r}; a space ends the reaction (bond "
+                         "edits or a CXSMILES block follow it), so remove the spaces within it")  # fmt: skip
     parts = text.split(">")
     if len(parts) != 3:
         raise ValueError(f"reaction SMILES needs 'reactants>reagents>products' (two '>'), got {len(parts) - 1}: {reaction!r}")
@@ -72,7 +83,7 @@ def parse_reaction(reaction: str) -> Reaction:
     if not sides[0] or not sides[2]:
         raise ValueError(f"reaction SMILES without reactants or products: {reaction!r}")
     molecules = [m for side in sides for m in side]
-    groups = _apply_fragment_groups(molecules, extension)
+    groups = _apply_fragment_groups(molecules, [i for i, side in enumerate(sides) for _ in side], extension)
     grouped, start = [], 0
     for side in sides:
         indices = range(start, start + len(side))

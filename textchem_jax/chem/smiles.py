@@ -185,6 +185,8 @@ def molecule_key(smiles: object) -> str | None:
 def fragment_molecules(smiles: str, action: str) -> list[list[tuple[str, Chem.Mol]]]:
     """Each `.` component as its `~` fragments, (text, molecule) in written order, for rewriting them one by
     one; raises ValueError ("cannot <action>: fragment ...") naming the fragment RDKit rejects, with its reason."""
+    if not isinstance(smiles, str):
+        raise ValueError(f"cannot {action}: expected a SMILES string, got {type(smiles).__name__}")
     components = []
     for component in unescape_backslashes(smiles.strip()).split(COMPONENT_SEPARATOR):
         fragments = []

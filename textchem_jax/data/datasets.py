@@ -30,7 +30,7 @@ from textchem_jax.paths import is_remote
 from textchem_jax.process_pool import start_parallel_map
 
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: FileReport.notes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS, TASKS, task_input_domain
 from textchem_jax.chem import notations
-from textchem_jax.data import datasets, demo
+from textchem_jax.data import datasets, demo, sources
 from textchem_jax.data import vocabulary as vocabularies
 
 logger = logging.getLogger("textchem_jax.data")
@@ -141,7 +141,8 @@ def _every_key(metric_fn, task: str):
 
 
 def metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
-    """(metric function, postprocessor) of one of the five tasks (GT4SD-compatible SMILES outputs optionally)."""
+    """(metric function, postprocessor) of one of the five tasks (GT4SD-compatible SMILES outputs optionally);
+    the metric function reports every key (`_every_key`)."""
     from textchem_jax import metrics
 
     metric_fn, postprocess_fn = {
@@ -153,16 +154,31 @@ def metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
     }[task]
     if gt4sd_unknown and DOMAINS[task][1] == "chemistry":
         postprocess_fn = metrics.gt4sd_compatible(postprocess_fn)
-    return metric_fn, postprocess_fn
+    return _every_key(metric_fn, task), postprocess_fn
+
+
+_reported_skips: set[str] = set()  # the skip reports already logged by this process
+
+
+def _report_skips(task: str, split: str, report: sources.SkipReport) -> None:
+    """Logs the rows a split skipped or kept with a fault, once per process for the same files and faults
+    (SeqIO builds a split's dataset at every evaluation): the examples a metric divides by are the ones read."""
+    text = report.format(max_lines=3, issues_only=True)
+    if text and text not in _reported_skips:
+        _reported_skips.add(text)
+        logger.warning("task %s, split %s: rows skipped or kept with a fault (textchem-inspect lists them all):\n%s",
+                       task, split, text)  # fmt: skip
 
 
 def _dataset_fn(spec: TaskSpec):
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
         import tensorflow as tf
 
-        pairs = spec.pairs(split, seed=seed or 0)
+        report = sources.SkipReport()
+        pairs = spec.pairs(split, report=report, seed=seed or 0)
         if not pairs:
-            raise ValueError(f"task {spec.task}: split {split!r} in {spec.directory()} has no valid examples")
+            raise ValueError(f"task {spec.task}: split {split!r} in {spec.directory()} has no valid examples\n{report.format(max_lines=3)}")
+        _report_skips(spec.task, split, report)
         inputs, targets = zip(*pairs)
         dataset = tf.data.Dataset.from_tensor_slices({"input": list(inputs), "target": list(targets)})
         if shuffle_files:  # the examples are in memory: a full, seeded shuffle costs nothing
@@ -209,7 +225,7 @@ def _register(name: str, spec: TaskSpec):
             "targets": seqio.Feature(vocab, add_eos=True),
         },
         postprocess_fn=postprocess_fn,
-        metric_fns=[_every_key(metric_fn, spec.task)],
+        metric_fns=[metric_fn],
     )
 
 

@@ -23,7 +23,7 @@ import json
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from textchem_jax.chem import canonicalize, precursors_and_products, precursors_and_products_as_written, unescape_backslashes
 from textchem_jax.paths import is_remote
@@ -40,6 +40,11 @@ class FileReport:
     rows: int = 0
     skipped: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     kept_unreadable: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    notes: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # kept rows a person should look at
+
+    @property
+    def has_issues(self) -> bool:
+        return bool(self.skipped or self.kept_unreadable or self.notes)
 
 
 @dataclasses.dataclass
@@ -63,16 +68,18 @@ class SkipReport:
     def total_kept_unreadable(self) -> int:
         return sum(len(f.kept_unreadable) for f in self.files.values())
 
-    def format(self, max_lines: int = 10) -> str:
+    def format(self, max_lines: int = 10, issues_only: bool = False) -> str:
+        """Rows read and skipped per file, with up to `max_lines` line numbers and reasons of each kind."""
         lines = []
         for report in self.files.values():
+            if issues_only and not report.has_issues:
+                continue
             kept = f", {len(report.kept_unreadable)} unreadable kept (they count as misses)" if report.kept_unreadable else ""
             lines.append(f"{report.path}: {report.rows} rows read{kept}, {len(report.skipped)} skipped")
-            for line, reason in report.skipped[:max_lines]:
-                lines.append(f"  line {line}: {reason}")
-            for line, reason in report.kept_unreadable[:max_lines]:
-                lines.append(f"  line {line} (kept): {reason}")
-            hidden = max(len(report.skipped) - max_lines, 0) + max(len(report.kept_unreadable) - max_lines, 0)
+            hidden = 0
+            for label, entries in (("", report.skipped), (" (kept)", report.kept_unreadable), (" (kept)", report.notes)):
+                lines += [f"  line {line}{label}: {reason}" for line, reason in entries[:max_lines]]
+                hidden += max(len(entries) - max_lines, 0)
             if hidden:
                 lines.append(f"  ... {hidden} more")
         return "\n".join(lines)
@@ -105,7 +112,7 @@ class _Rows:
     def __init__(self, path: str, strict: bool, report: SkipReport | None, keep_unreadable: bool = False):
         self.path, self.strict, self.keep_unreadable = path, strict, keep_unreadable
         self.report = (report if report is not None else SkipReport()).file(path)
-        self.report.rows, self.report.skipped, self.report.kept_unreadable = 0, [], []
+        self.report.rows, self.report.skipped, self.report.kept_unreadable, self.report.notes = 0, [], [], []
 
     def keep(self) -> None:
         self.report.rows += 1
@@ -181,11 +188,26 @@ def exists(path: str) -> bool:
     return os.path.exists(path)  # local only: remote paths took tf.io.gfile above
 
 
-def numbered_lines(path: str, rows: _Rows | None = None) -> Iterator[tuple[int, str]]:
+UNTERMINATED = "the file's last line has no line ending: if the file was cut short (a partial copy), this row is incomplete"
+
+
+def _noting_an_unterminated_end(lines: Iterable[str], rows: _Rows) -> Iterator[str]:
+    """`lines` as they are; a last line without a line ending is noted in `rows`. The line formats (ChEBI-20,
+    USPTO, CSV) end each row with one, so a missing one is how a truncated copy shows: its last row parses."""
+    number, line = 0, "\n"
+    for number, line in enumerate(lines, start=1):
+        yield line
+    if not line.endswith(("\n", "\r")):
+        rows.report.notes.append((number, UNTERMINATED))
+
+
+def numbered_lines(path: str, rows: _Rows | None = None, *, note_unterminated: bool = False) -> Iterator[tuple[int, str]]:
     """(line number, line without its ending); lines that are not UTF-8 are skipped and reported to `rows`,
-    or, without `rows`, handed on with their bytes escaped for the caller to check (`not_utf8`)."""
+    or, without `rows`, handed on with their bytes escaped for the caller to check (`not_utf8`).
+    `note_unterminated`: a last line without a line ending is noted in `rows` (a row format that ends each line)."""
     with open_text(path, errors="surrogateescape") as f:
-        for number, line in enumerate(f, start=1):
+        lines = _noting_an_unterminated_end(f, rows) if note_unterminated else f
+        for number, line in enumerate(lines, start=1):
             reason = not_utf8(line) if rows is not None else None
             if reason is not None:
                 rows.skip(number, reason)
@@ -199,7 +221,7 @@ def read_chebi20(
     """ChEBI-20 rows; SMILES get their single backslashes back and must parse (or are kept, see above)."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     records = []
-    for number, line in numbered_lines(path, rows):
+    for number, line in numbered_lines(path, rows, note_unterminated=True):
         if (number == 1 and line.split("\t") == ["CID", "SMILES", "description"]) or not line.strip():
             continue
         fields = line.split("\t")
@@ -251,7 +273,7 @@ def read_uspto_mit(
     """USPTO-MIT lines `reactants>>product bond-edits` (bond edits ignored), atom maps removed."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
-    for number, line in numbered_lines(path, rows):
+    for number, line in numbered_lines(path, rows, note_unterminated=True):
         if not line.strip():
             continue
         reaction = line.split()[0]
@@ -269,7 +291,7 @@ def read_uspto50k(
     rows = _Rows(str(path), strict, report, keep_unreadable)
     numbered = []
     with open_text(path, errors="surrogateescape") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(_noting_an_unterminated_end(f, rows))
         try:
             header = next(reader, None)
         except csv.Error as error:

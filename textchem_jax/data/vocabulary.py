@@ -387,31 +387,42 @@ def compare_with_plain(
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:
-    """Training texts from a file: `.jsonl` (source and target), `.tsv` (all fields; header row; a
-    `SMILES` column has ChEBI-20's doubled backslashes undone) or anything else as one text per line."""
-    from etils import epath
+    """Training texts from a file (local or gs://, a `.tar.gz` of one): `.jsonl` (source and target), `.tsv` or
+    `.csv` (all fields; header row; a `SMILES` column has ChEBI-20's doubled backslashes undone) or anything else
+    as one text per line. A line that is not UTF-8, or not JSON in a `.jsonl`, raises naming `file:line`."""
+    from textchem_jax.data.sources import not_utf8, open_text
 
-    path = epath.Path(path)  # local or gs://
-    with io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="") as f:  # a BOM is dropped
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in f if line.strip()]
-            return [row[key] for row in rows for key in ("source", "target") if isinstance(row.get(key), str)]
-        if path.suffix == ".tsv":
-            rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            return [
-                value.replace("\\\\", "\\") if key == "SMILES" else value
-                for row in rows
-                for key, value in row.items()
-                if value
-            ]
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+    path = str(path)
+    kind = os.path.splitext(path.removesuffix(".tar.gz").removesuffix(".tgz"))[1]
+    with open_text(path, errors="surrogateescape") as f:
+        lines = list(f)
+    for number, line in enumerate(lines, start=1):
+        if not_utf8(line):
+            raise ValueError(f"{path}:{number}: {not_utf8(line)}")
+    if kind == ".jsonl":
+        texts = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+            texts += [row[key] for key in ("source", "target") if isinstance(row, dict) and isinstance(row.get(key), str)]
+        return texts
+    if kind in (".tsv", ".csv"):
+        rows = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.DictReader(lines)
+        return [value.replace("\\\\", "\\") if key == "SMILES" else value for row in rows for key, value in row.items()
+                if isinstance(value, str) and value]  # fmt: skip
+    return [line.rstrip("\r\n") for line in lines if line.strip()]
 
 
 def smiles_in_texts(texts: Iterable[str]) -> list[str]:
-    """The SMILES-like chunks of `texts` (for tokens-per-SMILES summaries), atom-mapped ones left out."""
+    """The SMILES-like chunks of `texts` that have an atom (for tokens-per-SMILES summaries: `52.63`, `(10`
+    and `95:5` in prose are not SMILES), atom-mapped ones left out."""
     return [
         chunk
         for text in texts
         for chunk in text.split()
-        if is_smiles_like(chunk) and not any(_ATOM_MAP.search(t) for t in smiles_tokens(chunk))
+        if is_smiles_like(chunk)
+        and any(t[0].isalpha() or t[0] == "[" for t in smiles_tokens(chunk))
+        and not any(_ATOM_MAP.search(t) for t in smiles_tokens(chunk))
     ]

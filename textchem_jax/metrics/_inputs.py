@@ -25,8 +25,14 @@ def check_lengths(targets: Sequence, predictions: Sequence, metric: str) -> None
         )
 
 
+def is_beams(prediction: object) -> bool:
+    """Whether a prediction is a list of beams, best first: a list, a tuple or a NumPy row of them (what
+    `np.array(beams)` or a seqio array of top-k outputs gives), rather than one string."""
+    return isinstance(prediction, (list, tuple)) or getattr(prediction, "ndim", 0) >= 1
+
+
 def top1(prediction: object) -> object:
     """The best prediction when a list of beams (best first) is given."""
-    if isinstance(prediction, (list, tuple)):
-        return prediction[0] if prediction else None
+    if is_beams(prediction):
+        return prediction[0] if len(prediction) else None
     return prediction

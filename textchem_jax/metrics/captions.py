@@ -14,6 +14,7 @@ stripped, punctuation split off), i.e. SciBERT without the word-piece split, tru
 from __future__ import annotations
 
 import functools
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -41,7 +42,14 @@ def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
         raise ImportError(
             f"tokenizer={path!r} needs Hugging Face transformers: pip install 'textchem_jax[hf]'"
         ) from error
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"mol2text_metrics: tokenizer={path!r}: give the path of a Hugging Face tokenizer folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:  # a missing folder reads as a hub id: "Repo id must be in the form ..."
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"mol2text_metrics: no Hugging Face tokenizer in {path!r}: give a local folder that holds one "
+                         f"(e.g. SciBERT's, saved with save_pretrained), or none for BERT's basic tokenization ({reason})") from None  # fmt: skip
     special = set(tokenizer.all_special_tokens)
 
     def tokenize(text: str) -> list[str]:

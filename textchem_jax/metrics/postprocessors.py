@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from textchem_jax.chem.smiles import unescape_backslashes
-from textchem_jax.metrics._inputs import as_text
+from textchem_jax.metrics._inputs import as_text, is_beams
 
 _SPECIAL_TOKENS = re.compile(r"</s>|<pad>|<s>")
 _SPACES = re.compile(r"\s+")
@@ -24,7 +24,7 @@ def _each_beam(postprocess: Callable) -> Callable:
 
     @functools.wraps(postprocess)
     def wrapped(output: object, example: Mapping | None = None, is_target: bool = False):
-        if isinstance(output, (list, tuple)):
+        if is_beams(output):
             return [postprocess(beam, example, is_target) for beam in output]
         return postprocess(output, example, is_target)
 

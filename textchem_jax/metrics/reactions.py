@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from textchem_jax.chem.smiles import molecule_key
-from textchem_jax.metrics._inputs import as_text, check_lengths, logger, top1
+from textchem_jax.metrics._inputs import as_text, check_lengths, is_beams, logger, top1
 from textchem_jax.process_pool import start_parallel_map
 
 _REPORTED_K = (2, 3, 5, 10)
 
 
 def _beams(prediction: object) -> list[str]:
-    if isinstance(prediction, (list, tuple)):
+    if is_beams(prediction):
         return [as_text(p) for p in prediction]
     return [as_text(prediction)]
 
@@ -76,7 +76,11 @@ def retro_metrics(
     `forward_fn(list_of_precursors) -> list_of_products` is any forward predictor, e.g. the trained
     multi-task model itself; `products` are the retrosynthesis inputs when targets are plain strings.
     """
-    if targets and isinstance(targets[0], Mapping):
+    mappings = sum(isinstance(t, Mapping) for t in targets)
+    if 0 < mappings < len(targets):
+        raise ValueError(f"retro_metrics: {mappings} of {len(targets)} targets are mappings and the others are not: "
+                         "pass all as precursor strings or all as {'target': precursors, 'product': product}")  # fmt: skip
+    if mappings:
         products = [as_text(t.get("product")) for t in targets] if products is None else products
         targets = [t.get("target") for t in targets]
     targets = [as_text(t) for t in targets]

@@ -25,9 +25,14 @@ def versions_line() -> str:
     return "metric libraries: " + ", ".join(f"{name} {version}" for name, version in library_versions().items())
 
 
+def not_computed(value) -> bool:
+    """Whether a metric value stands for n/a: None, or the NaN that SeqIO's loggers take instead."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def number(value) -> str:
     """A metric value as every table prints it: 4 decimals, or n/a when it could not be computed (None, NaN)."""
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    return "n/a" if not_computed(value) else f"{value:.4f}"
 
 
 def format_table(results: Mapping[str, Mapping[str, float | None]]) -> str:
@@ -52,7 +57,7 @@ LOWER_IS_BETTER = ("levenshtein", "invalid_rate")
 
 def change(metric: str, original, value) -> float | None:
     """The drop from the original (positive: worse), for higher-is-better and lower-is-better metrics alike."""
-    if original is None or value is None or any(isinstance(v, float) and math.isnan(v) for v in (original, value)):
+    if not_computed(original) or not_computed(value):
         return None
     return (value - original) if metric in LOWER_IS_BETTER else (original - value)
 

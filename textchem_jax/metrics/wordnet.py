@@ -154,12 +154,17 @@ def load_wordnet():
     """An NLTK `WordNetCorpusReader`, or None (with a warning saying how to install WordNet)."""
     EnglishWordNet = _english_wordnet_class()
 
+    chosen = os.environ.get("TEXTCHEM_WORDNET_DIR")
     for candidate in _candidates():
-        if all((candidate / name).is_file() for name in _REQUIRED):
+        missing = [name for name in _REQUIRED if not (candidate / name).is_file()]
+        if missing and chosen and candidate == pathlib.Path(chosen):  # local only: NLTK needs a local folder
+            warnings.warn(f"TEXTCHEM_WORDNET_DIR={chosen} is not a WordNet dict/ folder (no {', '.join(missing[:2])}"
+                          f"{' ...' if len(missing) > 2 else ''}): looking elsewhere. {INSTALL_HINT}", stacklevel=2)  # fmt: skip
+        if not missing:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "multilingual functions are not available"
                 reader = EnglishWordNet(str(_reader_folder(candidate)), None)
-            logger.info("METEOR uses WordNet from %s", candidate)
+            logger.debug("METEOR uses WordNet from %s", candidate)
             return reader
     warnings.warn(f"WordNet not found, METEOR is reported as None. {INSTALL_HINT}", stacklevel=2)
     return None
