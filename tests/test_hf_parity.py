@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import pytest
 import sentencepiece as spm
-
 from helpers import predict
+
 from textchem_jax import convert, model_loading
 from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.models import decoding, hf_convert, layers, t5
@@ -282,7 +282,7 @@ def test_convert_cli_round_trip(hf_case, tmp_path, capsys):
         assert convert.main([f"--hf_dir={hf_case.directory}", f"--output_dir={tmp_path / 'again'}", f"--vocabulary={wrong}"]) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "again").exists()
     assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}"]) == 0
-    assert (exported / "spiece.model").exists()
+    assert {"spiece.model", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in exported.iterdir()}
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
     encoder, targets = encoder_batch(), target_batch()
     np.testing.assert_array_equal(hf_logits(reloaded, encoder, targets), hf_logits(hf_case.model, encoder, targets))
@@ -332,3 +332,29 @@ def test_extended_t5_vocabulary_writes_stereo_and_keeps_the_old_logits(tmp_path,
     # the sentinels moved up by the added pieces, with their rows
     np.testing.assert_allclose(ours[..., pieces + added : pieces + added + 100], expected[..., pieces : pieces + 100],
                                atol=1e-4, rtol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("hf_case", ["v1.1"], indirect=True)
+def test_a_directory_whose_own_vocabulary_does_not_fit_is_refused_in_one_line(hf_case, tmp_path):
+    """The directory's own spiece.model is checked as --vocabulary is (it once imported, and inference failed with
+    a misleading fix); the error is one line, without TensorFlow's start-up lines (unless --verbose)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "hf"
+    shutil.copytree(hf_case.directory, folder)
+    small = vocab_lib.train_vocabulary(["CCO", "c1ccccc1", "The molecule is an alcohol."] * 20, tmp_path / "small",
+                                       vocab_size=400, hard_vocab_limit=False)  # fmt: skip
+    shutil.copyfile(small, folder / "spiece.model")
+    command = [sys.executable, "-m", "textchem_jax.convert", f"--hf_dir={folder}", f"--output_dir={tmp_path / 'out'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=pathlib.Path(__file__).parents[1])
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    wrong = vocab_lib.load_vocabulary(small)
+    assert result.stderr.splitlines() == [
+        f"textchem-convert: the directory's own vocabulary {folder / 'spiece.model'} has "
+        f"{wrong.vocab_size:,} pieces ({vocab_lib.padded_vocab_size(wrong):,} embedding rows) but the "
+        f"checkpoint's embedding has {VOCAB:,} rows: give the vocabulary it was trained with as --vocabulary"
+    ]
+    # The right vocabulary given wins over the directory's own.
+    assert convert.main([f"--hf_dir={folder}", f"--output_dir={tmp_path / 'out'}", f"--vocabulary={VOCABULARY_MODEL}"]) == 0
+    assert (tmp_path / "out" / "spiece.model").read_bytes() == VOCABULARY_MODEL.read_bytes()

@@ -187,8 +187,7 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
 
     from textchem_jax import partitioning
     from textchem_jax.data import vocabulary as vocabularies
-    from textchem_jax.model_loading import checkpoint_format, checkpoint_step, initial_params, load_for_inference
-    from textchem_jax.model_loading import stored_param_names
+    from textchem_jax.model_loading import checkpoint_format, checkpoint_step, initial_params, load_for_inference, stored_param_names
     from textchem_jax.models.hf_convert import save_hf_directory
     from textchem_jax.models.t5 import stack_layer_params
 
@@ -232,3 +231,60 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
     for path in (tmp_path / "empty", tmp_path / "file.txt", tmp_path / "missing"):
         with pytest.raises(FileNotFoundError, match="T5X checkpoint_<step> folder or MODEL_DIR"):
             load_for_inference(model, str(path), mesh)
+
+
+def test_t5x_round_trip_keeps_what_shapes_cannot_show_and_the_vocabulary(tmp_path, capsys):
+    """Our T5X export records the settings parameter shapes cannot show (a relative-position range of 64 and an
+    epsilon of 1e-5 here) and the vocabulary; the import restores both. A checkpoint without the record (as T5X
+    writes) imports with T5's values, said on stderr with the flag that gives others."""
+    import json
+
+    from textchem_jax import convert, partitioning
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import load_for_inference
+    from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config
+
+    config = tiny_t5("1.1", relative_attention_max_distance=64, layer_norm_epsilon=1e-5).t5_config
+    vocabulary = vocabularies.DEFAULT_VOCABULARY_PATH
+    convert.write_converted(tmp_path / "ours", config, _params("1.1"), vocabulary, "test")
+    t5x, step = tmp_path / "t5x", tmp_path / "t5x" / "checkpoint_0"
+    assert convert.main(["--checkpoint_dir", str(tmp_path / "ours"), "--t5x_output_dir", str(t5x)]) == 0
+    said = capsys.readouterr().err
+    assert "relative_attention_max_distance=64, layer_norm_epsilon=1e-05 differ from T5's values" in said
+    assert str(step / t5x_checkpoints.MODEL_SETTINGS_FILE) in said
+    assert json.loads((step / t5x_checkpoints.MODEL_SETTINGS_FILE).read_text())["layer_norm_epsilon"] == 1e-5
+
+    def imported(name: str, *flags: str) -> T5Config:
+        assert convert.main(["--t5x_checkpoint", str(t5x), "--output_dir", str(tmp_path / name), *flags]) == 0
+        return T5Config.from_dict(json.loads((tmp_path / name / "t5_config.json").read_text()))
+
+    assert imported("back") == config and "records no model settings" not in capsys.readouterr().err
+    assert (tmp_path / "back" / "spiece.model").read_bytes() == vocabulary.read_bytes()  # the checkpoint's own, no flag
+    _assert_same(t5x_checkpoints.read_checkpoint(str(t5x))[0], _params("1.1"))
+
+    # Reading the checkpoint directly as another model's CHECKPOINT_PATH: the record tells them apart.
+    mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match=r"records another model: relative_attention_max_distance=64 \(the model has 128\)"):
+        load_for_inference(tiny_t5("1.1"), str(t5x), mesh)
+
+    # An explicit --vocabulary wins and is checked; so is the checkpoint's own.
+    (tmp_path / "notes.txt").write_text("not a model")
+    for flags, said in (([f"--vocabulary={tmp_path / 'notes.txt'}"], "--vocabulary: "), ([], "the checkpoint's own vocabulary: ")):
+        if not flags:
+            (step / "spiece.model").write_text("not a model")
+        assert convert.main(["--t5x_checkpoint", str(t5x), "--output_dir", str(tmp_path / "wrong"), *flags]) == 2
+        assert said + f"{tmp_path / 'notes.txt' if flags else step / 'spiece.model'} is not a SentencePiece model" in capsys.readouterr().err
+        assert not (tmp_path / "wrong").exists()
+
+    # As T5X writes it: no record, no vocabulary.
+    (step / t5x_checkpoints.MODEL_SETTINGS_FILE).unlink()
+    (step / "spiece.model").unlink()
+    assumed = imported("assumed")
+    said = capsys.readouterr().err
+    assert "assumed T5's relative_attention_max_distance=128, layer_norm_epsilon=1e-06" in said and "--t5x_setting" in said
+    assert (assumed.relative_attention_max_distance, assumed.layer_norm_epsilon) == (128, 1e-6)
+    given = imported("given", "--t5x_setting=relative_attention_max_distance=64", "--t5x_setting=layer_norm_epsilon=1e-5")
+    assert all(getattr(given, name) == getattr(config, name) for name in ARCHITECTURE_FIELDS)
+    assert "records no model settings" not in capsys.readouterr().err
+    assert convert.main(["--t5x_checkpoint", str(t5x), "--output_dir", str(tmp_path / "bad"), "--t5x_setting=dropout_rate=0"]) == 2
+    assert "NAME must be one of relative_attention_max_distance, layer_norm_epsilon" in capsys.readouterr().err

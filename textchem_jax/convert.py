@@ -1,11 +1,15 @@
 """`textchem-convert`: Hugging Face T5 and T5X checkpoints <-> our converted-checkpoint directory.
 
     textchem-convert --hf_dir=DIR --output_dir=DIR [--vocabulary=spiece.model] [--scan_layers]
-    textchem-convert --t5x_checkpoint=DIR --output_dir=DIR --vocabulary=spiece.model
+    textchem-convert --t5x_checkpoint=DIR --output_dir=DIR [--vocabulary=spiece.model] [--t5x_setting NAME=VALUE]
     textchem-convert --checkpoint_dir=DIR --hf_output_dir=DIR [--vocabulary=spiece.model]
     textchem-convert --checkpoint_dir=DIR --t5x_output_dir=T5X_MODEL_DIR
     (--checkpoint_dir: a converted directory, or a training run's MODEL_DIR or MODEL_DIR/checkpoints: its
     latest checkpoint, or MODEL_DIR/checkpoints/<step>: that one)
+
+A Hugging Face export also writes tokenizer.json and tokenizer_config.json, so that AutoTokenizer encodes as
+spiece.model does; a T5X export writes spiece.model and our model settings (`t5x_checkpoints.MODEL_SETTINGS_FILE`)
+into `checkpoint_<step>/`, and a T5X import reads both when they are there.
 
 A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
 `t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
@@ -16,6 +20,7 @@ copy of the SentencePiece model. `params.npz` is written and read by `model_load
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -29,7 +34,7 @@ from textchem_jax import launch, run_results
 from textchem_jax.checkpoints import CheckpointError
 from textchem_jax.cli import command, parse_args
 from textchem_jax.model_loading import T5_PARTS, read_params, write_params
-from textchem_jax.models.config import T5Config, preset_name, t5_config
+from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config, preset_name, t5_config
 from textchem_jax.paths import absolute
 
 CONFIG_FILE = "t5_config.json"
@@ -78,7 +83,8 @@ def model_gin_text(config: T5Config, vocabulary_path: epath.Path | None, source:
 
 def import_hf(hf_dir: epath.Path, output_dir: epath.Path, vocabulary: epath.Path | None = None,
               extend_vocabulary: bool = False, **config_overrides: Any) -> T5Config:  # fmt: skip
-    """HF directory -> converted directory; returns the model config.
+    """HF directory -> converted directory; returns the model config. The vocabulary is `vocabulary`, else the
+    directory's own spiece.model; either is checked against the embedding.
 
     `extend_vocabulary` adds the chemistry characters the vocabulary cannot write (T5's has no `\\`)
     and grows the embedding (and v1.1 logits) to match, so fine-tuning keeps cis/trans stereo.
@@ -86,39 +92,104 @@ def import_hf(hf_dir: epath.Path, output_dir: epath.Path, vocabulary: epath.Path
     from textchem_jax.models.hf_convert import load_hf_directory
 
     config, params = load_hf_directory(hf_dir, **config_overrides)
-    if vocabulary is not None:
-        check_vocabulary(vocabulary, config, sized=not extend_vocabulary)
-    vocabulary = vocabulary or (hf_dir / VOCABULARY_FILE if (hf_dir / VOCABULARY_FILE).exists() else None)
+    vocabulary = chosen_vocabulary(vocabulary, hf_dir / VOCABULARY_FILE, "the directory's own vocabulary", config,
+                                   sized=not extend_vocabulary)  # fmt: skip
     return write_converted(output_dir, config, params, vocabulary, str(hf_dir), extend_vocabulary)
 
 
 def import_t5x(checkpoint: str, output_dir: epath.Path, vocabulary: epath.Path | None = None,
-               extend_vocabulary: bool = False) -> T5Config:  # fmt: skip
+               extend_vocabulary: bool = False, settings: dict[str, Any] | None = None) -> T5Config:  # fmt: skip
     """T5X checkpoint (any layout, see `t5x_checkpoints`) -> converted directory. The config comes from the
-    parameter shapes and the vocabulary from `vocabulary`: T5X checkpoints carry neither."""
+    parameter shapes plus what our T5X export recorded beside them (`settings` override both); the vocabulary
+    is `vocabulary`, else the checkpoint's own spiece.model (our T5X export writes one)."""
     from textchem_jax import t5x_checkpoints
 
     params, step = t5x_checkpoints.read_checkpoint(checkpoint)
-    config = t5x_checkpoints.config_from_params(params)
-    if vocabulary is not None:
-        check_vocabulary(vocabulary, config, sized=not extend_vocabulary)
+    step_dir = t5x_checkpoints.checkpoint_directory(str(absolute(checkpoint)))
+    config = t5x_config(params, step_dir, settings or {})
+    vocabulary = chosen_vocabulary(vocabulary, epath.Path(step_dir) / VOCABULARY_FILE, "the checkpoint's own vocabulary",
+                                   config, sized=not extend_vocabulary)  # fmt: skip
     return write_converted(output_dir, config, params, vocabulary, f"{checkpoint} (T5X, step {step})", extend_vocabulary)
 
 
-def check_vocabulary(path: epath.Path, config: T5Config, *, sized: bool = True) -> None:
-    """Raises (naming --vocabulary) unless `path` is a SentencePiece model whose pieces make the checkpoint's
-    embedding rows (`sized`): any file was copied as spiece.model, and a tokenizer then failed on it, or read
-    ids of another vocabulary; a missing one failed after the converted files were written."""
+def t5x_config(params: dict, step_dir: str, settings: dict[str, Any]) -> T5Config:
+    """The config of a T5X checkpoint: sizes from the shapes; what shapes cannot show from `settings`, else
+    from the settings our export recorded, else T5's values, said on stderr (they change every output)."""
+    from textchem_jax import t5x_checkpoints
+
+    config = t5x_checkpoints.config_from_params(params)
+    recorded = t5x_checkpoints.read_model_settings(step_dir)
+    record = f"{step_dir}/{t5x_checkpoints.MODEL_SETTINGS_FILE}"
+    if recorded is not None:
+        try:
+            from_record = T5Config.from_dict({**config.to_dict(), **recorded})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{record}: not our T5 settings ({error}); delete it to import with T5's defaults") from None
+        differ = [f"{name}={getattr(from_record, name)!r} (the parameters have {getattr(config, name)!r})"
+                  for name in ARCHITECTURE_FIELDS if name not in t5x_checkpoints.SETTINGS_NOT_IN_PARAMS
+                  and getattr(from_record, name) != getattr(config, name)]  # fmt: skip
+        if differ:
+            raise ValueError(f"{record} describes another model than the checkpoint beside it: {', '.join(differ)}; "
+                             "delete it (then give --t5x_setting for what shapes cannot show)")  # fmt: skip
+        config = dataclasses.replace(from_record, **{name: getattr(config, name) for name in _RUNTIME_FIELDS})
+    else:
+        assumed = [f"{name}={getattr(config, name)!r}" for name in t5x_checkpoints.SETTINGS_NOT_IN_PARAMS if name not in settings]
+        if assumed:
+            print(f"textchem-convert: {step_dir} records no model settings (T5X keeps them in gin): assumed T5's "
+                  f"{', '.join(assumed)}; if the model was trained with others, give --t5x_setting NAME=VALUE",
+                  file=sys.stderr)  # fmt: skip
+    return dataclasses.replace(config, **settings)
+
+
+def parse_t5x_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--t5x_setting NAME=VALUE` pairs -> {name: number}, for the settings shapes cannot show."""
+    from textchem_jax.t5x_checkpoints import SETTINGS_NOT_IN_PARAMS
+
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if name not in SETTINGS_NOT_IN_PARAMS:
+            raise ValueError(f"--t5x_setting {pair!r}: NAME must be one of {', '.join(SETTINGS_NOT_IN_PARAMS)} (the shapes "
+                             "show every other setting)")  # fmt: skip
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        whole = name == "relative_attention_max_distance"
+        if type(value) not in ((int,) if whole else (int, float)) or value <= 0 or (not whole and value >= 1):
+            kind = "a positive whole number, e.g. 64" if whole else "a number in (0, 1), e.g. 1e-5"
+            raise ValueError(f"--t5x_setting {pair!r}: {name} must be {kind}")
+        settings[name] = value
+    return settings
+
+
+def chosen_vocabulary(given: epath.Path | None, own: epath.Path, own_name: str, config: T5Config, *,
+                      sized: bool) -> epath.Path | None:  # fmt: skip
+    """`given` (--vocabulary), else the checkpoint's `own` when it has one, checked against the embedding."""
+    if given is not None:
+        check_vocabulary(given, config, sized=sized)
+        return given
+    if own.exists():
+        check_vocabulary(own, config, sized=sized, named=own_name)
+        return own
+    return None
+
+
+def check_vocabulary(path: epath.Path, config: T5Config, *, sized: bool = True, named: str = "--vocabulary") -> None:
+    """Raises (naming where the vocabulary came from: `named`) unless `path` is a SentencePiece model whose pieces
+    make the checkpoint's embedding rows (`sized`): any file was copied as spiece.model, and a tokenizer then failed
+    on it, or read ids of another vocabulary; a missing one failed after the converted files were written."""
     from textchem_jax.data import vocabulary as vocabularies
 
     try:
         vocabulary = vocabularies.load_vocabulary(path)
     except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"--vocabulary: {error}") from None
+        raise ValueError(f"{named}: {error}") from None
     rows = vocabularies.padded_vocab_size(vocabulary)
     if sized and rows != config.vocab_size:
-        raise ValueError(f"--vocabulary {path} has {vocabulary.vocab_size:,} pieces ({rows:,} embedding rows) but the "
-                         f"checkpoint's embedding has {config.vocab_size:,} rows: give the vocabulary it was trained with")  # fmt: skip
+        fix = "give the vocabulary it was trained with" + (" as --vocabulary" if named != "--vocabulary" else "")
+        raise ValueError(f"{named} {path} has {vocabulary.vocab_size:,} pieces ({rows:,} embedding rows) but "
+                         f"the checkpoint's embedding has {config.vocab_size:,} rows: {fix}")  # fmt: skip
 
 
 def write_converted(output_dir: epath.Path, config: T5Config, params: dict, vocabulary: epath.Path | None,
@@ -199,7 +270,8 @@ def checkpoint_vocabulary(checkpoint_dir: epath.Path):
 def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = None, t5x_output_dir: str | None = None,
            vocabulary: epath.Path | None = None) -> tuple[T5Config, str]:  # fmt: skip
     """A converted directory or a run's MODEL_DIR -> a Hugging Face directory (config.json, model.safetensors,
-    spiece.model) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/`); returns (config, what was written)."""
+    spiece.model, tokenizer files) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/` with spiece.model and
+    the model settings); returns (config, what was written)."""
     config, params, step = load_checkpoint(checkpoint_dir)
     if vocabulary is not None:
         check_vocabulary(vocabulary, config)
@@ -207,7 +279,12 @@ def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = Non
         from textchem_jax import t5x_checkpoints
 
         vocabulary = vocabulary or checkpoint_vocabulary(checkpoint_dir)
-        return config, t5x_checkpoints.write_checkpoint(t5x_output_dir, params, step, str(vocabulary))
+        written = t5x_checkpoints.write_checkpoint(t5x_output_dir, params, step, str(vocabulary), config)
+        if differ := t5x_checkpoints.non_default_settings(config):
+            print(f"textchem-convert: {', '.join(f'{k}={v!r}' for k, v in differ.items())} differ from T5's values, which a "
+                  f"T5X checkpoint cannot hold: recorded in {written}/{t5x_checkpoints.MODEL_SETTINGS_FILE}, which "
+                  "textchem-convert --t5x_checkpoint reads; T5X itself needs them in its model gin", file=sys.stderr)  # fmt: skip
+        return config, written
     from textchem_jax.models.hf_convert import save_hf_directory
 
     save_hf_directory(hf_output_dir, config, params, vocabulary or checkpoint_vocabulary(checkpoint_dir))
@@ -229,12 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scan_layers", action="store_true", help="import into the scanned (stacked) layout")
     parser.add_argument("--extend_vocabulary", action="store_true",
                         help="add the chemistry characters the vocabulary lacks (T5's: \\ ~ { } <) and grow the embedding")  # fmt: skip
+    parser.add_argument("--t5x_setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --t5x_checkpoint: relative_attention_max_distance or layer_norm_epsilon of the model, "
+                             "which T5X checkpoints do not hold (default: what our T5X export recorded, else T5's)")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
-    if not args.verbose and (args.checkpoint_dir or args.t5x_checkpoint):
-        # Checkpoints are read through TensorFlow and orbax: their start-up lines and orbax's note on a run's
-        # data-iterator item off. A Hugging Face import loads neither (it takes 0.04 s for a tiny model).
+    if not args.verbose:
+        # Checkpoints are read and vocabularies checked through TensorFlow (seqio) and orbax: their start-up lines
+        # and orbax's note on a run's data-iterator item off, errors included.
         launch.quiet_libraries()
+    if args.t5x_setting and not args.t5x_checkpoint:
+        parser.error("--t5x_setting goes with --t5x_checkpoint (a Hugging Face config.json holds every setting)")
     sources = [s for s in (args.hf_dir, args.t5x_checkpoint) if s]
     exports = [d for d in (args.hf_output_dir, args.t5x_output_dir) if d]
 
@@ -244,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = import_hf(args.hf_dir, args.output_dir, args.vocabulary, args.extend_vocabulary,
                                    scan_layers=args.scan_layers)  # fmt: skip
             else:
-                config = import_t5x(args.t5x_checkpoint, args.output_dir, args.vocabulary, args.extend_vocabulary)
+                config = import_t5x(args.t5x_checkpoint, args.output_dir, args.vocabulary, args.extend_vocabulary,
+                                    parse_t5x_settings(args.t5x_setting))  # fmt: skip
             print(f"imported {sources[0]} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
             return 0
         if args.checkpoint_dir and len(exports) == 1 and not (sources or args.output_dir):

@@ -119,14 +119,21 @@ def _foreign_fix(path: str) -> str:
 
 def _foreign_params(model, path: str, kind: str) -> dict:
     """Plain parameters of a Hugging Face directory or a T5X checkpoint, laid out for the model. A Hugging
-    Face config.json must describe the model's architecture: what shapes cannot show (the relative-position
-    range, the norm's epsilon) would otherwise change its outputs silently."""
+    Face config.json, or the settings our T5X export records, must describe the model's architecture: what shapes
+    cannot show (the relative-position range, the norm's epsilon) would otherwise change its outputs silently."""
     from textchem_jax import t5x_checkpoints
     from textchem_jax.models.hf_convert import load_hf_directory
 
     ours = model.t5_config
     if kind == "t5x":
         params, _ = t5x_checkpoints.read_checkpoint(path)
+        step_dir = t5x_checkpoints.checkpoint_directory(path)
+        recorded = t5x_checkpoints.read_model_settings(step_dir) or {}
+        differ = [f"{name}={recorded[name]!r} (the model has {getattr(ours, name)!r})"
+                  for name in t5x_checkpoints.SETTINGS_NOT_IN_PARAMS if name in recorded and recorded[name] != getattr(ours, name)]  # fmt: skip
+        if differ:
+            raise ValueError(f"{os.path.join(step_dir, t5x_checkpoints.MODEL_SETTINGS_FILE)} records another model: "
+                             f"{', '.join(differ)}; {_foreign_fix(path)}")  # fmt: skip
     else:
         theirs, params = load_hf_directory(path)
         differ = [f"{name}={getattr(theirs, name)!r} (the model has {getattr(ours, name)!r})"

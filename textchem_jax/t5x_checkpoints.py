@@ -13,10 +13,15 @@ Optimizer state may be absent in any of them (exported or params-only checkpoint
 T5X's network names its parameters as ours do (`token_embedder/embedding`, `encoder/layers_0/attention/
 query/kernel`, ...); the one difference is the relative position table, `(heads, buckets)` in T5X and
 `(buckets, heads)` here. Paths may be local or `gs://` (tf.io.gfile; TensorStore's gcs driver).
+
+T5X keeps a model's settings in its gin files, not in the checkpoint, and most of them show in the parameter
+shapes; the rest (`SETTINGS_NOT_IN_PARAMS`, and dropout) we record beside the parameters in `MODEL_SETTINGS_FILE`,
+which T5X ignores and our import reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +32,10 @@ import numpy as np
 from textchem_jax.paths import absolute
 
 CHECKPOINT_FILE = "checkpoint"
+MODEL_SETTINGS_FILE = "textchem_model.json"
+VOCABULARY_FILE = "spiece.model"
+# What changes a T5's outputs and its parameter shapes cannot show (dropout, also not shown, changes only training).
+SETTINGS_NOT_IN_PARAMS = ("relative_attention_max_distance", "layer_norm_epsilon")
 VERSION = 3  # what T5X's Checkpointer writes and reads today
 _STEP_DIR = re.compile(r"checkpoint_(\d+)$")
 
@@ -134,8 +143,8 @@ def step_of(directory: str) -> int:
 
 def config_from_params(params: Mapping, **overrides: Any):
     """The T5Config a parameter tree (ours) implies: sizes from the shapes, v1.0 (ReLU, tied logits) or v1.1
-    (gated GELU, `logits_dense`). T5X checkpoints carry no config; what shapes cannot tell (the relative
-    position max distance, dropout) takes T5's values unless given in `overrides`."""
+    (gated GELU, `logits_dense`). What shapes cannot tell (`SETTINGS_NOT_IN_PARAMS`) takes T5's values unless
+    given in `overrides`."""
     from textchem_jax.models.config import T5Config
 
     encoder, decoder = params["encoder"], params["decoder"]
@@ -155,6 +164,31 @@ def config_from_params(params: Mapping, **overrides: Any):
     return T5Config(**sizes, **overrides)
 
 
+def read_model_settings(checkpoint: str) -> dict[str, Any] | None:
+    """The settings `write_checkpoint` recorded beside a `checkpoint_<step>/` folder, None when there are none
+    (a checkpoint T5X wrote)."""
+    gfile = _gfile()
+    path = os.path.join(checkpoint, MODEL_SETTINGS_FILE)
+    if not gfile.exists(path):
+        return None
+    with gfile.GFile(path) as f:
+        try:
+            recorded = json.load(f)
+        except ValueError as error:
+            raise ValueError(f"{path}: not JSON ({error}); delete it to import with T5's defaults") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{path}: a JSON object of T5Config fields was expected; delete it to import with T5's defaults")
+    return recorded
+
+
+def non_default_settings(config) -> dict[str, Any]:
+    """The settings of `config` that shapes cannot show and that differ from T5's."""
+    import dataclasses
+
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
+    return {name: getattr(config, name) for name in SETTINGS_NOT_IN_PARAMS if getattr(config, name) != defaults[name]}
+
+
 def swap_relpos_layout(tree: Mapping) -> dict:
     """T5X network parameters <-> ours: the same tree, the relative position tables transposed (its own inverse)."""
     return {
@@ -164,13 +198,14 @@ def swap_relpos_layout(tree: Mapping) -> dict:
     }  # fmt: skip
 
 
-def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str | None = None) -> str:
+def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str | None = None, config=None) -> str:
     """Writes `params` (ours) as `model_dir/checkpoint_<step>/` in T5X's own layout (msgpack version 3 plus
     one zarr array per parameter), params only: `t5x.train` restores it as INITIAL_CHECKPOINT_PATH with
     gin_configs/t5x/textchem_t5x_finetune.gin (an assignment map that skips the optimizer state it does not
     hold, and `fallback_to_scratch` to start that state fresh).
     `vocabulary` (a SentencePiece model) is copied in as `spiece.model`, which T5X ignores and our
-    gin_configs/t5x read (`vocabularies.checkpoint_vocabulary`)."""
+    gin_configs/t5x read (`vocabularies.checkpoint_vocabulary`); `config` (a T5Config) is recorded in
+    `MODEL_SETTINGS_FILE`, so that our import restores what the shapes cannot show."""
     import jax
     import tensorstore as ts
     from flax import serialization
@@ -201,6 +236,9 @@ def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str
     with gfile.GFile(os.path.join(temporary, CHECKPOINT_FILE), "wb") as f:
         f.write(serialization.msgpack_serialize(contents))
     if vocabulary is not None:
-        gfile.copy(str(vocabulary), os.path.join(temporary, "spiece.model"))
+        gfile.copy(str(vocabulary), os.path.join(temporary, VOCABULARY_FILE))
+    if config is not None:
+        with gfile.GFile(os.path.join(temporary, MODEL_SETTINGS_FILE), "w") as f:
+            f.write(json.dumps(config.to_dict(), indent=2) + "\n")
     gfile.rename(temporary, directory)
     return directory

@@ -9,7 +9,7 @@ use it. T5 differences handled here:
   `scale_decoder_outputs`, and may save a v1.1 model whose head equals the embedding without
   `lm_head.weight`: then our `logits_dense` starts as a copy of the embedding.
 
-torch and safetensors are imported inside the functions that read or write their formats, so this
+torch, safetensors and tokenizers are imported inside the functions that read or write their formats, so this
 module is cheap to import without the `hf` extra.
 """
 
@@ -342,7 +342,8 @@ def save_hf_directory(
     params: Mapping,
     vocabulary_path: str | os.PathLike | None = None,
 ) -> epath.Path:
-    """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model, local or gs://."""
+    """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model with the tokenizer
+    files that make AutoTokenizer encode as it does, local or gs://."""
     from safetensors.numpy import save
 
     directory = epath.Path(directory)
@@ -354,4 +355,104 @@ def save_hf_directory(
     (directory / "model.safetensors").write_bytes(save(state, metadata={"format": "pt"}))
     if vocabulary_path is not None:
         epath.Path(vocabulary_path).copy(directory / "spiece.model", overwrite=True)
+        save_tokenizer(directory, vocabulary_path)
     return directory
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizer files
+
+# What SentencePiece scores a user-defined piece (`Cl`, `[nH]`) in its lattice: length * max(FLT_MIN, best normal
+# score) - 0.1, a bonus that makes it win wherever it matches.
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+_USER_DEFINED_PENALTY = 0.1
+
+
+def read_sentencepiece(path: str | os.PathLike):
+    """The `ModelProto` of a SentencePiece model file (local or gs://)."""
+    from google.protobuf.message import DecodeError
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(epath.Path(path).read_bytes())
+    except DecodeError:
+        raise ValueError(f"{path}: not a SentencePiece model; give the spiece.model the checkpoint was trained with") from None
+    return proto
+
+
+def sentencepiece_tokenizer(vocabulary_path: str | os.PathLike, extra_ids: int = 100):
+    """A `tokenizers.Tokenizer` that encodes and decodes as the SentencePiece model does, plus T5's EOS and sentinels.
+
+    transformers' own T5 conversion does not: it splits on whitespace (runs of spaces and tabs are lost), makes
+    each user-defined piece an added token followed by an extra `▁`, and drops byte fallback (`μ` becomes <unk>).
+    Here SentencePiece's pipeline is rebuilt step by step: its normalization rules, whitespace as `▁`, the one
+    dummy prefix, one Unigram lattice over the whole text with its scores (user-defined pieces at its bonus) and
+    byte fallback. Known differences: where two segmentations of a text score exactly the same, SentencePiece's
+    float32 sums may pick the other one (0.5% of ChEBI-20 lines); text that spells a special token (`</s>`,
+    `<extra_id_0>`) or a byte piece (`<0x41>`) is read as that token.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, processors
+    from tokenizers.models import Unigram
+
+    proto = read_sentencepiece(vocabulary_path)
+    kind, trainer, spec = proto.SentencePiece, proto.trainer_spec, proto.normalizer_spec
+    if trainer.model_type != trainer.UNIGRAM:
+        raise ValueError(f"{vocabulary_path}: a {trainer.ModelType.Name(trainer.model_type)} SentencePiece model; only "
+                         "Unigram models (T5's and ours) are written as tokenizer.json")  # fmt: skip
+    bonus = max([piece.score for piece in proto.pieces if piece.type == kind.NORMAL] + [_FLOAT32_TINY])
+    vocab = [
+        (piece.piece, len(piece.piece) * bonus - _USER_DEFINED_PENALTY if piece.type == kind.USER_DEFINED else piece.score)
+        for piece in proto.pieces
+    ]
+    vocab += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(extra_ids))]  # T5's sentinels: the last ids
+    tokenizer = Tokenizer(Unigram(vocab, unk_id=trainer.unk_id, byte_fallback=trainer.byte_fallback))
+
+    steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+    if spec.remove_extra_whitespaces:
+        steps += [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
+    if spec.escape_whitespaces:
+        steps.append(normalizers.Replace(" ", "▁"))
+    if spec.add_dummy_prefix:  # a normalizer, not a Metaspace pre-tokenizer: that one skips text starting with a space
+        steps.append(normalizers.Prepend("▁"))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    undo = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tokenizer.decoder = decoders.Sequence(undo + ([decoders.Strip(" ", 1, 0)] if spec.add_dummy_prefix else []))
+    specials = [piece.piece for piece in proto.pieces if piece.type in (kind.CONTROL, kind.UNKNOWN)]
+    specials += [f"<extra_id_{i}>" for i in range(extra_ids)]
+    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in specials])
+    if trainer.eos_id >= 0:
+        eos = proto.pieces[trainer.eos_id].piece
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, trainer.eos_id)]
+        )
+    return tokenizer
+
+
+def tokenizer_config(vocabulary_path: str | os.PathLike, extra_ids: int = 100) -> dict[str, Any]:
+    """`tokenizer_config.json`: the generic class, which loads tokenizer.json as written (transformers 4 and 5);
+    the T5 class would rebuild the tokenizer from spiece.model its own way."""
+    proto = read_sentencepiece(vocabulary_path)
+    trainer = proto.trainer_spec
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    for name, index in (("eos_token", trainer.eos_id), ("unk_token", trainer.unk_id), ("pad_token", trainer.pad_id)):
+        if index >= 0:
+            config[name] = proto.pieces[index].piece
+    config["additional_special_tokens"] = [f"<extra_id_{i}>" for i in range(extra_ids)]
+    config["model_max_length"] = 10**9  # relative positions: no length limit
+    return config
+
+
+def save_tokenizer(directory: str | os.PathLike, vocabulary_path: str | os.PathLike) -> bool:
+    """Writes tokenizer.json and tokenizer_config.json for `vocabulary_path` (needs the `tokenizers` package, which
+    transformers installs); without it, warns and returns False: AutoTokenizer then builds a tokenizer that differs."""
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        logger.warning("tokenizers is not installed: %s gets no tokenizer.json, and AutoTokenizer will encode other "
+                       "ids than spiece.model for SMILES; pip install -e .[hf] and export again", directory)  # fmt: skip
+        return False
+    directory = epath.Path(directory)
+    (directory / "tokenizer.json").write_text(sentencepiece_tokenizer(vocabulary_path).to_str(pretty=True) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(vocabulary_path), indent=2) + "\n")
+    return True
