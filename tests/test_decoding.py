@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import predict, score, search
+
 from textchem_jax.models import decoding
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.beam_search import beam_search as beam_search_fn
@@ -152,8 +152,12 @@ def test_num_return_sequences_are_the_best_beams(tiny):
     best, best_scores = _beams(model, params, inputs, num_return_sequences=2)
     np.testing.assert_array_equal(best, np.asarray(all_beams)[:, :2])
     np.testing.assert_array_equal(best_scores, np.asarray(all_scores)[:, :2])
-    with pytest.raises(ValueError, match="num_return_sequences"):
+    with pytest.raises(ValueError, match=r"num_return_sequences=5 must be from 1 to beam_search.num_decodes=4"):
         _beams(model, params, inputs, num_return_sequences=5)
+    with pytest.raises(ValueError, match=r"beam_search.num_decodes=0 is the number of beams"):  # named num_beams
+        _beams(model, params, inputs, num_beams=0)
+    with pytest.raises(ValueError, match=r"temperature_sample.num_decodes=0 is the number of samples"):
+        sample(model, params, inputs, jax.random.key(0), max_decode_length=MAX_LENGTH, num_samples=0)
     with pytest.raises(ValueError, match="early_stopping"):
         beam_search(model, params, inputs, num_beams=4, max_decode_length=MAX_LENGTH, early_stopping="sometimes")
 
@@ -194,6 +198,23 @@ def test_sampling_is_deterministic_per_key_and_stops_at_eos(tiny):
     assert np.all(first[_after_first_eos(first)] == 0)
     rescored = score_sequences(model, params, inputs, first)
     np.testing.assert_allclose(first_log_probs, rescored, rtol=1e-4, atol=1e-4)
+
+
+def test_a_rows_samples_depend_on_its_key_and_row_not_on_the_rows_after_it(tiny):
+    """Each row draws its own noise, numbered by its place in the batch: the rows a mesh pads a batch with change
+    no real row's samples, so one device and a data-parallel mesh sample alike; rows of equal inputs differ."""
+    model, params, inputs = tiny
+    options = dict(max_decode_length=MAX_LENGTH, num_samples=2, temperature=1.5)
+    padded = np.concatenate([inputs, np.zeros_like(inputs)])  # as `evaluator.on_mesh` pads for the data axis
+    alone, alone_log_probs = sample(model, params, inputs, jax.random.key(5), **options)
+    within, within_log_probs = sample(model, params, padded, jax.random.key(5), **options)
+    np.testing.assert_array_equal(np.asarray(within)[: len(inputs)], alone)
+    # a sum of at most MAX_LENGTH float32 log-probs, each computed for a batch of another size
+    np.testing.assert_allclose(np.asarray(within_log_probs)[: len(inputs)], alone_log_probs,
+                               rtol=MAX_LENGTH * np.finfo(np.float32).eps)  # fmt: skip
+    same = np.repeat(inputs[:1], 4, axis=0)
+    rows = np.asarray(sample(model, params, same, jax.random.key(5), **options)[0]).reshape(8, -1)
+    assert len({row.tobytes() for row in rows}) == 8
 
 
 def test_filter_logits_keeps_the_nucleus_and_top_k():

@@ -8,7 +8,7 @@ import pytest
 
 from textchem_jax.models import flops
 from textchem_jax.models.config import t5_config
-from textchem_jax.trainer import PEAK_FLOPS, measure_matmul_peak, peak_flops
+from textchem_jax.trainer import PEAK_FLOPS, measure_matmul_peak, peak_flops, run_peak_flops
 
 
 def test_hand_count_of_a_packed_batch():
@@ -61,6 +61,27 @@ def test_peak_comes_from_the_data_sheet_or_a_measured_matmul():
     assert all(set(peaks) == {"bfloat16", "float32"} for _, peaks in PEAK_FLOPS)
     measured, source = peak_flops("float32")  # this machine: a CPU, no data sheet
     assert source.startswith("measured float32 matmul") and measured > 1e8
+
+
+def test_the_runs_peak_counts_each_accelerator_but_a_hosts_cpu_once_per_process():
+    """MFU's denominator. 8 simulated CPU devices share one host's cores: the measured peak counted 8 times made
+    MFU read 3.0% where 1 device read 12.5%. A CPU counts its measured peak once per process; accelerators count
+    their data sheet's peak per chip."""
+
+    class Device:
+        def __init__(self, platform, device_kind, process_index=0):
+            self.platform, self.device_kind, self.process_index = platform, device_kind, process_index
+
+    host = measure_matmul_peak("float32")  # once per process (cached): the same figure every call below
+    one_cpu, source = run_peak_flops("float32", [Device("cpu", "cpu")])
+    assert one_cpu == host and "once per process (1)" in source
+    assert run_peak_flops("float32", [Device("cpu", "cpu") for _ in range(8)])[0] == host
+    two_hosts = [Device("cpu", "cpu", process) for process in (0, 1) for _ in range(4)]
+    assert run_peak_flops("float32", two_hosts)[0] == 2 * host
+    assert run_peak_flops("float32", jax.devices())[0] == host  # this process's real devices, however many
+    tpus, source = run_peak_flops("bfloat16", [Device("tpu", "TPU v5 lite", i // 4) for i in range(8)])
+    assert tpus == 8 * 197e12 and source == "TPU v5 lite bfloat16 data sheet, x 8 devices"
+    assert run_peak_flops("float32", [Device("gpu", "NVIDIA H100 80GB HBM3")] * 2)[0] == 2 * 494.5e12
 
 
 def test_a_bfloat16_peak_measured_on_a_cpu_is_never_below_its_float32_peak():

@@ -10,9 +10,9 @@ import types
 import jax
 import numpy as np
 import pytest
+from helpers import run_with_devices
 from jax.sharding import PartitionSpec as P
 
-from helpers import run_with_devices
 from textchem_jax import partitioning
 from textchem_jax.models import t5
 from textchem_jax.models.config import t5_config
@@ -80,6 +80,15 @@ def test_single_device_mesh_and_shardings():
     shardings = partitioning.param_shardings(mesh, boxed)
     assert shardings["token_embedder"]["embedding"].spec == P("model", None)
     assert shardings["decoder"]["layers_0"]["self_attention"]["query"]["kernel"].spec == P(None, "model")
+
+
+@pytest.mark.parametrize("partitions", [0, -2])
+def test_num_partitions_below_one_is_said_as_the_user_set_it(partitions):
+    """NUM_PARTITIONS=0 was read as 1 and then reported as "mesh_shape (8, 1) disagrees with num_partitions=0",
+    a mesh shape nobody had set."""
+    with pytest.raises(ValueError, match=rf"NUM_PARTITIONS={partitions} \(num_partitions\): give a whole number >= 1") as error:
+        partitioning.make_mesh(num_partitions=partitions)
+    assert "mesh_shape" not in str(error.value)
 
 
 def test_describe_params_lists_every_parameter():

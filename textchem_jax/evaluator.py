@@ -61,28 +61,47 @@ def encode_rows(vocab, texts, length: int) -> np.ndarray:
     return rows
 
 
-def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_length: int, batch_size: int):
-    """`decode(params, features) -> (sequences (rows, k, length), scores (rows, k))` on host arrays.
+def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_length: int, batch_size: int, seed: int | None = 0):
+    """`decode(params, features, batch_index=0) -> (sequences (rows, k, length), scores (rows, k))` on host arrays.
 
     `model` is a model adapter; `features` holds `encoder_input_tokens` and whatever else the model
     reads (e2-CLM: `input_domain`). Every call runs padded to a multiple of `batch_size` (and of the `data`
     axis), so a last, shorter batch reuses the one compiled shape; split over the mesh (every host holds the
     batch in full) and gathered back, the padding rows dropped. Compiled with our decoders' XLA options
-    (`xla_cpu.decode_compiler_options`).
+    (`xla_cpu.decode_compiler_options`). A sampling search draws from `fold_in(key(seed), batch_index)`:
+    callers number their batches, so every batch gets fresh randomness and the same seed and batch order give
+    the same outputs (one key for all batches made batches of equal inputs repeat each other).
     """
+    seed_key = decoding_seed_key(seed)
 
-    def predict(params, features):
-        return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length)
+    def predict(params, features, rng_data):
+        rng = jax.random.wrap_key_data(rng_data)
+        return model.predict_batch(params, features, decode_fn=decode_fn, max_decode_length=max_decode_length, rng=rng)
 
     decode_on_mesh = jax.jit(predict, compiler_options=xla_cpu.decode_compiler_options(mesh.devices.flat[0].platform))
 
-    def decode(params, features: Mapping[str, np.ndarray]):
+    def decode(params, features: Mapping[str, np.ndarray], batch_index: int = 0):
         features = model.features(features, model.input_features)
         rows = len(next(iter(features.values())))
         padded = {key: _pad_rows(value, batch_size) for key, value in features.items()}
-        return jax.tree_util.tree_map(lambda array: array[:rows], on_mesh(mesh, decode_on_mesh, params, padded))
+        rng_data = np.asarray(jax.random.key_data(jax.random.fold_in(seed_key, batch_index)))  # the same on every host
+        outputs = on_mesh(mesh, functools.partial(decode_on_mesh, rng_data=rng_data), params, padded)
+        return jax.tree_util.tree_map(lambda array: array[:rows], outputs)
 
     return decode
+
+
+def decoding_seed_key(seed: int | None) -> jax.Array:
+    """The key sampling's batches are folded from: `seed` (None: 0), checked before any work."""
+    seed = 0 if seed is None else seed
+    try:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError
+        return jax.random.key(int(seed))
+    except (TypeError, OverflowError):
+        raise ValueError(f"seed={seed!r}, sampling's seed (gin: the DatasetConfig's seed, e.g. "
+                         "infer/run_config.DatasetConfig.seed in runs/infer.gin), is not a whole number that fits "
+                         "64 bits: give one, e.g. 0") from None  # fmt: skip
 
 
 def on_mesh(mesh, fn, params, features: Mapping[str, np.ndarray]):
@@ -160,15 +179,23 @@ class InferenceEvaluator:
         self.input_length = int(cfg.task_feature_lengths["inputs"])
         self.caption_tokenizer = caption_tokenizer
         self._round_trip: dict[str, str] = {}
-        self.decode = make_batch_decoder(
-            model, mesh, decode_fn, int(cfg.task_feature_lengths["targets"]), batch_size=cfg.batch_size
+        self._decode = make_batch_decoder(
+            model, mesh, decode_fn, int(cfg.task_feature_lengths["targets"]), batch_size=cfg.batch_size, seed=cfg.seed
         )
+        self._batches = 0  # batches decoded by this evaluation so far: each samples with its own key
+
+    def decode(self, params, features: Mapping[str, np.ndarray]):
+        """The batch decoded with the next batch's key: an evaluation's batches (the round trip's included) each
+        draw fresh randomness, the same again at every evaluation (`evaluate` numbers them from 0)."""
+        self._batches += 1
+        return self._decode(params, features, batch_index=self._batches - 1)
 
     def evaluate(self, params, step: int):
         """{task: {metric: value}} for `params` at `step` (also written to the loggers)."""
         from textchem_jax.metrics import metric_settings
 
         self._round_trip = {}  # retrosynthesis top-1 precursors -> the model's forward prediction
+        self._batches = 0
         compute = jax.process_index() == 0  # every host decodes; the first one scores
         futures = {}
         with metric_settings(forward_fn=self._forward_from_round_trip, caption_tokenizer=self.caption_tokenizer):

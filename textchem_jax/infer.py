@@ -42,9 +42,10 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
 
     if task not in PROMPTS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
-    cut, count = [], 0  # line numbers of inputs cut to `max_input_length`, of `count` inputs
+    cut, blank, count = [], [], 0  # line numbers of inputs cut to `max_input_length`, of blank lines; inputs
     for number, text in numbered_lines(path):
-        if not text.strip():
+        if not text.strip():  # no input to predict from: skipped, counted and named below
+            blank.append(number)
             continue
         if not_utf8(text):
             raise ValueError(f"{path}:{number}: {not_utf8(text)}")
@@ -69,11 +70,19 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
         yield example if target is None else {**example, "targets_pretokenized": target}
     if not count:  # an empty file: 0 predictions and a .COMPLETED marker said the inference had worked
         raise ValueError(f"{path} has no inputs: write one per line (.txt), or one JSON object per line (.jsonl)")
+    if blank:  # said, or the predictions no longer line up with the file's lines and nothing tells
+        logger.warning("%s: %d of %d lines are blank (line %s); skipped: the %d predictions follow the other lines in "
+                       "order. Remove them, or put an input on each.", path, len(blank), count + len(blank),
+                       _first_numbers(blank), count)  # fmt: skip
     if cut:  # T5X cuts them without a word; a cut SMILES or procedure asks another question, so each is named
-        lines = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
+        lines = _first_numbers(cut)
         logger.warning("%s: %d of %d inputs are longer than %d tokens (line %s); inference cuts them. Raise "
                        "TASK_FEATURE_LENGTHS['inputs'] to keep them whole.", path, len(cut), count, max_input_length,
                        lines)  # fmt: skip
+
+
+def _first_numbers(numbers: list[int], shown: int = 10) -> str:
+    return ", ".join(map(str, numbers[:shown])) + (", ..." if len(numbers) > shown else "")
 
 
 def _task_examples(cfg) -> Iterator[tuple[str, list[dict]]]:
@@ -137,7 +146,8 @@ def infer(
 
     `dataset_cfg` (gin scope `infer/`) gives the lengths, the batch size and, unless `input_file` is
     given, the mixture or task and split to predict (each task's first `num_examples`; SeqIO's cache with
-    `use_cached`). `decode_fn` defaults to 4-beam search.
+    `use_cached`), and the seed of a sampling `decode_fn` (None: 0; the same seed and inputs give the same
+    samples). `decode_fn` defaults to 4-beam search.
     """
     import tensorflow as tf
 
@@ -157,9 +167,10 @@ def infer(
     lengths = dataset_cfg.task_feature_lengths
     vocab = vocabulary()
     mesh = partitioning.make_mesh() if mesh is None else mesh
-    params = load_for_inference(model, checkpoint_path, mesh)
     decode_fn = functools.partial(beam_search, num_decodes=4) if decode_fn is None else decode_fn
-    decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size)
+    decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size,
+                                seed=dataset_cfg.seed)  # fmt: skip
+    params = load_for_inference(model, checkpoint_path, mesh)
 
     if input_file is not None:
         if task is None:
@@ -171,6 +182,7 @@ def infer(
         split_name = dataset_cfg.split
     tf.io.gfile.makedirs(output_dir)
     written = []
+    batch_numbers = itertools.count()  # every batch of every task samples with its own key (make_batch_decoder)
     for task_name, examples in sources:
         name = f"{task_name}-predict.jsonl-00000-of-00001" if row_format == "t5x" else f"{task_name}-{split_name}.jsonl"
         path = os.path.join(output_dir, name)
@@ -178,7 +190,7 @@ def infer(
         progress = ProgressLine(f"predicting {task_name}", len(examples), enabled=jax.process_index() == 0)
         lines = []
         for batch, features in _batches(examples, dataset_cfg.batch_size, lengths["inputs"]):
-            sequences, scores = decode(params, features)
+            sequences, scores = decode(params, features, batch_index=next(batch_numbers))
             progress.advance(len(batch))
             for i, example in enumerate(batch):
                 beams = [vocab.decode(_trim(beam)) for beam in sequences[i]]

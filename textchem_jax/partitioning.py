@@ -49,10 +49,16 @@ def make_mesh(
     remaining devices. On TPU/GPU the device order follows the physical topology (mesh_utils).
     """
     devices = list(jax.devices() if devices is None else devices)
+    if num_partitions is not None and (isinstance(num_partitions, bool) or not isinstance(num_partitions, int)
+                                       or num_partitions < 1):  # fmt: skip
+        raise ValueError(f"NUM_PARTITIONS={num_partitions!r} (num_partitions): give a whole number >= 1, the devices "
+                         "each copy of the model is split over (1: data parallelism only)")  # fmt: skip
     if mesh_shape is None:
         model = num_partitions or 1
-        if model < 1 or len(devices) % model:
-            raise ValueError(f"num_partitions={model} does not divide the {len(devices)} devices")
+        if len(devices) % model:
+            divisors = [n for n in range(1, len(devices) + 1) if len(devices) % n == 0]
+            raise ValueError(f"NUM_PARTITIONS={model} (num_partitions) does not divide the {len(devices)} devices: use "
+                             f"one of {', '.join(map(str, divisors))}")  # fmt: skip
         mesh_shape = (len(devices) // model, model)
     mesh_shape = tuple(int(n) for n in mesh_shape)
     if len(mesh_shape) != 2 or int(np.prod(mesh_shape)) != len(devices):
@@ -100,9 +106,45 @@ def logical_partition_specs(boxed_params: Any) -> Any:
 
 
 def param_shardings(mesh: Mesh, abstract_params: Any, rules: LogicalRules | None = None) -> Any:
-    """NamedShardings (tree shaped like the unboxed parameters) for boxed, e.g. jax.eval_shape'd, parameters."""
+    """NamedShardings (tree shaped like the unboxed parameters) for boxed, e.g. jax.eval_shape'd, parameters;
+    a mesh that cannot split them is said first (`check_divisible`)."""
     rules = standard_logical_axis_rules() if rules is None else rules
+    check_divisible(mesh, abstract_params, rules)
     return nn.logical_to_mesh_sharding(logical_partition_specs(abstract_params), mesh, rules)
+
+
+# What each sharded logical axis is in a model's configuration, for messages.
+AXIS_SIZES = {"heads": "num_heads", "mlp": "d_ff", "joined_kv": "num_heads * d_kv", "vocab": "vocab_size",
+              "embed": "d_model", "kv": "d_kv", "relpos_buckets": "relative_attention_num_buckets"}  # fmt: skip
+
+
+def _alternatives(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:-1])) + f" or {numbers[-1]}" if len(numbers) > 1 else str(numbers[0])
+
+
+def check_divisible(mesh: Mesh, boxed_params: Any, rules: LogicalRules) -> None:
+    """Every parameter dimension the rules put on a mesh axis is a multiple of that axis's size. Said before any
+    array is made: JAX's own error came from the middle of reading a checkpoint ("array axis 1 is partitioned 8
+    times, but the dimension size is 4") or of training's first step, and named neither setting."""
+    sizes: dict[str, set[int]] = {}  # mesh axis -> the dimension sizes it splits
+    failing: dict[str, tuple[str, int, str]] = {}  # mesh axis -> (logical axis, size, parameter), the first one
+    leaves = jax.tree_util.tree_flatten_with_path(boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    for path, leaf in leaves:
+        if not isinstance(leaf, nn.LogicallyPartitioned):
+            continue
+        for name, size, axes in zip(leaf.names, leaf.value.shape, nn.logical_to_mesh_axes(tuple(leaf.names), rules)):
+            for axis in (axes,) if isinstance(axes, str) else axes or ():
+                sizes.setdefault(axis, set()).add(size)
+                if size % mesh.shape[axis] and axis not in failing:
+                    failing[axis] = (name, size, _path_name(path))
+    for axis, (name, size, parameter) in failing.items():
+        common = int(np.gcd.reduce(sorted(sizes[axis])))
+        fits = _alternatives([n for n in range(1, common + 1) if common % n == 0 and mesh.size % n == 0])
+        setting, fix = (f"NUM_PARTITIONS={mesh.shape[axis]}", f"use NUM_PARTITIONS {fits}") if axis == "model" else (
+            f"the mesh's {axis} axis ({mesh.shape[axis]} devices)", f"give that axis {fits} devices")  # fmt: skip
+        raise ValueError(f"{setting} must divide {AXIS_SIZES.get(name, name)}={size} (logical axis {name!r} of "
+                         f"{parameter}, split over the mesh's {axis!r} axis): {fix} (each divides every dimension it "
+                         f"splits and the {mesh.size} devices), or a model whose sizes it divides")  # fmt: skip
 
 
 def sharded_init(

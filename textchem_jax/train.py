@@ -99,8 +99,8 @@ class _Progress:
     def log(self, step: int, metrics: Mapping[str, Any], tokens: float, model_flops: float | None,
             hardware_flops: float | None, peak: float | None):  # fmt: skip
         """`model_flops`: the step's analytic count, all hosts (`models.flops`); `hardware_flops`: XLA's count of
-        the whole step's program, before it is split over the devices; `peak`: one device's FLOP/s. MFU and HFU
-        divide by the peak of every device of the run."""
+        the whole step's program, before it is split over the devices; `peak`: the whole run's FLOP/s
+        (`trainer.run_peak_flops`), what MFU and HFU divide by."""
         now = time.perf_counter()
         seconds_per_step = (now - self.last) / max(step - self.last_step, 1)
         self.last, self.last_step = now, step
@@ -109,9 +109,9 @@ class _Progress:
         scalars["timing/tokens_per_second"] = tokens / seconds_per_step
         scalars["timing/tokens_per_step"] = tokens  # non-padding, all hosts: sweeps sum tokens seen from it
         if model_flops and peak:
-            scalars["timing/mfu"] = model_flops / seconds_per_step / (peak * jax.device_count())
+            scalars["timing/mfu"] = model_flops / seconds_per_step / peak
         if hardware_flops and peak:
-            scalars["timing/hfu"] = hardware_flops / seconds_per_step / (peak * jax.device_count())
+            scalars["timing/hfu"] = hardware_flops / seconds_per_step / peak
         self.writer.write_scalars(step, scalars)
         seconds_left = self.eta.update(step, now)  # None at the first line, whose step compiled the program
         compiled = seconds_left is None
@@ -179,7 +179,6 @@ def train(
     ):  # a fresh run in checkpoints/checkpoints/, beside the run it was meant to resume
         raise ValueError(f"MODEL_DIR {model_dir} is a run's checkpoints folder: give the run's own folder "
                          f"({os.path.dirname(model_dir.rstrip('/'))}) to resume it")  # fmt: skip
-    tf.io.gfile.makedirs(model_dir)
     mesh = partitioning.make_mesh() if mesh is None else mesh
     if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes
         lengths = ", ".join(f"{name} {length}" for name, length in train_dataset_cfg.task_feature_lengths.items())
@@ -187,10 +186,12 @@ def train(
         print(f"training {train_dataset_cfg.mixture_or_task_name} to step {total_steps} (batch "
               f"{train_dataset_cfg.batch_size}, {lengths} tokens; mesh {mesh_shape}) in {model_dir}", flush=True)  # fmt: skip
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
+    partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
     dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed, mesh=mesh)
     iterator = iter(dataset)
     state = trainer.init_state(jax.random.key(random_seed))
 
+    tf.io.gfile.makedirs(model_dir)  # only now: a run that could not start left an empty MODEL_DIR behind
     checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
     restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
     if restored is not None:
@@ -211,7 +212,8 @@ def train(
     evaluate = functools.partial(
         _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
         eval_steps=eval_steps, seed=random_seed, inference=_inference_evaluator(
-            model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer
+            model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer,
+            random_seed,
         ),
     )  # fmt: skip
     first_step = int(state.step)
@@ -227,8 +229,8 @@ def train(
     progress = _Progress(model_dir, total_steps, first_step)
     rng = jax.random.key(random_seed + 1)
     hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
-    peak_flops, peak_source = trainer_lib.peak_flops(model.t5_config.dtype)  # MFU's denominator, per device
-    logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s per device (%s)", peak_flops, peak_source)
+    peak_flops, peak_source = trainer_lib.run_peak_flops(model.t5_config.dtype)  # MFU's denominator, the whole run
+    logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s in all (%s)", peak_flops, peak_source)
     last_good = checkpoints.latest_step()
     tokens_per_step = 0.0
     step = first_step
@@ -315,12 +317,16 @@ def _final_evaluation(model_dir: str, cfg, step: int) -> dict:
     return run_results.final_metrics({name: history[name] for name in names})[1]
 
 
-def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer):
+def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer, random_seed: int):
     """A function giving the run's one InferenceEvaluator, made at its first use (None: no inference
-    evaluation): its datasets, cached targets and compiled decoding serve every evaluation of the run."""
+    evaluation): its datasets, cached targets and compiled decoding serve every evaluation of the run. A sampling
+    `decode_fn` draws from the config's seed, or the run's `random_seed` when it has none."""
     if cfg is None or cfg.num_examples == 0:
         return None
     from textchem_jax import evaluator as eval_lib
+
+    cfg = cfg if cfg.seed is not None else dataclasses.replace(cfg, seed=random_seed)
+    eval_lib.decoding_seed_key(cfg.seed)  # a wrong seed is said now, not at the first evaluation
 
     return functools.cache(
         lambda: eval_lib.InferenceEvaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer)

@@ -237,9 +237,13 @@ def beam_search(
     `rng` is unused (the search is deterministic), accepted so every search has one signature.
     """
     del rng
+    if num_decodes < 1:
+        raise ValueError(f"beam_search.num_decodes={num_decodes!r} is the number of beams: give a whole number >= 1 "
+                         "(1 is greedy)")  # fmt: skip
     k = num_decodes if num_return_sequences is None else num_return_sequences
     if not 1 <= k <= num_decodes:
-        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_decodes}], got {k}")
+        raise ValueError(f"beam_search.num_return_sequences={num_return_sequences!r} must be from 1 to "
+                         f"beam_search.num_decodes={num_decodes} (the beams): return at most as many as are searched")  # fmt: skip
     options = beam_options(max_decode_length, length_penalty, early_stopping, min_decode_length)
     step, new_cache = start(num_decodes)
     sequences, scores = beam_search_with_step(step, new_cache, batch_size, options, num_beams=num_decodes, eos_id=eos_id)

@@ -20,6 +20,8 @@ Sampling filters as Hugging Face's warpers: logits / temperature, then top-k, th
 the tempered distribution, the most likely token always kept, kept sets chosen by rank so ties never
 widen them. Scores are the model's own summed log-probabilities (temperature 1, unfiltered) up to and
 including EOS, as t5x's sampler reports them. Step `t` draws with `fold_in(rng, t)`: a key gives one result.
+Each row draws its own noise, numbered by its place in the batch (JAX's partitionable threefry), so the rows a
+mesh's `data` axis pads a batch with change no real row's samples: one device and a mesh sample alike.
 """
 
 from __future__ import annotations
@@ -156,10 +158,14 @@ def temperature_sample(
     """`num_decodes` samples per input: sequences (batch, num_decodes, length), model log-probs (batch, num_decodes).
 
     `temperature == 0` picks the most likely kept token (greedy when top_k/top_p are off); `rng`
-    defaults to key 0. `min_decode_length` forbids EOS before that many tokens.
+    defaults to key 0 (callers decoding many batches pass a fresh key for each: `evaluator.make_batch_decoder`).
+    `min_decode_length` forbids EOS before that many tokens.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if num_decodes < 1:
+        raise ValueError(f"temperature_sample.num_decodes={num_decodes!r} is the number of samples per input: give a "
+                         "whole number >= 1")  # fmt: skip
     rng = jax.random.key(0) if rng is None else rng
     step, new_cache = start(num_decodes)
     rows, length = batch_size * num_decodes, max_decode_length
