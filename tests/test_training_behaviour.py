@@ -187,6 +187,11 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     second = load_for_inference(tiny_t5(), str(tmp_path / "second"), mesh)
     for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(second)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # lr 0: the loaded weights, unchanged
+    # Another model started from it: the fix was the one for resuming ("its MODEL_DIR/config.gin"), and the run
+    # left an empty MODEL_DIR/checkpoints/ behind.
+    with pytest.raises(ValueError, match=r"\['wi'\].* is not in the checkpoint .*is a starting checkpoint of another model"):
+        _train(tmp_path / "third", train_steps=4, initial_checkpoint_path=str(tmp_path / "first"), model=tiny_t5("1.0"))
+    assert not (tmp_path / "third").exists()
 
 
 @pytest.mark.slow

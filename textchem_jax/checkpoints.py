@@ -290,12 +290,12 @@ def abstract_like(tree: Any) -> Any:
     )
 
 
-def load_params(directory: str, abstract_params: Any, step: int | None = None) -> Any:
+def load_params(directory: str, abstract_params: Any, step: int | None = None, fix: Callable[[], str] | None = None) -> Any:
     """Only the parameters of a run's checkpoint, placed like `abstract_params` (ShapeDtypeStructs
     with shardings): for `INITIAL_CHECKPOINT_PATH`, evaluation and inference.
 
     Every parameter the model expects must be in the checkpoint with its shape (checked against the
-    checkpoint's metadata before anything is read); a missing folder is never created.
+    checkpoint's metadata before anything is read; `fix` as in `check_shapes`); a missing folder is never created.
     """
     manager = _params_manager(directory)
     try:
@@ -303,14 +303,14 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory} (expected numbered step folders from textchem-train)")
         earlier = sorted((s for s in manager.all_steps() if s < step), reverse=True)
-        fix = (f"load the step before it instead: its folder is {epath.Path(directory) / str(earlier[0])}" if earlier
+        if_damaged = (f"load the step before it instead: its folder is {epath.Path(directory) / str(earlier[0])}" if earlier
                else "no earlier step is saved there")  # fmt: skip
         try:
             verify(epath.Path(directory) / str(step), step)
             stored = _stored_params(manager, step, directory)
         except CheckpointError as error:
-            raise CheckpointError(f"{error}; {fix}") from None
-        check_shapes(stored, abstract_params, f"{directory} (step {step})")
+            raise CheckpointError(f"{error}; {if_damaged}") from None
+        check_shapes(stored, abstract_params, f"{directory} (step {step})", fix)
         restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
         try:
             restored = manager.restore(
@@ -323,7 +323,7 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None) -
             )
         except Exception as error:  # orbax, tensorstore and json raise what they raise
             raise CheckpointError(f"step {step}: {epath.Path(directory) / str(step)} cannot be read: "
-                                  f"{_first_line(error)}; {fix}") from error  # fmt: skip
+                                  f"{_first_line(error)}; {if_damaged}") from error  # fmt: skip
     finally:
         manager.close()
     return restored.state["params"]

@@ -144,17 +144,30 @@ def _foreign_params(model, path: str, kind: str) -> dict:
     return stack_layer_params(params) if ours.scan_layers else unstack_layer_params(params)
 
 
-def load_for_inference(model, path: str, mesh, *, like: Any = None) -> Any:
-    """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`."""
+def _starting_fix(path: str) -> str:
+    """How to start a run from a checkpoint of ours that is not the gin-bound model (the run's own config.gin,
+    the default fix, is for resuming)."""
+    return (f"{path} is a starting checkpoint of another model: bind the model it holds (its MODEL_DIR/config.gin, or "
+            "a converted folder's model.gin: its size, and its MLP, ReLU `wi` in T5 v1.0 or gated-GELU `wi_0`/`wi_1` "
+            "in v1.1), or start from a checkpoint of the gin-bound model")  # fmt: skip
+
+
+def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bool = False) -> Any:
+    """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`; a
+    checkpoint of another model is one error whose fix fits loading it to run, or to start from (`starting`)."""
     kind = checkpoint_format(path)
     target, shardings = abstract_params(model, mesh)
     if like is not None:
         target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+    if kind in ("hf", "t5x"):
+        fix = functools.partial(_foreign_fix, path)
+    else:  # ours: by default the run's own config.gin, which fits resuming it
+        fix = functools.partial(_starting_fix, path) if starting else None
     if kind == "orbax":
         root = _orbax_root(path)
-        return load_params(root[0], target, step=root[1])
+        return load_params(root[0], target, step=root[1], fix=fix)
     params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind)
-    check_shapes(params, target, path, fix=None if kind == "converted" else functools.partial(_foreign_fix, path))
+    check_shapes(params, target, path, fix=fix)
     return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
 
 
@@ -179,12 +192,12 @@ def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> t
     "decoder": t5-small}) for encoders started from different checkpoints.
     """
     if not isinstance(source, Mapping) and stored_param_names(source) == set(model.abstract_params()):
-        return load_for_inference(model, source, mesh, like=like), checkpoint_step(source)
+        return load_for_inference(model, source, mesh, like=like, starting=True), checkpoint_step(source)
     parts = dict(source) if isinstance(source, Mapping) else {part: source for part in model.t5_parts}
     t5 = EncoderDecoderModel(model.t5_config)
     params = like
     for part, path in parts.items():
-        params = model.with_t5_parts(params, load_for_inference(t5, path, mesh), (part,))
+        params = model.with_t5_parts(params, load_for_inference(t5, path, mesh, starting=True), (part,))
     return params, 0
 
 

@@ -191,19 +191,25 @@ def train(
     iterator = iter(dataset)
     state = trainer.init_state(jax.random.key(random_seed))
 
+    fresh = not tf.io.gfile.exists(model_dir)
     tf.io.gfile.makedirs(model_dir)  # only now: a run that could not start left an empty MODEL_DIR behind
-    checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
-    restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
-    if restored is not None:
-        state, step = restored
-        print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
-    elif checkpoint_cfg.initial_checkpoint_path:
-        from textchem_jax.model_loading import initial_params
+    try:
+        checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
+        restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
+        if restored is not None:
+            state, step = restored
+            print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
+        elif checkpoint_cfg.initial_checkpoint_path:
+            from textchem_jax.model_loading import initial_params
 
-        path = checkpoint_cfg.initial_checkpoint_path
-        params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
-        state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
-        print(f"initialized from {path} (step {step})", flush=True)
+            path = checkpoint_cfg.initial_checkpoint_path
+            params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
+            state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
+            print(f"initialized from {path} (step {step})", flush=True)
+    except BaseException:
+        if fresh:  # e.g. a starting checkpoint of another model: no empty MODEL_DIR/checkpoints/ is left behind
+            _remove_if_only_folders(model_dir)
+        raise
     _write_model_info(model_dir, trainer, model, mesh)
     _keep_vocabulary(model_dir, model)
     if started is not None:
@@ -315,6 +321,14 @@ def _final_evaluation(model_dir: str, cfg, step: int) -> dict:
     if not all(history.get(name) and history[name][-1]["step"] == step for name in names):
         return {}
     return run_results.final_metrics({name: history[name] for name in names})[1]
+
+
+def _remove_if_only_folders(folder: str) -> None:
+    """Removes `folder` when it holds no file (what a run that failed before its first save made)."""
+    import tensorflow as tf
+
+    if not any(files for _, _, files in tf.io.gfile.walk(folder)):
+        tf.io.gfile.rmtree(folder)
 
 
 def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer, random_seed: int):
