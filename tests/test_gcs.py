@@ -105,7 +105,8 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     # The console is for people: no TensorFlow start-up lines, no orbax notes. TensorStore's C++ note on the
     # emulator's test token is all there is (a real bucket has real credentials).
     assert [line for line in exported.stderr.splitlines() if "GOOGLE_AUTH_TOKEN_FOR_TESTING" not in line] == []
-    assert {"hf/config.json", "hf/model.safetensors", "hf/spiece.model"} <= set(gcs_emulator.list_objects(gcs, "hf/"))
+    assert {"hf/config.json", "hf/model.safetensors", "hf/spiece.model", "hf/tokenizer.json",
+            "hf/tokenizer_config.json"} <= set(gcs_emulator.list_objects(gcs, "hf/"))  # fmt: skip
     assert convert.main([f"--hf_dir={hf}", f"--output_dir={converted}"]) == 0
     assert {"converted/params.npz", "converted/t5_config.json", "converted/model.gin", "converted/spiece.model"} <= set(
         gcs_emulator.list_objects(gcs, "converted/"))
@@ -122,9 +123,9 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     np.testing.assert_array_equal(round_trip["token_embedder"]["embedding"], trained["['token_embedder']['embedding']"])
 
     capsys.readouterr()  # the run's whole gs:// inference_eval folder, and one file of it
-    assert score.main([f"--predictions={run}/inference_eval", f"--output={BUCKET}/scores.json"]) == 0
+    assert score.main([f"--predictions={run}/inference_eval", f"--output={BUCKET}/new/folder/scores.json"]) == 0
     assert "accuracy" in capsys.readouterr().out
-    in_folder = json.loads(tf.io.gfile.GFile(f"{BUCKET}/scores.json").read())
+    in_folder = json.loads(tf.io.gfile.GFile(f"{BUCKET}/new/folder/scores.json").read())
     assert score.main([f"--predictions={run}/inference_eval/textchem_demo_forward-000004.jsonl", f"--output={BUCKET}/one.json"]) == 0
     alone = json.loads(tf.io.gfile.GFile(f"{BUCKET}/one.json").read())["textchem_demo_forward"]
     assert "accuracy" in alone and alone in in_folder.values()
