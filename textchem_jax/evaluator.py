@@ -94,14 +94,15 @@ def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_lengt
 def decoding_seed_key(seed: int | None) -> jax.Array:
     """The key sampling's batches are folded from: `seed` (None: 0), checked before any work."""
     seed = 0 if seed is None else seed
+    wrong = ValueError(f"seed={seed!r}, sampling's seed (gin: the DatasetConfig's seed, e.g. "
+                       "infer/run_config.DatasetConfig.seed in runs/infer.gin), is not a whole number that fits "
+                       "64 bits: give one, e.g. 0")  # fmt: skip
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise wrong
     try:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError
         return jax.random.key(int(seed))
-    except (TypeError, OverflowError):
-        raise ValueError(f"seed={seed!r}, sampling's seed (gin: the DatasetConfig's seed, e.g. "
-                         "infer/run_config.DatasetConfig.seed in runs/infer.gin), is not a whole number that fits "
-                         "64 bits: give one, e.g. 0") from None  # fmt: skip
+    except OverflowError:
+        raise wrong from None
 
 
 def on_mesh(mesh, fn, params, features: Mapping[str, np.ndarray]):

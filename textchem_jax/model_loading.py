@@ -125,22 +125,20 @@ def _foreign_params(model, path: str, kind: str) -> dict:
     from textchem_jax.models.hf_convert import load_hf_directory
 
     ours = model.t5_config
-    if kind == "t5x":
+    if kind == "t5x":  # T5X keeps the settings in gin: only what our export recorded beside the parameters
         params, _ = t5x_checkpoints.read_checkpoint(path)
         step_dir = t5x_checkpoints.checkpoint_directory(path)
         recorded = t5x_checkpoints.read_model_settings(step_dir) or {}
-        differ = [f"{name}={recorded[name]!r} (the model has {getattr(ours, name)!r})"
-                  for name in t5x_checkpoints.SETTINGS_NOT_IN_PARAMS if name in recorded and recorded[name] != getattr(ours, name)]  # fmt: skip
-        if differ:
-            raise ValueError(f"{os.path.join(step_dir, t5x_checkpoints.MODEL_SETTINGS_FILE)} records another model: "
-                             f"{', '.join(differ)}; {_foreign_fix(path)}")  # fmt: skip
+        described = {name: recorded[name] for name in t5x_checkpoints.SETTINGS_NOT_IN_PARAMS if name in recorded}
+        source = f"{os.path.join(step_dir, t5x_checkpoints.MODEL_SETTINGS_FILE)} records"
     else:
         theirs, params = load_hf_directory(path)
-        differ = [f"{name}={getattr(theirs, name)!r} (the model has {getattr(ours, name)!r})"
-                  for name in ARCHITECTURE_FIELDS if getattr(theirs, name) != getattr(ours, name)]  # fmt: skip
-        if differ:
-            raise ValueError(f"{os.path.join(path, HF_CONFIG_FILE)} describes another model: {', '.join(differ)}; "
-                             f"{_foreign_fix(path)}")  # fmt: skip
+        described = {name: getattr(theirs, name) for name in ARCHITECTURE_FIELDS}
+        source = f"{os.path.join(path, HF_CONFIG_FILE)} describes"
+    differ = [f"{name}={value!r} (the model has {getattr(ours, name)!r})" for name, value in described.items()
+              if value != getattr(ours, name)]  # fmt: skip
+    if differ:
+        raise ValueError(f"{source} another model: {', '.join(differ)}; {_foreign_fix(path)}")
     return stack_layer_params(params) if ours.scan_layers else unstack_layer_params(params)
 
 

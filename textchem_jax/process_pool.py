@@ -40,6 +40,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+_warned_scripts: set[str] = set()  # the unguarded scripts already warned of
 _MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
 
 
@@ -69,9 +70,6 @@ def main_script_unguarded() -> str | None:
                        "the script again): RDKit work runs in this process, on one core; put the script's work "
                        "under that guard to use all %d cores", path, available_cores())  # fmt: skip
     return path
-
-
-_warned_scripts: set[str] = set()
 
 
 def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):

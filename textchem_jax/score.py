@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("textchem_jax").setLevel(logging.DEBUG)  # e.g. which WordNet METEOR read
     else:  # absl's INFO lines (rouge-score's "Using default tokenizer"), TensorFlow's start-up lines for gs://
         logging.getLogger("absl").setLevel(logging.WARNING)
-        if is_remote(args.predictions):
+        if is_remote(args.predictions) or (args.output and is_remote(args.output)):
             launch.quiet_libraries()
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")

@@ -21,6 +21,7 @@ which T5X ignores and our import reads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -183,8 +184,6 @@ def read_model_settings(checkpoint: str) -> dict[str, Any] | None:
 
 def non_default_settings(config) -> dict[str, Any]:
     """The settings of `config` that shapes cannot show and that differ from T5's."""
-    import dataclasses
-
     defaults = {field.name: field.default for field in dataclasses.fields(config)}
     return {name: getattr(config, name) for name in SETTINGS_NOT_IN_PARAMS if getattr(config, name) != defaults[name]}
 

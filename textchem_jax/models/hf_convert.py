@@ -381,8 +381,9 @@ def read_sentencepiece(path: str | os.PathLike):
     return proto
 
 
-def sentencepiece_tokenizer(vocabulary_path: str | os.PathLike, extra_ids: int = 100):
-    """A `tokenizers.Tokenizer` that encodes and decodes as the SentencePiece model does, plus T5's EOS and sentinels.
+def sentencepiece_tokenizer(proto, vocabulary_path: str | os.PathLike, extra_ids: int = 100):
+    """A `tokenizers.Tokenizer` that encodes and decodes as the SentencePiece model `proto` (read from
+    `vocabulary_path`: `read_sentencepiece`) does, plus T5's EOS and sentinels.
 
     transformers' own T5 conversion does not: it splits on whitespace (runs of spaces and tabs are lost), makes
     each user-defined piece an added token followed by an extra `▁`, and drops byte fallback (`μ` becomes <unk>).
@@ -395,7 +396,6 @@ def sentencepiece_tokenizer(vocabulary_path: str | os.PathLike, extra_ids: int =
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, processors
     from tokenizers.models import Unigram
 
-    proto = read_sentencepiece(vocabulary_path)
     kind, trainer, spec = proto.SentencePiece, proto.trainer_spec, proto.normalizer_spec
     if trainer.model_type != trainer.UNIGRAM:
         raise ValueError(f"{vocabulary_path}: a {trainer.ModelType.Name(trainer.model_type)} SentencePiece model; only "
@@ -429,10 +429,9 @@ def sentencepiece_tokenizer(vocabulary_path: str | os.PathLike, extra_ids: int =
     return tokenizer
 
 
-def tokenizer_config(vocabulary_path: str | os.PathLike, extra_ids: int = 100) -> dict[str, Any]:
-    """`tokenizer_config.json`: the generic class, which loads tokenizer.json as written (transformers 4 and 5);
-    the T5 class would rebuild the tokenizer from spiece.model its own way."""
-    proto = read_sentencepiece(vocabulary_path)
+def tokenizer_config(proto, extra_ids: int = 100) -> dict[str, Any]:
+    """`tokenizer_config.json` for the SentencePiece model `proto`: the generic class, which loads tokenizer.json
+    as written (transformers 4 and 5); the T5 class would rebuild the tokenizer from spiece.model its own way."""
     trainer = proto.trainer_spec
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
     for name, index in (("eos_token", trainer.eos_id), ("unk_token", trainer.unk_id), ("pad_token", trainer.pad_id)):
@@ -452,7 +451,7 @@ def save_tokenizer(directory: str | os.PathLike, vocabulary_path: str | os.PathL
         logger.warning("tokenizers is not installed: %s gets no tokenizer.json, and AutoTokenizer will encode other "
                        "ids than spiece.model for SMILES; pip install -e .[hf] and export again", directory)  # fmt: skip
         return False
-    directory = epath.Path(directory)
-    (directory / "tokenizer.json").write_text(sentencepiece_tokenizer(vocabulary_path).to_str(pretty=True) + "\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(vocabulary_path), indent=2) + "\n")
+    directory, proto = epath.Path(directory), read_sentencepiece(vocabulary_path)  # read once for both files
+    (directory / "tokenizer.json").write_text(sentencepiece_tokenizer(proto, vocabulary_path).to_str(pretty=True) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(proto), indent=2) + "\n")
     return True
