@@ -79,6 +79,12 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     # lengths 64/32 cut some demo examples: counted per task and feature, in place of SeqIO's "*may be*" warning
     assert "textchem_demo_paragraph2actions: 2 of 2 validation examples have inputs longer than 64" in first.stderr
     assert "*may be* insufficient" not in first.stderr
+    # A gs:// gin file that is not there: gin tried it under each search path, `.../gin_configs/gs://...`, which was
+    # taken for remote and ended in a KeyError traceback from etils.
+    missing = subprocess.run(["textchem-train", f"--gin_file={BUCKET}/configs/missing.gin", f"--gin.MODEL_DIR='{run}'"],
+                             env={**os.environ, **gcs}, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert f"configuration error: Unable to open file: {BUCKET}/configs/missing.gin" in missing.stderr
     second = _run(gcs, *train, "--gin.TRAIN_STEPS=4")
     assert f"resumed from step 2 in {run}/checkpoints" in second.stdout
 

@@ -15,6 +15,8 @@ def test_absolute_and_remote(tmp_path, monkeypatch):
     assert paths.absolute("runs/x") == epath.Path(tmp_path.resolve() / "runs" / "x")
     assert str(paths.absolute("gs://bucket/run")) == "gs://bucket/run"  # not prefixed with the working directory
     assert paths.is_remote("gs://bucket/run") and not paths.is_remote("/tmp/run") and not paths.is_remote("runs/x")
+    # gin tries a gs:// gin file under each search path: that joined path is local (it was sent to etils, KeyError)
+    assert not paths.is_remote("/work/main/gin_configs/gs://bucket/missing.gin")
 
 
 def test_commands_expand_a_tilde_the_shell_left_alone(tmp_path, monkeypatch):

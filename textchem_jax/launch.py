@@ -537,6 +537,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
     if usage:  # absl's --help prints the main module's docstring; a console script's wrapper has none
         sys.modules["__main__"].__doc__ = usage + _GIN_FLAG_HELP
 
+    @command  # Ctrl-C and file-system errors in one line, the gin files' own (a gs:// one unreachable) included
     def absl_main(arguments):
         if len(arguments) > 1:  # absl leaves what is no flag: ignored, the run went on without what was meant
             print(f"{program}: unexpected argument(s) {' '.join(arguments[1:])}: every argument is a --flag=value "
@@ -557,7 +558,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
             print(f"configuration error: {error}", file=sys.stderr)
             return 2
         try:
-            return command(main)()
+            return main()
         except Exception as error:
             if lost_peer(error):
                 exit_lost_peer(os.path.basename(argv[0]), error)

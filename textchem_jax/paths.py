@@ -9,15 +9,20 @@ a `~` that the shell left alone (`--output_dir=~/x`) is expanded (`cli.parse_arg
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from etils import epath
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_remote(path: str | os.PathLike) -> bool:
-    """True for `gs://bucket/...` and any other `scheme://` path (read through tf.io.gfile or etils.epath)."""
-    return "://" in str(path)
+    """True for `gs://bucket/...` and any other path that starts with `scheme://` (read through tf.io.gfile or
+    etils.epath); a local path with `://` inside (gin joining `gs://x.gin` onto a search path) is local."""
+    return _SCHEME.match(str(path)) is not None
 
 
 def expand_user(path: str) -> str:
