@@ -135,6 +135,35 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
     assert score.main([f"--predictions={run}/inference_eval/textchem_demo_forward-000004.jsonl", f"--output={BUCKET}/one.json"]) == 0
     alone = json.loads(tf.io.gfile.GFile(f"{BUCKET}/one.json").read())["textchem_demo_forward"]
     assert "accuracy" in alone and alone in in_folder.values()
+    assert score.main([f"--predictions={run}/inference_eval", f"--output={BUCKET}/new/folder"]) == 0  # a folder there
+    assert json.loads(tf.io.gfile.GFile(f"{BUCKET}/new/folder/scores.json").read()) == in_folder
+    assert f"Metrics written to {BUCKET}/new/folder/scores.json" in capsys.readouterr().out
+
+
+def test_a_bucket_that_does_not_exist_is_one_error_not_a_hang(gcs):
+    """TensorFlow's recursive folder creation loops forever at the root of a missing bucket (Ctrl-C ignored):
+    MODEL_DIR, --output and every other folder we make is checked first, and the command ends in one line."""
+    import threading
+
+    from textchem_jax import paths
+
+    errors = []
+    attempt = threading.Thread(target=lambda: _raised(errors, paths.makedirs, "gs://no-such-bucket/run/eval"), daemon=True)
+    attempt.start()
+    attempt.join(60)
+    assert not attempt.is_alive(), "paths.makedirs hung on a missing bucket"
+    assert isinstance(errors[0], FileNotFoundError) and "the bucket gs://no-such-bucket does not exist" in str(errors[0])
+    result = subprocess.run(["textchem-score", "--output=gs://no-such-bucket/scores.json"], env={**os.environ, **gcs},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and "gs://no-such-bucket does not exist" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def _raised(errors: list, function, *args) -> None:
+    try:
+        function(*args)
+    except Exception as error:  # noqa: BLE001  (the test asserts which)
+        errors.append(error)
 
 
 def test_data_vocabularies_and_t5x_checkpoints_in_the_bucket(gcs):

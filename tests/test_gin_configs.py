@@ -149,6 +149,15 @@ def test_our_warnings_read_as_plain_lines_under_absl():
     assert any(line.startswith("W") and line.endswith("] theirs") for line in lines), lines  # a library's: absl's format
 
 
+def test_our_warnings_read_as_plain_lines_in_the_argparse_commands():
+    """Without absl's handler (textchem-robustness, -convert, -report, ...) a library's logging.basicConfig() made
+    ours `WARNING:textchem_jax.evaluator:2 inputs cut`."""
+    code = ("import logging; from textchem_jax import launch; launch.quiet_libraries(); logging.basicConfig(); "
+            "logging.getLogger('textchem_jax.evaluator').warning('%d inputs cut', 2); logging.getLogger('seqio').warning('theirs')")  # fmt: skip
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr.splitlines()
+    assert "warning: 2 inputs cut" in lines and "WARNING seqio: theirs" in lines, lines
+
+
 def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):
     """gin reads a file's leading U+FEFF as a token; the error said to write a Python literal."""
     saved = tmp_path / "windows.gin"

@@ -154,6 +154,16 @@ def hf_case(request, tmp_path_factory) -> HFCase:
 # Pure conversion logic (no torch needed)
 
 
+def test_a_missing_or_empty_hf_dir_says_what_to_give(tmp_path, capsys):
+    """A hub name or a wrong folder as --hf_dir gave `[Errno 2] No such file or directory: 't5-small/config.json'`."""
+    (tmp_path / "empty").mkdir()
+    for hf_dir, what in (("t5-small", "t5-small is not a folder here"), (tmp_path / "empty", "empty holds no config.json")):
+        assert convert.main([f"--hf_dir={hf_dir}", f"--output_dir={tmp_path / 'out'}"]) == 2
+        error = capsys.readouterr().err
+        assert what in error and "nothing is downloaded" in error and "Errno" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_hf_config_mapping_both_transformers_generations():
     base = dict(model_type="t5", vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_heads=6, num_layers=8,
                 feed_forward_proj="gated-gelu")  # fmt: skip

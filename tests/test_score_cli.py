@@ -152,6 +152,18 @@ def test_a_run_with_notation_evaluations_scores_every_file_and_every_metric_is_t
     assert results == {"textchem_demo_retro": {"accuracy": 1.0, "invalid_rate": 0.0, "roundtrip_accuracy": None},
                        "textchem_demo_retro_notation_kekulized": {"accuracy": 0.0, "invalid_rate": 0.0, "roundtrip_accuracy": None}}  # fmt: skip
     assert re.search(r"textchem_demo_retro_notation_kekulized\n(  \w+ +[\d.]+\n)+  roundtrip_accuracy +n/a\n", captured.out)
+    assert f"Metrics written to {output}" in captured.out
+
+
+def test_output_into_a_folder_writes_scores_json_there(tmp_path, capsys):
+    """--output naming a folder that exists, or a new one ending in '/', gets scores.json inside (writing to the
+    folder's own name failed after the scoring), and the run says where the metrics went."""
+    (tmp_path / "existing").mkdir()
+    for output, written in ((tmp_path / "existing", tmp_path / "existing" / "scores.json"),
+                            (f"{tmp_path}/new/", tmp_path / "new" / "scores.json")):  # fmt: skip
+        assert main(["--output", str(output)]) == 0
+        assert f"Metrics written to {written}" in capsys.readouterr().out
+        assert json.loads(written.read_text())["textchem_text2mol"]["validity"] == 0.8
 
 
 def test_ctrl_c_ends_in_one_line_and_status_130(tmp_path):

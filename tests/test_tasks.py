@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import subprocess
@@ -132,6 +133,16 @@ def test_inspect_demo():
     out = result.stdout
     assert "effective mixture rates" in out and "textchem_demo_retro" in out and "skipped rows" in out
     assert "Predict the product of the following reaction: " in out
+
+
+def test_feature_lengths_take_the_flag_form_and_gins_dict():
+    """--task_feature_lengths as TASK_FEATURE_LENGTHS is written in a gin file was refused (robustness, inspect)."""
+    from textchem_jax.inspect import feature_lengths
+
+    assert feature_lengths("inputs=128,targets=64") == feature_lengths("{'inputs': 128, 'targets': 64}") == {"inputs": 128, "targets": 64}
+    for wrong in ("inputs=0", "{'inputs': 1.5}", "{inputs: 5}", "[128]", "outputs=5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected inputs=N,targets=M or"):
+            feature_lengths(wrong)
 
 
 @pytest.mark.slow

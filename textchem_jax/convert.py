@@ -35,7 +35,7 @@ from textchem_jax.checkpoints import CheckpointError
 from textchem_jax.cli import command, parse_args
 from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config, preset_name, t5_config
-from textchem_jax.paths import absolute
+from textchem_jax.paths import absolute, makedirs
 
 CONFIG_FILE = "t5_config.json"
 GIN_FILE = run_results.CONVERTED_GIN_FILE
@@ -198,7 +198,7 @@ def write_converted(output_dir: epath.Path, config: T5Config, params: dict, voca
     from textchem_jax.data import vocabulary as vocabularies
     from textchem_jax.models.t5 import insert_vocabulary_rows
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    makedirs(output_dir)
     copied = None
     if vocabulary is not None:
         copied = absolute(output_dir) / VOCABULARY_FILE  # model.gin names it, read from any working directory

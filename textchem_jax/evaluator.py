@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from textchem_jax import xla_cpu
 from textchem_jax.chem.notations import ORIGINAL
+from textchem_jax.paths import makedirs
 from textchem_jax.progress import ProgressLine
 from textchem_jax.run_config import import_task_module, mixture_or_task
 
@@ -153,10 +154,9 @@ class InferenceEvaluator:
         progress_period: float = 30.0,
     ):
         import seqio
-        import tensorflow as tf
 
         import_task_module(cfg.module, model)
-        tf.io.gfile.makedirs(output_dir)  # seqio's loggers expect it
+        makedirs(output_dir)  # seqio's loggers expect it
         self.evaluators = {
             task.name: seqio.Evaluator(
                 task.name,

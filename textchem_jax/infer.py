@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from textchem_jax.catalogue import PROMPTS, task_input_domain
+from textchem_jax.paths import makedirs
 from textchem_jax.progress import ProgressLine
 
 logger = logging.getLogger("textchem_jax.infer")
@@ -180,7 +181,7 @@ def infer(
     else:
         sources = _task_examples(dataset_cfg)
         split_name = dataset_cfg.split
-    tf.io.gfile.makedirs(output_dir)
+    makedirs(output_dir)
     written = []
     batch_numbers = itertools.count()  # every batch of every task samples with its own key (make_batch_decoder)
     for task_name, examples in sources:

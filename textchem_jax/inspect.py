@@ -12,6 +12,7 @@ rate, and the report of skipped rows.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 
 import numpy as np
@@ -24,12 +25,20 @@ PERCENTILES = (50, 90, 95, 99, 100)
 
 
 def feature_lengths(text: str) -> dict[str, int]:
-    """`inputs=512,targets=512` -> {"inputs": 512, "targets": 512} (an argparse type)."""
+    """`inputs=512,targets=512`, or gin's TASK_FEATURE_LENGTHS as copied from a gin file (`{'inputs': 512,
+    'targets': 512}`) -> {"inputs": 512, "targets": 512} (an argparse type)."""
+    expected = f"expected inputs=N,targets=M or {{'inputs': N, 'targets': M}}, got {text!r}"
+    if text.strip().startswith("{"):
+        try:
+            items = [(str(key), str(value)) for key, value in ast.literal_eval(text.strip()).items()]
+        except (ValueError, SyntaxError, AttributeError):
+            raise argparse.ArgumentTypeError(expected) from None
+    else:
+        items = [item.partition("=")[::2] for item in text.split(",")]
     lengths = {}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        if key.strip() not in ("inputs", "targets") or not value.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"expected inputs=N,targets=M, got {text!r}")
+    for key, value in items:
+        if key.strip() not in ("inputs", "targets") or not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(expected)
         lengths[key.strip()] = int(value)
     return lengths
 

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from textchem_jax import xla_cpu
 from textchem_jax.cli import command, without_gin_context
 from textchem_jax.local_cache import cache_root
-from textchem_jax.paths import expand_user, is_remote
+from textchem_jax.paths import expand_user, is_remote, makedirs
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
@@ -341,7 +341,7 @@ def write_config(model_dir: str) -> None:
     import gin
     import tensorflow as tf
 
-    tf.io.gfile.makedirs(model_dir)
+    makedirs(model_dir)
     from textchem_jax.run_results import RUN_CONFIG_FILE
 
     with tf.io.gfile.GFile(os.path.join(model_dir, RUN_CONFIG_FILE), "w") as f:
@@ -458,6 +458,10 @@ def quiet_libraries() -> None:
     handler = absl_logging.get_absl_handler()
     if not isinstance(handler.python_handler.formatter, PlainForOurs):
         handler.setFormatter(PlainForOurs(handler.python_handler.formatter))
+    if not logging.root.handlers:  # an argparse command (absl.app puts its handler there): a library's later
+        console = logging.StreamHandler()  # logging.basicConfig() printed ours as `WARNING:textchem_jax.evaluator:`
+        console.setFormatter(PlainForOurs(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
+        logging.root.addHandler(console)
     _import_tensorflow_quietly()
 
 

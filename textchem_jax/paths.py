@@ -1,5 +1,5 @@
-"""User paths: local or remote (`gs://` and other `scheme://`), told apart by one rule, and local ones made
-what the libraries below expect.
+"""User paths: local or remote (`gs://` and other `scheme://`), told apart by one rule, local ones made
+what the libraries below expect, and folders made without TensorFlow's endless loop on a missing bucket.
 
 Orbax refuses relative paths ("Checkpoint path should be absolute"), so a `MODEL_DIR="'runs/x'"` or a
 `CHECKPOINT_PATH` relative to the working directory is made absolute before any checkpoint library sees it;
@@ -38,3 +38,21 @@ def absolute(path: str | os.PathLike) -> epath.Path:
 
     path = epath.Path(path)
     return path if is_remote(path) else path.resolve()
+
+
+def makedirs(path: str | os.PathLike) -> None:
+    """A folder and its parents, local or remote. On `gs://`, the bucket is checked first: TensorFlow's recursive
+    create climbs to the bucket's root, finds it missing and climbs again forever (no error, Ctrl-C ignored)."""
+    path = str(path)
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)  # local: no TensorFlow import for it
+        return
+    import tensorflow as tf  # remote paths only go through tf.io.gfile
+
+    if path.startswith("gs://"):
+        bucket = "gs://" + path[len("gs://"):].split("/", 1)[0]
+        if not tf.io.gfile.exists(bucket):
+            raise FileNotFoundError(
+                f"{path}: the bucket {bucket} does not exist or these credentials cannot see it; "
+                f"create it (gcloud storage buckets create {bucket}) or correct the path")
+    tf.io.gfile.makedirs(path)

@@ -25,6 +25,7 @@ from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, parse_args
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
+from textchem_jax.paths import makedirs
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.
@@ -79,10 +80,8 @@ class Page:
     """The HTML page being written, and the PNG files beside it."""
 
     def __init__(self, output_dir: str, title: str):
-        import tensorflow as tf
-
         self.output_dir, self.title, self.parts, self.images = output_dir, title, [], []
-        tf.io.gfile.makedirs(output_dir)
+        makedirs(output_dir)
 
     def heading(self, text: str, level: int = 2) -> None:
         self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax.cli import at_least, command, parse_args
 from textchem_jax.metrics.tables import robustness_markdown
+from textchem_jax.paths import makedirs
 
 RESULTS_FILE = "robustness.json"
 
@@ -111,7 +112,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
         if embeddings and len(molecules) >= 2:
             results["embedding"][task] = embedding_check(saved.model, params, mesh, molecules, variants, lengths["inputs"])
             results["embedding_molecules"][task] = len(molecules)
-    tf.io.gfile.makedirs(output_dir)
+    makedirs(output_dir)
     with tf.io.gfile.GFile(os.path.join(output_dir, RESULTS_FILE), "w") as f:
         f.write(json.dumps(results, indent=1, allow_nan=True))
     with tf.io.gfile.GFile(os.path.join(output_dir, "robustness.md"), "w") as f:

@@ -23,13 +23,18 @@ import os
 import pathlib
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from textchem_jax import launch
 from textchem_jax.catalogue import PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, parse_args
-from textchem_jax.paths import is_remote
+from textchem_jax.paths import is_remote, makedirs
+
+if TYPE_CHECKING:
+    from etils import epath
 
 EXAMPLE_PREDICTIONS = pathlib.Path(__file__).parent / "examples" / "predictions.jsonl"  # local only: packaged
+OUTPUT_FILE = "scores.json"  # what --output writes into a folder
 _T5X_INFER_FILE = re.compile(r"^(?P<task>.+)-predict\.jsonl(-\d{5}-of-\d{5})?$")
 _INFERENCE_EVAL_FILE = re.compile(r"^(?P<task>.+)-\d+\.jsonl$")
 
@@ -136,6 +141,16 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
     }
 
 
+def _output_file(text: str) -> epath.Path:
+    """--output as the JSON file to write: a folder (one that exists, or a path ending in '/') gets its
+    OUTPUT_FILE, where writing to the folder's own name failed after the scoring (or, on gs://, wrote an
+    object beside it)."""
+    from etils import epath
+
+    path = epath.Path(text)
+    return path / OUTPUT_FILE if text.endswith("/") or path.is_dir() else path
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-score", description=__doc__.splitlines()[0])
@@ -143,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS),
                         help="jsonl file to score, or a folder of them (textchem-infer's output, inference_eval/)")
-    parser.add_argument("--output", type=epath.Path, help="also write the metrics as JSON here")
+    parser.add_argument("--output", type=_output_file, help=f"also write the metrics as JSON to this file (into a folder, "
+                                                            f"existing or ending in '/': its {OUTPUT_FILE})")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     console = logging.StreamHandler()
@@ -158,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)  # before the scoring, not after it
+        makedirs(args.output.parent)  # before the scoring, not after it
     try:
         results = score(args.predictions)
     except ValueError as error:
@@ -170,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:  # n/a as JSON's null: NaN is not JSON, and strict readers (JavaScript's) reject it
         written = {task: {k: None if not_computed(v) else v for k, v in row.items()} for task, row in results.items()}
         args.output.write_text(json.dumps(written, indent=2))
+        print(f"Metrics written to {args.output}")
     return 0
 
 

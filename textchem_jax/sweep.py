@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, TASKS, task_of
 from textchem_jax.cli import command
-from textchem_jax.paths import expand_user
+from textchem_jax.paths import expand_user, makedirs
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
@@ -225,7 +225,7 @@ def _read_point_file(point_dir: str) -> dict:
 def _write_point_file(point_dir: str, record: dict) -> None:
     import tensorflow as tf
 
-    tf.io.gfile.makedirs(point_dir)
+    makedirs(point_dir)
     with tf.io.gfile.GFile(os.path.join(point_dir, POINT_FILE), "w") as f:
         f.write(json.dumps(record, indent=1))
 
@@ -244,7 +244,7 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     if record.get("status") == "done" and same:
         print(f"{prefix}: finished before, skipped", flush=True)
         return True
-    tf.io.gfile.makedirs(point_dir)
+    makedirs(point_dir)
     log_path = os.path.join(point_dir, "train.log")
     if tf.io.gfile.exists(log_path):  # the attempt before (killed, failed or configured otherwise) stays readable
         tf.io.gfile.copy(log_path, os.path.join(point_dir, "train.previous.log"), overwrite=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from textchem_jax.paths import absolute
+from textchem_jax.paths import absolute, makedirs
 
 CHECKPOINT_FILE = "checkpoint"
 MODEL_SETTINGS_FILE = "textchem_model.json"
@@ -214,7 +214,7 @@ def write_checkpoint(model_dir: str, params: Mapping, step: int, vocabulary: str
     if gfile.exists(directory):
         raise FileExistsError(f"{directory} exists: T5X never overwrites a checkpoint, and neither do we")
     temporary = f"{directory}.tmp-textchem"
-    gfile.makedirs(temporary)
+    makedirs(temporary)
     writes = []
 
     def spec_of(path, value) -> dict:

@@ -28,6 +28,7 @@ import numpy as np
 
 from textchem_jax import run_config, run_results
 from textchem_jax.cli import without_gin_context
+from textchem_jax.paths import makedirs
 from textchem_jax.progress import Eta
 
 logger = logging.getLogger("textchem_jax.train")
@@ -192,7 +193,7 @@ def train(
     state = trainer.init_state(jax.random.key(random_seed))
 
     fresh = not tf.io.gfile.exists(model_dir)
-    tf.io.gfile.makedirs(model_dir)  # only now: a run that could not start left an empty MODEL_DIR behind
+    makedirs(model_dir)  # only now: a run that could not start left an empty MODEL_DIR behind
     try:
         checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
         restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import sentencepiece as spm
 
-from textchem_jax.paths import is_remote
+from textchem_jax.paths import is_remote, makedirs
 
 T5_EXTRA_IDS = 100
 DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"  # local only: packaged
@@ -110,7 +110,7 @@ def _write_bytes(path: str, data: bytes) -> None:
     if is_remote(path):
         import tensorflow as tf
 
-        tf.io.gfile.makedirs(os.path.dirname(path))
+        makedirs(os.path.dirname(path))
         with tf.io.gfile.GFile(path, "wb") as f:
             f.write(data)
     else:

@@ -26,6 +26,7 @@ import numpy as np
 from etils import epath
 
 from textchem_jax.models.config import T5Config, dtype_name
+from textchem_jax.paths import makedirs
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +326,11 @@ def load_hf_directory(directory: str | os.PathLike, **config_overrides: Any) -> 
     from textchem_jax.models.t5 import stack_layer_params
 
     directory = epath.Path(directory)
+    if not (directory / "config.json").exists():
+        what = "holds no config.json" if directory.is_dir() else "is not a folder here"
+        raise FileNotFoundError(f"{directory} {what}: give a local (or gs://) Hugging Face T5 directory with config.json "
+                                "and model.safetensors or pytorch_model.bin (nothing is downloaded: fetch a hub model "
+                                "first, e.g. `hf download t5-small --local-dir t5-small`)")  # fmt: skip
     try:
         hf_config = json.loads((directory / "config.json").read_text())
         config = config_from_hf(hf_config, **config_overrides)
@@ -347,7 +353,7 @@ def save_hf_directory(
     from safetensors.numpy import save
 
     directory = epath.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    makedirs(directory)
     state = hf_state_dict_from_params(params, config)
     hf_config = hf_config_from(config)
     hf_config["dtype"] = dtype_name(next(iter(state.values())).dtype)
