@@ -332,14 +332,17 @@ def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys)
     assert len(rows) == 4
 
 
-def test_report_of_a_run_not_yet_evaluated_says_so(tmp_path):
-    """A run with its config.gin only: the page said 'final evaluation at step None' and 'one inference evaluation so far'."""
+def test_report_of_a_run_not_yet_evaluated_says_so(tmp_path, monkeypatch):
+    """A run with its config.gin only: the page said 'final evaluation at step None' and 'one inference evaluation so far'.
+    Given as `.`, the run is named by its folder in the title (it read `Text+Chem T5 run .`)."""
     from textchem_jax import report
 
     (tmp_path / "config.gin").write_text("MODEL_DIR = 'run'\n")
-    assert report.main([str(tmp_path)]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert report.main(["."]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
     assert "no inference evaluation yet" in page and "None" not in page and "evaluation so far" not in page
+    assert f"<title>Text+Chem T5 run {tmp_path}</title>" in page
 
 
 def test_metric_panels_read_as_values_steps_and_n_a():

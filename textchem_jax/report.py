@@ -25,7 +25,7 @@ from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, parse_args
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
-from textchem_jax.paths import makedirs
+from textchem_jax.paths import absolute, makedirs
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.
@@ -359,11 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         launch.quiet_libraries()
     import tensorflow as tf
 
-    output_dir = args.output_dir or os.path.join(args.directory, "report")
-    if tf.io.gfile.exists(os.path.join(args.directory, "sweep.csv")):
-        path = sweep_report(args.directory, output_dir)
-    elif tf.io.gfile.exists(os.path.join(args.directory, run_results.RUN_CONFIG_FILE)):
-        path = run_report(args.directory, output_dir)
+    directory = str(absolute(args.directory))  # the page's title names the folder, not `.` or `../run/`
+    output_dir = args.output_dir or os.path.join(directory, "report")
+    if tf.io.gfile.exists(os.path.join(directory, "sweep.csv")):
+        path = sweep_report(directory, output_dir)
+    elif tf.io.gfile.exists(os.path.join(directory, run_results.RUN_CONFIG_FILE)):
+        path = run_report(directory, output_dir)
     else:
         print(f"textchem-report: {args.directory} has neither sweep.csv (a textchem-sweep folder) nor config.gin "
               "(a textchem-train MODEL_DIR)", file=sys.stderr)  # fmt: skip
