@@ -107,6 +107,27 @@ def test_caption_tokenizer_reaches_the_registered_caption_metric(tmp_path):
     assert metrics.settings.current().caption_tokenizer is None  # only inside the evaluation
 
 
+def test_a_caption_tokenizer_that_is_not_there_stops_eval_and_train_before_they_start(tmp_path):
+    """A wrong CAPTION_TOKENIZER was met in the mol2text metrics, after the whole split was decoded (hours at
+    ChEBI-20 with 10 beams), and the predictions were lost; training met it at its first evaluation."""
+    import optax
+
+    from textchem_jax import evaluate
+    from textchem_jax import train as train_lib
+    from textchem_jax.run_config import CheckpointConfig
+
+    missing = str(tmp_path / "scibert")
+    cfg = DatasetConfig("textchem_demo_mol2text", LENGTHS, "validation", batch_size=2, shuffle=False, pack=False)
+    with pytest.raises(ValueError, match="the caption tokenizer .*scibert' is not a local folder"):
+        evaluate.evaluate(model=tiny_t5(), checkpoint_path=str(tmp_path / "no_run"), dataset_cfg=cfg,
+                          output_dir=str(tmp_path / "eval"), caption_tokenizer=missing)  # fmt: skip
+    with pytest.raises(ValueError, match="the caption tokenizer .*scibert' is not a local folder"):
+        train_lib.train(model=tiny_t5(), model_dir=str(tmp_path / "run"), optimizer=optax.adamw(1e-3), total_steps=2,
+                        train_dataset_cfg=dataclasses.replace(cfg, split="train"), checkpoint_cfg=CheckpointConfig(),
+                        caption_tokenizer=missing)  # fmt: skip
+    assert not list(tmp_path.iterdir())  # no checkpoint read, no folder made
+
+
 @pytest.fixture
 def forward_and_retro():
     """A mixture of two demo tasks (SeqIO orders them by name: forward, then retrosynthesis)."""

@@ -298,6 +298,45 @@ def test_convert_cli_round_trip(hf_case, tmp_path, capsys):
     np.testing.assert_array_equal(hf_logits(reloaded, encoder, targets), hf_logits(hf_case.model, encoder, targets))
 
 
+def test_a_model_resized_to_its_tokenizer_imports_runs_and_exports(tmp_path, capsys):
+    """An embedding of one row per id (`resize_token_embeddings(len(tokenizer))`: 32,100 for T5's vocabulary, not
+    the padded 32,128) was refused with its own spiece.model ("give the vocabulary it was trained with"), and binding
+    its vocab_size was refused too."""
+    torch, transformers = hf_modules()
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.data.demo import demo_data_dir
+
+    texts = [line for p in sorted(demo_data_dir().rglob("*.txt")) for line in p.read_text().splitlines()]
+    spiece = vocabularies.train_plain_vocabulary(texts, tmp_path / "t5_like", vocab_size=600)
+    rows = vocabularies.load_vocabulary(spiece).vocab_size  # 600 pieces + 100 sentinels, unpadded
+    assert rows == 700 < vocabularies.padded_vocab_size(vocabularies.load_vocabulary(spiece))
+    config = transformers.T5Config(vocab_size=rows, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                   dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                   decoder_start_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    hf_model = transformers.T5ForConditionalGeneration(config).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    capsys.readouterr()
+    assert convert.main([f"--hf_dir={tmp_path / 'hf'}", f"--output_dir={tmp_path / 'bare'}"]) == 0  # no spiece.model
+    warned = capsys.readouterr().err  # it said nothing, and the first evaluation failed with another fix
+    assert "so the converted model.gin uses the tasks' vocabulary" in warned and "does not fit its 700-row embedding" in warned
+    shutil.copyfile(spiece, tmp_path / "hf" / "spiece.model")
+    assert convert.main([f"--hf_dir={tmp_path / 'hf'}", f"--output_dir={tmp_path / 'ours'}"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    ours_config = T5Config.from_dict(json.loads((tmp_path / "ours" / "t5_config.json").read_text()))
+    assert ours_config.vocab_size == rows
+    params = model_loading.read_params(tmp_path / "ours", ours_config)
+    encoder, targets = encoder_batch(rows), target_batch(rows)
+    ours = np.asarray(jax.jit(t5.T5(ours_config).apply)({"params": params}, encoder, shift_right(targets), targets))
+    np.testing.assert_allclose(ours, hf_logits(hf_model, encoder, targets), atol=1e-4, rtol=1e-4)
+    model = EncoderDecoderModel(ours_config, vocabulary=vocabularies.load_vocabulary(tmp_path / "ours" / "spiece.model"))
+    from textchem_jax.run_config import import_task_module
+
+    import_task_module(None, model)  # the tasks take its vocabulary (this refused 700 rows for 768)
+    assert convert.main([f"--checkpoint_dir={tmp_path / 'ours'}", f"--hf_output_dir={tmp_path / 'back'}"]) == 0
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["vocab_size"] == rows
+
+
 @pytest.mark.parametrize("version", ["1.0", "1.1"])
 def test_extended_t5_vocabulary_writes_stereo_and_keeps_the_old_logits(tmp_path, version):
     """T5-like vocabulary without `\\`: the extended import round-trips cis/trans SMILES with 0 <unk>, and
@@ -362,7 +401,7 @@ def test_a_directory_whose_own_vocabulary_does_not_fit_is_refused_in_one_line(hf
     wrong = vocab_lib.load_vocabulary(small)
     assert result.stderr.splitlines() == [
         f"textchem-convert: the directory's own vocabulary {folder / 'spiece.model'} has "
-        f"{wrong.vocab_size:,} pieces ({vocab_lib.padded_vocab_size(wrong):,} embedding rows) but the "
+        f"{wrong.vocab_size:,} pieces ({vocab_lib.fitting_rows(wrong)}) but the "
         f"checkpoint's embedding has {VOCAB:,} rows: give the vocabulary it was trained with as --vocabulary"
     ]
     # The right vocabulary given wins over the directory's own.

@@ -165,13 +165,24 @@ def parse_t5x_settings(pairs: Sequence[str]) -> dict[str, Any]:
 
 def chosen_vocabulary(given: epath.Path | None, own: epath.Path, own_name: str, config: T5Config, *,
                       sized: bool) -> epath.Path | None:  # fmt: skip
-    """`given` (--vocabulary), else the checkpoint's `own` when it has one, checked against the embedding."""
+    """`given` (--vocabulary), else the checkpoint's `own` when it has one, checked against the embedding. With
+    neither, model.gin takes the tasks' vocabulary, and says so here: the first evaluation failed on it, with a fix
+    that did not mention the missing spiece.model."""
+    from textchem_jax.data import vocabulary as vocabularies
+
     if given is not None:
         check_vocabulary(given, config, sized=sized)
         return given
     if own.exists():
         check_vocabulary(own, config, sized=sized, named=own_name)
         return own
+    tasks = vocabularies.task_vocabulary()
+    fits = vocabularies.fits_embedding(tasks, config.vocab_size)
+    print(f"textchem-convert: warning: {own.parent} has no {own.name}, so the converted model.gin uses the tasks' "
+          f"vocabulary ({vocabularies.vocabulary_file(tasks)}: TEXTCHEM_VOCABULARY, else the demo's), which "
+          + ("fits its embedding; give --vocabulary if the model was trained with another" if fits else
+             f"does not fit its {config.vocab_size:,}-row embedding ({vocabularies.fitting_rows(tasks)}): evaluating or "
+             "fine-tuning it needs the vocabulary it was trained with, as --vocabulary here"), file=sys.stderr)  # fmt: skip
     return None
 
 
@@ -185,11 +196,10 @@ def check_vocabulary(path: epath.Path, config: T5Config, *, sized: bool = True, 
         vocabulary = vocabularies.load_vocabulary(path)
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"{named}: {error}") from None
-    rows = vocabularies.padded_vocab_size(vocabulary)
-    if sized and rows != config.vocab_size:
+    if sized and not vocabularies.fits_embedding(vocabulary, config.vocab_size):
         fix = "give the vocabulary it was trained with" + (" as --vocabulary" if named != "--vocabulary" else "")
-        raise ValueError(f"{named} {path} has {vocabulary.vocab_size:,} pieces ({rows:,} embedding rows) but "
-                         f"the checkpoint's embedding has {config.vocab_size:,} rows: {fix}")  # fmt: skip
+        raise ValueError(f"{named} {path} has {vocabulary.vocab_size:,} pieces ({vocabularies.fitting_rows(vocabulary)}) "
+                         f"but the checkpoint's embedding has {config.vocab_size:,} rows: {fix}")  # fmt: skip
 
 
 def write_converted(output_dir: epath.Path, config: T5Config, params: dict, vocabulary: epath.Path | None,
@@ -328,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 config = import_t5x(args.t5x_checkpoint, args.output_dir, args.vocabulary, args.extend_vocabulary,
                                     parse_t5x_settings(args.t5x_setting))  # fmt: skip
-            print(f"imported {sources[0]} -> {args.output_dir} ({preset_name(config) or 'custom'}): {config}")
+            preset = preset_name(config)
+            print(f"imported {sources[0]} -> {args.output_dir} ({f'T5 v{preset[1]} {preset[0]}' if preset else 'custom'}): {config}")
             return 0
         if args.checkpoint_dir and len(exports) == 1 and not (sources or args.output_dir):
             config, written = export(args.checkpoint_dir, hf_output_dir=args.hf_output_dir,

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from textchem_jax.evaluator import DecodeFn, InferenceEvaluator
+from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.metrics.tables import format_table, versions_line
 
 
@@ -33,6 +34,8 @@ def evaluate(
     from textchem_jax import partitioning
     from textchem_jax.model_loading import checkpoint_step, load_for_inference
 
+    if caption_tokenizer is not None:
+        check_tokenizer(caption_tokenizer)  # before the checkpoint is read and the split decoded
     mesh = partitioning.make_mesh() if mesh is None else mesh
     params = load_for_inference(model, checkpoint_path, mesh)
     evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)

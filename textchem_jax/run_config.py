@@ -101,11 +101,11 @@ def import_task_module(module: str | None, model=None) -> None:
     vocab = getattr(model, "vocabulary", None)
     if vocab is None:
         return
-    rows, needed = model.t5_config.vocab_size, vocabularies.padded_vocab_size(vocab)
-    if rows != needed:
+    rows = model.t5_config.vocab_size
+    if not vocabularies.fits_embedding(vocab, rows):
         raise ValueError(
-            f"the vocabulary {vocabularies.vocabulary_file(vocab)} has {vocab.vocab_size:,} pieces ({needed:,} "
-            f"embedding rows) but the model's embedding has {rows:,} rows: bind vocab_size = "
+            f"the vocabulary {vocabularies.vocabulary_file(vocab)} has {vocab.vocab_size:,} pieces "
+            f"({vocabularies.fitting_rows(vocab)}) but the model's embedding has {rows:,} rows: bind vocab_size = "
             "@vocabularies.padded_vocab_size() with the same VOCABULARY (models/*.gin do), or use the checkpoint's "
             "own vocabulary (`vocabularies.checkpoint_vocabulary`, written into a textchem-convert model.gin)"
         )

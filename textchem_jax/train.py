@@ -28,6 +28,7 @@ import numpy as np
 
 from textchem_jax import run_config, run_results
 from textchem_jax.cli import without_gin_context
+from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.paths import makedirs
 from textchem_jax.progress import Eta
 
@@ -180,14 +181,16 @@ def train(
     ):  # a fresh run in checkpoints/checkpoints/, beside the run it was meant to resume
         raise ValueError(f"MODEL_DIR {model_dir} is a run's checkpoints folder: give the run's own folder "
                          f"({os.path.dirname(model_dir.rstrip('/'))}) to resume it")  # fmt: skip
+    if caption_tokenizer is not None:
+        check_tokenizer(caption_tokenizer)  # not after training, at the first evaluation
     mesh = partitioning.make_mesh() if mesh is None else mesh
+    trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
+    partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
     if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes
         lengths = ", ".join(f"{name} {length}" for name, length in train_dataset_cfg.task_feature_lengths.items())
         mesh_shape = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
         print(f"training {train_dataset_cfg.mixture_or_task_name} to step {total_steps} (batch "
               f"{train_dataset_cfg.batch_size}, {lengths} tokens; mesh {mesh_shape}) in {model_dir}", flush=True)  # fmt: skip
-    trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
-    partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
     dataset = run_config.get_dataset(train_dataset_cfg, model, seed=random_seed, mesh=mesh)
     iterator = iter(dataset)
     state = trainer.init_state(jax.random.key(random_seed))

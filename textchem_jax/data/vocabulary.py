@@ -318,6 +318,18 @@ def padded_vocab_size(vocabulary, multiple: int = 128) -> int:
     return -(-vocabulary.vocab_size // multiple) * multiple
 
 
+def fits_embedding(vocabulary, rows: int) -> bool:
+    """Whether an embedding of `rows` rows serves `vocabulary`: from one row per id (a Hugging Face model resized
+    with `resize_token_embeddings(len(tokenizer))`: 32,100) to that padded to 128 (T5's and ours: 32,128)."""
+    return vocabulary.vocab_size <= rows <= padded_vocab_size(vocabulary)
+
+
+def fitting_rows(vocabulary) -> str:
+    """The embedding sizes that serve `vocabulary`, for messages: `32,100 to 32,128 embedding rows`."""
+    low, high = vocabulary.vocab_size, padded_vocab_size(vocabulary)
+    return f"{high:,} embedding rows" if low == high else f"{low:,} to {high:,} embedding rows"
+
+
 def vocabulary_file(vocabulary) -> str:
     """Where a vocabulary comes from, for messages ("?" when it has no file)."""
     return str(getattr(vocabulary, "sentencepiece_model_file", None) or "?")

@@ -34,6 +34,12 @@ def word_tokenize(text: str) -> list[str]:
     return _WORD.findall(text)[:MAX_TOKENS]
 
 
+def check_tokenizer(path: str) -> None:
+    """Loads the caption tokenizer a run names (gin: CAPTION_TOKENIZER) before the run decodes anything: a wrong
+    path was met in the metrics, after the whole split was decoded, and lost the predictions."""
+    _hf_tokenize(path)
+
+
 @functools.cache
 def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
     try:
@@ -44,6 +50,10 @@ def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
         ) from error
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"mol2text_metrics: tokenizer={path!r}: give the path of a Hugging Face tokenizer folder")
+    if not os.path.isdir(path):  # local only: transformers reads tokenizers from local folders (nothing is downloaded)
+        raise ValueError(f"mol2text_metrics: the caption tokenizer {path!r} is not a local folder: give the folder of a "
+                         "Hugging Face tokenizer (e.g. SciBERT's, saved with save_pretrained), or none for BERT's basic "
+                         "tokenization")  # fmt: skip
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:  # a missing folder reads as a hub id: "Repo id must be in the form ..."
