@@ -59,24 +59,121 @@ def test_slurm_dry_run_prints_a_requeued_srun_job(capsys):
     assert "srun textchem-train '--gin.MODEL_DIR=\"/shared/run\"' --gin.TRAIN_STEPS=500 --gin_file=experiments/quickstart.gin" in script
 
 
-@pytest.mark.parametrize("step, requeued", [(0, True), (300, True), (500, False)])
-def test_slurm_script_queues_itself_again_until_the_run_reaches_its_steps(tmp_path, step, requeued):
-    """The script's own tail, run by bash with `srun` and `scontrol` on PATH as small scripts (SLURM itself is
-    not here): the job is queued again after a time-limit save while the latest checkpoint is short of the steps."""
-    run = tmp_path / "run"
-    (run / "checkpoints" / str(step)).mkdir(parents=True)
+def run_script_tail(tmp_path, script: str, srun_status: int) -> subprocess.CompletedProcess:
+    """The script run by bash with `srun` (exiting `srun_status`) and `scontrol` (writing its arguments to
+    scontrol.txt) on PATH as small scripts: SLURM itself is not here."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("srun", "exit 0"), ("scontrol", f'echo "$@" > {tmp_path / "scontrol.txt"}')):
+    for name, body in (("srun", f"exit {srun_status}"), ("scontrol", f'echo "$@" > {tmp_path / "scontrol.txt"}')):
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir=str(run), train_steps=500, args=[])
-    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                                                         "SLURM_JOB_ID": "77"}, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "scontrol.txt").exists() == requeued
+    return subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                                       "SLURM_JOB_ID": "77"}, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+# textchem-train saves on the time-limit SIGTERM and exits 0; t5x.train does not save and dies of it (143): both
+# are queued again while the run is short of its steps; another failure is not.
+@pytest.mark.parametrize("engine, srun_status, step, requeued", [
+    ("textchem", 0, 0, True), ("textchem", 0, 300, True), ("textchem", 0, 500, False), ("textchem", 1, 300, False),
+    ("t5x", 143, 300, True), ("t5x", 143, 500, False), ("t5x", 1, 300, False)])  # fmt: skip
+def test_slurm_script_queues_itself_again_until_the_run_reaches_its_steps(tmp_path, engine, srun_status, step, requeued):
+    run = tmp_path / "my run"
+    (run / "checkpoints" / str(step)).mkdir(parents=True)
+    script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir=str(run), train_steps=500, args=[], engine=engine)
+    result = run_script_tail(tmp_path, script, srun_status)
+    assert result.returncode == srun_status, result.stderr
+    assert (tmp_path / "scontrol.txt").exists() == requeued, result.stderr
     if requeued:
         assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "77"]
+
+
+def test_slurm_t5x_job_initializes_jax_distributed_on_every_node(capsys):
+    """Without --multiprocess_gpu t5x.train never calls jax.distributed.initialize: each node trained alone."""
+    assert tpu.main(["--slurm", "--engine=t5x", "--nodes=2", "--gpus_per_node=8", "--model_dir=/shared/my run",
+                     "--train_steps=100", "--dry_run", "--", "--gin_search_paths=gin_configs/t5x,/opt/t5x",
+                     "--gin_file=quickstart.gin"]) == 0  # fmt: skip
+    script = capsys.readouterr().out
+    assert ("srun python -m t5x.train --multiprocess_gpu '--gin.MODEL_DIR=\"/shared/my run\"' --gin.TRAIN_STEPS=100 "
+            "--gin_search_paths=gin_configs/t5x,/opt/t5x --gin_file=quickstart.gin") in script  # fmt: skip
+    assert "last periodic checkpoint" in script  # what T5X loses at the time limit, said in the script
+    ours = tpu.slurm_script(nodes=2, gpus_per_node=8, model_dir="/r", train_steps=1, args=[])
+    assert "--multiprocess_gpu" not in ours  # textchem-train initializes itself under SLURM
+
+
+@pytest.mark.parametrize("time_limit", ["90", "30:00", "24:00:00", "2-12", "2-12:30", "2-12:30:00"])
+def test_slurm_accepts_every_slurm_time_format(capsys, time_limit):
+    assert tpu.main(["--slurm", "--model_dir=/r", "--train_steps=3", f"--time_limit={time_limit}", "--dry_run"]) == 0
+    assert f"#SBATCH --time={time_limit}\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("time_limit", ["forever", "1:2:3:4", "2-", "-5", "1h", ""])
+def test_slurm_refuses_a_time_limit_sbatch_would_refuse(capsys, time_limit):
+    with pytest.raises(SystemExit):
+        tpu.main(["--slurm", "--model_dir=/r", "--train_steps=3", f"--time_limit={time_limit}", "--dry_run"])
+    assert "is not a SLURM time: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS" in capsys.readouterr().err
+
+
+def test_slurm_without_sbatch_says_where_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert tpu.main(["--slurm", "--model_dir=/r", "--train_steps=3"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("textchem-tpu: sbatch not found: run on a SLURM login node, or use --dry_run") and "Errno" not in error
+    assert (tmp_path / "textchem_job.sbatch").read_text().startswith("#!/bin/bash")
+
+
+def test_t5x_tpu_job_installs_t5x_and_puts_its_gin_files_on_the_search_path(capsys):
+    """T5X is not on PyPI: each worker gets a checkout at --t5x_ref beside the project, installed editable, and
+    t5x.train finds gin_configs/t5x's files and T5X's own configs they include."""
+    flags = ["--engine=t5x", "--name=tct5", "--zone=us-west4-a", "--accelerator_type=v4-32", "--t5x_ref=v0.7.1",
+             "--runtime_version=tpu-ubuntu2204-base", "--repo=https://github.com/you/textchem_jax",
+             "--model_dir=gs://bucket/run", "--train_steps=1000", "--dry_run", "--"]  # fmt: skip
+    assert tpu.main([*flags, "--gin_file=text_chem_t5_small_standard.gin"]) == 0
+    commands = [shlex.split(line[2:]) for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    setup, train = commands[1][8], commands[2][8]
+    assert tpu.checkout_command("https://github.com/google-research/t5x", "t5x", "v0.7.1") in setup
+    assert setup.index("bash scripts/setup.sh tpu") < setup.index("python -m pip install --quiet --no-deps -e ../t5x")
+    assert ("cd textchem_jax && python -m t5x.train --gin_search_paths=gin_configs/t5x,../t5x "
+            "'--gin.MODEL_DIR=\"gs://bucket/run\"' --gin.TRAIN_STEPS=1000 --gin_file=text_chem_t5_small_standard.gin") in train  # fmt: skip
+    assert (ROOT / "gin_configs" / "t5x" / "text_chem_t5_small_standard.gin").is_file()  # relative to the clone
+    # The user's own search paths are kept, not doubled.
+    assert tpu.main([*flags, "--gin_search_paths=gin_configs/t5x,/opt/t5x", "--gin_file=quickstart.gin"]) == 0
+    train = [line for line in capsys.readouterr().out.splitlines() if "t5x.train" in line][0]
+    assert train.count("--gin_search_paths") == 1 and "gin_configs/t5x,/opt/t5x" in train
+    # Our own engine gets neither T5X nor its flags.
+    assert "t5x" not in tpu.setup_command("https://example.org/r.git", "main")
+
+
+def test_a_reused_worker_runs_exactly_the_requested_ref(tmp_path):
+    """The set-up's checkout, run twice in one worker folder as on a reused slice: after a new commit on the
+    origin the clone moves to it (a plain `git checkout main` stayed behind origin/main), even with local edits;
+    a tag and a commit check out as given."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main"]
+    origin, worker = tmp_path / "origin", tmp_path / "worker"
+    worker.mkdir()
+
+    def commit(text: str) -> str:
+        (origin / "version.txt").write_text(text)
+        subprocess.run([*git, "-C", str(origin), "commit", "-qam", text], check=True)
+        return subprocess.run(["git", "-C", str(origin), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+    def worker_at(ref: str) -> str:
+        subprocess.run(["bash", "-c", tpu.checkout_command(str(origin), "textchem_jax", ref)], cwd=worker, check=True, timeout=60)
+        return (worker / "textchem_jax" / "version.txt").read_text()
+
+    subprocess.run([*git, "init", "-q", str(origin)], check=True)
+    (origin / "version.txt").write_text("")
+    subprocess.run([*git, "-C", str(origin), "add", "version.txt"], check=True)
+    first = commit("first")
+    subprocess.run([*git, "-C", str(origin), "tag", "v1"], check=True)
+    assert worker_at("main") == "first"
+    second = commit("second")
+    (worker / "textchem_jax" / "version.txt").write_text("edited on the worker")
+    assert worker_at("main") == "second"
+    assert worker_at("v1") == "first"
+    assert worker_at(first) == "first" and worker_at(second[:10]) == "second"
+    head = subprocess.run(["git", "-C", str(worker / "textchem_jax"), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert head.stdout.strip() == second
 
 
 def test_a_tpu_job_refuses_a_local_model_dir_and_flags_its_loop_sets(capsys):

@@ -6,21 +6,24 @@
     textchem-tpu --slurm --nodes=2 --gpus_per_node=8 --model_dir=/shared/run --train_steps=100000 [--dry_run] -- ...
 
 TPU: creates (or reuses) a TPU VM slice, directly or as a queued resource (spot or on-demand), installs the
-project on every worker with the README's set-up command, starts the same `textchem-train` (or `t5x.train`,
-`--engine=t5x`) on every worker (`--worker=all`; JAX finds its peers itself), streams worker 0's log, and
+project at exactly `--ref` on every worker with the README's set-up command (with `--engine=t5x` also a T5X
+checkout at `--t5x_ref`), starts the same `textchem-train` (or `t5x.train`) on every worker (`--worker=all`; JAX finds its peers itself), streams worker 0's log, and
 when the slice is preempted deletes it, creates it again and reruns the command, which resumes from the
 latest checkpoint in the `gs://` MODEL_DIR, until that checkpoint reaches `--train_steps`. A failure on a
 healthy slice stops the loop with its exit code. `--dry_run` prints every `gcloud` command instead.
-SLURM: writes an sbatch script (one task per node, `srun`; `jax.distributed` reads SLURM's environment;
-SIGTERM to the training tasks two minutes before the time limit, on which textchem-train saves and exits, and
-the job queued again until the run reaches its steps; `--requeue` for preemption).
+SLURM: writes an sbatch script (one task per node, `srun`; `jax.distributed` reads SLURM's environment, in
+t5x.train with `--multiprocess_gpu`; SIGTERM to the training tasks two minutes before the time limit, on which
+textchem-train saves and exits while t5x.train loses the steps since its last periodic checkpoint, and the job
+queued again until the run reaches its steps; `--requeue` for preemption).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +33,15 @@ from textchem_jax.cli import at_least, command
 from textchem_jax.paths import is_remote
 from textchem_jax.run_results import latest_step
 
+# T5X on the workers (`--engine=t5x`): cloned into this folder beside `textchem_jax`, at `--t5x_ref`.
+T5X_REPO = "https://github.com/google-research/t5x"
+T5X_FOLDER = "t5x"
+# What T5X imports that setup.py does not install: from git as T5X's setup.py names them (without their
+# dependencies, which pin old seqio and tfds builds), and from PyPI.
+T5X_GIT_PACKAGES = ("airio @ git+https://github.com/google/airio", "jestimator @ git+https://github.com/google-research/jestimator")
+T5X_PYPI_PACKAGES = ("chex", "fiddle>=0.2.5", "jaxtyping", "cached_property", "grain")
+# sbatch --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS.
+SLURM_TIME = re.compile(r"\d+(-\d+)?(:\d+){0,2}")
 PREEMPTED_STATES = {"PREEMPTED", "TERMINATED", "STOPPED", "SUSPENDED", "NOT_FOUND"}
 # Worker 0 of a TPU VM slice, from the metadata server: its output is the log we stream.
 _WORKER_ID = "curl -s -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number"
@@ -72,23 +84,51 @@ class TpuSlice:
         return ["gcloud", "compute", "tpus", "tpu-vm", "delete", self.name, *self._common(), "--quiet"]
 
 
-def setup_command(repo: str, ref: str) -> str:
-    """Clone (or update) the project and run the README's set-up command with the `tpu` extra (libtpu: without
-    it JAX finds no TPU and trains on the VM's CPU), on every worker."""
-    return (f"(git clone {shlex.quote(repo)} textchem_jax || git -C textchem_jax fetch --all) && "
-            f"git -C textchem_jax checkout {shlex.quote(ref)} && cd textchem_jax && bash scripts/setup.sh tpu")  # fmt: skip
+def checkout_command(repo: str, folder: str, ref: str) -> str:
+    """Clone `repo` into `folder`, or fetch into the clone a reused slice kept, then check out exactly `ref`
+    (branch, tag or commit), detached: `git checkout main` on an old clone stays on its old commit."""
+    quoted = shlex.quote(folder)
+    update = f"git -C {quoted} remote set-url origin {shlex.quote(repo)} && git -C {quoted} fetch --quiet --force --tags origin"
+    checkout = f"git -C {quoted} checkout --quiet --force --detach"
+    return (f"if [ -d {quoted}/.git ]; then {update}; else git clone --quiet {shlex.quote(repo)} {quoted}; fi && "
+            f"({checkout} {shlex.quote('origin/' + ref)} 2>/dev/null || {checkout} {shlex.quote(ref)})")  # fmt: skip
 
 
-def training(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
-    """The training command line: our engine or T5X's, MODEL_DIR and TRAIN_STEPS set, then the user's flags."""
+def setup_command(repo: str, ref: str, engine: str = "textchem", t5x_ref: str = "main") -> str:
+    """Check out the project and run the README's set-up command with the `tpu` extra (libtpu: without it JAX
+    finds no TPU and trains on the VM's CPU), on every worker. With T5X (not on PyPI) also its checkout beside
+    the project, installed without its dependencies (they are git heads of flax, optax and seqio that would
+    replace our pinned versions), plus the few packages it imports that we do not install."""
+    line = f"{checkout_command(repo, 'textchem_jax', ref)} && "
+    if engine == "t5x":
+        line += f"{checkout_command(T5X_REPO, T5X_FOLDER, t5x_ref)} && "
+    line += "cd textchem_jax && bash scripts/setup.sh tpu"
+    if engine == "t5x":
+        line += (f" && python -m pip install --quiet --no-deps -e ../{T5X_FOLDER} {shlex.join(T5X_GIT_PACKAGES)}"
+                 f" && python -m pip install --quiet {shlex.join(T5X_PYPI_PACKAGES)}")  # fmt: skip
+    return line
+
+
+def training(engine: str, model_dir: str, train_steps: int, args: Sequence[str], engine_flags: Sequence[str] = ()) -> str:
+    """The training command line: our engine or T5X's, its own flags, MODEL_DIR and TRAIN_STEPS set, then the
+    user's flags."""
     program = "textchem-train" if engine == "textchem" else "python -m t5x.train"
-    flags = [f'--gin.MODEL_DIR="{model_dir}"', f"--gin.TRAIN_STEPS={train_steps}", *args]
+    flags = [*engine_flags, f'--gin.MODEL_DIR="{model_dir}"', f"--gin.TRAIN_STEPS={train_steps}", *args]
     return f"{program} {shlex.join(flags)}"
+
+
+def t5x_search_paths(args: Sequence[str]) -> list[str]:
+    """Where a TPU worker's t5x.train finds our `gin_configs/t5x` files and T5X's own `t5x/configs/...` they
+    include (the checkout beside the project), unless the user gave `--gin_search_paths` after `--`."""
+    if any(arg == "--gin_search_paths" or arg.startswith("--gin_search_paths=") for arg in args):
+        return []
+    return [f"--gin_search_paths=gin_configs/t5x,../{T5X_FOLDER}"]
 
 
 def train_command(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
     """The same training command for every worker; worker 0 streams its output, the others keep it in a file."""
-    run = f"cd textchem_jax && {training(engine, model_dir, train_steps, args)}"
+    engine_flags = t5x_search_paths(args) if engine == "t5x" else []
+    run = f"cd textchem_jax && {training(engine, model_dir, train_steps, args, engine_flags)}"
     return f'{run} 2>&1 | if [ "$({_WORKER_ID})" = 0 ]; then tee -a ~/textchem_train.log; else cat >> ~/textchem_train.log; fi; exit ${{PIPESTATUS[0]}}'
 
 
@@ -166,21 +206,37 @@ def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int =
         time.sleep(wait_s)
 
 
+def slurm_time(text: str) -> str:
+    """An argparse `type`: a SLURM `--time` (sbatch would refuse anything else only once the job is queued)."""
+    if not SLURM_TIME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SLURM time: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
+    return text
+
+
 def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps: int, args: Sequence[str],
                  time_limit: str = "24:00:00", partition: str | None = None, engine: str = "textchem") -> str:  # fmt: skip
     """An sbatch script: one task per node, all GPUs of each, that runs until MODEL_DIR's checkpoint reaches
     `train_steps`. SIGTERM goes to the training tasks themselves two minutes before the time limit (`--signal`
-    without `B:`, which would reach only this script's shell), so they save and exit; the script then queues
-    the job again while the run is unfinished (SLURM's `--requeue` covers preemption and node failure only)."""
+    without `B:`, which would reach only this script's shell); textchem-train saves and exits 0, t5x.train dies
+    of it (143) and loses the steps since its last periodic checkpoint. Either way the script then queues the
+    job again while the run is unfinished (SLURM's `--requeue` covers preemption and node failure only)."""
     unfinished = ("python -c 'import sys; from textchem_jax.run_results import latest_step; "
                   "sys.exit(latest_step(sys.argv[1]) >= int(sys.argv[2]))' " + shlex.join([model_dir, str(train_steps)]))  # fmt: skip
+    if engine == "t5x":  # t5x.train joins its peers (jax.distributed, from SLURM's environment) only with this flag
+        start = ["# t5x.train --multiprocess_gpu: jax.distributed.initialize() reads SLURM's environment."]
+        engine_flags = ["--multiprocess_gpu"]
+    else:
+        start = ["# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it when SLURM_JOB_ID is set)."]
+        engine_flags = []
     lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1",
              f"#SBATCH --gpus-per-node={gpus_per_node}", f"#SBATCH --time={time_limit}", "#SBATCH --requeue",
-             "#SBATCH --signal=TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []),
-             "# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it when SLURM_JOB_ID is set).",
-             f"srun {training(engine, model_dir, train_steps, args)}", "status=$?",
-             "# Saved at the time limit (status 0) with steps to go: queue this job again; it resumes from the checkpoint.",
-             f'if [ "$status" = 0 ] && {unfinished}; then scontrol requeue "$SLURM_JOB_ID"; fi', 'exit "$status"']  # fmt: skip
+             "#SBATCH --signal=TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []), *start,
+             f"srun {training(engine, model_dir, train_steps, args, engine_flags)}", "status=$?",
+             "# Stopped by the time-limit SIGTERM (textchem-train saves and exits 0; t5x.train does not save and dies",
+             "# with 143, losing the steps since its last periodic checkpoint) with steps to go: queue this job again;",
+             "# it resumes from the latest checkpoint. Any other exit status is a failure and ends the job.",
+             f'if {{ [ "$status" = 0 ] || [ "$status" = 143 ]; }} && {unfinished}; then scontrol requeue "$SLURM_JOB_ID"; fi',
+             'exit "$status"']  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -202,13 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spot", action="store_true", help="spot capacity (preemptible); default on-demand")
     parser.add_argument("--queued_resource", action="store_true", help="request the slice as a queued resource")
     parser.add_argument("--repo", help="git URL of this project, cloned on every worker")
-    parser.add_argument("--ref", default="main", help="git branch, tag or commit to check out")
+    parser.add_argument("--ref", default="main", help="git branch, tag or commit of --repo that every worker runs")
+    parser.add_argument("--t5x_ref", default="main", help=f"--engine=t5x: git branch, tag or commit of {T5X_REPO}")
     parser.add_argument("--max_restarts", type=at_least(0), default=100)
     parser.add_argument("--slurm", action="store_true", help="a SLURM GPU job instead of a TPU slice")
     parser.add_argument("--nodes", type=at_least(1), default=1)
     parser.add_argument("--gpus_per_node", type=at_least(1), default=8)
     parser.add_argument("--partition")
-    parser.add_argument("--time_limit", default="24:00:00")
+    parser.add_argument("--time_limit", type=slurm_time, default="24:00:00", help="sbatch --time, e.g. 24:00:00 or 2-00")
     args = parser.parse_args(argv)
     overridden = [arg for arg in train_args if arg.startswith(("--gin.MODEL_DIR=", "--gin.TRAIN_STEPS="))]
     if overridden:  # the job's command sets both, and its resume loop watches --model_dir up to --train_steps
@@ -223,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         with open("textchem_job.sbatch", "w") as f:  # local only: the script sbatch reads from this folder
             f.write(script)
+        if shutil.which("sbatch") is None:
+            print("textchem-tpu: sbatch not found: run on a SLURM login node, or use --dry_run to get the script "
+                  "(also written to textchem_job.sbatch)", file=sys.stderr)  # fmt: skip
+            return 1
         return subprocess.run(["sbatch", "textchem_job.sbatch"], check=False).returncode
     missing = [flag for flag in ("zone", "accelerator_type", "runtime_version", "repo") if getattr(args, flag) is None]
     if missing:
@@ -232,8 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "that outlives the slice: a gs:// bucket")  # fmt: skip
     tpu = TpuSlice(args.name, args.zone, args.accelerator_type, args.runtime_version, args.spot, args.queued_resource,
                    args.project)  # fmt: skip
-    job = GcloudJob(tpu, setup_command(args.repo, args.ref), train_command(args.engine, args.model_dir, args.train_steps, train_args),
-                    dry_run=args.dry_run)  # fmt: skip
+    job = GcloudJob(tpu, setup_command(args.repo, args.ref, args.engine, args.t5x_ref),
+                    train_command(args.engine, args.model_dir, args.train_steps, train_args), dry_run=args.dry_run)  # fmt: skip
     if args.dry_run:  # one full cycle: create, set up, train, and what a preemption adds
         job.create()
         job.setup()
