@@ -12,6 +12,7 @@ import pathlib
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -84,3 +85,48 @@ def test_two_process_quickstart_survives_a_dead_process_and_resumes(tmp_path):
     events = [path.name for path in run.rglob("events.out.tfevents.*")]  # events.out.tfevents.<time>.<host>.<pid>...
     assert {name.split(".")[5] for name in events} == {str(first[0].pid), str(second[0].pid)}, events
     assert "accuracy" in outputs[0] and "accuracy" not in outputs[1]  # the results table comes from process 0
+
+
+PEER = """
+import sys, time
+from textchem_jax import launch
+index, port, end = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+launch.initialize_distributed(f"127.0.0.1:{port}", 2, index, heartbeat_timeout_seconds=100)
+print("connected", flush=True)
+if index == 1 and end != "killed":
+    time.sleep(3)
+    launch.end_process(0 if end == "finished" else 1)
+time.sleep(300 if index == 1 else 40)  # process 0: a step blocked in a collective, as long as nobody says otherwise
+launch.end_process(0)
+"""
+
+
+@pytest.mark.parametrize("end", ["killed", "failed", "finished"])
+def test_a_process_that_ends_without_finishing_stops_the_others_at_once(tmp_path, end):
+    """A survivor blocked in a collective (gloo with 4 devices per process waits in its rendezvous) learnt of its
+    dead peer only at the heartbeat timeout (100 s here) and then aborted: `F... client.h:80] Terminating process`, a
+    page of C++ stack and status 134. Killed or failed, the other now exits 75 with one line within seconds; a
+    process that finished leaves the others running."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    processes = [subprocess.Popen([sys.executable, "-c", PEER, str(i), port, end], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+    try:
+        for p in processes:  # (gloo prints its own lines on stdout first)
+            assert "connected\n" in iter(p.stdout.readline, ""), p.stderr.read()[-3000:]
+        if end == "killed":
+            processes[1].kill()
+        ended = time.monotonic()
+        code = processes[0].wait(timeout=120)
+        waited = time.monotonic() - ended
+        error = processes[0].stderr.read()
+    finally:
+        for p in processes:
+            p.kill()
+    if end == "finished":
+        assert code == 0 and waited > 30, error[-3000:]  # it slept on to its own end
+        return
+    assert code == LOST_PEER_EXIT_CODE, error[-3000:]
+    assert "process 0 of 2 lost another process of the run (process 1 ended without finishing" in error
+    assert waited < 30 and "Terminating process" not in error  # not JAX's abort at the heartbeat timeout

@@ -288,3 +288,59 @@ def test_t5x_round_trip_keeps_what_shapes_cannot_show_and_the_vocabulary(tmp_pat
     assert "records no model settings" not in capsys.readouterr().err
     assert convert.main(["--t5x_checkpoint", str(t5x), "--output_dir", str(tmp_path / "bad"), "--t5x_setting=dropout_rate=0"]) == 2
     assert "NAME must be one of relative_attention_max_distance, layer_norm_epsilon" in capsys.readouterr().err
+
+
+def test_a_t5x_model_dir_brings_the_vocabulary_of_its_latest_step(tmp_path):
+    """INITIAL_CHECKPOINT_PATH may name the MODEL_DIR `--t5x_output_dir` wrote (the README's T5X_INIT), whose
+    latest step T5X restores: its vocabulary is that step's; without one the error says where it looked."""
+    import shutil
+
+    from textchem_jax.data import vocabulary as vocabularies
+
+    for step in (2, 10):  # "checkpoint_2" sorts after "checkpoint_10" as text: the latest is numeric
+        (tmp_path / f"checkpoint_{step}").mkdir()
+    shutil.copy(vocabularies.DEFAULT_VOCABULARY_PATH, tmp_path / "checkpoint_10" / "spiece.model")
+    expected = vocabularies.load_vocabulary(vocabularies.DEFAULT_VOCABULARY_PATH).vocab_size
+    for path in (tmp_path, tmp_path / "checkpoint_10"):
+        assert vocabularies.checkpoint_vocabulary(str(path)).vocab_size == expected
+    (tmp_path / "checkpoint_10" / "spiece.model").unlink()
+    looked = f"{tmp_path}/spiece.model and {tmp_path}/checkpoint_10/spiece.model"
+    with pytest.raises(FileNotFoundError, match=rf"brings no vocabulary \(looked for {looked}\): name the folder or checkpoint_<step>"):
+        vocabularies.checkpoint_vocabulary(str(tmp_path))
+
+
+def test_exporting_a_t5x_run_says_to_import_it_first(tmp_path, capsys):
+    """A T5X run (its config.gin is T5X's) or one of its checkpoint_<step> given as --checkpoint_dir: one line
+    naming the import that reads it; our run reader names a config.gin it cannot parse instead of a gin traceback."""
+    from textchem_jax import convert, launch
+
+    run = tmp_path / "t5x_run"
+    _write_layout(run, "orbax_state", _params(), step=4)
+    (run / "config.gin").write_text(
+        "from __gin__ import dynamic_registration\nfrom t5x import adafactor\nfrom t5x import models\n"
+        "MODEL = @models.EncoderDecoderModel()\nmodels.EncoderDecoderModel.optimizer_def = @adafactor.Adafactor()\n"
+    )
+    for path in (run, run / "checkpoint_4"):
+        assert convert.main(["--checkpoint_dir", str(path), "--hf_output_dir", str(tmp_path / "hf")]) == 2
+        said = capsys.readouterr().err
+        assert said == (f"textchem-convert: {path} is a T5X run or checkpoint_<step>: import it first with `textchem-convert "
+                        f"--t5x_checkpoint={path} --output_dir=OUT`, then give --checkpoint_dir=OUT\n")  # fmt: skip
+    assert not (tmp_path / "hf").exists()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.gin").write_text("no_such_configurable.value = 1\n")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'broken' / 'config.gin'} is not a textchem_jax run config \(.*\): give"):
+        launch.saved_run(str(tmp_path / "broken"))
+
+
+def test_reading_an_orbax_t5x_checkpoint_logs_no_missing_metadata_warning(tmp_path, caplog):
+    """T5X keeps _CHECKPOINT_METADATA beside state/, where orbax does not look: its warning on every read says
+    nothing is wrong, so reading stays quiet."""
+    params = _params()
+    _write_layout(tmp_path, "orbax_state", params, step=4)
+    state = tmp_path / "checkpoint_4" / "state"
+    if (state / "_CHECKPOINT_METADATA").exists():  # where T5X writes it
+        (state / "_CHECKPOINT_METADATA").rename(tmp_path / "checkpoint_4" / "_CHECKPOINT_METADATA")
+    with caplog.at_level("WARNING"):
+        read, step = t5x_checkpoints.read_checkpoint(str(tmp_path))
+    _assert_same(read, params)
+    assert step == 4 and not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]

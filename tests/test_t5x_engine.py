@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 
@@ -110,6 +111,18 @@ def _run_t5x(tmp_path, script: str, *flags: str) -> str:
     return result.stderr
 
 
+def _readme_flags(script: str, **paths: str) -> list[str]:
+    """The flags of the README's `python -m t5x.<script>` command but its search path, its `paths` macros
+    given ours (the command's own lines, so what it documents is what runs)."""
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [line for line in readme.splitlines() if line.startswith(f"python -m t5x.{script} ")]
+    flags = [flag for flag in shlex.split(line, comments=True)[3:] if not flag.startswith("--gin_search_paths=")]
+    documented = {name for flag in flags if (name := flag.partition("=")[0].removeprefix("--gin.")) in paths}
+    assert documented == set(paths), f"the README's t5x.{script} command gives {documented}, not {set(paths)}"
+    return [f"--gin.{name}='{paths[name]}'" if (name := flag.partition("=")[0].removeprefix("--gin.")) in paths
+            else flag for flag in flags]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def t5x_run(tmp_path_factory):
     """t5x.train of gin_configs/t5x/quickstart.gin, shrunk to 4 steps with evaluation at steps 2 and 4."""
@@ -137,6 +150,23 @@ def test_t5x_train_evaluates_our_tasks_during_training(t5x_run):
 
 @needs_t5x
 @pytest.mark.slow
+def test_t5x_logs_the_learning_rate_adamw_uses(t5x_run):
+    """OptaxWrapper ignores T5X's learning_rate_fn, which the trainer still logs: bound to AdamW's rate, the
+    logged `learning_rate` is the one used (T5X's defaults logged 0.01 for the quickstart's 3e-3)."""
+    import tensorflow as tf
+
+    tmp, _ = t5x_run
+    config = (tmp / "run" / "config.gin").read_text()
+    assert "optax.adamw.learning_rate = %LEARNING_RATE" in config
+    used = float(re.search(r"^LEARNING_RATE = (\S+)$", config, re.M).group(1))
+    logged = [float(tf.make_ndarray(value.tensor))
+              for path in (tmp / "run" / "train").glob("events.out.tfevents.*") for record in tf.data.TFRecordDataset(str(path))
+              for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value if value.tag == "learning_rate"]  # fmt: skip
+    assert logged and logged == pytest.approx([used] * len(logged), rel=1e-6)
+
+
+@needs_t5x
+@pytest.mark.slow
 def test_t5x_eval_and_infer_with_our_configs_and_textchem_score_reads_them(t5x_run):
     from textchem_jax.score import score
 
@@ -148,9 +178,8 @@ def test_t5x_eval_and_infer_with_our_configs_and_textchem_score_reads_them(t5x_r
              "--gin.seqio.Evaluator.num_examples=4")  # fmt: skip
     text2mol = json.loads((tmp / "eval" / "inference_eval" / "textchem_demo_text2mol-metrics.jsonl").read_text().splitlines()[-1])
     assert {"validity", "maccs_fts", "morgan_fts"} <= set(text2mol)
-    _run_t5x(tmp, "infer", "--gin_file=quickstart_model.gin", "--gin_file=textchem_infer.gin", checkpoint,
-             f"--gin.INFER_OUTPUT_DIR='{tmp / 'infer'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_mol2text'",
-             "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 32}")  # fmt: skip
+    _run_t5x(tmp, "infer", *_readme_flags("infer", CHECKPOINT_PATH=str(tmp / "run" / "checkpoint_4"),
+                                          INFER_OUTPUT_DIR=str(tmp / "infer")))  # exactly the README's bindings
     (predictions,) = (tmp / "infer").glob("textchem_demo_mol2text-predict.jsonl-*-of-*[0-9]")
     results = score(predictions)["textchem_demo_mol2text"]
     assert {"bleu2", "rougeL", "meteor"} <= set(results)
@@ -240,16 +269,15 @@ def test_t5x_train_restores_our_exported_checkpoint_as_initial_checkpoint(tmp_pa
     assert convert_main(["--checkpoint_dir", str(tmp_path / "ours"), "--t5x_output_dir", str(tmp_path / "t5x_init")]) == 0
     initial = tmp_path / "t5x_init" / "checkpoint_2"
     assert (initial / "spiece.model").exists()
+    # INITIAL_CHECKPOINT_PATH names the MODEL_DIR textchem-convert wrote (the README's T5X_INIT): T5X restores
+    # its latest step, textchem_t5x_finetune.gin takes that step's vocabulary.
     (tmp_path / "finetune_test.gin").write_text(
         "from __gin__ import dynamic_registration\nimport __main__ as train_script\nfrom t5x import utils\n"
-        "from textchem_jax.data import seqio_tasks\nfrom textchem_jax.data import vocabulary as vocabularies\n"
-        "include 'quickstart.gin'\nTRAIN_STEPS = 3\nBATCH_SIZE = 4\nTASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 64}\n"
+        "include 'quickstart.gin'\ninclude 'textchem_t5x_finetune.gin'\n"
+        f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5x_init'}'\n"
+        "TRAIN_STEPS = 3\nBATCH_SIZE = 4\nTASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 64}\n"
         "train_script.train.infer_eval_dataset_cfg = None\ntrain_script.train.eval_period = 100\n"
-        f"utils.RestoreCheckpointConfig.path = '{initial}'\nutils.RestoreCheckpointConfig.mode = 'specific'\n"
-        "utils.RestoreCheckpointConfig.assignment_map = ((r'state/param_states.*', None),)\n"
-        "utils.RestoreCheckpointConfig.fallback_to_scratch = True\n"
-        "seqio_tasks.use_vocabulary.vocab = @vocabularies.checkpoint_vocabulary()\n"
-        f"vocabularies.checkpoint_vocabulary.checkpoint = '{initial}'\n"
+        "utils.RestoreCheckpointConfig.mode = 'specific'\n"
     )
     _run_t5x(tmp_path, "train", "--gin_file=finetune_test.gin", f"--gin.MODEL_DIR='{tmp_path / 'finetuned'}'")
     restored, step = t5x_checkpoints.read_checkpoint(str(tmp_path / "finetuned" / "checkpoint_2"))
@@ -273,6 +301,10 @@ def test_paper_configs_parse_in_real_t5x(name):
         gin.parse_config_files_and_bindings([name], ["MODEL_DIR = '/tmp/unused'", "INITIAL_CHECKPOINT_PATH = '/tmp/unused'"],
                                             finalize_config=False)  # fmt: skip
         assert gin.query_parameter("%OPTIMIZER").selector == "optimizers.OptaxWrapper"
+        # the schedule the trainer logs (OptaxWrapper ignores it) is AdamW's rate, not finetune.gin's 0.001
+        assert gin.query_parameter("t5x.utils.create_learning_rate_scheduler.factors") == "constant"
+        assert repr(gin.query_parameter("t5x.utils.create_learning_rate_scheduler.base_learning_rate")) == "%LEARNING_RATE"
+        assert repr(gin.query_parameter("optax.adamw.learning_rate")) == "%LEARNING_RATE"
         assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "textchem_" + name.removesuffix(".gin").rsplit("_", 1)[1]
     finally:
         gin.clear_config()

@@ -240,15 +240,22 @@ def run_directory(checkpoint_dir: epath.Path) -> epath.Path | None:
 def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     """`(config, params, step)` of a converted directory (step 0) or of a training run's checkpoint (orbax:
     `MODEL_DIR` or its `checkpoints/` folder for the latest, `checkpoints/<step>` for that one; T5-shaped
-    models only)."""
+    models only). A T5X run is refused in one line: its config.gin is T5X's, `import_t5x` reads it."""
     import jax
 
     from textchem_jax import partitioning
-    from textchem_jax.model_loading import checkpoint_step, load_for_inference
+    from textchem_jax.model_loading import checkpoint_format, checkpoint_step, load_for_inference
 
     if (checkpoint_dir / CONFIG_FILE).exists():
         config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
         return config, read_params(checkpoint_dir, config), 0
+    try:
+        t5x = checkpoint_format(str(absolute(checkpoint_dir))) == "t5x"  # a T5X MODEL_DIR has a config.gin too
+    except FileNotFoundError:
+        t5x = False  # no checkpoint in it: said below
+    if t5x:
+        raise ValueError(f"{checkpoint_dir} is a T5X run or checkpoint_<step>: import it first with `textchem-convert "
+                         f"--t5x_checkpoint={checkpoint_dir} --output_dir=OUT`, then give --checkpoint_dir=OUT")  # fmt: skip
     model_dir = run_directory(checkpoint_dir)
     if model_dir is None:
         raise ValueError(f"{checkpoint_dir} is neither a textchem-convert directory (with {CONFIG_FILE}) nor a "

@@ -22,7 +22,7 @@ import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from textchem_jax import xla_cpu
+from textchem_jax import peers, xla_cpu
 from textchem_jax.cli import command, without_gin_context
 from textchem_jax.local_cache import cache_root
 from textchem_jax.paths import expand_user, is_remote, makedirs
@@ -381,7 +381,12 @@ def saved_run(directory: str) -> SavedRun:
     gin.clear_config()
     try:
         gin.add_config_file_search_path(str(GIN_CONFIGS))
-        gin.parse_config(path.read_text())
+        try:
+            gin.parse_config(path.read_text())
+        except Exception as error:  # an import gin cannot make (a T5X run's config.gin), a name ours lacks, ...
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"{path} is not a textchem_jax run config ({reason}): give a textchem-train MODEL_DIR or "
+                             "a textchem-convert directory") from None  # fmt: skip
         return SavedRun(gin.query_parameter("%MODEL").scoped_configurable_fn(), macro("MIXTURE_OR_TASK_NAME"),
                         macro("TASK_FEATURE_LENGTHS"), macro("MIXTURE_OR_TASK_MODULE"))  # fmt: skip
     finally:
@@ -399,6 +404,10 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
                                    heartbeat_timeout_seconds=heartbeat_timeout_seconds)  # fmt: skip
     elif any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")):
         jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+    else:
+        return
+    program = os.path.basename(sys.argv[0])
+    peers.watch(lambda detail: exit_lost_peer(program, RuntimeError(detail)))  # not at the heartbeat timeout
 
 
 LOST_PEER_EXIT_CODE = 75  # EX_TEMPFAIL: nothing wrong with this process; rerun to resume
@@ -586,6 +595,12 @@ def end_process(code: int | str | None) -> NoReturn:
     if isinstance(code, str):  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
     status = 0 if code is None else code if isinstance(code, int) else 1
+    if status == 0:
+        peers.finish()  # the run's other processes go on; any other end stops them (peers.watch)
+    elif peers.watching():  # at once: JAX's shutdown barrier at exit would wait up to 300 s for the processes that
+        sys.stdout.flush()  # this end stops, then abort with a page of C++ logs
+        sys.stderr.flush()
+        os._exit(status)
     threading._shutdown()  # the interpreter's first step at exit; multiprocessing's children end the same way
     atexit._run_exitfuncs()
     sys.stdout.flush()

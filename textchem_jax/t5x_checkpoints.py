@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -116,17 +117,25 @@ def read_state(path: str) -> tuple[dict, str]:
 
 
 def _read_orbax(directory: str) -> dict:
+    import jax
     import orbax.checkpoint as ocp
 
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(directory)
-    tree = getattr(metadata, "item_metadata", None) or metadata
-    tree = getattr(tree, "tree", tree)
-    import jax
-
-    restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree))
-    restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    absl = logging.getLogger("absl")  # T5X keeps _CHECKPOINT_METADATA beside state/, where orbax looks and warns
+    absl.addFilter(_metadata_beside_state)  # on every read: nothing is missing
+    try:
+        checkpointer = ocp.PyTreeCheckpointer()
+        metadata = checkpointer.metadata(directory)
+        tree = getattr(metadata, "item_metadata", None) or metadata
+        tree = getattr(tree, "tree", tree)
+        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree))
+        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    finally:
+        absl.removeFilter(_metadata_beside_state)
     return jax.tree_util.tree_map(np.asarray, restored)
+
+
+def _metadata_beside_state(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Metadata file does not exist")
 
 
 def read_checkpoint(path: str) -> tuple[dict, int]:

@@ -274,15 +274,24 @@ CHECKPOINT_VOCABULARY_FILE = "spiece.model"  # what textchem-convert copies into
 
 def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
     """The SentencePiece model a checkpoint directory brings (its `spiece.model`): fine-tuning from a
-    `textchem-convert` import keeps the vocabulary its embedding was trained with."""
-    path = f"{os.fspath(checkpoint).rstrip('/')}/{CHECKPOINT_VOCABULARY_FILE}"
-    try:
-        return load_vocabulary(path, extra_ids=extra_ids)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{checkpoint} brings no vocabulary ({path} is missing): import it with "
-            "`textchem-convert --hf_dir=... --vocabulary=spiece.model`, or bind VOCABULARY yourself"
-        ) from None
+    `textchem-convert` import keeps the vocabulary its embedding was trained with. A T5X MODEL_DIR (what
+    `--t5x_output_dir` names) brings the one in its latest `checkpoint_<step>/`, the step T5X restores from it."""
+    import tensorflow as tf  # local or gs://
+
+    folder = os.fspath(checkpoint).rstrip("/")
+    names = tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else []
+    steps = sorted((int(m.group(1)), m.group(0))
+                   for name in names if (m := re.fullmatch(r"checkpoint_(\d+)", name.rstrip("/"))))  # fmt: skip
+    paths = [f"{folder}/{CHECKPOINT_VOCABULARY_FILE}"] + [f"{folder}/{name}/{CHECKPOINT_VOCABULARY_FILE}" for _, name in steps[-1:]]
+    for path in paths:
+        try:
+            return load_vocabulary(path, extra_ids=extra_ids)
+        except FileNotFoundError:
+            pass
+    raise FileNotFoundError(
+        f"{checkpoint} brings no vocabulary (looked for {' and '.join(paths)}): name the folder or checkpoint_<step> "
+        f"folder that holds {CHECKPOINT_VOCABULARY_FILE} (textchem-convert writes one), or bind VOCABULARY yourself"
+    )
 
 
 # Characters SMILES and our reaction format need that T5's SentencePiece model cannot write (GT4SD maps

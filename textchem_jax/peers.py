@@ -1,0 +1,85 @@
+"""Multi-process runs: every process learns at once that another one ended without finishing.
+
+JAX learns it from missed heartbeats (100 s by default) and then aborts the survivors with a page of C++ logs;
+a collective already waiting in its rendezvous waits that long too (seen on CPU with gloo and 4 devices per
+process: the survivor aborted 57-98 s after its peer was killed). So process 0 keeps one TCP connection to
+every other process: the kernel closes a dead process's end at once, a process that finishes says so first,
+and a connection closed without that word stops the run on every host, process 0's own end included.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+
+_FINISHED = b"finished\n"
+_connections: list[socket.socket] = []
+
+
+def watch(on_lost: Callable[[str], None], *, connect_timeout: float = 300.0) -> None:
+    """Connects the processes of a multi-process run (a no-op alone); `on_lost(detail)` is called, on a thread
+    of its own, when another process ends without `finish()`."""
+    import jax
+    import numpy as np
+    from jax._src import distributed  # the coordinator's address as jax.distributed.initialize resolved it
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() < 2:
+        return
+    index = jax.process_index()
+    server = socket.create_server(("", 0)) if index == 0 else None  # every interface, a port the system picks
+    port = int(multihost_utils.broadcast_one_to_all(np.int32(server.getsockname()[1] if server else 0)))
+    if server is not None:
+        threading.Thread(target=_accept, args=(server, jax.process_count() - 1, on_lost), daemon=True).start()
+        return
+    host = distributed.global_state.coordinator_address.rsplit(":", 1)[0]
+    try:
+        connection = socket.create_connection((host, port), timeout=connect_timeout)
+    except OSError as error:  # a firewall between hosts: the run goes on, with JAX's heartbeats alone
+        logging.getLogger(__name__).warning("cannot reach process 0 at %s:%d to watch the run's processes (%s): a "
+                                            "process that dies is noticed at JAX's heartbeat timeout", host, port, error)  # fmt: skip
+        return
+    connection.settimeout(None)
+    connection.sendall(f"{index}\n".encode())
+    _follow(connection, "process 0", on_lost)
+
+
+def watching() -> bool:
+    """Whether this process is connected to others of its run."""
+    return bool(_connections)
+
+
+def finish() -> None:
+    """Tells the other processes that this one ends because it is done, not because it failed."""
+    for connection in _connections:
+        try:
+            connection.sendall(_FINISHED)
+        except OSError:
+            pass  # that process has ended already
+
+
+def _accept(server: socket.socket, expected: int, on_lost: Callable[[str], None]) -> None:
+    for _ in range(expected):
+        connection, _ = server.accept()
+        connection.settimeout(None)
+        _follow(connection, None, on_lost)
+    server.close()
+
+
+def _follow(connection: socket.socket, who: str | None, on_lost: Callable[[str], None]) -> None:
+    _connections.append(connection)
+
+    def follow() -> None:
+        received = b""
+        try:
+            while chunk := connection.recv(256):
+                received += chunk
+        except OSError:
+            pass
+        if _FINISHED not in received:
+            index = received.split(b"\n", 1)[0].decode(errors="replace")  # what another process sent first
+            on_lost(f"{who or f'process {index}'} ended without finishing: its connection to this process closed")
+
+    threading.Thread(target=follow, daemon=True).start()
