@@ -135,6 +135,20 @@ def test_beam_scores_sorted_and_equal_rescored_log_probs(tiny, length_penalty):
         assert len({tuple(beam) for beam in row}) == len(row)
 
 
+def test_max_new_tokens_stops_the_search_where_a_shorter_target_length_would(tiny):
+    """GT4SD decodes with HF's generate(max_length=512), which counts the start token: 511 new tokens, one fewer
+    than a search to the targets' 512 (runs/eval_released.gin binds max_new_tokens = 511)."""
+    model, params, inputs = tiny
+    short, short_scores = beam_search(model, params, inputs, num_beams=4, max_decode_length=6)
+    capped, capped_scores = beam_search(model, params, inputs, num_beams=4, max_decode_length=MAX_LENGTH, max_new_tokens=6)
+    capped = np.asarray(capped)
+    assert capped.shape == (5, 4, MAX_LENGTH) and not capped[..., 6:].any()  # the shape every decoder returns
+    np.testing.assert_array_equal(capped[..., :6], short)
+    np.testing.assert_array_equal(capped_scores, short_scores)
+    with pytest.raises(ValueError, match=r"beam_search.max_new_tokens=0: give a whole number >= 1"):
+        beam_search(model, params, inputs, num_beams=4, max_decode_length=MAX_LENGTH, max_new_tokens=0)
+
+
 def test_everything_after_eos_is_pad(tiny):
     model, params, inputs = tiny
     sequences, _ = _beams(model, params, inputs)

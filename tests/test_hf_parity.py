@@ -164,6 +164,16 @@ def test_a_missing_or_empty_hf_dir_says_what_to_give(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_weights_of_another_size_than_config_json_name_the_first_tensor_and_the_fix():
+    """A config.json of another size than its weights printed a dict of 8 (found, expected) shapes, 700 characters."""
+    config = t5_config("tiny", "1.1", vocab_size=VOCAB)
+    state = {name: np.zeros(shape, np.float32) for name, shape in hf_convert.expected_shapes(config).items()}
+    state["shared.weight"] = np.zeros((VOCAB, config.d_model * 2), np.float32)
+    with pytest.raises(ValueError, match=rf"1 of {len(state)} differ, first shared.weight \({VOCAB}, {config.d_model * 2}\) "
+                                         rf"where the config makes \({VOCAB}, {config.d_model}\): config.json describes another model"):
+        hf_convert.params_from_hf_state_dict(state, config)
+
+
 def test_hf_config_mapping_both_transformers_generations():
     base = dict(model_type="t5", vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_heads=6, num_layers=8,
                 feed_forward_proj="gated-gelu")  # fmt: skip

@@ -327,6 +327,7 @@ def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys)
                       notations=["kekulized", "random_0"])  # fmt: skip
     printed = capsys.readouterr().out
     assert "**textchem_demo_mol2text**" in printed and "| kekulized | " in printed and "| random_0 | " in printed
+    assert "\ntextchem_demo_mol2text (4 examples)\n" in printed  # the table says what it was scored on
     assert "text2mol" not in printed.split("**textchem_demo_mol2text**")[1]  # a text input: no notations
     rows = (tmp_path / "notations" / "textchem_demo_mol2text_notation_random_0-000020.jsonl").read_text().splitlines()
     assert len(rows) == 4

@@ -40,7 +40,7 @@ def evaluate(
     params = load_for_inference(model, checkpoint_path, mesh)
     evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
     results = evaluator.evaluate(params, step=checkpoint_step(checkpoint_path))  # files named by its step, as T5X
-    print(format_table(results))
+    print(format_table(results, evaluator.examples))
     if notations:
         from textchem_jax.evaluator import notation_robustness
         from textchem_jax.metrics.tables import robustness_markdown

@@ -197,11 +197,13 @@ class InferenceEvaluator:
 
         self._round_trip = {}  # retrosynthesis top-1 precursors -> the model's forward prediction
         self._batches = 0
+        self.examples = {}  # task -> the rows it was scored on
         compute = jax.process_index() == 0  # every host decodes; the first one scores
         futures = {}
         with metric_settings(forward_fn=self._forward_from_round_trip, caption_tokenizer=self.caption_tokenizer):
             try:
                 for name, outputs in self.decoded_tasks(params):
+                    self.examples[name] = len(outputs)
                     if self._is_retro(name):
                         self._add_round_trip(name, outputs, params)
                     futures[name], _ = self.evaluators[name].evaluate(

@@ -304,11 +304,14 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
             logger.warning("no teacher-forced evaluation: %s", error)
             return results
         progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
+    examples = {}
     if inference is not None:
-        results.update(inference().evaluate(state.params, step))
+        evaluator = inference()
+        results.update(evaluator.evaluate(state.params, step))
+        examples = evaluator.examples
     if results and jax.process_index() == 0:
         split = (train_eval_cfg or infer_eval_cfg).split
-        print(f"evaluation at step {step} ({split}):\n{format_table(results)}\n{versions_line()}", flush=True)
+        print(f"evaluation at step {step} ({split}):\n{format_table(results, examples)}\n{versions_line()}", flush=True)
     return results
 
 

@@ -35,11 +35,12 @@ def number(value) -> str:
     return "n/a" if not_computed(value) else f"{value:.4f}"
 
 
-def format_table(results: Mapping[str, Mapping[str, float | None]]) -> str:
-    """A per-task metric table; a metric that could not be computed (None or NaN) shows as n/a."""
+def format_table(results: Mapping[str, Mapping[str, float | None]], examples: Mapping[str, int] | None = None) -> str:
+    """A per-task metric table; a metric that could not be computed (None or NaN) shows as n/a. `examples`, the
+    rows each task was scored on, heads its task (a restricted evaluation is not a paper's denominator)."""
     lines = []
     for task, metrics in sorted(results.items()):
-        lines.append(task)
+        lines.append(f"{task} ({examples[task]:,} examples)" if examples and task in examples else task)
         lines += [f"  {name:<26}{number(value)}" for name, value in metrics.items()]
     return "\n".join(lines)
 

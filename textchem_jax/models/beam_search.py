@@ -228,12 +228,15 @@ def beam_search(
     num_return_sequences: int | None = None,
     eos_id: int = EOS_ID,
     min_decode_length: int = 0,
+    max_new_tokens: int | None = None,
 ) -> tuple[Array, Array]:
     """Beam search with `num_decodes` beams, as HF `generate(num_beams=...)`.
 
     Returns sequences (batch, k, max_decode_length) without the start token, 0 after EOS, and their
     scores (batch, k) = sum of log-probs / generated_length ** length_penalty, best first;
-    k = num_return_sequences (default: all beams). `min_decode_length` is HF's `min_new_tokens`.
+    k = num_return_sequences (default: all beams). `min_decode_length` is HF's `min_new_tokens`;
+    `max_new_tokens` stops the search earlier than the targets' length (HF's `max_length=512`, which counts
+    the start token, is 511 new tokens).
     `rng` is unused (the search is deterministic), accepted so every search has one signature.
     """
     del rng
@@ -244,7 +247,12 @@ def beam_search(
     if not 1 <= k <= num_decodes:
         raise ValueError(f"beam_search.num_return_sequences={num_return_sequences!r} must be from 1 to "
                          f"beam_search.num_decodes={num_decodes} (the beams): return at most as many as are searched")  # fmt: skip
-    options = beam_options(max_decode_length, length_penalty, early_stopping, min_decode_length)
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"beam_search.max_new_tokens={max_new_tokens!r}: give a whole number >= 1, or None for the "
+                         "targets' length")  # fmt: skip
+    length = max_decode_length if max_new_tokens is None else min(max_new_tokens, max_decode_length)
+    options = beam_options(length, length_penalty, early_stopping, min_decode_length)
     step, new_cache = start(num_decodes)
     sequences, scores = beam_search_with_step(step, new_cache, batch_size, options, num_beams=num_decodes, eos_id=eos_id)
+    sequences = jnp.pad(sequences, ((0, 0), (0, 0), (0, max_decode_length - length)))  # the shape every decoder returns
     return sequences[:, :k], scores[:, :k]

@@ -226,9 +226,13 @@ def params_from_hf_state_dict(state: Mapping[str, np.ndarray], config: T5Config)
     unexpected = sorted(set(state) - set(shapes) - allowed_extra)
     if missing or unexpected:
         raise ValueError(f"HF tensors do not match the T5 config: missing {missing[:8]}, unexpected {unexpected[:8]}")
-    wrong = {n: (tuple(state[n].shape), s) for n, s in shapes.items() if tuple(state[n].shape) != s}
+    wrong = [(n, tuple(state[n].shape), s) for n, s in shapes.items() if tuple(state[n].shape) != s]
     if wrong:
-        raise ValueError(f"HF tensor shapes (found, expected) do not match the config: {dict(list(wrong.items())[:8])}")
+        name, found, expected = wrong[0]
+        raise ValueError(f"HF tensor shapes do not match the config: {len(wrong)} of {len(shapes)} differ, first "
+                         f"{name} {found} where the config makes {expected}: config.json describes another model than "
+                         "the weights beside it (d_model, d_ff, num_heads, d_kv, vocab_size): correct it, or take the "
+                         "config.json saved with these weights")  # fmt: skip
 
     dtype = numpy_dtype(config.param_dtype)
     params: dict = {}
