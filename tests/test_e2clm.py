@@ -573,3 +573,20 @@ def test_routed_variant_through_the_eval_and_infer_commands(routed_run, tmp_path
     path = tmp_path / "preds" / "textchem_demo_mol2text-predict.jsonl-00000-of-00001"  # T5X's infer rows
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows and all(isinstance(row["prediction"], str) and "targets_pretokenized" in row["inputs"] for row in rows)
+
+
+def test_a_checkpoint_holding_parameters_the_model_lacks_is_another_model():
+    """A variant A checkpoint (each encoder its own embedding) loaded into the same variant without them read the
+    shared parts only and decoded as another model, with no error."""
+    from helpers import tiny_e2clm
+
+    from textchem_jax.checkpoints import check_shapes
+    from textchem_jax.model_loading import abstract_params
+
+    own = abstract_params(tiny_e2clm(aggregation="select", own_embeddings=True), partitioning.make_mesh())[0]
+    plain = abstract_params(tiny_e2clm(aggregation="select"), partitioning.make_mesh())[0]
+    assert set(own) - set(plain) == {"text_embedder", "chemistry_embedder"}
+    check_shapes(own, plain, "run", fix=lambda: "fix")  # what loading for training's parts allows
+    with pytest.raises(ValueError, match=r"the checkpoint run holds 2 parameter\(s\) this model lacks, first "
+                                         r"\['chemistry_embedder'\]\['embedding'\]: fix"):  # fmt: skip
+        check_shapes(own, plain, "run", fix=lambda: "fix", exact=True)

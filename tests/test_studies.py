@@ -110,6 +110,11 @@ def test_split_slices_take_the_leading_fraction():
     task = seqio.get_mixture_or_task("textchem_demo_forward")
     dataset = task.get_dataset({"inputs": 64, "targets": 64}, split="train[:10%]", shuffle=False)
     assert sum(1 for _ in dataset) == math.ceil(len(whole) / 10)
+    # A mixture reads each of its tasks' slices: SeqIO skipped every task ("No datasets have a 'train[:10%]'
+    # split"), so the sweep's data_fraction axis could not run on any mixture.
+    mixture = seqio.get_mixture_or_task("textchem_demo")
+    assert all("train[:10%]" in task.splits and "train[:0%]" not in task.splits for task in mixture.tasks)
+    assert next(mixture.get_dataset({"inputs": 64, "targets": 64}, split="train[:10%]", shuffle=False).as_numpy_iterator())
     with pytest.raises(ValueError, match=r"percentage must be in \(0, 100\]"):
         datasets.task_pairs("forward", "train[:0%]", seqio_tasks.demo_directory())
 

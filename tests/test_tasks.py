@@ -349,3 +349,44 @@ def test_parallel_packing_gives_each_chunks_own_packed_rows_in_order(routed):
     packed = sorted(tuple(row["encoder_input_tokens"][row["encoder_segment_ids"] == s])
                     for row in parallel for s in set(row["encoder_segment_ids"]) - {0})  # fmt: skip
     assert segments == 100 and packed == inputs
+
+
+def test_cached_tasks_without_a_cache_say_how_to_make_one(tmp_path):
+    """USE_CACHED_TASKS with no cache ended in seqio's AssertionError traceback, deep inside get_dataset."""
+    import seqio
+
+    from textchem_jax.run_config import mixture_or_task
+
+    with pytest.raises(ValueError, match=r"USE_CACHED_TASKS: textchem_demo_forward has no SeqIO cache .*cache_tasks_main "
+                                         r".*--seqio_additional_cache_dirs=DIR, or .* USE_CACHED_TASKS = False"):
+        mixture_or_task("textchem_demo_forward", cached=True)
+    with pytest.raises(ValueError, match=r"textchem_demo_forward, textchem_demo_mol2text, .* have no SeqIO cache"):
+        mixture_or_task("textchem_demo", cached=True)
+    assert mixture_or_task("textchem_demo", cached=False).name == "textchem_demo"
+    (tmp_path / "textchem_demo_forward").mkdir()  # a cache folder for the task, as cache_tasks_main writes it
+    (tmp_path / "textchem_demo_forward" / "COMPLETED").write_text("")
+    seqio.add_global_cache_dirs([str(tmp_path)])
+    try:
+        assert mixture_or_task("textchem_demo_forward", cached=True).name == "textchem_demo_forward"
+    finally:
+        seqio.utils.set_global_cache_dirs([d for d in seqio.utils.get_global_cache_dirs() if d != str(tmp_path)])
+        seqio.get_mixture_or_task("textchem_demo_forward")._cache_dir = None  # seqio keeps the folder it found
+
+
+def test_a_task_with_another_vocabulary_than_the_models_is_refused(tmp_path):
+    """A user's task tokenizing with its own SentencePiece model trained, evaluated and exited 0 (T5X says "Model
+    and Task vocabularies do not match")."""
+    from helpers import tiny_t5
+
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.run_config import check_vocabularies
+
+    texts = ["The molecule is an alcohol.", "CCO", "c1ccccc1", "benzene and toluene"] * 30
+    own = vocabularies.load_vocabulary(vocabularies.train_vocabulary(texts, tmp_path / "own", vocab_size=400, hard_vocab_limit=False))
+    task = seqio.Task("my_own_vocabulary", source=seqio.FunctionDataSource(lambda split, shuffle_files: None, splits=["train"]),
+                      preprocessors=[], output_features={"inputs": seqio.Feature(own), "targets": seqio.Feature(own)})  # fmt: skip
+    model = tiny_t5()
+    with pytest.raises(ValueError, match=r"task my_own_vocabulary writes its inputs with the vocabulary .*own.model, the "
+                                         r"model reads .*: bind VOCABULARY to the task's"):  # fmt: skip
+        check_vocabularies([task], model)
+    check_vocabularies(seqio.get_subtasks(seqio.get_mixture_or_task("textchem_demo")), model)  # ours take the model's

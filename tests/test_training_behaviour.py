@@ -286,5 +286,38 @@ def test_finetune_from_a_converted_checkpoint_uses_its_own_vocabulary(tmp_path):
     assert "VOCABULARY" in (run / "config.gin").read_text()
 
     wrong = EncoderDecoderModel(t5_config("tiny", "1.1", vocab_size=512), vocabulary=vocab)
-    with pytest.raises(ValueError, match=r"32,100 pieces \(32,128 embedding rows\) but the model's embedding has 512 rows"):
+    with pytest.raises(ValueError, match=r"32,100 pieces \(32,100 to 32,128 embedding rows\) but the model's embedding has 512 rows"):
         import_task_module(None, wrong)
+
+
+def test_an_evaluation_split_missing_for_teacher_forcing_still_runs_the_inference_evaluation(tmp_path, caplog):
+    """A task's validation file missing made the in-training evaluation return after its teacher-forced warning:
+    the inference evaluation of every other task was skipped, and nothing said so."""
+    import types
+
+    from textchem_jax.data import datasets
+
+    class Evaluated:
+        examples = {"textchem_demo_forward": 3}
+
+        def evaluate(self, params, step):
+            return {"textchem_demo_forward": {"accuracy": 0.5}}
+
+    def missing():
+        raise FileNotFoundError("uspto50k split 'validation' not found")
+
+    trainer = types.SimpleNamespace(model=tiny_t5(), mesh=partitioning.make_mesh())
+    state = types.SimpleNamespace(params=None)
+    datasets.set_data_dir(str(tmp_path))  # no chebi20/validation.txt there
+    try:
+        with caplog.at_level("WARNING"):
+            results = train_lib._evaluate(trainer, state, 4, None, infer_eval_cfg=None, eval_steps=1, seed=0,
+                                          train_eval_cfg=DatasetConfig("textchem_text2mol", LENGTHS, "validation", 2),
+                                          inference=Evaluated)  # fmt: skip
+            assert results == {"textchem_demo_forward": {"accuracy": 0.5}}
+            assert "no teacher-forced evaluation" in caplog.text
+            assert train_lib._evaluate(trainer, state, 4, None, train_eval_cfg=None, infer_eval_cfg=None, eval_steps=1,
+                                       seed=0, inference=missing) == {}  # fmt: skip
+            assert "no inference evaluation: uspto50k split 'validation' not found" in caplog.text
+    finally:
+        datasets.set_data_dir(None)

@@ -290,7 +290,8 @@ def abstract_like(tree: Any) -> Any:
     )
 
 
-def load_params(directory: str, abstract_params: Any, step: int | None = None, fix: Callable[[], str] | None = None) -> Any:
+def load_params(directory: str, abstract_params: Any, step: int | None = None, fix: Callable[[], str] | None = None,
+                *, exact: bool = False) -> Any:  # fmt: skip
     """Only the parameters of a run's checkpoint, placed like `abstract_params` (ShapeDtypeStructs
     with shardings): for `INITIAL_CHECKPOINT_PATH`, evaluation and inference.
 
@@ -310,7 +311,7 @@ def load_params(directory: str, abstract_params: Any, step: int | None = None, f
             stored = _stored_params(manager, step, directory)
         except CheckpointError as error:
             raise CheckpointError(f"{error}; {if_damaged}") from None
-        check_shapes(stored, abstract_params, f"{directory} (step {step})", fix)
+        check_shapes(stored, abstract_params, f"{directory} (step {step})", fix, exact=exact)
         restore_args = jax.tree_util.tree_map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
         try:
             restored = manager.restore(
@@ -373,9 +374,11 @@ def stored_param_names(directory: str, step: int | None = None) -> set[str]:
 _OWN_CONFIG_FIX = "use the model configuration the run was trained with (its MODEL_DIR/config.gin)"
 
 
-def check_shapes(stored: Any, abstract_params: Any, where: str, fix: Callable[[], str] | None = None) -> None:
+def check_shapes(stored: Any, abstract_params: Any, where: str, fix: Callable[[], str] | None = None, *,
+                 exact: bool = False) -> None:  # fmt: skip
     """Every expected parameter is stored, with its shape: name the first that is not, and the fix (`fix()`,
-    asked only then; by default the run's own config.gin)."""
+    asked only then; by default the run's own config.gin). `exact`: nor does the checkpoint hold a parameter the
+    model lacks (an e2-CLM variant's own embeddings were left unread, and it decoded as another model)."""
 
     def mismatch(problem: str) -> ValueError:
         return ValueError(f"{problem}: {fix() if fix else _OWN_CONFIG_FIX}")
@@ -390,3 +393,8 @@ def check_shapes(stored: Any, abstract_params: Any, where: str, fix: Callable[[]
             raise mismatch(f"parameter {name} is not in the checkpoint {where}")
         if shapes[name] != tuple(expected.shape):
             raise mismatch(f"{name} is {shapes[name]} in {where} but {tuple(expected.shape)} in this model")
+    if exact:
+        expected_names = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+        extra = sorted(set(shapes) - expected_names)
+        if extra:
+            raise mismatch(f"the checkpoint {where} holds {len(extra)} parameter(s) this model lacks, first {extra[0]}")

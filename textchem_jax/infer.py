@@ -86,16 +86,17 @@ def _first_numbers(numbers: list[int], shown: int = 10) -> str:
     return ", ".join(map(str, numbers[:shown])) + (", ..." if len(numbers) > shown else "")
 
 
-def _task_examples(cfg) -> Iterator[tuple[str, list[dict]]]:
+def _task_examples(cfg, model) -> Iterator[tuple[str, list[dict]]]:
     """Each task's first `cfg.num_examples` examples of the split (all: None), from SeqIO's cache if `cfg.use_cached`;
     inputs longer than the input length are counted and said, as in evaluation."""
     import seqio
 
     from textchem_jax.evaluator import cut_examples
-    from textchem_jax.run_config import mixture_or_task
+    from textchem_jax.run_config import check_vocabularies, mixture_or_task
 
-    provider = mixture_or_task(cfg.mixture_or_task_name)
-    for task in provider.tasks if isinstance(provider, seqio.Mixture) else [provider]:
+    tasks = seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name, cached=cfg.use_cached))
+    check_vocabularies(tasks, model)
+    for task in tasks:
         ds = task.get_dataset(dict(cfg.task_feature_lengths), split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
         examples = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()}
                     for ex in ds.take(cfg.num_examples or -1).as_numpy_iterator()]  # fmt: skip
@@ -179,7 +180,7 @@ def infer(
         sources = [(f"textchem_{task}", _file_examples(input_file, task, vocab, lengths["inputs"]))]
         split_name = os.path.splitext(os.path.basename(input_file))[0]
     else:
-        sources = _task_examples(dataset_cfg)
+        sources = _task_examples(dataset_cfg, model)
         split_name = dataset_cfg.split
     makedirs(output_dir)
     written = []

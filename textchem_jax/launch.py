@@ -521,6 +521,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("process_count", None, "multi-host: number of processes")
     flags.DEFINE_integer("process_index", None, "multi-host: index of this process")
     flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "multi-host: a process silent this long is declared dead")
+    flags.DEFINE_list("seqio_additional_cache_dirs", [], "folders of SeqIO task caches (USE_CACHED_TASKS), as T5X's flag")
     flags.DEFINE_boolean("restore_fallback", True, "resuming: a corrupt latest checkpoint is set aside and the step "
                          "before it restored (--norestore_fallback stops with the error instead)")  # fmt: skip
     for flag in flags.FLAGS.flags_by_module_dict().get(__name__, []):  # --help shows the main module's key flags only
@@ -561,6 +562,10 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
             quiet_libraries()
         if FLAGS.tfds_data_dir:
             os.environ["TFDS_DATA_DIR"] = FLAGS.tfds_data_dir
+        if FLAGS.seqio_additional_cache_dirs:
+            import seqio
+
+            seqio.add_global_cache_dirs(FLAGS.seqio_additional_cache_dirs)
         initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index,
                                FLAGS.heartbeat_timeout_seconds)  # fmt: skip
         try:

@@ -161,11 +161,11 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bo
         fix = functools.partial(_foreign_fix, path)
     else:  # ours: by default the run's own config.gin, which fits resuming it
         fix = functools.partial(_starting_fix, path) if starting else None
-    if kind == "orbax":
+    if kind == "orbax":  # the whole model: a checkpoint holding more is another model (e2-CLM variants)
         root = _orbax_root(path)
-        return load_params(root[0], target, step=root[1], fix=fix)
+        return load_params(root[0], target, step=root[1], fix=fix, exact=True)
     params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind)
-    check_shapes(params, target, path, fix=fix)
+    check_shapes(params, target, path, fix=fix, exact=True)
     return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
 
 

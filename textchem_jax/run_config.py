@@ -63,15 +63,16 @@ class UnknownTaskError(ValueError):
     """A mixture or task name that nothing registered: a configuration error, said before any work."""
 
 
-def mixture_or_task(name: str):
+def mixture_or_task(name: str, *, cached: bool = False):
     """SeqIO's task or mixture `name`; an unknown name (seqio says only "No Task or Mixture found") names the
-    registered ones closest to it, or where registrations come from."""
+    registered ones closest to it, or where registrations come from. `cached` (USE_CACHED_TASKS): each of its
+    tasks has a SeqIO cache, or one error says how to make one (seqio asserted it deep inside get_dataset)."""
     import difflib
 
     import seqio
 
     try:
-        return seqio.get_mixture_or_task(name)
+        provider = seqio.get_mixture_or_task(name)
     except ValueError:
         registered = sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})
         close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.6)
@@ -79,15 +80,35 @@ def mixture_or_task(name: str):
             f"{len(registered)} are registered (ours: textchem_demo, textchem_standard, ...; `textchem-inspect --list` "
             "shows them all); your own need their module in MIXTURE_OR_TASK_MODULE")  # fmt: skip
         raise UnknownTaskError(f"no SeqIO task or mixture is named {name!r}: {hint}") from None
+    uncached = [task.name for task in seqio.get_subtasks(provider) if cached and not task.cache_dir]
+    if uncached:
+        raise ValueError(f"USE_CACHED_TASKS: {', '.join(uncached)} {'has' if len(uncached) == 1 else 'have'} no SeqIO cache in "
+                         f"{seqio.utils.get_global_cache_dirs() or 'any cache folder'}: make one with SeqIO's "
+                         f"cache_tasks_main (pip install apache-beam; python -m seqio.scripts.cache_tasks_main "
+                         f"--module_import=tasks --tasks={uncached[0]} --output_cache_dir=DIR) and give "
+                         "--seqio_additional_cache_dirs=DIR, or read the tasks as they are: USE_CACHED_TASKS = False")  # fmt: skip
+    return provider
 
 
 def import_task_module(module: str | None, model=None) -> None:
     """Registers our tasks (`tasks`) and the user's own (`module`, T5X's MIXTURE_OR_TASK_MODULE); with a
-    model adapter, our tasks use its vocabulary (gin VOCABULARY), checked against its embedding first."""
+    model adapter, our tasks use its vocabulary (gin VOCABULARY), checked against its embedding first, and so do
+    the user's tasks that take `seqio_tasks.vocabulary()` when their module is imported (after it is set)."""
     from textchem_jax.data import seqio_tasks
     from textchem_jax.data import vocabulary as vocabularies
 
     importlib.import_module("tasks")
+    vocab = getattr(model, "vocabulary", None)
+    if vocab is not None:
+        rows = model.t5_config.vocab_size
+        if not vocabularies.fits_embedding(vocab, rows):
+            raise ValueError(
+                f"the vocabulary {vocabularies.vocabulary_file(vocab)} has {vocab.vocab_size:,} pieces "
+                f"({vocabularies.fitting_rows(vocab)}) but the model's embedding has {rows:,} rows: bind vocab_size = "
+                "@vocabularies.padded_vocab_size() with the same VOCABULARY (models/*.gin do), or use the checkpoint's "
+                "own vocabulary (`vocabularies.checkpoint_vocabulary`, written into a textchem-convert model.gin)"
+            )
+        seqio_tasks.use_vocabulary(vocab)
     if module:
         if os.getcwd() not in sys.path and "" not in sys.path:  # found in the working directory, as by `python -m
             sys.path.append(os.getcwd())  # t5x.train`; our console scripts start without it (last: shadows nothing)
@@ -98,18 +119,24 @@ def import_task_module(module: str | None, model=None) -> None:
                 raise  # the module was found: something it imports is missing, its traceback says what
             raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) is not importable: {error}; "
                                    "put its folder on PYTHONPATH or run from it") from None
-    vocab = getattr(model, "vocabulary", None)
-    if vocab is None:
-        return
-    rows = model.t5_config.vocab_size
-    if not vocabularies.fits_embedding(vocab, rows):
-        raise ValueError(
-            f"the vocabulary {vocabularies.vocabulary_file(vocab)} has {vocab.vocab_size:,} pieces "
-            f"({vocabularies.fitting_rows(vocab)}) but the model's embedding has {rows:,} rows: bind vocab_size = "
-            "@vocabularies.padded_vocab_size() with the same VOCABULARY (models/*.gin do), or use the checkpoint's "
-            "own vocabulary (`vocabularies.checkpoint_vocabulary`, written into a textchem-convert model.gin)"
-        )
-    seqio_tasks.use_vocabulary(vocab)
+
+
+def check_vocabularies(tasks, model) -> None:
+    """Every task writes its inputs and targets with the model's vocabulary (gin VOCABULARY), as T5X checks: a
+    user's task with its own SentencePiece model trained, evaluated and exited 0 on ids the model reads otherwise."""
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data import vocabulary as vocabularies
+
+    vocab = getattr(model, "vocabulary", None) or seqio_tasks.vocabulary()  # unbound: what our tasks use
+    for task in tasks:
+        for name in ("inputs", "targets"):
+            feature = task.output_features.get(name)
+            if feature is not None and feature.vocabulary != vocab:
+                raise ValueError(
+                    f"task {task.name} writes its {name} with the vocabulary "
+                    f"{vocabularies.vocabulary_file(feature.vocabulary)}, the model reads "
+                    f"{vocabularies.vocabulary_file(vocab)}: bind VOCABULARY to the task's (the model's embedding "
+                    "follows it), or build the task's output features with seqio_tasks.vocabulary()")  # fmt: skip
 
 
 def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | None = None, mesh=None):
@@ -131,7 +158,8 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     index, count = partitioning.host_data_shard(mesh) if mesh is not None else (jax.process_index(), jax.process_count())
     if cfg.batch_size % count:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {count} host shards of the data")
-    provider = mixture_or_task(cfg.mixture_or_task_name)
+    provider = mixture_or_task(cfg.mixture_or_task_name, cached=cfg.use_cached)
+    check_vocabularies(seqio.get_subtasks(provider), model)
     lengths = dict(cfg.task_feature_lengths)
     options = {}
     # Task features the model reads beside inputs and targets (e2-CLM: `input_domain`): a task keeps the

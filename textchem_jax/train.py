@@ -296,19 +296,23 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
     from textchem_jax.metrics.tables import format_table, versions_line
 
     results: dict = {}
-    if train_eval_cfg is not None and eval_steps:
-        try:
+    if train_eval_cfg is not None and eval_steps:  # a split missing for one task: said, and the other evaluation
+        try:  # runs (returning here skipped the inference evaluation, unsaid)
             batches = run_config.get_dataset(train_eval_cfg, trainer.model, seed=seed, mesh=trainer.mesh).as_numpy_iterator()
             results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_steps)
         except FileNotFoundError as error:
             logger.warning("no teacher-forced evaluation: %s", error)
-            return results
-        progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
+        else:
+            progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
     examples = {}
     if inference is not None:
-        evaluator = inference()
-        results.update(evaluator.evaluate(state.params, step))
-        examples = evaluator.examples
+        try:
+            evaluator = inference()
+        except FileNotFoundError as error:
+            logger.warning("no inference evaluation: %s", error)
+        else:
+            results.update(evaluator.evaluate(state.params, step))
+            examples = evaluator.examples
     if results and jax.process_index() == 0:
         split = (train_eval_cfg or infer_eval_cfg).split
         print(f"evaluation at step {step} ({split}):\n{format_table(results, examples)}\n{versions_line()}", flush=True)

@@ -198,6 +198,32 @@ def register_task(name: str, task: str, directory: Callable[[], str], **options)
     return _register(name, TaskSpec(task, directory, **options))
 
 
+class FractionSplits(tuple):
+    """SPLITS that also contain their leading slices (`train[:25%]`, `datasets.split_fraction`): a SeqIO mixture
+    reads only the tasks whose source lists the split asked for, so a data-fraction run of any mixture was
+    "No datasets have a 'train[:25%]' split"."""
+
+    def __contains__(self, split: object) -> bool:
+        try:
+            base, _ = datasets.split_fraction(str(split))
+        except ValueError:  # a percentage out of (0, 100]
+            return False
+        return super().__contains__(base)
+
+
+@functools.cache
+def _source_class():
+    """seqio.FunctionDataSource whose splits are FractionSplits (seqio's own __init__ makes them a tuple)."""
+    import seqio
+
+    class FractionSource(seqio.FunctionDataSource):
+        @property
+        def splits(self) -> FractionSplits:
+            return FractionSplits(super().splits)
+
+    return FractionSource
+
+
 def _register(name: str, spec: TaskSpec):
     import seqio
 
@@ -209,7 +235,7 @@ def _register(name: str, spec: TaskSpec):
     prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
     return seqio.TaskRegistry.add(
         name,
-        source=seqio.FunctionDataSource(_dataset_fn(spec), splits=SPLITS),
+        source=_source_class()(_dataset_fn(spec), splits=SPLITS),
         preprocessors=[
             functools.partial(add_prompt, prompt=prompt, keep_input_as="product" if spec.task == "retro" else None),
             seqio.preprocessors.tokenize,
