@@ -152,6 +152,11 @@ def test_a_file_cut_short_has_its_last_row_noted(tmp_path):
     report = sources.SkipReport()
     assert len(sources.read_uspto50k(str(tmp_path / "cut.csv"), report=report)) == 2
     assert report.files[str(tmp_path / "cut.csv")].notes == [(3, sources.UNTERMINATED)]
+    (tmp_path / "cut_inside.txt").write_text(whole[: whole.index("2\tCCN") + 5])  # its last row lost a column
+    report = sources.SkipReport()
+    assert len(sources.read_chebi20(str(tmp_path / "cut_inside.txt"), report=report)) == 1
+    shown = report.format()
+    assert "  line 3 (skipped): the file's last line" in shown and "(kept)" not in shown  # it said skipped, then kept
 
 
 def test_misaligned_paragraph2actions_files_are_an_error(tmp_path):

@@ -147,7 +147,8 @@ def _starting_fix(path: str) -> str:
     the default fix, is for resuming)."""
     return (f"{path} is a starting checkpoint of another model: bind the model it holds (its MODEL_DIR/config.gin, or "
             "a converted folder's model.gin: its size, and its MLP, ReLU `wi` in T5 v1.0 or gated-GELU `wi_0`/`wi_1` "
-            "in v1.1), or start from a checkpoint of the gin-bound model")  # fmt: skip
+            "in v1.1; an e2-CLM binds them as e2clm.e2clm_config's size, version and vocab_size), or start from a "
+            "checkpoint of the gin-bound model")  # fmt: skip
 
 
 def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bool = False) -> Any:

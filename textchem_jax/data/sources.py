@@ -77,8 +77,11 @@ class SkipReport:
             kept = f", {len(report.kept_unreadable)} unreadable kept (they count as misses)" if report.kept_unreadable else ""
             lines.append(f"{report.path}: {report.rows} rows read{kept}, {len(report.skipped)} skipped")
             hidden = 0
-            for label, entries in (("", report.skipped), (" (kept)", report.kept_unreadable), (" (kept)", report.notes)):
-                lines += [f"  line {line}{label}: {reason}" for line, reason in entries[:max_lines]]
+            skipped = {line for line, _ in report.skipped}  # a note on a skipped row (a cut last line) says so
+            notes = [(line, f" ({'skipped' if line in skipped else 'kept'})", reason) for line, reason in report.notes]
+            for entries in ([(line, "", reason) for line, reason in report.skipped],
+                            [(line, " (kept)", reason) for line, reason in report.kept_unreadable], notes):  # fmt: skip
+                lines += [f"  line {line}{label}: {reason}" for line, label, reason in entries[:max_lines]]
                 hidden += max(len(entries) - max_lines, 0)
             if hidden:
                 lines.append(f"  ... {hidden} more")
