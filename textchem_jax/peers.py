@@ -28,22 +28,31 @@ def watch(on_lost: Callable[[str], None], *, connect_timeout: float = 300.0) -> 
 
     if jax.process_count() < 2:
         return
-    index = jax.process_index()
-    server = socket.create_server(("", 0)) if index == 0 else None  # every interface, a port the system picks
+    index, server = jax.process_index(), None
+    if index == 0:
+        try:
+            server = socket.create_server(("", 0))  # every interface, a port the system picks
+        except OSError as error:  # port 0 tells the others: no watching, JAX's heartbeats alone
+            _unwatched(f"process 0 cannot listen for them ({error})")
     port = int(multihost_utils.broadcast_one_to_all(np.int32(server.getsockname()[1] if server else 0)))
     if server is not None:
         threading.Thread(target=_accept, args=(server, jax.process_count() - 1, on_lost), daemon=True).start()
+    if index == 0 or port == 0:
         return
     host = distributed.global_state.coordinator_address.rsplit(":", 1)[0]
     try:
         connection = socket.create_connection((host, port), timeout=connect_timeout)
     except OSError as error:  # a firewall between hosts: the run goes on, with JAX's heartbeats alone
-        logging.getLogger(__name__).warning("cannot reach process 0 at %s:%d to watch the run's processes (%s): a "
-                                            "process that dies is noticed at JAX's heartbeat timeout", host, port, error)  # fmt: skip
+        _unwatched(f"this process cannot reach process 0 at {host}:{port} ({error})")
         return
     connection.settimeout(None)
     connection.sendall(f"{index}\n".encode())
     _follow(connection, "process 0", on_lost)
+
+
+def _unwatched(why: str) -> None:
+    logging.getLogger(__name__).warning("the run's processes are not watched: %s; a process that dies is noticed at "
+                                        "JAX's heartbeat timeout", why)  # fmt: skip
 
 
 def watching() -> bool:
