@@ -354,20 +354,24 @@ def test_parallel_packing_gives_each_chunks_own_packed_rows_in_order(routed):
 def test_cached_tasks_without_a_cache_say_how_to_make_one(tmp_path):
     """USE_CACHED_TASKS with no cache ended in seqio's AssertionError traceback, deep inside get_dataset."""
     import seqio
+    from helpers import LENGTHS, tiny_t5
 
-    from textchem_jax.run_config import mixture_or_task
+    from textchem_jax.run_config import DatasetConfig, checked_provider
+
+    def provider(name: str, cached: bool = True):
+        return checked_provider(DatasetConfig(name, LENGTHS, "train", 4, use_cached=cached), tiny_t5())
 
     with pytest.raises(ValueError, match=r"USE_CACHED_TASKS: textchem_demo_forward has no SeqIO cache .*cache_tasks_main "
                                          r".*--seqio_additional_cache_dirs=DIR, or .* USE_CACHED_TASKS = False"):
-        mixture_or_task("textchem_demo_forward", cached=True)
+        provider("textchem_demo_forward")
     with pytest.raises(ValueError, match=r"textchem_demo_forward, textchem_demo_mol2text, .* have no SeqIO cache"):
-        mixture_or_task("textchem_demo", cached=True)
-    assert mixture_or_task("textchem_demo", cached=False).name == "textchem_demo"
+        provider("textchem_demo")
+    assert provider("textchem_demo", cached=False).name == "textchem_demo"
     (tmp_path / "textchem_demo_forward").mkdir()  # a cache folder for the task, as cache_tasks_main writes it
     (tmp_path / "textchem_demo_forward" / "COMPLETED").write_text("")
     seqio.add_global_cache_dirs([str(tmp_path)])
     try:
-        assert mixture_or_task("textchem_demo_forward", cached=True).name == "textchem_demo_forward"
+        assert provider("textchem_demo_forward").name == "textchem_demo_forward"
     finally:
         seqio.utils.set_global_cache_dirs([d for d in seqio.utils.get_global_cache_dirs() if d != str(tmp_path)])
         seqio.get_mixture_or_task("textchem_demo_forward")._cache_dir = None  # seqio keeps the folder it found

@@ -387,14 +387,14 @@ def check_shapes(stored: Any, abstract_params: Any, where: str, fix: Callable[[]
         jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
         for path, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]
     }
-    for path, expected in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
-        name = jax.tree_util.keystr(path)
+    expected = {
+        jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+    }
+    for name, shape in expected.items():
         if name not in shapes:
             raise mismatch(f"parameter {name} is not in the checkpoint {where}")
-        if shapes[name] != tuple(expected.shape):
-            raise mismatch(f"{name} is {shapes[name]} in {where} but {tuple(expected.shape)} in this model")
-    if exact:
-        expected_names = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
-        extra = sorted(set(shapes) - expected_names)
-        if extra:
-            raise mismatch(f"the checkpoint {where} holds {len(extra)} parameter(s) this model lacks, first {extra[0]}")
+        if shapes[name] != shape:
+            raise mismatch(f"{name} is {shapes[name]} in {where} but {shape} in this model")
+    extra = sorted(set(shapes) - set(expected)) if exact else []
+    if extra:
+        raise mismatch(f"the checkpoint {where} holds {len(extra)} parameter(s) this model lacks, first {extra[0]}")

@@ -27,7 +27,7 @@ from textchem_jax import xla_cpu
 from textchem_jax.chem.notations import ORIGINAL
 from textchem_jax.paths import makedirs
 from textchem_jax.progress import ProgressLine
-from textchem_jax.run_config import check_vocabularies, import_task_module, mixture_or_task
+from textchem_jax.run_config import checked_provider, import_task_module, mixture_or_task
 
 DecodeFn = Callable[..., Any]
 logger = logging.getLogger("textchem_jax.evaluator")
@@ -116,12 +116,12 @@ def on_mesh(mesh, fn, params, features: Mapping[str, np.ndarray]):
     return jax.tree_util.tree_map(lambda array: gather(array)[:size], outputs)
 
 
-def eval_tasks(mixture_or_task_name: str, split: str, *, cached: bool = False) -> list:
+def eval_tasks(mixture_or_task_name: str, split: str) -> list:
     """The tasks of a mixture that have `split` and metrics; none is an error (seqio would evaluate nothing and
     say so only in a log line, and the command would end with an empty table)."""
     import seqio
 
-    tasks = seqio.get_subtasks(mixture_or_task(mixture_or_task_name, cached=cached))
+    tasks = seqio.get_subtasks(mixture_or_task(mixture_or_task_name))
     valid = seqio.evaluation.get_valid_eval_tasks(tasks, split)
     if not valid:
         splits = sorted({name for task in tasks if task.metric_fns or task.predict_metric_fns or task.score_metric_fns
@@ -156,8 +156,8 @@ class InferenceEvaluator:
         import seqio
 
         import_task_module(cfg.module, model)
-        tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split, cached=cfg.use_cached)
-        check_vocabularies(tasks, model)
+        checked_provider(cfg, model)
+        tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split)
         makedirs(output_dir)  # seqio's loggers expect it
         self.evaluators = {
             task.name: seqio.Evaluator(

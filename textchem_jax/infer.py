@@ -92,11 +92,9 @@ def _task_examples(cfg, model) -> Iterator[tuple[str, list[dict]]]:
     import seqio
 
     from textchem_jax.evaluator import cut_examples
-    from textchem_jax.run_config import check_vocabularies, mixture_or_task
+    from textchem_jax.run_config import checked_provider
 
-    tasks = seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name, cached=cfg.use_cached))
-    check_vocabularies(tasks, model)
-    for task in tasks:
+    for task in seqio.get_subtasks(checked_provider(cfg, model)):
         ds = task.get_dataset(dict(cfg.task_feature_lengths), split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
         examples = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in ex.items()}
                     for ex in ds.take(cfg.num_examples or -1).as_numpy_iterator()]  # fmt: skip

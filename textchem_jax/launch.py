@@ -456,6 +456,13 @@ class PlainForOurs(logging.Formatter):
         return self.theirs.format(record)
 
 
+def console_handler() -> logging.Handler:
+    """stderr for the argparse commands: ours as `warning: ...`, a library's as `WARNING name: ...`."""
+    console = logging.StreamHandler()
+    console.setFormatter(PlainForOurs(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
+    return console
+
+
 def quiet_libraries() -> None:
     """The console for people: TensorFlow's start-up lines, absl's INFO logs and known seqio chatter off, and
     our own warnings without absl's prefix."""
@@ -468,9 +475,7 @@ def quiet_libraries() -> None:
     if not isinstance(handler.python_handler.formatter, PlainForOurs):
         handler.setFormatter(PlainForOurs(handler.python_handler.formatter))
     if not logging.root.handlers:  # an argparse command (absl.app puts its handler there): a library's later
-        console = logging.StreamHandler()  # logging.basicConfig() printed ours as `WARNING:textchem_jax.evaluator:`
-        console.setFormatter(PlainForOurs(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
-        logging.root.addHandler(console)
+        logging.root.addHandler(console_handler())  # logging.basicConfig() printed ours as `WARNING:textchem_jax...`
     _import_tensorflow_quietly()
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_BUCKETS_SEEN: set[str] = set()  # gs:// buckets found to exist (makedirs)
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -51,8 +52,9 @@ def makedirs(path: str | os.PathLike) -> None:
 
     if path.startswith("gs://"):
         bucket = "gs://" + path[len("gs://"):].split("/", 1)[0]
-        if not tf.io.gfile.exists(bucket):
+        if bucket not in _BUCKETS_SEEN and not tf.io.gfile.exists(bucket):
             raise FileNotFoundError(
                 f"{path}: the bucket {bucket} does not exist or these credentials cannot see it; "
                 f"create it (gcloud storage buckets create {bucket}) or correct the path")
+        _BUCKETS_SEEN.add(bucket)  # one request per bucket and process: a run makes its folders many times
     tf.io.gfile.makedirs(path)

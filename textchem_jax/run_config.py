@@ -63,16 +63,15 @@ class UnknownTaskError(ValueError):
     """A mixture or task name that nothing registered: a configuration error, said before any work."""
 
 
-def mixture_or_task(name: str, *, cached: bool = False):
+def mixture_or_task(name: str):
     """SeqIO's task or mixture `name`; an unknown name (seqio says only "No Task or Mixture found") names the
-    registered ones closest to it, or where registrations come from. `cached` (USE_CACHED_TASKS): each of its
-    tasks has a SeqIO cache, or one error says how to make one (seqio asserted it deep inside get_dataset)."""
+    registered ones closest to it, or where registrations come from."""
     import difflib
 
     import seqio
 
     try:
-        provider = seqio.get_mixture_or_task(name)
+        return seqio.get_mixture_or_task(name)
     except ValueError:
         registered = sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})
         close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.6)
@@ -80,7 +79,18 @@ def mixture_or_task(name: str, *, cached: bool = False):
             f"{len(registered)} are registered (ours: textchem_demo, textchem_standard, ...; `textchem-inspect --list` "
             "shows them all); your own need their module in MIXTURE_OR_TASK_MODULE")  # fmt: skip
         raise UnknownTaskError(f"no SeqIO task or mixture is named {name!r}: {hint}") from None
-    uncached = [task.name for task in seqio.get_subtasks(provider) if cached and not task.cache_dir]
+
+
+def checked_provider(cfg: DatasetConfig, model):
+    """`cfg`'s task or mixture, once what reading it for `model` needs is there: each task writes the model's
+    vocabulary (as T5X checks), and has a SeqIO cache when `cfg.use_cached` (USE_CACHED_TASKS; seqio asserted it
+    deep inside get_dataset)."""
+    import seqio
+
+    provider = mixture_or_task(cfg.mixture_or_task_name)
+    tasks = seqio.get_subtasks(provider)
+    check_vocabularies(tasks, model)
+    uncached = [task.name for task in tasks if cfg.use_cached and not task.cache_dir]
     if uncached:
         raise ValueError(f"USE_CACHED_TASKS: {', '.join(uncached)} {'has' if len(uncached) == 1 else 'have'} no SeqIO cache in "
                          f"{seqio.utils.get_global_cache_dirs() or 'any cache folder'}: make one with SeqIO's "
@@ -158,8 +168,7 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     index, count = partitioning.host_data_shard(mesh) if mesh is not None else (jax.process_index(), jax.process_count())
     if cfg.batch_size % count:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by the {count} host shards of the data")
-    provider = mixture_or_task(cfg.mixture_or_task_name, cached=cfg.use_cached)
-    check_vocabularies(seqio.get_subtasks(provider), model)
+    provider = checked_provider(cfg, model)
     lengths = dict(cfg.task_feature_lengths)
     options = {}
     # Task features the model reads beside inputs and targets (e2-CLM: `input_domain`): a task keeps the

@@ -162,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             f"existing or ending in '/': its {OUTPUT_FILE})")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
-    console = logging.StreamHandler()
-    console.setFormatter(launch.PlainForOurs(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
-    logging.basicConfig(level=logging.INFO, handlers=[console])  # our counted skips and n/a metrics
+    logging.basicConfig(level=logging.INFO, handlers=[launch.console_handler()])  # our counted skips and n/a metrics
     if args.verbose:
         logging.getLogger("textchem_jax").setLevel(logging.DEBUG)  # e.g. which WordNet METEOR read
     else:  # absl's INFO lines (rouge-score's "Using default tokenizer"), TensorFlow's start-up lines for gs://

@@ -254,5 +254,6 @@ def beam_search(
     options = beam_options(length, length_penalty, early_stopping, min_decode_length)
     step, new_cache = start(num_decodes)
     sequences, scores = beam_search_with_step(step, new_cache, batch_size, options, num_beams=num_decodes, eos_id=eos_id)
-    sequences = jnp.pad(sequences, ((0, 0), (0, 0), (0, max_decode_length - length)))  # the shape every decoder returns
+    if length < max_decode_length:  # the shape every decoder returns
+        sequences = jnp.pad(sequences, ((0, 0), (0, 0), (0, max_decode_length - length)))
     return sequences[:, :k], scores[:, :k]
