@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -259,3 +260,38 @@ def test_sealing_and_checking_read_several_files_at_once_and_name_the_first_bad_
         f.write(b"\0")
     with pytest.raises(ckpt.CheckpointError, match=rf"step 1: .*{re.escape(names[1])} is \d+ bytes"):
         ckpt.verify(step_dir, 1)
+
+
+def test_a_checkpoint_brings_its_runs_vocabulary_and_another_one_of_its_size_is_refused(tmp_path):
+    """A run's spiece.model is found from any folder a user names (MODEL_DIR, checkpoints/, one step; a T5X
+    MODEL_DIR's latest checkpoint_<step>), and a model bound to another vocabulary of the same size is refused
+    naming both files and the fix: the embedding fits either, and the ids decoded to garbage silently."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from helpers import tiny_t5
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import check_vocabulary
+
+    default = vocabularies.default_vocabulary()
+    run = tmp_path / "run"
+    (run / "checkpoints" / "4").mkdir(parents=True)
+    tf.io.gfile.copy(vocabularies.vocabulary_file(default), str(run / "spiece.model"))
+    for folder in (run, run / "checkpoints", run / "checkpoints" / "4"):
+        assert vocabularies.own_vocabulary_file(folder) == f"{run}/spiece.model", folder
+    t5x = tmp_path / "t5x"
+    for step in (2, 10):
+        (t5x / f"checkpoint_{step}").mkdir(parents=True)
+        (t5x / f"checkpoint_{step}" / "spiece.model").write_bytes((run / "spiece.model").read_bytes())
+    assert vocabularies.own_vocabulary_file(t5x) == f"{t5x}/checkpoint_10/spiece.model"
+    assert vocabularies.own_vocabulary_file(tmp_path) is None
+
+    model = dataclasses.replace(tiny_t5(), vocabulary=default)
+    check_vocabulary(model, str(run / "checkpoints" / "4"))  # the same bytes: the run's own
+    check_vocabulary(dataclasses.replace(model, vocabulary=None), str(run))  # no vocabulary to hold against it
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((run / "spiece.model").read_bytes())
+    proto.pieces[10].piece, proto.pieces[11].piece = proto.pieces[11].piece, proto.pieces[10].piece
+    (run / "spiece.model").write_bytes(proto.SerializeToString())  # the same size, two ids swapped
+    with pytest.raises(ValueError, match=rf"trained with the vocabulary {run}/spiece.model, but VOCABULARY is .*"
+                                         rf"TEXTCHEM_VOCABULARY={run}/spiece.model"):  # fmt: skip
+        check_vocabulary(model, str(run / "checkpoints" / "4"))

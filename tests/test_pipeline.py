@@ -27,9 +27,9 @@ FAST = [
 ]
 
 
-def _train(model_dir: pathlib.Path, *flags: str, wait: bool = True):
+def _train(model_dir: pathlib.Path, *flags: str, wait: bool = True, env: dict[str, str] | None = None):
     command = [sys.executable, "-m", "textchem_jax.train", *FAST, f"--gin.MODEL_DIR='{model_dir}'", *flags]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if not wait:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -88,6 +88,32 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     command = [c for c in command if c not in quickstart_model]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "config.gin" in result.stderr
+
+    # A run whose vocabulary is not VOCABULARY's, of the same size (a textchem-vocab model has the demo's size by
+    # default), is refused: its ids decoded with the bound vocabulary were garbage, with no error.
+    other = _reordered_vocabulary(tmp_path / "spiece.model", tmp_path / "other.model")
+    own = (tmp_path / "spiece.model").read_bytes()
+    command = [*command, *quickstart_model]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TEXTCHEM_VOCABULARY": str(other)})  # fmt: skip
+    assert result.returncode == 2 and f"was trained with the vocabulary {tmp_path / 'spiece.model'}" in result.stderr, result.stderr[-3000:]
+    assert f"TEXTCHEM_VOCABULARY={tmp_path / 'spiece.model'}" in result.stderr and "Traceback" not in result.stderr
+    result = _train(tmp_path, "--gin.TRAIN_STEPS=8", env={"TEXTCHEM_VOCABULARY": str(other)})  # resuming with it
+    assert result.returncode == 2 and "or give another MODEL_DIR to start anew" in result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "spiece.model").read_bytes() == own  # the run's record of its vocabulary is kept
+    assert not (tmp_path / "checkpoints" / "8").exists()
+
+
+def _reordered_vocabulary(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """Another vocabulary of `source`'s size: two pieces swapped, so two ids mean each other's piece."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(source.read_bytes())
+    first, second = proto.pieces[10], proto.pieces[11]
+    first.piece, second.piece = second.piece, first.piece
+    target.write_bytes(proto.SerializeToString())
+    return target
 
 
 END_PROCESS = """

@@ -151,9 +151,12 @@ def test_retrieval_scores_rank_each_variant_among_all_originals():
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_sweep_whose_rerun_goes_on_from_the_saved_step(tmp_path):
-    """Ctrl-C in a terminal reaches the sweep and its textchem-train alike: the point saves its step, the sweep
-    waits for it and exits 130 with how to go on (it ended in a KeyboardInterrupt traceback)."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stopped_sweep_saves_the_point_and_its_rerun_goes_on_from_the_saved_step(tmp_path, stop):
+    """Ctrl-C in a terminal reaches the sweep and its textchem-train alike; a SIGTERM (`kill`, a cluster's stop)
+    reaches the sweep only, which passes it on. Either way the point saves its step and the sweep waits for it,
+    records the time spent and exits with how to go on (Ctrl-C ended in a traceback; a SIGTERM left textchem-train
+    to die unsaved, the point "running" with 0 s). The point's log is written as it trains (it came in 4 KiB blocks)."""
     import signal
 
     flags = [*SWEEP_FLAGS[:2], "--gin.TRAIN_STEPS=100000", *SWEEP_FLAGS[4:]]  # one point, far from done
@@ -163,13 +166,21 @@ def test_ctrl_c_stops_a_sweep_whose_rerun_goes_on_from_the_saved_step(tmp_path):
     for line in process.stdout:
         if line.strip().startswith("step 10/"):
             break
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to the whole foreground process group
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 130, output[-3000:]
-    assert "interrupted: saved step" in output and "textchem-sweep: interrupted; rerun the same command" in output
-    assert "Traceback" not in output
     (point,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert "step 10/" in (point / "train.log").read_text()
+    if stop == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to the whole foreground process group
+    else:
+        process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    word, code, saved = ("interrupted", 130, "interrupted: saved step") if stop == "ctrl-c" else ("terminated", 143, "preempted: saved step")
+    assert process.returncode == code, output[-3000:]
+    assert saved in output and f"textchem-sweep: {word}; rerun the same command" in output, output[-3000:]
+    assert "Traceback" not in output and "interrupted at once" not in output, output[-3000:]
     assert [p.name for p in (point / "checkpoints").iterdir() if p.name.isdigit()]
+    record = json.loads((point / sweep.POINT_FILE).read_text())
+    assert record["status"] == word and record["wall_seconds"] > 1, record
+    assert saved in (point / "train.log").read_text()
 
 
 def test_a_run_stopped_in_the_middle_of_a_write_is_read_up_to_the_cut(tmp_path, caplog):
@@ -257,10 +268,17 @@ def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")
-def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path, capsys):
+def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path, capsys, caplog):
     directory, _ = cpu_sweep
     run = directory / "width-32_mixture-standard"
     from textchem_jax import report, robustness
+
+    # Targets cut are said once per task: a notation rewrites inputs only (it was said again for each of them)
+    assert robustness.main([f"--model_dir={run}", "--split=validation", "--num_examples=2", "--random_variants=1",
+                            "--no_embedding_check", "--task_feature_lengths=inputs=96,targets=4",
+                            f"--output_dir={tmp_path / 'cut'}"]) == 0  # fmt: skip
+    cut = [r.getMessage() for r in caplog.records if "have targets longer than 4 tokens" in r.getMessage()]
+    assert sorted(line.split(":")[0] for line in cut) == ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_retro"], cut
 
     assert robustness.main([f"--model_dir={run}", "--split=validation", "--num_examples=6", "--random_variants=1"]) == 0
     saved = (run / "robustness" / "robustness.json").read_bytes()

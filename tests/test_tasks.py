@@ -157,6 +157,30 @@ def test_inspect_real_standard_mixture(data, capsys):
     assert "textchem_text2mol" in out
 
 
+def test_inspect_reads_a_users_own_tasks_with_the_given_vocabulary(tmp_path, monkeypatch, capsys):
+    """--vocabulary is set before --module_import's tasks are registered: a user's task that takes
+    `seqio_tasks.vocabulary()` was inspected with the default one, its lengths and <unk> rates silently wrong."""
+    from helpers import t5_like_vocabulary
+
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data import vocabulary as vocabularies
+
+    other = t5_like_vocabulary(tmp_path / "other", pieces=2000)
+    expected = vocabularies.load_vocabulary(other).encode("Spell: benzene")
+    assert expected != vocabularies.default_vocabulary().encode("Spell: benzene")
+    (tmp_path / "my_spelling_tasks.py").write_text(USER_TASKS)
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert inspect_main(["--task=my_spelling", "--module_import=my_spelling_tasks", f"--vocabulary={other}",
+                             "--split=test", "--num_examples=1"]) == 0  # fmt: skip
+        out = capsys.readouterr().out
+        assert f"inputs ids ({len(expected) + 1}): {[*expected, 1]}" in out, out  # with its EOS
+    finally:
+        seqio.TaskRegistry.remove("my_spelling")
+        sys.modules.pop("my_spelling_tasks", None)
+        seqio_tasks.use_vocabulary(vocabularies.task_vocabulary())  # the other tests' tasks: as they were
+
+
 def test_inspect_lists_and_reads_a_users_own_tasks_and_names_close_ones(tmp_path, monkeypatch, capsys):
     """A user's own tasks module (--module_import, as MIXTURE_OR_TASK_MODULE) is listed and inspected (its
     tasks have no data files of ours), found in the working directory as `python -m t5x.train` finds it (our

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -214,6 +216,50 @@ def test_sigterm_or_ctrl_c_saves_and_exits_cleanly(tmp_path, stop):
     assert "Traceback" not in output
     saved = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert saved and int(saved[0]) >= 3
+
+
+def test_sigterm_once_the_last_step_is_saved_ends_the_final_evaluation_at_once():
+    """The warning said "saving a checkpoint after this step, then exiting" and the whole final evaluation ran on,
+    longer than a preemption's grace period. Also when the SIGTERM came while the last step was being saved."""
+    handler = signal.getsignal(signal.SIGTERM)
+    with train_lib._Preemption() as preemption:
+        preemption.stepping = False
+        preemption.evaluating()
+        with pytest.raises(SystemExit) as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)  # the evaluation; the handler raises before this ends
+        assert stop.value.code == 143 and isinstance(stop.value, train_lib._Preemption.EvaluationCut)
+    with train_lib._Preemption() as preemption:
+        os.kill(os.getpid(), signal.SIGTERM)  # during the last step's save: saved, then
+        time.sleep(0.1)
+        preemption.stepping = False
+        with pytest.raises(train_lib._Preemption.EvaluationCut):
+            preemption.evaluating()  # no evaluation started
+    assert signal.getsignal(signal.SIGTERM) == handler
+    assert train_lib._Preemption._silent not in logging.getLogger("absl").filters
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_final_evaluation_exits_143_and_a_rerun_evaluates(tmp_path):
+    command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+               f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 32}", "--gin.run_config.CheckpointConfig.period=2",
+               "--gin.infer_eval/run_config.DatasetConfig.num_examples=2", "--gin.train_lib.train.eval_steps=1"]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "checkpoints" / "2").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # orbax names the folder `2` once the step is committed: the final evaluation begins
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 143, output[-3000:]
+    assert (f"SIGTERM during the final evaluation: step 2 is saved in {tmp_path / 'checkpoints'}; the evaluation is "
+            "skipped, rerun the same command to evaluate") in output  # fmt: skip
+    assert "Traceback" not in output and "evaluation at step" not in output and "saving a checkpoint" not in output
+    assert "Failed to load task" not in output  # seqio's error log, unwinding the cut
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "nothing to train" in rerun.stdout and "evaluation at step 2" in rerun.stdout and "not repeated" not in rerun.stdout
 
 
 @pytest.mark.needs_hf

@@ -20,6 +20,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -118,7 +120,11 @@ class DataIteratorHandler(ocp.CheckpointHandler):
     def save(self, directory: epath.Path, args: DataIteratorSave) -> None:
         import tensorflow as tf
 
-        tf.train.Checkpoint(iterator=args.iterator).write(self._prefix(directory))
+        try:
+            tf.train.Checkpoint(iterator=args.iterator).write(self._prefix(directory))
+        except tf.errors.OpError as error:  # e.g. ResourceExhaustedError on a full disk: an OSError for `_saving`
+            message = re.sub(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$", "", error.message.strip())  # TF's op names
+            raise OSError(f"writing the data iterator: {message}") from error
 
     def restore(self, directory: epath.Path, args: DataIteratorRestore) -> Any:
         import tensorflow as tf
@@ -151,11 +157,13 @@ class Checkpoints:
     def __init__(self, directory: str, *, keep: int | None = 3, async_save: bool = True):
         self.directory = absolute(directory)  # orbax takes absolute paths only
         self.keep = keep
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True),
-            item_names=("state", "data_iterator"),
-        )
+        _drop_callbacks_into_closed_loops()
+        with _quiet_damaged_step_metadata():  # orbax reads each step's metadata here
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True),
+                item_names=("state", "data_iterator"),
+            )
         self._unsealed: list[int] = []  # saved, perhaps still being written: sealed once orbax has committed them
         self._sealer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="textchem-seal")
         self._sealing: dict[int, concurrent.futures.Future] = {}
@@ -188,7 +196,8 @@ class Checkpoints:
         failures: list[tuple[int, CheckpointError]] = []
         for candidate in [step] if step is not None else sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self._restore_step(candidate, abstract_state, iterator)
+                with _quiet_damaged_step_metadata():
+                    restored = self._restore_step(candidate, abstract_state, iterator)
             except CheckpointError as error:
                 if not fallback:
                     raise CheckpointError(f"{error}. Restore that file, move {self.directory / str(candidate)} away, "
@@ -197,16 +206,26 @@ class Checkpoints:
                 failures.append((candidate, error))
                 continue
             for bad, _ in failures:
-                (self.directory / str(bad)).rename(self.directory / f"{bad}.corrupt")
-                print(f"checkpoint step {bad} set aside as {self.directory / f'{bad}.corrupt'}", flush=True)
+                aside = self._unused_corrupt_name(bad)
+                (self.directory / str(bad)).rename(aside)
+                print(f"checkpoint step {bad} set aside as {aside}", flush=True)
             if failures:
-                self.manager.reload()
+                with _quiet_damaged_step_metadata():
+                    self.manager.reload()
             logger.info("restored step %d from %s", candidate, self.directory)
             return restored, candidate
         if failures:
             raise CheckpointError(f"no checkpoint in {self.directory} can be restored (the latest: {failures[0][1]}); "
                                   f"not starting from scratch: fix it, or move {self.directory} away to start afresh")  # fmt: skip
         return None
+
+    def _unused_corrupt_name(self, step: int) -> epath.Path:
+        """`<step>.corrupt`, or `<step>.corrupt-2`, -3, ... when a step saved again after a fallback is damaged again
+        (the rename failed on the first one, and the run could not resume)."""
+        path, number = self.directory / f"{step}.corrupt", 2
+        while path.exists():
+            path, number = self.directory / f"{step}.corrupt-{number}", number + 1
+        return path
 
     def _restore_step(self, step: int, abstract_state: Any, iterator: Any | None) -> Any:
         step_dir = self.directory / str(step)
@@ -236,6 +255,13 @@ class Checkpoints:
                              f"with INITIAL_CHECKPOINT_PATH='{step_dir}'") from None  # fmt: skip
         except Exception as error:
             raise CheckpointError(f"step {step}: {step_dir} cannot be read: {_first_line(error)}") from error
+
+    def check(self) -> None:
+        """Raises the CheckpointError of an asynchronous save that has failed, as soon as orbax has finished it
+        (a lock read otherwise: cheap enough for every step), so that a full disk stops the run at the step it
+        failed, not at the next save a checkpoint period later."""
+        if jax.process_count() == 1 and self._unsealed and not self.manager.is_saving_in_progress():
+            self.wait(sealed=False)  # one process only: hosts come here at different times, and a wait may sync them
 
     def wait(self, *, sealed: bool = True) -> None:
         """Blocks until asynchronous saves are committed and sealed; with `sealed=False` their sealing (process 0)
@@ -280,7 +306,53 @@ class Checkpoints:
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+    """At most 500 characters, the end kept ("... No space left on device" comes after two long paths), without
+    the JSON spec of the array that tensorstore appends."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    line = re.sub(r"\s*\[tensorstore_spec='.*'\]$", "", line)
+    return line if len(line) <= 500 else f"{line[:245]} ... {line[-250:]}"
+
+
+_DAMAGED_STEP_METADATA = ("Metadata file does not exist", "Failed to json parse Metadata file")
+
+
+def _not_damaged_step_metadata(record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith(_DAMAGED_STEP_METADATA)
+
+
+@contextlib.contextmanager
+def _quiet_damaged_step_metadata():
+    """Without orbax's log lines about a step's missing or unparsable `_CHECKPOINT_METADATA`: `restore` says which
+    step and file are damaged in a line of its own. absl at INFO (`-v 0`) shows them."""
+    absl = logging.getLogger("absl")
+    if absl.isEnabledFor(logging.INFO) or _not_damaged_step_metadata in absl.filters:
+        yield
+        return
+    absl.addFilter(_not_damaged_step_metadata)
+    try:
+        yield
+    finally:
+        absl.removeFilter(_not_damaged_step_metadata)
+
+
+def _drop_callbacks_into_closed_loops() -> None:
+    """Once a write of an asynchronous save fails, orbax closes the save's event loop while tensorstore finishes the
+    step's other writes; each then reports `RuntimeError: Event loop is closed` with a traceback (a full disk printed
+    660 lines while training went on). sys.unraisablehook drops those, raised in tensorstore's callback with no
+    caller of ours; the failure itself reaches `wait` as one CheckpointError. Installed once per process."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_callbacks_into_closed_loops", False):
+        return
+
+    def hook(unraisable) -> None:
+        traceback = unraisable.exc_traceback
+        if not (unraisable.object is None and unraisable.exc_type is RuntimeError and traceback is not None
+                and str(unraisable.exc_value) == "Event loop is closed"
+                and traceback.tb_frame.f_code.co_name == "call_soon_threadsafe"):  # fmt: skip
+            previous(unraisable)
+
+    hook.drops_callbacks_into_closed_loops = True
+    sys.unraisablehook = hook
 
 
 def abstract_like(tree: Any) -> Any:
@@ -334,12 +406,13 @@ def _params_manager(directory: str) -> ocp.CheckpointManager:
     path = absolute(directory)  # orbax takes absolute paths only
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint folder {directory} (expected the numbered steps of textchem-train)")
-    return ocp.CheckpointManager(
-        path,
-        item_names=("state", "data_iterator"),
-        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(create=False),
-    )
+    with _quiet_damaged_step_metadata():  # `load_params` names the damaged step and file
+        return ocp.CheckpointManager(
+            path,
+            item_names=("state", "data_iterator"),
+            item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(create=False),
+        )
 
 
 def _stored_params(manager: ocp.CheckpointManager, step: int, directory: str) -> Any:

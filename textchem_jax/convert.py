@@ -261,7 +261,8 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
         raise ValueError(f"{checkpoint_dir} is neither a textchem-convert directory (with {CONFIG_FILE}) nor a "
                          f"textchem-train MODEL_DIR (with {RUN_CONFIG_FILE}), its {CHECKPOINTS_FOLDER}/ folder or "
                          f"one step in that")  # fmt: skip
-    model = launch.saved_run(str(model_dir)).model
+    # The run's own vocabulary is what the export writes: the one its config.gin binds here does not matter
+    model = dataclasses.replace(launch.saved_run(str(model_dir)).model, vocabulary=None)
     names = set(model.abstract_params())
     if names != set(T5_PARTS):
         raise ValueError(
@@ -278,10 +279,8 @@ def checkpoint_vocabulary(checkpoint_dir: epath.Path):
     else `TEXTCHEM_VOCABULARY` (local or gs://) or the packaged default."""
     from textchem_jax.data import vocabulary as vocabularies
 
-    vocabulary = (run_directory(checkpoint_dir) or checkpoint_dir) / VOCABULARY_FILE
-    if vocabulary.exists():
-        return vocabulary
-    return epath.Path(os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
+    own = vocabularies.own_vocabulary_file(absolute(checkpoint_dir))
+    return epath.Path(own or os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
 
 
 def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = None, t5x_output_dir: str | None = None,

@@ -143,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
 
         set_data_dir(args.data_dir)
     try:
+        if args.vocabulary:  # first: a user's tasks take the vocabulary set when their module is imported
+            _use_vocabulary(args.vocabulary)
         for module in args.module_import:
             import_task_module(module)
-        if args.vocabulary:
-            _use_vocabulary(args.vocabulary)
         if args.list:
             print(registered())
         else:

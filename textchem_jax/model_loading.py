@@ -151,9 +151,27 @@ def _starting_fix(path: str) -> str:
             "checkpoint of the gin-bound model")  # fmt: skip
 
 
+def check_vocabulary(model, path: str, otherwise: str = "") -> None:
+    """Raises unless the model reads with the vocabulary the checkpoint at `path` brings (its spiece.model, when
+    it has one): two vocabularies of one size fit the same embedding, and ids read with the other decode to
+    garbage without an error (a textchem-vocab model has the demo vocabulary's size by default)."""
+    from textchem_jax.data import vocabulary as vocabularies
+
+    own = vocabularies.own_vocabulary_file(path)
+    bound = vocabularies.vocabulary_file(model.vocabulary) if model.vocabulary is not None else "?"
+    if own is None or bound == "?" or vocabularies.same_vocabulary_files(own, bound):
+        return
+    raise ValueError(f"{path} was trained with the vocabulary {own}, but VOCABULARY is {bound}, another SentencePiece "
+                     f"model (its ids mean other pieces): bind the checkpoint's own, TEXTCHEM_VOCABULARY={own} (what the "
+                     "models/ gin files read) or --gin.VOCABULARY=@vocabularies.load_vocabulary() "
+                     f"--gin.vocabularies.load_vocabulary.path=\"'{own}'\"{otherwise}")  # fmt: skip
+
+
 def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bool = False) -> Any:
     """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`; a
-    checkpoint of another model is one error whose fix fits loading it to run, or to start from (`starting`)."""
+    checkpoint of another model is one error whose fix fits loading it to run, or to start from (`starting`), and
+    so is one trained with another vocabulary than the model's (a model without one, as export reads it, takes any)."""
+    check_vocabulary(model, path)
     kind = checkpoint_format(path)
     target, shardings = abstract_params(model, mesh)
     if like is not None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from etils import epath
 
 
+CHECKPOINTS_FOLDER = "checkpoints"  # inside a MODEL_DIR: one numbered folder per saved step
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _BUCKETS_SEEN: set[str] = set()  # gs:// buckets found to exist (makedirs)
 
@@ -46,7 +47,10 @@ def makedirs(path: str | os.PathLike) -> None:
     create climbs to the bucket's root, finds it missing and climbs again forever (no error, Ctrl-C ignored)."""
     path = str(path)
     if not is_remote(path):
-        os.makedirs(path, exist_ok=True)  # local: no TensorFlow import for it
+        try:
+            os.makedirs(path, exist_ok=True)  # local: no TensorFlow import for it
+        except FileExistsError:  # said "[Errno 17] File exists", naming the path but not the problem
+            raise FileExistsError(f"{path} is a file, not a folder: give a folder's path, or move the file") from None
         return
     import tensorflow as tf  # remote paths only go through tf.io.gfile
 

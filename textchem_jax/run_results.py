@@ -17,11 +17,12 @@ import os
 import re
 from collections.abc import Mapping
 
+from textchem_jax.paths import CHECKPOINTS_FOLDER
+
 logger = logging.getLogger("textchem_jax.run_results")
 
 MODEL_INFO_FILE = "model-info.txt"
 RUN_CONFIG_FILE = "config.gin"  # the full gin configuration textchem-train writes into MODEL_DIR
-CHECKPOINTS_FOLDER = "checkpoints"  # inside a MODEL_DIR: one numbered folder per saved step
 CONVERTED_GIN_FILE = "model.gin"  # model and vocabulary of a textchem-convert directory
 _STEP = re.compile(r"^(?:checkpoint_)?(\d+)/?$")  # a checkpoint folder: ours `<step>`, T5X's `checkpoint_<step>`
 _SIZE = re.compile(r"^Variable \S+\s+size\s+([\d,]+)", re.M)

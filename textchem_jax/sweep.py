@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, TASKS, task_of
 from textchem_jax.cli import command
-from textchem_jax.paths import expand_user, makedirs
+from textchem_jax.paths import expand_user, is_remote, makedirs
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
@@ -230,6 +231,19 @@ def _write_point_file(point_dir: str, record: dict) -> None:
         f.write(json.dumps(record, indent=1))
 
 
+class Terminated(Exception):
+    """SIGTERM to the sweep (`kill`, a cluster's stop): raised in the main thread, as Ctrl-C's KeyboardInterrupt is."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the running point is saving its step
+    raise Terminated
+
+
+def _stopped(stop: BaseException) -> str:
+    return "terminated" if isinstance(stop, Terminated) else "interrupted"
+
+
 def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index: int, total: int,
               verbose: bool = False) -> bool:  # fmt: skip
     """Trains and evaluates one point in its own `textchem-train` process unless it finished with the same
@@ -248,40 +262,53 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     log_path = os.path.join(point_dir, "train.log")
     if tf.io.gfile.exists(log_path):  # the attempt before (killed, failed or configured otherwise) stays readable
         tf.io.gfile.copy(log_path, os.path.join(point_dir, "train.previous.log"), overwrite=True)
-    earlier = record.get("wall_seconds", 0.0) if same else 0.0
+    resumed = _settings(record.get("arguments"), _RESUMABLE) == _settings(arguments, _RESUMABLE)
+    earlier = record.get("wall_seconds", 0.0) if resumed else 0.0  # training on to more steps: its time counts on
+    record = {"point": dict(point.values), "arguments": arguments}
     # Said before training: a point stopped midway is known to have checkpoints of these arguments.
-    _write_point_file(point_dir, {"point": dict(point.values), "arguments": arguments, "status": "running",
-                                  "wall_seconds": earlier})  # fmt: skip
+    _write_point_file(point_dir, {**record, "status": "running", "wall_seconds": earlier})
     print(f"{prefix}: training (log: {log_path})", flush=True)
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
     lines = []
+    flush_period = 30.0 if is_remote(log_path) else 0.0  # `tail -f` follows a local log; gs:// uploads it whole
     with tf.io.gfile.GFile(log_path, "w") as log:  # gs:// has no append
+        flushed = time.monotonic()
         try:
             for line in process.stdout:
                 log.write(line)
+                if time.monotonic() - flushed >= flush_period:
+                    log.flush()
+                    flushed = time.monotonic()
                 lines.append(line)
                 if verbose or line.startswith(("step ", "resumed from", "training stopped")):
                     print(f"    {line.rstrip()}", flush=True)
-        except KeyboardInterrupt:  # Ctrl-C reached textchem-train too (one process group): it saves, then exits
-            print(f"{prefix}: interrupted; waiting for textchem-train to save its checkpoint (Ctrl-C again stops "
+        except (KeyboardInterrupt, Terminated) as stop:  # textchem-train saves its step, then exits: waited for
+            if isinstance(stop, Terminated):  # Ctrl-C reached it too (one process group); a SIGTERM is passed on
+                process.terminate()
+            print(f"{prefix}: {_stopped(stop)}; waiting for textchem-train to save its checkpoint (Ctrl-C again stops "
                   "at once)", file=sys.stderr, flush=True)  # fmt: skip
             rest = process.communicate()[0]
             log.write(rest)
-            print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith("interrupted")), end="", flush=True)
+            print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith(("interrupted", "preempted"))),
+                  end="", flush=True)  # fmt: skip
+            _write_point_file(point_dir, {**record, "status": _stopped(stop), "returncode": process.returncode,
+                                          "wall_seconds": time.perf_counter() - start + earlier})  # fmt: skip
             raise
     code = process.wait()
     seconds = time.perf_counter() - start + earlier
     status = "done" if code == 0 else "failed"
-    _write_point_file(point_dir, {"point": dict(point.values), "arguments": arguments, "status": status,
-                                  "returncode": code, "wall_seconds": seconds})  # fmt: skip
+    _write_point_file(point_dir, {**record, "status": status, "returncode": code, "wall_seconds": seconds})
     if code == 0:
         print(f"{prefix}: done in {seconds:.0f} s", flush=True)
         return True
     tail = "".join(lines[-15:])
     print(f"{prefix}: textchem-train exited with {code}; its last lines ({log_path}):\n{tail}", file=sys.stderr, flush=True)
     return False
+
+
+_RESUMABLE = ("MODEL_DIR", "TRAIN_STEPS")  # what may change while a point's checkpoints still go on
 
 
 def _settings(arguments: Sequence[str] | None, ignored: Sequence[str] = ("MODEL_DIR",)) -> list[str] | None:
@@ -296,9 +323,8 @@ def changed_arguments(point: Point, sweep_dir: str, passthrough: Sequence[str]) 
     same, or nothing trained yet): resuming would continue those weights under other settings, and the point
     would then be recorded as done with arguments it was not trained with."""
     point_dir = os.path.join(sweep_dir, point.name)
-    ignored = ("MODEL_DIR", "TRAIN_STEPS")
-    before = _settings(_read_point_file(point_dir).get("arguments"), ignored)
-    now = _settings(train_arguments(point, point_dir, passthrough), ignored)
+    before = _settings(_read_point_file(point_dir).get("arguments"), _RESUMABLE)
+    now = _settings(train_arguments(point, point_dir, passthrough), _RESUMABLE)
     if not before or before == now or not run_results.latest_step(point_dir):
         return None
     return (f"{' '.join(a for a in before if a not in now) or 'no other flags'} then, "
@@ -546,14 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     failed = []
     if not args.collect_only:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             for i in chosen:
                 if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points), verbose=args.verbose):
                     failed.append(points[i].label)
-        except KeyboardInterrupt:
-            print("textchem-sweep: interrupted; rerun the same command to go on (finished points are skipped, the "
-                  "interrupted one resumes from its checkpoint)", file=sys.stderr, flush=True)  # fmt: skip
-            return 130
+        except (KeyboardInterrupt, Terminated) as stop:
+            print(f"textchem-sweep: {_stopped(stop)}; rerun the same command to go on (finished points are skipped, "
+                  f"the {_stopped(stop)} one resumes from its checkpoint)", file=sys.stderr, flush=True)  # fmt: skip
+            return 143 if isinstance(stop, Terminated) else 130
     if args.point is not None and not args.collect_only:
         return 1 if failed else 0  # one job of many: the last one collects
     rows, written = collect(points, names, args.sweep_dir)

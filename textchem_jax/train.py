@@ -47,10 +47,20 @@ class SavedAndInterrupted(KeyboardInterrupt):
 class _Preemption:
     """Set by SIGTERM (preemptible TPUs/VMs) or a first Ctrl-C; checked between steps, agreed on by all hosts.
     A second Ctrl-C, or one once the steps are done, interrupts at once (KeyboardInterrupt) as it would without
-    us. The handlers are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual."""
+    us. SIGTERM once the last step is committed (`evaluating`) ends the final evaluation at once (EvaluationCut,
+    status 143 as SIGTERM's own): it outlasts a preemption's grace period, and a rerun evaluates. The handlers
+    are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual."""
+
+    class EvaluationCut(SystemExit):
+        """SIGTERM during the final evaluation: the command ends as SIGTERM ends a process, status 128 + 15."""
+
+        def __init__(self) -> None:
+            super().__init__(128 + signal.SIGTERM)
 
     requested: str | None = None  # what asked: "SIGTERM" or "Ctrl-C"
     stepping: bool = True  # training steps still to run (then a save is what Ctrl-C asks for)
+    final_evaluation: bool = False  # the last step is committed: SIGTERM ends the command at once
+    cut: bool = False  # the final evaluation was cut by SIGTERM: whatever it raises while unwinding is that cut
 
     def __enter__(self) -> _Preemption:
         self._previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
@@ -62,13 +72,30 @@ class _Preemption:
     def __exit__(self, *exc_info) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+        logging.getLogger("absl").removeFilter(self._silent)
+
+    @staticmethod
+    def _silent(record: logging.LogRecord) -> bool:
+        return False
 
     def _handle(self, signum, frame) -> None:
         if signum == signal.SIGINT and (self.requested or not self.stepping):
             raise KeyboardInterrupt
+        if signum == signal.SIGTERM and self.final_evaluation:
+            logging.getLogger("absl").addFilter(self._silent)  # seqio logs the cut as its own error while unwinding
+            self.cut = True
+            raise self.EvaluationCut
         self.requested = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
-        logger.warning("%s received: saving a checkpoint after this step, then exiting%s", self.requested, again)
+        if self.stepping:  # else the last step is being committed, and `evaluating` then ends the command
+            again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
+            logger.warning("%s received: saving a checkpoint after this step, then exiting%s", self.requested, again)
+
+    def evaluating(self) -> None:
+        """The last step is committed: from now on SIGTERM, and one received while it was saved, cut the evaluation."""
+        self.final_evaluation = True
+        if self.requested == "SIGTERM":
+            self.cut = True
+            raise self.EvaluationCut
 
     def agreed(self) -> bool:
         if jax.process_count() == 1:
@@ -172,6 +199,8 @@ def train(
     from textchem_jax import checkpoints as ckpt
     from textchem_jax import partitioning
     from textchem_jax import trainer as trainer_lib
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import check_vocabulary
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
     if total_steps < 0:
@@ -186,6 +215,8 @@ def train(
     mesh = partitioning.make_mesh() if mesh is None else mesh
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
     partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
+    if tf.io.gfile.exists(os.path.join(model_dir, vocabularies.CHECKPOINT_VOCABULARY_FILE)):  # a run started before
+        check_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")
     if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes
         lengths = ", ".join(f"{name} {length}" for name, length in train_dataset_cfg.task_feature_lengths.items())
         mesh_shape = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
@@ -251,6 +282,7 @@ def train(
             tokens_per_step *= jax.process_count()
             state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
             step += 1
+            checkpoints.check()  # a save that failed in the background (a full disk) stops the run now
             stop = preemption.agreed()
             must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
             if must_save or step % log_period == 0 or step == first_step + 1:
@@ -284,7 +316,15 @@ def train(
                 evaluate(state, step, progress)
         preemption.stepping = False  # the last step is saved: Ctrl-C now interrupts the final evaluation at once
         checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
-        results = evaluate(state, step, progress)
+        try:
+            preemption.evaluating()
+            results = evaluate(state, step, progress)  # cut short, it is done again by a rerun (`_final_evaluation`)
+        except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
+            if not preemption.cut:
+                raise
+            print(f"SIGTERM during the final evaluation: step {step} is saved in {checkpoints.directory}; the "
+                  "evaluation is skipped, rerun the same command to evaluate", file=sys.stderr, flush=True)  # fmt: skip
+            raise _Preemption.EvaluationCut from None
     checkpoints.close()
     progress.writer.flush()
     return results
@@ -416,9 +456,7 @@ def main() -> int:
     def run() -> int:
         model_dir = gin.query_parameter("%MODEL_DIR")
         try:
-            from textchem_jax import train as this_module  # not __main__: gin registered the package's function
-
-            results = launch.configured(this_module.train)(started=lambda: launch.write_config(model_dir))
+            results = launch.configured(train)(started=lambda: launch.write_config(model_dir))
         except TrainingStopped as error:
             print(f"training stopped: {without_gin_context(error)}", file=sys.stderr)
             return 3
@@ -450,4 +488,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m` (textchem-sweep's points) runs this file as a second module: run the package's, which gin
+    # registered and whose exceptions `train` raises (SavedAndInterrupted)
+    from textchem_jax import train as package_module
+
+    sys.exit(package_module.main())

@@ -20,13 +20,14 @@ import io
 import json
 import os
 import pathlib
+import posixpath
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
 
 import sentencepiece as spm
 
-from textchem_jax.paths import is_remote, makedirs
+from textchem_jax.paths import CHECKPOINTS_FOLDER, is_remote, makedirs
 
 T5_EXTRA_IDS = 100
 DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"  # local only: packaged
@@ -272,26 +273,40 @@ def task_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
 CHECKPOINT_VOCABULARY_FILE = "spiece.model"  # what textchem-convert copies into its output, as HF does
 
 
-def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
-    """The SentencePiece model a checkpoint directory brings (its `spiece.model`): fine-tuning from a
-    `textchem-convert` import keeps the vocabulary its embedding was trained with. A T5X MODEL_DIR (what
-    `--t5x_output_dir` names) brings the one in its latest `checkpoint_<step>/`, the step T5X restores from it."""
+def own_vocabulary_file(checkpoint: str | os.PathLike) -> str | None:
+    """The `spiece.model` a checkpoint folder brings, or None: in the folder (a textchem-convert import, a Hugging
+    Face directory, a run's MODEL_DIR), in the run's MODEL_DIR when the folder is its `checkpoints/` or one step
+    in that, or in a T5X MODEL_DIR's latest `checkpoint_<step>/` (the step T5X restores from it)."""
     import tensorflow as tf  # local or gs://
 
     folder = os.fspath(checkpoint).rstrip("/")
+    parent, name = posixpath.split(folder)
+    if name.isdigit() and posixpath.basename(parent) == CHECKPOINTS_FOLDER:  # MODEL_DIR/checkpoints/<step>
+        parent, name = posixpath.split(parent)
+    folders = [folder] + ([parent] if name == CHECKPOINTS_FOLDER else [])
     names = tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else []
     steps = sorted((int(m.group(1)), m.group(0))
                    for name in names if (m := re.fullmatch(r"checkpoint_(\d+)", name.rstrip("/"))))  # fmt: skip
-    paths = [f"{folder}/{CHECKPOINT_VOCABULARY_FILE}"] + [f"{folder}/{name}/{CHECKPOINT_VOCABULARY_FILE}" for _, name in steps[-1:]]
-    for path in paths:
-        try:
-            return load_vocabulary(path, extra_ids=extra_ids)
-        except FileNotFoundError:
-            pass
-    raise FileNotFoundError(
-        f"{checkpoint} brings no vocabulary (looked for {' and '.join(paths)}): name the folder or checkpoint_<step> "
-        f"folder that holds {CHECKPOINT_VOCABULARY_FILE} (textchem-convert writes one), or bind VOCABULARY yourself"
-    )
+    folders += [f"{folder}/{name}" for _, name in steps[-1:]]
+    return next((path for path in (f"{f}/{CHECKPOINT_VOCABULARY_FILE}" for f in folders) if tf.io.gfile.exists(path)), None)
+
+
+def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
+    """The SentencePiece model a checkpoint folder brings (`own_vocabulary_file`): fine-tuning from a
+    `textchem-convert` import, a run or a T5X run keeps the vocabulary its embedding was trained with."""
+    path = own_vocabulary_file(checkpoint)
+    if path is None:
+        raise FileNotFoundError(
+            f"{checkpoint} brings no vocabulary (no {CHECKPOINT_VOCABULARY_FILE} in it, its run's MODEL_DIR or its latest "
+            "checkpoint_<step>): name the folder that holds one (textchem-convert and textchem-train write one), or bind "
+            "VOCABULARY yourself"
+        )
+    return load_vocabulary(path, extra_ids=extra_ids)
+
+
+def same_vocabulary_files(first: str, second: str) -> bool:
+    """Whether two SentencePiece model files are one vocabulary (the same bytes; local or gs://)."""
+    return first == second or _read_bytes(first) == _read_bytes(second)
 
 
 # Characters SMILES and our reaction format need that T5's SentencePiece model cannot write (GT4SD maps
