@@ -64,6 +64,7 @@ def test_every_batch_samples_afresh_and_a_seed_repeats_a_run(checkpoint, tmp_pat
     beams = [tuple(row["beams"]) for row in rows]
     assert len(beams) == 8 and len(set(beams)) == 8  # neither across batches nor within one do rows repeat
     assert all(len(set(pair)) == 2 for pair in beams)  # an input's two samples differ too
+    assert all(row["beam_scores"] == sorted(row["beam_scores"], reverse=True) for row in rows)  # best first
     assert _sampled(checkpoint, tmp_path, ["CCO"] * 8, seed=0, name="seed0") == rows  # None is seed 0
     other = _sampled(checkpoint, tmp_path, ["CCO"] * 8, seed=1, name="seed1")
     assert [tuple(row["beams"]) for row in other] != beams
@@ -135,6 +136,17 @@ def test_the_documented_sampling_flag_samples_alike_on_8_devices_and_bad_meshes_
     # a score sums at most 16 float32 log-probs, each from a program split another way
     np.testing.assert_allclose([row["beam_scores"] for row in eight], [row["beam_scores"] for row in one],
                                rtol=16 * np.finfo(np.float32).eps)  # fmt: skip
+
+    # The number of beams is bound as runs/infer.gin says (it was ignored: 4 beams, unsaid, without a decode_fn
+    # binding too); an output folder that is a file is said so (it was "[Errno 17] File exists").
+    beams = [arg for arg in infer if "temperature_sample" not in arg]
+    result = _cli("textchem_jax.infer", 1, *beams, "--gin.beam_search.beam_search.num_decodes=3",
+                  f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'b3'}'")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {len(json.loads(line)["beams"]) for line in (tmp_path / "b3" / "textchem_mol2text-in.jsonl").open()} == {3}
+    (tmp_path / "a_file").write_text("")
+    result = _cli("textchem_jax.infer", 1, *beams, f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'a_file'}'")
+    assert result.returncode == 2 and f"{tmp_path / 'a_file'} is a file, not a folder" in result.stderr, result.stderr[-3000:]
 
     result = _cli("textchem_jax.infer", 8, *infer, f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'p8'}'", "--gin.NUM_PARTITIONS=8")
     assert result.returncode != 0 and not (tmp_path / "p8").exists()

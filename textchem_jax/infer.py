@@ -170,23 +170,22 @@ def infer(
     decode_fn = functools.partial(beam_search, num_decodes=4) if decode_fn is None else decode_fn
     decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size,
                                 seed=dataset_cfg.seed)  # fmt: skip
-    params = load_for_inference(model, checkpoint_path, mesh)
-
+    # Inputs read and checked before the checkpoint loads (a minute for a large one)
     if input_file is not None:
         if task is None:
             raise ValueError("input_file needs task= (forward, retro, paragraph2actions, text2mol or mol2text)")
-        sources = [(f"textchem_{task}", _file_examples(input_file, task, vocab, lengths["inputs"]))]
+        sources = [(f"textchem_{task}", list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
         split_name = os.path.splitext(os.path.basename(input_file))[0]
     else:
-        sources = _task_examples(dataset_cfg, model)
+        sources = list(_task_examples(dataset_cfg, model))
         split_name = dataset_cfg.split
+    params = load_for_inference(model, checkpoint_path, mesh)  # a mesh that cannot split it: said before the folder
     makedirs(output_dir)
     written = []
     batch_numbers = itertools.count()  # every batch of every task samples with its own key (make_batch_decoder)
     for task_name, examples in sources:
         name = f"{task_name}-predict.jsonl-00000-of-00001" if row_format == "t5x" else f"{task_name}-{split_name}.jsonl"
         path = os.path.join(output_dir, name)
-        examples = list(examples)  # read (and checked) before any decoding, and counted for the progress line
         progress = ProgressLine(f"predicting {task_name}", len(examples), enabled=jax.process_index() == 0)
         lines = []
         for batch, features in _batches(examples, dataset_cfg.batch_size, lengths["inputs"]):

@@ -155,7 +155,8 @@ def temperature_sample(
     eos_id: int = EOS_ID,
     min_decode_length: int = 0,
 ) -> tuple[Array, Array]:
-    """`num_decodes` samples per input: sequences (batch, num_decodes, length), model log-probs (batch, num_decodes).
+    """`num_decodes` samples per input, most likely first: sequences (batch, num_decodes, length), model log-probs
+    (batch, num_decodes).
 
     `temperature == 0` picks the most likely kept token (greedy when top_k/top_p are off); `rng`
     defaults to key 0 (callers decoding many batches pass a fresh key for each: `evaluator.make_batch_decoder`).
@@ -201,7 +202,9 @@ def temperature_sample(
         finished=jnp.zeros((rows,), jnp.bool_),
     )
     state = while_growing(not_done, advance, state, new_cache, length)
-    return state.sequences.reshape(batch_size, num_decodes, length), state.log_prob.reshape(batch_size, num_decodes)
+    sequences, log_prob = state.sequences.reshape(batch_size, num_decodes, length), state.log_prob.reshape(batch_size, num_decodes)
+    order = jnp.argsort(-log_prob, axis=-1)  # best first, as beams (T5X ranks its samples so): the prediction is the best
+    return jnp.take_along_axis(sequences, order[..., None], axis=1), jnp.take_along_axis(log_prob, order, axis=1)
 
 
 greedy = functools.partial(temperature_sample, temperature=0.0, num_decodes=1)
