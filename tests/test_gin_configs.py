@@ -149,13 +149,16 @@ def test_our_warnings_read_as_plain_lines_under_absl():
     assert any(line.startswith("W") and line.endswith("] theirs") for line in lines), lines  # a library's: absl's format
 
 
-def test_our_warnings_read_as_plain_lines_in_the_argparse_commands():
+@pytest.mark.parametrize("first", ["ours", "theirs"])
+def test_our_warnings_read_as_plain_lines_in_the_argparse_commands(first):
     """Without absl's handler (textchem-robustness, -convert, -report, ...) a library's logging.basicConfig() made
-    ours `WARNING:textchem_jax.evaluator:2 inputs cut`."""
-    code = ("import logging; from textchem_jax import launch; launch.quiet_libraries(); logging.basicConfig(); "
+    ours `WARNING:textchem_jax.evaluator:2 inputs cut`, called after quiet_libraries or before it (robustness)."""
+    calls = ["launch.quiet_libraries()", "logging.basicConfig()"]
+    code = (f"import logging; from textchem_jax import launch; {'; '.join(calls if first == 'ours' else calls[::-1])}; "
             "logging.getLogger('textchem_jax.evaluator').warning('%d inputs cut', 2); logging.getLogger('seqio').warning('theirs')")  # fmt: skip
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr.splitlines()
-    assert "warning: 2 inputs cut" in lines and "WARNING seqio: theirs" in lines, lines
+    assert "warning: 2 inputs cut" in lines, lines
+    assert ("WARNING seqio: theirs" if first == "ours" else "WARNING:seqio:theirs") in lines, lines  # theirs as set up
 
 
 def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):

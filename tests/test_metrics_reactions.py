@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from textchem_jax.chem import precursors_and_products
-from textchem_jax.metrics import forward_metrics, retro_metrics, retro_postprocessor, text2mol_metrics
+from textchem_jax.metrics import (
+    forward_metrics,
+    mol2text_metrics,
+    paragraph2actions_metrics,
+    retro_metrics,
+    retro_postprocessor,
+    text2mol_metrics,
+)
+
+METRIC_FUNCTIONS = [forward_metrics, retro_metrics, text2mol_metrics, mol2text_metrics, paragraph2actions_metrics]
 
 
 def test_forward_hand_checked():
@@ -96,3 +105,30 @@ def test_gt4sd_postprocessor_reads_unknown_pieces_as_backslashes():
     assert gt4sd_smiles_postprocessor("C/C=C<unk>C") == "C/C=C\\C"  # a Hugging Face tokenizer's decoding
     assert gt4sd_smiles_postprocessor("C/C=C \u2047 C</s>") == "C/C=C\\C"  # SentencePiece's
     assert gt4sd_smiles_postprocessor("CC(=O)O") == smiles_postprocessor("CC(=O)O") == "CC(=O)O"
+
+
+@pytest.mark.parametrize("metric", METRIC_FUNCTIONS, ids=lambda f: f.__name__)
+def test_a_plain_string_or_an_iterator_is_one_clear_error_in_every_metric_function(metric):
+    """A string was scored character by character (accuracy 0.667 for 'CCN' against 'CCO'); an iterator ended in
+    `TypeError: object of type 'list_iterator' has no len()`."""
+    with pytest.raises(ValueError, match=r"must be a list of strings \(one per example\), got a str; wrap one example"):
+        metric("CCN", "CCO")
+    with pytest.raises(ValueError, match=rf"^{metric.__name__}: predictions must be a list .*got a str"):
+        metric(["CCN"], "CCO")
+    with pytest.raises(ValueError, match=rf"^{metric.__name__}: predictions .*got a list_iterator; pass list\(\.\.\.\)"):
+        metric(["CCO"], iter(["CCO"]))
+    with pytest.raises(ValueError, match="predictions .*got a generator"):
+        metric(["CCO"], (p for p in ["CCO"]))
+    assert metric(("CCO",), np.array(["CCO"]))  # tuples and NumPy arrays are lists of examples
+
+
+@pytest.mark.parametrize(
+    "metric",
+    METRIC_FUNCTIONS,
+    ids=lambda f: f.__name__,
+)
+def test_targets_as_a_string_or_an_iterator_are_refused(metric):
+    with pytest.raises(ValueError, match=rf"^{metric.__name__}: targets must be a list .*got a str"):
+        metric("CCO", ["C", "C", "O"])
+    with pytest.raises(ValueError, match=rf"^{metric.__name__}: targets .*got a list_iterator"):
+        metric(iter(["CCO"]), ["CCO"])

@@ -254,6 +254,33 @@ def test_cli_trains_from_files(tmp_path, capsys):
     assert V.load_vocabulary(f"{prefix}.model").decode(V.load_vocabulary(f"{prefix}.model").encode("C\\C")) == "C\\C"
 
 
+def test_cli_says_what_it_reads_and_trains_on(tmp_path, capsys, monkeypatch):
+    """`--mixture=textchem_standard --split=validation` printed nothing for 3.5 minutes, then 4 lines."""
+    (tmp_path / "a.txt").write_text("CCO\nc1ccccc1\nThe molecule is an alcohol.\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("CC(=O)O\n", encoding="utf-8")
+    inputs = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    monkeypatch.setattr(vocab_cli, "PROGRESS_PERIOD", 0.0, raising=False)  # a line per file and task
+    code = vocab_cli.main(["--input", *inputs, "--mixture", "textchem_demo", "--output_prefix", str(tmp_path / "v"), "--vocab_size", "700"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    lines = printed.splitlines()
+    demo_tasks = "textchem_demo_forward, textchem_demo_mol2text, textchem_demo_paragraph2actions, textchem_demo_retro, textchem_demo_text2mol"
+    assert lines[:4] == ["reading 2 --input file(s) ...", f"  {inputs[0]}: 3 texts (1/2 files, 3 texts in 0 s)",
+                         f"  {inputs[1]}: 1 texts (2/2 files, 4 texts in 0 s)",
+                         f"reading the train split of textchem_demo: 5 task(s) ({demo_tasks}) ..."]  # fmt: skip
+    for done, line in enumerate(lines[4:9], start=1):
+        assert re.fullmatch(rf"  textchem_demo_\w+: [\d,]+ texts \({done}/5 tasks, [\d,]+ texts in \d+ s\)", line), line
+    total = len(vocab_cli.mixture_texts("textchem_demo")) + 4
+    assert lines[9] == f"training SentencePiece on {total:,} texts (--vocab_size=700) ..."
+    assert lines[10].startswith(f"Wrote {tmp_path / 'v'}.model")
+    assert re.fullmatch(rf"checking the round trip: {total:,}/{total:,} texts in [\d.]+ s \(.*\)", lines[12]), lines[12]
+
+    monkeypatch.setattr(vocab_cli, "PROGRESS_PERIOD", 30.0)  # at most a line every 30 s, and the last one
+    vocab_cli._read_texts([], "textchem_demo", "train")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  textchem_demo_text2mol: ") and "(5/5 tasks, " in lines[1], lines
+
+
 def test_texts_come_from_csv_and_archives_and_bad_lines_are_named(tmp_path):
     """A .csv was read as raw lines (its header and `class,id,` prefixes trained the vocabulary); a .tar.gz or a
     Latin-1 file ended in "'utf-8' codec can't decode byte 0x8b in position 1", naming no file."""

@@ -1,10 +1,12 @@
-"""What our commands share: a `~` the shell left alone expanded in their paths (argparse commands), and how
-they end on Ctrl-C or a file-system error (all of them, `launch.run` too): one line, not a traceback."""
+"""What our commands share: a `~` the shell left alone expanded in their paths (argparse commands), how
+they end on Ctrl-C or a file-system error (all of them, `launch.run` too): one line, not a traceback; and a
+console for people (`quiet_libraries`): our lines plain, the libraries' chatter off unless asked for."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import re
 import sys
@@ -87,3 +89,79 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
     integer.__name__ = f"integer >= {minimum}"
     return integer
+
+
+_CHATTER = (
+    # seqio warns per task that an uncached source "reshuffles on restarts": our checkpoints keep each
+    # host's data-iterator position, so a resumed run continues on exactly the next batch.
+    "Using an uncached FunctionDataset",
+    "Given sequence lengths are longer than necessary",  # seqio: eval lengths above the split's longest
+    "Given sequence lengths *may be* insufficient",  # seqio: evaluator.cut_examples counts the cut ones instead
+    # orbax, loading a training checkpoint's parameters for evaluation: its data-iterator position is not needed.
+    'Item "data_iterator" was found in the checkpoint, but could not be restored',
+    # orbax's background save threads log each failed write with its traceback; the failure reaches us and
+    # is reported once, as a CheckpointError naming the step and the last good one (`checkpoints.Checkpoints`).
+    "_SignalingThread.run() raised an exception",
+    "Handler Commit operations or the Commit callback in background save thread",
+    "Save Finalize thread (save_finalize) failed",
+)
+
+
+def _quiet_library_chatter(record) -> bool:
+    return not any(text in str(record.getMessage()) for text in _CHATTER)
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore TF_CPP_MIN_LOG_LEVEL since 2.18:
+    its import and its device probe run with the process's stderr pointed at /dev/null (Python errors still
+    raise)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:  # local only: the null device
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow
+
+            tensorflow.config.list_physical_devices("GPU")  # its CUDA probe's "failed call to cuInit" goes here too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class PlainForOurs(logging.Formatter):
+    """absl's console format for the libraries' records; ours read as lines for people ("warning: ..."), not
+    `W1206 10:24:08.565603 140366921472896 train.py:68] ...`."""
+
+    def __init__(self, theirs: logging.Formatter | None):
+        super().__init__()
+        self.theirs = theirs or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.split(".")[0] in ("textchem_jax", "tasks"):
+            return f"{record.levelname.lower()}: {record.getMessage()}"
+        return self.theirs.format(record)
+
+
+def console_handler() -> logging.Handler:
+    """stderr for the argparse commands: ours as `warning: ...`, a library's as `WARNING name: ...`."""
+    console = logging.StreamHandler()
+    console.setFormatter(PlainForOurs(logging.Formatter("%(levelname)s %(name)s: %(message)s")))
+    return console
+
+
+def quiet_libraries() -> None:
+    """The console for people: TensorFlow's start-up lines, absl's INFO logs and known seqio chatter off, and
+    our own warnings without absl's prefix."""
+    from absl import logging as absl_logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("absl").addFilter(_quiet_library_chatter)
+    handler = absl_logging.get_absl_handler()
+    if not isinstance(handler.python_handler.formatter, PlainForOurs):
+        handler.setFormatter(PlainForOurs(handler.python_handler.formatter))
+    if not logging.root.handlers:  # an argparse command (absl.app puts its handler there): a library's later
+        logging.root.addHandler(console_handler())  # logging.basicConfig() printed ours as `WARNING:textchem_jax...`
+    for console in logging.root.handlers:  # one a library's basicConfig() put there first reads ours plainly too
+        if type(console) is logging.StreamHandler and not isinstance(console.formatter, PlainForOurs):
+            console.setFormatter(PlainForOurs(console.formatter))
+    _import_tensorflow_quietly()

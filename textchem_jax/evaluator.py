@@ -174,7 +174,9 @@ class InferenceEvaluator:
         }
         if jax.process_index() == 0:
             for name, evaluator in self.evaluators.items():
-                for line in cut_examples(evaluator.eval_tasks[0], evaluator.cached_task_datasets[name].as_numpy_iterator(), cfg):
+                features = ("inputs",) if _NOTATION in name else None  # a notation's targets are its task's: said once
+                dataset = evaluator.cached_task_datasets[name].as_numpy_iterator()
+                for line in cut_examples(evaluator.eval_tasks[0], dataset, cfg, features):
                     logger.warning(line)
         self.model = model
         self.split, self.progress_period = cfg.split, progress_period
@@ -358,6 +360,9 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
     return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
 
 
+_NOTATION = "_notation_"  # in the names of a task's notation variants (seqio_tasks.notation_variants)
+
+
 def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,
                         decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None,
                         originals: Mapping[str, Mapping] | None = None) -> dict:  # fmt: skip
@@ -391,7 +396,7 @@ def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, 
                                    decode_fn, caption_tokenizer)  # fmt: skip
     grouped: dict[str, dict] = {}
     for name, metrics in {**known, **evaluator.evaluate(params, step)}.items():
-        task, _, variant = name.partition("_notation_")
+        task, _, variant = name.partition(_NOTATION)
         grouped.setdefault(task, {})[variant or ORIGINAL] = metrics
     return {task: {v: grouped[task][v] for v in (ORIGINAL, *variants) if v in grouped[task]} for task in grouped}
 

@@ -25,9 +25,8 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from textchem_jax import launch
 from textchem_jax.catalogue import PROMPTS, TASKS, task_of
-from textchem_jax.cli import command, parse_args
+from textchem_jax.cli import command, console_handler, parse_args, quiet_libraries
 from textchem_jax.paths import is_remote, makedirs
 
 if TYPE_CHECKING:
@@ -162,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
                                                             f"existing or ending in '/': its {OUTPUT_FILE})")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, handlers=[launch.console_handler()])  # our counted skips and n/a metrics
+    logging.basicConfig(level=logging.INFO, handlers=[console_handler()])  # our counted skips and n/a metrics
     if args.verbose:
         logging.getLogger("textchem_jax").setLevel(logging.DEBUG)  # e.g. which WordNet METEOR read
     else:  # absl's INFO lines (rouge-score's "Using default tokenizer"), TensorFlow's start-up lines for gs://
         logging.getLogger("absl").setLevel(logging.WARNING)
         if is_remote(args.predictions) or (args.output and is_remote(args.output)):
-            launch.quiet_libraries()
+            quiet_libraries()
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")
     if args.output:

@@ -21,6 +21,7 @@ from textchem_jax import launch
 from textchem_jax.cli import at_least, command, parse_args
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
+from textchem_jax.progress import ProgressLine
 from textchem_jax.run_config import import_task_module, mixture_or_task
 
 
@@ -30,24 +31,89 @@ def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
     return [text for source, target in pairs for text in (prompt + source, target)]
 
 
-def mixture_texts(name: str, split: str = "train") -> list[str]:
-    """Texts of every task of a registered task or mixture (e.g. `textchem_demo`, or a user's own: their
-    `inputs_pretokenized` and `targets_pretokenized`, as SeqIO gives them)."""
+def mixture_tasks(name: str) -> list:
+    """The SeqIO tasks of a registered task or mixture."""
     import seqio
 
     import tasks  # noqa: F401  (registers ours)
-    from textchem_jax.data.seqio_tasks import SPECS
 
     provider = mixture_or_task(name)
+    return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
+
+
+def seqio_task_texts(task, split: str = "train") -> list[str]:
+    """Texts of one SeqIO task: ours straight from the data files, a user's own as their `inputs_pretokenized`
+    and `targets_pretokenized` (as SeqIO gives them)."""
+    from textchem_jax.data.seqio_tasks import SPECS
+
+    if task.name in SPECS:  # ours: without tokenizing
+        return task_texts(SPECS[task.name].task, SPECS[task.name].pairs(split))
     texts = []
-    for task in provider.tasks if isinstance(provider, seqio.Mixture) else [provider]:
-        if task.name in SPECS:  # ours: straight from the data files, without tokenizing
-            texts += task_texts(SPECS[task.name].task, SPECS[task.name].pairs(split))
-            continue
-        for example in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator():
-            texts += [example[f"{feature}_pretokenized"].decode() for feature in ("inputs", "targets")
-                      if f"{feature}_pretokenized" in example]  # fmt: skip
+    for example in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator():
+        texts += [example[f"{feature}_pretokenized"].decode() for feature in ("inputs", "targets")
+                  if f"{feature}_pretokenized" in example]  # fmt: skip
     return texts
+
+
+def mixture_texts(name: str, split: str = "train") -> list[str]:
+    """Texts of every task of a registered task or mixture (e.g. `textchem_demo`, or a user's own)."""
+    return [text for task in mixture_tasks(name) for text in seqio_task_texts(task, split)]
+
+
+PROGRESS_PERIOD = 30.0  # seconds between two progress lines of one phase, at most
+
+
+class _ReadProgress(ProgressLine):
+    """Progress over sources of texts (files, tasks), naming the last one read and its count; no rate or ETA, as
+    one source's size says nothing of the next's (USPTO-MIT has ten times ChEBI-20's rows)."""
+
+    def __init__(self, total: int, unit: str):
+        super().__init__("reading", total, unit, period=PROGRESS_PERIOD)
+        self.texts, self.last = 0, ""
+
+    def read(self, name: str, count: int) -> None:
+        self.texts += count
+        self.last = f"{name}: {count:,} texts"
+        self.advance(1)
+
+    def line(self, now: float, eta: float | None) -> str:
+        return f"  {self.last} ({self.done}/{self.total} {self.unit}, {self.texts:,} texts in {now - self.start:.0f} s)"
+
+
+def _read_texts(inputs: list[str], mixture: str | None, split: str) -> list[str]:
+    """Every text to train on, saying what is read: a mixture's train split takes minutes."""
+    texts = []
+    if inputs:
+        print(f"reading {len(inputs)} --input file(s) ...", flush=True)
+        progress = _ReadProgress(len(inputs), "files")
+        for path in inputs:
+            got = vocab_lib.read_texts(path)
+            texts += got
+            progress.read(path, len(got))
+    if mixture:
+        seqio_tasks = mixture_tasks(mixture)
+        names = ", ".join(task.name for task in seqio_tasks)
+        print(f"reading the {split} split of {mixture}: {len(seqio_tasks)} task(s) ({names}) ...", flush=True)
+        progress = _ReadProgress(len(seqio_tasks), "tasks")
+        for task in seqio_tasks:
+            got = seqio_task_texts(task, split)
+            texts += got
+            progress.read(task.name, len(got))
+    return texts
+
+
+ROUND_TRIP_CHUNK = 10_000  # texts checked between two looks at the clock
+
+
+def _check_round_trip(vocabulary, texts: list[str]) -> vocab_lib.RoundTrip:
+    """`check_round_trip` in chunks, with a progress line: a train split has millions of texts."""
+    progress = ProgressLine("checking the round trip", len(texts), "texts", period=PROGRESS_PERIOD)
+    checked, mismatched, with_unk = 0, [], []
+    for start in range(0, len(texts), ROUND_TRIP_CHUNK):
+        part = vocab_lib.check_round_trip(vocabulary, texts[start : start + ROUND_TRIP_CHUNK])
+        checked, mismatched, with_unk = checked + part.checked, mismatched + part.mismatched, with_unk + part.with_unk
+        progress.advance(part.checked)
+    return vocab_lib.RoundTrip(checked, mismatched, with_unk)
 
 
 def _training_failure(message: str, vocab_size: int, soft_limit: bool, texts: list[str]) -> str:
@@ -84,22 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_prefix.endswith("/") or not os.path.basename(args.output_prefix):  # it wrote a hidden `.model`
         parser.error(f"--output_prefix={args.output_prefix} is a folder: name the files, e.g. {os.path.join(args.output_prefix, 'textchem')}")
 
-    texts = []
     try:
-        for path in args.input:
-            texts += vocab_lib.read_texts(path)
         if args.mixture:
             if args.data_dir:
                 datasets.set_data_dir(args.data_dir)
             for module in args.module_import:
                 import_task_module(module)
-            texts += mixture_texts(args.mixture, args.split)
+        texts = _read_texts(args.input, args.mixture, args.split)
     except (OSError, ValueError, KeyError) as error:
         print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
         return 2
     if not texts:
         parser.error(f"no texts in {', '.join(args.input)}" if args.input and not args.mixture else "no texts: give --input or --mixture")
 
+    print(f"training SentencePiece on {len(texts):,} texts (--vocab_size={args.vocab_size}) ...", flush=True)
     start = time.perf_counter()
     try:
         path = vocab_lib.train_vocabulary(
@@ -110,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds = time.perf_counter() - start
     vocabulary = vocab_lib.load_vocabulary(path)
-    check = vocab_lib.check_round_trip(vocabulary, texts)
     size, extra = vocabulary.vocab_size, vocab_lib.T5_EXTRA_IDS
     print(f"Wrote {path} ({seconds:.1f} s, {len(texts)} texts)")
-    print(f"  {size - extra} pieces; seqio vocabulary size with {extra} extra ids: {size}")
+    print(f"  {size - extra} pieces; seqio vocabulary size with {extra} extra ids: {size}", flush=True)
+    check = _check_round_trip(vocabulary, texts)
     exact = check.checked - len(check.mismatched)
     print(f"  round trip: {exact}/{check.checked} exact, {len(check.with_unk)} with <unk>")
     smiles = vocab_lib.smiles_in_texts(texts)

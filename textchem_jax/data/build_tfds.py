@@ -5,21 +5,38 @@
 
 from __future__ import annotations
 
-from textchem_jax.cli import command, parse_args
-from textchem_jax.data import tfds_builders
+import sys
+
+from textchem_jax.cli import command, parse_args, quiet_libraries
+from textchem_jax.data import sources, tfds_builders
+
+PROGRAM = "build_tfds"
 
 
 @command
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Prepare TFDS datasets offline from a manual folder.")
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Prepare TFDS datasets offline from a manual folder.")
     parser.add_argument("--manual_dir", required=True, help="folder with the DESIGN §3 layout")
     parser.add_argument("--data_dir", required=True, help="TFDS data folder to write")
-    parser.add_argument("--datasets", default=",".join(tfds_builders.BUILDERS), help="comma-separated subset of " + ", ".join(tfds_builders.BUILDERS))
+    parser.add_argument("--datasets", default=",".join(tfds_builders.BUILDERS),
+                        help="comma-separated subset of " + ", ".join(tfds_builders.BUILDERS) + " (or their textchem_ names)")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
-    for name in args.datasets.split(","):
-        builder = tfds_builders.build(name.strip(), args.manual_dir, args.data_dir)
+    try:  # every name checked before the first dataset is built
+        names = [tfds_builders.dataset_name(name) for name in args.datasets.split(",")]
+    except ValueError as error:
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return 2
+    if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
+        quiet_libraries()
+    for name in names:
+        try:
+            builder = tfds_builders.build(name, args.manual_dir, args.data_dir)
+        except (sources.DataFormatError, OSError) as error:  # a bad or missing file: its message names it
+            print(f"{PROGRAM}: {error}", file=sys.stderr)
+            return 2
         splits = ", ".join(f"{split}: {info.num_examples}" for split, info in builder.info.splits.items())
         print(f"{builder.name} -> {builder.data_dir} ({splits})")
     return 0

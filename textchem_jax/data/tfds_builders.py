@@ -1,10 +1,8 @@
-"""TFDS builders that build offline from a manual folder, so `tfds build` works on air-gapped clusters.
+"""TFDS builders that build offline from a manual folder, so the datasets can be prepared on air-gapped clusters.
 
   python -m textchem_jax.data.build_tfds --manual_dir=$TEXTCHEM_DATA_DIR --data_dir=~/tensorflow_datasets
-  tfds build --imports=textchem_jax.data.tfds_builders textchem_chebi20 --manual_dir=$TEXTCHEM_DATA_DIR
 
-(TFDS 4.9.10's `tfds` command imports apache-beam at start-up, which we do not depend on: it needs
-`pip install apache-beam`; the first command needs nothing more.)
+(Not `tfds build`: TFDS 4.9.10's command imports apache-beam at start-up, which we do not depend on.)
 
 The manual folder has the layout of DESIGN §3 (the same folder `TEXTCHEM_DATA_DIR` points at); a
 builder prepares the splits present there and reads them with our own readers, so examples are
@@ -32,6 +30,18 @@ _INSTRUCTIONS = (
 )
 
 
+def _present_splits(dataset: str, root: str) -> list[str]:
+    """The splits of `dataset` whose files are in the manual folder `root`."""
+    present = []
+    for split in datasets.SPLITS:
+        try:
+            datasets.dataset_files(dataset, split, root)
+        except FileNotFoundError:
+            continue
+        present.append(split)
+    return present
+
+
 class _ManualBuilder(tfds.core.GeneratorBasedBuilder):
     """Shared logic: one dataset of `datasets.DATASETS`, each split present in the manual folder."""
 
@@ -51,13 +61,7 @@ class _ManualBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
-        present = {}
-        for split in datasets.SPLITS:
-            try:
-                datasets.dataset_files(self.DATASET, split, root)
-            except FileNotFoundError:
-                continue
-            present[split] = self._generate_examples(root, split)
+        present = {split: self._generate_examples(root, split) for split in _present_splits(self.DATASET, root)}
         if not present:
             # Raises the FileNotFoundError that names the expected paths.
             datasets.dataset_files(self.DATASET, "test", root)
@@ -132,13 +136,22 @@ _RECORD_TYPES = {
 }
 
 
+def dataset_name(name: str) -> str:
+    """Our short name of a dataset, given it or its TFDS name (`textchem_chebi20`, what TFDS and build_tfds print)."""
+    short = name.strip().removeprefix("textchem_")
+    if short not in BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(BUILDERS)} (or its textchem_ name)")
+    return short
+
+
 def read_tfds(dataset: str, split: str, tfds_dir: str) -> list:
     """Records of a split prepared by these builders, as the `sources` types `datasets.read_dataset` gives."""
+    dataset = dataset_name(dataset)
     builder = BUILDERS[dataset](data_dir=tfds_dir)
     if split not in builder.info.splits:
         raise FileNotFoundError(
-            f"{builder.name} split {split!r} is not prepared in {tfds_dir}: run "
-            f"`tfds build --imports=textchem_jax.data.tfds_builders {builder.name} --manual_dir=DATA --data_dir={tfds_dir}`"
+            f"{builder.name} split {split!r} is not prepared in {tfds_dir}: run `python -m textchem_jax.data.build_tfds "
+            f"--manual_dir=DATA --data_dir={tfds_dir} --datasets={dataset}` (DATA: the folder with the dataset files)"
         )
     record = _RECORD_TYPES[dataset]
     names = [f.name for f in dataclasses.fields(record)]
@@ -153,7 +166,11 @@ def tfds_records(tfds_dir: str) -> datasets.RecordReader:
 
 def build(dataset: str, manual_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
     """Prepares one dataset from `manual_dir` into the TFDS folder `data_dir` (no network)."""
+    dataset = dataset_name(dataset)
     builder = BUILDERS[dataset](data_dir=data_dir)
+    if not builder.info.splits and not _present_splits(dataset, manual_dir):  # not prepared yet, no files
+        # TFDS would raise an AssertionError for a missing or empty folder: this names the files it needs.
+        datasets.dataset_files(dataset, "test", manual_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 

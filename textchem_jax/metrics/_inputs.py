@@ -1,4 +1,4 @@
-"""Normalizing what SeqIO hands to metric functions: bytes, None and non-strings become text."""
+"""Normalizing what SeqIO hands to metric functions: lists of one entry per example; bytes, None and non-strings become text."""
 
 from __future__ import annotations
 
@@ -17,7 +17,20 @@ def as_text(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _check_examples(value: object, name: str, metric: str) -> None:
+    """One entry per example: a plain string was scored character by character. An iterator is refused, not
+    read: the caller goes on with its own argument, which `list()` here would have emptied."""
+    if isinstance(value, (str, bytes)) or not (isinstance(value, Sequence) or getattr(value, "ndim", 0) >= 1):
+        fix = f"wrap one example as [{name[:-1]}]" if isinstance(value, (str, bytes)) else "pass list(...) of it"
+        raise ValueError(
+            f"{metric}: {name} must be a list of strings (one per example), got a {type(value).__name__}; {fix}"
+        )
+
+
 def check_lengths(targets: Sequence, predictions: Sequence, metric: str) -> None:
+    """Both arguments are lists (or tuples, NumPy arrays) with one entry per example."""
+    _check_examples(targets, "targets", metric)
+    _check_examples(predictions, "predictions", metric)
     if len(targets) != len(predictions):
         raise ValueError(
             f"{metric}: {len(targets)} targets but {len(predictions)} predictions; "

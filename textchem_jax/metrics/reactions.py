@@ -57,6 +57,7 @@ def _top_k_metrics(
 
 def forward_metrics(targets: Sequence, predictions: Sequence, *, num_workers: int | None = None) -> dict[str, float]:
     """SeqIO metric function for precursors -> product: `accuracy`, `accuracy_top{k}`, `invalid_rate`."""
+    check_lengths(targets, predictions, "forward_metrics")  # as given: a string listed first passed as characters
     targets = [as_text(t) for t in targets]
     return _top_k_metrics("forward_metrics", targets, predictions, num_workers)[0]
 
@@ -76,6 +77,7 @@ def retro_metrics(
     `forward_fn(list_of_precursors) -> list_of_products` is any forward predictor, e.g. the trained
     multi-task model itself; `products` are the retrosynthesis inputs when targets are plain strings.
     """
+    check_lengths(targets, predictions, "retro_metrics")
     mappings = sum(isinstance(t, Mapping) for t in targets)
     if 0 < mappings < len(targets):
         raise ValueError(f"retro_metrics: {mappings} of {len(targets)} targets are mappings and the others are not: "
