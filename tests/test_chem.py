@@ -144,7 +144,8 @@ def test_reaction_parsing_formats():
     for bad, message in [("CCO", "two '>'"), (">>CC", "without reactants"), ("", "empty"), ("C>C>C |f:9.1|", "names a molecule"),
                          ("CCO>>CC=O |f:0.1|", "joins molecules of different sides"),  # was product moved left
                          ("CCO.O>>CC=O |f:a.b|", "expected 'f:' followed by molecule indices"),  # was ignored
-                         ("CCO >> CC=O", "with a space inside"), ("CCO>> CC=O", "with a space inside")]:  # fmt: skip
+                         ("CCO >> CC=O", "with a space inside"), ("CCO>> CC=O", "with a space inside"),
+                         ("CC>>CCO O", "with a space inside")]:  # fmt: skip  (the product O was dropped, unsaid)
         with pytest.raises(ValueError, match=message):
             parse_reaction(bad)
 

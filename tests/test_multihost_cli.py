@@ -86,6 +86,18 @@ def test_two_process_quickstart_survives_a_dead_process_and_resumes(tmp_path):
     assert {name.split(".")[5] for name in events} == {str(first[0].pid), str(second[0].pid)}, events
     assert "accuracy" in outputs[0] and "accuracy" not in outputs[1]  # the results table comes from process 0
 
+    # A damaged latest step is set aside once, by process 0 (every host renamed the shared folder: all but the
+    # first failed), and both resume from the step before it.
+    state = sorted(path for path in (run / "checkpoints" / "6" / "state").rglob("*") if path.is_file() and path.stat().st_size > 64)
+    state[0].write_bytes(bytes(state[0].stat().st_size))  # zeros: its checksum fails on every host
+    third_logs = tmp_path / "third"
+    codes = _wait(_start(run, third_logs, "--gin.TRAIN_STEPS=8"), timeout=900)
+    outputs = [(third_logs / f"out{i}").read_text() for i in range(2)]
+    assert codes == [0, 0], (third_logs / "err0").read_text()[-3000:] + (third_logs / "err1").read_text()[-3000:]
+    assert all("resumed from step 4" in out for out in outputs) and "step 8/8" in outputs[0], outputs
+    assert "set aside as" in outputs[0] and "set aside as" not in outputs[1]
+    assert (run / "checkpoints" / "6.corrupt").is_dir() and (run / "checkpoints" / "8").is_dir()
+
 
 PEER = """
 import sys, time

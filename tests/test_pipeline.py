@@ -158,6 +158,12 @@ def test_typo_in_binding_is_reported(tmp_path):
     assert result.returncode == 2
     assert "configuration error: no SeqIO task or mixture is named 'textchem_dmeo': did you mean 'textchem_demo'" in result.stderr
     assert "Traceback" not in result.stderr and "In call to configurable" not in result.stderr
+    # a configurable bound without a value it needs (the README's own OPTIMIZER example form): 67 lines of traceback
+    command = [*command[:-1], "--gin.OPTIMIZER=@optax.sgd()"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "configuration error: sgd() (for OPTIMIZER) has no value for learning_rate: bind <module>.sgd.learning_rate" in result.stderr
+    assert not any(tmp_path.iterdir())  # said before the run made anything
 
 
 def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_face(tmp_path, monkeypatch):

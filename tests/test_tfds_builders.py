@@ -91,7 +91,8 @@ def _write_paragraph2actions(folder, sources: list[str], targets: list[str]) -> 
 
 def test_build_command_takes_the_tfds_names_and_keeps_the_console_ours(tmp_path):
     """`--datasets=textchem_paragraph2actions` (the name the command prints) was a KeyError's traceback, and
-    TensorFlow's cudart_stub / cpu_feature_guard lines were on the console."""
+    TensorFlow's cudart_stub / cpu_feature_guard lines and TFDS's "Downloading and preparing dataset Unknown size"
+    were on the console."""
     _write_paragraph2actions(tmp_path / "manual", ["The mixture was stirred overnight.", "It was filtered."],
                              ["STIR for overnight.", "FILTER keep filtrate."])  # fmt: skip
     tfds_dir = tmp_path / "tfds"
@@ -100,6 +101,7 @@ def test_build_command_takes_the_tfds_names_and_keeps_the_console_ours(tmp_path)
     assert f"textchem_paragraph2actions -> {tfds_dir}/textchem_paragraph2actions/1.0.0 (test: 2)" in result.stdout
     for chatter in ("cudart_stub", "cpu_feature_guard", "absl::InitializeLog", "Traceback"):
         assert chatter not in result.stderr
+    assert "Downloading" not in result.stdout and "preparing paragraph2actions from" in result.stdout  # nothing downloads
     assert tfds_builders.read_tfds("textchem_paragraph2actions", "test", str(tfds_dir))[1].target == "FILTER keep filtrate."
 
 

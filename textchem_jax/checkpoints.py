@@ -205,11 +205,15 @@ class Checkpoints:
                 print(f"checkpoint {error}: trying the step before it", flush=True)
                 failures.append((candidate, error))
                 continue
-            for bad, _ in failures:
+            for bad, _ in failures if jax.process_index() == 0 else []:  # one rename of the shared folder
                 aside = self._unused_corrupt_name(bad)
                 (self.directory / str(bad)).rename(aside)
                 print(f"checkpoint step {bad} set aside as {aside}", flush=True)
             if failures:
+                if jax.process_count() > 1:  # the other hosts reload once it is done (each renaming it, all but
+                    from jax.experimental import multihost_utils  # the first failed)
+
+                    multihost_utils.sync_global_devices("textchem: damaged steps set aside")
                 with _quiet_damaged_step_metadata():
                     self.manager.reload()
             logger.info("restored step %d from %s", candidate, self.directory)

@@ -8,7 +8,8 @@ Batches are split over the mesh's `data` axis (all hosts take part); process 0 w
   "prediction": best beam, "aux": {"scores": its score}}` in `INFER_OUTPUT_DIR/<task>-predict.jsonl-00000-of-00001`
   (T5X's file name, with its `.COMPLETED` marker), what T5X tooling and `textchem-score` read;
 - `row_format="textchem"`: ours, with every beam and its score, `{"task", "input", "target", "prediction", "beams",
-  "score", "beam_scores"}` in `INFER_OUTPUT_DIR/<task>-<split>.jsonl` (`textchem-score` reads them too).
+  "score", "beam_scores"}` in `INFER_OUTPUT_DIR/<task>-<split>.jsonl` (from a file: `<task>-<its name>.jsonl`;
+  `textchem-score` reads them too).
 
   textchem-infer --gin_file=models/t5_1_1_tiny.gin --gin_file=runs/infer.gin \\
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.INFER_OUTPUT_DIR="'/tmp/preds'" \\

@@ -466,6 +466,9 @@ _GIN_FLAG_HELP = (
 )
 
 
+_HELP_FLAGS = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+
+
 def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage: str | None = None) -> None:
     """Runs an entry point: `--gin.X=Y` flags split off, absl flags parsed, gin parsed, `main()` called.
     `usage` (the command's docstring) is what --help prints above our flags."""
@@ -509,6 +512,11 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
             return 2
         try:
             return main()
+        except TypeError as error:  # a configurable called without a value gin should have given: a traceback
+            if (unbound := unbound_arguments(error)) is None:
+                raise
+            print(f"configuration error: {unbound}", file=sys.stderr)
+            return 2
         except Exception as error:
             if lost_peer(error):
                 exit_lost_peer(os.path.basename(argv[0]), error)
@@ -517,7 +525,25 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
     try:
         app.run(absl_main, argv=argv)
     except SystemExit as done:  # how absl's app.run ends, whatever main returned
-        end_process(done.code)
+        asked_for_help = any(arg.partition("=")[0] in _HELP_FLAGS for arg in argv[1:])
+        end_process(0 if asked_for_help and done.code == 1 else done.code)  # absl's help ends with status 1
+
+
+_UNBOUND = re.compile(r"No values supplied by Gin or caller for arguments: \[([^\]]*)\].*?In call to configurable "
+                      r"'([^']+)' \(<[^>]*>\)(?: in scope '([^']+)')?", re.S)
+
+
+def unbound_arguments(error: TypeError) -> str | None:
+    """What gin left unbound, in one line (`--gin.OPTIMIZER=@optax.sgd()` without its learning_rate), or None
+    for a TypeError of another cause."""
+    found = _UNBOUND.search(str(error))
+    if found is None:
+        return None
+    arguments, name, scope = [a.strip(" '\"") for a in found.group(1).split(",")], found.group(2), found.group(3)
+    where = f" (for {scope})" if scope else ""
+    return (f"{name}(){where} has no value for {', '.join(arguments)}: bind "
+            f"{' and '.join(f'<module>.{name}.{argument}' for argument in arguments)}, <module> as your gin files import "
+            f"it (e.g. --gin.vocabularies.load_vocabulary.path=\"'my.model'\", --gin.optax.sgd.learning_rate=1e-3)")
 
 
 def end_process(code: int | str | None) -> NoReturn:

@@ -1,6 +1,7 @@
 """`textchem-vocab`: train the chemistry-aware SentencePiece vocabulary and check it round-trips.
 
-Texts come from `--input` files (`.txt` one per line, `.jsonl` source/target, `.tsv` with a header)
+Texts come from `--input` files (`.txt` one per line, `.jsonl` source/target, `.tsv`/`.csv` with a header; each
+also as a one-file `.tar.gz`)
 and from `--mixture` (the prompted inputs and targets of a registered task or mixture). The shipped
 default `textchem_jax/data/vocab/textchem_demo.model` is built from the demo corpus:
 
@@ -133,7 +134,7 @@ def _training_failure(message: str, vocab_size: int, soft_limit: bool, texts: li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
     source = parser.add_argument_group("texts (at least one)")
-    source.add_argument("--input", nargs="+", default=[], help="text files: .txt lines, .jsonl source/target, .tsv")
+    source.add_argument("--input", nargs="+", default=[], help="text files: .txt lines, .jsonl source/target, .tsv/.csv with a header (each also as a one-file .tar.gz)")
     source.add_argument("--mixture", help="a registered task or mixture: its prompted inputs and targets")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip

@@ -18,7 +18,7 @@ from textchem_jax.chem.smiles import (
 )
 
 _FRAGMENT_GROUPS = re.compile(r"f:([0-9.,]+)")
-_EXTENSION = re.compile(r"\||\d+-\d+-")  # what may follow a reaction's space: CXSMILES, USPTO-MIT bond edits
+_EXTENSION = re.compile(r"\||\d+-\d+")  # what may follow a reaction's space: CXSMILES, USPTO-MIT bond edits
 _MALFORMED_GROUPS = re.compile(r"(?:^|[|,])f:(?![0-9])")
 _ATOM_MAP = re.compile(r"(\[[^\]]*?):\d+\]")
 
@@ -73,7 +73,7 @@ def parse_reaction(reaction: str) -> Reaction:
     if not isinstance(reaction, str) or not reaction.strip():
         raise ValueError(f"empty or non-string reaction SMILES: {reaction!r}")
     text, _, extension = reaction.strip().partition(" ")
-    if ">" in extension or (text.endswith(">") and extension and not _EXTENSION.match(extension)):
+    if extension and not _EXTENSION.match(extension):  # "CC>>CCO O" lost its product O
         raise ValueError(f"reaction SMILES with a space inside: {reaction!r}; a space ends the reaction (bond "
                          "edits or a CXSMILES block follow it), so remove the spaces within it")  # fmt: skip
     parts = text.split(">")

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 
 from textchem_jax.cli import command, parse_args, quiet_libraries
@@ -32,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
         quiet_libraries()
     for name in names:
-        try:
-            builder = tfds_builders.build(name, args.manual_dir, args.data_dir)
+        print(f"preparing {name} from {args.manual_dir} ...", flush=True)
+        try:  # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout: nothing is downloaded
+            with contextlib.redirect_stdout(sys.stdout if args.verbose else io.StringIO()):
+                builder = tfds_builders.build(name, args.manual_dir, args.data_dir)
         except (sources.DataFormatError, OSError) as error:  # a bad or missing file: its message names it
             print(f"{PROGRAM}: {error}", file=sys.stderr)
             return 2

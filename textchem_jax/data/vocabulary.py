@@ -273,10 +273,10 @@ def task_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
 CHECKPOINT_VOCABULARY_FILE = "spiece.model"  # what textchem-convert copies into its output, as HF does
 
 
-def own_vocabulary_file(checkpoint: str | os.PathLike) -> str | None:
-    """The `spiece.model` a checkpoint folder brings, or None: in the folder (a textchem-convert import, a Hugging
-    Face directory, a run's MODEL_DIR), in the run's MODEL_DIR when the folder is its `checkpoints/` or one step
-    in that, or in a T5X MODEL_DIR's latest `checkpoint_<step>/` (the step T5X restores from it)."""
+def _vocabulary_places(checkpoint: str | os.PathLike) -> list[str]:
+    """Where a checkpoint folder's `spiece.model` may be, in order: in the folder (a textchem-convert import, a
+    Hugging Face directory, a run's MODEL_DIR), in the run's MODEL_DIR when the folder is its `checkpoints/` or one
+    step in that, or in a T5X MODEL_DIR's latest `checkpoint_<step>/` (the step T5X restores from it)."""
     import tensorflow as tf  # local or gs://
 
     folder = os.fspath(checkpoint).rstrip("/")
@@ -288,7 +288,14 @@ def own_vocabulary_file(checkpoint: str | os.PathLike) -> str | None:
     steps = sorted((int(m.group(1)), m.group(0))
                    for name in names if (m := re.fullmatch(r"checkpoint_(\d+)", name.rstrip("/"))))  # fmt: skip
     folders += [f"{folder}/{name}" for _, name in steps[-1:]]
-    return next((path for path in (f"{f}/{CHECKPOINT_VOCABULARY_FILE}" for f in folders) if tf.io.gfile.exists(path)), None)
+    return [f"{f}/{CHECKPOINT_VOCABULARY_FILE}" for f in folders]
+
+
+def own_vocabulary_file(checkpoint: str | os.PathLike) -> str | None:
+    """The `spiece.model` a checkpoint folder brings (`_vocabulary_places`), or None."""
+    import tensorflow as tf
+
+    return next((path for path in _vocabulary_places(checkpoint) if tf.io.gfile.exists(path)), None)
 
 
 def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
@@ -297,9 +304,9 @@ def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
     path = own_vocabulary_file(checkpoint)
     if path is None:
         raise FileNotFoundError(
-            f"{checkpoint} brings no vocabulary (no {CHECKPOINT_VOCABULARY_FILE} in it, its run's MODEL_DIR or its latest "
-            "checkpoint_<step>): name the folder that holds one (textchem-convert and textchem-train write one), or bind "
-            "VOCABULARY yourself"
+            f"{checkpoint} brings no vocabulary (looked for {' and '.join(_vocabulary_places(checkpoint))}): name the "
+            f"folder or checkpoint_<step> folder that holds {CHECKPOINT_VOCABULARY_FILE} (textchem-convert and "
+            "textchem-train write one), or bind VOCABULARY yourself"
         )
     return load_vocabulary(path, extra_ids=extra_ids)
 
