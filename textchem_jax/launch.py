@@ -454,8 +454,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("process_index", None, "multi-host: index of this process")
     flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "multi-host: a process silent this long is declared dead")
     flags.DEFINE_list("seqio_additional_cache_dirs", [], "folders of SeqIO task caches (USE_CACHED_TASKS), as T5X's flag")
-    flags.DEFINE_boolean("restore_fallback", True, "resuming: a corrupt latest checkpoint is set aside and the step "
-                         "before it restored (--norestore_fallback stops with the error instead)")  # fmt: skip
+    flags.DEFINE_boolean("restore_fallback", True, "textchem-train resuming: a corrupt latest checkpoint is set aside and "
+                         "the step before it restored (--norestore_fallback stops with the error instead); eval and "
+                         "infer read the checkpoint they are given")  # fmt: skip
     for flag in flags.FLAGS.flags_by_module_dict().get(__name__, []):  # --help shows the main module's key flags only
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
