@@ -161,6 +161,17 @@ def test_our_warnings_read_as_plain_lines_in_the_argparse_commands(first):
     assert ("WARNING seqio: theirs" if first == "ours" else "WARNING:seqio:theirs") in lines, lines  # theirs as set up
 
 
+def test_parsing_again_in_one_process_starts_afresh_even_after_a_rejected_configuration():
+    """A notebook cell run again, after a typo fixed: gin stayed locked ("Attempted to modify locked Gin config"),
+    even after a configuration parse_gin had rejected."""
+    with pytest.raises(launch.ConfigError, match="did you mean --gin.LEARNING_RATE"):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "LEARNING_RAET = 1e-3"])
+    for steps in (3, 5):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", f"TRAIN_STEPS = {steps}"])
+        assert gin.query_parameter("%TRAIN_STEPS") == steps
+    gin.clear_config()
+
+
 def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):
     """gin reads a file's leading U+FEFF as a token; the error said to write a Python literal."""
     saved = tmp_path / "windows.gin"

@@ -138,9 +138,11 @@ def _tilde_expanded(binding: str) -> str:
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
-    """Parses gin files and bindings; raises ConfigError naming the file and the fix."""
+    """Parses gin files and bindings into a fresh configuration (a notebook's cell run again: gin stayed locked
+    after the first, even one rejected); raises ConfigError naming the file and the fix."""
     import gin
 
+    gin.clear_config()
     gin.config.register_file_reader(_open_remote, _is_remote_file)
     search_paths = [*search_paths, str(GIN_CONFIGS)]
     logging.getLogger().addFilter(_quiet_search_misses)
