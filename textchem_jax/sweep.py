@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     failed = []
     if not args.collect_only:
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)  # while points train: then as before
         try:
             for i in chosen:
                 if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points), verbose=args.verbose):
@@ -581,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"textchem-sweep: {_stopped(stop)}; rerun the same command to go on (finished points are skipped, "
                   f"the {_stopped(stop)} one resumes from its checkpoint)", file=sys.stderr, flush=True)  # fmt: skip
             return 143 if isinstance(stop, Terminated) else 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if args.point is not None and not args.collect_only:
         return 1 if failed else 0  # one job of many: the last one collects
     rows, written = collect(points, names, args.sweep_dir)
