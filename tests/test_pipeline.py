@@ -157,6 +157,7 @@ def test_typo_in_binding_is_reported(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "configuration error: no SeqIO task or mixture is named 'textchem_dmeo': did you mean 'textchem_demo'" in result.stderr
+    assert "training textchem_dmeo" not in result.stdout  # the intro said it trained it, first
     assert "Traceback" not in result.stderr and "In call to configurable" not in result.stderr
     # a configurable bound without a value it needs (the README's own OPTIMIZER example form): 67 lines of traceback
     command = [*command[:-1], "--gin.OPTIMIZER=@optax.sgd()"]

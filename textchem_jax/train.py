@@ -217,6 +217,9 @@ def train(
     partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
     if tf.io.gfile.exists(os.path.join(model_dir, vocabularies.CHECKPOINT_VOCABULARY_FILE)):  # a run started before
         check_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")
+    if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
+        run_config.import_task_module(train_dataset_cfg.module, model)
+        run_config.checked_provider(train_dataset_cfg, model)
     if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes
         lengths = ", ".join(f"{name} {length}" for name, length in train_dataset_cfg.task_feature_lengths.items())
         mesh_shape = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
