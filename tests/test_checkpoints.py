@@ -270,7 +270,7 @@ def test_a_checkpoint_brings_its_runs_vocabulary_and_another_one_of_its_size_is_
 
     from helpers import tiny_t5
     from textchem_jax.data import vocabulary as vocabularies
-    from textchem_jax.model_loading import check_vocabulary
+    from textchem_jax.model_loading import check_checkpoint_vocabulary
 
     default = vocabularies.default_vocabulary()
     run = tmp_path / "run"
@@ -286,12 +286,12 @@ def test_a_checkpoint_brings_its_runs_vocabulary_and_another_one_of_its_size_is_
     assert vocabularies.own_vocabulary_file(tmp_path) is None
 
     model = dataclasses.replace(tiny_t5(), vocabulary=default)
-    check_vocabulary(model, str(run / "checkpoints" / "4"))  # the same bytes: the run's own
-    check_vocabulary(dataclasses.replace(model, vocabulary=None), str(run))  # no vocabulary to hold against it
+    check_checkpoint_vocabulary(model, str(run / "checkpoints" / "4"))  # the same bytes: the run's own
+    check_checkpoint_vocabulary(dataclasses.replace(model, vocabulary=None), str(run))  # no vocabulary to hold against it
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString((run / "spiece.model").read_bytes())
     proto.pieces[10].piece, proto.pieces[11].piece = proto.pieces[11].piece, proto.pieces[10].piece
     (run / "spiece.model").write_bytes(proto.SerializeToString())  # the same size, two ids swapped
     with pytest.raises(ValueError, match=rf"trained with the vocabulary {run}/spiece.model, but VOCABULARY is .*"
                                          rf"TEXTCHEM_VOCABULARY={run}/spiece.model"):  # fmt: skip
-        check_vocabulary(model, str(run / "checkpoints" / "4"))
+        check_checkpoint_vocabulary(model, str(run / "checkpoints" / "4"))

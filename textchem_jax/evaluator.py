@@ -155,6 +155,8 @@ class InferenceEvaluator:
     ):
         import seqio
 
+        from textchem_jax.data import seqio_tasks
+
         import_task_module(cfg.module, model)
         checked_provider(cfg, model)
         tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split)
@@ -174,7 +176,7 @@ class InferenceEvaluator:
         }
         if jax.process_index() == 0:
             for name, evaluator in self.evaluators.items():
-                features = ("inputs",) if _NOTATION in name else None  # a notation's targets are its task's: said once
+                features = ("inputs",) if seqio_tasks.NOTATION_INFIX in name else None  # a notation's targets are its task's: said once
                 dataset = evaluator.cached_task_datasets[name].as_numpy_iterator()
                 for line in cut_examples(evaluator.eval_tasks[0], dataset, cfg, features):
                     logger.warning(line)
@@ -360,9 +362,6 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
     return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
 
 
-_NOTATION = "_notation_"  # in the names of a task's notation variants (seqio_tasks.notation_variants)
-
-
 def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,
                         decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None,
                         originals: Mapping[str, Mapping] | None = None) -> dict:  # fmt: skip
@@ -396,7 +395,7 @@ def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, 
                                    decode_fn, caption_tokenizer)  # fmt: skip
     grouped: dict[str, dict] = {}
     for name, metrics in {**known, **evaluator.evaluate(params, step)}.items():
-        task, _, variant = name.partition(_NOTATION)
+        task, _, variant = name.partition(seqio_tasks.NOTATION_INFIX)
         grouped.setdefault(task, {})[variant or ORIGINAL] = metrics
     return {task: {v: grouped[task][v] for v in (ORIGINAL, *variants) if v in grouped[task]} for task in grouped}
 

@@ -18,7 +18,6 @@ Batches are split over the mesh's `data` axis (all hosts take part); process 0 w
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
@@ -168,7 +167,7 @@ def infer(
     lengths = dataset_cfg.task_feature_lengths
     vocab = vocabulary()
     mesh = partitioning.make_mesh() if mesh is None else mesh
-    decode_fn = functools.partial(beam_search, num_decodes=4) if decode_fn is None else decode_fn
+    decode_fn = beam_search if decode_fn is None else decode_fn  # 4 beams by default
     decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size,
                                 seed=dataset_cfg.seed)  # fmt: skip
     # Inputs read and checked before the checkpoint loads (a minute for a large one)

@@ -17,8 +17,7 @@ import sys
 
 import numpy as np
 
-from textchem_jax import launch
-from textchem_jax.cli import at_least, command, parse_args
+from textchem_jax.cli import at_least, command, parse_args, quiet_libraries
 from textchem_jax.run_config import import_task_module
 
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
-        launch.quiet_libraries()
+        quiet_libraries()
     if args.data_dir:
         from textchem_jax.data.datasets import set_data_dir
 

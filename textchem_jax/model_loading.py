@@ -151,7 +151,7 @@ def _starting_fix(path: str) -> str:
             "checkpoint of the gin-bound model")  # fmt: skip
 
 
-def check_vocabulary(model, path: str, otherwise: str = "") -> None:
+def check_checkpoint_vocabulary(model, path: str, otherwise: str = "") -> None:
     """Raises unless the model reads with the vocabulary the checkpoint at `path` brings (its spiece.model, when
     it has one): two vocabularies of one size fit the same embedding, and ids read with the other decode to
     garbage without an error (a textchem-vocab model has the demo vocabulary's size by default)."""
@@ -171,7 +171,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bo
     """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`; a
     checkpoint of another model is one error whose fix fits loading it to run, or to start from (`starting`), and
     so is one trained with another vocabulary than the model's (a model without one, as export reads it, takes any)."""
-    check_vocabulary(model, path)
+    check_checkpoint_vocabulary(model, path)
     kind = checkpoint_format(path)
     target, shardings = abstract_params(model, mesh)
     if like is not None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
-from textchem_jax.cli import command, parse_args
+from textchem_jax.cli import command, parse_args, quiet_libraries
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
 from textchem_jax.paths import absolute, makedirs
 
@@ -348,15 +348,13 @@ def _order(task_name: str) -> int:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    from textchem_jax import launch
-
     parser = argparse.ArgumentParser(prog="textchem-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", help="a textchem-train MODEL_DIR or a textchem-sweep SWEEP_DIR (local or gs://)")
     parser.add_argument("--output_dir", help="default: DIRECTORY/report")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     if not args.verbose:
-        launch.quiet_libraries()
+        quiet_libraries()
     import tensorflow as tf
 
     directory = str(absolute(args.directory))  # the page's title names the folder, not `.` or `../run/`

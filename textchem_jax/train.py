@@ -199,8 +199,7 @@ def train(
     from textchem_jax import checkpoints as ckpt
     from textchem_jax import partitioning
     from textchem_jax import trainer as trainer_lib
-    from textchem_jax.data import vocabulary as vocabularies
-    from textchem_jax.model_loading import check_vocabulary
+    from textchem_jax.model_loading import check_checkpoint_vocabulary
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
     if total_steps < 0:
@@ -215,8 +214,7 @@ def train(
     mesh = partitioning.make_mesh() if mesh is None else mesh
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
     partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
-    if tf.io.gfile.exists(os.path.join(model_dir, vocabularies.CHECKPOINT_VOCABULARY_FILE)):  # a run started before
-        check_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")
+    check_checkpoint_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")  # a resume
     if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
         run_config.import_task_module(train_dataset_cfg.module, model)
         run_config.checked_provider(train_dataset_cfg, model)

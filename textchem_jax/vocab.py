@@ -18,8 +18,7 @@ import re
 import sys
 import time
 
-from textchem_jax import launch
-from textchem_jax.cli import at_least, command, parse_args
+from textchem_jax.cli import at_least, command, parse_args, quiet_libraries
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.progress import ProgressLine
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
-        launch.quiet_libraries()
+        quiet_libraries()
     if args.output_prefix.endswith("/") or not os.path.basename(args.output_prefix):  # it wrote a hidden `.model`
         parser.error(f"--output_prefix={args.output_prefix} is a folder: name the files, e.g. {os.path.join(args.output_prefix, 'textchem')}")
 

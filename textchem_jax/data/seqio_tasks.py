@@ -255,6 +255,9 @@ def _register(name: str, spec: TaskSpec):
     )
 
 
+NOTATION_INFIX = "_notation_"  # a notation variant's task name: <task><NOTATION_INFIX><variant>
+
+
 def notation_variants(task_name: str, variants: list[str]) -> list[str]:
     """Registers `task_name` once per notation variant (`notations.variant_names`: the same examples, their
     SMILES inputs rewritten) as `<task_name>_notation_<variant>`, and returns those names. Tasks without a
@@ -268,7 +271,7 @@ def notation_variants(task_name: str, variants: list[str]) -> list[str]:
         return []
     names = []
     for variant in variants:
-        name = f"{task_name}_notation_{variant}"
+        name = f"{task_name}{NOTATION_INFIX}{variant}"
         if name not in seqio.TaskRegistry.names():
             _register(name, dataclasses.replace(spec, notation=variant, augment=0))
         names.append(name)
