@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     "google-cloud-storage==3.17.1",  # orbax asks the bucket (hierarchical namespace?) before it saves to gs://
     "matplotlib==3.11.2",  # sweep and report plots
     "filelock==4.3.2",  # JAX's compilation cache needs it to evict entries beyond our size limit (launch)
+    "safetensors==0.8.0",  # Hugging Face weights in and out (textchem-convert, HF folders as checkpoints); NumPy only
 ]
 
 EXTRAS_REQUIRE = {
@@ -35,7 +36,7 @@ EXTRAS_REQUIRE = {
     "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "gcp-storage-emulator==2026.7.19", "cryptography==48.0.0",
              "playwright==1.65.2"],
     # Hugging Face interop and parity tests; torch 2.13.0 has a CPU wheel preinstalled on our machines.
-    "hf": ["torch==2.13.0", "transformers==5.24.0", "safetensors"],
+    "hf": ["torch==2.13.0", "transformers==5.24.0"],
     # GPU clusters (SLURM jobs of textchem-tpu --slurm): JAX's CUDA 12 build of the same version.
     "gpu": ["jax[cuda12]==0.10.2"],
     # Cloud TPU VMs (textchem-tpu's workers): libtpu from PyPI; without it JAX trains on the VM's CPU.

@@ -221,6 +221,63 @@ def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cu
         run(input_file=str(tmp_path / "latin1.txt"))
 
 
+def test_infer_reads_every_input_format_by_its_name_and_refuses_what_it_cannot_read(tmp_path):
+    """A `.jsonl.tar.gz`, `.JSONL` or `.ndjson` was read as plain lines (the JSON text, target included, was the
+    model's input), a `.csv` line by line (its header predicted, a quoted comma kept); trailing spaces, an Excel
+    tab and a second byte-order mark (files joined by `cat`) were encoded as tokens. UTF-16 and an unnamed gzip
+    file were rows of garbage; each now ends in one error naming the file."""
+    import gzip
+    import tarfile
+
+    from textchem_jax import infer as infer_lib
+    from textchem_jax.data.sources import DataFormatError
+    from textchem_jax.model_loading import write_params
+
+    model, params = _model_and_params()
+    write_params(tmp_path, params)
+    molecules, targets = ["CCO", "c1ccccc1", "CC(=O)O"], ["ethanol", "benzene, aromatic", "acetic acid"]
+    run = functools.partial(
+        infer_lib.infer, model=model, checkpoint_path=str(tmp_path), output_dir=str(tmp_path / "preds"),
+        row_format="textchem", dataset_cfg=DatasetConfig(None, LENGTHS, "test", 4), decode_fn=beam_search,
+        task="mol2text",
+    )  # fmt: skip
+
+    def rows(name: str) -> list[dict]:
+        (path,) = run(input_file=str(tmp_path / name))
+        return [json.loads(line) for line in open(path)]
+
+    (tmp_path / "plain.txt").write_text("\n".join(molecules) + "\n")
+    plain = rows("plain.txt")
+    (tmp_path / "joined.txt").write_bytes(b"\xef\xbb\xbfCCO  \r\n\xef\xbb\xbfc1ccccc1\t\r\n CC(=O)O\r\n")
+    assert [(r["input"], r["prediction"]) for r in rows("joined.txt")] == [(r["input"], r["prediction"]) for r in plain]
+
+    jsonl = "".join(json.dumps({"input": m, "target": t}) + "\n" for m, t in zip(molecules, targets))
+    (tmp_path / "ROWS.JSONL").write_text(jsonl)
+    (tmp_path / "rows.ndjson").write_text(jsonl)
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "rows.jsonl").write_text(jsonl)
+    with tarfile.open(tmp_path / "rows.jsonl.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "inner" / "rows.jsonl", arcname="rows.jsonl")
+    (tmp_path / "rows.csv").write_text('SMILES_note,Input,target\nx,CCO,ethanol\ny,"c1ccccc1","benzene, aromatic"\n'
+                                       'z,CC(=O)O,acetic acid\n')  # fmt: skip
+    (tmp_path / "rows.tsv").write_text("input\ttarget\n" + "".join(f"{m}\t{t}\n" for m, t in zip(molecules, targets)))
+    for name in ("ROWS.JSONL", "rows.ndjson", "rows.jsonl.tar.gz", "rows.csv", "rows.tsv"):
+        got = rows(name)
+        assert [(r["input"], r["target"], r["prediction"]) for r in got] == [
+            (r["input"], t, r["prediction"]) for r, t in zip(plain, targets)], name  # fmt: skip
+    assert (tmp_path / "preds" / "textchem_mol2text-rows.jsonl").exists()  # the archive's name without .tar.gz
+
+    (tmp_path / "nocolumn.csv").write_text("smiles,name\nCCO,ethanol\n")
+    with pytest.raises(ValueError, match=r"nocolumn.csv:1: a .csv file needs a header with an 'input' column"):
+        run(input_file=str(tmp_path / "nocolumn.csv"))
+    (tmp_path / "excel.txt").write_bytes("\r\n".join(molecules).encode("utf-16"))
+    with pytest.raises(DataFormatError, match=r"excel.txt: UTF-16 text .*; save it as UTF-8"):
+        run(input_file=str(tmp_path / "excel.txt"))
+    (tmp_path / "packed.txt").write_bytes(gzip.compress("\n".join(molecules).encode()))
+    with pytest.raises(DataFormatError, match=r"packed.txt: gzip-compressed; gunzip it"):
+        run(input_file=str(tmp_path / "packed.txt"))
+
+
 def test_infer_on_a_mixture_keeps_num_examples_and_either_row_format_scores_alike(tmp_path, forward_and_retro):
     """`num_examples` capped inference evaluation only: textchem-infer decoded whole splits. Its own rows
     (`row_format='textchem'`) had no task, so textchem-score could not read them; now a folder of either

@@ -850,6 +850,18 @@ def test_convert_refuses_pickles(workdir, kind, protocol, name, junk):
         assert code == 2 and weights in stderr and re.search("not a safetensors file|refused|not a state dict", stderr), stderr
 
 
+def test_a_torch_bin_without_torch_asks_for_the_hf_extra(tmp_path, monkeypatch):
+    """A plain install (no [hf] extra) reading GT4SD's pytorch_model.bin ended in a ModuleNotFoundError traceback."""
+    import torch
+
+    _, shapes = _tiny_hf(str(tmp_path / "hf"))
+    torch.save({n: torch.zeros(s) for n, s in shapes.items()}, tmp_path / "hf" / "pytorch_model.bin")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as where it is not installed
+    code, stderr = _convert(str(tmp_path / "hf"), str(tmp_path / "out"))
+    assert code == 2 and "pytorch_model.bin: reading a PyTorch .bin needs torch: pip install 'textchem_jax[hf]'" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
 config_value = st.one_of(st.integers(-3, 40), st.floats(), st.text(max_size=6), st.none(), st.booleans(), st.lists(st.integers(), max_size=2))
 INT_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers", "relative_attention_num_buckets")
 

@@ -1,4 +1,5 @@
-"""Installed, not only editable: a plain `pip install .` finds every gin file, the demo corpus, the vocabulary."""
+"""Installed, not only editable: a plain `pip install .` finds every gin file, the demo corpus, the vocabulary
+(its own gin files, even with a project's own gin_configs/ beside it: `pip install --target` into a project)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_a_non_editable_install_finds_its_gin_files_data_and_vocabulary(tmp_path
     result = subprocess.run(install, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     elsewhere.mkdir()
+    (target / "gin_configs" / "mine").mkdir(parents=True)  # the user's own, beside the package: it hid ours
     env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-c", CHECK], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

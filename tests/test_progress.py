@@ -1,7 +1,9 @@
 """Progress lines: the ETA counts from after the first unit of work (which compiles), lines come at most once a
 period and always at the end, and only where enabled."""
 
-from textchem_jax.progress import Eta, ProgressLine
+import re
+
+from textchem_jax.progress import Eta, Heartbeat, ProgressLine
 
 
 class Clock:
@@ -42,3 +44,21 @@ def test_other_processes_count_without_printing(capsys):
     progress = ProgressLine("decoding test", total=2, period=0.0, enabled=False)
     progress.advance(2)
     assert progress.done == 2 and capsys.readouterr().out == ""
+
+
+def test_a_heartbeat_shows_a_silent_library_call_is_alive(capsys, tmp_path):
+    """`textchem-vocab` was silent for minutes inside SentencePiece's training: now a line comes every period."""
+    import io
+    import random
+
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    texts = ["".join(rng.choice("abcdefgh CCO()=N[]") for _ in range(120)) for _ in range(20_000)]
+    with Heartbeat("training SentencePiece", period=0.2):
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=io.BytesIO(), vocab_size=500, minloglevel=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(re.fullmatch(r"training SentencePiece: still working after \d+ s", line) for line in lines), lines
+    with Heartbeat("quick", period=30.0):  # ends at once, printing nothing
+        pass
+    assert capsys.readouterr().out == ""

@@ -208,6 +208,35 @@ def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
     assert (reaction.precursors, reaction.product) == ("CC(=O)O.CCO", "CCOC(C)=O")
 
 
+@pytest.mark.parametrize("header", ["\nCID\tSMILES\tdescription", "CID\tSMILES\tdescription ", "cid\tsmiles\tdescription",
+                                    '"CID"\t"SMILES"\t"description"'])  # fmt: skip
+def test_a_chebi20_header_however_spelt_is_not_an_example(tmp_path, header):
+    """A blank line before the header, a trailing space, lower case or quotes made the header an example (3,301
+    rows of the 3,300-row test split, its target `SMILES`)."""
+    chebi = tmp_path / "chebi.txt"
+    chebi.write_text(f"{header}\n7\tc1ccccc1\tThe molecule is benzene.\n")
+    report = sources.SkipReport()
+    (record,) = sources.read_chebi20(str(chebi), report=report, keep_unreadable=True)
+    assert record.smiles == "c1ccccc1" and report.total_skipped == 0 and not report.files[str(chebi)].kept_unreadable
+
+
+def test_utf16_and_unnamed_gzip_data_files_are_one_error_not_rows_of_garbage(tmp_path):
+    """Excel's 'Unicode text' (UTF-16) was read as UTF-8: 3,300 ChEBI-20 rows kept as unreadable, a NUL between
+    each character, scored 0 with exit status 0. A gzip file not named .tar.gz was called 'not UTF-8'.
+    A byte-order mark after line 1 (two files joined by `cat`) is dropped as the first one is."""
+    import gzip
+
+    rows = "CID\tSMILES\tdescription\r\n7\tc1ccccc1\tThe molecule is benzene.\r\n"
+    (tmp_path / "utf16.txt").write_bytes(rows.encode("utf-16"))
+    with pytest.raises(sources.DataFormatError, match=r"utf16.txt: UTF-16 text \(it starts with the byte-order mark ff fe"):
+        sources.read_chebi20(str(tmp_path / "utf16.txt"), keep_unreadable=True)
+    (tmp_path / "packed.txt").write_bytes(gzip.compress(rows.encode()))
+    with pytest.raises(sources.DataFormatError, match=r"packed.txt: gzip-compressed; gunzip it, or pack the one file as .tar.gz"):
+        sources.read_chebi20(str(tmp_path / "packed.txt"))
+    (tmp_path / "joined.txt").write_bytes(b"\xef\xbb\xbf" + rows.encode() + b"\xef\xbb\xbf8\tCCO\tThe molecule is ethanol.\r\n")
+    assert [r.cid for r in sources.read_chebi20(str(tmp_path / "joined.txt"), strict=True)] == ["7", "8"]
+
+
 @pytest.mark.needs_data
 def test_task_pairs_and_prompts(data):
     pairs = datasets.task_pairs("text2mol", "test", str(data))

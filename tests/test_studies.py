@@ -156,17 +156,22 @@ def test_a_stopped_sweep_saves_the_point_and_its_rerun_goes_on_from_the_saved_st
     """Ctrl-C in a terminal reaches the sweep and its textchem-train alike; a SIGTERM (`kill`, a cluster's stop)
     reaches the sweep only, which passes it on. Either way the point saves its step and the sweep waits for it,
     records the time spent and exits with how to go on (Ctrl-C ended in a traceback; a SIGTERM left textchem-train
-    to die unsaved, the point "running" with 0 s). The point's log is written as it trains (it came in 4 KiB blocks)."""
+    to die unsaved, the point "running" with 0 s). The point's log is written as it trains (it came in 4 KiB blocks).
+    Run from a folder with the user's own `tasks.py`: every point started there read it, not ours, and failed."""
     import signal
 
     flags = [*SWEEP_FLAGS[:2], "--gin.TRAIN_STEPS=100000", *SWEEP_FLAGS[4:]]  # one point, far from done
-    command = as_from_a_terminal([sys.executable, "-m", "textchem_jax.sweep", f"--sweep_dir={tmp_path}", *flags])
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "tasks.py").write_text("raise SystemExit('the user tasks.py was imported')\n")
+    # -P: the path of the `textchem-sweep` console script, which leaves out the folder it runs from
+    command = as_from_a_terminal([sys.executable, "-P", "-m", "textchem_jax.sweep", f"--sweep_dir={tmp_path}", *flags])
+    process = subprocess.Popen(command, cwd=user, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)  # its own process group, as a terminal's foreground job
     for line in process.stdout:
         if line.strip().startswith("step 10/"):
             break
-    (point,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (point,) = [p for p in tmp_path.iterdir() if p.is_dir() and p != user]
     assert "step 10/" in (point / "train.log").read_text()
     if stop == "ctrl-c":
         os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to the whole foreground process group

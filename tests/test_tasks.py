@@ -418,3 +418,14 @@ def test_a_task_with_another_vocabulary_than_the_models_is_refused(tmp_path):
                                          r"model reads .*: bind VOCABULARY to the task's"):  # fmt: skip
         check_vocabularies([task], model)
     check_vocabularies(seqio.get_subtasks(seqio.get_mixture_or_task("textchem_demo")), model)  # ours take the model's
+
+
+def test_a_users_tasks_py_that_hides_ours_is_named(tmp_path):
+    """`python -m textchem_jax.inspect` (or .train) run from a folder with the user's own `tasks.py` imported it in
+    place of ours, then said that `textchem_demo` was not registered, naming ours as the registered ones."""
+    (tmp_path / "tasks.py").write_text("import seqio  # a user's own tasks module, registering nothing of ours\n")
+    result = subprocess.run([sys.executable, "-m", "textchem_jax.inspect", "--list"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"`import tasks` found {tmp_path / 'tasks.py'}, not textchem_jax's tasks" in result.stderr, result.stderr
+    assert "Rename yours" in result.stderr and "Traceback" not in result.stderr

@@ -1,7 +1,8 @@
 """`textchem-infer`: predictions as jsonl, from a mixture split or a file.
 
 Either `mixture_or_task_name` + `split` (targets are written alongside), or `input_file` (one input
-per line, or jsonl with an `input` field and optionally a `target`, written alongside) + `task` (one of
+per line; `.jsonl` with an `input` field and optionally a `target`, written alongside; `.csv`/`.tsv` with a header
+naming `input` and optionally `target` columns; each also as a one-file `.tar.gz`) + `task` (one of
 forward, retro, paragraph2actions, text2mol, mol2text): the task's prompt is added for the user.
 Batches are split over the mesh's `data` axis (all hosts take part); process 0 writes the rows:
 - `row_format="t5x"` (default): T5X's infer rows, `{"inputs": {"inputs_pretokenized", "targets_pretokenized"},
@@ -36,22 +37,34 @@ from textchem_jax.progress import ProgressLine
 logger = logging.getLogger("textchem_jax.infer")
 
 
-def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
-    """The file's inputs as the model's examples. Lines are read as the data readers read them (Windows line
-    ends and a byte-order mark dropped: kept, they were encoded as extra tokens the model never saw)."""
-    from textchem_jax.data.sources import not_utf8, numbered_lines
+def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, input, target or None) of each row: `.jsonl` objects, `.csv`/`.tsv` rows under a header with
+    an `input` column (and `target`), else one input per line; blank inputs come as "" for the caller to count.
+    Lines are read as the data readers read them (Windows line ends and byte-order marks dropped, fields stripped:
+    kept, they were encoded as extra tokens the model never saw)."""
+    import csv
 
-    if task not in PROMPTS:
-        raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
-    cut, blank, count = [], [], 0  # line numbers of inputs cut to `max_input_length`, of blank lines; inputs
+    from textchem_jax.data.sources import name_and_kind, not_utf8, numbered_lines, open_text
+
+    kind = name_and_kind(path)[1]
+    if kind in (".csv", ".tsv"):  # read by lines, the header was an input and a quoted comma split nothing
+        with open_text(path, errors="surrogateescape") as f:
+            rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.DictReader(f)
+            columns = {name.strip().casefold(): name for name in rows.fieldnames or [] if name}
+            if "input" not in columns:
+                raise ValueError(f"{path}:1: a {kind} file needs a header with an 'input' column (and, to be scored, "
+                                 f"'target'); its header is {rows.fieldnames}")  # fmt: skip
+            for row in rows:
+                text, target = row.get(columns["input"]) or "", row.get(columns.get("target", ""))
+                if not_utf8(text + (target or "")):
+                    raise ValueError(f"{path}:{rows.line_num}: {not_utf8(text + (target or ''))}")
+                yield rows.line_num, text.strip(), None if target is None else target.strip()
+        return
     for number, text in numbered_lines(path):
-        if not text.strip():  # no input to predict from: skipped, counted and named below
-            blank.append(number)
-            continue
         if not_utf8(text):
             raise ValueError(f"{path}:{number}: {not_utf8(text)}")
         target = None
-        if path.endswith(".jsonl"):
+        if kind == ".jsonl" and text.strip():
             try:
                 row = json.loads(text)
                 text, target = row["input"], row.get("target")
@@ -60,6 +73,18 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
             except (json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError):
                 raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' string (and, to be "
                                  "scored, a 'target' string)") from None  # fmt: skip
+        yield number, text.strip(), None if target is None else target.strip()
+
+
+def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
+    """The file's inputs (`_file_inputs`) as the model's examples, each with the task's prompt."""
+    if task not in PROMPTS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
+    cut, blank, count = [], [], 0  # line numbers of inputs cut to `max_input_length`, of blank lines; inputs
+    for number, text, target in _file_inputs(path):
+        if not text:  # no input to predict from: skipped, counted and named below
+            blank.append(number)
+            continue
         inputs = PROMPTS[task] + text
         ids = list(vocabulary.encode(inputs)) + [1]
         count += 1
@@ -70,7 +95,8 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> I
         example = {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
         yield example if target is None else {**example, "targets_pretokenized": target}
     if not count:  # an empty file: 0 predictions and a .COMPLETED marker said the inference had worked
-        raise ValueError(f"{path} has no inputs: write one per line (.txt), or one JSON object per line (.jsonl)")
+        raise ValueError(f"{path} has no inputs: write one per line (.txt), one JSON object per line (.jsonl), or "
+                         "rows under a header with an 'input' column (.csv, .tsv)")  # fmt: skip
     if blank:  # said, or the predictions no longer line up with the file's lines and nothing tells
         logger.warning("%s: %d of %d lines are blank (line %s); skipped: the %d predictions follow the other lines in "
                        "order. Remove them, or put an input on each.", path, len(blank), count + len(blank),
@@ -153,6 +179,7 @@ def infer(
 
     from textchem_jax import partitioning
     from textchem_jax.data.seqio_tasks import vocabulary
+    from textchem_jax.data.sources import name_and_kind
     from textchem_jax.evaluator import make_batch_decoder
     from textchem_jax.model_loading import load_for_inference
     from textchem_jax.models.beam_search import beam_search
@@ -175,7 +202,7 @@ def infer(
         if task is None:
             raise ValueError("input_file needs task= (forward, retro, paragraph2actions, text2mol or mol2text)")
         sources = [(f"textchem_{task}", list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
-        split_name = os.path.splitext(os.path.basename(input_file))[0]
+        split_name = name_and_kind(input_file)[0]
     else:
         sources = list(_task_examples(dataset_cfg, model))
         split_name = dataset_cfg.split

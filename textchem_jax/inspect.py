@@ -46,10 +46,11 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     """The whole report for one task or mixture, as text."""
     import seqio
 
-    import tasks  # noqa: F401  (registers ours)
     from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
-    from textchem_jax.run_config import mixture_or_task
+    from textchem_jax.run_config import mixture_or_task, register_our_tasks
+
+    register_our_tasks()
 
     provider = mixture_or_task(name)
     members = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
@@ -97,8 +98,9 @@ def registered() -> str:
     """The registered mixtures and tasks, one per line: what MIXTURE_OR_TASK_NAME and --mixture/--task take."""
     import seqio
 
-    import tasks  # noqa: F401  (registers ours)
+    from textchem_jax.run_config import register_our_tasks
 
+    register_our_tasks()
     return "\n".join([
         "mixtures:", *(f"  {name}" for name in sorted(seqio.MixtureRegistry.names())),
         "tasks:", *(f"  {name}" for name in sorted(seqio.TaskRegistry.names())),
@@ -109,9 +111,11 @@ def _use_vocabulary(path: str) -> None:
     """The tasks tokenize with `path` (a .model file, or a checkpoint folder that brings one)."""
     import tensorflow as tf
 
-    import tasks  # noqa: F401  (registers everything)
     from textchem_jax.data import seqio_tasks
     from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.run_config import register_our_tasks
+
+    register_our_tasks()
 
     loaded = vocabularies.checkpoint_vocabulary(path) if tf.io.gfile.isdir(path) else vocabularies.load_vocabulary(path)
     seqio_tasks.use_vocabulary(loaded)

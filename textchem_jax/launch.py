@@ -28,8 +28,10 @@ from textchem_jax.local_cache import cache_root
 from textchem_jax.paths import expand_user, is_remote, makedirs
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
-# gin_configs/ of a source checkout (editable install), else the copy installed inside the package.
-GIN_CONFIGS = next((p for p in (_PACKAGE.parent / "gin_configs", _PACKAGE / "gin_configs") if p.is_dir()), _PACKAGE / "gin_configs")
+# gin_configs/ of a source checkout (editable install: setup.py beside it), else the copy installed inside the
+# package: a user's own gin_configs/ beside an installed package (pip install --target into a project) is theirs.
+_CHECKOUT = _PACKAGE.parent if (_PACKAGE.parent / "setup.py").is_file() else None
+GIN_CONFIGS = _CHECKOUT / "gin_configs" if _CHECKOUT and (_CHECKOUT / "gin_configs").is_dir() else _PACKAGE / "gin_configs"
 
 
 class ConfigError(Exception):
@@ -585,11 +587,12 @@ def run_configured(qualified_name: str, program: str) -> None:
     module_name, _, function_name = qualified_name.rpartition(".")
 
     def main() -> int:
-        import tasks  # noqa: F401  (registers the tasks and mixtures)
         from textchem_jax.checkpoints import CheckpointError
+        from textchem_jax.run_config import register_our_tasks
 
         function = getattr(importlib.import_module(module_name), function_name)
         try:
+            register_our_tasks()
             configured(function)()
         except ConfigError as error:
             print(f"configuration error: {error}", file=sys.stderr)

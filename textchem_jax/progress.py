@@ -7,6 +7,7 @@ here count from the end of the first unit, and a line printed before there is a 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -58,3 +59,27 @@ class ProgressLine:
         percent = 100 * self.done / self.total  # done < total here, so total > 0
         when = "at the next line (the first batch compiled)" if eta is None else f"{eta:.0f} s"
         return f"{head} ({percent:.0f}%) in {elapsed:.0f} s, ETA {when}"
+
+
+class Heartbeat:
+    """`label: still working after N s` every `period` seconds while a library call that reports nothing runs
+    (SentencePiece's training: minutes on a real corpus, silent). A context manager; the line comes from a thread,
+    which the call must let run (it releases the GIL)."""
+
+    def __init__(self, label: str, period: float = 30.0):
+        self.label, self.period = label, period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        start = time.perf_counter()
+        while not self._stop.wait(self.period):
+            print(f"{self.label}: still working after {time.perf_counter() - start:.0f} s", flush=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()

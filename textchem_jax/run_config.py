@@ -100,6 +100,20 @@ def checked_provider(cfg: DatasetConfig, model):
     return provider
 
 
+def register_our_tasks() -> None:
+    """Imports `tasks`, which registers ours; a user's own module of that name found first (a `tasks.py` in the
+    folder of a `python -m` run) hid them, and every name then read as unknown: it is named instead."""
+    import seqio
+
+    module = importlib.import_module("tasks")
+    if "textchem_demo" not in seqio.MixtureRegistry.names():
+        raise UnknownTaskError(
+            f"`import tasks` found {getattr(module, '__file__', module)}, not textchem_jax's tasks: a module of that "
+            "name in the folder you run from (or on PYTHONPATH) hides ours. Rename yours (and give the new name as "
+            "MIXTURE_OR_TASK_MODULE or --module_import), or run from another folder"
+        )
+
+
 def import_task_module(module: str | None, model=None) -> None:
     """Registers our tasks (`tasks`) and the user's own (`module`, T5X's MIXTURE_OR_TASK_MODULE); with a
     model adapter, our tasks use its vocabulary (gin VOCABULARY), checked against its embedding first, and so do
@@ -107,7 +121,7 @@ def import_task_module(module: str | None, model=None) -> None:
     from textchem_jax.data import seqio_tasks
     from textchem_jax.data import vocabulary as vocabularies
 
-    importlib.import_module("tasks")
+    register_our_tasks()
     vocab = getattr(model, "vocabulary", None)
     if vocab is not None:
         rows = model.t5_config.vocab_size

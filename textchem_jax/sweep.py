@@ -164,8 +164,9 @@ def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
 
     from textchem_jax import launch
     from textchem_jax.models.adapters import E2ClmModel
+    from textchem_jax.run_config import register_our_tasks
 
-    import tasks  # noqa: F401  (registers the tasks and mixtures)
+    register_our_tasks()
 
     launch.parse_gin(gin_files, [*bindings, f"MODEL_DIR={os.path.join(sweep_dir, 'base')!r}"], search_paths)
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
@@ -269,7 +270,8 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     _write_point_file(point_dir, {**record, "status": "running", "wall_seconds": earlier})
     print(f"{prefix}: training (log: {log_path})", flush=True)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
+    # -P: the sweep's folder is not put first on the point's path, where a user's own `tasks.py` hid ours
+    process = subprocess.Popen([sys.executable, "-P", "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
     lines = []
     flush_period = 30.0 if is_remote(log_path) else 0.0  # `tail -f` follows a local log; gs:// uploads it whole

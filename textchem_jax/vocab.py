@@ -21,8 +21,8 @@ import time
 from textchem_jax.cli import at_least, command, parse_args, quiet_libraries
 from textchem_jax.data import datasets
 from textchem_jax.data import vocabulary as vocab_lib
-from textchem_jax.progress import ProgressLine
-from textchem_jax.run_config import import_task_module, mixture_or_task
+from textchem_jax.progress import Heartbeat, ProgressLine
+from textchem_jax.run_config import import_task_module, mixture_or_task, register_our_tasks
 
 
 def task_texts(task: str, pairs: list[tuple[str, str]]) -> list[str]:
@@ -35,8 +35,7 @@ def mixture_tasks(name: str) -> list:
     """The SeqIO tasks of a registered task or mixture."""
     import seqio
 
-    import tasks  # noqa: F401  (registers ours)
-
+    register_our_tasks()
     provider = mixture_or_task(name)
     return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
 
@@ -166,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training SentencePiece on {len(texts):,} texts (--vocab_size={args.vocab_size}) ...", flush=True)
     start = time.perf_counter()
     try:
-        path = vocab_lib.train_vocabulary(
-            texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
-        )
+        with Heartbeat("training SentencePiece", period=PROGRESS_PERIOD):
+            path = vocab_lib.train_vocabulary(
+                texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
+            )
     except RuntimeError as error:  # SentencePiece's words, and its flags, which are not ours
         print(f"textchem-vocab: {_training_failure(str(error), args.vocab_size, args.soft_vocab_limit, texts)}", file=sys.stderr)
         return 2
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_plain and smiles:
         prefix, hard = f"{args.output_prefix}_plain", not args.soft_vocab_limit
         try:
-            plain = vocab_lib.train_plain_vocabulary(texts, prefix, vocab_size=args.vocab_size, hard_vocab_limit=hard)
+            with Heartbeat("training plain SentencePiece", period=PROGRESS_PERIOD):
+                plain = vocab_lib.train_plain_vocabulary(texts, prefix, vocab_size=args.vocab_size, hard_vocab_limit=hard)
         except RuntimeError as error:  # plain has no byte pieces, so a small corpus may not fill the size
             print(f"  plain SentencePiece not trained at this size: {error}")
         else:

@@ -20,12 +20,13 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 
-from textchem_jax.chem import canonicalize, precursors_and_products, precursors_and_products_as_written, unescape_backslashes
+from textchem_jax.chem import canonicalize_with_reason, precursors_and_products, precursors_and_products_as_written, unescape_backslashes
 from textchem_jax.paths import is_remote
 from textchem_jax.process_pool import start_parallel_map
 
@@ -138,7 +139,8 @@ def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
     """Opens a local or `tf.io.gfile` path as UTF-8 text; `.tar.gz` yields its single member.
 
     A byte-order mark (Windows editors and Excel write one) is dropped: read as text it would make the first
-    header unrecognised or become part of the first row.
+    header unrecognised or become part of the first row. UTF-16 (Excel's "Unicode text") and gzip without
+    `.tar.gz` are refused with a DataFormatError naming the file: read as UTF-8 they were rows of garbage.
 
     A `.tar.gz` that is not a readable archive raises DataFormatError naming the file. The readers pass
     `errors="surrogateescape"`, so that a line that is not UTF-8 is skipped and reported (`not_utf8`)
@@ -155,7 +157,17 @@ def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
             raise FileNotFoundError(f"{path}: no such file") from None  # as `open` says it for a local path
     else:
         raw = open(path, "rb")  # local only: remote paths took tf.io.gfile above
-    if path.endswith((".tar.gz", ".tgz")):
+    archive_name = path.endswith((".tar.gz", ".tgz"))
+    head = raw.read(2)
+    raw.seek(0)
+    if head in (b"\xff\xfe", b"\xfe\xff"):  # read as UTF-8, every character came with a NUL: rows of garbage
+        raw.close()
+        raise DataFormatError(f"{path}: UTF-16 text (it starts with the byte-order mark {head.hex(' ')}, as Excel's "
+                              "'Unicode text' does); save it as UTF-8")  # fmt: skip
+    if head == b"\x1f\x8b" and not archive_name:
+        raw.close()
+        raise DataFormatError(f"{path}: gzip-compressed; gunzip it, or pack the one file as .tar.gz")
+    if archive_name:
         try:
             archive = tarfile.open(fileobj=raw, mode="r:gz")
             members = [m for m in archive.getmembers() if m.isfile()]
@@ -167,6 +179,15 @@ def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
         if len(members) != 1:
             raise DataFormatError(f"{path}: expected one file inside the archive, found {len(members)}")
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=errors, newline="")
+
+
+def name_and_kind(path: str) -> tuple[str, str]:
+    """`("rows", ".jsonl")` for `.../rows.jsonl`, `ROWS.JSONL`, `rows.ndjson` or `rows.jsonl.tar.gz`: the file's
+    name and its format, told by the suffix inside an archive's, in lower case (`.ndjson` is `.jsonl`)."""
+    base = os.path.basename(path.rstrip("/"))
+    inner = base[: -len(".tar.gz")] if base.lower().endswith(".tar.gz") else base[:-4] if base.lower().endswith(".tgz") else base
+    name, kind = os.path.splitext(inner)
+    return name, {".ndjson": ".jsonl"}.get(kind.lower(), kind.lower())
 
 
 # `surrogateescape` decodes each byte that is not UTF-8 to one of these code points (valid UTF-8 never does).
@@ -186,8 +207,6 @@ def exists(path: str) -> bool:
         import tensorflow as tf
 
         return tf.io.gfile.exists(path)
-    import os
-
     return os.path.exists(path)  # local only: remote paths took tf.io.gfile above
 
 
@@ -215,7 +234,7 @@ def numbered_lines(path: str, rows: _Rows | None = None, *, note_unterminated: b
             if reason is not None:
                 rows.skip(number, reason)
                 continue
-            yield number, line.rstrip("\r\n")
+            yield number, line.rstrip("\r\n").removeprefix("\ufeff")  # one after line 1: files joined by `cat`
 
 
 def read_chebi20(
@@ -223,10 +242,14 @@ def read_chebi20(
 ) -> list[MoleculeText]:
     """ChEBI-20 rows; SMILES get their single backslashes back and must parse (or are kept, see above)."""
     rows = _Rows(str(path), strict, report, keep_unreadable)
-    records = []
+    records, header = [], True  # the first line that is not blank may be the header, however it is spelt
     for number, line in numbered_lines(path, rows, note_unterminated=True):
-        if (number == 1 and line.split("\t") == ["CID", "SMILES", "description"]) or not line.strip():
+        if not line.strip():
             continue
+        if header and [field.strip().strip('"').casefold() for field in line.split("\t")] == ["cid", "smiles", "description"]:
+            header = False
+            continue
+        header = False
         fields = line.split("\t")
         if len(fields) != 3:
             rows.skip(number, f"expected 3 tab-separated fields, found {len(fields)}")
@@ -236,7 +259,8 @@ def read_chebi20(
             rows.skip(number, "empty SMILES or description")
             continue
         smiles = unescape_backslashes(smiles)
-        if canonicalize(smiles) is None and not rows.unreadable(number, f"SMILES does not parse: {smiles[:60]}"):
+        canonical, reason = canonicalize_with_reason(smiles)
+        if canonical is None and not rows.unreadable(number, f"SMILES does not parse ({reason}): {smiles[:60]}"):
             continue
         rows.keep()
         records.append(MoleculeText(cid, smiles, description))

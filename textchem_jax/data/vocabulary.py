@@ -433,10 +433,10 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     """Training texts from a file (local or gs://, a `.tar.gz` of one): `.jsonl` (source and target), `.tsv` or
     `.csv` (all fields; header row; a `SMILES` column has ChEBI-20's doubled backslashes undone) or anything else
     as one text per line. A line that is not UTF-8, or not JSON in a `.jsonl`, raises naming `file:line`."""
-    from textchem_jax.data.sources import not_utf8, open_text
+    from textchem_jax.data.sources import name_and_kind, not_utf8, open_text
 
     path = str(path)
-    kind = os.path.splitext(path.removesuffix(".tar.gz").removesuffix(".tgz"))[1]
+    kind = name_and_kind(path)[1]
     with open_text(path, errors="surrogateescape") as f:
         lines = list(f)
     for number, line in enumerate(lines, start=1):

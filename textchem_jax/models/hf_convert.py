@@ -305,7 +305,11 @@ def _read_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
 def _read_torch(path: epath.Path) -> dict[str, np.ndarray]:
     """Tensors of a `torch.save` file, read with `weights_only=True`: a pickle that holds anything but tensors
     and plain containers (code to run, other objects) is refused with a ValueError before anything runs."""
-    import torch
+    try:
+        import torch
+    except ImportError:  # the [hf] extra: safetensors, which reads model.safetensors, comes with our own install
+        raise ValueError(f"{path}: reading a PyTorch .bin needs torch: pip install 'textchem_jax[hf]', or give a "
+                         "directory with model.safetensors") from None  # fmt: skip
 
     try:
         state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
@@ -459,7 +463,7 @@ def save_tokenizer(directory: str | os.PathLike, vocabulary_path: str | os.PathL
         import tokenizers  # noqa: F401
     except ImportError:
         logger.warning("tokenizers is not installed: %s gets no tokenizer.json, and AutoTokenizer will encode other "
-                       "ids than spiece.model for SMILES; pip install -e .[hf] and export again", directory)  # fmt: skip
+                       "ids than spiece.model for SMILES; pip install 'textchem_jax[hf]' and export again", directory)  # fmt: skip
         return False
     directory, proto = epath.Path(directory), read_sentencepiece(vocabulary_path)  # read once for both files
     (directory / "tokenizer.json").write_text(sentencepiece_tokenizer(proto, vocabulary_path).to_str(pretty=True) + "\n")
