@@ -295,3 +295,160 @@ def test_a_checkpoint_brings_its_runs_vocabulary_and_another_one_of_its_size_is_
     with pytest.raises(ValueError, match=rf"trained with the vocabulary {run}/spiece.model, but VOCABULARY is .*"
                                          rf"TEXTCHEM_VOCABULARY={run}/spiece.model"):  # fmt: skip
         check_checkpoint_vocabulary(model, str(run / "checkpoints" / "4"))
+
+
+# textchem-eval beside a training run: which step's weights are decoded, and which step the files say.
+_EVAL_TASK = "textchem_demo_forward"
+
+
+def _tiny_t5_params(seed: int) -> dict:
+    import flax.linen as nn
+
+    from helpers import tiny_t5
+
+    return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(tiny_t5().init(jax.random.key(seed))))
+
+
+def _save_run_steps(run, steps) -> None:
+    """Real run checkpoints (`MODEL_DIR/checkpoints/<step>`) of a tiny T5, each step its own random weights."""
+    checkpoints = ckpt.Checkpoints(str(run / "checkpoints"), keep=None)
+    for step in steps:
+        checkpoints.save(step, {"step": jnp.asarray(step, jnp.int32), "params": _tiny_t5_params(step)})
+    checkpoints.close()
+
+
+def _eval_cfg():
+    from helpers import LENGTHS
+
+    import tasks  # noqa: F401  (registers the demo tasks)
+    from textchem_jax.run_config import DatasetConfig
+
+    return DatasetConfig(_EVAL_TASK, LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=4)
+
+
+def _predictions(path) -> list:
+    return [json.loads(line)["prediction"] for line in path.read_text().splitlines()]
+
+
+def _metric_steps(output_dir) -> list[int]:
+    return [json.loads(line)["step"] for line in (output_dir / f"{_EVAL_TASK}-metrics.jsonl").read_text().splitlines()]
+
+
+def _reference_predictions(tmp_path, steps) -> dict[int, list]:
+    """Each step's predictions, decoded here from the parameters saved as that step."""
+    from helpers import tiny_t5
+
+    from textchem_jax import partitioning
+    from textchem_jax.evaluator import InferenceEvaluator
+
+    out = tmp_path / "reference"
+    evaluator = InferenceEvaluator(tiny_t5(), _eval_cfg(), str(out), partitioning.make_mesh())
+    for step in steps:
+        evaluator.evaluate(_tiny_t5_params(step), step=step)
+    return {step: _predictions(out / f"{_EVAL_TASK}-{step:06}.jsonl") for step in steps}
+
+
+def test_eval_labels_its_files_with_the_step_it_decoded_though_a_newer_one_is_saved_meanwhile(tmp_path, monkeypatch, capsys):
+    """A training run saved step 2 while textchem-eval, which had restored step 1, built its evaluator: the files were
+    labelled 2 (the folder listed again after loading). The step is resolved once, loaded and named everywhere; a step
+    orbax is still writing (`<step>.orbax-checkpoint-tmp-*`) is not a checkpoint yet."""
+    from helpers import tiny_t5
+
+    from textchem_jax import evaluate
+    from textchem_jax.model_loading import checkpoint_step, resolve_checkpoint
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    _save_run_steps(run, [1])
+    (run / "checkpoints" / "5.orbax-checkpoint-tmp-1700000000" / "state").mkdir(parents=True)  # being written
+    built, real = [], evaluate.InferenceEvaluator
+
+    def newer_step_saved_first(*args, **kwargs):  # training saves step 2 between the load and the labelling
+        _save_run_steps(run, [2])
+        built.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "InferenceEvaluator", newer_step_saved_first)
+    evaluate.evaluate(model=tiny_t5(), checkpoint_path=str(run), dataset_cfg=_eval_cfg(), output_dir=str(out))
+    assert built and (run / "checkpoints" / "2").is_dir()
+    assert sorted(path.name for path in out.glob(f"{_EVAL_TASK}-0*.jsonl")) == [f"{_EVAL_TASK}-000001.jsonl"]
+    assert _metric_steps(out) == [1]
+    assert f"evaluating step 1 of {run}" in capsys.readouterr().out
+    reference = _reference_predictions(tmp_path, [1, 2])
+    assert reference[1] != reference[2]  # the two steps' weights tell apart
+    assert _predictions(out / f"{_EVAL_TASK}-000001.jsonl") == reference[1]
+    assert resolve_checkpoint(str(run)) == (str(run / "checkpoints" / "2"), 2) and checkpoint_step(str(run)) == 2
+    assert resolve_checkpoint(str(run / "checkpoints" / "1")) == (str(run / "checkpoints" / "1"), 1)
+
+
+def test_eval_of_all_steps_evaluates_each_once_and_a_rerun_only_the_new_ones(tmp_path, monkeypatch, capsys):
+    """`checkpoint_steps='all'` (T5X's eval of every checkpoint): every complete step in order, each once, with one
+    evaluator (decoding compiled once); the same command again evaluates only the steps saved since."""
+    from helpers import tiny_t5
+
+    from textchem_jax import evaluate
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    _save_run_steps(run, [1, 2])
+    (run / "checkpoints" / "3.orbax-checkpoint-tmp-1700000000" / "state").mkdir(parents=True)  # being written
+    built, evaluated = [], []
+    real = evaluate.InferenceEvaluator
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            built.append(True)
+            super().__init__(*args, **kwargs)
+
+        def evaluate(self, params, step):
+            evaluated.append(step)
+            return super().evaluate(params, step)
+
+    monkeypatch.setattr(evaluate, "InferenceEvaluator", Counting)
+
+    def run_eval():
+        built.clear(), evaluated.clear()
+        return evaluate.evaluate(model=tiny_t5(), checkpoint_path=str(run), dataset_cfg=_eval_cfg(), output_dir=str(out),
+                                 checkpoint_steps="all")  # fmt: skip
+
+    results = run_eval()
+    assert (evaluated, len(built), sorted(results)) == ([1, 2], 1, [1, 2])
+    printed = capsys.readouterr().out
+    assert printed.index("evaluating step 1 (1 of 2)") < printed.index("evaluating step 2 (2 of 2)")
+    assert _metric_steps(out) == [1, 2]
+
+    _save_run_steps(run, [4])
+    results = run_eval()
+    assert (evaluated, len(built), sorted(results)) == ([4], 1, [4])
+    assert "already evaluated in" in capsys.readouterr().out
+    assert _metric_steps(out) == [1, 2, 4]
+    reference = _reference_predictions(tmp_path, [1, 2, 4])
+    assert len({json.dumps(predictions) for predictions in reference.values()}) == 3
+    for step in (1, 2, 4):
+        assert _predictions(out / f"{_EVAL_TASK}-{step:06}.jsonl") == reference[step], step
+
+    assert run_eval() == {} and (evaluated, built) == ([], [])  # nothing new: no evaluator built
+    assert "no new step" in capsys.readouterr().out
+
+
+def test_every_checkpoint_kind_resolves_to_a_concrete_checkpoint_and_its_step(tmp_path):
+    """What `textchem-eval` loads and labels: a run's or a T5X MODEL_DIR's steps (a T5X step still being written,
+    `checkpoint_<step>.tmp-*`, is none), one step as it is, a converted directory as step 0."""
+    from textchem_jax import t5x_checkpoints
+    from textchem_jax.model_loading import checkpoint_format, complete_checkpoints, resolve_checkpoint, write_params
+
+    params = _tiny_t5_params(0)
+    t5x = tmp_path / "t5x"
+    for step in (10, 2):
+        t5x_checkpoints.write_checkpoint(str(t5x), params, step)
+    (t5x / "checkpoint_12.tmp-1700000000").mkdir()
+    assert complete_checkpoints(str(t5x)) == [(f"{t5x}/checkpoint_2", 2), (f"{t5x}/checkpoint_10", 10)]
+    assert resolve_checkpoint(str(t5x)) == (f"{t5x}/checkpoint_10", 10)
+    assert complete_checkpoints(f"{t5x}/checkpoint_2") == [(f"{t5x}/checkpoint_2", 2)]
+    (tmp_path / "converted").mkdir()
+    write_params(tmp_path / "converted", params)
+    assert checkpoint_format(str(tmp_path / "converted")) == "converted"
+    assert complete_checkpoints(str(tmp_path / "converted")) == [(str(tmp_path / "converted"), 0)]
+    run = tmp_path / "run"
+    _save_run_steps(run, [3, 1])
+    steps = [(f"{run}/checkpoints/1", 1), (f"{run}/checkpoints/3", 3)]
+    assert complete_checkpoints(str(run)) == complete_checkpoints(f"{run}/checkpoints/") == steps
+    assert resolve_checkpoint(str(tmp_path / "missing")) == (str(tmp_path / "missing"), 0)  # loading says what is missing

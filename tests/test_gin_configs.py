@@ -96,6 +96,27 @@ def test_command_line_bindings_use_what_the_gin_files_import():
         launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "NUM_PARTITIONS = %NUM_PARTITIONS"])
 
 
+@pytest.mark.parametrize("bindings, rates", [
+    ([], [3e-3, 3e-3, 3e-3]),  # the quickstart's LEARNING_RATE_SCHEDULE, which its adamw uses
+    (["OPTIMIZER = @optax.sgd()", "optax.sgd.learning_rate = 0.5"], [0.5, 0.5, 0.5]),
+    (["optax.adamw.learning_rate = @optax.linear_schedule()", "optax.linear_schedule.init_value = 0.0",
+      "optax.linear_schedule.end_value = 1e-2", "optax.linear_schedule.transition_steps = 2"], [0.0, 5e-3, 1e-2]),
+    (["OPTIMIZER = @optax.sgd()", "optax.sgd.learning_rate = 0.5", "trainer.Trainer.learning_rate_fn = 0.25"], [0.25] * 3),
+    (["OPTIMIZER = @optax.identity()"], None),  # no rate of its own to log: `lr n/a`
+])  # fmt: skip
+def test_the_logged_learning_rate_is_the_one_the_optimizer_uses(bindings, rates):
+    """An OPTIMIZER given its own learning_rate (as the error for a bare `@optax.sgd()` tells) or schedule
+    logged the quickstart's 3e-3 it did not use, on the console and in TensorBoard."""
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", *bindings])
+    logged = gin.query_parameter("trainer.Trainer.learning_rate_fn")
+    if rates is None:
+        assert logged is None
+    else:
+        logged = logged.scoped_configurable_fn() if isinstance(logged, gin.config.ConfigurableReference) else logged
+        assert [float(logged(step)) if callable(logged) else logged for step in range(3)] == pytest.approx(rates)
+    gin.clear_config()
+
+
 def test_a_misspelt_macro_binding_is_an_error_with_the_names_it_may_mean():
     """gin took `--gin.LEARNING_RAET=1e-3` as a macro of its own: the run trained at the configured rate."""
     with pytest.raises(launch.ConfigError, match=r"--gin\.LEARNING_RAET binds a macro that no gin file .*did you mean --gin\.LEARNING_RATE"):
@@ -169,6 +190,23 @@ def test_parsing_again_in_one_process_starts_afresh_even_after_a_rejected_config
     for steps in (3, 5):
         launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", f"TRAIN_STEPS = {steps}"])
         assert gin.query_parameter("%TRAIN_STEPS") == steps
+    gin.clear_config()
+
+
+def test_runs_and_models_folders_where_python_runs_do_not_break_the_includes(tmp_path, monkeypatch):
+    """`python -m textchem_jax.train` or a notebook in a project with a `runs/` or `models/` folder (the working
+    directory is on sys.path there): gin took the folder for the package of `include 'runs/pretrain.gin'` and
+    raised TypeError. Parsing again in the process keeps one reader of each kind."""
+    from gin import config
+
+    for folder in ("runs", "models"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for steps in (3, 5):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", f"TRAIN_STEPS = {steps}"])
+        assert gin.query_parameter("%TRAIN_STEPS") == steps
+    assert len(config._FILE_READERS) == 3, config._FILE_READERS  # local files, packages, gs://
     gin.clear_config()
 
 

@@ -304,7 +304,10 @@ def test_paper_configs_parse_in_real_t5x(name):
         # the schedule the trainer logs (OptaxWrapper ignores it) is AdamW's rate, not finetune.gin's 0.001
         assert gin.query_parameter("t5x.utils.create_learning_rate_scheduler.factors") == "constant"
         assert repr(gin.query_parameter("t5x.utils.create_learning_rate_scheduler.base_learning_rate")) == "%LEARNING_RATE"
-        assert repr(gin.query_parameter("optax.adamw.learning_rate")) == "%LEARNING_RATE"
-        assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == "textchem_" + name.removesuffix(".gin").rsplit("_", 1)[1]
+        optimizer = gin.query_parameter("optimizers.OptaxWrapper.optax_optimizer").selector  # optax.adamw, or adafactor
+        assert optimizer == ("optax.adafactor" if name.endswith("_adafactor.gin") else "optax.adamw")
+        assert repr(gin.query_parameter(f"{optimizer}.learning_rate")) == "%LEARNING_RATE"
+        mixture = name.removesuffix(".gin").removesuffix("_adafactor").rsplit("_", 1)[1]
+        assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == f"textchem_{mixture}"
     finally:
         gin.clear_config()

@@ -97,6 +97,10 @@ _CHATTER = (
     "Using an uncached FunctionDataset",
     "Given sequence lengths are longer than necessary",  # seqio: eval lengths above the split's longest
     "Given sequence lengths *may be* insufficient",  # seqio: evaluator.cut_examples counts the cut ones instead
+    # seqio's feature converter, packing a single task: its text features are not model features, by design.
+    "will be removed during packing",
+    # orbax, when a save waits for the one before (a short checkpoint period): the step goes on once it is done.
+    "Waiting for previous save to complete took",
     # orbax, loading a training checkpoint's parameters for evaluation: its data-iterator position is not needed.
     'Item "data_iterator" was found in the checkpoint, but could not be restored',
     # orbax's background save threads log each failed write with its traceback; the failure reaches us and

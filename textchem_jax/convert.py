@@ -244,7 +244,7 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     import jax
 
     from textchem_jax import partitioning
-    from textchem_jax.model_loading import checkpoint_format, checkpoint_step, load_for_inference
+    from textchem_jax.model_loading import checkpoint_format, load_for_inference, resolve_checkpoint
 
     if (checkpoint_dir / CONFIG_FILE).exists():
         config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
@@ -270,8 +270,9 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
             "export to a Hugging Face T5 or T5X checkpoint"
         )
     mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-    params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(checkpoint_dir), mesh))
-    return model.t5_config, params, checkpoint_step(str(checkpoint_dir))
+    concrete, step = resolve_checkpoint(str(checkpoint_dir))  # the step exported is the step named
+    params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, concrete, mesh))
+    return model.t5_config, params, step
 
 
 def checkpoint_vocabulary(checkpoint_dir: epath.Path):

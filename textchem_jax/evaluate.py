@@ -3,10 +3,14 @@
   textchem-eval --gin_file=models/t5_1_1_tiny.gin --gin_file=runs/eval.gin \\
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.EVAL_OUTPUT_DIR="'/tmp/eval'" \\
     --gin.MIXTURE_OR_TASK_NAME="'textchem_demo'" --gin.TASK_FEATURE_LENGTHS="{'inputs': 160, 'targets': 128}"
+
+It evaluates the run's latest complete step and names its files by that step; `--gin.CHECKPOINT_STEPS="'all'"`
+evaluates every complete step not yet in EVAL_OUTPUT_DIR, in order (T5X's eval of all checkpoints).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -14,6 +18,9 @@ from collections.abc import Sequence
 from textchem_jax.evaluator import DecodeFn, InferenceEvaluator
 from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.metrics.tables import format_table, versions_line
+
+
+CHECKPOINT_STEPS = ("latest", "all")
 
 
 def evaluate(
@@ -26,32 +33,96 @@ def evaluate(
     mesh=None,
     caption_tokenizer: str | None = None,
     notations: Sequence[str] = (),
+    checkpoint_steps: str = "latest",
 ) -> dict:
     """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import: step 0) on a split;
     `caption_tokenizer` a local SciBERT folder for MolT5's caption BLEU/METEOR (gin: CAPTION_TOKENIZER);
     `notations` (gin: NOTATIONS) also evaluates the SMILES-input tasks on their inputs rewritten in each
-    (`chem.notations.variant_names`) and prints each metric's drop, into `output_dir/notations/`."""
-    from textchem_jax import partitioning
-    from textchem_jax.model_loading import checkpoint_step, load_for_inference
+    (`chem.notations.variant_names`) and prints each metric's drop, into `output_dir/notations/`.
 
+    The step is resolved once, before loading (a run still training may save newer ones meanwhile), and names
+    every file. `checkpoint_steps` (gin: CHECKPOINT_STEPS): "latest" evaluates the latest complete step and returns
+    {task: metrics}; "all" (T5X's `RestoreCheckpointConfig(mode='all')`) evaluates every complete step of a run in
+    order, but those `output_dir` already has the metrics of, with one evaluator, and returns {step: {task: metrics}}."""
+    from textchem_jax import partitioning
+    from textchem_jax.model_loading import complete_checkpoints, load_for_inference, resolve_checkpoint
+
+    if checkpoint_steps not in CHECKPOINT_STEPS:
+        raise ValueError(f"checkpoint_steps={checkpoint_steps!r} (gin: CHECKPOINT_STEPS): give 'latest' (the latest "
+                         "complete step) or 'all' (every complete step not yet evaluated in EVAL_OUTPUT_DIR)")  # fmt: skip
     if caption_tokenizer is not None:
         check_tokenizer(caption_tokenizer)  # before the checkpoint is read and the split decoded
     mesh = partitioning.make_mesh() if mesh is None else mesh
-    params = load_for_inference(model, checkpoint_path, mesh)
-    evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
-    results = evaluator.evaluate(params, step=checkpoint_step(checkpoint_path))  # files named by its step, as T5X
-    print(format_table(results, evaluator.examples))
-    if notations:
-        from textchem_jax.evaluator import notation_robustness
-        from textchem_jax.metrics.tables import robustness_markdown
+    if checkpoint_steps == "latest":
+        checkpoints = [resolve_checkpoint(checkpoint_path)]
+    else:
+        checkpoints = _not_yet_evaluated(complete_checkpoints(checkpoint_path), checkpoint_path, model, dataset_cfg,
+                                         output_dir)  # fmt: skip
+    evaluator, by_step = None, {}
+    for number, (path, step) in enumerate(checkpoints, 1):
+        counted = f" ({number} of {len(checkpoints)})" if checkpoint_steps == "all" else ""
+        listed = checkpoint_steps == "all" and path != checkpoint_path  # one of a run's steps, listed at the start
+        if listed and not _still_there(path):
+            print(f"step {step}{counted}: {path} was deleted before its turn (the run keeps only its latest "
+                  "checkpoints), skipped", flush=True)  # fmt: skip
+            continue
+        params = load_for_inference(model, path, mesh)  # exactly this step, whatever was saved since
+        print(f"evaluating step {step}{counted} of {checkpoint_path}" + (f" ({path})" if path != checkpoint_path else ""),
+              flush=True)  # fmt: skip
+        if evaluator is None:  # one evaluator for every step: decoding compiles once
+            evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
+        results = by_step[step] = evaluator.evaluate(params, step=step)  # files named by its step, as T5X
+        print(format_table(results, evaluator.examples))
+        if notations:
+            from textchem_jax.evaluator import notation_robustness
+            from textchem_jax.metrics.tables import robustness_markdown
 
-        by_notation = notation_robustness(model, dataset_cfg, params, mesh, os.path.join(output_dir, "notations"),
-                                          list(notations), step=checkpoint_step(checkpoint_path),
-                                          decode_fn=decode_fn, caption_tokenizer=caption_tokenizer, originals=results)  # fmt: skip
-        print(robustness_markdown({"metrics": by_notation}))
-    print(versions_line())
-    print(f"predictions and metrics: {output_dir}")
-    return results
+            by_notation = notation_robustness(model, dataset_cfg, params, mesh, os.path.join(output_dir, "notations"),
+                                              list(notations), step=step, decode_fn=decode_fn,
+                                              caption_tokenizer=caption_tokenizer, originals=results)  # fmt: skip
+            print(robustness_markdown({"metrics": by_notation}))
+    if evaluator is not None:
+        print(versions_line())
+        print(f"predictions and metrics: {output_dir}")
+    return by_step if checkpoint_steps == "all" else by_step[step]
+
+
+def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, output_dir: str) -> list:
+    """The checkpoints whose step is missing from some task's `<task>-metrics.jsonl` in `output_dir` (a rerun of
+    'all' evaluates only the steps saved since); says which were skipped, or that none is new."""
+    from textchem_jax.evaluator import eval_tasks
+    from textchem_jax.run_config import import_task_module
+
+    if not checkpoints:
+        raise FileNotFoundError(f"no complete checkpoint step in {checkpoint_path} yet: expected a textchem-train "
+                                "MODEL_DIR (or its checkpoints/) or a T5X MODEL_DIR")  # fmt: skip
+    import_task_module(cfg.module, model)
+    done = set.intersection(*(_logged_steps(output_dir, task.name) for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)))
+    pending = [(path, step) for path, step in checkpoints if step not in done]
+    skipped = [step for _, step in checkpoints if step in done]
+    if skipped:
+        print(f"steps already evaluated in {output_dir}: {', '.join(map(str, skipped))}", flush=True)
+    if not pending:
+        print(f"no new step of {checkpoint_path} to evaluate", flush=True)
+    return pending
+
+
+def _logged_steps(output_dir: str, task: str) -> set[int]:
+    """The steps `<task>-metrics.jsonl` (seqio.JSONLogger's, one line per evaluation) has a line for."""
+    import tensorflow as tf
+
+    path = os.path.join(output_dir, f"{task}-metrics.jsonl")
+    if not tf.io.gfile.exists(path):
+        return set()
+    with tf.io.gfile.GFile(path) as f:
+        return {json.loads(line)["step"] for line in f if line.strip()}
+
+
+def _still_there(path: str) -> bool:
+    """A step listed at the start still exists (a run that keeps N checkpoints deletes the oldest as it saves)."""
+    import tensorflow as tf
+
+    return tf.io.gfile.isdir(path)
 
 
 def main() -> int:

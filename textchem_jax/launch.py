@@ -129,6 +129,27 @@ def _is_remote_file(path: str) -> bool:
     return is_remote(path) and epath.Path(path).is_file()
 
 
+def _package_file_exists(path: str) -> bool:
+    """gin's own check for `runs/pretrain.gin` as a file of package `runs`, saying no where it raised TypeError: a
+    plain `runs/` or `models/` folder in the working directory (on sys.path under `python -m`, `-c` and notebooks)
+    is a namespace package without a file, and every experiment's `include` ended in a traceback."""
+    from gin import resource_reader
+
+    try:
+        return resource_reader.system_path_file_exists(path)
+    except TypeError:
+        return False
+
+
+def _register_file_readers() -> None:
+    """Ours (gs:// files) once, and gin's package reader behind `_package_file_exists` (gin keeps the list)."""
+    from gin import config, resource_reader
+
+    readers = [(reader, _package_file_exists if check is resource_reader.system_path_file_exists else check)
+               for reader, check in config._FILE_READERS if check is not _is_remote_file]  # fmt: skip
+    config._FILE_READERS[:] = [*readers, (_open_remote, _is_remote_file)]
+
+
 _TILDE_VALUE = re.compile(r"^(\s*[\w./]+\s*=\s*)(['\"])(~[^'\"]*)\2\s*$")
 
 
@@ -145,7 +166,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     import gin
 
     gin.clear_config()
-    gin.config.register_file_reader(_open_remote, _is_remote_file)
+    _register_file_readers()
     search_paths = [*search_paths, str(GIN_CONFIGS)]
     logging.getLogger().addFilter(_quiet_search_misses)
     for path in search_paths:
@@ -157,6 +178,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     imports = ["from __gin__ import dynamic_registration", *_binding_imports(sources)] if bindings else []
     try:
         gin.parse_config_files_and_bindings(list(files), [*imports, *bindings], finalize_config=False)
+        _log_the_optimizers_rate()
         gin.finalize()
         check_binding_types()
         check_macro_bindings(bindings)
@@ -234,6 +256,27 @@ def _literal(value: Any, config: Mapping) -> tuple[Any, str | None]:
         chain.append(macro)
         value = config[(macro, "gin.macro")].get("value")
     return value, macro
+
+
+def _log_the_optimizers_rate() -> None:
+    """The logged learning_rate (`trainer.Trainer.learning_rate_fn`, LEARNING_RATE_SCHEDULE in runs/*.gin) is the
+    rate OPTIMIZER binds: `@optax.sgd()` with `optax.sgd.learning_rate = 0.5`, or an adamw given its own schedule,
+    logged a LEARNING_RATE_SCHEDULE they did not use. An OPTIMIZER without a learning_rate binding of its own
+    (a chain, a wrapper) logs none: `lr n/a`. A learning_rate_fn bound by the user is theirs."""
+    import gin
+
+    try:
+        logged, optimizer = gin.query_parameter("trainer.Trainer.learning_rate_fn"), gin.query_parameter("%OPTIMIZER")
+    except ValueError:  # no training configuration (eval, infer), or no OPTIMIZER macro
+        return
+    if repr(logged) != "%LEARNING_RATE_SCHEDULE" or not isinstance(optimizer, gin.config.ConfigurableReference):
+        return
+    try:
+        rate = gin.query_parameter(f"{optimizer.selector}.learning_rate")
+    except ValueError:
+        rate = None
+    if repr(rate) != repr(logged):
+        gin.bind_parameter("trainer.Trainer.learning_rate_fn", rate)
 
 
 def check_binding_types() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,23 +86,51 @@ def checkpoint_format(path: str) -> str:
 
 def checkpoint_step(path: str | Mapping[str, str]) -> int:
     """The training step of the parameters `load_for_inference(path)` reads (0 for a converted or Hugging
-    Face directory, or for parts taken from several checkpoints; T5X's from its checkpoint_<step> name)."""
+    Face directory, or for parts taken from several checkpoints; T5X's from its checkpoint_<step> name). Beside a
+    run still saving, name the step `resolve_checkpoint` gives: this lists the folder again."""
+    return resolve_checkpoint(path)[1]
+
+
+def resolve_checkpoint(path: str | Mapping[str, str]) -> tuple[str | Mapping[str, str], int]:
+    """(the concrete checkpoint `path` names now, its step): a run, its checkpoints/ folder or a T5X MODEL_DIR
+    becomes its latest complete step's folder, which `load_for_inference` then reads whatever a run still training
+    saves meanwhile; any other checkpoint is itself (a converted or Hugging Face directory: step 0). A run without
+    a complete step is itself, step 0: loading it says what is missing."""
+    found = complete_checkpoints(path)
+    return found[-1] if found else (path, 0)
+
+
+def complete_checkpoints(path: str | Mapping[str, str]) -> list[tuple[str | Mapping[str, str], int]]:
+    """[(concrete checkpoint, step)] of every complete step `path` names, in step order: each step of a run
+    (`MODEL_DIR` or its checkpoints/) or of a T5X MODEL_DIR; otherwise the one checkpoint (`resolve_checkpoint`)."""
     import tensorflow as tf
 
     from textchem_jax import t5x_checkpoints
 
     if isinstance(path, Mapping) or not tf.io.gfile.isdir(path):
-        return 0
+        return [(path, 0)]
     kind = checkpoint_format(path)
-    if kind == "t5x":
-        return t5x_checkpoints.step_of(t5x_checkpoints.checkpoint_directory(path))
-    if kind != "orbax":
-        return 0
-    root = _orbax_root(path)
-    if root[1] is not None:
-        return root[1]
-    steps = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(root[0]) if name.rstrip("/").isdigit()]
-    return max(steps, default=0)
+    if kind == "orbax":
+        root, step = _orbax_root(path)
+        return [(path, step)] if step is not None else [(os.path.join(root, str(s)), s) for s in _complete_steps(root)]
+    if kind != "t5x":
+        return [(path, 0)]
+    latest = t5x_checkpoints.checkpoint_directory(path)
+    if latest.rstrip("/") == path.rstrip("/"):  # one checkpoint_<step> folder
+        return [(path, t5x_checkpoints.step_of(path))]
+    steps = sorted((int(m.group(1)), name.rstrip("/")) for name in tf.io.gfile.listdir(path)
+                   if (m := re.fullmatch(r"checkpoint_(\d+)", name.rstrip("/"))))  # fmt: skip
+    return [(os.path.join(path.rstrip("/"), name), step) for step, name in steps]
+
+
+def _complete_steps(root: str) -> list[int]:
+    """The steps orbax has committed in a run's checkpoints/ folder, in order: not a step still being written
+    (`<step>.orbax-checkpoint-tmp-*`; on a bucket, a step folder without its commit file), nor `<step>.corrupt`."""
+    from orbax.checkpoint import path as orbax_path
+
+    from textchem_jax.paths import absolute
+
+    return sorted(int(p.name) for p in orbax_path.step.checkpoint_steps_paths(absolute(root)) if p.name.isdigit())
 
 
 def _foreign_fix(path: str) -> str:
@@ -209,7 +238,8 @@ def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> t
     "decoder": t5-small}) for encoders started from different checkpoints.
     """
     if not isinstance(source, Mapping) and stored_param_names(source) == set(model.abstract_params()):
-        return load_for_inference(model, source, mesh, like=like, starting=True), checkpoint_step(source)
+        concrete, step = resolve_checkpoint(source)  # the step loaded is the step returned, whatever is saved since
+        return load_for_inference(model, concrete, mesh, like=like, starting=True), step
     parts = dict(source) if isinstance(source, Mapping) else {part: source for part in model.t5_parts}
     t5 = EncoderDecoderModel(model.t5_config)
     params = like

@@ -19,6 +19,11 @@ class Eta:
         self.total = total
         self._since: tuple[float, int] | None = None  # (time, units done) of the first update
 
+    def leave_out(self, seconds: float) -> None:
+        """`seconds` spent on other work since the first update do not count in the rate."""
+        if self._since is not None:
+            self._since = (self._since[0] + seconds, self._since[1])
+
     def update(self, done: int, now: float) -> float | None:
         """Seconds left once `done` units are done at `now`; None at the first update (no rate yet)."""
         if self._since is None:

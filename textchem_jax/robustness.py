@@ -72,7 +72,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     from textchem_jax.evaluator import eval_tasks, notation_robustness
     from textchem_jax.launch import saved_run
     from textchem_jax.metrics.tables import library_versions
-    from textchem_jax.model_loading import checkpoint_step, load_for_inference
+    from textchem_jax.model_loading import load_for_inference, resolve_checkpoint
     from textchem_jax.run_config import DatasetConfig, import_task_module
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
@@ -87,8 +87,8 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     import_task_module(saved.module, saved.model)
     eval_tasks(mixture, split)  # an unknown split: said now, not after loading the model
     mesh = partitioning.make_mesh()
-    params = load_for_inference(saved.model, checkpoint_path, mesh)
-    step = checkpoint_step(checkpoint_path)
+    concrete, step = resolve_checkpoint(checkpoint_path)  # the step loaded is the step named
+    params = load_for_inference(saved.model, concrete, mesh)
     variants = notations.variant_names(random_variants)
     cfg = DatasetConfig(mixture, lengths, split, batch_size, shuffle=False, pack=False, module=saved.module,
                         num_examples=num_examples)  # fmt: skip

@@ -11,6 +11,7 @@ loss stops the run, keeping the last good checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -20,7 +21,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -29,7 +30,7 @@ import numpy as np
 from textchem_jax import run_config, run_results
 from textchem_jax.cli import without_gin_context
 from textchem_jax.metrics.captions import check_tokenizer
-from textchem_jax.paths import makedirs
+from textchem_jax.paths import is_remote, makedirs
 from textchem_jax.progress import Eta
 
 logger = logging.getLogger("textchem_jax.train")
@@ -124,6 +125,12 @@ class _Progress:
         self.last = time.perf_counter()
         self.last_step = first_step
         self.eta = Eta(total_steps)
+
+    def leave_out(self, seconds: float) -> None:
+        """Time spent on no step (an evaluation) stays out of step time, throughput, MFU and the ETA: the first
+        line after an evaluation read 7,439 ms/step and MFU 0.8% for ~300 ms and 19%, a false dip in each plot."""
+        self.last += seconds
+        self.eta.leave_out(seconds)
 
     def log(self, step: int, metrics: Mapping[str, Any], tokens: float, model_flops: float | None,
             hardware_flops: float | None, peak: float | None):  # fmt: skip
@@ -229,106 +236,110 @@ def train(
 
     fresh = not tf.io.gfile.exists(model_dir)
     makedirs(model_dir)  # only now: a run that could not start left an empty MODEL_DIR behind
-    try:
-        checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
-        restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
-        if restored is not None:
-            state, step = restored
-            print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
-        elif checkpoint_cfg.initial_checkpoint_path:
-            from textchem_jax.model_loading import initial_params
-
-            path = checkpoint_cfg.initial_checkpoint_path
-            params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
-            state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
-            print(f"initialized from {path} (step {step})", flush=True)
-    except BaseException:
-        if fresh:  # e.g. a starting checkpoint of another model: no empty MODEL_DIR/checkpoints/ is left behind
-            _remove_if_only_folders(model_dir)
-        raise
-    _write_model_info(model_dir, trainer, model, mesh)
-    _keep_vocabulary(model_dir, model)
-    if started is not None:
-        started()
-
-    evaluate = functools.partial(
-        _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
-        eval_steps=eval_steps, seed=random_seed, inference=_inference_evaluator(
-            model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer,
-            random_seed,
-        ),
-    )  # fmt: skip
-    first_step = int(state.step)
-    if first_step >= total_steps:
-        print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
-              "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
-        evaluated = _final_evaluation(model_dir, infer_eval_dataset_cfg, first_step)
-        if evaluated:  # a finished run run again: decoded and scored once already, nothing to lower or decode
-            print(f"its evaluation at step {first_step} is in {os.path.join(model_dir, 'inference_eval')}; not repeated "
-                  "(textchem-eval evaluates a checkpoint anew)", flush=True)  # fmt: skip
-            checkpoints.close()
-            return evaluated
-    progress = _Progress(model_dir, total_steps, first_step)
-    rng = jax.random.key(random_seed + 1)
-    hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
-    peak_flops, peak_source = trainer_lib.run_peak_flops(model.t5_config.dtype)  # MFU's denominator, the whole run
-    logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s in all (%s)", peak_flops, peak_source)
-    last_good = checkpoints.latest_step()
-    tokens_per_step = 0.0
-    step = first_step
-    with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
-        while step < total_steps:
-            batch = _numpy(next(iterator))
-            tokens_per_step = float(np.sum(batch["decoder_target_tokens"] > 0) + np.sum(batch["encoder_input_tokens"] > 0))
-            tokens_per_step *= jax.process_count()
-            state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
-            step += 1
-            checkpoints.check()  # a save that failed in the background (a full disk) stops the run now
-            stop = preemption.agreed()
-            must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
-            if must_save or step % log_period == 0 or step == first_step + 1:
-                metrics = jax.device_get(metrics)
-                bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
-                if bad:
-                    checkpoints.wait()
-                    saved = f"The last good checkpoint is step {last_good} in {checkpoints.directory}" if last_good else (
-                        "No checkpoint was saved yet")  # fmt: skip
-                    raise TrainingStopped(
-                        f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
-                        f"saving. {saved}. Lower "
-                        "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
-                    )
-                if step % log_period == 0 or step == total_steps or step == first_step + 1:
-                    model_flops = model.train_flops(batch)
-                    model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
-                    progress.log(step, metrics, tokens_per_step, model_flops, hardware_flops, peak_flops)
-            if must_save:
-                checkpoints.save(step, state, iterator)
-                last_good = step
-            if stop:
-                checkpoints.wait()
-                interrupted = preemption.requested == "Ctrl-C"
-                print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in {checkpoints.directory}; "
-                      "rerun the same command to resume", flush=True)  # fmt: skip
-                if interrupted:
-                    raise SavedAndInterrupted
-                return {}
-            if eval_period and step % eval_period == 0 and step < total_steps:
-                evaluate(state, step, progress)
-        preemption.stepping = False  # the last step is saved: Ctrl-C now interrupts the final evaluation at once
-        checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
+    with _only_trainer(model_dir):  # a second textchem-train on the run mixed both into it
         try:
-            preemption.evaluating()
-            results = evaluate(state, step, progress)  # cut short, it is done again by a rerun (`_final_evaluation`)
-        except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
-            if not preemption.cut:
-                raise
-            print(f"SIGTERM during the final evaluation: step {step} is saved in {checkpoints.directory}; the "
-                  "evaluation is skipped, rerun the same command to evaluate", file=sys.stderr, flush=True)  # fmt: skip
-            raise _Preemption.EvaluationCut from None
-    checkpoints.close()
-    progress.writer.flush()
-    return results
+            checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
+            restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
+            if restored is not None:
+                state, step = restored
+                print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
+            elif checkpoint_cfg.initial_checkpoint_path:
+                from textchem_jax.model_loading import initial_params
+
+                path = checkpoint_cfg.initial_checkpoint_path
+                params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
+                state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
+                print(f"initialized from {path} (step {step})", flush=True)
+        except BaseException:
+            if fresh:  # e.g. a starting checkpoint of another model: no empty MODEL_DIR/checkpoints/ is left behind
+                _remove_if_only_folders(model_dir)
+            raise
+        _write_model_info(model_dir, trainer, model, mesh)
+        _keep_vocabulary(model_dir, model)
+        first_step = int(state.step)
+        if started is not None and (first_step < total_steps or fresh):  # a finished run run again with other settings
+            started()  # rewrote config.gin with them: the file to rerun the experiment from described no step trained
+
+        evaluate = functools.partial(
+            _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
+            eval_steps=eval_steps, seed=random_seed, inference=_inference_evaluator(
+                model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer,
+                random_seed,
+            ),
+        )  # fmt: skip
+        if first_step >= total_steps:
+            print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
+                  "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
+            evaluated = _final_evaluation(model_dir, first_step, train_eval_dataset_cfg if eval_steps else None,
+                                          infer_eval_dataset_cfg)  # fmt: skip
+            if evaluated:  # a finished run run again: decoded and scored once already, nothing to lower or decode
+                print(f"its evaluation at step {first_step} is in {model_dir}; not repeated (textchem-eval evaluates a "
+                      "checkpoint anew)", flush=True)  # fmt: skip
+                checkpoints.close()
+                return evaluated
+        progress = _Progress(model_dir, total_steps, first_step)
+        rng = jax.random.key(random_seed + 1)
+        hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
+        peak_flops, peak_source = trainer_lib.run_peak_flops(model.t5_config.dtype)  # MFU's denominator, the whole run
+        logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s in all (%s)", peak_flops, peak_source)
+        last_good = checkpoints.latest_step()
+        tokens_per_step = 0.0
+        step = first_step
+        with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
+            while step < total_steps:
+                batch = _numpy(next(iterator))
+                tokens_per_step = float(np.sum(batch["decoder_target_tokens"] > 0) + np.sum(batch["encoder_input_tokens"] > 0))
+                tokens_per_step *= jax.process_count()
+                state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
+                step += 1
+                checkpoints.check()  # a save that failed in the background (a full disk) stops the run now
+                stop = preemption.agreed()
+                must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
+                if must_save or step % log_period == 0 or step == first_step + 1:
+                    metrics = jax.device_get(metrics)
+                    bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
+                    if bad:
+                        checkpoints.wait()
+                        saved = f"The last good checkpoint is step {last_good} in {checkpoints.directory}" if last_good else (
+                            "No checkpoint was saved yet")  # fmt: skip
+                        raise TrainingStopped(
+                            f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
+                            f"saving. {saved}. Lower "
+                            "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
+                        )
+                    if step % log_period == 0 or step == total_steps or step == first_step + 1:
+                        model_flops = model.train_flops(batch)
+                        model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
+                        progress.log(step, metrics, tokens_per_step, model_flops, hardware_flops, peak_flops)
+                if must_save:
+                    checkpoints.save(step, state, iterator)
+                    last_good = step
+                if stop:
+                    checkpoints.wait()
+                    interrupted = preemption.requested == "Ctrl-C"
+                    print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in {checkpoints.directory}; "
+                          "rerun the same command to resume", flush=True)  # fmt: skip
+                    if interrupted:
+                        raise SavedAndInterrupted
+                    return {}
+                if eval_period and step % eval_period == 0 and step < total_steps:
+                    began = time.perf_counter()
+                    evaluate(state, step, progress)
+                    progress.leave_out(time.perf_counter() - began)
+            preemption.stepping = False  # the last step is saved: Ctrl-C now interrupts the final evaluation at once
+            checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
+            try:
+                preemption.evaluating()
+                results = evaluate(state, step, progress)  # cut short, it is done again by a rerun (`_final_evaluation`)
+            except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
+                if not preemption.cut:
+                    raise
+                print(f"SIGTERM during the final evaluation: step {step} is saved in {checkpoints.directory}; the "
+                      "evaluation is skipped, rerun the same command to evaluate", file=sys.stderr, flush=True)  # fmt: skip
+                raise _Preemption.EvaluationCut from None
+        checkpoints.close()
+        progress.writer.flush()
+        return results
 
 
 def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg, eval_steps, seed, inference) -> dict:
@@ -360,26 +371,69 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
     return results
 
 
-def _final_evaluation(model_dir: str, cfg, step: int) -> dict:
-    """{task: metrics} of the run's inference evaluation at `step` when every task of `cfg` has one, else {} (none
-    configured, or the evaluation was cut short: it is done again)."""
-    if cfg is None or cfg.num_examples == 0:
-        return {}
-    from textchem_jax.evaluator import eval_tasks
+def _final_evaluation(model_dir: str, step: int, teacher_forced_cfg, inference_cfg) -> dict:
+    """The run's final evaluation at `step` as `_evaluate` returns it, read back from MODEL_DIR when each that is
+    configured is there (teacher-forced: `eval/*` in train/; inference: every task's metrics line), else {} (none
+    configured, or cut short: it is done again). Rerunning a finished run evaluated once more, each time."""
+    results: dict = {}
+    if teacher_forced_cfg is not None:
+        series = run_results.scalars(os.path.join(model_dir, "train"))
+        at_step = {tag.removeprefix("eval/"): dict(points).get(step) for tag, points in series.items() if tag.startswith("eval/")}
+        if not at_step or None in at_step.values():
+            return {}
+        results["teacher_forced"] = at_step
+    if inference_cfg is not None and inference_cfg.num_examples != 0:
+        from textchem_jax.evaluator import eval_tasks
 
-    run_config.import_task_module(cfg.module)
-    history = run_results.metric_history(model_dir)
-    names = [task.name for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)]
-    if not all(history.get(name) and history[name][-1]["step"] == step for name in names):
-        return {}
-    return run_results.final_metrics({name: history[name] for name in names})[1]
+        run_config.import_task_module(inference_cfg.module)
+        history = run_results.metric_history(model_dir)
+        names = [task.name for task in eval_tasks(inference_cfg.mixture_or_task_name, inference_cfg.split)]
+        if not all(history.get(name) and history[name][-1]["step"] == step for name in names):
+            return {}
+        results.update(run_results.final_metrics({name: history[name] for name in names})[1])
+    return results
+
+
+LOCK_FILE = ".textchem-train.lock"
+
+
+@contextlib.contextmanager
+def _only_trainer(model_dir: str) -> Iterator[None]:
+    """One textchem-train per MODEL_DIR. Two (a second terminal, a job started twice) trained at once: their
+    steps overwrote each other's checkpoints, config.gin and summaries mixed both settings, or a save failed
+    with advice to free disk space. A local MODEL_DIR is locked (`flock`, gone when the process ends, however it
+    ends) by the first process of the run; gs:// has no such lock and is not checked."""
+    if is_remote(model_dir) or jax.process_index() != 0:
+        yield
+        return
+    import fcntl
+    import socket
+
+    path = os.path.join(model_dir, LOCK_FILE)
+    with open(path, "a+") as lock:  # local only: remote paths returned above
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ValueError(f"{model_dir} is being trained by {holder}: wait for it or stop it, or give another "
+                             "MODEL_DIR") from None  # fmt: skip
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"textchem-train (pid {os.getpid()} on {socket.gethostname()})\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):  # a run that could not start removed its MODEL_DIR
+                os.remove(path)
 
 
 def _remove_if_only_folders(folder: str) -> None:
     """Removes `folder` when it holds no file (what a run that failed before its first save made)."""
     import tensorflow as tf
 
-    if not any(files for _, _, files in tf.io.gfile.walk(folder)):
+    if not any(set(files) - {LOCK_FILE} for _, _, files in tf.io.gfile.walk(folder)):
         tf.io.gfile.rmtree(folder)
 
 
@@ -438,7 +492,12 @@ def _step_flops(trainer, state, element_spec, rng) -> float | None:
 
 def _lowered_flops(trainer, state, batch, rng) -> float | None:
     """FLOPs of one train step on `batch` by XLA's cost analysis of the lowered program (for HFU), or None if
-    unavailable. Not of a compiled one: that would compile the step a second time (it differs by under 1%)."""
+    unavailable. Not of a compiled one: that would compile the step a second time (it differs by under 1%).
+    Microbatches are counted as one batch: XLA counts a loop's body once, and HFU came out below MFU."""
+    if trainer.num_microbatches > 1:
+        whole = dataclasses.replace(trainer, num_microbatches=1)
+        whole.state_shardings = trainer.state_shardings  # set by init_state, which the run called
+        trainer = whole
     try:
         analysis = trainer.train_step.lower(state, trainer.shard_batch(batch), rng).cost_analysis()
         analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis

@@ -133,7 +133,7 @@ def learning_rate_schedule(
 class Trainer:
     """Owns the jitted steps of one model adapter (`textchem_jax.models.adapters`) on one mesh.
 
-    `learning_rate_fn` (the optimizer's schedule) is only logged; `num_microbatches` splits each batch
+    `learning_rate_fn` (the optimizer's schedule, or its constant rate) is only logged; `num_microbatches` splits each batch
     into slices whose gradients are summed before one update.
     """
 
@@ -142,7 +142,7 @@ class Trainer:
     mesh: Mesh
     rules: partitioning.LogicalRules = dataclasses.field(default_factory=partitioning.standard_logical_axis_rules)
     num_microbatches: int = 1
-    learning_rate_fn: optax.Schedule | None = None
+    learning_rate_fn: optax.ScalarOrSchedule | None = None
 
     @property
     def batch_sharding(self) -> NamedSharding:
@@ -207,7 +207,8 @@ class Trainer:
         summary["grad_norm"] = optax.tree.norm(grads)
         summary["param_norm"] = optax.tree.norm(params)  # the loop refuses to save non-finite parameters
         if self.learning_rate_fn is not None:
-            summary["learning_rate"] = jnp.asarray(self.learning_rate_fn(state.step), jnp.float32)
+            rate = self.learning_rate_fn(state.step) if callable(self.learning_rate_fn) else self.learning_rate_fn
+            summary["learning_rate"] = jnp.asarray(rate, jnp.float32)
         return TrainState(state.step + 1, params, opt_state), summary
 
     @functools.cached_property
