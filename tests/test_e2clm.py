@@ -499,6 +499,26 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
     with pytest.raises(ValueError, match="T5 checkpoint of its own shape"):
         run(t5, tmp_path / "t5_parts", initial=parts)
 
+    # A part trained with another vocabulary of the same size (two ids swapped) started the run, and froze it.
+    import dataclasses
+    import shutil
+
+    from sentencepiece import sentencepiece_model_pb2
+
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import initial_params
+
+    default = vocabularies.default_vocabulary()
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(open(vocabularies.vocabulary_file(default), "rb").read())
+    proto.pieces[10].piece, proto.pieces[11].piece = proto.pieces[11].piece, proto.pieces[10].piece
+    shutil.copytree(tmp_path / "t5_b", tmp_path / "t5_c")
+    (tmp_path / "t5_c" / "spiece.model").write_bytes(proto.SerializeToString())
+    bound = dataclasses.replace(frozen, vocabulary=default)
+    with pytest.raises(ValueError, match=rf"the chemistry part: {tmp_path / 't5_c'} was trained with the vocabulary"):
+        initial_params(bound, {**parts, "chemistry": str(tmp_path / "t5_c")}, partitioning.make_mesh(),
+                       like=nn.meta.unbox(frozen.init(jax.random.key(0))))  # fmt: skip
+
 
 def _evaluate_and_infer(model, run, tmp_path) -> None:
     """In-process evaluation (RDKit metrics, predictions named by step) and beam inference of a trained run."""

@@ -267,6 +267,8 @@ def test_infer_reads_every_input_format_by_its_name_and_refuses_what_it_cannot_r
             (r["input"], t, r["prediction"]) for r, t in zip(plain, targets)], name  # fmt: skip
     assert (tmp_path / "preds" / "textchem_mol2text-rows.jsonl").exists()  # the archive's name without .tar.gz
 
+    (tmp_path / "excel.csv").write_text("input,\r\nCCO,\r\nc1ccccc1,\r\n")  # Excel's empty last column: no targets
+    assert list(infer_lib._file_inputs(str(tmp_path / "excel.csv"))) == [(2, "CCO", None), (3, "c1ccccc1", None)]
     (tmp_path / "nocolumn.csv").write_text("smiles,name\nCCO,ethanol\n")
     with pytest.raises(ValueError, match=r"nocolumn.csv:1: a .csv file needs a header with an 'input' column"):
         run(input_file=str(tmp_path / "nocolumn.csv"))

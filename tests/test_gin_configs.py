@@ -117,6 +117,38 @@ def test_the_logged_learning_rate_is_the_one_the_optimizer_uses(bindings, rates)
     gin.clear_config()
 
 
+@pytest.mark.parametrize("variant", ["a", "b"])
+def test_e2clm_variants_a_and_b_read_with_the_text_checkpoints_vocabulary(tmp_path, variant):
+    """Run as their comments say (TEXT_ENCODER_CHECKPOINT a t5-small import), variants A and B tokenized with the
+    demo vocabulary: a 32,128-row embedding refused, and its fix led to a second error. A checkpoint without one
+    is one error, not ending "bind VOCABULARY yourself in scope 'VOCABULARY'"."""
+    (tmp_path / "text").mkdir()
+    shutil.copy(DEFAULT_VOCABULARY_PATH, tmp_path / "text" / "spiece.model")
+    (tmp_path / "bare").mkdir()
+    for text, expected in ((tmp_path / "text", f"{tmp_path / 'text'}/spiece.model"), (tmp_path / "bare", None)):
+        launch.parse_gin([f"experiments/e2clm_small_variant_{variant}_augm.gin"], [
+            "MODEL_DIR='/tmp/x'", f"TEXT_ENCODER_CHECKPOINT='{text}'", "CHEMISTRY_ENCODER_CHECKPOINT='/tmp/chemistry'"])  # fmt: skip
+        if expected:
+            assert gin.query_parameter("%VOCABULARY").scoped_configurable_fn().sentencepiece_model_file == expected
+        else:
+            with pytest.raises(FileNotFoundError) as error:
+                gin.query_parameter("%MODEL").scoped_configurable_fn()
+            assert launch.without_gin_context(error.value).endswith("or bind VOCABULARY yourself"), str(error.value)
+        gin.clear_config()
+
+
+def test_the_data_dir_macro_is_where_our_tasks_read(tmp_path):
+    """DESIGN's "TEXTCHEM_DATA_DIR (or a gin macro)": the errors named a DATA_DIR macro that no gin file had."""
+    import os
+
+    command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+               f"--gin.MODEL_DIR='{tmp_path / 'run'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_text2mol'",
+               f"--gin.DATA_DIR='{tmp_path / 'data'}'", "--gin.TRAIN_STEPS=1"]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "TEXTCHEM_DATA_DIR"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 2 and f"expected {tmp_path / 'data'}/chebi20/train.txt" in result.stderr, result.stderr[-2000:]
+
+
 def test_a_misspelt_macro_binding_is_an_error_with_the_names_it_may_mean():
     """gin took `--gin.LEARNING_RAET=1e-3` as a macro of its own: the run trained at the configured rate."""
     with pytest.raises(launch.ConfigError, match=r"--gin\.LEARNING_RAET binds a macro that no gin file .*did you mean --gin\.LEARNING_RATE"):

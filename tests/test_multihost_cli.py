@@ -142,3 +142,43 @@ def test_a_process_that_ends_without_finishing_stops_the_others_at_once(tmp_path
     assert code == LOST_PEER_EXIT_CODE, error[-3000:]
     assert "process 0 of 2 lost another process of the run (process 1 ended without finishing" in error
     assert waited < 30 and "Terminating process" not in error  # not JAX's abort at the heartbeat timeout
+
+
+def test_evaluating_all_steps_on_two_hosts_takes_process_0s_steps(tmp_path):
+    """`CHECKPOINT_STEPS='all'` on 2 hosts, each with its own EVAL_OUTPUT_DIR (only process 0 writes metrics): on a
+    rerun, process 0 evaluated the new step while process 1 began with the first, and both hung in the collectives
+    until the barrier failed."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from helpers import tiny_t5
+    from textchem_jax import checkpoints as ckpt
+
+    saver = ckpt.Checkpoints(str(tmp_path / "run" / "checkpoints"), keep=None)
+
+    def save(step: int) -> None:
+        params = jax.tree_util.tree_map(np.asarray, nn.meta.unbox(tiny_t5().init(jax.random.key(step))))
+        saver.save(step, {"step": jnp.asarray(step, jnp.int32), "params": params})
+        saver.wait()
+
+    def evaluate_on_two_hosts() -> list[list[int]]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        worker = pathlib.Path(__file__).with_name("multihost_eval_worker.py")
+        processes = [subprocess.Popen([sys.executable, str(worker), f"127.0.0.1:{port}", str(i), str(tmp_path / "run"),
+                                       str(tmp_path / f"eval{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for i in range(2)]  # fmt: skip
+        codes = _wait(processes, 400)
+        outputs = [p.communicate() for p in processes]
+        assert codes == [0, 0], [err[-2000:] for _, err in outputs]
+        return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+    save(1)
+    save(2)
+    assert evaluate_on_two_hosts() == [[1, 2], [1, 2]]
+    save(4)
+    saver.close()
+    assert evaluate_on_two_hosts() == [[4], [4]]  # process 1's own folder has no metrics: it went by process 0's

@@ -185,6 +185,21 @@ def test_a_finished_run_without_inference_evaluation_is_not_evaluated_again(tmp_
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == events  # nothing written again
     assert run_results.scalars(str(tmp_path / "train"))["eval/loss"] == [(2, pytest.approx(first["loss"]))]
 
+    # A teacher-forced split that is missing (said, and skipped, at each evaluation) left nothing to find: each
+    # rerun decoded and scored the inference evaluation again.
+    from textchem_jax.data import datasets
+
+    infer_cfg = DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4, shuffle=False, pack=False, num_examples=2)
+    datasets.set_data_dir(str(tmp_path / "no_data"))
+    try:
+        run = functools.partial(run, model_dir=str(tmp_path / "missing"), infer_eval_dataset_cfg=infer_cfg,
+                                train_eval_dataset_cfg=DatasetConfig("textchem_forward", LENGTHS, "validation", batch_size=4))  # fmt: skip
+        first = run()["textchem_demo_forward"]
+        capsys.readouterr()
+        assert run() == {"textchem_demo_forward": first} and "not repeated" in capsys.readouterr().out
+    finally:
+        datasets.set_data_dir(None)
+
 
 @pytest.mark.slow
 def test_a_second_trainer_of_one_model_dir_is_refused(tmp_path):
@@ -196,7 +211,7 @@ def test_a_second_trainer_of_one_model_dir_is_refused(tmp_path):
             _train(tmp_path, train_steps=4)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
     _train(tmp_path, train_steps=4)  # once it ends, the run goes on (and no lock file is left behind)
-    assert "4" in {p.name for p in (tmp_path / "checkpoints").iterdir()} and not (tmp_path / train_lib.LOCK_FILE).exists()
+    assert "4" in {p.name for p in (tmp_path / "checkpoints").iterdir()}
 
 
 def test_time_spent_evaluating_is_not_step_time(tmp_path, monkeypatch, capsys):
@@ -251,6 +266,11 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"\['wi'\].* is not in the checkpoint .*is a starting checkpoint of another model"):
         _train(tmp_path / "third", train_steps=4, initial_checkpoint_path=str(tmp_path / "first"), model=tiny_t5("1.0"))
     assert not (tmp_path / "third").exists()
+    # TRAIN_STEPS not past the starting step: it evaluated "step 2" with an empty checkpoints/ (no such checkpoint)
+    with pytest.raises(ValueError, match=r"TRAIN_STEPS=2 does not go past step 2 of INITIAL_CHECKPOINT_PATH .*give "
+                                         r"--gin.TRAIN_STEPS=4 to train 2 more"):  # fmt: skip
+        _train(tmp_path / "fourth", train_steps=2, initial_checkpoint_path=str(tmp_path / "first"))
+    assert not (tmp_path / "fourth").exists()
 
 
 @pytest.mark.slow

@@ -35,12 +35,13 @@ def parse_args(parser: Any, argv: Sequence[str] | None = None) -> Any:
     return args
 
 
-_GIN_CONTEXT = re.compile(r"\n  In call to configurable '[^']*' \(<[^\n]*>\)")
+_GIN_CONTEXT = re.compile(r"\n  In call to configurable '[^']*' \(<[^\n]*>\)| in scope '[^'\n]*'(?=\n|$)")
 
 
 def without_gin_context(error: BaseException) -> str:
-    """The error's message without the "In call to configurable 'train' (<function train at 0x...>)" lines gin
-    adds to whatever a configured function raises: for the console, where the command already says that."""
+    """The error's message without the "In call to configurable 'train' (<function train at 0x...>)" lines and
+    the " in scope 'VOCABULARY'" ends gin adds to whatever a configured function raises: for the console, where
+    the command already says that (a fix ending "bind VOCABULARY yourself in scope 'VOCABULARY'" read garbled)."""
     return _GIN_CONTEXT.sub("", str(error))
 
 

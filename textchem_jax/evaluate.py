@@ -58,6 +58,7 @@ def evaluate(
     else:
         checkpoints = _not_yet_evaluated(complete_checkpoints(checkpoint_path), checkpoint_path, model, dataset_cfg,
                                          output_dir)  # fmt: skip
+    checkpoints = _first_process_steps(checkpoints, checkpoint_path)
     evaluator, by_step = None, {}
     for number, (path, step) in enumerate(checkpoints, 1):
         counted = f" ({number} of {len(checkpoints)})" if checkpoint_steps == "all" else ""
@@ -85,6 +86,27 @@ def evaluate(
         print(versions_line())
         print(f"predictions and metrics: {output_dir}")
     return by_step if checkpoint_steps == "all" else by_step[step]
+
+
+def _first_process_steps(checkpoints: list, checkpoint_path: str) -> list:
+    """Process 0's steps on every process of a multi-host run: each listed the folder (a run still saving) and read
+    its own EVAL_OUTPUT_DIR (only process 0 writes the metrics), and hosts evaluating different steps hung in the
+    collectives until the barrier failed."""
+    import jax
+
+    if jax.process_count() == 1:
+        return checkpoints
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from textchem_jax.model_loading import complete_checkpoints
+
+    count = int(multihost_utils.broadcast_one_to_all(np.int32(len(checkpoints))))
+    mine = np.zeros(count, np.int32)
+    mine[: min(count, len(checkpoints))] = [step for _, step in checkpoints][:count]
+    steps = [int(step) for step in multihost_utils.broadcast_one_to_all(mine)]
+    paths = {step: path for path, step in complete_checkpoints(checkpoint_path)}  # listed after process 0's list
+    return [(paths.get(step, checkpoint_path), step) for step in steps]
 
 
 def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, output_dir: str) -> list:

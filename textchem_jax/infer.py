@@ -55,7 +55,8 @@ def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
                 raise ValueError(f"{path}:1: a {kind} file needs a header with an 'input' column (and, to be scored, "
                                  f"'target'); its header is {rows.fieldnames}")  # fmt: skip
             for row in rows:
-                text, target = row.get(columns["input"]) or "", row.get(columns.get("target", ""))
+                text = row.get(columns["input"]) or ""
+                target = (row.get(columns["target"]) or "") if "target" in columns else None  # `input,`: no target
                 if not_utf8(text + (target or "")):
                     raise ValueError(f"{path}:{rows.line_num}: {not_utf8(text + (target or ''))}")
                 yield rows.line_num, text.strip(), None if target is None else target.strip()

@@ -558,6 +558,7 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
         except ConfigError as error:
             print(f"configuration error: {error}", file=sys.stderr)
             return 2
+        _use_data_dir()
         try:
             return main()
         except TypeError as error:  # a configurable called without a value gin should have given: a traceback
@@ -617,6 +618,20 @@ def end_process(code: int | str | None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _use_data_dir() -> None:
+    """Our tasks read their files from the DATA_DIR gin macro (runs/*.gin bind `datasets.set_data_dir.path` to
+    it) when it is bound, else from TEXTCHEM_DATA_DIR: the errors named the macro, and no gin file had it."""
+    import gin
+
+    from textchem_jax.data import datasets
+
+    try:
+        set_data_dir = gin.get_configurable(datasets.set_data_dir)
+    except ValueError:  # a configuration without runs/*.gin
+        return
+    set_data_dir()
 
 
 def run_configured(qualified_name: str, program: str) -> None:

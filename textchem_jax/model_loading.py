@@ -183,7 +183,7 @@ def _starting_fix(path: str) -> str:
 def check_checkpoint_vocabulary(model, path: str, otherwise: str = "") -> None:
     """Raises unless the model reads with the vocabulary the checkpoint at `path` brings (its spiece.model, when
     it has one): two vocabularies of one size fit the same embedding, and ids read with the other decode to
-    garbage without an error (a textchem-vocab model has the demo vocabulary's size by default)."""
+    garbage without an error (two textchem-vocab models of one --vocab_size, say)."""
     from textchem_jax.data import vocabulary as vocabularies
 
     own = vocabularies.own_vocabulary_file(path)
@@ -192,7 +192,7 @@ def check_checkpoint_vocabulary(model, path: str, otherwise: str = "") -> None:
         return
     raise ValueError(f"{path} was trained with the vocabulary {own}, but VOCABULARY is {bound}, another SentencePiece "
                      f"model (its ids mean other pieces): bind the checkpoint's own, TEXTCHEM_VOCABULARY={own} (what the "
-                     "models/ gin files read) or --gin.VOCABULARY=@vocabularies.load_vocabulary() "
+                     "models/ gin files read) or \"--gin.VOCABULARY=@vocabularies.load_vocabulary()\" "
                      f"--gin.vocabularies.load_vocabulary.path=\"'{own}'\"{otherwise}")  # fmt: skip
 
 
@@ -241,10 +241,14 @@ def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> t
         concrete, step = resolve_checkpoint(source)  # the step loaded is the step returned, whatever is saved since
         return load_for_inference(model, concrete, mesh, like=like, starting=True), step
     parts = dict(source) if isinstance(source, Mapping) else {part: source for part in model.t5_parts}
-    t5 = EncoderDecoderModel(model.t5_config)
-    params = like
+    t5 = EncoderDecoderModel(model.t5_config, vocabulary=model.vocabulary)  # each part's vocabulary checked: an
+    params = like  # e2-CLM took encoders trained on another vocabulary of the same size, and froze them so
     for part, path in parts.items():
-        params = model.with_t5_parts(params, load_for_inference(t5, path, mesh, starting=True), (part,))
+        try:
+            part_params = load_for_inference(t5, path, mesh, starting=True)
+        except ValueError as error:
+            raise ValueError(f"the {part} part: {error}") from None
+        params = model.with_t5_parts(params, part_params, (part,))
     return params, 0
 
 

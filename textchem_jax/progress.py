@@ -72,7 +72,7 @@ class Heartbeat:
     which the call must let run (it releases the GIL)."""
 
     def __init__(self, label: str, period: float = 30.0):
-        self.label, self.period = label, period
+        self.label, self.period = label, max(period, 0.1)  # 0 (a test's "every time") would print flat out
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 

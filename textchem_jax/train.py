@@ -248,6 +248,10 @@ def train(
 
                 path = checkpoint_cfg.initial_checkpoint_path
                 params, step = initial_params(model, path, mesh, like=state.params)  # T5X: steps count on from its step
+                if step >= total_steps:  # it evaluated "step N" and left checkpoints/ empty: no checkpoint of it
+                    raise ValueError(f"TRAIN_STEPS={total_steps} does not go past step {step} of INITIAL_CHECKPOINT_PATH "
+                                     f"{path}: TRAIN_STEPS counts from the first run's step 0, as in T5X; give "
+                                     f"--gin.TRAIN_STEPS={step + total_steps} to train {total_steps} more")  # fmt: skip
                 state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
                 print(f"initialized from {path} (step {step})", flush=True)
         except BaseException:
@@ -379,9 +383,10 @@ def _final_evaluation(model_dir: str, step: int, teacher_forced_cfg, inference_c
     if teacher_forced_cfg is not None:
         series = run_results.scalars(os.path.join(model_dir, "train"))
         at_step = {tag.removeprefix("eval/"): dict(points).get(step) for tag, points in series.items() if tag.startswith("eval/")}
-        if not at_step or None in at_step.values():
+        if None in at_step.values():  # cut short (none at all: its split is missing, said at each evaluation)
             return {}
-        results["teacher_forced"] = at_step
+        if at_step:
+            results["teacher_forced"] = at_step
     if inference_cfg is not None and inference_cfg.num_examples != 0:
         from textchem_jax.evaluator import eval_tasks
 
@@ -409,8 +414,9 @@ def _only_trainer(model_dir: str) -> Iterator[None]:
     import fcntl
     import socket
 
-    path = os.path.join(model_dir, LOCK_FILE)
-    with open(path, "a+") as lock:  # local only: remote paths returned above
+    # The file stays: removed while locked, a second process that had opened it would lock a deleted file, and a
+    # third one a new file, both training.
+    with open(os.path.join(model_dir, LOCK_FILE), "a+") as lock:  # local only: remote paths returned above
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -418,15 +424,14 @@ def _only_trainer(model_dir: str) -> Iterator[None]:
             holder = lock.read().strip() or "another process"
             raise ValueError(f"{model_dir} is being trained by {holder}: wait for it or stop it, or give another "
                              "MODEL_DIR") from None  # fmt: skip
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"textchem-train (pid {os.getpid()} on {socket.gethostname()})\n")
-        lock.flush()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):  # a run that could not start removed its MODEL_DIR
-                os.remove(path)
+        except OSError as error:  # a file system without locks (some NFS mounts): trained as before, unchecked
+            logger.warning("%s cannot be locked (%s): make sure no other textchem-train uses it", model_dir, error)
+        else:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"textchem-train (pid {os.getpid()} on {socket.gethostname()})\n")
+            lock.flush()
+        yield
 
 
 def _remove_if_only_folders(folder: str) -> None:

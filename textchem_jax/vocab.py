@@ -123,9 +123,15 @@ def _training_failure(message: str, vocab_size: int, soft_limit: bool, texts: li
         return (f"--vocab_size={vocab_size} is below the {required.group(1)} pieces every vocabulary of these texts "
                 f"holds (their {distinct} distinct characters, the 256 byte pieces that keep unseen characters off "
                 f"<unk>, and the SMILES symbols): give a --vocab_size above {required.group(1)}")  # fmt: skip
-    if "Vocabulary size too high" in message and not soft_limit:
-        return f"training failed: {message.strip()} (or pass --soft_vocab_limit to allow fewer pieces)"
-    return f"training failed: {message.strip()}"
+    most = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message)
+    if most and not soft_limit:
+        return (f"--vocab_size={vocab_size} is more pieces than these {len(texts):,} texts make (at most "
+                f"{most.group(1)}): give --vocab_size={most.group(1)} or less, or --soft_vocab_limit to allow fewer")  # fmt: skip
+    return f"training failed: {_SENTENCEPIECE_PLACE.sub('', message.strip())}"
+
+
+# SentencePiece's own prefix to its messages: `INTERNAL: src/trainer_interface.cc(744) [(a) == (b)] `.
+_SENTENCEPIECE_PLACE = re.compile(r"^[A-Z_]+: \S+\(\d+\) \[[^\]]*\] ")
 
 
 @command

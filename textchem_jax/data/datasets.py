@@ -78,8 +78,9 @@ def data_dir(explicit: str | None = None) -> str:
     path = explicit or _data_dir_override or os.environ.get("TEXTCHEM_DATA_DIR")
     if not path:
         raise FileNotFoundError(
-            "no data folder: set TEXTCHEM_DATA_DIR (e.g. ../shared/data) or the DATA_DIR gin macro; "
-            "the demo mixture textchem_demo needs none"
+            "no data folder: set TEXTCHEM_DATA_DIR (e.g. ../shared/data) or the DATA_DIR gin macro "
+            "(--gin.DATA_DIR=\"'DIR'\"); the demo mixture textchem_demo needs none (--tfds_data_dir serves tasks "
+            "registered with tfds_dir=, not these)"
         )
     return path
 
