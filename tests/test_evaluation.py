@@ -269,6 +269,9 @@ def test_infer_reads_every_input_format_by_its_name_and_refuses_what_it_cannot_r
 
     (tmp_path / "excel.csv").write_text("input,\r\nCCO,\r\nc1ccccc1,\r\n")  # Excel's empty last column: no targets
     assert list(infer_lib._file_inputs(str(tmp_path / "excel.csv"))) == [(2, "CCO", None), (3, "c1ccccc1", None)]
+    (tmp_path / "open.csv").write_text('input\n"' + "C" * 200_000 + "\n")  # a quote never closed: the csv module's
+    with pytest.raises(ValueError, match=r"open.csv: not a readable .csv \(field larger than field limit"):  # error
+        list(infer_lib._file_inputs(str(tmp_path / "open.csv")))
     (tmp_path / "nocolumn.csv").write_text("smiles,name\nCCO,ethanol\n")
     with pytest.raises(ValueError, match=r"nocolumn.csv:1: a .csv file needs a header with an 'input' column"):
         run(input_file=str(tmp_path / "nocolumn.csv"))

@@ -19,6 +19,7 @@ Batches are split over the mesh's `data` axis (all hosts take part); process 0 w
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -48,7 +49,7 @@ def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
 
     kind = name_and_kind(path)[1]
     if kind in (".csv", ".tsv"):  # read by lines, the header was an input and a quoted comma split nothing
-        with open_text(path, errors="surrogateescape") as f:
+        with open_text(path, errors="surrogateescape") as f, _csv_errors_named(path, kind):
             rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.DictReader(f)
             columns = {name.strip().casefold(): name for name in rows.fieldnames or [] if name}
             if "input" not in columns:
@@ -75,6 +76,18 @@ def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
                 raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' string (and, to be "
                                  "scored, a 'target' string)") from None  # fmt: skip
         yield number, text.strip(), None if target is None else target.strip()
+
+
+@contextlib.contextmanager
+def _csv_errors_named(path: str, kind: str) -> Iterator[None]:
+    """The csv module's errors (a NUL, a field over its size limit) as one ValueError naming the file."""
+    import csv
+
+    try:
+        yield
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable {kind} ({error}); save it again as plain UTF-8 "
+                         "text with one row per line") from None  # fmt: skip
 
 
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int) -> Iterator[dict]:
