@@ -202,13 +202,15 @@ def test_a_finished_run_without_inference_evaluation_is_not_evaluated_again(tmp_
 
 
 @pytest.mark.slow
-def test_a_second_trainer_of_one_model_dir_is_refused(tmp_path):
+def test_a_second_trainer_of_one_model_dir_is_refused(tmp_path, capsys):
     """Two textchem-train on one MODEL_DIR trained at once: checkpoints overwritten by the other's steps, config.gin
     and summaries of both settings mixed, or a save failed with advice to free disk space."""
     _train(tmp_path, train_steps=2)
+    capsys.readouterr()
     with train_lib._only_trainer(str(tmp_path)):  # the first still training (flock: per open file, one process too)
         with pytest.raises(ValueError, match=rf"{tmp_path} is being trained by textchem-train \(pid {os.getpid()} on "):
             _train(tmp_path, train_steps=4)
+    assert "training textchem_demo" not in capsys.readouterr().out  # refused before the data and the model are built
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
     _train(tmp_path, train_steps=4)  # once it ends, the run goes on (and no lock file is left behind)
     assert "4" in {p.name for p in (tmp_path / "checkpoints").iterdir()}

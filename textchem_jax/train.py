@@ -222,6 +222,7 @@ def train(
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
     partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
     check_checkpoint_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")  # a resume
+    _refuse_if_trained_elsewhere(model_dir)
     if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
         run_config.import_task_module(train_dataset_cfg.module, model)
         run_config.checked_provider(train_dataset_cfg, model)
@@ -402,14 +403,20 @@ def _final_evaluation(model_dir: str, step: int, teacher_forced_cfg, inference_c
 LOCK_FILE = ".textchem-train.lock"
 
 
+def _refuse_if_trained_elsewhere(model_dir: str) -> None:
+    """`_only_trainer`'s refusal said at once, before the data pipeline and the model are built (~20 s)."""
+    with _only_trainer(model_dir, exists=True):
+        pass
+
+
 @contextlib.contextmanager
-def _only_trainer(model_dir: str) -> Iterator[None]:
+def _only_trainer(model_dir: str, exists: bool = False) -> Iterator[None]:
     """One textchem-train per MODEL_DIR. Two (a second terminal, a job started twice) trained at once: their
     steps overwrote each other's checkpoints, config.gin and summaries mixed both settings, or a save failed
     with advice to free disk space. A local MODEL_DIR is locked (`flock`, gone when the process ends, however it
     ends) by the first process of the run; gs:// has no such lock and is not checked."""
-    if is_remote(model_dir) or jax.process_index() != 0:
-        yield
+    if is_remote(model_dir) or jax.process_index() != 0 or (exists and not os.path.exists(os.path.join(model_dir, LOCK_FILE))):
+        yield  # (`exists`: only where a run has been; a MODEL_DIR is made only once the run can start)
         return
     import fcntl
     import socket
@@ -425,7 +432,8 @@ def _only_trainer(model_dir: str) -> Iterator[None]:
             raise ValueError(f"{model_dir} is being trained by {holder}: wait for it or stop it, or give another "
                              "MODEL_DIR") from None  # fmt: skip
         except OSError as error:  # a file system without locks (some NFS mounts): trained as before, unchecked
-            logger.warning("%s cannot be locked (%s): make sure no other textchem-train uses it", model_dir, error)
+            if not exists:  # said once, when the run takes the lock
+                logger.warning("%s cannot be locked (%s): make sure no other textchem-train uses it", model_dir, error)
         else:
             lock.seek(0)
             lock.truncate()
