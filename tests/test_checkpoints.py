@@ -355,7 +355,7 @@ def test_eval_labels_its_files_with_the_step_it_decoded_though_a_newer_one_is_sa
     from helpers import tiny_t5
 
     from textchem_jax import evaluate
-    from textchem_jax.model_loading import checkpoint_step, resolve_checkpoint
+    from textchem_jax.model_loading import resolve_checkpoint
 
     run, out = tmp_path / "run", tmp_path / "eval"
     _save_run_steps(run, [1])
@@ -376,7 +376,7 @@ def test_eval_labels_its_files_with_the_step_it_decoded_though_a_newer_one_is_sa
     reference = _reference_predictions(tmp_path, [1, 2])
     assert reference[1] != reference[2]  # the two steps' weights tell apart
     assert _predictions(out / f"{_EVAL_TASK}-000001.jsonl") == reference[1]
-    assert resolve_checkpoint(str(run)) == (str(run / "checkpoints" / "2"), 2) and checkpoint_step(str(run)) == 2
+    assert resolve_checkpoint(str(run)) == (str(run / "checkpoints" / "2"), 2) and resolve_checkpoint(str(run))[1] == 2
     assert resolve_checkpoint(str(run / "checkpoints" / "1")) == (str(run / "checkpoints" / "1"), 1)
 
 

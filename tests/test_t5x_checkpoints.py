@@ -187,7 +187,7 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
 
     from textchem_jax import partitioning
     from textchem_jax.data import vocabulary as vocabularies
-    from textchem_jax.model_loading import checkpoint_format, checkpoint_step, initial_params, load_for_inference, stored_param_names
+    from textchem_jax.model_loading import checkpoint_format, initial_params, load_for_inference, resolve_checkpoint, stored_param_names
     from textchem_jax.models.hf_convert import save_hf_directory
     from textchem_jax.models.t5 import stack_layer_params
 
@@ -198,7 +198,7 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
     cases = [(tmp_path / "t5x", "t5x", 7), (tmp_path / "t5x" / "checkpoint_7", "t5x", 7),
              (tmp_path / "t5x_msgpack", "t5x", 9), (tmp_path / "hf", "hf", 0)]  # fmt: skip
     for path, kind, step in cases:
-        assert (checkpoint_format(str(path)), checkpoint_step(str(path))) == (kind, step)
+        assert (checkpoint_format(str(path)), resolve_checkpoint(str(path))[1]) == (kind, step)
         assert stored_param_names(str(path)) == {"token_embedder", "encoder", "decoder"}
         _assert_same(jax.tree_util.tree_map(np.asarray, load_for_inference(model, str(path), mesh)), params)
     scanned = tiny_t5("1.0", scan_layers=True)

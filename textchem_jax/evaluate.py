@@ -44,6 +44,8 @@ def evaluate(
     every file. `checkpoint_steps` (gin: CHECKPOINT_STEPS): "latest" evaluates the latest complete step and returns
     {task: metrics}; "all" (T5X's `RestoreCheckpointConfig(mode='all')`) evaluates every complete step of a run in
     order, but those `output_dir` already has the metrics of, with one evaluator, and returns {step: {task: metrics}}."""
+    import tensorflow as tf
+
     from textchem_jax import partitioning
     from textchem_jax.model_loading import complete_checkpoints, load_for_inference, resolve_checkpoint
 
@@ -63,7 +65,7 @@ def evaluate(
     for number, (path, step) in enumerate(checkpoints, 1):
         counted = f" ({number} of {len(checkpoints)})" if checkpoint_steps == "all" else ""
         listed = checkpoint_steps == "all" and path != checkpoint_path  # one of a run's steps, listed at the start
-        if listed and not _still_there(path):
+        if listed and not tf.io.gfile.isdir(path):  # a run that keeps N checkpoints deletes the oldest as it saves
             print(f"step {step}{counted}: {path} was deleted before its turn (the run keeps only its latest "
                   "checkpoints), skipped", flush=True)  # fmt: skip
             continue
@@ -101,10 +103,9 @@ def _first_process_steps(checkpoints: list, checkpoint_path: str) -> list:
 
     from textchem_jax.model_loading import complete_checkpoints
 
-    count = int(multihost_utils.broadcast_one_to_all(np.int32(len(checkpoints))))
-    mine = np.zeros(count, np.int32)
-    mine[: min(count, len(checkpoints))] = [step for _, step in checkpoints][:count]
-    steps = [int(step) for step in multihost_utils.broadcast_one_to_all(mine)]
+    count = int(multihost_utils.broadcast_one_to_all(np.int32(len(checkpoints))))  # process 0's: shapes must agree
+    ours = [step for _, step in checkpoints] if jax.process_index() == 0 else [0] * count
+    steps = [int(step) for step in multihost_utils.broadcast_one_to_all(np.asarray(ours, np.int32))]
     paths = {step: path for path, step in complete_checkpoints(checkpoint_path)}  # listed after process 0's list
     return [(paths.get(step, checkpoint_path), step) for step in steps]
 
@@ -139,12 +140,6 @@ def _logged_steps(output_dir: str, task: str) -> set[int]:
     with tf.io.gfile.GFile(path) as f:
         return {json.loads(line)["step"] for line in f if line.strip()}
 
-
-def _still_there(path: str) -> bool:
-    """A step listed at the start still exists (a run that keeps N checkpoints deletes the oldest as it saves)."""
-    import tensorflow as tf
-
-    return tf.io.gfile.isdir(path)
 
 
 def main() -> int:

@@ -58,8 +58,8 @@ def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
             for row in rows:
                 text = row.get(columns["input"]) or ""
                 target = (row.get(columns["target"]) or "") if "target" in columns else None  # `input,`: no target
-                if not_utf8(text + (target or "")):
-                    raise ValueError(f"{path}:{rows.line_num}: {not_utf8(text + (target or ''))}")
+                if reason := not_utf8(text + (target or "")):
+                    raise ValueError(f"{path}:{rows.line_num}: {reason}")
                 yield rows.line_num, text.strip(), None if target is None else target.strip()
         return
     for number, text in numbered_lines(path):

@@ -84,13 +84,6 @@ def checkpoint_format(path: str) -> str:
     return "t5x"
 
 
-def checkpoint_step(path: str | Mapping[str, str]) -> int:
-    """The training step of the parameters `load_for_inference(path)` reads (0 for a converted or Hugging
-    Face directory, or for parts taken from several checkpoints; T5X's from its checkpoint_<step> name). Beside a
-    run still saving, name the step `resolve_checkpoint` gives: this lists the folder again."""
-    return resolve_checkpoint(path)[1]
-
-
 def resolve_checkpoint(path: str | Mapping[str, str]) -> tuple[str | Mapping[str, str], int]:
     """(the concrete checkpoint `path` names now, its step): a run, its checkpoints/ folder or a T5X MODEL_DIR
     becomes its latest complete step's folder, which `load_for_inference` then reads whatever a run still training

@@ -404,19 +404,21 @@ LOCK_FILE = ".textchem-train.lock"
 
 
 def _refuse_if_trained_elsewhere(model_dir: str) -> None:
-    """`_only_trainer`'s refusal said at once, before the data pipeline and the model are built (~20 s)."""
-    with _only_trainer(model_dir, exists=True):
-        pass
+    """`_only_trainer`'s refusal said at once, before the data pipeline and the model are built (~20 s), where a
+    run has been (a MODEL_DIR is made only once the run can start)."""
+    if not is_remote(model_dir) and os.path.exists(os.path.join(model_dir, LOCK_FILE)):  # local only: remote skipped
+        with _only_trainer(model_dir, probe=True):
+            pass
 
 
 @contextlib.contextmanager
-def _only_trainer(model_dir: str, exists: bool = False) -> Iterator[None]:
+def _only_trainer(model_dir: str, probe: bool = False) -> Iterator[None]:
     """One textchem-train per MODEL_DIR. Two (a second terminal, a job started twice) trained at once: their
     steps overwrote each other's checkpoints, config.gin and summaries mixed both settings, or a save failed
     with advice to free disk space. A local MODEL_DIR is locked (`flock`, gone when the process ends, however it
     ends) by the first process of the run; gs:// has no such lock and is not checked."""
-    if is_remote(model_dir) or jax.process_index() != 0 or (exists and not os.path.exists(os.path.join(model_dir, LOCK_FILE))):
-        yield  # (`exists`: only where a run has been; a MODEL_DIR is made only once the run can start)
+    if is_remote(model_dir) or jax.process_index() != 0:
+        yield
         return
     import fcntl
     import socket
@@ -432,7 +434,7 @@ def _only_trainer(model_dir: str, exists: bool = False) -> Iterator[None]:
             raise ValueError(f"{model_dir} is being trained by {holder}: wait for it or stop it, or give another "
                              "MODEL_DIR") from None  # fmt: skip
         except OSError as error:  # a file system without locks (some NFS mounts): trained as before, unchecked
-            if not exists:  # said once, when the run takes the lock
+            if not probe:  # said once, when the run takes the lock
                 logger.warning("%s cannot be locked (%s): make sure no other textchem-train uses it", model_dir, error)
         else:
             lock.seek(0)

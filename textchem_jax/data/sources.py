@@ -157,7 +157,7 @@ def open_text(path: str, errors: str = "strict") -> io.TextIOBase:
             raise FileNotFoundError(f"{path}: no such file") from None  # as `open` says it for a local path
     else:
         raw = open(path, "rb")  # local only: remote paths took tf.io.gfile above
-    archive_name = path.endswith((".tar.gz", ".tgz"))
+    archive_name = path.lower().endswith((".tar.gz", ".tgz"))  # as `name_and_kind` reads names
     head = raw.read(2)
     raw.seek(0)
     if head in (b"\xff\xfe", b"\xfe\xff"):  # read as UTF-8, every character came with a NUL: rows of garbage
