@@ -213,6 +213,25 @@ def test_a_run_stopped_in_the_middle_of_a_write_is_read_up_to_the_cut(tmp_path, 
     assert "textchem_demo_forward-metrics.jsonl: skipped 1 line(s) that are not JSON (line 2)" in caplog.text
 
 
+def test_teacher_forced_scalars_are_read_from_t5xs_layout_and_from_runs_written_before_it(tmp_path):
+    import tensorflow as tf
+
+    from textchem_jax import run_results
+
+    def write(folder, points):
+        with tf.summary.create_file_writer(str(folder)).as_default():
+            for tag, step, value in points:
+                tf.summary.scalar(tag, value, step=step)
+
+    write(tmp_path / "old" / "train", [("loss", 2, 3.0), ("eval/loss", 2, 4.0), ("eval/accuracy", 2, 0.5)])
+    assert run_results.teacher_forced_scalars(str(tmp_path / "old")) == {"loss": [(2, 4.0)], "accuracy": [(2, 0.5)]}
+    write(tmp_path / "new" / "training_eval" / "mix_a", [("loss", 2, 4.0), ("loss", 4, 3.5)])
+    write(tmp_path / "new" / "training_eval" / "mix_b", [("loss", 6, 2.5)])  # evaluated last: a resume's mixture
+    assert run_results.teacher_forced_scalars(str(tmp_path / "new")) == {"loss": [(6, 2.5)]}
+    assert run_results.teacher_forced_scalars(str(tmp_path / "new"), "mix_a") == {"loss": [(2, 4.0), (4, 3.5)]}
+    assert run_results.teacher_forced_scalars(str(tmp_path / "none")) == {}
+
+
 def test_report_groups_rdkit_reasons():
     from textchem_jax.chem import canonicalize_with_reason
     from textchem_jax.report import error_kind
@@ -226,6 +245,8 @@ def test_report_groups_rdkit_reasons():
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")
 def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, capsys, tmp_path):
+    from textchem_jax import run_results
+
     directory, first = cpu_sweep
     assert "[1/2] width=32 mixture=standard: training" in first.stdout and "[2/2] width=32 mixture=cross: done" in first.stdout
     with open(directory / "sweep.csv", newline="") as f:
@@ -241,6 +262,8 @@ def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, 
     assert standard["forward/accuracy"] != "" and cross["forward/accuracy"] == ""
     last = json.loads((directory / cross["point"] / "inference_eval" / "textchem_demo_mol2text-metrics.jsonl").read_text().splitlines()[-1])
     assert float(cross["mol2text/rouge2"]) == pytest.approx(last["rouge2"])
+    held_out = run_results.teacher_forced_scalars(str(directory / cross["point"]))["loss"]  # training_eval/<mixture>
+    assert float(cross["final_eval_loss"]) == pytest.approx(held_out[-1][1]) and held_out[-1][0] == 20
     assert "| n/a |" in (directory / "sweep.md").read_text()
     for stem in ("text2mol_vs_params", "mol2text_vs_tokens", "forward_vs_params", "loss_curves", "multitask_gain"):
         assert (directory / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

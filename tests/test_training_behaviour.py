@@ -179,11 +179,14 @@ def test_a_finished_run_without_inference_evaluation_is_not_evaluated_again(tmp_
                             train_eval_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "validation", batch_size=4),
                             eval_steps=1, checkpoint_cfg=CheckpointConfig(period=2))  # fmt: skip
     first = run()["teacher_forced"]
-    events = sorted(p.name for p in (tmp_path / "train").iterdir())
+    events = sorted(p.relative_to(tmp_path) for p in tmp_path.glob("*train*/**/*tfevents*"))
     capsys.readouterr()
     assert run()["teacher_forced"] == pytest.approx(first) and "not repeated" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == events  # nothing written again
-    assert run_results.scalars(str(tmp_path / "train"))["eval/loss"] == [(2, pytest.approx(first["loss"]))]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.glob("*train*/**/*tfevents*")) == events  # none again
+    # T5X's layout: teacher-forced scalars under training_eval/<mixture>/ with the train tags, none in train/
+    held_out = run_results.scalars(str(tmp_path / "training_eval" / "textchem_demo"))
+    assert held_out["loss"] == [(2, pytest.approx(first["loss"]))] and set(held_out) == set(first)
+    assert not any(tag.startswith("eval/") for tag in run_results.scalars(str(tmp_path / "train")))
 
     # A teacher-forced split that is missing (said, and skipped, at each evaluation) left nothing to find: each
     # rerun decoded and scored the inference evaluation again.

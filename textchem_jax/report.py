@@ -247,8 +247,9 @@ def run_report(model_dir: str, output_dir: str) -> str:
 
     page.heading("Training curves")
     train = run_results.scalars(os.path.join(model_dir, "train"))
-    curves = {"loss": {"train": train.get("loss", []), "validation (teacher-forced)": train.get("eval/loss", [])},
-              "token accuracy": {"train": train.get("accuracy", []), "validation (teacher-forced)": train.get("eval/accuracy", [])}}  # fmt: skip
+    held_out = run_results.teacher_forced_scalars(model_dir)
+    curves = {"loss": {"train": train.get("loss", []), "validation (teacher-forced)": held_out.get("loss", [])},
+              "token accuracy": {"train": train.get("accuracy", []), "validation (teacher-forced)": held_out.get("accuracy", [])}}  # fmt: skip
     page.figure(figures.plot_lines(os.path.join(output_dir, "loss_curves"), curves, xlabel="step", columns=2), "loss curves")
     metric_panels = {}
     for task_name, rows in history.items():

@@ -1,7 +1,7 @@
 """What a finished training run's MODEL_DIR says about it, read back for sweeps and reports.
 
 A run leaves `config.gin`, `model-info.txt` (every parameter's size), `train/` TensorBoard events (loss, accuracy,
-tokens per step), `inference_eval/<task>-metrics.jsonl` (one line per evaluation) beside the predictions
+tokens per step), `training_eval/<mixture or task>/` (teacher-forced loss and accuracy), `inference_eval/<task>-metrics.jsonl` (one line per evaluation) beside the predictions
 `<task>-<step>.jsonl`, and `checkpoints/<step>/`. Everything here reads those files, local or `gs://`,
 and never imports a model. A run still being written, or stopped in the middle of a write, leaves a last line or
 event record cut short: it is skipped with a warning, and everything before it is read.
@@ -62,6 +62,21 @@ def scalars(events_dir: str) -> dict[str, list[tuple[int, float]]]:
                     number = float(value.simple_value)
                 series.setdefault(value.tag, {})[int(event.step)] = number  # a resumed run rewrites steps
     return {tag: sorted(points.items()) for tag, points in series.items()}
+
+
+def teacher_forced_scalars(model_dir: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of the run's teacher-forced evaluation: `training_eval/<name>/` (without `name`:
+    the folder evaluated last, where the evaluation mixture changed between resumes); runs written before that
+    layout kept them as `eval/<tag>` in train/."""
+    import tensorflow as tf
+
+    folder = os.path.join(model_dir, "training_eval")
+    names = [name] if name else [n.rstrip("/") for n in tf.io.gfile.listdir(folder)] if tf.io.gfile.isdir(folder) else []
+    candidates = [series for n in names if (series := scalars(os.path.join(folder, n)))]
+    if candidates:
+        return max(candidates, key=lambda series: max(points[-1][0] for points in series.values()))
+    legacy = scalars(os.path.join(model_dir, "train"))
+    return {tag.removeprefix("eval/"): points for tag, points in legacy.items() if tag.startswith("eval/")}
 
 
 def _complete_records(path: str):

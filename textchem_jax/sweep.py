@@ -348,7 +348,7 @@ def point_row(point: Point, sweep_dir: str) -> dict:
     row["wall_seconds"] = record.get("wall_seconds")
     final_loss = train_scalars.get("loss")
     row["final_train_loss"] = final_loss[-1][1] if final_loss else None
-    eval_loss = train_scalars.get("eval/loss")
+    eval_loss = run_results.teacher_forced_scalars(point_dir).get("loss")
     row["final_eval_loss"] = eval_loss[-1][1] if eval_loss else None
     row["metrics_step"] = step
     for task, values in metrics.items():

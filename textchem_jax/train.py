@@ -114,17 +114,32 @@ class _Progress:
     """Console lines with throughput and ETA, and clu metric writers for TensorBoard."""
 
     def __init__(self, model_dir: str, total_steps: int, first_step: int):
-        from clu import metric_writers
-
-        # TensorBoard only (the console line below is the human-readable log), written by process 0.
-        if jax.process_index() == 0:
-            self.writer = metric_writers.SummaryWriter(os.path.join(model_dir, "train"))
-        else:
-            self.writer = metric_writers.MultiWriter([])
+        self.model_dir = model_dir
+        self.writer = self._writer("train")
+        self.eval_writers: dict[str, Any] = {}
         self.total = total_steps
         self.last = time.perf_counter()
         self.last_step = first_step
         self.eta = Eta(total_steps)
+
+    def _writer(self, folder: str):
+        """TensorBoard only (the console lines are the human-readable log), written by process 0."""
+        from clu import metric_writers
+
+        if jax.process_index() == 0:
+            return metric_writers.SummaryWriter(os.path.join(self.model_dir, folder))
+        return metric_writers.MultiWriter([])
+
+    def write_training_eval(self, step: int, name: str, scalars: Mapping[str, float]) -> None:
+        """Teacher-forced metrics in `training_eval/<mixture or task>/` under the train tags, as T5X writes them:
+        one TensorBoard shows our runs and T5X's alike."""
+        if name not in self.eval_writers:
+            self.eval_writers[name] = self._writer(os.path.join("training_eval", name))
+        self.eval_writers[name].write_scalars(step, scalars)
+
+    def flush(self) -> None:
+        for writer in (self.writer, *self.eval_writers.values()):
+            writer.flush()
 
     def leave_out(self, seconds: float) -> None:
         """Time spent on no step (an evaluation) stays out of step time, throughput, MFU and the ETA: the first
@@ -343,7 +358,7 @@ def train(
                       "evaluation is skipped, rerun the same command to evaluate", file=sys.stderr, flush=True)  # fmt: skip
                 raise _Preemption.EvaluationCut from None
         checkpoints.close()
-        progress.writer.flush()
+        progress.flush()
         return results
 
 
@@ -360,7 +375,7 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
         except FileNotFoundError as error:
             logger.warning("no teacher-forced evaluation: %s", error)
         else:
-            progress.writer.write_scalars(step, {f"eval/{k}": v for k, v in results["teacher_forced"].items()})
+            progress.write_training_eval(step, train_eval_cfg.mixture_or_task_name, results["teacher_forced"])
     examples = {}
     if inference is not None:
         try:
@@ -378,12 +393,12 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
 
 def _final_evaluation(model_dir: str, step: int, teacher_forced_cfg, inference_cfg) -> dict:
     """The run's final evaluation at `step` as `_evaluate` returns it, read back from MODEL_DIR when each that is
-    configured is there (teacher-forced: `eval/*` in train/; inference: every task's metrics line), else {} (none
+    configured is there (teacher-forced: training_eval/; inference: every task's metrics line), else {} (none
     configured, or cut short: it is done again). Rerunning a finished run evaluated once more, each time."""
     results: dict = {}
     if teacher_forced_cfg is not None:
-        series = run_results.scalars(os.path.join(model_dir, "train"))
-        at_step = {tag.removeprefix("eval/"): dict(points).get(step) for tag, points in series.items() if tag.startswith("eval/")}
+        series = run_results.teacher_forced_scalars(model_dir, teacher_forced_cfg.mixture_or_task_name)
+        at_step = {tag: dict(points).get(step) for tag, points in series.items()}
         if None in at_step.values():  # cut short (none at all: its split is missing, said at each evaluation)
             return {}
         if at_step:
