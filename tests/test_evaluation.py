@@ -302,9 +302,9 @@ def test_infer_on_a_mixture_keeps_num_examples_and_either_row_format_scores_alik
         assert [len(open(path).readlines()) for path in written] == [5, 5]
     t5x, ours = score.score(tmp_path / "t5x"), score.score(tmp_path / "textchem")
     assert set(t5x) == set(ours) == {"textchem_demo_forward", "textchem_demo_retro"}
-    for task, metrics in t5x.items():
-        assert metrics.keys() < ours[task].keys() and "accuracy_top2" in ours[task]
-        assert {key: ours[task][key] for key in metrics} == pytest.approx(metrics, nan_ok=True)
+    for task, values in t5x.items():
+        assert values.keys() < ours[task].keys() and "accuracy_top2" in ours[task]
+        assert {key: ours[task][key] for key in values} == pytest.approx(values, nan_ok=True)
 
     # a jsonl input file may bring its targets: written beside the predictions, so the file can be scored
     (tmp_path / "reactions.jsonl").write_text("".join(json.dumps({"input": i, "target": t}) + "\n" for i, t in [
@@ -314,6 +314,10 @@ def test_infer_on_a_mixture_keeps_num_examples_and_either_row_format_scores_alik
                               task="forward")  # fmt: skip
     assert [json.loads(line)["inputs"]["targets_pretokenized"] for line in open(path)] == ["CCOC(C)=O", "CCOC(=O)O"]
     assert set(score.score(path)["textchem_forward"]) == {"accuracy", "invalid_rate"}
+
+
+def _not_json(constant):
+    raise AssertionError(f"{constant} is not JSON (jq and JSON.parse refuse the file)")
 
 
 def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forward_and_retro, monkeypatch):
@@ -335,6 +339,8 @@ def test_a_mixture_decodes_in_batches_across_tasks_with_one_shape(tmp_path, forw
         alone = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=task), str(alone_dir),
                                    partitioning.make_mesh())  # fmt: skip
         assert alone.evaluate(params, step=1)[task] == pytest.approx(results[task], nan_ok=True)
+        written = json.loads((alone_dir / f"{task}-metrics.jsonl").read_text(), parse_constant=_not_json)
+        assert {k for k, v in written.items() if v is None} == {k for k, v in results[task].items() if math.isnan(v)}
         mixed_rows = _rows(tmp_path / "mixed" / f"{task}-000001.jsonl")
         assert [row["prediction"] for row in mixed_rows] == [row["prediction"] for row in _rows(alone_dir / f"{task}-000001.jsonl")]
         assert len(mixed_rows) == 6

@@ -5,8 +5,8 @@ scores with its RDKit metric functions, as the paper reports them: every beam re
 (top-k accuracy when the decode function returns k > 1), retrosynthesis round-trip accuracy uses the
 model under evaluation as the forward predictor, and a SciBERT tokenizer folder, when given, tokenizes
 captions for BLEU/METEOR; `seqio.JSONLogger` writes `inference_eval/<task>-<step>.jsonl`
-(inputs, targets, predictions) and `<task>-metrics.jsonl`, the T5X layout, and TensorBoard gets the
-scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `textchem-infer`.
+(inputs, targets, predictions) and `<task>-metrics.jsonl`, the T5X layout (a metric that is n/a written as
+`null`, not as JSON-breaking NaN), and TensorBoard gets the scalars. Used by training (`train.py`), `textchem-eval` (`evaluate.py`) and `textchem-infer`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,29 @@ from textchem_jax.run_config import checked_provider, import_task_module, mixtur
 
 DecodeFn = Callable[..., Any]
 logger = logging.getLogger("textchem_jax.evaluator")
+
+
+def _null_for_nan(value):
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _null_for_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_null_for_nan(item) for item in value]
+    return value
+
+
+def _json_logger(output_dir: str):
+    """seqio's JSONLogger, writing a metric that is n/a (NaN: no valid molecule to compare) as null. Bare NaN is
+    not JSON: `jq`, `JSON.parse` and browsers refused the whole metrics file."""
+    import seqio
+    from seqio.loggers import TensorAndNumpyEncoder
+
+    class NullForNaN(TensorAndNumpyEncoder):
+        def encode(self, o):
+            return super().encode(_null_for_nan(o))
+
+    return seqio.JSONLogger(output_dir, json_encoder_cls=NullForNaN)
 
 
 def replicated_batch(mesh, rows: np.ndarray) -> jax.Array:
@@ -169,7 +192,7 @@ class InferenceEvaluator:
                 use_cached=cfg.use_cached,
                 sequence_length=dict(cfg.task_feature_lengths),
                 num_examples=cfg.num_examples,
-                logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger),
+                logger_cls=(_json_logger, seqio.TensorBoardLogger),
                 log_dir=output_dir,
             )
             for task in tasks
