@@ -16,7 +16,7 @@ def test_word_tokenizer_is_bert_basic_tokenization():
     assert word_tokenize("The molecule is a (2E)-enoyl-CoA, Café.") == [
         "the", "molecule", "is", "a", "(", "2e", ")", "-", "enoyl", "-", "coa", ",", "cafe", ".",
     ]
-    assert len(word_tokenize("word " * 1000)) == 510  # SciBERT's 512 minus [CLS] and [SEP]
+    assert len(word_tokenize("word " * 1000)) == 512  # the reference's max_length: it adds no [CLS]/[SEP]
 
 
 def test_hand_checked_rouge_and_bleu():
@@ -146,10 +146,29 @@ def test_a_wrong_wordnet_folder_is_said_not_passed_over(tmp_path, monkeypatch):
 def test_a_caption_tokenizer_that_cannot_load_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match=rf"the caption tokenizer '{tmp_path}/missing' is not a local folder: give"):
         mol2text_metrics(["a b"], ["a b"], tokenizer=str(tmp_path / "missing"))  # was "Repo id must be in the form ..."
-    with pytest.raises(ValueError, match=rf"no Hugging Face tokenizer in '{tmp_path}': give a local folder"):
+    with pytest.raises(ValueError, match=rf"no Hugging Face tokenizer in '{tmp_path}': give a folder that holds one"):
         mol2text_metrics(["a b"], ["a b"], tokenizer=str(tmp_path))
     with pytest.raises(ValueError, match="tokenizer=5: give the path"):
         mol2text_metrics(["a b"], ["a b"], tokenizer=5)
+
+
+@pytest.mark.needs_hf
+def test_word_pieces_are_the_references_unknown_words_kept_512_pieces_at_most(tmp_path):
+    """MolT5's script (transformers 4.x: `tokenize(text, truncation=True, max_length=512, padding='max_length')`)
+    keeps the first 512 word pieces and removes only [PAD], [CLS] and [SEP]. We removed every special token, [UNK]
+    included (a caption whose ℃ was left out scored BLEU-4 1.0 instead of MolT5's 0.85), and transformers 5's
+    `tokenize` ignores truncation (a degenerate 800-piece prediction was scored whole)."""
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "molecule", "melts", "at", "162", "."]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    transformers.BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(str(tmp_path / "bert"))
+    tokenize = captions._hf_tokenize(str(tmp_path / "bert"))
+    assert tokenize("The molecule melts at 162 ℃. [CLS] [SEP] [PAD]") == ["the", "molecule", "melts", "at", "162", "[UNK]", "."]
+    assert tokenize("the " * 600) == ["the"] * 512
+    m = mol2text_metrics(["The molecule melts at 162 ℃."], ["The molecule melts at 162."], tokenizer=str(tmp_path / "bert"),
+                         with_meteor=False)  # fmt: skip
+    # 7 reference pieces, 6 hypothesis pieces: n-grams matched 6/6, 4/5, 3/4, 2/3; brevity penalty exp(1 - 7/6)
+    assert m["bleu4"] == pytest.approx(np.exp(1 - 7 / 6) * (4 / 5 * 3 / 4 * 2 / 3) ** 0.25)
 
 
 def test_garbage_never_raises():

@@ -17,6 +17,9 @@ from helpers import as_from_a_terminal
 from textchem_jax.score import main
 
 
+META = {"predictions", "examples", "caption_tokenizer", "versions"}  # --output's keys beside the tasks
+
+
 def test_scores_the_packaged_example(tmp_path, capsys):
     out = tmp_path / "metrics.json"
     assert main(["--output", str(out)]) == 0
@@ -28,11 +31,115 @@ def test_scores_the_packaged_example(tmp_path, capsys):
     assert 0 < results["textchem_mol2text"]["rougeL"] < 1
 
 
+def test_output_holds_versions_and_example_counts_and_the_table_heads_each_task_with_its_count(tmp_path, capsys):
+    """--output wrote the metrics alone: not the library versions the console's last line shows (RDKit's moved
+    rdk_fts by 0.005 between releases), nor how many examples each number rests on."""
+    import rdkit
+
+    from textchem_jax.metrics.tables import library_versions
+
+    out = tmp_path / "metrics.json"
+    assert main(["--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    counts = {"textchem_text2mol": 5, "textchem_forward": 4, "textchem_paragraph2actions": 4, "textchem_mol2text": 3,
+              "textchem_retro": 3}  # fmt: skip
+    assert results["examples"] == counts and set(results) == set(counts) | META
+    assert "textchem_text2mol (5 examples)\n" in printed and "textchem_retro (3 examples)\n" in printed
+    assert results["versions"] == library_versions()  # one source for the console line and the file
+    assert results["versions"]["rdkit"] == rdkit.__version__  # RDKit's own spelling (2026.09.1), not pip's (2026.9.1)
+    assert "metric libraries: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) in printed
+    assert results["caption_tokenizer"] is None
+    assert "caption tokenizer: BERT's basic tokenization (the default" in printed
+
+
+def test_gt4sd_eval_rows_are_cleaned_as_that_registered_task_cleans_them(tmp_path):
+    """T5X infer rows of `textchem_gt4sd_eval_text2mol` (GT4SD's checkpoints write T5's unknown piece where `\\`
+    belongs) scored validity 0.33 where the task's own evaluation gives 1.0: textchem-score cleaned them as the
+    plain text2mol task does. It now uses the registered task's postprocessor, so both agree."""
+    import seqio
+
+    from textchem_jax.run_config import register_our_tasks
+
+    prompt = "Write in SMILES the described molecule: "
+    rows = [{"inputs": {"inputs_pretokenized": prompt + "(Z)-but-2-ene", "targets_pretokenized": "C/C=C\\C"},
+             "prediction": "C/C=C \u2047 C", "aux": {"scores": -0.1}},
+            {"inputs": {"inputs_pretokenized": prompt + "fumaric acid", "targets_pretokenized": "OC(=O)/C=C/C(=O)O"},
+             "prediction": "OC(=O)/C=C/C(=O)O", "aux": {"scores": -0.1}},
+            {"inputs": {"inputs_pretokenized": prompt + "maleic acid", "targets_pretokenized": "OC(=O)/C=C\\C(=O)O"},
+             "prediction": "OC(=O)/C=C<unk>C(=O)O", "aux": {"scores": -0.1}}]  # fmt: skip
+    scored = {}
+    for task in ("textchem_gt4sd_eval_text2mol", "textchem_text2mol"):
+        (tmp_path / f"{task}-predict.jsonl-00000-of-00001").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        assert main(["--predictions", str(tmp_path / f"{task}-predict.jsonl-00000-of-00001"), "--output", str(tmp_path / f"{task}.json")]) == 0
+        scored[task] = json.loads((tmp_path / f"{task}.json").read_text())[task]
+    register_our_tasks()
+    registered = seqio.get_mixture_or_task("textchem_gt4sd_eval_text2mol")  # its own evaluation of the same rows
+    targets = [registered.postprocess_fn(row["inputs"]["targets_pretokenized"], example={}, is_target=True) for row in rows]
+    own = registered.metric_fns[0](targets, [registered.postprocess_fn(row["prediction"]) for row in rows])
+    assert scored["textchem_gt4sd_eval_text2mol"] == own and own["validity"] == 1.0 and own["exact_match"] == 1.0
+    assert scored["textchem_text2mol"]["validity"] == pytest.approx(1 / 3)  # a plain task reads no unknown piece
+
+
+def _bert_tokenizer(folder, words):
+    """A BERT tokenizer folder (as save_pretrained writes it) of a small word-piece vocabulary."""
+    transformers = pytest.importorskip("transformers")
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.mark.needs_hf
+def test_caption_tokenizer_flag_scores_captions_with_its_word_pieces_and_says_so(tmp_path, capsys):
+    """textchem-eval takes CAPTION_TOKENIZER (SciBERT for MolT5's caption BLEU/METEOR); textchem-score had no way
+    to: it scored captions with the default word tokenizer only. A local or gs:// folder, loaded as textchem-eval
+    loads it, and named under the table and in --output."""
+    import tensorflow as tf
+
+    from textchem_jax.metrics import mol2text_metrics
+
+    folder = _bert_tokenizer(tmp_path / "bert", ["the", "molecule", "is", "a", "benz", "##ene", "."])
+    targets, predictions = ["The molecule is a benzene.", "The molecule is a benzene."], ["The molecule is a benzfoo.", "A benzene."]
+    rows = tmp_path / "captions.jsonl"
+    rows.write_text("".join(json.dumps({"task": "textchem_mol2text", "target": t, "prediction": p}) + "\n"
+                            for t, p in zip(targets, predictions)))  # fmt: skip
+    remote = f"ram://{tmp_path.name}/bert"  # a remote folder read through tf.io.gfile, as gs:// is
+    for name in os.listdir(folder):
+        tf.io.gfile.makedirs(remote)
+        tf.io.gfile.copy(os.path.join(folder, name), f"{remote}/{name}")
+    word_pieces = mol2text_metrics(targets, predictions, tokenizer=folder)
+    assert word_pieces["bleu2"] != pytest.approx(mol2text_metrics(targets, predictions)["bleu2"])
+    for tokenizer in (folder, remote):
+        out = tmp_path / "scores.json"
+        assert main(["--predictions", str(rows), "--caption_tokenizer", tokenizer, "--output", str(out)]) == 0
+        results = json.loads(out.read_text())
+        assert results["textchem_mol2text"] == word_pieces and results["caption_tokenizer"] == tokenizer
+        assert f"caption tokenizer: {tokenizer} (word pieces)\nmetric libraries: " in capsys.readouterr().out
+    assert main(["--predictions", str(rows), "--caption_tokenizer", str(tmp_path / "missing")]) == 2
+    assert f"the caption tokenizer '{tmp_path / 'missing'}' is not a local folder" in capsys.readouterr().err
+
+
 def test_bad_line_names_file_and_line(tmp_path, capsys):
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"task": "textchem_forward", "target": "CCO", "prediction": "CCO"}\n{"task": "nope"}\n')
     assert main(["--predictions", str(bad)]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_in_a_folder_a_task_of_the_users_own_is_skipped_and_said_and_ours_are_scored(tmp_path, capsys, caplog):
+    """A run's inference_eval/ holding a task registered by the user's module: the whole folder failed on it."""
+    row = {"input": "x", "target": "CCO", "prediction": "CCO"}
+    (tmp_path / "my_rxnclass-000010.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "textchem_demo_forward-000010.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "scores.json"
+    assert main(["--predictions", str(tmp_path), "--output", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["textchem_demo_forward"]["accuracy"] == 1.0 and "my_rxnclass" not in written
+    assert written["predictions"] == str(tmp_path) and written["examples"] == {"textchem_demo_forward": 1}
+    assert "skipped " + str(tmp_path / "my_rxnclass-000010.jsonl") + ":1: task 'my_rxnclass' is none of ours" in caplog.text
+    assert main(["--predictions", str(tmp_path / "my_rxnclass-000010.jsonl")]) == 2  # alone: the error, as before
+    assert "evaluate a task of your own with textchem-eval" in capsys.readouterr().err
 
 
 def test_an_empty_file_or_rows_without_targets_are_said_not_scored_as_nothing(tmp_path, capsys):
@@ -101,7 +208,9 @@ def test_a_file_saved_on_windows_scores_like_the_plain_file(tmp_path, capsys):
     results = [tmp_path / "plain.json", tmp_path / "windows.json"]
     assert main(["--predictions", str(plain), "--output", str(results[0])]) == 0
     assert main(["--predictions", str(windows), "--output", str(results[1])]) == 0
-    assert json.loads(results[0].read_text()) == json.loads(results[1].read_text())
+    plain_scores, windows_scores = (json.loads(path.read_text()) for path in results)
+    assert plain_scores.pop("predictions") == str(plain) and windows_scores.pop("predictions") == str(windows)
+    assert plain_scores == windows_scores
 
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes(text.encode() + json.dumps({"task": "textchem_mol2text", "target": "é", "prediction": "x"},
@@ -127,8 +236,10 @@ def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
     write("textchem_demo_forward-metrics.jsonl", [{"step": 4, "accuracy": 1.0}])
     assert main(["--predictions", str(tmp_path), "--output", str(tmp_path / "scores.out")]) == 0
     results = json.loads((tmp_path / "scores.out").read_text())
-    assert set(results) == {"textchem_demo_mol2text", "textchem_demo_forward (textchem_demo_forward-000002.jsonl)",
-                            "textchem_demo_forward (textchem_demo_forward-000004.jsonl)"}  # fmt: skip
+    assert set(results) - META == {"textchem_demo_mol2text", "textchem_demo_forward (textchem_demo_forward-000002.jsonl)",
+                                   "textchem_demo_forward (textchem_demo_forward-000004.jsonl)"}  # fmt: skip
+    assert results["examples"] == {"textchem_demo_mol2text": 2, "textchem_demo_forward (textchem_demo_forward-000002.jsonl)": 1,
+                                   "textchem_demo_forward (textchem_demo_forward-000004.jsonl)": 1}  # fmt: skip
     assert results["textchem_demo_forward (textchem_demo_forward-000004.jsonl)"]["accuracy"] == 1.0
     assert results["textchem_demo_forward (textchem_demo_forward-000002.jsonl)"]["invalid_rate"] == 1.0
     assert results["textchem_demo_mol2text"]["rouge1"] == 0.5  # one of the two rows is right
@@ -149,9 +260,11 @@ def test_a_run_with_notation_evaluations_scores_every_file_and_every_metric_is_t
     assert main(["--predictions", str(tmp_path), "--output", str(output)]) == 0
     captured = capsys.readouterr()
     results = json.loads(output.read_text(), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    results = {task: row for task, row in results.items() if task not in META}
     assert results == {"textchem_demo_retro": {"accuracy": 1.0, "invalid_rate": 0.0, "roundtrip_accuracy": None},
                        "textchem_demo_retro_notation_kekulized": {"accuracy": 0.0, "invalid_rate": 0.0, "roundtrip_accuracy": None}}  # fmt: skip
-    assert re.search(r"textchem_demo_retro_notation_kekulized\n(  \w+ +[\d.]+\n)+  roundtrip_accuracy +n/a\n", captured.out)
+    assert re.search(r"textchem_demo_retro_notation_kekulized \(1 example\)\n(  \w+ +[\d.]+\n)+  roundtrip_accuracy +n/a\n",
+                     captured.out)  # fmt: skip
     assert f"Metrics written to {output}" in captured.out
 
 

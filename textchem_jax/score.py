@@ -10,13 +10,17 @@ It reads four kinds of rows:
 - SeqIO's `inference_eval/<task>-<step>.jsonl` (T5X's and our training evaluation): `{"input", "target",
   "prediction"}`, already postprocessed.
 The task comes from the row, else from the file name; its metric family from the task named in it (`forward`,
-`retro`, `paragraph2actions`, `text2mol`, `mol2text`). Without `--predictions` the packaged example is scored.
+`retro`, `paragraph2actions`, `text2mol`, `mol2text`). Raw decoded text is cleaned with the postprocessor of the
+registered task of that name (`textchem_gt4sd_eval_*` read an unknown piece as `\\`, as GT4SD does), so that the
+scores equal the task's own evaluation; a task of the user's own is cleaned as its family's tasks are. Without
+`--predictions` the packaged example is scored.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import logging
 import os
@@ -44,25 +48,54 @@ def _task_of_file(path: str) -> str | None:
     return match.group("task") if match else None
 
 
-class _NoTarget(ValueError):
-    """A well-formed prediction row that has nothing to be scored against."""
+logger = logging.getLogger("textchem_jax.score")
+_quiet_start = False  # set by main without --verbose: TensorFlow, imported to register our tasks, starts silently
 
 
-def _target_and_prediction(row: dict, family: str) -> tuple[object, object]:
+class _Unscorable(ValueError):
+    """A well-formed prediction row that cannot be scored; its message is said as it is."""
+
+
+class NotOurTask(_Unscorable):
+    """A row of a task none of our metric families scores (a user's own task): in a folder, its file is skipped."""
+
+
+@functools.cache
+def _postprocessing(task: str) -> tuple:
+    """(postprocessor, prompt) of the registered task `task`: what its own evaluation cleans raw decoded text with
+    (`textchem_gt4sd_eval_*`: an unknown piece read as `\\`) and the prompt before its inputs. Registering our tasks
+    imports SeqIO and TensorFlow: only rows of raw decoded text need it. A task of the user's own: its family's."""
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.run_config import UnknownTaskError, register_our_tasks
+
+    family = task_of(task)
+    if task not in seqio_tasks.SPECS:
+        if _quiet_start:
+            quiet_libraries()
+        try:
+            register_our_tasks()
+        except UnknownTaskError as error:
+            raise _Unscorable(str(error)) from None
+    spec = seqio_tasks.SPECS.get(task)
+    if spec is None:
+        return seqio_tasks.metric_and_postprocess(family)[1], PROMPTS[family]
+    prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
+    return seqio_tasks.metric_and_postprocess(spec.task, spec.gt4sd_unknown)[1], prompt
+
+
+def _target_and_prediction(row: dict, task: str) -> tuple[object, object]:
     """(target, prediction) of one row of any of the kinds; raises KeyError/TypeError when malformed."""
     if "inputs" in row:  # T5X's infer row: raw decoded text, cleaned as SeqIO would
         if isinstance(row["inputs"], dict) and "inputs_pretokenized" in row["inputs"] and "targets_pretokenized" not in row["inputs"]:
-            raise _NoTarget("no target to score against: this inference read inputs without targets (a .txt file); "
-                            "give textchem-infer a .jsonl input with 'input' and 'target' to score it")  # fmt: skip
+            raise _Unscorable("no target to score against: this inference read inputs without targets (a .txt file); "
+                              "give textchem-infer a .jsonl input with 'input' and 'target' to score it")  # fmt: skip
         inputs, target, prediction = row["inputs"]["inputs_pretokenized"], row["inputs"]["targets_pretokenized"], row["prediction"]
     elif "beams" in row:  # textchem-infer's own row: raw decoded text too, every beam (top-k accuracy)
         inputs, target, prediction = row["input"], row["target"], row["beams"]
     else:
         return row["target"], row["prediction"]
-    from textchem_jax.data.seqio_tasks import metric_and_postprocess
-
-    postprocess = metric_and_postprocess(family)[1]
-    example = {"product": inputs.removeprefix(PROMPTS["retro"])} if family == "retro" else None
+    postprocess, prompt = _postprocessing(task)
+    example = {"product": inputs.removeprefix(prompt)} if task_of(task) == "retro" else None
     return postprocess(target, example=example, is_target=True), postprocess(prediction)
 
 
@@ -82,12 +115,12 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
             task = row.get("task", file_task)
             if task is None:
                 raise KeyError("task (and the file name is not <task>-predict.jsonl-* or <task>-<step>.jsonl)")
-            family = task_of(task)
-            if family is None:
-                raise ValueError(f"task {task!r} names none of {', '.join(TASKS)}")
-            target, prediction = _target_and_prediction(row, family)
-        except _NoTarget as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
+            if task_of(task) is None:
+                raise NotOurTask(f"task {task!r} is none of ours (its name holds none of {', '.join(TASKS)}), whose "
+                                 "metrics textchem-score knows: evaluate a task of your own with textchem-eval")  # fmt: skip
+            target, prediction = _target_and_prediction(row, task)
+        except _Unscorable as error:
+            raise type(error)(f"{path}:{number}: {error}") from None
         except (json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(
                 f"{path}:{number}: expected our row (task, target, prediction), T5X's infer row (inputs with "
@@ -120,24 +153,39 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
     """Metrics per task of a file, or of every prediction file in a folder. The shards of one T5X inference
     (`<task>-predict.jsonl-00000-of-00002`, ...) are scored together; a task found in several other files (a
     run's evaluations at several steps) is shown once per file, as `task (file name)`."""
+    return score_and_count(path)[0]
+
+
+def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float | None]], dict[str, int]]:
+    """`score(path)`, and the examples each of its tasks was scored on (same keys)."""
     from textchem_jax.data.seqio_tasks import metric_and_postprocess
 
     sets: dict[str, dict[str, tuple[list, list]]] = {}  # file name, or T5X shard set -> task -> rows
-    for file in prediction_files(path):
+    files = prediction_files(path)
+    for file in files:
         name = os.path.basename(file)
         shards = _T5X_INFER_FILE.match(name)
-        for task, (targets, predictions) in read_predictions(file).items():
+        try:
+            grouped = read_predictions(file)
+        except NotOurTask as error:
+            if len(files) == 1:
+                raise
+            logger.warning("skipped %s", error)  # a run's inference_eval/ with a task of the user's own beside ours
+            continue
+        for task, (targets, predictions) in grouped.items():
             rows = sets.setdefault(f"{shards.group('task')}-predict.jsonl" if shards else name, {}).setdefault(task, ([], []))
             rows[0].extend(targets)
             rows[1].extend(predictions)
     if not sets:  # an empty file printed an empty table and ended 0
         raise ValueError(f"{path} holds no predictions (empty)")
     sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
-    return {
-        task if sets_per_task[task] == 1 else f"{task} ({name})": metric_and_postprocess(task_of(task))[0](targets, predictions)
-        for name, tasks in sets.items()
-        for task, (targets, predictions) in tasks.items()
-    }
+    results, examples = {}, {}
+    for name, tasks in sets.items():
+        for task, (targets, predictions) in tasks.items():
+            key = task if sets_per_task[task] == 1 else f"{task} ({name})"
+            results[key] = metric_and_postprocess(task_of(task))[0](targets, predictions)
+            examples[key] = len(targets)
+    return results, examples
 
 
 def _output_file(text: str) -> epath.Path:
@@ -159,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="jsonl file to score, or a folder of them (textchem-infer's output, inference_eval/)")
     parser.add_argument("--output", type=_output_file, help=f"also write the metrics as JSON to this file (into a folder, "
                                                             f"existing or ending in '/': its {OUTPUT_FILE})")
+    parser.add_argument("--caption_tokenizer", help="folder (local or gs://) of a Hugging Face BERT tokenizer for the caption "
+                                                   "BLEU/METEOR word pieces: SciBERT's gives MolT5's numbers (needs the hf "
+                                                   "extra); default: BERT's basic tokenization")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     logging.basicConfig(level=logging.INFO, handlers=[console_handler()])  # our counted skips and n/a metrics
@@ -166,22 +217,43 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("textchem_jax").setLevel(logging.DEBUG)  # e.g. which WordNet METEOR read
     else:  # absl's INFO lines (rouge-score's "Using default tokenizer"), TensorFlow's start-up lines for gs://
         logging.getLogger("absl").setLevel(logging.WARNING)
-        if is_remote(args.predictions) or (args.output and is_remote(args.output)):
+        if any(path and is_remote(path) for path in (args.predictions, args.output, args.caption_tokenizer)):
             quiet_libraries()
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")
+    from textchem_jax.metrics.captions import check_tokenizer
+    from textchem_jax.metrics.settings import metric_settings
+
+    if args.caption_tokenizer is not None:
+        try:
+            check_tokenizer(args.caption_tokenizer)  # as textchem-eval: before anything is read or scored
+        except (ValueError, ImportError) as error:
+            print(f"textchem-score: {error}", file=sys.stderr)
+            return 2
     if args.output:
         makedirs(args.output.parent)  # before the scoring, not after it
+    global _quiet_start
+    _quiet_start = not args.verbose
     try:
-        results = score(args.predictions)
+        with metric_settings(caption_tokenizer=args.caption_tokenizer):
+            results, examples = score_and_count(args.predictions)
     except ValueError as error:
         print(f"textchem-score: {error}", file=sys.stderr)
         return 2
-    from textchem_jax.metrics.tables import format_table, not_computed, versions_line
+    finally:
+        _quiet_start = False
+    from textchem_jax.metrics.tables import format_table, library_versions, not_computed, versions_line
 
-    print(f"Scored {args.predictions}\n{format_table(results)}\n{versions_line()}")
+    print(f"Scored {args.predictions}\n{format_table(results, examples)}")
+    if any(task_of(task.split(" (")[0]) == "mol2text" for task in results):
+        print(f"caption tokenizer: {args.caption_tokenizer} (word pieces)" if args.caption_tokenizer else
+              "caption tokenizer: BERT's basic tokenization (the default; --caption_tokenizer for SciBERT's word pieces)")  # fmt: skip
+    print(versions_line())
     if args.output:  # n/a as JSON's null: NaN is not JSON, and strict readers (JavaScript's) reject it
         written = {task: {k: None if not_computed(v) else v for k, v in row.items()} for task, row in results.items()}
+        # beside the tasks (whose names always hold a task family's, e.g. `_text2mol`): what the numbers rest on
+        written.update(predictions=str(args.predictions), examples=examples, caption_tokenizer=args.caption_tokenizer,
+                       versions=library_versions())  # fmt: skip
         args.output.write_text(json.dumps(written, indent=2))
         print(f"Metrics written to {args.output}")
     return 0

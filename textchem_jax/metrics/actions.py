@@ -7,7 +7,9 @@
   that short but correct sequences are not scored zero (the paper's definition);
 - `bleu2`: NLTK BLEU with weights (.5, .5) over whitespace tokens (the figure the Text+Chem T5 paper
   reports);
-- `validity`: fraction of predictions that parse in the action language (`action_grammar`).
+- `validity`: fraction of predictions that parse in the action language (`action_grammar`), as the reference's
+  `action_string_validity` counts them: the final period may be missing, and a prediction with no action at all
+  (empty, or a lone period) counts as valid.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from rapidfuzz.distance import Levenshtein
 
 from textchem_jax.metrics._inputs import as_text, check_lengths, top1
-from textchem_jax.metrics.action_grammar import is_valid_action_sequence
+from textchem_jax.metrics.action_grammar import valid_prediction
 from textchem_jax.metrics.bleu import corpus_bleu
 
 
@@ -45,5 +47,5 @@ def paragraph2actions_metrics(targets: Sequence, predictions: Sequence) -> dict[
         "exact_match": sum(t == p for t, p in zip(targets, predictions)) / n,
         "partial_accuracy_90": sum(s >= 0.9 for s in similarities) / n,
         "partial_accuracy_75": sum(s >= 0.75 for s in similarities) / n,
-        "validity": sum(is_valid_action_sequence(p) for p in predictions) / n,
+        "validity": sum(valid_prediction(p) for p in predictions) / n,
     }

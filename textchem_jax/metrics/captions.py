@@ -5,10 +5,12 @@
 - `bleu2`, `bleu4`: NLTK `corpus_bleu` (weights (.5, .5) and (.25,) * 4) over word tokens.
 - `meteor`: mean NLTK `meteor_score` over the same tokens; None (with a warning) without WordNet.
 
-The reference tokenizes with SciBERT word pieces (`allenai/scibert_scivocab_uncased`, truncated to 512
-tokens). Pass `tokenizer=` a local folder holding that tokenizer (needs the `hf` extra) to reproduce
-its BLEU and METEOR; the default is `word_tokenize`: BERT's basic tokenization (lower case, accents
-stripped, punctuation split off), i.e. SciBERT without the word-piece split, truncated the same way.
+The reference tokenizes with SciBERT word pieces (`allenai/scibert_scivocab_uncased`): `tokenize(text,
+truncation=True, max_length=512, padding='max_length')` under transformers 4.x, i.e. the first 512 word pieces
+with no [CLS]/[SEP] added, then [PAD], [CLS] and [SEP] removed ([UNK] stays: an unknown word still counts).
+Pass `tokenizer=` the folder (local or gs://) of that tokenizer (needs the `hf` extra) to reproduce its BLEU and
+METEOR; the default is `word_tokenize`: BERT's basic tokenization (lower case, accents stripped, punctuation
+split off), i.e. SciBERT without the word-piece split, truncated the same way (512 tokens).
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
+import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 
 from textchem_jax.metrics._inputs import as_text, check_lengths, top1
 from textchem_jax.metrics.bleu import corpus_bleu
 from textchem_jax.metrics.wordnet import load_wordnet
+from textchem_jax.paths import is_remote
 
-MAX_TOKENS = 510  # SciBERT's 512 minus [CLS] and [SEP], as the reference truncates
+MAX_TOKENS = 512  # the reference's max_length; it adds no [CLS]/[SEP], so all 512 are the text's
+_REMOVED = ("[PAD]", "[CLS]", "[SEP]")  # what the reference filters out of its tokens (by these names)
 _WORD = re.compile(r"[^\W_]+|[^\w\s]|_")
 
 
@@ -40,8 +46,20 @@ def check_tokenizer(path: str) -> None:
     _hf_tokenize(path)
 
 
+def _copy_files(folder: str, local: str) -> None:
+    """The files of a gs:// (or other remote) tokenizer folder copied into the local folder `local`: transformers
+    reads only local folders."""
+    import tensorflow as tf  # remote paths only go through tf.io.gfile
+
+    for name in tf.io.gfile.listdir(folder):
+        source = f"{folder.rstrip('/')}/{name.rstrip('/')}"
+        if not tf.io.gfile.isdir(source):  # a tokenizer's files; subfolders are not part of it
+            tf.io.gfile.copy(source, os.path.join(local, name.rstrip("/")))
+
+
 @functools.cache
 def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
+    """The reference's tokenization with the Hugging Face tokenizer in the folder `path` (local or gs://)."""
     try:
         from transformers import AutoTokenizer
     except ImportError as error:
@@ -50,21 +68,35 @@ def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
         ) from error
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"mol2text_metrics: tokenizer={path!r}: give the path of a Hugging Face tokenizer folder")
-    if not os.path.isdir(path):  # local only: transformers reads tokenizers from local folders (nothing is downloaded)
-        raise ValueError(f"mol2text_metrics: the caption tokenizer {path!r} is not a local folder: give the folder of a "
-                         "Hugging Face tokenizer (e.g. SciBERT's, saved with save_pretrained), or none for BERT's basic "
-                         "tokenization")  # fmt: skip
+    path = os.fspath(path)
+    remote = is_remote(path)
+    if remote:
+        import tensorflow as tf
+
+        found = tf.io.gfile.isdir(path)
+    else:
+        found = os.path.isdir(path)  # a missing folder would read as a hub id: nothing is downloaded
+    if not found:
+        raise ValueError(f"mol2text_metrics: the caption tokenizer {path!r} is not a {'' if remote else 'local '}folder: "
+                         "give the folder (local or gs://) of a Hugging Face tokenizer (e.g. SciBERT's, saved with "
+                         "save_pretrained), or none for BERT's basic tokenization")  # fmt: skip
+    local = tempfile.mkdtemp(prefix="textchem-caption-tokenizer-") if remote else None  # removed once loaded
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if local:
+            _copy_files(path, local)
+        tokenizer = AutoTokenizer.from_pretrained(local or path, local_files_only=True)
     except (OSError, ValueError) as error:  # a missing folder reads as a hub id: "Repo id must be in the form ..."
         reason = str(error).strip().splitlines()[0]
-        raise ValueError(f"mol2text_metrics: no Hugging Face tokenizer in {path!r}: give a local folder that holds one "
+        raise ValueError(f"mol2text_metrics: no Hugging Face tokenizer in {path!r}: give a folder that holds one "
                          f"(e.g. SciBERT's, saved with save_pretrained), or none for BERT's basic tokenization ({reason})") from None  # fmt: skip
-    special = set(tokenizer.all_special_tokens)
+    finally:
+        if local:
+            shutil.rmtree(local, ignore_errors=True)
 
     def tokenize(text: str) -> list[str]:
-        tokens = tokenizer.tokenize(text, truncation=True, max_length=MAX_TOKENS + 2)
-        return [t for t in tokens if t not in special]
+        # transformers 5 ignores truncation in `tokenize` (4.x, the reference's, passed it on to the encoding)
+        ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=MAX_TOKENS)["input_ids"]
+        return [t for t in tokenizer.convert_ids_to_tokens(ids) if t not in _REMOVED]
 
     return tokenize
 

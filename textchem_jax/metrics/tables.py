@@ -3,21 +3,31 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import math
 from collections.abc import Mapping, Sequence
 
 METRIC_PACKAGES = ("rdkit", "nltk", "rouge-score", "rapidfuzz", "textchem_jax")  # what moves metric values
+# Packages whose releases go by the module's own version, not pip's normalized spelling of it: RDKit's release
+# 2026.09.1 (`rdkit.__version__`, what RDKit's notes and bug reports name) is 2026.9.1 to pip.
+_OWN_VERSION = {"rdkit": "rdkit"}
 
 
 def library_versions(packages: Sequence[str] = METRIC_PACKAGES) -> dict[str, str]:
-    """{package: installed version or "not installed"}."""
+    """{package: installed version or "not installed"}: every table's and every metrics file's versions."""
     versions = {}
     for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
+            continue
+        if package in _OWN_VERSION:
+            try:
+                versions[package] = str(importlib.import_module(_OWN_VERSION[package]).__version__)
+            except (ImportError, AttributeError):  # pip's version stands
+                pass
     return versions
 
 
@@ -40,7 +50,8 @@ def format_table(results: Mapping[str, Mapping[str, float | None]], examples: Ma
     rows each task was scored on, heads its task (a restricted evaluation is not a paper's denominator)."""
     lines = []
     for task, metrics in sorted(results.items()):
-        lines.append(f"{task} ({examples[task]:,} examples)" if examples and task in examples else task)
+        count = examples.get(task) if examples else None
+        lines.append(task if count is None else f"{task} ({count:,} example{'' if count == 1 else 's'})")
         lines += [f"  {name:<26}{number(value)}" for name, value in metrics.items()]
     return "\n".join(lines)
 
