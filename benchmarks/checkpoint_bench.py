@@ -66,16 +66,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
-    import orbax.checkpoint
     from etils import epath
 
     from textchem_jax import checkpoints as ckpt
+    from textchem_jax import provenance
 
     state = train_state(args.size)
     gigabytes = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state)) / 1e9
     root = args.directory or tempfile.mkdtemp(prefix="checkpoint-bench-")
     print(f"T5-{args.size} train state, {gigabytes:.2f} GB; {args.saves} saves {args.between:g} s apart, in {root}")
-    print(f"jax {jax.__version__}, orbax-checkpoint {orbax.checkpoint.__version__}")
+    print(provenance.versions_line())
     rows = {}
     for mode, seal_first in (("before: sealed in the save", True), ("ours: sealed beside training", False)):
         directory = f"{root}/{'before' if seal_first else 'ours'}"

@@ -150,6 +150,9 @@ def main() -> None:
         print(json.dumps(measure(packing, stage, int(cores), args)))
         return
 
+    from textchem_jax import provenance
+
+    print(provenance.versions_line())
     argv = [arg for arg in sys.argv[1:] if not arg.startswith("--no_train_step")]
     core_counts = sorted({1, len(ALL_CORES)})
     print(f"{args.mixture} ({args.split}), packed 512/512, batch {args.batch_size}, {args.batches} batches per run")

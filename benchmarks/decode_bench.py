@@ -149,6 +149,10 @@ def main() -> None:
 
     import numpy as np
 
+    from textchem_jax import provenance
+
+    print(provenance.versions_line(("torch", "transformers")))
+
     with tempfile.TemporaryDirectory() as tmp:
         directory = pathlib.Path(tmp)
         _run_prepare(directory, args)

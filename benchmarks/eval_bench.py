@@ -186,7 +186,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=512)
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # seqio's and our per-evaluation log lines: the figures are printed below
-    from textchem_jax import launch, xla_cpu
+    from textchem_jax import launch, provenance, xla_cpu
+
+    print(provenance.versions_line())
 
     xla_cpu.apply_cpu_flags()  # as our entry points do, before JAX starts
     launch.quiet_libraries()  # TensorFlow's start-up lines off (SeqIO loads it here)

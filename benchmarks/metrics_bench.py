@@ -24,6 +24,7 @@ from test_metrics_molecules import perturb  # noqa: E402
 
 from textchem_jax.chem import unescape_backslashes  # noqa: E402
 from textchem_jax.metrics import text2mol_metrics  # noqa: E402
+from textchem_jax import provenance  # noqa: E402
 from textchem_jax.metrics.molecules import clear_molecule_cache  # noqa: E402
 from textchem_jax.process_pool import available_cores  # noqa: E402
 
@@ -36,6 +37,7 @@ def main() -> None:
     next_predictions = perturb(targets, seed=1)
     n = len(targets)
     print(f"ChEBI-20 test: {n} pairs, {available_cores()} cores")
+    print(provenance.versions_line())
 
     start = time.perf_counter()
     reference = reference_text2mol(targets, predictions)

@@ -403,6 +403,10 @@ def main() -> None:
     import jax
     import torch
 
+    from textchem_jax import provenance
+
+    print(provenance.versions_line(("torch", "transformers")))
+
     device = jax.devices()[0]
     print(f"T5-{setup.size} v1.0 shape, batch {setup.batch}, inputs {setup.inputs}, targets {setup.targets}, AdamW, "
           f"{setup.dtype}; JAX on {device.device_kind} ({device.platform}), torch on "

@@ -428,6 +428,13 @@ def test_eval_of_all_steps_evaluates_each_once_and_a_rerun_only_the_new_ones(tmp
     assert run_eval() == {} and (evaluated, built) == ([], [])  # nothing new: no evaluator built
     assert "no new step" in capsys.readouterr().out
 
+    from textchem_jax import provenance  # what made each step's metrics line: checkpoint, decoder, versions
+
+    recorded = provenance.history(str(out))
+    assert [(entry["step"], entry["checkpoint"]) for entry in recorded] == [(s, str(run / "checkpoints" / str(s))) for s in (1, 2, 4)]
+    assert recorded[0]["decoder"] == "greedy (the model's default)" and recorded[0]["versions"]["rdkit"] != "not installed"
+    assert recorded[0]["task_feature_lengths"] == dict(_eval_cfg().task_feature_lengths)
+
 
 def test_every_checkpoint_kind_resolves_to_a_concrete_checkpoint_and_its_step(tmp_path):
     """What `textchem-eval` loads and labels: a run's or a T5X MODEL_DIR's steps (a T5X step still being written,

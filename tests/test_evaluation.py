@@ -180,6 +180,12 @@ def test_infer_pads_the_last_batch_so_one_program_serves_a_file(tmp_path, monkey
     rows = [json.loads(line) for line in open(path)]
     assert [row["input"] for row in rows] == [PROMPTS["mol2text"] + m for m in molecules]
     assert all(len(row["beams"]) == 2 for row in rows)
+    from textchem_jax import provenance, score
+
+    (recorded,) = provenance.history(str(tmp_path / "preds"))  # the settings and versions the predictions rest on
+    assert recorded["decoder"] == "textchem_jax.models.beam_search.beam_search(num_decodes=2)"
+    assert (recorded["step"], recorded["batch_size"], recorded["input_file"]) == (0, 4, str(tmp_path / "molecules.txt"))
+    assert score.prediction_files(tmp_path / "preds") == [path]  # not read as predictions
 
 
 def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cuts(tmp_path, caplog):

@@ -31,7 +31,7 @@ LAYERS = {
     "models": (3, "models"),
     "tasks": (4, "tasks"),
     **{name: (5, "runtime") for name in ("partitioning", "checkpoints", "t5x_checkpoints", "trainer", "evaluator", "run_config",
-                                         "model_loading", "run_results", "figures", "peers")},  # fmt: skip
+                                         "model_loading", "run_results", "figures", "peers", "provenance")},  # fmt: skip
     **{name: (6, "entry") for name in ("train", "evaluate", "infer", "convert", "inspect", "vocab", "score", "launch", "tpu",
                                        "sweep", "robustness", "report")},  # fmt: skip
 }

@@ -20,11 +20,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from textchem_jax import figures, run_results
+from textchem_jax import figures, provenance, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, parse_args, quiet_libraries
-from textchem_jax.metrics.tables import LOWER_IS_BETTER, METRIC_PACKAGES, library_versions, number, robustness_tables
+from textchem_jax.metrics.tables import LOWER_IS_BETTER, number, robustness_tables
 from textchem_jax.paths import absolute, makedirs
 
 GRID_ROWS = 8  # examples per molecule grid
@@ -209,9 +210,16 @@ def paper_columns(task_name: str, split: str | None) -> dict[str, Mapping[str, f
     return {model: results[task] for model, results in PAPER_RESULTS.items() if task in results}
 
 
-def _versions_table() -> str:
-    versions = library_versions((*METRIC_PACKAGES, "jax", "flax", "optax", "seqio", "tensorflow"))
-    return html_table(["library", "version"], list(versions.items()))
+def _versions_table(recorded: Mapping[str, Any] | None = None) -> str:
+    """This environment's versions; beside them, those `recorded` (a `provenance` entry of what computed the
+    numbers), each that differs marked."""
+    now = provenance.versions()
+    if not recorded:
+        return html_table(["library", "version"], list(now.items()))
+    then = recorded.get("versions", {})
+    rows = [[name, then.get(name, "not recorded"), version, "" if then.get(name) in (None, version) else "differs"]
+            for name, version in now.items()]  # fmt: skip
+    return html_table(["library", "recorded with the run", "this report", ""], rows)
 
 
 def run_report(model_dir: str, output_dir: str) -> str:
@@ -298,7 +306,14 @@ def run_report(model_dir: str, output_dir: str) -> str:
     page.heading("Library versions")
     page.note("Versions move metric values: RDKit's fingerprints moved rdk_fts on MolT5-large's published predictions "
               "from 0.8125 (RDKit 2023.09) to 0.8071 (RDKit 2026.09).")  # fmt: skip
-    page.raw(_versions_table())
+    recorded = (provenance.history(model_dir) or [None])[-1]
+    if recorded:
+        page.note(f"the run last started {recorded.get('time')} at revision {recorded.get('revision') or 'n/a'} on "
+                  f"{recorded.get('machine')}: {recorded.get('command')}")  # fmt: skip
+    else:
+        page.note(f"the run recorded no versions ({provenance.FILE}): those below are this report's, not "
+                  "necessarily those that computed its metrics")  # fmt: skip
+    page.raw(_versions_table(recorded))
     return page.write()
 
 
@@ -322,7 +337,7 @@ def sweep_report(sweep_dir: str, output_dir: str) -> str:
             tf.io.gfile.copy(os.path.join(sweep_dir, name), copy, overwrite=True)
             page.heading(name.removesuffix(".png").replace("_", " "), 3)
             page.figure(copy, name)
-    page.heading("Library versions")
+    page.heading("Library versions (this report's)")
     page.raw(_versions_table())
     return page.write()
 

@@ -71,7 +71,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     from textchem_jax.chem import notations
     from textchem_jax.evaluator import eval_tasks, notation_robustness
     from textchem_jax.launch import saved_run
-    from textchem_jax.metrics.tables import library_versions
+    from textchem_jax import provenance
     from textchem_jax.model_loading import load_for_inference, resolve_checkpoint
     from textchem_jax.run_config import DatasetConfig, import_task_module
 
@@ -96,9 +96,10 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
           f"{', '.join(variants)}", flush=True)  # fmt: skip
     metrics = notation_robustness(saved.model, cfg, params, mesh, os.path.join(output_dir, "inference_eval"), variants,
                                   step=step)  # fmt: skip
-    results = {"model_dir": model_dir, "checkpoint_step": step, "mixture": mixture, "split": split,
-               "num_examples": num_examples, "variants": list(variants), "metrics": metrics, "embedding": {},
-               "embedding_molecules": {}, "versions": library_versions()}  # fmt: skip
+    settings = {"model_dir": model_dir, "checkpoint": concrete, "checkpoint_step": step, "mixture": mixture,
+                "split": split, "num_examples": num_examples, "task_feature_lengths": lengths, "batch_size": batch_size,
+                "decoder": provenance.decoder(None), "variants": list(variants)}  # fmt: skip
+    results = {**provenance.record(**settings), "metrics": metrics, "embedding": {}, "embedding_molecules": {}}
     from textchem_jax.chem import canonicalize
     from textchem_jax.data import seqio_tasks
 
@@ -116,7 +117,10 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     with tf.io.gfile.GFile(os.path.join(output_dir, RESULTS_FILE), "w") as f:
         f.write(json.dumps(results, indent=1, allow_nan=True))
     with tf.io.gfile.GFile(os.path.join(output_dir, "robustness.md"), "w") as f:
-        f.write(f"# Notation robustness of {model_dir} (step {step}, {split})\n\n{robustness_markdown(results)}\n")
+        f.write(f"# Notation robustness of {model_dir} (step {step}, {split})\n\n{robustness_markdown(results)}\n\n"
+                f"{len(variants)} notations, {num_examples or 'all'} examples per task, feature lengths {lengths}, "
+                f"batch {batch_size}, {provenance.decoder(None)} decoding\n\n"
+                f"{provenance.versions_line()}\n")
     return results
 
 
