@@ -163,6 +163,31 @@ def test_a_misspelt_macro_binding_is_an_error_with_the_names_it_may_mean():
     gin.clear_config()
 
 
+def test_a_macro_the_users_own_gin_file_defines_and_nothing_uses_is_said(tmp_path, caplog):
+    """`LEARNING_RAET = 1e-5` in a user's file that includes our experiment trained at the experiment's rate, without
+    a word (only --gin. bindings were checked). Our own files' macros are not the user's to fix."""
+    mine = tmp_path / "mine.gin"
+    mine.write_text("include 'experiments/quickstart.gin'\nLEARNING_RAET = 1e-5\nLEARNING_RATE = 1e-3\n"
+                    "train_lib.train:\n  eval_steps = 2\nMY_PERIOD = 5\n")  # fmt: skip
+    with caplog.at_level("WARNING", logger="textchem_jax.launch"):
+        launch.parse_gin([str(mine)], ["MODEL_DIR='/tmp/x'"])
+    said = [record.getMessage() for record in caplog.records if record.name == "textchem_jax.launch"]
+    assert said == [
+        f"{mine} defines the macro LEARNING_RAET, which no gin file or binding uses, so it changes nothing: did you "
+        "mean LEARNING_RATE or LEARNING_RATE_SCHEDULE?",
+        f"{mine} defines the macro MY_PERIOD, which no gin file or binding uses, so it changes nothing: use it as "
+        "%MY_PERIOD in a binding, or remove it",
+    ]
+    assert gin.query_parameter("%LEARNING_RATE") == 1e-3
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="textchem_jax.launch"):
+        launch.parse_gin([str(mine)], ["MODEL_DIR='/tmp/x'", "train_lib.train.log_period = %MY_PERIOD",
+                                      "LEARNING_RATE = %LEARNING_RAET"])  # fmt: skip
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'"])  # ours, unchanged
+        launch.parse_gin([str(mine)], ["MODEL_DIR='/tmp/x'"], warn_unused_macros=False)  # a sweep's points: said once
+    assert not [record for record in caplog.records if record.name == "textchem_jax.launch"]
+
+
 def test_a_tilde_in_a_quoted_binding_or_a_gin_file_name_is_the_home_folder(tmp_path, monkeypatch):
     """bash leaves `--gin.MODEL_DIR="'~/run'"` alone: training wrote into a folder named `~` in the working directory."""
     monkeypatch.setenv("HOME", str(tmp_path))

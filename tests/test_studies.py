@@ -98,6 +98,35 @@ def test_grid_axes_become_gin_bindings_that_parse():
         sweep.parse_axis("width")
 
 
+def test_a_sweep_over_the_users_own_mixture_imports_its_module(tmp_path, monkeypatch):
+    """textchem-sweep refused every sweep over a user's own task or mixture ("no SeqIO task or mixture is named
+    'my_rxn_mix' ... your own need their module in MIXTURE_OR_TASK_MODULE") although the gin file bound that module
+    and textchem-train trained it: the sweep looked the names up without importing it."""
+    import gin
+    import seqio
+
+    (tmp_path / "sweep_users_tasks.py").write_text(
+        "import seqio\nseqio.MixtureRegistry.add('sweep_users_mix', [('textchem_demo_forward', 1.0)])\n")
+    (tmp_path / "mine.gin").write_text("include 'experiments/quickstart.gin'\nMIXTURE_OR_TASK_MODULE = 'sweep_users_tasks'\n"
+                                       "MIXTURE_OR_TASK_NAME = 'sweep_users_mix'\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # found in the working directory, as textchem-train finds it (a console script
+    monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])  # starts without)
+    try:
+        base = sweep.read_base(["mine.gin"], ["TRAIN_STEPS=6"], [], str(tmp_path / "sweep"))
+        assert base.mixture == "sweep_users_mix" and base.train_steps == 6
+        points = sweep.expand([sweep.parse_axis("LEARNING_RATE=1e-3,3e-3")], base)
+        sweep.check_points(points, ["mine.gin"], ["TRAIN_STEPS=6"], [], str(tmp_path / "sweep"))
+        with pytest.raises(ValueError, match=r"point mixture=sweep_users_mi: no SeqIO task or mixture is named "
+                                             r"'sweep_users_mi': did you mean 'sweep_users_mix'"):  # fmt: skip
+            sweep.check_points(sweep.expand([sweep.parse_axis("mixture=sweep_users_mi")], base), ["mine.gin"], [], [],
+                               str(tmp_path / "sweep"))  # fmt: skip
+    finally:
+        gin.clear_config()
+        if "sweep_users_mix" in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove("sweep_users_mix")
+        sys.modules.pop("sweep_users_tasks", None)
+
+
 def test_split_slices_take_the_leading_fraction():
     import seqio
 

@@ -420,6 +420,48 @@ def test_a_task_with_another_vocabulary_than_the_models_is_refused(tmp_path):
     check_vocabularies(seqio.get_subtasks(seqio.get_mixture_or_task("textchem_demo")), model)  # ours take the model's
 
 
+def test_a_task_without_the_features_the_model_reads_is_named():
+    """A task without `targets` trained into AutoGraph's "in user code" stack ending "Dataset has incorrect type
+    for feature 'targets'"; inference reads inputs only, and takes such a task."""
+    from helpers import tiny_t5
+
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.run_config import check_vocabularies
+
+    task = seqio.Task("my_inputs_only", source=seqio.FunctionDataSource(lambda split, shuffle_files: None, splits=["train"]),
+                      preprocessors=[], output_features={"inputs": seqio.Feature(seqio_tasks.vocabulary())})  # fmt: skip
+    with pytest.raises(ValueError, match=r"^task my_inputs_only has the output features inputs, the model reads inputs "
+                                         r"and targets: add 'targets' to the task's output_features, e\.g\. 'targets': "
+                                         r"seqio\.Feature\(seqio_tasks\.vocabulary\(\), add_eos=True\)$"):  # fmt: skip
+        check_vocabularies([task], tiny_t5(), ("inputs", "targets"))
+    check_vocabularies([task], tiny_t5(), ("inputs",))  # what textchem-infer reads
+
+
+@pytest.mark.parametrize("registered, said", [
+    ("twice", r"registers 'users_twice_mix' twice: register it once, or register it only when it is not there yet "
+              r"\(`if name not in seqio\.TaskRegistry\.names\(\):`, seqio\.MixtureRegistry for a mixture\)$"),
+    ("ours", r"registers 'textchem_demo', a name of textchem_jax's own tasks and mixtures: give yours another name$"),
+], ids=["twice", "ours"])  # fmt: skip
+def test_a_users_module_registering_a_name_twice_or_one_of_ours_is_named(tmp_path, monkeypatch, registered, said):
+    """SeqIO said only "Attempting to register duplicate provider: textchem_demo_forward", naming neither the module
+    nor that the name is one of ours."""
+    from textchem_jax.run_config import import_task_module
+
+    module = f"users_{registered}_tasks"
+    name = "users_twice_mix" if registered == "twice" else "textchem_demo"
+    line = f"seqio.MixtureRegistry.add({name!r}, [('textchem_demo_forward', 1.0)])\n"
+    (tmp_path / f"{module}.py").write_text("import seqio\n" + line * (2 if registered == "twice" else 1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ValueError, match=rf"^the tasks module '{module}' \(MIXTURE_OR_TASK_MODULE\) {said}"):
+            import_task_module(module)
+    finally:
+        sys.modules.pop(module, None)
+        if registered == "twice" and name in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove(name)
+    assert "textchem_demo" in seqio.MixtureRegistry.names()  # ours stays
+
+
 def test_a_users_tasks_py_that_hides_ours_is_named(tmp_path):
     """`python -m textchem_jax.inspect` (or .train) run from a folder with the user's own `tasks.py` imported it in
     place of ours, then said that `textchem_demo` was not registered, naming ours as the registered ones."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -449,3 +450,100 @@ def test_an_evaluation_split_missing_for_teacher_forcing_still_runs_the_inferenc
             assert "no inference evaluation: uspto50k split 'validation' not found" in caplog.text
     finally:
         datasets.set_data_dir(None)
+
+
+def _predictions_only(predictions):  # SeqIO calls a metric function as metric_fn(targets, predictions)
+    return {"x": 0.0}
+
+
+@pytest.fixture
+def checked_tasks():
+    """A user's tasks with the mistakes the start-up checks catch: no 'validation' split (alone, and in a mixture
+    with one of ours), a metric function of another signature, no targets."""
+    import seqio
+    import tensorflow as tf
+
+    from textchem_jax import run_config
+
+    run_config.register_our_tasks()
+    features = seqio.get_mixture_or_task("textchem_demo_forward").output_features  # a mixture needs them alike
+
+    def examples(split, shuffle_files, seed=None):
+        return tf.data.Dataset.from_tensors({"inputs": "CCO", "targets": "CCO"})
+
+    def register(name, splits=("train", "validation"), metric_fns=(), inputs_only=False):
+        seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(examples, splits=splits),
+                               preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+                               output_features={"inputs": features["inputs"]} if inputs_only else features,
+                               metric_fns=list(metric_fns))  # fmt: skip
+
+    names = ["checked_no_validation", "checked_predictions_only", "checked_no_targets"]
+    try:
+        register(names[0], splits=("train", "test"))
+        register(names[1], metric_fns=[_predictions_only])
+        register(names[2], inputs_only=True)
+        seqio.MixtureRegistry.add("checked_no_validation_mix", [(names[0], 1.0), ("textchem_demo_forward", 1.0)])
+        yield
+    finally:
+        if "checked_no_validation_mix" in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove("checked_no_validation_mix")
+        for name in names:
+            if name in seqio.TaskRegistry.names():
+                seqio.TaskRegistry.remove(name)
+
+
+def _train_checked(model_dir, name):
+    return train_lib.train(model=tiny_t5(), model_dir=str(model_dir), optimizer=optax.sgd(1e-3), total_steps=2,
+                           train_dataset_cfg=DatasetConfig(name, LENGTHS, "train", 4),
+                           train_eval_dataset_cfg=DatasetConfig(name, LENGTHS, "validation", 4),
+                           infer_eval_dataset_cfg=DatasetConfig(name, LENGTHS, "validation", 4, pack=False, num_examples=2))  # fmt: skip
+
+
+def test_a_task_without_the_evaluation_split_is_said_before_the_first_step(tmp_path, caplog, checked_tasks):
+    """A task without a 'validation' split trained, then stopped at the first in-training evaluation with a 16-frame
+    KeyError: 'validation' (the steps since the last checkpoint lost): one line now, before MODEL_DIR is made. A
+    mixture's task without the split is said once, at the start, instead of SeqIO's log line at every evaluation."""
+    import seqio
+
+    from textchem_jax import run_config
+
+    with pytest.raises(ValueError, match=r"^task checked_no_validation has no 'validation' split \(its splits: train, "
+                                         r"test\), which train_eval/ and infer_eval/ read: add a 'validation' split to "
+                                         r"the task's source, or bind train_eval/run_config\.DatasetConfig\.split and "
+                                         r"infer_eval/run_config\.DatasetConfig\.split to one it has \(e\.g\. "
+                                         r"--gin\.train_eval/run_config\.DatasetConfig\.split=\"'test'\"\)$"):  # fmt: skip
+        _train_checked(tmp_path / "run", "checked_no_validation")
+    assert not (tmp_path / "run").exists()
+
+    mixture = DatasetConfig("checked_no_validation_mix", LENGTHS, "validation", 4, shuffle=False)
+    with caplog.at_level("WARNING"):
+        train_lib._check_evaluation_data(tiny_t5(), DatasetConfig("checked_no_validation_mix", LENGTHS, "train", 4),
+                                         mixture, dataclasses.replace(mixture, pack=False, num_examples=2))  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if r.name == "textchem_jax.train"]
+    assert said == ["mixture checked_no_validation_mix: task checked_no_validation has no 'validation' split (its "
+                    "splits: train, test), so train_eval/ and infer_eval/ read the mixture's other tasks only"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        seqio.get_mixture_or_task(mixture.mixture_or_task_name).get_dataset(LENGTHS, split="validation", shuffle=False)
+        assert "Task checked_no_validation has no 'validation' split, skipping." in caplog.text  # SeqIO's, each read
+        caplog.clear()
+        run_config.get_dataset(mixture, tiny_t5())
+    assert "has no 'validation' split" not in caplog.text  # said once, above
+
+
+def test_a_metric_function_seqio_cannot_call_is_named_before_the_first_step(tmp_path, checked_tasks):
+    """It failed at the first in-training evaluation, in seqio's words, naming neither the task nor the function."""
+    with pytest.raises(ValueError, match=r"^task checked_predictions_only: metric_fns\[0\] "
+                                         r"test_training_behaviour\._predictions_only takes \(predictions\); SeqIO calls it "
+                                         r"as metric_fn\(targets, predictions\) \(or targets, scores / targets, "
+                                         r"predictions, aux_values\)"):  # fmt: skip
+        _train_checked(tmp_path / "run", "checked_predictions_only")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_task_without_targets_is_named_before_the_first_step(tmp_path, checked_tasks):
+    """It trained into AutoGraph's "in user code" stack ending "Dataset has incorrect type for feature 'targets'"."""
+    with pytest.raises(ValueError, match=r"^task checked_no_targets has the output features inputs, the model reads "
+                                         r"inputs and targets: add 'targets' to the task's output_features"):  # fmt: skip
+        _train_checked(tmp_path / "run", "checked_no_targets")
+    assert not (tmp_path / "run").exists()

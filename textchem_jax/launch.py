@@ -27,6 +27,8 @@ from textchem_jax.cli import command, quiet_libraries, without_gin_context
 from textchem_jax.local_cache import cache_root
 from textchem_jax.paths import expand_user, is_remote, makedirs
 
+logger = logging.getLogger("textchem_jax.launch")
+
 _PACKAGE = pathlib.Path(__file__).resolve().parent  # local only: the package's own files
 # gin_configs/ of a source checkout (editable install: setup.py beside it), else the copy installed inside the
 # package: a user's own gin_configs/ beside an installed package (pip install --target into a project) is theirs.
@@ -160,9 +162,11 @@ def _tilde_expanded(binding: str) -> str:
     return f"{match.group(1)}{match.group(2)}{expand_user(match.group(3))}{match.group(2)}" if match else binding
 
 
-def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
+              warn_unused_macros: bool = True) -> None:  # fmt: skip
     """Parses gin files and bindings into a fresh configuration (a notebook's cell run again: gin stayed locked
-    after the first, even one rejected); raises ConfigError naming the file and the fix."""
+    after the first, even one rejected); raises ConfigError naming the file and the fix. With `warn_unused_macros`,
+    a macro the user's own gin files define and nothing uses is a warning (`unused_macros`)."""
     import gin
 
     gin.clear_config()
@@ -182,6 +186,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         gin.finalize()
         check_binding_types()
         check_macro_bindings(bindings)
+        for line in unused_macros(sources) if warn_unused_macros else ():
+            logger.warning(line)
     except ValueError as error:
         message = _user_line_numbers(str(error), len(imports))
         match = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED` but not subsequently overridden", message)
@@ -310,16 +316,10 @@ def check_binding_types() -> None:
                                   "in gin an int is 2, a float 2.0, a str 'text', a bool True")  # fmt: skip
 
 
-def check_macro_bindings(bindings: Sequence[str]) -> None:
-    """Raises ConfigError for a binding of a macro nothing uses: gin takes `--gin.LEARNING_RAET=1e-3` as a new
-    macro of its own and the run goes on at the configured learning rate, without a word."""
-    import difflib
-
+def _used_macros(config: Mapping) -> set[str]:
+    """The macros some binding of gin's configuration (`gin.config._CONFIG`) refers to, `%NAME`."""
     import gin
 
-    config = getattr(gin.config, "_CONFIG", None)
-    if not isinstance(config, Mapping):
-        return  # another gin version: no check rather than a wrong one
     used = set()
 
     def visit(value: Any) -> None:
@@ -335,6 +335,57 @@ def check_macro_bindings(bindings: Sequence[str]) -> None:
 
     for parameters in list(config.values()):
         visit(dict(parameters))
+    return used
+
+
+_MACRO_DEFINITION = re.compile(r"^([A-Za-z_]\w*)[ \t]*=(?!=)", re.M)  # at the line's start: not a block's parameter
+
+
+def _package_gin_file(path: str) -> bool:
+    """One of our gin_configs/ (or the package's own copy), not a file of the user's."""
+    if is_remote(path):
+        return False
+    resolved = pathlib.Path(path).resolve()
+    return resolved.is_relative_to(GIN_CONFIGS.resolve()) or resolved.is_relative_to(_PACKAGE)
+
+
+def unused_macros(sources: Sequence[tuple[str, str]]) -> list[str]:
+    """One line per macro that a user's own gin file (one of `sources`, (path, text), outside our gin_configs/)
+    defines and no binding uses: `LEARNING_RAET = 1e-5` in a file including our experiment trained at the
+    experiment's rate, without a word. Read from gin's configuration (gin-config 0.5); another version: none."""
+    import difflib
+
+    import gin
+
+    config = getattr(gin.config, "_CONFIG", None)
+    if not isinstance(config, Mapping):
+        return []
+    used = _used_macros(config)
+    lines, said = [], set()
+    for path, text in sources:
+        if _package_gin_file(path):
+            continue
+        for name in _MACRO_DEFINITION.findall(text):
+            if name in used or name in said or (name, "gin.macro") not in config:
+                continue
+            said.add(name)
+            close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"use it as %{name} in a binding, or remove it"
+            lines.append(f"{path} defines the macro {name}, which no gin file or binding uses, so it changes nothing: {hint}")
+    return lines
+
+
+def check_macro_bindings(bindings: Sequence[str]) -> None:
+    """Raises ConfigError for a binding of a macro nothing uses: gin takes `--gin.LEARNING_RAET=1e-3` as a new
+    macro of its own and the run goes on at the configured learning rate, without a word."""
+    import difflib
+
+    import gin
+
+    config = getattr(gin.config, "_CONFIG", None)
+    if not isinstance(config, Mapping):
+        return  # another gin version: no check rather than a wrong one
+    used = _used_macros(config)
     defined = {scope for scope, selector in config if selector == "gin.macro"}
     for binding in bindings:
         match = re.match(r"\s*([A-Za-z_]\w*)\s*=", binding)

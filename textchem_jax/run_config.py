@@ -8,11 +8,14 @@ batches of the features a model adapter reads, through the adapter's own feature
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import logging
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +84,16 @@ def mixture_or_task(name: str):
         raise UnknownTaskError(f"no SeqIO task or mixture is named {name!r}: {hint}") from None
 
 
-def checked_provider(cfg: DatasetConfig, model):
-    """`cfg`'s task or mixture, once what reading it for `model` needs is there: each task writes the model's
-    vocabulary (as T5X checks), and has a SeqIO cache when `cfg.use_cached` (USE_CACHED_TASKS; seqio asserted it
-    deep inside get_dataset)."""
+def checked_provider(cfg: DatasetConfig, model, features: Sequence[str] = ("inputs",)):
+    """`cfg`'s task or mixture, once what reading it for `model` needs is there: each task has the output
+    `features` (training and evaluation read "inputs" and "targets", inference "inputs" only) written with the
+    model's vocabulary (as T5X checks), and a SeqIO cache when `cfg.use_cached` (USE_CACHED_TASKS; seqio asserted
+    it deep inside get_dataset)."""
     import seqio
 
     provider = mixture_or_task(cfg.mixture_or_task_name)
     tasks = seqio.get_subtasks(provider)
-    check_vocabularies(tasks, model)
+    check_vocabularies(tasks, model, features)
     uncached = [task.name for task in tasks if cfg.use_cached and not task.cache_dir]
     if uncached:
         raise ValueError(f"USE_CACHED_TASKS: {', '.join(uncached)} {'has' if len(uncached) == 1 else 'have'} no SeqIO cache in "
@@ -136,6 +140,9 @@ def import_task_module(module: str | None, model=None) -> None:
     if module:
         if os.getcwd() not in sys.path and "" not in sys.path:  # found in the working directory, as by `python -m
             sys.path.append(os.getcwd())  # t5x.train`; our console scripts start without it (last: shadows nothing)
+        import seqio
+
+        registered = {*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()}  # ours, and any earlier module's
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
@@ -143,16 +150,39 @@ def import_task_module(module: str | None, model=None) -> None:
                 raise  # the module was found: something it imports is missing, its traceback says what
             raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) is not importable: {error}; "
                                    "put its folder on PYTHONPATH or run from it") from None
+        except ValueError as error:  # seqio said only "Attempting to register duplicate provider: NAME"
+            duplicate = re.fullmatch(r"Attempting to register duplicate provider: (\S+)", str(error))
+            if duplicate is None:
+                raise
+            name = duplicate.group(1)
+            guard = ("register it only when it is not there yet (`if name not in seqio.TaskRegistry.names():`, "
+                     "seqio.MixtureRegistry for a mixture)")  # fmt: skip
+            if name not in registered:
+                problem, fix = f"registers {name!r} twice", f"register it once, or {guard}"
+            elif name.startswith("textchem_"):  # ours are all named so (tasks/__init__.py)
+                problem, fix = f"registers {name!r}, a name of textchem_jax's own tasks and mixtures", "give yours another name"
+            else:
+                problem = f"registers {name!r}, which another module (or an earlier import of this one) registered"
+                fix = f"give yours another name, or {guard}"
+            raise ValueError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) {problem}: {fix}") from None
 
 
-def check_vocabularies(tasks, model) -> None:
-    """Every task writes its inputs and targets with the model's vocabulary (gin VOCABULARY), as T5X checks: a
-    user's task with its own SentencePiece model trained, evaluated and exited 0 on ids the model reads otherwise."""
+def check_vocabularies(tasks, model, features: Sequence[str] = ()) -> None:
+    """Every task has the output `features` the model reads (a task without "targets" trained into AutoGraph's
+    "Dataset has incorrect type for feature 'targets'" stack), and writes its inputs and targets with the model's
+    vocabulary (gin VOCABULARY), as T5X checks: a user's task with its own SentencePiece model trained, evaluated
+    and exited 0 on ids the model reads otherwise."""
     from textchem_jax.data import seqio_tasks
     from textchem_jax.data import vocabulary as vocabularies
 
     vocab = getattr(model, "vocabulary", None) or seqio_tasks.vocabulary()  # unbound: what our tasks use
     for task in tasks:
+        missing = [name for name in features if name not in task.output_features]
+        if missing:
+            raise ValueError(
+                f"task {task.name} has the output features {', '.join(task.output_features) or 'none'}, the model reads "
+                f"{' and '.join(features)}: add {' and '.join(repr(name) for name in missing)} to the task's "
+                f"output_features, e.g. {missing[0]!r}: seqio.Feature(seqio_tasks.vocabulary(), add_eos=True)")  # fmt: skip
         for name in ("inputs", "targets"):
             feature = task.output_features.get(name)
             if feature is not None and feature.vocabulary != vocab:
@@ -161,6 +191,109 @@ def check_vocabularies(tasks, model) -> None:
                     f"{vocabularies.vocabulary_file(feature.vocabulary)}, the model reads "
                     f"{vocabularies.vocabulary_file(vocab)}: bind VOCABULARY to the task's (the model's embedding "
                     "follows it), or build the task's output features with seqio_tasks.vocabulary()")  # fmt: skip
+
+
+def _splits(task) -> tuple[str, ...] | None:
+    """The task's splits, None where its source cannot tell without reading (a TFDS dataset not prepared)."""
+    try:
+        return tuple(task.splits)
+    except Exception:  # seqio's TfdsDataSource loads the builder's info for them
+        return None
+
+
+def _has_split(task, split: str) -> bool:
+    """As SeqIO asks it (our tasks' splits also hold their leading slices, `train[:25%]`); unknown: assumed."""
+    try:
+        return split in task.splits
+    except Exception:
+        return True
+
+
+def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
+    """The dataset configs of a run ({gin scope: config}) each read a split their tasks have: where no task has it
+    (a task without a 'validation' split trained, then stopped at the first evaluation with KeyError: 'validation'),
+    ValueError naming the tasks, their splits and the bindings that fix it. Returns the lines to say once at the
+    start: the tasks of a mixture that lack the split, which SeqIO leaves out of it (with a log line at every read,
+    which `get_dataset` keeps quiet)."""
+    import seqio
+
+    scopes: dict[tuple[str, str], list[str]] = {}
+    for scope, cfg in configs.items():
+        if cfg is not None and cfg.mixture_or_task_name is not None:
+            scopes.setdefault((cfg.mixture_or_task_name, cfg.split), []).append(scope)
+    lines = []
+    for (name, split), readers in scopes.items():
+        tasks = seqio.get_subtasks(mixture_or_task(name))
+        lacking = [task for task in tasks if not _has_split(task, split)]
+        if not lacking:
+            continue
+        listed = [f"{task.name}: {', '.join(_splits(task) or ())}" for task in lacking]
+        where = " and ".join(f"{scope}/" for scope in readers)
+        reads = "reads" if len(readers) == 1 else "read"
+        if len(lacking) < len(tasks):  # SeqIO leaves them out
+            one = len(lacking) == 1
+            splits = f"its splits: {', '.join(_splits(lacking[0]) or ())}" if one else "; ".join(listed)
+            lines.append(f"mixture {name}: task{'' if one else 's'} {', '.join(task.name for task in lacking)} "
+                         f"ha{'s' if one else 've'} no {split!r} split ({splits}), so {where} {reads} the mixture's "
+                         "other tasks only")  # fmt: skip
+            continue
+        other = next((s for task in lacking for s in _splits(task) or () if s not in (split, "train")), None)
+        other = other if other and readers[0] != "train" else "SPLIT"  # an evaluation's example, not training's
+        if len(tasks) == 1 and tasks[0].name == name:
+            what = f"task {name} has no {split!r} split (its splits: {', '.join(_splits(tasks[0]) or ())})"
+        else:
+            what = f"no task of mixture {name} has a {split!r} split ({'; '.join(listed)})"
+        raise ValueError(
+            f"{what}, which {where} {reads}: add a {split!r} split to the task's source, or bind "
+            f"{' and '.join(f'{scope}/run_config.DatasetConfig.split' for scope in readers)} to one it has (e.g. "
+            f"--gin.{readers[0]}/run_config.DatasetConfig.split=\"'{other}'\")")  # fmt: skip
+    return lines
+
+
+_METRIC_PARAMETERS = {("targets", "predictions"), ("targets", "scores"), ("targets", "predictions", "aux_values")}
+
+
+def check_metric_fns(tasks) -> None:
+    """Each task's metric functions take what SeqIO calls them with: a wrong signature was seqio's ValueError at the
+    first evaluation, naming neither the task nor the function."""
+    import inspect
+
+    for task in tasks:
+        try:
+            _ = task.metric_fns  # seqio sorts them by their parameters, and raises for one it cannot call
+        except ValueError as error:
+            functions = getattr(task, "_metric_fn_constructor_args", None) or ()  # seqio's own list (none: not said)
+            for index, fn in enumerate(functions):
+                try:
+                    parameters = inspect.signature(fn).parameters.values()
+                except (TypeError, ValueError):
+                    continue
+                required = tuple(p.name for p in parameters
+                                 if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD)  # fmt: skip
+                if required not in _METRIC_PARAMETERS:
+                    target = getattr(fn, "func", fn)  # a functools.partial: the function it calls
+                    named = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+                    raise ValueError(f"task {task.name}: metric_fns[{index}] {named} takes ({', '.join(required)}); SeqIO "
+                                     "calls it as metric_fn(targets, predictions) (or targets, scores / targets, "
+                                     "predictions, aux_values): rename or add its parameters") from None  # fmt: skip
+            raise ValueError(f"task {task.name}: {error}") from None
+
+
+@contextlib.contextmanager
+def _skipped_tasks_said(split: str):
+    """SeqIO's "Task NAME has no 'validation' split, skipping." kept out of the log while a mixture is read: it came
+    at every evaluation of the run, and `check_splits` says it once, at the start."""
+    line = re.compile(rf"Task \S+ has no '{re.escape(split)}' split, skipping\.")
+
+    def unsaid(record: logging.LogRecord) -> bool:
+        return not line.fullmatch(str(record.getMessage()))
+
+    absl = logging.getLogger("absl")
+    absl.addFilter(unsaid)
+    try:
+        yield
+    finally:
+        absl.removeFilter(unsaid)
 
 
 def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | None = None, mesh=None):
@@ -190,16 +323,17 @@ def get_dataset(cfg: DatasetConfig, model, *, seed: int = 0, num_epochs: int | N
     extra = [name for name in model.input_features if name != "encoder_input_tokens"]
     if extra and isinstance(provider, seqio.Mixture):
         options["passthrough_features"] = extra
-    ds = provider.get_dataset(
-        lengths,
-        split=cfg.split,
-        use_cached=cfg.use_cached,
-        shuffle=cfg.shuffle,
-        seed=seed if cfg.seed is None else cfg.seed,
-        shard_info=seqio.ShardInfo(index, count),
-        num_epochs=num_epochs,
-        **options,
-    )
+    with _skipped_tasks_said(cfg.split):
+        ds = provider.get_dataset(
+            lengths,
+            split=cfg.split,
+            use_cached=cfg.use_cached,
+            shuffle=cfg.shuffle,
+            seed=seed if cfg.seed is None else cfg.seed,
+            shard_info=seqio.ShardInfo(index, count),
+            num_epochs=num_epochs,
+            **options,
+        )
     converter = model.feature_converter(cfg.pack)
     try:
         if cfg.pack:  # SeqIO packs on one core: spread it over all of them

@@ -158,6 +158,20 @@ def expand(axes: Sequence[tuple[str, Sequence[str]]], base: Base) -> list[Point]
     return points
 
 
+def _import_task_module() -> None:
+    """The parsed configuration's MIXTURE_OR_TASK_MODULE imported, as each point's textchem-train will (the working
+    directory on sys.path): the user's own tasks and mixtures read as unknown names, and every sweep was refused."""
+    import gin
+
+    from textchem_jax.run_config import import_task_module
+
+    try:
+        module = gin.query_parameter("%MIXTURE_OR_TASK_MODULE")
+    except ValueError:  # no run file binds the macro
+        module = None
+    import_task_module(module)
+
+
 def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str], sweep_dir: str) -> Base:
     """Parses the base configuration once (a clear error before any point starts) and reads what the axes need."""
     import gin
@@ -169,6 +183,7 @@ def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
     register_our_tasks()
 
     launch.parse_gin(gin_files, [*bindings, f"MODEL_DIR={os.path.join(sweep_dir, 'base')!r}"], search_paths)
+    _import_task_module()
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
     t5 = model.t5_config
     base = Base(
@@ -196,7 +211,8 @@ def check_points(points: Sequence[Point], gin_files: Sequence[str], bindings: Se
         model_dir = os.path.join(sweep_dir, point.name)
         try:
             launch.parse_gin([*gin_files, *point.gin_files], [*bindings, *point.bindings, f"MODEL_DIR={model_dir!r}"],
-                             search_paths)  # fmt: skip
+                             search_paths, warn_unused_macros=False)  # said once, by read_base
+            _import_task_module()
             mixture_or_task(gin.query_parameter("%MIXTURE_OR_TASK_NAME"))
         except (ValueError, launch.ConfigError) as error:
             raise ValueError(f"point {point.label or point.name}: {error}") from None

@@ -240,7 +240,9 @@ def train(
     _refuse_if_trained_elsewhere(model_dir)
     if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
         run_config.import_task_module(train_dataset_cfg.module, model)
-        run_config.checked_provider(train_dataset_cfg, model)
+        run_config.checked_provider(train_dataset_cfg, model, ("inputs", "targets"))
+        _check_evaluation_data(model, train_dataset_cfg, train_eval_dataset_cfg if eval_steps else None,
+                               infer_eval_dataset_cfg)  # fmt: skip
     if jax.process_index() == 0:  # the data pipeline, the model and the first step take a while: say what comes
         lengths = ", ".join(f"{name} {length}" for name, length in train_dataset_cfg.task_feature_lengths.items())
         mesh_shape = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
@@ -360,6 +362,23 @@ def train(
         checkpoints.close()
         progress.flush()
         return results
+
+
+def _check_evaluation_data(model, train_cfg, train_eval_cfg, infer_eval_cfg) -> None:
+    """What the evaluations will read, checked before the first step (a task without the split, a metric function
+    SeqIO cannot call, a task without targets stopped the run at its first evaluation); the tasks SeqIO leaves out
+    of a mixture for want of the split are said once here, not at every evaluation."""
+    import seqio
+
+    inferred = infer_eval_cfg if infer_eval_cfg is not None and infer_eval_cfg.num_examples != 0 else None
+    evaluated = {"train_eval": train_eval_cfg, "infer_eval": inferred}
+    for cfg in (cfg for cfg in evaluated.values() if cfg is not None and cfg.mixture_or_task_name is not None):
+        run_config.import_task_module(cfg.module, model)
+        tasks = seqio.get_subtasks(run_config.checked_provider(cfg, model, ("inputs", "targets")))
+        if cfg is inferred:
+            run_config.check_metric_fns(tasks)
+    for line in run_config.check_splits({"train": train_cfg, **evaluated}):
+        logger.warning(line)
 
 
 def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg, eval_steps, seed, inference) -> dict:
