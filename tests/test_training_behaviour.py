@@ -547,3 +547,30 @@ def test_a_task_without_targets_is_named_before_the_first_step(tmp_path, checked
                                          r"inputs and targets: add 'targets' to the task's output_features"):  # fmt: skip
         _train_checked(tmp_path / "run", "checked_no_targets")
     assert not (tmp_path / "run").exists()
+
+
+def test_textchem_eval_names_the_task_without_targets_and_the_metric_function_seqio_cannot_call(tmp_path, checked_tasks):
+    """The evaluator checks what the training's start-up checks do (they failed deep in SeqIO there too)."""
+    from textchem_jax import partitioning
+    from textchem_jax.evaluator import InferenceEvaluator
+
+    cfg = DatasetConfig("checked_no_targets", LENGTHS, "validation", 4, pack=False)
+    with pytest.raises(ValueError, match=r"^task checked_no_targets has the output features inputs, the model reads"):
+        InferenceEvaluator(tiny_t5(), cfg, str(tmp_path), partitioning.make_mesh())
+    cfg = DatasetConfig("checked_predictions_only", LENGTHS, "validation", 4, pack=False)
+    with pytest.raises(ValueError, match=r"^task checked_predictions_only: metric_fns\[0\] \S+_predictions_only takes"):
+        InferenceEvaluator(tiny_t5(), cfg, str(tmp_path), partitioning.make_mesh())
+
+
+def test_a_batch_the_meshs_data_axis_does_not_divide_is_one_line_before_the_run_folder_is_made(tmp_path):
+    """BATCH_SIZE 10 on 8 devices with NUM_PARTITIONS=2 (data axis 4): JAX's sharding error at the first step,
+    naming neither BATCH_SIZE nor a fix, after config.gin and an empty checkpoints/ were written."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+               f"--gin.MODEL_DIR='{run}'", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=10", "--gin.NUM_PARTITIONS=2"]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert ("train/ batch size 10 (gin BATCH_SIZE) is not a multiple of the mesh's data axis (4: 8 devices / "
+            "NUM_PARTITIONS 2): use 8 or 12, or change NUM_PARTITIONS") in result.stderr  # fmt: skip
+    assert "Traceback" not in result.stderr and not run.exists()

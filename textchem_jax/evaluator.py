@@ -27,7 +27,7 @@ from textchem_jax import xla_cpu
 from textchem_jax.chem.notations import ORIGINAL
 from textchem_jax.paths import makedirs
 from textchem_jax.progress import ProgressLine
-from textchem_jax.run_config import checked_provider, import_task_module, mixture_or_task
+from textchem_jax.run_config import check_metric_fns, checked_provider, import_task_module, mixture_or_task
 
 DecodeFn = Callable[..., Any]
 logger = logging.getLogger("textchem_jax.evaluator")
@@ -181,7 +181,8 @@ class InferenceEvaluator:
         from textchem_jax.data import seqio_tasks
 
         import_task_module(cfg.module, model)
-        checked_provider(cfg, model)
+        provider = checked_provider(cfg, model, ("inputs", "targets"))  # said now, not deep in SeqIO
+        check_metric_fns(seqio.get_subtasks(provider))
         tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split)
         makedirs(output_dir)  # seqio's loggers expect it
         self.evaluators = {

@@ -236,6 +236,7 @@ def train(
     mesh = partitioning.make_mesh() if mesh is None else mesh
     trainer = (trainer_cls or trainer_lib.Trainer)(model=model, optimizer=optimizer, mesh=mesh)
     partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
+    _check_batch_sizes(trainer, train=train_dataset_cfg, train_eval=train_eval_dataset_cfg if eval_steps else None)
     check_checkpoint_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")  # a resume
     _refuse_if_trained_elsewhere(model_dir)
     if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
@@ -362,6 +363,26 @@ def train(
         checkpoints.close()
         progress.flush()
         return results
+
+
+def _check_batch_sizes(trainer, **configs) -> None:
+    """Each batch training splits over the mesh's `data` axis (and into `num_microbatches`) divides by it: BATCH_SIZE
+    16 on 3 devices, or 10 on 8 with NUM_PARTITIONS=2, was JAX's sharding error at the first step, with config.gin
+    and an empty checkpoints/ left in MODEL_DIR. Inference pads its last batch and needs no such check."""
+    data = trainer.mesh.shape["data"]
+    for scope, cfg in configs.items():
+        if cfg is None:
+            continue
+        slices = trainer.num_microbatches if scope == "train" else 1
+        multiple = math.lcm(data, slices)
+        if cfg.batch_size % multiple:
+            lower, higher = cfg.batch_size // multiple * multiple, (cfg.batch_size // multiple + 1) * multiple
+            sizes = " or ".join(str(size) for size in (lower, higher) if size)
+            split = (f"the mesh's data axis ({data}: {trainer.mesh.devices.size} devices / NUM_PARTITIONS "
+                     f"{trainer.mesh.devices.size // data})")  # fmt: skip
+            into = f" and of num_microbatches ({slices})" if slices > 1 else ""
+            raise ValueError(f"{scope}/ batch size {cfg.batch_size} (gin BATCH_SIZE) is not a multiple of {split}{into}: "
+                             f"use {sizes}, or change NUM_PARTITIONS")  # fmt: skip
 
 
 def _check_evaluation_data(model, train_cfg, train_eval_cfg, infer_eval_cfg) -> None:
