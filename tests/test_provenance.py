@@ -61,3 +61,37 @@ def test_the_run_report_shows_the_versions_the_run_recorded_beside_its_own_and_m
     assert "2023.9.1" in rdkit_row and provenance.versions()["rdkit"] in rdkit_row and "differs" in rdkit_row
     jax_row = page[page.index("<td>jax</td>"):].split("</tr>")[0]
     assert "differs" not in jax_row
+
+
+def test_config_gin_binds_what_the_environment_chose_and_eval_keeps_a_runs_own(tmp_path, monkeypatch):
+    """A run trained on TEXTCHEM_VOCABULARY's vocabulary, rerun from its config.gin alone, trained on the shipped one
+    without a word (156 of 160 arrays differed); DATA_DIR = None read TEXTCHEM_DATA_DIR, which the file did not say."""
+    import shutil
+
+    import gin
+
+    from textchem_jax import launch
+    from textchem_jax.data import vocabulary as vocabularies
+
+    chosen = tmp_path / "chosen.model"
+    shutil.copy(vocabularies.DEFAULT_VOCABULARY_PATH, chosen)
+    monkeypatch.setenv("TEXTCHEM_VOCABULARY", str(chosen))
+    monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(tmp_path / "data"))
+    launch.parse_gin(["experiments/quickstart.gin"], [f"MODEL_DIR={str(tmp_path / 'run')!r}"])
+    launch.write_config(str(tmp_path / "run"), step=0)
+    config = (tmp_path / "run" / "config.gin").read_text()
+    assert f"vocabularies.task_vocabulary.path = {str(chosen)!r}" in config
+    assert f"DATA_DIR = {str(tmp_path / 'data')!r}" in config
+    assert provenance.history(str(tmp_path / "run"))[0]["step"] == 0
+
+    monkeypatch.delenv("TEXTCHEM_VOCABULARY")
+    monkeypatch.delenv("TEXTCHEM_DATA_DIR")
+    launch.parse_gin([str(tmp_path / "run" / "config.gin")], [])
+    assert gin.query_parameter("%VOCABULARY").scoped_configurable_fn().sentencepiece_model_file == str(chosen)
+    assert gin.query_parameter("%DATA_DIR") == str(tmp_path / "data")
+
+    (tmp_path / "run" / "checkpoints").mkdir()  # textchem-eval with EVAL_OUTPUT_DIR = the run's own folder
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='elsewhere'"])
+    launch.write_config(str(tmp_path / "run"), keep_a_runs=True, step=2)
+    assert (tmp_path / "run" / "config.gin").read_text() == config  # the run's own configuration kept
+    assert [entry["step"] for entry in provenance.history(str(tmp_path / "run"))] == [0, 2]

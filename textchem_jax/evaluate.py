@@ -47,7 +47,7 @@ def evaluate(
     import jax
     import tensorflow as tf
 
-    from textchem_jax import partitioning, provenance
+    from textchem_jax import launch, partitioning, provenance
     from textchem_jax.model_loading import complete_checkpoints, load_for_inference, resolve_checkpoint
 
     if checkpoint_steps not in CHECKPOINT_STEPS:
@@ -77,11 +77,12 @@ def evaluate(
             evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
         results = by_step[step] = evaluator.evaluate(params, step=step)  # files named by its step, as T5X
         if jax.process_index() == 0:  # which checkpoint, decoder and versions made the metrics line of this step
-            provenance.append(output_dir, checkpoint=path, step=step, mixture_or_task_name=dataset_cfg.mixture_or_task_name,
-                              split=dataset_cfg.split, num_examples=dataset_cfg.num_examples,
-                              task_feature_lengths=dict(dataset_cfg.task_feature_lengths),
-                              batch_size=dataset_cfg.batch_size, decoder=provenance.decoder(decode_fn),
-                              caption_tokenizer=caption_tokenizer, notations=list(notations))  # fmt: skip
+            launch.write_config(output_dir, keep_a_runs=True, checkpoint=path, step=step,
+                                mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
+                                num_examples=dataset_cfg.num_examples, batch_size=dataset_cfg.batch_size,
+                                task_feature_lengths=dict(dataset_cfg.task_feature_lengths),
+                                decoder=provenance.decoder(decode_fn), caption_tokenizer=caption_tokenizer,
+                                notations=list(notations))  # fmt: skip
         print(format_table(results, evaluator.examples))
         if notations:
             from textchem_jax.evaluator import notation_robustness

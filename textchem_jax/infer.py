@@ -195,7 +195,7 @@ def infer(
     from textchem_jax.data.seqio_tasks import vocabulary
     from textchem_jax.data.sources import name_and_kind
     from textchem_jax.evaluator import make_batch_decoder
-    from textchem_jax import provenance
+    from textchem_jax import launch, provenance
     from textchem_jax.model_loading import load_for_inference, resolve_checkpoint
     from textchem_jax.models.beam_search import beam_search
     from textchem_jax.run_config import import_task_module
@@ -225,11 +225,11 @@ def infer(
     params = load_for_inference(model, concrete, mesh)  # a mesh that cannot split it: said before the folder
     makedirs(output_dir)
     if jax.process_index() == 0:
-        provenance.append(output_dir, checkpoint=concrete, step=step, input_file=input_file, task=task,
-                          mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
-                          num_examples=dataset_cfg.num_examples, task_feature_lengths=dict(lengths),
-                          batch_size=dataset_cfg.batch_size, seed=dataset_cfg.seed, decoder=provenance.decoder(decode_fn),
-                          row_format=row_format)  # fmt: skip
+        launch.write_config(output_dir, keep_a_runs=True, checkpoint=concrete, step=step, input_file=input_file,
+                            task=task, mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
+                            num_examples=dataset_cfg.num_examples, task_feature_lengths=dict(lengths),
+                            batch_size=dataset_cfg.batch_size, seed=dataset_cfg.seed,
+                            decoder=provenance.decoder(decode_fn), row_format=row_format)  # fmt: skip
     written = []
     batch_numbers = itertools.count()  # every batch of every task samples with its own key (make_batch_decoder)
     for task_name, examples in sources:

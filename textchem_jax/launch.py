@@ -398,16 +398,41 @@ def check_macro_bindings(bindings: Sequence[str]) -> None:
                               f"nothing: {hint}")  # fmt: skip
 
 
-def write_config(model_dir: str) -> None:
-    """MODEL_DIR/config.gin: the full configuration the run used (T5X writes the same file)."""
+def write_config(folder: str, *, keep_a_runs: bool = False, **settings) -> None:
+    """FOLDER/config.gin, the full configuration the command used, as T5X writes into MODEL_DIR and into eval's and
+    infer's output folders; what the environment chose bound in it, so that the file alone reproduces the command
+    (a run trained on TEXTCHEM_VOCABULARY's vocabulary, rerun from its config.gin, trained on the shipped one
+    without a word). None without a parsed configuration (the library called from Python), nor, `keep_a_runs`
+    (eval, infer), over the config.gin of a run that `folder` also holds. And a `provenance` entry with `settings`
+    (versions, revision, command: what the configuration does not say)."""
     import gin
     import tensorflow as tf
 
-    makedirs(model_dir)
-    from textchem_jax.run_results import RUN_CONFIG_FILE
+    from textchem_jax import provenance
+    from textchem_jax.run_results import CHECKPOINTS_FOLDER, RUN_CONFIG_FILE, latest_step
 
-    with tf.io.gfile.GFile(os.path.join(model_dir, RUN_CONFIG_FILE), "w") as f:
-        f.write(gin.config_str())
+    makedirs(folder)
+    config = gin.config_str()
+    a_run = keep_a_runs and (latest_step(folder) > 0 or tf.io.gfile.isdir(os.path.join(folder, CHECKPOINTS_FOLDER)))
+    if config.strip() and not a_run:
+        with tf.io.gfile.GFile(os.path.join(folder, RUN_CONFIG_FILE), "w") as f:
+            f.write(config + _chosen_by_the_environment(config))
+    provenance.append(folder, **settings)
+
+
+def _chosen_by_the_environment(config: str) -> str:
+    """Bindings of what TEXTCHEM_VOCABULARY and TEXTCHEM_DATA_DIR chose where `config` (gin's) left it to them."""
+    lines = []
+    vocabulary = os.environ.get("TEXTCHEM_VOCABULARY")
+    task_vocabulary = re.search(r"@([\w.]+)\.task_vocabulary\(", config)  # the module as the gin files import it
+    if vocabulary and task_vocabulary and not re.search(r"\.task_vocabulary\.path\s*=", config):
+        lines.append(f"{task_vocabulary.group(1)}.task_vocabulary.path = {vocabulary!r}")
+    data = os.environ.get("TEXTCHEM_DATA_DIR")
+    if data and re.search(r"^DATA_DIR = None$", config, re.M):
+        lines.append(f"DATA_DIR = {data!r}")
+    if not lines:
+        return ""
+    return "\n# Chosen by the environment (TEXTCHEM_VOCABULARY, TEXTCHEM_DATA_DIR) when this started:\n" + "\n".join(lines) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -263,10 +263,10 @@ def default_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
     return load_vocabulary(DEFAULT_VOCABULARY_PATH, extra_ids=extra_ids)
 
 
-def task_vocabulary(*, extra_ids: int = T5_EXTRA_IDS):
-    """The vocabulary when no gin file binds VOCABULARY: `TEXTCHEM_VOCABULARY` (a SentencePiece model
-    path), else the shipped default."""
-    path = os.environ.get("TEXTCHEM_VOCABULARY")
+def task_vocabulary(*, path: str | None = None, extra_ids: int = T5_EXTRA_IDS):
+    """The vocabulary when no gin file binds VOCABULARY: `path` (a run's config.gin binds there the one
+    TEXTCHEM_VOCABULARY named), else `TEXTCHEM_VOCABULARY` (a SentencePiece model path), else the shipped default."""
+    path = path or os.environ.get("TEXTCHEM_VOCABULARY")
     return load_vocabulary(path, extra_ids=extra_ids) if path else default_vocabulary(extra_ids=extra_ids)
 
 
