@@ -322,6 +322,18 @@ def test_cpu_sweep_writes_tables_and_plots_and_skips_finished_points(cpu_sweep, 
     assert sweep.main([f"--sweep_dir={tmp_path / 'none'}", "--collect_only", *SWEEP_FLAGS]) == 2  # was a NotFoundError
     assert "no sweep at" in capsys.readouterr().err
 
+    from textchem_jax import provenance  # each point's versions, recorded when it trained, against the collector's
+
+    assert "Tables written with versions: jax " in (copy / "sweep.md").read_text()
+    point = copy / "width-32_mixture-cross"
+    entries = provenance.history(str(point))
+    assert entries and entries[-1]["versions"] == provenance.versions()
+    entries[-1]["versions"]["rdkit"] = "2023.9.1"
+    (point / provenance.FILE).write_text(json.dumps(entries))
+    capsys.readouterr()
+    assert sweep.main([f"--sweep_dir={copy}", "--collect_only", *SWEEP_FLAGS]) == 0
+    assert "Points trained with other versions: width-32_mixture-cross: rdkit 2023.9.1" in (copy / "sweep.md").read_text()
+
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")

@@ -405,7 +405,8 @@ def write_tables(rows: Sequence[Mapping], sweep_dir: str) -> tuple[str, str]:
     """`sweep.csv` (machine-readable; empty cell: n/a) and `sweep.md` (one row per point, n/a spelled out)."""
     import tensorflow as tf
 
-    from textchem_jax.metrics.tables import markdown_table, versions_line
+    from textchem_jax import provenance
+    from textchem_jax.metrics.tables import markdown_table
 
     columns = _columns(rows)
     buffer = io.StringIO()
@@ -417,8 +418,13 @@ def write_tables(rows: Sequence[Mapping], sweep_dir: str) -> tuple[str, str]:
     with tf.io.gfile.GFile(csv_path, "w") as f:
         f.write(buffer.getvalue())
     table = markdown_table(columns, [[_cell(row.get(c)) for c in columns] for row in rows])
+    # The versions each point recorded when it trained, where they are not these (a sweep collected after an upgrade)
+    other = sorted({f"{row['point']}: {name} {then}" for row in rows
+                    for entry in provenance.history(os.path.join(sweep_dir, row["point"]))[-1:]
+                    for name, (then, _) in provenance.changed(entry.get("versions", {})).items()})  # fmt: skip
+    trained = f"\n\nPoints trained with other versions: {'; '.join(other)}" if other else ""
     with tf.io.gfile.GFile(md_path, "w") as f:
-        f.write(f"# Sweep {sweep_dir}\n\n{table}\n\n{versions_line()}\n")
+        f.write(f"# Sweep {sweep_dir}\n\n{table}\n\nTables written with {provenance.versions_line()}{trained}\n")
     return csv_path, md_path
 
 
