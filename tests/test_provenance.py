@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import json
 import pathlib
 import subprocess
@@ -56,7 +57,7 @@ def test_the_run_report_shows_the_versions_the_run_recorded_beside_its_own_and_m
     (tmp_path / provenance.FILE).write_text(json.dumps([entry]))
     assert report.main([str(tmp_path)]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "recorded with the run" in page and entry["command"] in page
+    assert "recorded with the run" in page and html.escape(entry["command"]) in page
     rdkit_row = page[page.index("<td>rdkit</td>"):].split("</tr>")[0]
     assert "2023.9.1" in rdkit_row and provenance.versions()["rdkit"] in rdkit_row and "differs" in rdkit_row
     jax_row = page[page.index("<td>jax</td>"):].split("</tr>")[0]
@@ -75,9 +76,10 @@ def test_config_gin_binds_what_the_environment_chose_and_eval_keeps_a_runs_own(t
 
     chosen = tmp_path / "chosen.model"
     shutil.copy(vocabularies.DEFAULT_VOCABULARY_PATH, chosen)
-    monkeypatch.setenv("TEXTCHEM_VOCABULARY", str(chosen))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TEXTCHEM_VOCABULARY", "chosen.model")  # relative: bound absolute, the file read from anywhere
     monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(tmp_path / "data"))
-    launch.parse_gin(["experiments/quickstart.gin"], [f"MODEL_DIR={str(tmp_path / 'run')!r}"])
+    launch.parse_gin(["experiments/quickstart.gin"], [f"MODEL_DIR={str(tmp_path / 'run')!r}"], [str(ROOT / "gin_configs")])
     launch.write_config(str(tmp_path / "run"), step=0)
     config = (tmp_path / "run" / "config.gin").read_text()
     assert f"vocabularies.task_vocabulary.path = {str(chosen)!r}" in config
@@ -91,7 +93,7 @@ def test_config_gin_binds_what_the_environment_chose_and_eval_keeps_a_runs_own(t
     assert gin.query_parameter("%DATA_DIR") == str(tmp_path / "data")
 
     (tmp_path / "run" / "checkpoints").mkdir()  # textchem-eval with EVAL_OUTPUT_DIR = the run's own folder
-    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='elsewhere'"])
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='elsewhere'"], [str(ROOT / "gin_configs")])
     launch.write_config(str(tmp_path / "run"), keep_a_runs=True, step=2)
     assert (tmp_path / "run" / "config.gin").read_text() == config  # the run's own configuration kept
     assert [entry["step"] for entry in provenance.history(str(tmp_path / "run"))] == [0, 2]

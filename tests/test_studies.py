@@ -258,6 +258,10 @@ def test_teacher_forced_scalars_are_read_from_t5xs_layout_and_from_runs_written_
     write(tmp_path / "new" / "training_eval" / "mix_b", [("loss", 6, 2.5)])  # evaluated last: a resume's mixture
     assert run_results.teacher_forced_scalars(str(tmp_path / "new")) == {"loss": [(6, 2.5)]}
     assert run_results.teacher_forced_scalars(str(tmp_path / "new"), "mix_a") == {"loss": [(2, 4.0), (4, 3.5)]}
+    # a run resumed across the change: its earlier points kept, the new layout's winning a step both have
+    write(tmp_path / "old" / "training_eval" / "mix", [("loss", 2, 3.9), ("loss", 6, 2.5)])
+    resumed = run_results.teacher_forced_scalars(str(tmp_path / "old"))
+    assert resumed == {"loss": [(2, pytest.approx(3.9)), (6, 2.5)], "accuracy": [(2, 0.5)]}
     assert run_results.teacher_forced_scalars(str(tmp_path / "none")) == {}
 
 

@@ -531,6 +531,18 @@ def test_a_task_without_the_evaluation_split_is_said_before_the_first_step(tmp_p
     assert "has no 'validation' split" not in caplog.text  # said once, above
 
 
+def test_a_slice_of_a_split_the_tasks_have_passes_the_start_up_check():
+    """A TFDS source reads `validation[:1000]` of its `validation` (T5X's recipes slice evaluation splits so): the
+    check refused every slice its split list did not spell out."""
+    from textchem_jax import run_config
+
+    run_config.register_our_tasks()
+    for split in ("validation[:2]", "train[:90%]"):
+        assert run_config.check_splits({"train_eval": DatasetConfig("textchem_demo_forward", LENGTHS, split, 4)}) == []
+    with pytest.raises(ValueError, match=r"has no 'nosuch\[:2\]' split"):
+        run_config.check_splits({"train_eval": DatasetConfig("textchem_demo_forward", LENGTHS, "nosuch[:2]", 4)})
+
+
 def test_a_metric_function_seqio_cannot_call_is_named_before_the_first_step(tmp_path, checked_tasks):
     """It failed at the first in-training evaluation, in seqio's words, naming neither the task nor the function."""
     with pytest.raises(ValueError, match=r"^task checked_predictions_only: metric_fns\[0\] "

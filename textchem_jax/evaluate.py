@@ -36,7 +36,7 @@ def evaluate(
     checkpoint_steps: str = "latest",
 ) -> dict:
     """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import: step 0) on a split;
-    `caption_tokenizer` a local SciBERT folder for MolT5's caption BLEU/METEOR (gin: CAPTION_TOKENIZER);
+    `caption_tokenizer` a SciBERT folder (local or gs://) for MolT5's caption BLEU/METEOR (gin: CAPTION_TOKENIZER);
     `notations` (gin: NOTATIONS) also evaluates the SMILES-input tasks on their inputs rewritten in each
     (`chem.notations.variant_names`) and prints each metric's drop, into `output_dir/notations/`.
 

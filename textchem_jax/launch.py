@@ -404,13 +404,17 @@ def write_config(folder: str, *, keep_a_runs: bool = False, **settings) -> None:
     (a run trained on TEXTCHEM_VOCABULARY's vocabulary, rerun from its config.gin, trained on the shipped one
     without a word). None without a parsed configuration (the library called from Python), nor, `keep_a_runs`
     (eval, infer), over the config.gin of a run that `folder` also holds. And a `provenance` entry with `settings`
-    (versions, revision, command: what the configuration does not say)."""
+    (versions, revision, command: what the configuration does not say). Written by process 0 only: the others'
+    read-modify-write of provenance.json raced it (a process died on the vanished temporary file)."""
     import gin
+    import jax
     import tensorflow as tf
 
     from textchem_jax import provenance
     from textchem_jax.run_results import CHECKPOINTS_FOLDER, RUN_CONFIG_FILE, latest_step
 
+    if jax.process_index() != 0:
+        return
     makedirs(folder)
     config = gin.config_str()
     a_run = keep_a_runs and (latest_step(folder) > 0 or tf.io.gfile.isdir(os.path.join(folder, CHECKPOINTS_FOLDER)))
@@ -426,6 +430,7 @@ def _chosen_by_the_environment(config: str) -> str:
     vocabulary = os.environ.get("TEXTCHEM_VOCABULARY")
     task_vocabulary = re.search(r"@([\w.]+)\.task_vocabulary\(", config)  # the module as the gin files import it
     if vocabulary and task_vocabulary and not re.search(r"\.task_vocabulary\.path\s*=", config):
+        vocabulary = vocabulary if is_remote(vocabulary) else os.path.abspath(expand_user(vocabulary))  # from anywhere
         lines.append(f"{task_vocabulary.group(1)}.task_vocabulary.path = {vocabulary!r}")
     data = os.environ.get("TEXTCHEM_DATA_DIR")
     if data and re.search(r"^DATA_DIR = None$", config, re.M):

@@ -54,10 +54,19 @@ def machine() -> str:
         pass
     described = f"{cpu}, {os.cpu_count()} cores"
     jax = sys.modules.get("jax")
-    if jax is not None:
+    if jax is not None and _backend_running():  # never started here: on a GPU it would take most of the memory
         devices = jax.devices()
         described += f"; {len(devices)} x {devices[0].device_kind} ({jax.process_count()} process(es))"
     return described
+
+
+def _backend_running() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # another JAX: the devices go unsaid rather than started
+        return False
 
 
 def record(extra_packages: Sequence[str] = (), **settings) -> dict:

@@ -202,9 +202,10 @@ def _splits(task) -> tuple[str, ...] | None:
 
 
 def _has_split(task, split: str) -> bool:
-    """As SeqIO asks it (our tasks' splits also hold their leading slices, `train[:25%]`); unknown: assumed."""
+    """As SeqIO asks it (our tasks' splits also hold their leading slices, `train[:25%]`; a TFDS source reads any
+    slice of a split it has, `validation[:1000]`); unknown: assumed."""
     try:
-        return split in task.splits
+        return split in task.splits or split.split("[", 1)[0] in task.splits
     except Exception:
         return True
 

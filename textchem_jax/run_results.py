@@ -66,17 +66,19 @@ def scalars(events_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 def teacher_forced_scalars(model_dir: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of the run's teacher-forced evaluation: `training_eval/<name>/` (without `name`:
-    the folder evaluated last, where the evaluation mixture changed between resumes); runs written before that
-    layout kept them as `eval/<tag>` in train/."""
+    the folder evaluated last, where the evaluation mixture changed between resumes), after the `eval/<tag>` points
+    in train/ of the steps trained before that layout (a run resumed across it keeps its earlier curve)."""
     import tensorflow as tf
 
+    legacy = scalars(os.path.join(model_dir, "train"))
+    merged = {tag.removeprefix("eval/"): dict(points) for tag, points in legacy.items() if tag.startswith("eval/")}
     folder = os.path.join(model_dir, "training_eval")
     names = [name] if name else [n.rstrip("/") for n in tf.io.gfile.listdir(folder)] if tf.io.gfile.isdir(folder) else []
     candidates = [series for n in names if (series := scalars(os.path.join(folder, n)))]
     if candidates:
-        return max(candidates, key=lambda series: max(points[-1][0] for points in series.values()))
-    legacy = scalars(os.path.join(model_dir, "train"))
-    return {tag.removeprefix("eval/"): points for tag, points in legacy.items() if tag.startswith("eval/")}
+        for tag, points in max(candidates, key=lambda series: max(points[-1][0] for points in series.values())).items():
+            merged.setdefault(tag, {}).update(points)  # the new layout's point wins a step both have
+    return {tag: sorted(points.items()) for tag, points in merged.items()}
 
 
 def _complete_records(path: str):

@@ -161,7 +161,7 @@ def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float 
     from textchem_jax.data.seqio_tasks import metric_and_postprocess
 
     sets: dict[str, dict[str, tuple[list, list]]] = {}  # file name, or T5X shard set -> task -> rows
-    files = prediction_files(path)
+    files, skipped = prediction_files(path), 0
     for file in files:
         name = os.path.basename(file)
         shards = _T5X_INFER_FILE.match(name)
@@ -171,13 +171,15 @@ def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float 
             if len(files) == 1:
                 raise
             logger.warning("skipped %s", error)  # a run's inference_eval/ with a task of the user's own beside ours
+            skipped += 1
             continue
         for task, (targets, predictions) in grouped.items():
             rows = sets.setdefault(f"{shards.group('task')}-predict.jsonl" if shards else name, {}).setdefault(task, ([], []))
             rows[0].extend(targets)
             rows[1].extend(predictions)
     if not sets:  # an empty file printed an empty table and ended 0
-        raise ValueError(f"{path} holds no predictions (empty)")
+        raise ValueError(f"{path} holds no predictions of our tasks (every file skipped, above)" if skipped else
+                         f"{path} holds no predictions (empty)")  # fmt: skip
     sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
     results, examples = {}, {}
     for name, tasks in sets.items():

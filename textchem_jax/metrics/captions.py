@@ -85,7 +85,7 @@ def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
         if local:
             _copy_files(path, local)
         tokenizer = AutoTokenizer.from_pretrained(local or path, local_files_only=True)
-    except (OSError, ValueError) as error:  # a missing folder reads as a hub id: "Repo id must be in the form ..."
+    except Exception as error:  # OSError, ValueError; tf.errors.OpError copying from gs://: said as one line  # a missing folder reads as a hub id: "Repo id must be in the form ..."
         reason = str(error).strip().splitlines()[0]
         raise ValueError(f"mol2text_metrics: no Hugging Face tokenizer in {path!r}: give a folder that holds one "
                          f"(e.g. SciBERT's, saved with save_pretrained), or none for BERT's basic tokenization ({reason})") from None  # fmt: skip

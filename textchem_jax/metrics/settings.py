@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 @dataclasses.dataclass(frozen=True)
 class MetricSettings:
     forward_fn: Callable[[list[str]], list[str]] | None = None  # precursors -> predicted products
-    caption_tokenizer: str | None = None  # a local Hugging Face tokenizer folder (SciBERT for MolT5's numbers)
+    caption_tokenizer: str | None = None  # a Hugging Face tokenizer folder, local or gs:// (SciBERT for MolT5's numbers)
 
 
 _current = MetricSettings()
