@@ -78,7 +78,7 @@ def test_config_gin_binds_what_the_environment_chose_and_eval_keeps_a_runs_own(t
     shutil.copy(vocabularies.DEFAULT_VOCABULARY_PATH, chosen)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TEXTCHEM_VOCABULARY", "chosen.model")  # relative: bound absolute, the file read from anywhere
-    monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TEXTCHEM_DATA_DIR", "data")
     launch.parse_gin(["experiments/quickstart.gin"], [f"MODEL_DIR={str(tmp_path / 'run')!r}"], [str(ROOT / "gin_configs")])
     launch.write_config(str(tmp_path / "run"), step=0)
     config = (tmp_path / "run" / "config.gin").read_text()

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from textchem_jax import peers, xla_cpu
 from textchem_jax.cli import command, quiet_libraries, without_gin_context
 from textchem_jax.local_cache import cache_root
-from textchem_jax.paths import expand_user, is_remote, makedirs
+from textchem_jax.paths import absolute, expand_user, is_remote, makedirs
 
 logger = logging.getLogger("textchem_jax.launch")
 
@@ -426,15 +426,14 @@ def write_config(folder: str, *, keep_a_runs: bool = False, **settings) -> None:
 
 def _chosen_by_the_environment(config: str) -> str:
     """Bindings of what TEXTCHEM_VOCABULARY and TEXTCHEM_DATA_DIR chose where `config` (gin's) left it to them."""
-    lines = []
+    lines = []  # paths made absolute: read from the working directory then, from any other
     vocabulary = os.environ.get("TEXTCHEM_VOCABULARY")
     task_vocabulary = re.search(r"@([\w.]+)\.task_vocabulary\(", config)  # the module as the gin files import it
     if vocabulary and task_vocabulary and not re.search(r"\.task_vocabulary\.path\s*=", config):
-        vocabulary = vocabulary if is_remote(vocabulary) else os.path.abspath(expand_user(vocabulary))  # from anywhere
-        lines.append(f"{task_vocabulary.group(1)}.task_vocabulary.path = {vocabulary!r}")
+        lines.append(f"{task_vocabulary.group(1)}.task_vocabulary.path = {str(absolute(expand_user(vocabulary)))!r}")
     data = os.environ.get("TEXTCHEM_DATA_DIR")
     if data and re.search(r"^DATA_DIR = None$", config, re.M):
-        lines.append(f"DATA_DIR = {data!r}")
+        lines.append(f"DATA_DIR = {str(absolute(expand_user(data)))!r}")
     if not lines:
         return ""
     return "\n# Chosen by the environment (TEXTCHEM_VOCABULARY, TEXTCHEM_DATA_DIR) when this started:\n" + "\n".join(lines) + "\n"

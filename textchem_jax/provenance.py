@@ -1,8 +1,9 @@
 """What produced a figure: the libraries' versions, our code's revision, the command and the machine.
 
 Written beside what a run, an evaluation or an inference leaves (`provenance.json`: a list, one entry each time a
-command wrote there; not `.jsonl`, which textchem-score would read as predictions), and read back by the reports: the versions that computed a metric, not those of
-the process that renders it (RDKit alone moved MolT5-large's rdk_fts from 0.8125 to 0.8071 between releases).
+command wrote there; not `.jsonl`, which textchem-score would read as predictions), and read back by the reports:
+the versions that computed a metric, not those of the process that renders it (RDKit alone moved MolT5-large's
+rdk_fts from 0.8125 to 0.8071 between releases).
 """
 
 from __future__ import annotations
