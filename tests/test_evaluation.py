@@ -186,6 +186,10 @@ def test_infer_pads_the_last_batch_so_one_program_serves_a_file(tmp_path, monkey
     assert recorded["decoder"] == "textchem_jax.models.beam_search.beam_search(num_decodes=2)"
     assert (recorded["step"], recorded["batch_size"], recorded["input_file"]) == (0, 4, str(tmp_path / "molecules.txt"))
     assert score.prediction_files(tmp_path / "preds") == [path]  # not read as predictions
+    for missing, said in ((tmp_path / "typo.txt", "does not exist"), (tmp_path, "is a folder: give one file in it")):
+        with pytest.raises(ValueError, match=rf"^the input file '{missing}' \(infer_lib.infer.input_file\) {said}$"):
+            infer_lib.infer(model=model, checkpoint_path=str(tmp_path), output_dir=str(tmp_path / "preds"),
+                            dataset_cfg=DatasetConfig(None, LENGTHS, "test", 4), input_file=str(missing), task="mol2text")  # fmt: skip
 
 
 def test_infer_reads_a_windows_file_as_the_plain_file_and_names_the_inputs_it_cuts(tmp_path, caplog):

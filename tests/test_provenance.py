@@ -92,6 +92,12 @@ def test_config_gin_binds_what_the_environment_chose_and_eval_keeps_a_runs_own(t
     assert gin.query_parameter("%VOCABULARY").scoped_configurable_fn().sentencepiece_model_file == str(chosen)
     assert gin.query_parameter("%DATA_DIR") == str(tmp_path / "data")
 
+    converted = tmp_path / "converted"  # a textchem-convert output: read by its model.gin once no config.gin is there
+    converted.mkdir()
+    (converted / "model.gin").write_text("# the model\n")
+    launch.write_config(str(converted), keep_a_runs=True, step=0)
+    assert not (converted / "config.gin").exists() and provenance.history(str(converted))
+
     (tmp_path / "run" / "checkpoints").mkdir()  # textchem-eval with EVAL_OUTPUT_DIR = the run's own folder
     launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='elsewhere'"], [str(ROOT / "gin_configs")])
     launch.write_config(str(tmp_path / "run"), keep_a_runs=True, step=2)

@@ -141,8 +141,9 @@ def test_in_a_folder_a_task_of_the_users_own_is_skipped_and_said_and_ours_are_sc
     assert main(["--predictions", str(tmp_path / "my_rxnclass-000010.jsonl")]) == 2  # alone: the error, as before
     assert "evaluate a task of your own with textchem-eval" in capsys.readouterr().err
     (tmp_path / "textchem_demo_forward-000010.jsonl").rename(tmp_path / "my_rxnclass-000020.jsonl")
-    assert main(["--predictions", str(tmp_path)]) == 2
+    assert main(["--predictions", str(tmp_path), "--output", str(tmp_path / "new" / "scores.json")]) == 2
     assert f"{tmp_path} holds no predictions of our tasks (every file skipped, above)" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # nothing scored: the folder made for the output is not left behind
 
 
 def test_an_empty_file_or_rows_without_targets_are_said_not_scored_as_nothing(tmp_path, capsys):

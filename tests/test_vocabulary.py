@@ -306,6 +306,22 @@ def test_numbers_in_prose_are_not_counted_as_smiles():
         "c1ccccc1O", "[Na+]~[OH-]"]  # fmt: skip
 
 
+def test_every_input_file_is_read_however_the_flag_is_given_and_jsonl_inputs_count(tmp_path, capsys):
+    """`--input A --input B` trained on B alone, and textchem-infer's .jsonl rows gave only their targets."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"input": s, "target": f"t {s}"}) + "\n" for s in ("CCO", "c1ccccc1")))
+    assert V.read_texts(rows) == ["CCO", "t CCO", "c1ccccc1", "t c1ccccc1"]
+    (tmp_path / "more.txt").write_text("CC(=O)O\n")
+    prefix = str(tmp_path / "v")
+    assert vocab_cli.main(["--input", str(rows), "--input", str(tmp_path / "more.txt"), "--output_prefix", prefix,
+                           "--vocab_size=300", "--soft_vocab_limit"]) == 0  # fmt: skip
+    assert "reading 2 --input file(s)" in capsys.readouterr().out
+    (tmp_path / "other.jsonl").write_text(json.dumps({"smiles": "CCO"}) + "\n")
+    with pytest.raises(SystemExit):
+        vocab_cli.main(["--input", str(tmp_path / "other.jsonl"), "--output_prefix", prefix])
+    assert "a .jsonl row's source, input, inputs, target, targets strings are read" in capsys.readouterr().err
+
+
 def test_cli_errors_and_console_entry(tmp_path, capsys):
     with pytest.raises(SystemExit):
         vocab_cli.main(["--output_prefix", str(tmp_path / "v")])  # no texts

@@ -19,13 +19,14 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def parse_args(parser: Any, argv: Sequence[str] | None = None) -> Any:
-    """`parser.parse_args(argv)` (argparse) with every value that starts with `~` expanded as `expand_user`
-    does, kept in its type (str, epath.Path), in lists too: our commands take paths, never other `~` text."""
+    """`parser.parse_args(argv)` (argparse) with every value that starts with `~` or climbs with `..` read as
+    `expand_user` reads it, kept in its type (str, epath.Path), in lists too: our commands take paths, never other
+    `~` text (any other value is unchanged by it)."""
 
     def expanded(value: Any) -> Any:
         if isinstance(value, list):
             return [expanded(item) for item in value]
-        if isinstance(value, (str, os.PathLike)) and os.fspath(value).startswith("~"):
+        if isinstance(value, (str, os.PathLike)) and expand_user(os.fspath(value)) != os.fspath(value):
             return type(value)(expand_user(os.fspath(value)))
         return value
 

@@ -216,6 +216,9 @@ def infer(
     if input_file is not None:
         if task is None:
             raise ValueError("input_file needs task= (forward, retro, paragraph2actions, text2mol or mol2text)")
+        if not tf.io.gfile.exists(input_file) or tf.io.gfile.isdir(input_file):  # not "[Errno 2]" alone
+            found = "is a folder: give one file in it" if tf.io.gfile.exists(input_file) else "does not exist"
+            raise ValueError(f"the input file {input_file!r} (infer_lib.infer.input_file) {found}")
         sources = [(f"textchem_{task}", list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
         split_name = name_and_kind(input_file)[0]
     else:

@@ -152,13 +152,14 @@ def _register_file_readers() -> None:
     config._FILE_READERS[:] = [*readers, (_open_remote, _is_remote_file)]
 
 
-_TILDE_VALUE = re.compile(r"^(\s*[\w./]+\s*=\s*)(['\"])(~[^'\"]*)\2\s*$")
+_PATH_VALUE = re.compile(r"^(\s*[\w./]+\s*=\s*)(['\"])(~[^'\"]*|(?:[^'\"]*/)?\.\.(?:/[^'\"]*)?)\2\s*$")
 
 
 def _tilde_expanded(binding: str) -> str:
     """`MODEL_DIR='~/run'` with the `~` expanded as a shell would: bash leaves it alone inside quotes (and after
-    `=`), and every library below took it for a folder named `~` in the working directory."""
-    match = _TILDE_VALUE.match(binding)
+    `=`), and every library below took it for a folder named `~` in the working directory; and a `..` resolved as
+    the kernel does (`paths.expand_user`)."""
+    match = _PATH_VALUE.match(binding)
     return f"{match.group(1)}{match.group(2)}{expand_user(match.group(3))}{match.group(2)}" if match else binding
 
 
@@ -171,7 +172,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
 
     gin.clear_config()
     _register_file_readers()
-    search_paths = [*search_paths, str(GIN_CONFIGS)]
+    search_paths = [*(expand_user(path) for path in search_paths), str(GIN_CONFIGS)]  # `--gin_search_paths=~/x` too
     logging.getLogger().addFilter(_quiet_search_misses)
     for path in search_paths:
         gin.add_config_file_search_path(path)
@@ -403,7 +404,8 @@ def write_config(folder: str, *, keep_a_runs: bool = False, **settings) -> None:
     infer's output folders; what the environment chose bound in it, so that the file alone reproduces the command
     (a run trained on TEXTCHEM_VOCABULARY's vocabulary, rerun from its config.gin, trained on the shipped one
     without a word). None without a parsed configuration (the library called from Python), nor, `keep_a_runs`
-    (eval, infer), over the config.gin of a run that `folder` also holds. And a `provenance` entry with `settings`
+    (eval, infer), in a folder that holds a run or a textchem-convert output (read by its config.gin, else its
+    model.gin: an eval's config.gin there became what the converted model "was trained with"). And a `provenance` entry with `settings`
     (versions, revision, command: what the configuration does not say). Written by process 0 only: the others'
     read-modify-write of provenance.json raced it (a process died on the vanished temporary file)."""
     import gin
@@ -411,13 +413,14 @@ def write_config(folder: str, *, keep_a_runs: bool = False, **settings) -> None:
     import tensorflow as tf
 
     from textchem_jax import provenance
-    from textchem_jax.run_results import CHECKPOINTS_FOLDER, RUN_CONFIG_FILE, latest_step
+    from textchem_jax.run_results import CHECKPOINTS_FOLDER, CONVERTED_GIN_FILE, RUN_CONFIG_FILE, latest_step
 
     if jax.process_index() != 0:
         return
     makedirs(folder)
     config = gin.config_str()
-    a_run = keep_a_runs and (latest_step(folder) > 0 or tf.io.gfile.isdir(os.path.join(folder, CHECKPOINTS_FOLDER)))
+    a_run = keep_a_runs and (latest_step(folder) > 0 or tf.io.gfile.isdir(os.path.join(folder, CHECKPOINTS_FOLDER))
+                             or tf.io.gfile.exists(os.path.join(folder, CONVERTED_GIN_FILE)))  # a textchem-convert output
     if config.strip() and not a_run:
         with tf.io.gfile.GFile(os.path.join(folder, RUN_CONFIG_FILE), "w") as f:
             f.write(config + _chosen_by_the_environment(config))

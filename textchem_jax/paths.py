@@ -29,8 +29,13 @@ def is_remote(path: str | os.PathLike) -> bool:
 
 def expand_user(path: str) -> str:
     """`~/x` as the shell would give it: a `--flag=~/x` reaches us unexpanded (bash expands only `--flag ~/x`),
-    and tf.io.gfile would make a folder named `~` in the working directory. Remote paths are left as they are."""
-    return path if is_remote(path) else os.path.expanduser(path)
+    and tf.io.gfile would make a folder named `~` in the working directory. A local `..` is resolved as the kernel
+    does (after a symlink it climbs from the link's target): tf.io.gfile drops `a/..` as text, and a run wrote its
+    lock and predictions in one folder, its checkpoints in another. Remote paths are left as they are."""
+    if is_remote(path):
+        return path
+    path = os.path.expanduser(path)
+    return os.path.realpath(path) if ".." in re.split(r"[/\\]", path) else path
 
 
 def absolute(path: str | os.PathLike) -> epath.Path:

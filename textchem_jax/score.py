@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, ImportError) as error:
             print(f"textchem-score: {error}", file=sys.stderr)
             return 2
+    made = args.output is not None and not args.output.parent.exists()
     if args.output:
         makedirs(args.output.parent)  # before the scoring, not after it
     global _quiet_start
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             results, examples = score_and_count(args.predictions)
     except ValueError as error:
         print(f"textchem-score: {error}", file=sys.stderr)
+        if made and not any(args.output.parent.iterdir()):  # nothing scored: no empty folder left behind
+            args.output.parent.rmdir()
         return 2
     finally:
         _quiet_start = False

@@ -609,7 +609,7 @@ def main() -> int:
             import tensorflow as tf
 
             predictions = os.path.join(model_dir, "inference_eval")
-            print(f"checkpoints: {model_dir}/{run_results.CHECKPOINTS_FOLDER}  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}"
+            print(f"checkpoints: {os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER)}  TensorBoard: tensorboard --logdir={shlex.quote(model_dir)}"
                   + (f"  predictions: {predictions}" if tf.io.gfile.isdir(predictions) else ""), flush=True)  # fmt: skip  (pastes as is)
         return 0 if results is not None else 1
 

@@ -138,7 +138,7 @@ _SENTENCEPIECE_PLACE = re.compile(r"^[A-Z_]+: \S+\(\d+\) \[[^\]]*\] ")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
     source = parser.add_argument_group("texts (at least one)")
-    source.add_argument("--input", nargs="+", default=[], help="text files: .txt lines, .jsonl source/target, .tsv/.csv with a header (each also as a one-file .tar.gz)")
+    source.add_argument("--input", nargs="+", action="extend", default=[], help="text files (repeatable): .txt lines, .jsonl input/target, .tsv/.csv with a header (each also as a one-file .tar.gz)")
     source.add_argument("--mixture", help="a registered task or mixture: its prompted inputs and targets")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
         return 2
     if not texts:
-        parser.error(f"no texts in {', '.join(args.input)}" if args.input and not args.mixture else "no texts: give --input or --mixture")
+        parser.error(f"no texts in {', '.join(args.input)} (a .jsonl row's {', '.join(vocab_lib.JSONL_TEXT_KEYS)} strings "
+                     "are read)" if args.input and not args.mixture else "no texts: give --input or --mixture")  # fmt: skip
 
     print(f"training SentencePiece on {len(texts):,} texts (--vocab_size={args.vocab_size}) ...", flush=True)
     start = time.perf_counter()

@@ -442,20 +442,23 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     for number, line in enumerate(lines, start=1):
         if not_utf8(line):
             raise ValueError(f"{path}:{number}: {not_utf8(line)}")
-    if kind == ".jsonl":
+    if kind == ".jsonl":  # textchem-infer's rows (input, target), SeqIO's (inputs, targets), ours (source, target)
         texts = []
         for number, line in enumerate(lines, start=1):
             try:
                 row = json.loads(line) if line.strip() else {}
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-            texts += [row[key] for key in ("source", "target") if isinstance(row, dict) and isinstance(row.get(key), str)]
+            texts += [row[key] for key in JSONL_TEXT_KEYS if isinstance(row, dict) and isinstance(row.get(key), str)]
         return texts
     if kind in (".tsv", ".csv"):
         rows = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.DictReader(lines)
         return [value.replace("\\\\", "\\") if key == "SMILES" else value for row in rows for key, value in row.items()
                 if isinstance(value, str) and value]  # fmt: skip
     return [line.rstrip("\r\n") for line in lines if line.strip()]
+
+
+JSONL_TEXT_KEYS = ("source", "input", "inputs", "target", "targets")  # a .jsonl row's texts a vocabulary reads
 
 
 def smiles_in_texts(texts: Iterable[str]) -> list[str]:
