@@ -370,12 +370,12 @@ def test_eval_labels_its_files_with_the_step_it_decoded_though_a_newer_one_is_sa
     monkeypatch.setattr(evaluate, "InferenceEvaluator", newer_step_saved_first)
     evaluate.evaluate(model=tiny_t5(), checkpoint_path=str(run), dataset_cfg=_eval_cfg(), output_dir=str(out))
     assert built and (run / "checkpoints" / "2").is_dir()
-    assert sorted(path.name for path in out.glob(f"{_EVAL_TASK}-0*.jsonl")) == [f"{_EVAL_TASK}-000001.jsonl"]
-    assert _metric_steps(out) == [1]
+    assert sorted(path.name for path in (out / "inference_eval").glob(f"{_EVAL_TASK}-0*.jsonl")) == [f"{_EVAL_TASK}-000001.jsonl"]
+    assert _metric_steps(out / "inference_eval") == [1]  # as t5x.eval lays EVAL_OUTPUT_DIR out
     assert f"evaluating step 1 of {run}" in capsys.readouterr().out
     reference = _reference_predictions(tmp_path, [1, 2])
     assert reference[1] != reference[2]  # the two steps' weights tell apart
-    assert _predictions(out / f"{_EVAL_TASK}-000001.jsonl") == reference[1]
+    assert _predictions(out / "inference_eval" / f"{_EVAL_TASK}-000001.jsonl") == reference[1]
     assert resolve_checkpoint(str(run)) == (str(run / "checkpoints" / "2"), 2) and resolve_checkpoint(str(run))[1] == 2
     assert resolve_checkpoint(str(run / "checkpoints" / "1")) == (str(run / "checkpoints" / "1"), 1)
 
@@ -413,17 +413,17 @@ def test_eval_of_all_steps_evaluates_each_once_and_a_rerun_only_the_new_ones(tmp
     assert (evaluated, len(built), sorted(results)) == ([1, 2], 1, [1, 2])
     printed = capsys.readouterr().out
     assert printed.index("evaluating step 1 (1 of 2)") < printed.index("evaluating step 2 (2 of 2)")
-    assert _metric_steps(out) == [1, 2]
+    assert _metric_steps(out / "inference_eval") == [1, 2]
 
     _save_run_steps(run, [4])
     results = run_eval()
     assert (evaluated, len(built), sorted(results)) == ([4], 1, [4])
     assert "already evaluated in" in capsys.readouterr().out
-    assert _metric_steps(out) == [1, 2, 4]
+    assert _metric_steps(out / "inference_eval") == [1, 2, 4]
     reference = _reference_predictions(tmp_path, [1, 2, 4])
     assert len({json.dumps(predictions) for predictions in reference.values()}) == 3
     for step in (1, 2, 4):
-        assert _predictions(out / f"{_EVAL_TASK}-{step:06}.jsonl") == reference[step], step
+        assert _predictions(out / "inference_eval" / f"{_EVAL_TASK}-{step:06}.jsonl") == reference[step], step
 
     assert run_eval() == {} and (evaluated, built) == ([], [])  # nothing new: no evaluator built
     assert "no new step" in capsys.readouterr().out

@@ -82,7 +82,8 @@ def test_train_checkpoint_evaluate_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "levenshtein_similarity" in result.stdout
     assert "decoding validation: 4/4 examples in " in result.stdout
-    assert (tmp_path / "eval" / "textchem_demo_paragraph2actions-000006.jsonl").exists()  # named by its step
+    assert (tmp_path / "eval" / "inference_eval" / "textchem_demo_paragraph2actions-000006.jsonl").exists()  # by its step
+    assert (tmp_path / "eval" / "config.gin").exists() and (tmp_path / "eval" / "provenance.json").exists()  # as t5x.eval
 
     # The wrong model configuration for a checkpoint is a clear error, not a crash deep inside orbax.
     command = [c for c in command if c not in quickstart_model]
@@ -190,7 +191,7 @@ def test_users_own_task_through_train_eval_infer_and_the_run_exports_to_hugging_
                *model, *user, lengths, "--gin.CHECKPOINT_PATH='run'", "--gin.EVAL_OUTPUT_DIR='eval'"]  # fmt: skip
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "eval" / "my_spelling-000002.jsonl").exists() and "exact" in result.stdout
+    assert (tmp_path / "eval" / "inference_eval" / "my_spelling-000002.jsonl").exists() and "exact" in result.stdout
 
     command = [sys.executable, "-m", "textchem_jax.infer", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/infer.gin",
                *model, *user, lengths, "--gin.CHECKPOINT_PATH='run/checkpoints/2'", "--gin.INFER_OUTPUT_DIR='preds'"]  # fmt: skip

@@ -90,9 +90,9 @@ def test_readme_recipe_on_a_random_gt4sd_shaped_checkpoint(tmp_path, data):
     for task in TASKS:
         name = f"textchem_gt4sd_eval_{task}"
         assert name in printed
-        rows = [json.loads(line) for line in (out / f"{name}-000000.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (out / "inference_eval" / f"{name}-000000.jsonl").read_text().splitlines()]
         assert len(rows) == 3 and all(len(row["prediction"]) == 3 for row in rows)  # test split rows, 3 beams each
-        metrics = json.loads((out / f"{name}-metrics.jsonl").read_text().splitlines()[-1])
+        metrics = json.loads((out / "inference_eval" / f"{name}-metrics.jsonl").read_text().splitlines()[-1])
         assert EXPECTED_KEYS[task] <= set(metrics), (task, sorted(metrics))
-    retro = json.loads((out / "textchem_gt4sd_eval_retro-metrics.jsonl").read_text().splitlines()[-1])
+    retro = json.loads((out / "inference_eval" / "textchem_gt4sd_eval_retro-metrics.jsonl").read_text().splitlines()[-1])
     assert not math.isnan(retro["roundtrip_accuracy"])  # the model itself is the forward predictor

@@ -136,6 +136,11 @@ def test_in_a_folder_a_task_of_the_users_own_is_skipped_and_said_and_ours_are_sc
     assert main(["--predictions", str(tmp_path), "--output", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["textchem_demo_forward"]["accuracy"] == 1.0 and "my_rxnclass" not in written
+    (tmp_path / "eval" / "inference_eval").mkdir(parents=True)  # textchem-eval's EVAL_OUTPUT_DIR, given as it is
+    (tmp_path / "textchem_demo_forward-000010.jsonl").rename(tmp_path / "eval" / "inference_eval" / "textchem_demo_forward-000010.jsonl")
+    assert main(["--predictions", str(tmp_path / "eval"), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["textchem_demo_forward"]["accuracy"] == 1.0
+    (tmp_path / "eval" / "inference_eval" / "textchem_demo_forward-000010.jsonl").rename(tmp_path / "textchem_demo_forward-000010.jsonl")
     assert written["predictions"] == str(tmp_path) and written["examples"] == {"textchem_demo_forward": 1}
     assert "skipped " + str(tmp_path / "my_rxnclass-000010.jsonl") + ":1: task 'my_rxnclass' is none of ours" in caplog.text
     assert main(["--predictions", str(tmp_path / "my_rxnclass-000010.jsonl")]) == 2  # alone: the error, as before

@@ -194,9 +194,9 @@ def test_t5x_eval_and_infer_with_our_configs_and_textchem_score_reads_them(t5x_r
     result = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=900,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    ours = json.loads((tmp / "ours_eval" / "textchem_demo_text2mol-metrics.jsonl").read_text().splitlines()[-1])
+    ours = json.loads((tmp / "ours_eval" / "inference_eval" / "textchem_demo_text2mol-metrics.jsonl").read_text().splitlines()[-1])
     assert ours["step"] == 4 and {"validity", "maccs_fts", "morgan_fts"} <= set(ours)
-    assert (tmp / "ours_eval" / "textchem_demo_mol2text-000004.jsonl").exists()
+    assert (tmp / "ours_eval" / "inference_eval" / "textchem_demo_mol2text-000004.jsonl").exists()  # t5x.eval's layout
 
 
 @needs_t5x

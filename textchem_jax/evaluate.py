@@ -21,6 +21,7 @@ from textchem_jax.metrics.tables import format_table, versions_line
 
 
 CHECKPOINT_STEPS = ("latest", "all")
+PREDICTIONS_FOLDER = "inference_eval"  # in EVAL_OUTPUT_DIR, as t5x.eval (and a training run in MODEL_DIR)
 
 
 def evaluate(
@@ -38,7 +39,8 @@ def evaluate(
     """`textchem-eval`: inference metrics of a checkpoint (ours, or a Hugging Face import: step 0) on a split;
     `caption_tokenizer` a SciBERT folder (local or gs://) for MolT5's caption BLEU/METEOR (gin: CAPTION_TOKENIZER);
     `notations` (gin: NOTATIONS) also evaluates the SMILES-input tasks on their inputs rewritten in each
-    (`chem.notations.variant_names`) and prints each metric's drop, into `output_dir/notations/`.
+    (`chem.notations.variant_names`) and prints each metric's drop, into `output_dir/notations/`. SeqIO's files go
+    into `output_dir/inference_eval/`, as `t5x.eval` writes them; config.gin and provenance.json beside it.
 
     The step is resolved once, before loading (a run still training may save newer ones meanwhile), and names
     every file. `checkpoint_steps` (gin: CHECKPOINT_STEPS): "latest" evaluates the latest complete step and returns
@@ -56,11 +58,12 @@ def evaluate(
     if caption_tokenizer is not None:
         check_tokenizer(caption_tokenizer)  # before the checkpoint is read and the split decoded
     mesh = partitioning.make_mesh() if mesh is None else mesh
+    predictions = os.path.join(output_dir, PREDICTIONS_FOLDER)
     if checkpoint_steps == "latest":
         checkpoints = [resolve_checkpoint(checkpoint_path)]
     else:
         checkpoints = _not_yet_evaluated(complete_checkpoints(checkpoint_path), checkpoint_path, model, dataset_cfg,
-                                         output_dir)  # fmt: skip
+                                         predictions)  # fmt: skip
     checkpoints = _first_process_steps(checkpoints, checkpoint_path)
     evaluator, by_step = None, {}
     for number, (path, step) in enumerate(checkpoints, 1):
@@ -74,7 +77,7 @@ def evaluate(
         print(f"evaluating step {step}{counted} of {checkpoint_path}" + (f" ({path})" if path != checkpoint_path else ""),
               flush=True)  # fmt: skip
         if evaluator is None:  # one evaluator for every step: decoding compiles once
-            evaluator = InferenceEvaluator(model, dataset_cfg, output_dir, mesh, decode_fn, caption_tokenizer)
+            evaluator = InferenceEvaluator(model, dataset_cfg, predictions, mesh, decode_fn, caption_tokenizer)
         results = by_step[step] = evaluator.evaluate(params, step=step)  # files named by its step, as T5X
         if jax.process_index() == 0:  # which checkpoint, decoder and versions made the metrics line of this step
             launch.write_config(output_dir, keep_a_runs=True, checkpoint=path, step=step,
@@ -94,7 +97,7 @@ def evaluate(
             print(robustness_markdown({"metrics": by_notation}))
     if evaluator is not None:
         print(versions_line())
-        print(f"predictions and metrics: {output_dir}")
+        print(f"predictions and metrics: {predictions}")
     return by_step if checkpoint_steps == "all" else by_step[step]
 
 

@@ -134,8 +134,9 @@ def read_predictions(path: str | os.PathLike) -> dict[str, tuple[list, list]]:
 
 def prediction_files(path: str | os.PathLike) -> list[str]:
     """`path` itself, or the prediction files in the folder `path` (sorted): what `textchem-infer` or
-    `t5x.infer` wrote for a mixture (one file per task), or a run's `inference_eval/` (one per task and step).
-    SeqIO's `<task>-metrics.jsonl` beside them holds no predictions and is left out."""
+    `t5x.infer` wrote for a mixture (one file per task), or a run's `inference_eval/` (one per task and step), also
+    when given the folder that holds it (a MODEL_DIR, an EVAL_OUTPUT_DIR). SeqIO's `<task>-metrics.jsonl` beside
+    them holds no predictions and is left out."""
     from etils import epath
 
     folder = epath.Path(path)  # local or gs://
@@ -144,6 +145,8 @@ def prediction_files(path: str | os.PathLike) -> list[str]:
     files = sorted(str(file) for file in folder.iterdir() if not file.name.endswith("-metrics.jsonl")
                    and (file.name.endswith(".jsonl") or _T5X_INFER_FILE.match(file.name)) and file.is_file())  # fmt: skip
     # (names first: on gs:// each is_file is a request, and TensorBoard's task folders are left out by name)
+    if not files and (folder / "inference_eval").is_dir():  # a run's or textchem-eval's folder: SeqIO's files in it
+        return prediction_files(folder / "inference_eval")
     if not files:
         raise ValueError(f"{path} is a folder without prediction files (*.jsonl, <task>-predict.jsonl-*): give one file")
     return files
