@@ -427,6 +427,9 @@ def test_eval_of_all_steps_evaluates_each_once_and_a_rerun_only_the_new_ones(tmp
 
     assert run_eval() == {} and (evaluated, built) == ([], [])  # nothing new: no evaluator built
     assert "no new step" in capsys.readouterr().out
+    metrics = f"{_EVAL_TASK}-metrics.jsonl"
+    (out / "inference_eval" / metrics).replace(out / metrics)  # an EVAL_OUTPUT_DIR written before inference_eval/
+    assert run_eval() == {} and (evaluated, built) == ([], [])  # its steps are found there: evaluated already
 
     from textchem_jax import provenance  # what made each step's metrics line: checkpoint, decoder, versions
 

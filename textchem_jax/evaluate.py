@@ -141,15 +141,18 @@ def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, outp
     return pending
 
 
-def _logged_steps(output_dir: str, task: str) -> set[int]:
-    """The steps `<task>-metrics.jsonl` (seqio.JSONLogger's, one line per evaluation) has a line for."""
+def _logged_steps(predictions: str, task: str) -> set[int]:
+    """The steps `<task>-metrics.jsonl` (seqio.JSONLogger's, one line per evaluation) has a line for, in the
+    `inference_eval/` folder `predictions` or, written before that layout, in the EVAL_OUTPUT_DIR above it."""
     import tensorflow as tf
 
-    path = os.path.join(output_dir, f"{task}-metrics.jsonl")
-    if not tf.io.gfile.exists(path):
-        return set()
-    with tf.io.gfile.GFile(path) as f:
-        return {json.loads(line)["step"] for line in f if line.strip()}
+    steps = set()
+    for folder in (predictions, os.path.dirname(predictions)):
+        path = os.path.join(folder, f"{task}-metrics.jsonl")
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                steps |= {json.loads(line)["step"] for line in f if line.strip()}
+    return steps
 
 
 
