@@ -83,8 +83,10 @@ def test_the_model_itself_is_the_round_trip_forward_predictor(tmp_path, capsys):
     assert "round trip (forward model): 5/5 precursors in " in capsys.readouterr().out  # its progress line
     assert forward(precursors[:3]) + forward(precursors[3:]) == expected  # batching changes nothing
 
+    capsys.readouterr()
     results = evaluator.evaluate(params, step=2)["textchem_demo_retro"]
     assert not math.isnan(results["roundtrip_accuracy"])
+    assert "textchem_demo_retro: round trip (forward model): " in capsys.readouterr().out  # a notation's say theirs
     rows = _rows(tmp_path / "textchem_demo_retro-000002.jsonl")
     recomputed = metrics.retro_metrics([row["target"] for row in rows], [row["prediction"] for row in rows], forward_fn=forward)
     assert results["roundtrip_accuracy"] == recomputed["roundtrip_accuracy"]

@@ -315,14 +315,16 @@ class InferenceEvaluator:
         vocab = task.output_features["targets"].vocabulary
         best = [row if row.ndim == 1 else row[0] for _, row in outputs]
         precursors = list(dict.fromkeys(task.postprocess_fn(vocab.decode(row.tolist())) for row in best))
-        self._round_trip.update(zip(precursors, self.forward_predictor(params)(precursors)))
+        forward = self.forward_predictor(params, label=f"{name}: round trip (forward model)")  # a notation's, too
+        self._round_trip.update(zip(precursors, forward(precursors)))
 
     def _forward_from_round_trip(self, precursors: list[str]) -> list[str]:
         return [self._round_trip[p] for p in precursors]
 
-    def forward_predictor(self, params):
+    def forward_predictor(self, params, label: str = "round trip (forward model)"):
         """`precursors -> products` by the model under evaluation, batched on the mesh: the forward model of
-        the retrosynthesis round trip (the paper's multi-task model is its own forward predictor)."""
+        the retrosynthesis round trip (the paper's multi-task model is its own forward predictor). `label`: its
+        progress line's."""
         from textchem_jax.catalogue import PROMPTS, task_input_domain
         from textchem_jax.data import seqio_tasks
         from textchem_jax.metrics import smiles_postprocessor
@@ -332,7 +334,7 @@ class InferenceEvaluator:
 
         def forward(precursors: list[str]) -> list[str]:
             products = []
-            progress = self._progress("round trip (forward model)", len(precursors), unit="precursors")
+            progress = self._progress(label, len(precursors), unit="precursors")
             for start in range(0, len(precursors), self.batch_size):
                 chunk = precursors[start : start + self.batch_size]
                 tokens = encode_rows(vocab, [PROMPTS["forward"] + text for text in chunk], self.input_length)
