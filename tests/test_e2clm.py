@@ -535,7 +535,7 @@ def _evaluate_and_infer(model, run, tmp_path) -> None:
         dataset_cfg=DatasetConfig("textchem_demo_text2mol", LENGTHS, "validation", 4, pack=False, num_examples=4),
     )  # fmt: skip
     assert set(results["textchem_demo_text2mol"]) >= {"validity", "morgan_fts"}
-    assert (tmp_path / "eval" / "textchem_demo_text2mol-000001.jsonl").exists()
+    assert (tmp_path / "eval" / "inference_eval" / "textchem_demo_text2mol-000001.jsonl").exists()
     (path,) = infer_lib.infer(
         model=model, checkpoint_path=str(run), output_dir=str(tmp_path / "preds"),
         dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "test", 8, pack=False),

@@ -352,6 +352,7 @@ def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path,
                             f"--output_dir={tmp_path / 'cut'}"]) == 0  # fmt: skip
     cut = [r.getMessage() for r in caplog.records if "have targets longer than 4 tokens" in r.getMessage()]
     assert sorted(line.split(":")[0] for line in cut) == ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_retro"], cut
+    assert all(line.endswith("Raise --task_feature_lengths=targets=N to keep them whole.") for line in cut), cut  # its flag
 
     assert robustness.main([f"--model_dir={run}", "--split=validation", "--num_examples=6", "--random_variants=1"]) == 0
     saved = (run / "robustness" / "robustness.json").read_bytes()

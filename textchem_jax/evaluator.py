@@ -31,6 +31,7 @@ from textchem_jax.run_config import check_metric_fns, checked_provider, import_t
 
 DecodeFn = Callable[..., Any]
 logger = logging.getLogger("textchem_jax.evaluator")
+LENGTH_SETTING = "TASK_FEATURE_LENGTHS['{feature}']"  # what raises a feature's length: the gin macro, or a flag
 
 
 def _null_for_nan(value):
@@ -175,6 +176,7 @@ class InferenceEvaluator:
         caption_tokenizer: str | None = None,
         *,
         progress_period: float = 30.0,
+        length_setting: str = LENGTH_SETTING,
     ):
         import seqio
 
@@ -202,7 +204,7 @@ class InferenceEvaluator:
             for name, evaluator in self.evaluators.items():
                 features = ("inputs",) if seqio_tasks.NOTATION_INFIX in name else None  # a notation's targets are its task's: said once
                 dataset = evaluator.cached_task_datasets[name].as_numpy_iterator()
-                for line in cut_examples(evaluator.eval_tasks[0], dataset, cfg, features):
+                for line in cut_examples(evaluator.eval_tasks[0], dataset, cfg, features, setting=length_setting):
                     logger.warning(line)
         self.model = model
         self.split, self.progress_period = cfg.split, progress_period
@@ -348,7 +350,7 @@ class InferenceEvaluator:
 
 
 def cut_examples(task, trimmed: Iterable[Mapping], cfg, features: Sequence[str] | None = None,
-                 by: str = "evaluation") -> list[str]:  # fmt: skip
+                 by: str = "evaluation", setting: str = LENGTH_SETTING) -> list[str]:  # fmt: skip
     """A line for each of `task`'s `features` (default: all) whose examples are longer than the feature lengths:
     how many of how many, and the longest. `trimmed`: the task's examples as SeqIO gives them at those lengths.
     SeqIO warns that lengths "*may be*" insufficient only when no feature has room to spare (of ChEBI-20 test's
@@ -367,7 +369,7 @@ def cut_examples(task, trimmed: Iterable[Mapping], cfg, features: Sequence[str] 
         if cut:
             lines.append(f"{task.name}: {cut} of {len(counts)} {cfg.split} examples have {feature} longer than "
                          f"{lengths[feature]} tokens (longest {counts.max()}); {by} cuts them. Raise "
-                         f"TASK_FEATURE_LENGTHS['{feature}'] to keep them whole.")  # fmt: skip
+                         f"{setting.format(feature=feature)} to keep them whole.")  # fmt: skip
     return lines
 
 
@@ -390,7 +392,7 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
 
 def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,
                         decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None,
-                        originals: Mapping[str, Mapping] | None = None) -> dict:  # fmt: skip
+                        originals: Mapping[str, Mapping] | None = None, length_setting: str = LENGTH_SETTING) -> dict:  # fmt: skip
     """{task: {"original" | variant: {metric: value}}}: every task of `cfg`'s mixture that reads SMILES,
     evaluated on the same examples (the split's first `cfg.num_examples`) as written and rewritten in each
     notation variant (`notations.variant_names`), through the same decoding, postprocessing and metrics.
@@ -418,7 +420,7 @@ def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, 
         seqio.MixtureRegistry.remove(mixture)
     seqio.MixtureRegistry.add(mixture, [(name, 1.0) for name in names])
     evaluator = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=mixture), output_dir, mesh,
-                                   decode_fn, caption_tokenizer)  # fmt: skip
+                                   decode_fn, caption_tokenizer, length_setting=length_setting)  # fmt: skip
     grouped: dict[str, dict] = {}
     for name, metrics in {**known, **evaluator.evaluate(params, step)}.items():
         task, _, variant = name.partition(seqio_tasks.NOTATION_INFIX)

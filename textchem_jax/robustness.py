@@ -95,7 +95,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
     print(f"evaluating {mixture} ({split}, {num_examples or 'all'} examples per task) in {len(variants)} notations: "
           f"{', '.join(variants)}", flush=True)  # fmt: skip
     metrics = notation_robustness(saved.model, cfg, params, mesh, os.path.join(output_dir, "inference_eval"), variants,
-                                  step=step)  # fmt: skip
+                                  step=step, length_setting="--task_feature_lengths={feature}=N")  # its flag  # fmt: skip
     settings = {"model_dir": model_dir, "checkpoint": concrete, "checkpoint_step": step, "mixture": mixture,
                 "split": split, "num_examples": num_examples, "task_feature_lengths": lengths, "batch_size": batch_size,
                 "decoder": provenance.decoder(None), "variants": list(variants)}  # fmt: skip
