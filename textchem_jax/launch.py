@@ -405,9 +405,9 @@ def write_config(folder: str, *, keep_a_runs: bool = False, **settings) -> None:
     (a run trained on TEXTCHEM_VOCABULARY's vocabulary, rerun from its config.gin, trained on the shipped one
     without a word). None without a parsed configuration (the library called from Python), nor, `keep_a_runs`
     (eval, infer), in a folder that holds a run or a textchem-convert output (read by its config.gin, else its
-    model.gin: an eval's config.gin there became what the converted model "was trained with"). And a `provenance` entry with `settings`
-    (versions, revision, command: what the configuration does not say). Written by process 0 only: the others'
-    read-modify-write of provenance.json raced it (a process died on the vanished temporary file)."""
+    model.gin: an eval's config.gin there became what the converted model "was trained with"). And a `provenance`
+    entry with `settings` (versions, revision, command: what the configuration does not say). Written by process 0
+    only: the others' read-modify-write of provenance.json raced it (a process died on the vanished temporary file)."""
     import gin
     import jax
     import tensorflow as tf
