@@ -346,7 +346,7 @@ def _package_gin_file(path: str) -> bool:
     """One of our gin_configs/ (or the package's own copy), not a file of the user's."""
     if is_remote(path):
         return False
-    resolved = pathlib.Path(path).resolve()
+    resolved = pathlib.Path(path).resolve()  # local only: a remote path returned above
     return resolved.is_relative_to(GIN_CONFIGS.resolve()) or resolved.is_relative_to(_PACKAGE)
 
 

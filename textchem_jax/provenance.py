@@ -33,7 +33,7 @@ def revision() -> str | None:
     """Our checkout's commit (`+changes` when files differ from it); None for an installed wheel, whose version
     says it. Every commit of an editable install reads as the same package version."""
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.exists(os.path.join(checkout, "setup.py")):
+    if not os.path.exists(os.path.join(checkout, "setup.py")):  # local only: the package's own folder
         return None
     try:
         git = ["git", "-C", checkout]
@@ -49,7 +49,7 @@ def machine() -> str:
     """The CPU (model name, cores) and, where JAX is loaded, its devices."""
     cpu = platform.processor() or platform.machine()
     try:
-        with open("/proc/cpuinfo") as f:  # the kernel's, not a user path
+        with open("/proc/cpuinfo") as f:  # local only: the kernel's, not a user path
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass

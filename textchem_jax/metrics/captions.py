@@ -69,14 +69,10 @@ def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"mol2text_metrics: tokenizer={path!r}: give the path of a Hugging Face tokenizer folder")
     path = os.fspath(path)
-    remote = is_remote(path)
-    if remote:
-        import tensorflow as tf
+    import tensorflow as tf  # local or gs://
 
-        found = tf.io.gfile.isdir(path)
-    else:
-        found = os.path.isdir(path)  # a missing folder would read as a hub id: nothing is downloaded
-    if not found:
+    remote = is_remote(path)
+    if not tf.io.gfile.isdir(path):  # a missing folder would read as a hub id: nothing is downloaded
         raise ValueError(f"mol2text_metrics: the caption tokenizer {path!r} is not a {'' if remote else 'local '}folder: "
                          "give the folder (local or gs://) of a Hugging Face tokenizer (e.g. SciBERT's, saved with "
                          "save_pretrained), or none for BERT's basic tokenization")  # fmt: skip
@@ -91,7 +87,7 @@ def _hf_tokenize(path: str) -> Callable[[str], list[str]]:
                          f"(e.g. SciBERT's, saved with save_pretrained), or none for BERT's basic tokenization ({reason})") from None  # fmt: skip
     finally:
         if local:
-            shutil.rmtree(local, ignore_errors=True)
+            shutil.rmtree(local, ignore_errors=True)  # local only: our own temporary copy
 
     def tokenize(text: str) -> list[str]:
         # transformers 5 ignores truncation in `tokenize` (4.x, the reference's, passed it on to the encoding)
