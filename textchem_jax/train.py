@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -50,7 +51,8 @@ class _Preemption:
     A second Ctrl-C, or one once the steps are done, interrupts at once (KeyboardInterrupt) as it would without
     us. SIGTERM once the last step is committed (`evaluating`) ends the final evaluation at once (EvaluationCut,
     status 143 as SIGTERM's own): it outlasts a preemption's grace period, and a rerun evaluates. The handlers
-    are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual."""
+    are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual. A cut that lands in a
+    finalizer (a tf.data iterator's `__del__`) is one Python prints and drops: it is sent again a moment later."""
 
     class EvaluationCut(SystemExit):
         """SIGTERM during the final evaluation: the command ends as SIGTERM ends a process, status 128 + 15."""
@@ -62,18 +64,31 @@ class _Preemption:
     stepping: bool = True  # training steps still to run (then a save is what Ctrl-C asks for)
     final_evaluation: bool = False  # the last step is committed: SIGTERM ends the command at once
     cut: bool = False  # the final evaluation was cut by SIGTERM: whatever it raises while unwinding is that cut
+    _resend: threading.Timer | None = None  # the cut again, when a finalizer dropped it
 
     def __enter__(self) -> _Preemption:
         self._previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
         signal.signal(signal.SIGTERM, self._handle)
+        self._unraisablehook, sys.unraisablehook = sys.unraisablehook, self._dropped
         if self._previous[signal.SIGINT] is signal.default_int_handler:  # not where SIGINT is ignored (nohup)
             signal.signal(signal.SIGINT, self._handle)
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self._resend:
+            self._resend.cancel()
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+        sys.unraisablehook = self._unraisablehook
         logging.getLogger("absl").removeFilter(self._silent)
+
+    def _dropped(self, unraisable) -> None:
+        """Python ends an exception raised in a finalizer here; the cut is raised again once the finalizer is done
+        (the evaluation went on to the end, and exited 0, when the SIGTERM landed in one)."""
+        if not isinstance(unraisable.exc_value, self.EvaluationCut):
+            return self._unraisablehook(unraisable)
+        self._resend = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        self._resend.start()
 
     @staticmethod
     def _silent(record: logging.LogRecord) -> bool:
@@ -354,6 +369,8 @@ def train(
             try:
                 preemption.evaluating()
                 results = evaluate(state, step, progress)  # cut short, it is done again by a rerun (`_final_evaluation`)
+                if preemption.cut:  # the cut was dropped, and its resend came too late
+                    raise _Preemption.EvaluationCut
             except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
                 if not preemption.cut:
                     raise
