@@ -411,21 +411,33 @@ def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("studies")
-def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys):
-    from textchem_jax import evaluate, launch
+def test_textchem_eval_reports_metrics_per_notation(cpu_sweep, tmp_path, capsys, monkeypatch):
+    """Over every step (CHECKPOINT_STEPS='all'), one notation evaluator decodes them all: one was built, and its
+    decoding compiled, at every step."""
+    from textchem_jax import evaluate, evaluator, launch
     from textchem_jax.run_config import DatasetConfig
 
+    built = []
+    build = evaluator.InferenceEvaluator.__init__
+    monkeypatch.setattr(evaluator.InferenceEvaluator, "__init__",
+                        lambda self, *args, **kwargs: (built.append(args[1]), build(self, *args, **kwargs))[1])
+
     directory, _ = cpu_sweep
-    run = directory / "width-32_mixture-cross"
+    run = tmp_path / "run"
+    shutil.copytree(directory / "width-32_mixture-cross", run)
+    shutil.copytree(run / "checkpoints" / "20", run / "checkpoints" / "10")  # a second step to evaluate
     saved = launch.saved_run(str(run))
     cfg = DatasetConfig("textchem_demo_cross", dict(saved.task_feature_lengths), "validation", 8, shuffle=False, pack=False,
                         num_examples=4)  # fmt: skip
     evaluate.evaluate(model=saved.model, checkpoint_path=str(run), dataset_cfg=cfg, output_dir=str(tmp_path),
-                      notations=["kekulized", "random_0"])  # fmt: skip
+                      notations=["kekulized", "random_0"], checkpoint_steps="all")  # fmt: skip
+    assert [cfg.mixture_or_task_name for cfg in built] == ["textchem_demo_cross", "textchem_demo_cross_notations"]
+    for step in (10, 20):
+        assert (tmp_path / "notations" / f"textchem_demo_mol2text_notation_kekulized-{step:06d}.jsonl").exists()
     printed = capsys.readouterr().out
     assert "**textchem_demo_mol2text**" in printed and "| kekulized | " in printed and "| random_0 | " in printed
     assert "\ntextchem_demo_mol2text (4 examples)\n" in printed  # the table says what it was scored on
-    assert "text2mol" not in printed.split("**textchem_demo_mol2text**")[1]  # a text input: no notations
+    assert "text2mol" not in printed.split("**textchem_demo_mol2text**")[1].split("evaluating step")[0]  # text input
     rows = (tmp_path / "notations" / "textchem_demo_mol2text_notation_random_0-000020.jsonl").read_text().splitlines()
     assert len(rows) == 4
 

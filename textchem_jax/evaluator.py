@@ -390,42 +390,51 @@ def teacher_forced(trainer, params, batches, num_batches: int) -> dict[str, floa
     return {key: value / tokens for key, value in totals.items() if key != "num_tokens"}
 
 
-def notation_robustness(model, cfg, params, mesh, output_dir: str, variants, *, step: int,
-                        decode_fn: DecodeFn | None = None, caption_tokenizer: str | None = None,
-                        originals: Mapping[str, Mapping] | None = None, length_setting: str = LENGTH_SETTING) -> dict:  # fmt: skip
-    """{task: {"original" | variant: {metric: value}}}: every task of `cfg`'s mixture that reads SMILES,
-    evaluated on the same examples (the split's first `cfg.num_examples`) as written and rewritten in each
-    notation variant (`notations.variant_names`), through the same decoding, postprocessing and metrics.
-    `originals`: the metrics of that very evaluation as written, when the caller has them (not decoded again)."""
-    import seqio
+class NotationEvaluator:
+    """Every task of `cfg`'s mixture that reads SMILES, evaluated on the same examples (the split's first
+    `cfg.num_examples`) as written and rewritten in each notation variant (`notations.variant_names`), through the
+    same decoding, postprocessing and metrics. Built once and evaluated at each step: decoding compiles once (it was
+    built again at every step of CHECKPOINT_STEPS='all'). With `originals_given`, `evaluate` takes the metrics of the
+    tasks as written from its caller's own evaluation of that step, instead of decoding them again."""
 
-    from textchem_jax.data import seqio_tasks
+    def __init__(self, model, cfg, mesh, output_dir: str, variants, *, decode_fn: DecodeFn | None = None,
+                 caption_tokenizer: str | None = None, originals_given: bool = False,
+                 length_setting: str = LENGTH_SETTING):  # fmt: skip
+        import seqio
 
-    import_task_module(cfg.module, model)
-    names, known = [], {}
-    for task in seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name)):
-        rewritten = seqio_tasks.notation_variants(task.name, list(variants)) if task.name in seqio_tasks.SPECS else []
-        if not rewritten:
-            continue
-        if originals is not None and task.name in originals:
-            known[task.name] = originals[task.name]
-        else:
-            names.append(task.name)
-        names += rewritten
-    if not names:
-        raise ValueError(f"{cfg.mixture_or_task_name} has no task with a SMILES input (forward, retro, mol2text) "
-                         "to rewrite: give a mixture or task that has one")  # fmt: skip
-    mixture = f"{cfg.mixture_or_task_name}_notations"
-    if mixture in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.remove(mixture)
-    seqio.MixtureRegistry.add(mixture, [(name, 1.0) for name in names])
-    evaluator = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=mixture), output_dir, mesh,
-                                   decode_fn, caption_tokenizer, length_setting=length_setting)  # fmt: skip
-    grouped: dict[str, dict] = {}
-    for name, metrics in {**known, **evaluator.evaluate(params, step)}.items():
-        task, _, variant = name.partition(seqio_tasks.NOTATION_INFIX)
-        grouped.setdefault(task, {})[variant or ORIGINAL] = metrics
-    return {task: {v: grouped[task][v] for v in (ORIGINAL, *variants) if v in grouped[task]} for task in grouped}
+        from textchem_jax.data import seqio_tasks
+
+        import_task_module(cfg.module, model)
+        self.variants = list(variants)
+        self.originals: list[str] = []  # tasks as written, whose metrics the caller gives
+        names = []
+        for task in seqio.get_subtasks(mixture_or_task(cfg.mixture_or_task_name)):
+            rewritten = seqio_tasks.notation_variants(task.name, self.variants) if task.name in seqio_tasks.SPECS else []
+            if not rewritten:
+                continue
+            (self.originals if originals_given else names).append(task.name)
+            names += rewritten
+        if not names:
+            raise ValueError(f"{cfg.mixture_or_task_name} has no task with a SMILES input (forward, retro, mol2text) "
+                             "to rewrite: give a mixture or task that has one")  # fmt: skip
+        mixture = f"{cfg.mixture_or_task_name}_notations"
+        if mixture in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove(mixture)
+        seqio.MixtureRegistry.add(mixture, [(name, 1.0) for name in names])
+        self.evaluator = InferenceEvaluator(model, dataclasses.replace(cfg, mixture_or_task_name=mixture), output_dir,
+                                            mesh, decode_fn, caption_tokenizer, length_setting=length_setting)  # fmt: skip
+
+    def evaluate(self, params, step: int, originals: Mapping[str, Mapping] | None = None) -> dict:
+        """{task: {"original" | variant: {metric: value}}}; `originals`: {task: metrics} as written, this step's."""
+        from textchem_jax.data import seqio_tasks
+
+        given = {task: originals[task] for task in self.originals} if self.originals else {}
+        grouped: dict[str, dict] = {}
+        for name, metrics in {**given, **self.evaluator.evaluate(params, step)}.items():
+            task, _, variant = name.partition(seqio_tasks.NOTATION_INFIX)
+            grouped.setdefault(task, {})[variant or ORIGINAL] = metrics
+        variants = (ORIGINAL, *self.variants)
+        return {task: {v: grouped[task][v] for v in variants if v in grouped[task]} for task in grouped}
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -69,7 +69,7 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
 
     from textchem_jax import partitioning
     from textchem_jax.chem import notations
-    from textchem_jax.evaluator import eval_tasks, notation_robustness
+    from textchem_jax.evaluator import NotationEvaluator, eval_tasks
     from textchem_jax.launch import saved_run
     from textchem_jax import provenance
     from textchem_jax.model_loading import load_for_inference, resolve_checkpoint
@@ -94,8 +94,8 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
                         num_examples=num_examples)  # fmt: skip
     print(f"evaluating {mixture} ({split}, {num_examples or 'all'} examples per task) in {len(variants)} notations: "
           f"{', '.join(variants)}", flush=True)  # fmt: skip
-    metrics = notation_robustness(saved.model, cfg, params, mesh, os.path.join(output_dir, "inference_eval"), variants,
-                                  step=step, length_setting="--task_feature_lengths={feature}=N")  # its flag  # fmt: skip
+    metrics = NotationEvaluator(saved.model, cfg, mesh, os.path.join(output_dir, "inference_eval"), variants,
+                                length_setting="--task_feature_lengths={feature}=N").evaluate(params, step)  # its flag  # fmt: skip
     settings = {"model_dir": model_dir, "checkpoint": concrete, "checkpoint_step": step, "mixture": mixture,
                 "split": split, "num_examples": num_examples, "task_feature_lengths": lengths, "batch_size": batch_size,
                 "decoder": provenance.decoder(None), "variants": list(variants)}  # fmt: skip
