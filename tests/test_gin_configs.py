@@ -103,6 +103,9 @@ def test_command_line_bindings_use_what_the_gin_files_import():
       "optax.linear_schedule.end_value = 1e-2", "optax.linear_schedule.transition_steps = 2"], [0.0, 5e-3, 1e-2]),
     (["OPTIMIZER = @optax.sgd()", "optax.sgd.learning_rate = 0.5", "trainer.Trainer.learning_rate_fn = 0.25"], [0.25] * 3),
     (["OPTIMIZER = @optax.identity()"], None),  # no rate of its own to log: `lr n/a`
+    # the shorthand schedule trained at its own default 6e-4 whatever LEARNING_RATE said
+    (["LEARNING_RATE_SCHEDULE = @trainer.learning_rate_schedule()", "trainer.learning_rate_schedule.name = 'rsqrt'",
+      "trainer.learning_rate_schedule.warmup_steps = 4", "LEARNING_RATE = 0.5"], [0.25] * 3),
 ])  # fmt: skip
 def test_the_logged_learning_rate_is_the_one_the_optimizer_uses(bindings, rates):
     """An OPTIMIZER given its own learning_rate (as the error for a bare `@optax.sgd()` tells) or schedule
