@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import subprocess
@@ -124,6 +125,23 @@ def test_real_tasks_read_the_shared_data(data, monkeypatch):
     assert len(_examples("textchem_paragraph2actions", split="train")) == 80
     with pytest.raises(FileNotFoundError, match="chebi20/train.txt"):
         _examples("textchem_mol2text", split="train")
+
+
+@pytest.mark.needs_data
+def test_a_task_reads_gt4sds_own_training_files(data):
+    """GT4SD's jsonl was in the documented data layout, but no task could read it: `source="gt4sd"` was a
+    TypeError from TaskSpec."""
+    from textchem_jax.data import seqio_tasks
+
+    rows = [json.loads(line) for line in (data / "gt4sd_sample" / "valid.jsonl").read_text().splitlines()]
+    for task in TASKS:
+        name = f"test_gt4sd_source_{task}"
+        if name not in seqio.TaskRegistry.names():
+            seqio_tasks.register_task(name, task, lambda: str(data), source="gt4sd")
+        examples = _examples(name)
+        expected = [(r["source"], r["target"]) for r in rows if r["source"].startswith(datasets.PROMPTS[task])]
+        read = [(e["inputs_pretokenized"].decode(), e["targets_pretokenized"].decode()) for e in examples]
+        assert expected and read == expected
 
 
 def test_inspect_demo():

@@ -28,6 +28,7 @@ class TaskSpec:
     prompt: str | None = None  # None: the Text+Chem T5 prompt of `task`; "" for prompt-free models (MolT5)
     gt4sd_unknown: bool = False  # read a decoded unknown piece as `\` in SMILES outputs, as GT4SD does
     notation: str | None = None  # the chemistry inputs rewritten in this notation (robustness evaluation)
+    source: str = "files"  # the datasets' own files; "gt4sd": GT4SD's Text+Chem T5 jsonl (`gt4sd/{split}.jsonl`)
 
     def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
         """The task's (input, target) pairs: from the files in `directory()`, or from TFDS with `tfds_dir`."""
@@ -40,6 +41,7 @@ class TaskSpec:
             self.task,
             split,
             None if self.tfds_dir else self.directory(),
+            source=self.source,
             reactions=self.reactions,
             records=records,
             canonical=self.canonical,
@@ -193,7 +195,8 @@ def register_task(name: str, task: str, directory: Callable[[], str], **options)
 
     `options` are `TaskSpec` fields: with `tfds_dir` the examples come from datasets our TFDS builders
     prepared there; `canonical` and `augment` are passed to `datasets.task_pairs`; `prompt` replaces the
-    Text+Chem T5 prompt; `gt4sd_unknown` scores released GT4SD checkpoints as their authors did.
+    Text+Chem T5 prompt; `gt4sd_unknown` scores released GT4SD checkpoints as their authors did; `source="gt4sd"`
+    reads the task's rows (by their prompt) from GT4SD's own training files, `gt4sd/{train,valid,test}.jsonl`.
     """
     return _register(name, TaskSpec(task, directory, **options))
 
