@@ -279,6 +279,10 @@ def test_every_search_returns_sequences_and_scores_of_one_shape(tiny):
     assert sequences.shape == (5, 4, MAX_LENGTH) and scores.shape == (5, 4)
     with pytest.raises(ValueError, match="temperature"):
         sample(model, params, inputs, jax.random.key(1), max_decode_length=MAX_LENGTH, temperature=-1.0)
+    with pytest.raises(ValueError, match=r"top_k=-3: give 0 \(off\) or a whole number >= 1"):  # sampled unfiltered
+        sample(model, params, inputs, jax.random.key(1), max_decode_length=MAX_LENGTH, top_k=-3)
+    with pytest.raises(ValueError, match=r"top_p=1.5 is a share of the probability"):
+        sample(model, params, inputs, jax.random.key(1), max_decode_length=MAX_LENGTH, top_p=1.5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -167,6 +167,10 @@ def temperature_sample(
     if num_decodes < 1:
         raise ValueError(f"temperature_sample.num_decodes={num_decodes!r} is the number of samples per input: give a "
                          "whole number >= 1")  # fmt: skip
+    if top_k < 0:  # it sampled unfiltered without a word
+        raise ValueError(f"temperature_sample.top_k={top_k!r}: give 0 (off) or a whole number >= 1")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"temperature_sample.top_p={top_p!r} is a share of the probability: give one in (0, 1]")
     rng = jax.random.key(0) if rng is None else rng
     step, new_cache = start(num_decodes)
     rows, length = batch_size * num_decodes, max_decode_length
