@@ -513,3 +513,36 @@ def test_a_users_tasks_py_that_hides_ours_is_named(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"`import tasks` found {tmp_path / 'tasks.py'}, not textchem_jax's tasks" in result.stderr, result.stderr
     assert "Rename yours" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tfds_style_slices_of_a_split_read_those_rows_and_other_slices_name_the_forms_that_work():
+    """T5X recipes evaluate on `validation[:N]`; our tasks read only `[:P%]` ("textchem-eval: no task of
+    textchem_paragraph2actions has a split 'validation[:4]' ... its splits are test, train, validation"), while the
+    start-up check let any bracketed name of a split through to fail inside SeqIO."""
+    import math
+
+    from helpers import LENGTHS, tiny_t5
+
+    from textchem_jax import run_config
+    from textchem_jax.evaluator import eval_tasks
+
+    name = "textchem_demo_paragraph2actions"
+    task = seqio.get_mixture_or_task(name)
+    whole = [example["targets_pretokenized"] for example in _examples(name)]
+    tenth, last_tenth = math.ceil(len(whole) / 10), math.ceil(len(whole) * 9 / 10)
+    slices = {"validation[:4]": whole[:4], "validation[2:5]": whole[2:5], "validation[-3:]": whole[-3:],
+              "validation[:10%]": whole[:tenth], "validation[10%:]": whole[tenth:],
+              "validation[-10%:]": whole[last_tenth:]}
+    for split, expected in slices.items():
+        assert split in task.splits and eval_tasks(name, split) == [task]
+        assert run_config.check_splits({"infer_eval": run_config.DatasetConfig(name, LENGTHS, split, 4)}) == []
+        assert [example["targets_pretokenized"] for example in _examples(name, split)] == expected, split
+    assert len(whole) > 10 and slices["validation[:10%]"] + slices["validation[10%:]"] == whole
+    for split in ("validation[:4]+test[:4]", "validation[:4x]", "validation[:150%]", "validation[4]"):
+        assert split not in task.splits
+        said = re.escape(f"{name} (run_config.DatasetConfig.split): split '{split}': ")
+        forms = said + r".*; write one of NAME\[:N\], "
+        with pytest.raises(ValueError, match="^" + forms):
+            run_config.check_splits({"infer_eval": run_config.DatasetConfig(name, LENGTHS, split, 4)})
+        with pytest.raises(ValueError, match="^" + forms):  # textchem-eval and textchem-infer: said before any work
+            run_config.checked_provider(run_config.DatasetConfig(name, LENGTHS, split, 4), tiny_t5())

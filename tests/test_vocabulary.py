@@ -351,3 +351,15 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "3/3 exact" in result.stdout
     assert result.stderr == ""  # the console is ours: TensorFlow's and CUDA's start-up lines only with --verbose
+
+
+def test_encode_as_tasks_takes_any_seqio_vocabulary_and_an_empty_batch():
+    """SentencePiece's TF op reads a batch; seqio's other vocabularies' ops (ByteVocabulary) read one string, so
+    they are encoded one at a time, as SeqIO's tokenize preprocessor calls them."""
+    import seqio
+
+    by_string = V.encode_as_tasks(seqio.ByteVocabulary(), ["ab", "c", ""])
+    assert [ids.tolist() for ids in by_string] == [[100, 101], [102], []]
+    assert V.encode_as_tasks(V.default_vocabulary(), []) == []
+    assert [ids.tolist() for ids in V.encode_as_tasks(V.default_vocabulary(), ["CCO", ""])] == [
+        V.default_vocabulary().encode_tf("CCO").numpy().tolist(), []]

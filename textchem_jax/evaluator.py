@@ -78,10 +78,14 @@ def _pad_rows(rows: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def encode_rows(vocab, texts, length: int) -> np.ndarray:
-    """(len(texts), length) token ids, each row truncated to end in EOS within `length`, zero-padded."""
+    """(len(texts), length) token ids, each row truncated to end in EOS within `length`, zero-padded. Tokenized as
+    the tasks' examples are (`encode_as_tasks`): the round trip's forward inputs and the robustness embeddings were
+    other segmentations than the model trained on (Python SentencePiece: 87 of 1,000 USPTO forward inputs)."""
+    from textchem_jax.data.vocabulary import encode_as_tasks
+
     rows = np.zeros((len(texts), length), np.int32)
-    for row, text in enumerate(texts):
-        ids = [*vocab.encode(text)[: length - 1], vocab.eos_id]
+    for row, encoded in enumerate(encode_as_tasks(vocab, list(texts))):
+        ids = [*encoded[: length - 1], vocab.eos_id]
         rows[row, : len(ids)] = ids
     return rows
 

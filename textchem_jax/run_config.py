@@ -94,6 +94,7 @@ def checked_provider(cfg: DatasetConfig, model, features: Sequence[str] = ("inpu
     provider = mixture_or_task(cfg.mixture_or_task_name)
     tasks = seqio.get_subtasks(provider)
     check_vocabularies(tasks, model, features)
+    check_split_slice(tasks, cfg.split, cfg.mixture_or_task_name)
     uncached = [task.name for task in tasks if cfg.use_cached and not task.cache_dir]
     if uncached:
         raise ValueError(f"USE_CACHED_TASKS: {', '.join(uncached)} {'has' if len(uncached) == 1 else 'have'} no SeqIO cache in "
@@ -202,12 +203,32 @@ def _splits(task) -> tuple[str, ...] | None:
 
 
 def _has_split(task, split: str) -> bool:
-    """As SeqIO asks it (our tasks' splits also hold their leading slices, `train[:25%]`; a TFDS source reads any
-    slice of a split it has, `validation[:1000]`); unknown: assumed."""
+    """As SeqIO asks it (our tasks' splits also hold the slices their source reads, `validation[:4]`, `train[:25%]`:
+    `datasets.split_slice`); a TFDS source reads any slice of a split it has, `validation[:1000]`; unknown: assumed.
+    Only a TFDS source gets a slice for its split's name: SeqIO passes any other the slice as it is (a slice our
+    source could not read passed here, then failed in SeqIO)."""
+    import seqio
+
     try:
-        return split in task.splits or split.split("[", 1)[0] in task.splits
+        splits = task.splits
+        return split in splits or (isinstance(task.source, seqio.TfdsDataSource) and split.split("[", 1)[0] in splits)
     except Exception:
         return True
+
+
+def check_split_slice(tasks, split: str, name: str) -> None:
+    """A slice of a split the tasks have that they cannot read (`validation[:4x]`, `validation[:4]+test[:4]`) is one
+    ValueError naming the forms they read; SeqIO said only that no task has that split."""
+    from textchem_jax.data import datasets
+
+    base = split.split("[", 1)[0]
+    if base == split or any(_has_split(task, split) for task in tasks):
+        return
+    if any(base in (_splits(task) or ()) for task in tasks):
+        try:
+            datasets.split_slice(split)
+        except ValueError as error:
+            raise ValueError(f"{name} (run_config.DatasetConfig.split): {error}") from None
 
 
 def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
@@ -225,6 +246,7 @@ def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
     lines = []
     for (name, split), readers in scopes.items():
         tasks = seqio.get_subtasks(mixture_or_task(name))
+        check_split_slice(tasks, split, name)
         lacking = [task for task in tasks if not _has_split(task, split)]
         if not lacking:
             continue

@@ -11,6 +11,7 @@ modification time), since reading 40,000 atom-mapped reactions takes ~10 s.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import functools
 import hashlib
 import math
@@ -228,15 +229,59 @@ def rewrite_inputs(task: str, pairs: list[tuple[str, str]], notation: str) -> li
     return [(new, target) for new, (_, target) in zip(rewritten, pairs)]
 
 
-def split_fraction(split: str) -> tuple[str, float]:
-    """`("train", 0.25)` for TFDS's slice syntax `"train[:25%]"`; `(split, 1.0)` for a plain split name."""
-    match = re.fullmatch(r"(\w+)\[:(\d+(?:\.\d+)?)%\]", split)
+# TFDS's slice syntax, as far as a split read whole into memory honours it (all but TFDS's `+` and rounding options).
+SPLIT_SLICE_FORMS = "NAME[:N], NAME[N:M], NAME[-N:] (rows), NAME[:P%], NAME[P%:Q%] (percent of the rows)"
+_SLICED_SPLIT = re.compile(r"(\w+)\[(.*)\]")
+_SLICE_BOUND = re.compile(r"-?[0-9]+(?:\.[0-9]+)?%|-?[0-9]+", re.ASCII)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSlice:
+    """A split and the rows of it a TFDS-style slice keeps (`validation[:100]`, `train[25%:50%]`): T5X recipes
+    evaluate on `validation[:N]`, which our tasks refused ("no task ... has a split 'validation[:4]'")."""
+
+    name: str
+    start: str | None = None  # a bound as written, "4", "-10" or "25%"; None: from the split's first row
+    stop: str | None = None  # None: to its last row
+
+    def rows(self, count: int) -> slice:
+        """The rows kept of a split of `count` rows. A percentage bound is the ceiling of that share of them,
+        `[:P%]` keeps at least one row (the data-fraction sweeps' rule) and `[:P%]` + `[P%:]` are the whole."""
+        return slice(_row_index(self.start, count), _row_index(self.stop, count))
+
+
+def _row_index(bound: str | None, count: int) -> int | None:
+    if bound is None or not bound.endswith("%"):
+        return None if bound is None else int(bound)
+    share = fractions.Fraction(bound[:-1]) / 100  # exact: 10% of 30 rows is 3, where 0.1 * 30 rounded up to 4
+    return math.ceil((share if share > 0 else 1 + share) * count)
+
+
+def split_slice(split: str) -> SplitSlice:
+    """`split` read as TFDS's slice syntax (`SPLIT_SLICE_FORMS`); a name without brackets is the whole split. A
+    slice we cannot honour (TFDS's `+`, rounding options, a percentage over 100) raises naming the forms."""
+    match = _SLICED_SPLIT.fullmatch(split)
     if match is None:
-        return split, 1.0
-    percent = float(match.group(2))
-    if not 0 < percent <= 100:
-        raise ValueError(f"split {split!r}: the percentage must be in (0, 100]")
-    return match.group(1), percent / 100
+        return SplitSlice(split)
+    name, bounds = match.group(1), match.group(2).split(":")
+    problem = None
+    if len(bounds) != 2 or not all(_SLICE_BOUND.fullmatch(bound) for bound in bounds if bound):
+        problem = "not a slice this data can read"
+    elif any(bound.endswith("%") and not 0 < abs(float(bound[:-1])) <= 100 for bound in bounds):
+        problem = "the percentage must be in (0, 100] (from the end: [-100, 0))"
+    if problem:  # quoted as given (not repr) so the message holds the very text bound in gin
+        raise ValueError(f"split '{split}': {problem}; write one of {SPLIT_SLICE_FORMS}")
+    return SplitSlice(name, bounds[0] or None, bounds[1] or None)
+
+
+def split_fraction(split: str) -> tuple[str, float]:
+    """`("train", 0.25)` for `"train[:25%]"` (data-fraction sweeps); `(name, 1.0)` for a plain split name or another
+    slice `split_slice` reads (how much of the split `[:N]` keeps depends on its size)."""
+    selection = split_slice(split)
+    stop = selection.stop or ""
+    if selection.start is None and stop.endswith("%") and not stop.startswith("-"):
+        return selection.name, float(stop[:-1]) / 100
+    return selection.name, 1.0
 
 
 def task_pairs(
@@ -258,20 +303,20 @@ def task_pairs(
     `source="files"` reads the real formats (reactions: forward from `uspto_mit`, retro from
     `uspto50k`, unless `reactions` names one) from `directory`, or through `records(dataset, split)`
     when given (e.g. `tfds_builders.tfds_records(tfds_dir)`); `"gt4sd"` the GT4SD jsonl.
-    `split` may be a leading slice, `"train[:25%]"` (the first quarter of the file's rows: data-fraction
-    sweeps). `canonical=True` rewrites SMILES in RDKit's canonical form; `augment=N` adds N randomized SMILES
-    of each chemistry input (training splits only; targets stay as they are); `notation` rewrites each
-    chemistry input in that notation (`notations.variant_names`: robustness evaluation).
+    `split` may be a TFDS-style slice (`split_slice`): `"train[:25%]"` (the first quarter of the file's rows:
+    data-fraction sweeps), `"validation[:100]"`. `canonical=True` rewrites SMILES in RDKit's canonical form;
+    `augment=N` adds N randomized SMILES of each chemistry input (training splits only; targets stay as they are);
+    `notation` rewrites each chemistry input in that notation (`notations.variant_names`: robustness evaluation).
     """
-    split, fraction = split_fraction(split)
+    selection = split_slice(split)
+    split = selection.name
     if source == "files":
         if records is None:
             records = functools.partial(read_dataset, directory=directory, report=report)
         pairs = _task_pairs(task, split, records, reactions)
     else:
         pairs = gt4sd_pairs(task, split, directory)
-    if fraction < 1:
-        pairs = pairs[: max(1, math.ceil(fraction * len(pairs)))]
+    pairs = pairs[selection.rows(len(pairs))]
     if canonical:
         pairs = canonicalize_pairs(task, pairs)
     if augment and split == "train" and 0 in _SMILES_SIDES[task]:

@@ -374,6 +374,23 @@ def _processor(vocabulary) -> spm.SentencePieceProcessor:
     return vocabulary.tokenizer  # seqio.SentencePieceVocabulary
 
 
+def encode_as_tasks(vocabulary, texts: Sequence[str]) -> list:
+    """Each text's ids (an int32 array, no EOS) as SeqIO's tokenize preprocessor makes them for training and
+    evaluation: `vocabulary.encode_tf` (tf_text's SentencePiece op, on the whole batch). Python `vocabulary.encode`
+    (sentencepiece 0.2) breaks ties between equally scored pieces otherwise ('CC C' where the op gives 'C CC'): 87 of
+    the first 1,000 USPTO forward validation inputs got other ids, segmentations the model never saw."""
+    import numpy as np
+    import seqio
+    import tensorflow as tf
+
+    if not isinstance(vocabulary, seqio.SentencePieceVocabulary):  # seqio's encode_tf takes one string
+        return [np.asarray(vocabulary.encode_tf(tf.constant(text, tf.string)), np.int32) for text in texts]
+    if not texts:
+        return []
+    ids = vocabulary.encode_tf(tf.constant(list(texts), tf.string))  # a RaggedTensor, one row per text
+    return np.split(np.asarray(ids.flat_values, np.int32), np.cumsum(ids.row_lengths().numpy())[:-1])
+
+
 def tokens_per_string(vocabulary, strings: Sequence[str]) -> float:
     """Mean number of ids per string (no EOS). `vocabulary`: seqio vocabulary, processor or model path."""
     if not strings:
