@@ -265,6 +265,73 @@ def test_teacher_forced_scalars_are_read_from_t5xs_layout_and_from_runs_written_
     assert run_results.teacher_forced_scalars(str(tmp_path / "none")) == {}
 
 
+def test_teacher_forced_scalars_of_a_t5x_run_are_its_mixtures_not_the_first_tasks(tmp_path):
+    """T5X writes training_eval/<task>/ for each task of the mixture beside the mixture's, all at the same steps:
+    without a name the first folder listed was taken (the quickstart's report showed mol2text's 1259.3 as its 608.5).
+    Now the run's config.gin names the mixture, and without one the tie is an error, not a pick."""
+    import tensorflow as tf
+
+    from textchem_jax import run_results
+
+    for folder, loss in (("mix_mol2text", 1259.3), ("mix", 608.5), ("mix_forward", 357.8), ("mix_text2mol", 157.8)):
+        with tf.summary.create_file_writer(str(tmp_path / "training_eval" / folder)).as_default():
+            tf.summary.scalar("loss", loss, step=3)
+    with pytest.raises(ValueError, match=r"mix, mix_forward, mix_mol2text, mix_text2mol were all evaluated last "
+                                         r"\(step 3\) and the run has no config\.gin naming its mixture"):  # fmt: skip
+        run_results.teacher_forced_scalars(str(tmp_path))
+    assert run_results.teacher_forced_scalars(str(tmp_path), "mix_forward") == {"loss": [(3, pytest.approx(357.8))]}
+    # T5X's config.gin (the train_eval DatasetConfig's mixture, through its macro), then one binding the mixture only
+    (tmp_path / "config.gin").write_text(
+        "MIXTURE_OR_TASK_NAME = 'mix'\ntrain_eval/utils.DatasetConfig.mixture_or_task_name = %MIXTURE_OR_TASK_NAME\n"
+    )
+    assert run_results.teacher_forced_scalars(str(tmp_path)) == {"loss": [(3, pytest.approx(608.5))]}
+    (tmp_path / "config.gin").write_text("MIXTURE_OR_TASK_NAME = 'mix_text2mol'\n")
+    assert run_results.teacher_forced_scalars(str(tmp_path)) == {"loss": [(3, pytest.approx(157.8))]}
+
+
+def test_config_binding_follows_macros_and_keeps_gin_constants_as_written():
+    from textchem_jax.run_results import config_binding
+
+    config = ("LOSS_NORMALIZING_FACTOR = None\nA = %B\nB = 'NUM_REAL_TARGET_TOKENS'\nC = %A\n"
+              "models.EncoderDecoderModel.loss_normalizing_factor = %LOSS_NORMALIZING_FACTOR\n"
+              "LOSS_NORMALIZING_FACTOR = 233472\n"  # the last binding wins, as in gin
+              "x.y = %losses.SpecialLossNormalizingFactor.AVERAGE_PER_SEQUENCE\nD = %D\n")  # fmt: skip
+    assert config_binding(config, r"[\w.]*\.loss_normalizing_factor") == 233472
+    assert config_binding(config, "C") == "NUM_REAL_TARGET_TOKENS"
+    assert config_binding(config, "x.y") == "%losses.SpecialLossNormalizingFactor.AVERAGE_PER_SEQUENCE"
+    assert config_binding(config, "D") == "%D" and config_binding(config, "E") is None
+
+
+def test_report_plots_the_loss_per_real_target_token_of_t5x_and_our_runs(tmp_path):
+    """T5X's `loss` is each batch's sum under its default LOSS_NORMALIZING_FACTOR (None), where the per-token figure
+    is `loss_per_nonpadding_target_token` (608.5 against 5.80 on the quickstart's validation); under
+    'NUM_REAL_TARGET_TOKENS' (gin_configs/t5x) `loss` is per token, as ours always is. The report plotted `loss`."""
+    import tensorflow as tf
+
+    from textchem_jax import report
+
+    t5x = {"loss": [(3, 608.5)], "loss_per_nonpadding_target_token": [(3, 5.80)], "accuracy": [(3, 0.18)]}
+    t5x_config = ("LOSS_NORMALIZING_FACTOR = {}\n"
+                  "models.EncoderDecoderModel.loss_normalizing_factor = %LOSS_NORMALIZING_FACTOR\n")  # fmt: skip
+    assert report.per_token_loss(t5x, t5x_config.format("None")) == [(3, 5.80)]
+    assert report.per_token_loss(t5x, "") == [(3, 5.80)]  # T5X's default, unbound
+    assert report.per_token_loss(t5x, t5x_config.format("'NUM_REAL_TARGET_TOKENS'")) == [(3, 608.5)]
+    enum = "%losses.SpecialLossNormalizingFactor.NUM_REAL_TARGET_TOKENS"
+    assert report.per_token_loss(t5x, t5x_config.format(enum)) == [(3, 608.5)]
+    assert report.per_token_loss(t5x, t5x_config.format("233472")) is None  # a constant: neither is per token
+    assert report.per_token_loss({"loss": [(3, 5.9)], "accuracy": [(3, 0.2)]}, "") == [(3, 5.9)]  # ours
+
+    # a T5X run with a constant factor: the page says why its loss is not plotted
+    for folder, points in (("train", t5x), ("training_eval/mix", t5x)):
+        with tf.summary.create_file_writer(str(tmp_path / folder)).as_default():
+            for tag, [(step, value)] in points.items():
+                tf.summary.scalar(tag, value, step=step)
+    (tmp_path / "config.gin").write_text("MIXTURE_OR_TASK_NAME = 'mix'\n" + t5x_config.format("233472"))
+    assert report.main([str(tmp_path)]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "T5X&#x27;s LOSS_NORMALIZING_FACTOR = 233472: its loss is not per real target token" in page
+
+
 def test_report_groups_rdkit_reasons():
     from textchem_jax.chem import canonicalize_with_reason
     from textchem_jax.report import error_kind

@@ -167,6 +167,51 @@ def test_t5x_logs_the_learning_rate_adamw_uses(t5x_run):
 
 @needs_t5x
 @pytest.mark.slow
+def test_t5x_optimises_and_logs_the_loss_per_real_target_token_as_ours(t5x_run):
+    """T5X's default LOSS_NORMALIZING_FACTOR (None) minimised and logged each batch's summed loss (608.5 on the
+    quickstart's validation, 5.80 per token), textchem-train the mean per real target token. With textchem_t5x.gin's
+    binding, the model the run's config.gin builds computes our per-token loss, and the `loss` T5X logged for its
+    teacher-forced evaluation is the mean of our per-token loss over the batches it evaluated (T5X's own dataset
+    pipeline and network, on the checkpoint of that step), which textchem-report plots."""
+    import gin
+    import t5x.train as t5x_train
+
+    from textchem_jax import report, run_results, t5x_checkpoints
+    from textchem_jax.models.losses import cross_entropy_loss
+
+    tmp, _ = t5x_run
+    config = (tmp / "run" / "config.gin").read_text()
+    assert run_results.config_binding(config, report.LOSS_NORMALIZING_FACTOR_BINDING) == "NUM_REAL_TARGET_TOKENS"
+    sys.modules["__main__"].train = t5x_train.train  # what `python -m t5x.train` registers as __main__.train
+    gin.clear_config()
+    try:
+        gin.parse_config(config)
+        model = gin.query_parameter("%MODEL").scoped_configurable_fn()  # T5X's EncoderDecoderModel, as the run built it
+    finally:
+        gin.clear_config()
+    params = t5x_checkpoints.read_state(str(tmp / "run" / "checkpoint_4"))[0]["target"]
+    lengths = run_results.config_binding(config, "TASK_FEATURE_LENGTHS")
+    batch_size = run_results.config_binding(config, "BATCH_SIZE")
+    eval_steps = run_results.config_binding(config, r"train_script\.train\.eval_steps")
+    dataset = seqio.get_mixture_or_task(run_results.config_binding(config, "MIXTURE_OR_TASK_NAME")).get_dataset(
+        lengths, split="validation", shuffle=False, seed=42)  # train_eval's, as T5X reads it
+    dataset = seqio.EncDecFeatureConverter(pack=True)(dataset, lengths).batch(batch_size, drop_remainder=True)
+    per_token = []
+    for batch in dataset.take(eval_steps).as_numpy_iterator():
+        t5x_loss, _ = model.loss_fn(params, batch, None)
+        logits = model._compute_logits(params, batch)
+        ours, _ = cross_entropy_loss(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss=1e-4,
+                                     loss_normalization="tokens")  # fmt: skip
+        assert float(t5x_loss) == pytest.approx(float(ours), rel=1e-4)  # float32 sums of <= 256 terms: n * 2^-24 < 2e-5
+        per_token.append(float(ours))
+    assert len(per_token) == eval_steps
+    logged = run_results.teacher_forced_scalars(str(tmp / "run"))  # training_eval/textchem_demo, config.gin's mixture
+    assert dict(logged["loss"])[4] == pytest.approx(np.mean(per_token), rel=1e-4)  # the sum: 100 times more
+    assert report.per_token_loss(logged, config) == logged["loss"]
+
+
+@needs_t5x
+@pytest.mark.slow
 def test_t5x_eval_and_infer_with_our_configs_and_textchem_score_reads_them(t5x_run):
     from textchem_jax.score import score
 
@@ -309,5 +354,9 @@ def test_paper_configs_parse_in_real_t5x(name):
         assert repr(gin.query_parameter(f"{optimizer}.learning_rate")) == "%LEARNING_RATE"
         mixture = name.removesuffix(".gin").removesuffix("_adafactor").rsplit("_", 1)[1]
         assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") == f"textchem_{mixture}"
+        # the loss per real target token, as our engine's (T5X's default None minimises each batch's sum)
+        assert gin.query_parameter("%LOSS_NORMALIZING_FACTOR") == "NUM_REAL_TARGET_TOKENS"
+        bound = gin.query_parameter("t5x.models.EncoderDecoderModel.loss_normalizing_factor")
+        assert repr(bound) == "%LOSS_NORMALIZING_FACTOR"
     finally:
         gin.clear_config()

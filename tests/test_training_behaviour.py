@@ -244,6 +244,68 @@ def test_time_spent_evaluating_is_not_step_time(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
+def test_logged_train_metrics_are_the_intervals_and_a_resumed_run_logs_the_same(tmp_path):
+    """One step's values were logged as the interval's: with log_period 2, step 4 showed step 4's batch alone, and
+    the sweep's tokens seen (2,192 where 2,219 were trained) and final train loss came from 1 batch in 10. Each
+    point is now the interval's (per-token means weighted by tokens, counts summed), the first step's line does not
+    end one, and a run resumed in the middle of an interval (its checkpoint at step 3) logs what the uninterrupted
+    run logs, tokens seen included."""
+    from textchem_jax import run_results
+
+    schedule = optax.linear_schedule(1e-3, 0.0, 5)  # a rate that changes within an interval: its mean is logged
+
+    def run(model_dir, log_period: int) -> dict:
+        train_lib.train(model=tiny_t5(), model_dir=str(model_dir), optimizer=optax.adamw(schedule, weight_decay=0.0),
+                        trainer_cls=functools.partial(trainer_lib.Trainer, learning_rate_fn=schedule), total_steps=5,
+                        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
+                        checkpoint_cfg=CheckpointConfig(period=3), log_period=log_period)  # fmt: skip
+        return {tag: dict(points) for tag, points in run_results.scalars(str(model_dir / "train")).items()}
+
+    each = run(tmp_path / "each", log_period=1)
+    whole = run(tmp_path / "whole", log_period=2)
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "5")  # as if stopped after the save of step 3
+    shutil.rmtree(tmp_path / "resumed" / "train")
+    resumed = run(tmp_path / "resumed", log_period=2)
+
+    tokens, counts = each["num_tokens"], each["timing/tokens_per_step"]
+    for steps, last in (((1, 2), 2), ((3, 4), 4), ((5,), 5)):
+        assert whole["num_tokens"][last] == sum(tokens[s] for s in steps)
+        assert whole["timing/tokens_per_step"][last] == sum(counts[s] for s in steps) / len(steps)
+        for tag in ("loss", "accuracy", "cross_entropy"):  # float32 sums: exact to about 1e-7 of their size
+            mean = sum(each[tag][s] * tokens[s] for s in steps) / sum(tokens[s] for s in steps)
+            assert whole[tag][last] == pytest.approx(mean, rel=1e-5), (tag, last)
+        for tag in ("learning_rate", "grad_norm"):
+            mean = sum(each[tag][s] for s in steps) / len(steps)
+            assert whole[tag][last] == pytest.approx(mean, rel=1e-5), (tag, last)
+    assert sorted(resumed["loss"]) == [4, 5]
+    for tag in ("loss", "accuracy", "num_tokens", "timing/tokens_per_step", "learning_rate", "grad_norm"):
+        for step in (4, 5):  # the same program on the same state and batches: equal up to float32 rounding
+            assert resumed[tag][step] == pytest.approx(whole[tag][step], rel=1e-6), (tag, step)
+    seen = [sum(counts[s] for s in range(1, step + 1)) for step in range(1, 6)]
+    assert [each["tokens_seen"][step] for step in range(1, 6)] == seen
+    assert (whole["tokens_seen"], resumed["tokens_seen"]) == ({1: seen[0], 2: seen[1], 4: seen[3], 5: seen[4]},
+                                                              {4: seen[3], 5: seen[4]})  # fmt: skip
+    counted = [run_results.tokens_seen(run_results.scalars(str(tmp_path / name / "train")))
+               for name in ("each", "whole")]
+    assert counted == [seen[4], seen[4]]
+
+
+def test_tokens_seen_reads_the_runs_count_and_says_when_it_estimates(caplog):
+    """Runs logged before the exact count are estimated from each interval's tokens per step, with a warning."""
+    from textchem_jax import run_results
+
+    estimated = {"timing/tokens_per_step": [(2, 100.0), (4, 50.0)]}
+    with caplog.at_level(logging.WARNING, logger="textchem_jax.run_results"):
+        assert run_results.tokens_seen(estimated) == 300
+    assert "tokens seen estimated from timing/tokens_per_step at 2 logged steps" in caplog.text
+    caplog.clear()
+    counted = {**estimated, "tokens_seen": [(2, 210.0), (4, 2**40 + 3.0)]}  # exact past float32's 2**24
+    assert run_results.tokens_seen(counted) == 2**40 + 3 and not caplog.text
+    assert run_results.tokens_seen({}) is None
+
+
+@pytest.mark.slow
 def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     _train(tmp_path / "first", train_steps=2)
     from textchem_jax.model_loading import load_for_inference

@@ -222,6 +222,26 @@ def _versions_table(recorded: Mapping[str, Any] | None = None) -> str:
     return html_table(["library", "recorded with the run", "this report", ""], rows)
 
 
+LOSS_PANEL = "loss per real target token"
+LOSS_NORMALIZING_FACTOR_BINDING = r"[\w./]*\.loss_normalizing_factor"  # T5X's model's (models.EncoderDecoderModel)
+
+
+def per_token_loss(series: Mapping[str, list[tuple[int, float]]], config: str) -> list[tuple[int, float]] | None:
+    """A run's loss per real target token from its `train/` or `training_eval/` scalars and its config.gin text; None
+    where it logged no such figure. Ours log it as `loss`. T5X's `loss` is what its model minimises: under T5X's
+    default LOSS_NORMALIZING_FACTOR (None) each batch's sum (608.5 on the quickstart's validation, against 5.80 per
+    token), whose `loss_per_nonpadding_target_token` is the per-token figure; under 'NUM_REAL_TARGET_TOKENS' (our T5X
+    configs) `loss` is, and `loss_per_nonpadding_target_token` is divided by the tokens twice."""
+    if "loss_per_nonpadding_target_token" not in series:  # only T5X logs it
+        return series.get("loss", [])
+    factor = run_results.config_binding(config, LOSS_NORMALIZING_FACTOR_BINDING)
+    if factor is None:
+        return series["loss_per_nonpadding_target_token"]
+    if isinstance(factor, str) and factor.upper().endswith("NUM_REAL_TARGET_TOKENS"):  # any case, or T5X's enum
+        return series.get("loss", [])
+    return None
+
+
 def run_report(model_dir: str, output_dir: str) -> str:
     """Writes the run's page; returns its path."""
     import tensorflow as tf
@@ -256,9 +276,14 @@ def run_report(model_dir: str, output_dir: str) -> str:
     page.heading("Training curves")
     train = run_results.scalars(os.path.join(model_dir, "train"))
     held_out = run_results.teacher_forced_scalars(model_dir)
-    curves = {"loss": {"train": train.get("loss", []), "validation (teacher-forced)": held_out.get("loss", [])},
+    train_loss, held_out_loss = per_token_loss(train, config), per_token_loss(held_out, config)
+    curves = {LOSS_PANEL: {"train": train_loss or [], "validation (teacher-forced)": held_out_loss or []},
               "token accuracy": {"train": train.get("accuracy", []), "validation (teacher-forced)": held_out.get("accuracy", [])}}  # fmt: skip
     page.figure(figures.plot_lines(os.path.join(output_dir, "loss_curves"), curves, xlabel="step", columns=2), "loss curves")
+    if train_loss is None or held_out_loss is None:
+        factor = run_results.config_binding(config, LOSS_NORMALIZING_FACTOR_BINDING)
+        page.note(f"T5X's LOSS_NORMALIZING_FACTOR = {factor!r}: its loss is not per real target token, so it is not "
+                  "plotted (bind 'NUM_REAL_TARGET_TOKENS', as gin_configs/t5x/textchem_t5x.gin does)")  # fmt: skip
     metric_panels = {}
     for task_name, rows in history.items():
         for name in rows[-1]:

@@ -65,20 +65,71 @@ def scalars(events_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 
 def teacher_forced_scalars(model_dir: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} of the run's teacher-forced evaluation: `training_eval/<name>/` (without `name`:
-    the folder evaluated last, where the evaluation mixture changed between resumes), after the `eval/<tag>` points
-    in train/ of the steps trained before that layout (a run resumed across it keeps its earlier curve)."""
+    """{tag: [(step, value), ...]} of the run's teacher-forced evaluation `training_eval/<name>/`, after the
+    `eval/<tag>` points in train/ of the steps trained before that layout (a run resumed across it keeps its earlier
+    curve). Without `name`: the mixture the run's config.gin evaluates. T5X writes a folder for each task of a mixture
+    beside the mixture's, all at the same steps, and the first in listing order was taken (mol2text's summed loss,
+    1259.3, shown as the quickstart's, whose own was 608.5). With no config.gin naming it: the folder evaluated last
+    (a resume's changed mixture), and a ValueError where several were."""
     import tensorflow as tf
 
     legacy = scalars(os.path.join(model_dir, "train"))
     merged = {tag.removeprefix("eval/"): dict(points) for tag, points in legacy.items() if tag.startswith("eval/")}
     folder = os.path.join(model_dir, "training_eval")
-    names = [name] if name else [n.rstrip("/") for n in tf.io.gfile.listdir(folder)] if tf.io.gfile.isdir(folder) else []
-    candidates = [series for n in names if (series := scalars(os.path.join(folder, n)))]
-    if candidates:
-        for tag, points in max(candidates, key=lambda series: max(points[-1][0] for points in series.values())).items():
-            merged.setdefault(tag, {}).update(points)  # the new layout's point wins a step both have
+    name = name or _teacher_forced_mixture(model_dir)
+    if name:
+        series = scalars(os.path.join(folder, name))
+    else:
+        names = [n.rstrip("/") for n in tf.io.gfile.listdir(folder)] if tf.io.gfile.isdir(folder) else []
+        candidates = {n: found for n in names if (found := scalars(os.path.join(folder, n)))}
+        last_steps = {n: max(points[-1][0] for points in found.values()) for n, found in candidates.items()}
+        latest = sorted(n for n, step in last_steps.items() if step == max(last_steps.values()))
+        if len(latest) > 1:
+            raise ValueError(f"{folder}: {', '.join(latest)} were all evaluated last (step {max(last_steps.values())}) "
+                             "and the run has no config.gin naming its mixture: pass the mixture's name")  # fmt: skip
+        series = candidates[latest[0]] if latest else {}
+    for tag, points in series.items():
+        merged.setdefault(tag, {}).update(points)  # the new layout's point wins a step both have
     return {tag: sorted(points.items()) for tag, points in merged.items()}
+
+
+def config_binding(config: str, name: str):
+    """What a run's config.gin text (ours or T5X's) binds to `name`, a regular expression for the binding's name
+    (`LOSS_NORMALIZING_FACTOR`, `train_eval/.*mixture_or_task_name`), through macros (`%NAME`): a Python literal,
+    else the text as written (a gin constant, a reference); None where nothing binds it. The last binding wins."""
+    import ast
+
+    bound = re.findall(rf"^(?:{name}) = (.+)$", config, re.M)
+    if not bound:
+        return None
+    value, followed = bound[-1].strip(), set()
+    while value.startswith("%") and value not in followed:  # a macro bound in the file: its value
+        followed.add(value)
+        bound = re.findall(rf"^{re.escape(value[1:])} = (.+)$", config, re.M)
+        if not bound:
+            break  # a constant (`%losses.SpecialLossNormalizingFactor.NUM_REAL_TARGET_TOKENS`): as written
+        value = bound[-1].strip()
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _teacher_forced_mixture(model_dir: str) -> str | None:
+    """The mixture (or task) the run's config.gin evaluates teacher-forced (the train_eval DatasetConfig's: T5X's
+    `utils.`, our `run_config.`), else its MIXTURE_OR_TASK_NAME; None without config.gin or either binding."""
+    import tensorflow as tf
+
+    path = os.path.join(model_dir, RUN_CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        config = f.read()
+    for binding in (r"train_eval/[\w.]*DatasetConfig\.mixture_or_task_name", "MIXTURE_OR_TASK_NAME"):
+        name = config_binding(config, binding)
+        if isinstance(name, str) and name:
+            return name
+    return None
 
 
 def _complete_records(path: str):
@@ -116,13 +167,23 @@ def _json_lines(path: str) -> list[dict]:
     return rows
 
 
+TOKENS_SEEN_TAG = "tokens_seen"  # textchem-train's exact count of non-padding input and target tokens, an int64
+
+
 def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> int | None:
-    """Non-padding input and target tokens trained on: each logged interval's steps times the tokens of the
-    step that ended it (`timing/tokens_per_step`), summed and rounded (a count: the tables show 52,243, not
-    52243.0000); None when the run logged none."""
+    """Non-padding input and target tokens trained on: the run's count at its last logged step (`tokens_seen`).
+    A run logged before that count (or resumed from such a run's checkpoint) is estimated, with a warning saying so:
+    each logged interval's steps times its `timing/tokens_per_step` (one step's count in those runs: 2,192 where
+    2,219 were trained with log_period 2). Rounded (a count: the tables show 52,243, not 52243.0000); None when the
+    run logged neither."""
+    counted = train_scalars.get(TOKENS_SEEN_TAG)
+    if counted:
+        return round(counted[-1][1])
     points = train_scalars.get("timing/tokens_per_step")
     if not points:
         return None
+    logger.warning("tokens seen estimated from timing/tokens_per_step at %d logged steps: the run logged no exact "
+                   "count (%s), as textchem-train's runs do since it was added", len(points), TOKENS_SEEN_TAG)  # fmt: skip
     total, previous = 0.0, 0
     for step, tokens in points:
         total += (step - previous) * tokens

@@ -163,22 +163,30 @@ class _Progress:
         self.eta.leave_out(seconds)
 
     def log(self, step: int, metrics: Mapping[str, Any], tokens: float, model_flops: float | None,
-            hardware_flops: float | None, peak: float | None):  # fmt: skip
-        """`model_flops`: the step's analytic count, all hosts (`models.flops`); `hardware_flops`: XLA's count of
+            hardware_flops: float | None, peak: float | None, tokens_seen: int | None = None):  # fmt: skip
+        """`metrics`: the interval's (`trainer.Interval`); `tokens`: its non-padding tokens per step, all hosts;
+        `model_flops`: the step's analytic count, all hosts (`models.flops`); `hardware_flops`: XLA's count of
         the whole step's program, before it is split over the devices; `peak`: the whole run's FLOP/s
-        (`trainer.run_peak_flops`), what MFU and HFU divide by."""
+        (`trainer.run_peak_flops`), what MFU and HFU divide by; `tokens_seen`: the run's exact count of tokens
+        trained on, written as an int64 scalar (float32, TensorBoard's scalar type, is exact to 2**24 only)."""
         now = time.perf_counter()
         seconds_per_step = (now - self.last) / max(step - self.last_step, 1)
         self.last, self.last_step = now, step
         scalars = {key: float(value) for key, value in metrics.items()}
         scalars["timing/steps_per_second"] = 1.0 / seconds_per_step
         scalars["timing/tokens_per_second"] = tokens / seconds_per_step
-        scalars["timing/tokens_per_step"] = tokens  # non-padding, all hosts: sweeps sum tokens seen from it
+        scalars["timing/tokens_per_step"] = tokens  # non-padding, all hosts: older runs' tokens seen sum it
         if model_flops and peak:
             scalars["timing/mfu"] = model_flops / seconds_per_step / peak
         if hardware_flops and peak:
             scalars["timing/hfu"] = hardware_flops / seconds_per_step / peak
         self.writer.write_scalars(step, scalars)
+        if tokens_seen is not None:
+            from tensorboard.plugins.scalar import metadata
+
+            tag = run_results.TOKENS_SEEN_TAG
+            described = {tag: metadata.create_summary_metadata(None, None)}  # TensorBoard plots it as a scalar
+            self.writer.write_summaries(step, {tag: np.int64(tokens_seen)}, described)
         seconds_left = self.eta.update(step, now)  # None at the first line, whose step compiled the program
         compiled = seconds_left is None
         eta = "at the next line" if compiled else f"{seconds_left:.0f} s"
@@ -273,7 +281,7 @@ def train(
     with _only_trainer(model_dir):  # a second textchem-train on the run mixed both into it
         try:
             checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
-            restored = checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=checkpoint_cfg.restore_fallback)
+            restored = _restore(checkpoints, state, iterator, checkpoint_cfg.restore_fallback, trainer)
             if restored is not None:
                 state, step = restored
                 print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
@@ -321,34 +329,38 @@ def train(
         peak_flops, peak_source = trainer_lib.run_peak_flops(model.t5_config.dtype)  # MFU's denominator, the whole run
         logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s in all (%s)", peak_flops, peak_source)
         last_good = checkpoints.latest_step()
-        tokens_per_step = 0.0
         step = first_step
         with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
             while step < total_steps:
                 batch = _numpy(next(iterator))
-                tokens_per_step = float(np.sum(batch["decoder_target_tokens"] > 0) + np.sum(batch["encoder_input_tokens"] > 0))
-                tokens_per_step *= jax.process_count()
-                state, metrics = trainer.train_step(state, trainer.shard_batch(batch), rng)
+                state, _ = trainer.train_step(state, trainer.shard_batch(batch), rng)  # adds to the state's totals
                 step += 1
                 checkpoints.check()  # a save that failed in the background (a full disk) stops the run now
                 stop = preemption.agreed()
                 must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
-                if must_save or step % log_period == 0 or step == first_step + 1:
-                    metrics = jax.device_get(metrics)
-                    bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
+                # Intervals end at multiples of log_period only: the first step's line, the last step's and a stop's
+                # show the interval so far, so a resumed run's points equal an uninterrupted run's.
+                ends_interval = step % log_period == 0
+                logged = ends_interval or step == total_steps or step == first_step + 1
+                if must_save or logged:
+                    interval = trainer.interval(state)
+                    bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(interval.metrics[k])]
                     if bad:
                         checkpoints.wait()
                         saved = f"The last good checkpoint is step {last_good} in {checkpoints.directory}" if last_good else (
                             "No checkpoint was saved yet")  # fmt: skip
                         raise TrainingStopped(
-                            f"{', '.join(bad)} not finite at step {step} (loss {float(metrics['loss'])}); stopped without "
-                            f"saving. {saved}. Lower "
+                            f"{', '.join(bad)} not finite by step {step} (loss {interval.metrics['loss']} over its "
+                            f"last {interval.steps} steps); stopped without saving. {saved}. Lower "
                             "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
                         )
-                    if step % log_period == 0 or step == total_steps or step == first_step + 1:
+                    if logged:
                         model_flops = model.train_flops(batch)
                         model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
-                        progress.log(step, metrics, tokens_per_step, model_flops, hardware_flops, peak_flops)
+                        progress.log(step, interval.metrics, interval.tokens_per_step, model_flops, hardware_flops,
+                                     peak_flops, tokens_seen=interval.tokens_seen)  # fmt: skip
+                    if ends_interval:  # before a save: a run resumed from it starts the next interval
+                        state = trainer.start_interval(state)
                 if must_save:
                     checkpoints.save(step, state, iterator)
                     last_good = step
@@ -380,6 +392,26 @@ def train(
         checkpoints.close()
         progress.flush()
         return results
+
+
+def _restore(checkpoints, state, iterator, fallback: bool, trainer):
+    """`checkpoints.restore` into `state`'s layout; a checkpoint written before the state kept its train metric
+    totals (`TrainState.totals`) resumes with empty ones that log no `tokens_seen` (its earlier steps were not
+    counted: `run_results.tokens_seen` estimates that run's), where it was refused as another optimizer's state."""
+    from textchem_jax import checkpoints as ckpt
+
+    try:
+        return checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=fallback)
+    except ValueError:
+        fields = {"step": state.step, "params": state.params, "opt_state": state.opt_state}  # what such a step holds
+        try:
+            older = checkpoints.restore(ckpt.abstract_like(fields), iterator, fallback=fallback)
+        except ValueError:
+            older = None
+        if older is None:
+            raise
+    fields, step = older
+    return type(state)(**fields, totals=trainer.empty_totals(counted=False)), step
 
 
 def _check_batch_sizes(trainer, **configs) -> None:
