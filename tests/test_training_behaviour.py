@@ -250,6 +250,8 @@ def test_logged_train_metrics_are_the_intervals_and_a_resumed_run_logs_the_same(
     point is now the interval's (per-token means weighted by tokens, counts summed), the first step's line does not
     end one, and a run resumed in the middle of an interval (its checkpoint at step 3) logs what the uninterrupted
     run logs, tokens seen included."""
+    import tensorflow as tf
+
     from textchem_jax import run_results
 
     schedule = optax.linear_schedule(1e-3, 0.0, 5)  # a rate that changes within an interval: its mean is logged
@@ -288,7 +290,11 @@ def test_logged_train_metrics_are_the_intervals_and_a_resumed_run_logs_the_same(
                                                               {4: seen[3], 5: seen[4]})  # fmt: skip
     counted = [run_results.tokens_seen(run_results.scalars(str(tmp_path / name / "train")))
                for name in ("each", "whole")]
-    assert counted == [seen[4], seen[4]]
+    assert counted == [seen[4], seen[4]] and whole["tokens_seen/int64"] == whole["tokens_seen"]
+    # TensorBoard's fast loader plots float32 scalars only: an int64 `tokens_seen` was missing from its dashboard
+    events = [e for f in (tmp_path / "whole" / "train").iterdir() for e in tf.compat.v1.train.summary_iterator(str(f))]
+    dtypes = {v.tag: v.tensor.dtype for e in events for v in e.summary.value}
+    assert dtypes["tokens_seen"] == tf.float32.as_datatype_enum and dtypes["loss"] == tf.float32.as_datatype_enum
 
 
 def test_tokens_seen_reads_the_runs_count_and_says_when_it_estimates(caplog):
@@ -300,7 +306,9 @@ def test_tokens_seen_reads_the_runs_count_and_says_when_it_estimates(caplog):
         assert run_results.tokens_seen(estimated) == 300
     assert "tokens seen estimated from timing/tokens_per_step at 2 logged steps" in caplog.text
     caplog.clear()
-    counted = {**estimated, "tokens_seen": [(2, 210.0), (4, 2**40 + 3.0)]}  # exact past float32's 2**24
+    shown = {**estimated, "tokens_seen": [(2, 210.0), (4, 2.0**40)]}  # float32, as TensorBoard plots it
+    assert run_results.tokens_seen(shown) == 2**40 and not caplog.text
+    counted = {**shown, "tokens_seen/int64": [(2, 210), (4, 2**40 + 3)]}  # exact past float32's 2**24
     assert run_results.tokens_seen(counted) == 2**40 + 3 and not caplog.text
     assert run_results.tokens_seen({}) is None
 

@@ -432,7 +432,8 @@ class NotationEvaluator:
         """{task: {"original" | variant: {metric: value}}}; `originals`: {task: metrics} as written, this step's."""
         from textchem_jax.data import seqio_tasks
 
-        given = {task: originals[task] for task in self.originals} if self.originals else {}
+        originals = originals or {}  # off process 0 the caller's evaluation returned none: metrics are process 0's
+        given = {task: originals[task] for task in self.originals if task in originals}
         grouped: dict[str, dict] = {}
         for name, metrics in {**given, **self.evaluator.evaluate(params, step)}.items():
             task, _, variant = name.partition(seqio_tasks.NOTATION_INFIX)

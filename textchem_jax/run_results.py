@@ -167,16 +167,19 @@ def _json_lines(path: str) -> list[dict]:
     return rows
 
 
-TOKENS_SEEN_TAG = "tokens_seen"  # textchem-train's exact count of non-padding input and target tokens, an int64
+# textchem-train's count of non-padding input and target tokens trained on: a float32 scalar, which TensorBoard
+# plots (its fast loader reads float32 scalars only) and which is exact to 2**24, and the exact count, an int64.
+TOKENS_SEEN_TAG = "tokens_seen"
+TOKENS_SEEN_EXACT_TAG = "tokens_seen/int64"
 
 
 def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> int | None:
     """Non-padding input and target tokens trained on: the run's count at its last logged step (`tokens_seen`).
     A run logged before that count (or resumed from such a run's checkpoint) is estimated, with a warning saying so:
     each logged interval's steps times its `timing/tokens_per_step` (one step's count in those runs: 2,192 where
-    2,219 were trained with log_period 2). Rounded (a count: the tables show 52,243, not 52243.0000); None when the
-    run logged neither."""
-    counted = train_scalars.get(TOKENS_SEEN_TAG)
+    2,219 were trained with log_period 2; a run resumed from one counts its first interval's first step twice).
+    Rounded (a count: the tables show 52,243, not 52243.0000); None when the run logged neither."""
+    counted = train_scalars.get(TOKENS_SEEN_EXACT_TAG) or train_scalars.get(TOKENS_SEEN_TAG)
     if counted:
         return round(counted[-1][1])
     points = train_scalars.get("timing/tokens_per_step")

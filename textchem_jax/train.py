@@ -75,8 +75,7 @@ class _Preemption:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._resend:
-            self._resend.cancel()
+        self.settle()
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         sys.unraisablehook = self._unraisablehook
@@ -89,6 +88,11 @@ class _Preemption:
             return self._unraisablehook(unraisable)
         self._resend = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
         self._resend.start()
+
+    def settle(self) -> None:
+        """The cut is being acted on: a resend still due would cut the acting short (its message unprinted)."""
+        if self._resend:
+            self._resend.cancel()
 
     @staticmethod
     def _silent(record: logging.LogRecord) -> bool:
@@ -167,8 +171,8 @@ class _Progress:
         """`metrics`: the interval's (`trainer.Interval`); `tokens`: its non-padding tokens per step, all hosts;
         `model_flops`: the step's analytic count, all hosts (`models.flops`); `hardware_flops`: XLA's count of
         the whole step's program, before it is split over the devices; `peak`: the whole run's FLOP/s
-        (`trainer.run_peak_flops`), what MFU and HFU divide by; `tokens_seen`: the run's exact count of tokens
-        trained on, written as an int64 scalar (float32, TensorBoard's scalar type, is exact to 2**24 only)."""
+        (`trainer.run_peak_flops`), what MFU and HFU divide by; `tokens_seen`: the run's count of tokens trained on,
+        a float32 scalar that TensorBoard plots (exact to 2**24) and the exact int64 (`run_results` reads it)."""
         now = time.perf_counter()
         seconds_per_step = (now - self.last) / max(step - self.last_step, 1)
         self.last, self.last_step = now, step
@@ -180,13 +184,10 @@ class _Progress:
             scalars["timing/mfu"] = model_flops / seconds_per_step / peak
         if hardware_flops and peak:
             scalars["timing/hfu"] = hardware_flops / seconds_per_step / peak
-        self.writer.write_scalars(step, scalars)
         if tokens_seen is not None:
-            from tensorboard.plugins.scalar import metadata
-
-            tag = run_results.TOKENS_SEEN_TAG
-            described = {tag: metadata.create_summary_metadata(None, None)}  # TensorBoard plots it as a scalar
-            self.writer.write_summaries(step, {tag: np.int64(tokens_seen)}, described)
+            scalars[run_results.TOKENS_SEEN_TAG] = float(tokens_seen)
+            self.writer.write_summaries(step, {run_results.TOKENS_SEEN_EXACT_TAG: np.int64(tokens_seen)})
+        self.writer.write_scalars(step, scalars)
         seconds_left = self.eta.update(step, now)  # None at the first line, whose step compiled the program
         compiled = seconds_left is None
         eta = "at the next line" if compiled else f"{seconds_left:.0f} s"
@@ -386,6 +387,7 @@ def train(
             except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
                 if not preemption.cut:
                     raise
+                preemption.settle()
                 print(f"SIGTERM during the final evaluation: step {step} is saved in {checkpoints.directory}; the "
                       "evaluation is skipped, rerun the same command to evaluate", file=sys.stderr, flush=True)  # fmt: skip
                 raise _Preemption.EvaluationCut from None

@@ -111,7 +111,9 @@ class Interval(NamedTuple):
     metrics: dict[str, float]  # per-token means weighted by tokens, counts summed, norms and rate per step
     steps: int
     tokens_per_step: float  # non-padding input and target tokens of the global batches, the interval's mean
-    tokens_seen: int | None  # the run's exact count of those tokens; None where it was not counted from step 0
+    # the run's exact count of those tokens since its first step (from INITIAL_CHECKPOINT_PATH: since that step);
+    # None for a run resumed from a checkpoint written before the count
+    tokens_seen: int | None
 
 
 def learning_rate_schedule(

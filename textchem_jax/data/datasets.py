@@ -267,6 +267,8 @@ def split_slice(split: str) -> SplitSlice:
     problem = None
     if len(bounds) != 2 or not all(_SLICE_BOUND.fullmatch(bound) for bound in bounds if bound):
         problem = "not a slice this data can read"
+    elif len({bound.endswith("%") for bound in bounds if bound}) > 1:  # TFDS reads `[10:50%]` all as percent
+        problem = "give both bounds in rows or both in percent"
     elif any(bound.endswith("%") and not 0 < abs(float(bound[:-1])) <= 100 for bound in bounds):
         problem = "the percentage must be in (0, 100] (from the end: [-100, 0))"
     if problem:  # quoted as given (not repr) so the message holds the very text bound in gin

@@ -202,14 +202,14 @@ def register_task(name: str, task: str, directory: Callable[[], str], **options)
 
 
 class FractionSplits(tuple):
-    """SPLITS that also contain their leading slices (`train[:25%]`, `datasets.split_fraction`): a SeqIO mixture
-    reads only the tasks whose source lists the split asked for, so a data-fraction run of any mixture was
-    "No datasets have a 'train[:25%]' split"."""
+    """SPLITS that also contain the slices of them `datasets.split_slice` reads (`train[:25%]`, `validation[:100]`):
+    a SeqIO mixture reads only the tasks whose source lists the split asked for, so a data-fraction run of any
+    mixture was "No datasets have a 'train[:25%]' split"."""
 
     def __contains__(self, split: object) -> bool:
         try:
-            base, _ = datasets.split_fraction(str(split))
-        except ValueError:  # a percentage out of (0, 100]
+            base = datasets.split_slice(str(split)).name
+        except ValueError:  # not a slice we read
             return False
         return super().__contains__(base)
 
