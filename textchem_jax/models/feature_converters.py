@@ -41,9 +41,10 @@ def domain_feature_converter(pack: bool = True):
             return {**super()._convert_example(features), "input_domain": domain}
 
         def __call__(self, ds, task_feature_lengths):
-            shifted = ds.map(lambda example: {**example, "input_domain": example["input_domain"] + 1},
-                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
-            return super().__call__(shifted, {**task_feature_lengths, "input_domain": task_feature_lengths["inputs"]})
+            if "input_domain" in ds.element_spec:  # else SeqIO's check names the missing feature (run_config says how)
+                ds = ds.map(lambda example: {**example, "input_domain": example["input_domain"] + 1},
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+            return super().__call__(ds, {**task_feature_lengths, "input_domain": task_feature_lengths["inputs"]})
 
         def get_model_feature_lengths(self, task_feature_lengths):
             lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
