@@ -65,7 +65,7 @@ def evaluate(
         checkpoints = _not_yet_evaluated(complete_checkpoints(checkpoint_path), checkpoint_path, model, dataset_cfg,
                                          predictions)  # fmt: skip
     checkpoints = _first_process_steps(checkpoints, checkpoint_path)
-    evaluator, by_notation, by_step = None, None, {}
+    evaluator, notation_evaluator, by_step = None, None, {}
     for number, (path, step) in enumerate(checkpoints, 1):
         counted = f" ({number} of {len(checkpoints)})" if checkpoint_steps == "all" else ""
         listed = checkpoint_steps == "all" and path != checkpoint_path  # one of a run's steps, listed at the start
@@ -88,11 +88,11 @@ def evaluate(
                                 notations=list(notations))  # fmt: skip
         print(format_table(results, evaluator.examples))
         if notations:
-            if by_notation is None:  # built once, as `evaluator`
-                by_notation = NotationEvaluator(model, dataset_cfg, mesh, os.path.join(output_dir, "notations"),
-                                                list(notations), decode_fn=decode_fn,
-                                                caption_tokenizer=caption_tokenizer, originals_given=True)  # fmt: skip
-            print(robustness_markdown({"metrics": by_notation.evaluate(params, step, originals=results)}))
+            if notation_evaluator is None:  # built once, as `evaluator`
+                notation_evaluator = NotationEvaluator(
+                    model, dataset_cfg, mesh, os.path.join(output_dir, "notations"), list(notations),
+                    decode_fn=decode_fn, caption_tokenizer=caption_tokenizer, originals_given=True)  # fmt: skip
+            print(robustness_markdown({"metrics": notation_evaluator.evaluate(params, step, originals=results)}))
     if evaluator is not None:
         print(versions_line())
         print(f"predictions and metrics: {predictions}")
