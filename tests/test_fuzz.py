@@ -447,17 +447,20 @@ def test_tfds_manual_folder(workdir, data, name):
     event("built")
 
 
-@target("datasets.split_fraction")
+@target("datasets.split_slice")
 @fuzz(150)
 @given(split=st.one_of(st.text(max_size=20), st.builds("train[:{}%]".format, st.one_of(st.floats(), st.integers(), st.text(max_size=6)))))
-def test_split_fraction(split):
+def test_split_slice(split):
     tried()
     try:
-        name, fraction = datasets.split_fraction(split)
+        selection = datasets.split_slice(split)
     except ValueError as error:
         assert split in str(error)
         return
-    assert isinstance(name, str) and 0 < fraction <= 1
+    kept = range(10)[selection.rows(10)]
+    assert isinstance(selection.name, str) and len(kept) <= 10
+    if selection.start is None and (selection.stop or "").endswith("%") and not selection.stop.startswith("-"):
+        assert kept  # a data fraction, `train[:P%]`, keeps at least one row
 
 
 # ----------------------------------------------------------------------------------------------------------

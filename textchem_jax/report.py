@@ -257,7 +257,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
     if tf.io.gfile.exists(config_path):
         with tf.io.gfile.GFile(config_path) as f:
             config = f.read()
-    split = _eval_split(config)
+    split = run_results.config_binding(config, r"infer_eval/run_config\.DatasetConfig\.split")
     evaluated = f"final evaluation at step {step}" if step is not None else "no inference evaluation yet"
     page.note(f"{evaluated}; {params:,} parameters; inference evaluation split: {split or '?'}" if params else evaluated)
 
@@ -375,11 +375,6 @@ def _csv_value(text: str):
     except ValueError:
         return text
     return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
-
-
-def _eval_split(config: str) -> str | None:
-    match = re.search(r"^infer_eval/run_config\.DatasetConfig\.split = '([^']+)'", config, re.M)
-    return match.group(1) if match else None
 
 
 def _order(task_name: str) -> int:

@@ -404,15 +404,12 @@ def _restore(checkpoints, state, iterator, fallback: bool, trainer):
 
     try:
         return checkpoints.restore(ckpt.abstract_like(state), iterator, fallback=fallback)
-    except ValueError:
+    except ValueError as error:
         fields = {"step": state.step, "params": state.params, "opt_state": state.opt_state}  # what such a step holds
         try:
-            older = checkpoints.restore(ckpt.abstract_like(fields), iterator, fallback=fallback)
-        except ValueError:
-            older = None
-        if older is None:
-            raise
-    fields, step = older
+            fields, step = checkpoints.restore(ckpt.abstract_like(fields), iterator, fallback=fallback)
+        except (ValueError, TypeError):  # not that either (TypeError: nothing restored): the first error says why
+            raise error from None
     return type(state)(**fields, totals=trainer.empty_totals(counted=False)), step
 
 

@@ -276,16 +276,6 @@ def split_slice(split: str) -> SplitSlice:
     return SplitSlice(name, bounds[0] or None, bounds[1] or None)
 
 
-def split_fraction(split: str) -> tuple[str, float]:
-    """`("train", 0.25)` for `"train[:25%]"` (data-fraction sweeps); `(name, 1.0)` for a plain split name or another
-    slice `split_slice` reads (how much of the split `[:N]` keeps depends on its size)."""
-    selection = split_slice(split)
-    stop = selection.stop or ""
-    if selection.start is None and stop.endswith("%") and not stop.startswith("-"):
-        return selection.name, float(stop[:-1]) / 100
-    return selection.name, 1.0
-
-
 def task_pairs(
     task: str,
     split: str,
