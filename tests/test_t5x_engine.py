@@ -176,7 +176,7 @@ def test_t5x_optimises_and_logs_the_loss_per_real_target_token_as_ours(t5x_run):
     import gin
     import t5x.train as t5x_train
 
-    from textchem_jax import report, run_results, t5x_checkpoints
+    from textchem_jax import report, run_config, run_results, t5x_checkpoints
     from textchem_jax.models.losses import cross_entropy_loss
 
     tmp, _ = t5x_run
@@ -206,6 +206,9 @@ def test_t5x_optimises_and_logs_the_loss_per_real_target_token_as_ours(t5x_run):
         per_token.append(float(ours))
     assert len(per_token) == eval_steps
     logged = run_results.teacher_forced_scalars(str(tmp / "run"))  # training_eval/textchem_demo, config.gin's mixture
+    # ours writes the folders T5X writes: each task of the mixture that has the split, and the mixture
+    ours = run_config.training_eval_names(run_config.DatasetConfig("textchem_demo", lengths, "validation", batch_size))
+    assert sorted(path.name for path in (tmp / "run" / "training_eval").iterdir()) == sorted(ours)
     assert dict(logged["loss"])[4] == pytest.approx(np.mean(per_token), rel=1e-4)  # the sum: 100 times more
     assert report.per_token_loss(logged, config) == logged["loss"]
 

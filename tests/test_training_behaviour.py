@@ -188,6 +188,14 @@ def test_a_finished_run_without_inference_evaluation_is_not_evaluated_again(tmp_
     held_out = run_results.scalars(str(tmp_path / "training_eval" / "textchem_demo"))
     assert held_out["loss"] == [(2, pytest.approx(first["loss"]))] and set(held_out) == set(first)
     assert not any(tag.startswith("eval/") for tag in run_results.scalars(str(tmp_path / "train")))
+    # As T5X, each task of the mixture is evaluated too, into its own folder: only the mixture's was written, so no
+    # task's held-out loss could be set beside a T5X run's.
+    tasks = ["textchem_demo_forward", "textchem_demo_mol2text", "textchem_demo_paragraph2actions", "textchem_demo_retro",
+             "textchem_demo_text2mol"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "training_eval").iterdir()) == sorted([*tasks, "textchem_demo"])
+    per_task = {task: run_results.scalars(str(tmp_path / "training_eval" / task)) for task in tasks}
+    assert all(set(held) == set(first) and [step for step, _ in held["loss"]] == [2] for held in per_task.values())
+    assert len({held["loss"][0][1] for held in per_task.values()}) == len(tasks)  # each on its own task's data
 
     # A teacher-forced split that is missing (said, and skipped, at each evaluation) left nothing to find: each
     # rerun decoded and scored the inference evaluation again.

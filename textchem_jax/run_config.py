@@ -216,6 +216,17 @@ def _has_split(task, split: str) -> bool:
         return True
 
 
+def training_eval_names(cfg: DatasetConfig) -> list[str]:
+    """What T5X evaluates teacher-forced for `cfg`: each task of its mixture that has the split (SeqIO leaves out
+    the others), then the mixture itself; a task alone."""
+    import seqio
+
+    provider = mixture_or_task(cfg.mixture_or_task_name)
+    if not isinstance(provider, seqio.Mixture):
+        return [cfg.mixture_or_task_name]
+    return [task.name for task in seqio.get_subtasks(provider) if _has_split(task, cfg.split)] + [cfg.mixture_or_task_name]
+
+
 def check_split_slice(tasks, split: str, name: str) -> None:
     """A slice of a split the tasks have that they cannot read (`validation[:4x]`, `validation[:4]+test[:4]`) is one
     ValueError naming the forms they read; SeqIO said only that no task has that split."""

@@ -308,8 +308,10 @@ def train(
             started()  # rewrote config.gin with them: the file to rerun the experiment from described no step trained
 
         evaluate = functools.partial(
-            _evaluate, trainer, train_eval_cfg=train_eval_dataset_cfg, infer_eval_cfg=infer_eval_dataset_cfg,
-            eval_steps=eval_steps, seed=random_seed, inference=_inference_evaluator(
+            _evaluate, trainer, teacher_forced=_teacher_forced_datasets(trainer, train_eval_dataset_cfg, eval_steps,
+                                                                        random_seed),
+            eval_steps=eval_steps, split=(train_eval_dataset_cfg or infer_eval_dataset_cfg or train_dataset_cfg).split,
+            inference=_inference_evaluator(
                 model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer,
                 random_seed,
             ),
@@ -450,20 +452,23 @@ def _check_evaluation_data(model, train_cfg, train_eval_cfg, infer_eval_cfg) -> 
         logger.warning(line)
 
 
-def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg, eval_steps, seed, inference) -> dict:
-    """Teacher-forced metrics on `train_eval_cfg`, then RDKit inference metrics on `infer_eval_cfg`."""
+def _evaluate(trainer, state, step, progress, *, teacher_forced, eval_steps, split, inference) -> dict:
+    """Teacher-forced metrics on `eval_steps` batches of each of `teacher_forced()`'s datasets, then RDKit inference
+    metrics from `inference()`'s evaluator, both of `split`."""
     from textchem_jax import evaluator as eval_lib
     from textchem_jax.metrics.tables import format_table, versions_line
 
     results: dict = {}
-    if train_eval_cfg is not None and eval_steps:  # a split missing for one task: said, and the other evaluation
-        try:  # runs (returning here skipped the inference evaluation, unsaid)
-            batches = run_config.get_dataset(train_eval_cfg, trainer.model, seed=seed, mesh=trainer.mesh).as_numpy_iterator()
-            results["teacher_forced"] = eval_lib.teacher_forced(trainer, state.params, batches, eval_steps)
+    if teacher_forced is not None:  # a split missing for one task: said, and the other evaluation runs (returning
+        try:  # here skipped the inference evaluation, unsaid)
+            datasets = teacher_forced()
         except FileNotFoundError as error:
             logger.warning("no teacher-forced evaluation: %s", error)
         else:
-            progress.write_training_eval(step, train_eval_cfg.mixture_or_task_name, results["teacher_forced"])
+            for name, dataset in datasets.items():
+                scalars = eval_lib.teacher_forced(trainer, state.params, dataset.as_numpy_iterator(), eval_steps)
+                progress.write_training_eval(step, name, scalars)
+            results["teacher_forced"] = scalars  # the mixture's, evaluated last
     examples = {}
     if inference is not None:
         try:
@@ -474,7 +479,6 @@ def _evaluate(trainer, state, step, progress, *, train_eval_cfg, infer_eval_cfg,
             results.update(evaluator.evaluate(state.params, step))
             examples = evaluator.examples
     if results and jax.process_index() == 0:
-        split = (train_eval_cfg or infer_eval_cfg).split
         print(f"evaluation at step {step} ({split}):\n{format_table(results, examples)}\n{versions_line()}", flush=True)
     return results
 
@@ -553,6 +557,23 @@ def _remove_if_only_folders(folder: str) -> None:
 
     if not any(set(files) - {LOCK_FILE} for _, _, files in tf.io.gfile.walk(folder)):
         tf.io.gfile.rmtree(folder)
+
+
+def _teacher_forced_datasets(trainer, cfg, eval_steps: int, random_seed: int):
+    """A function giving the run's teacher-forced datasets, {name: dataset}, made at their first use (None: no
+    teacher-forced evaluation): each task of a mixture that has the split, then the mixture, as T5X evaluates them,
+    each into its `training_eval/<name>/`. Only the mixture's was written, so no task's held-out loss could be set
+    beside a T5X run's. Built once: every evaluation reads the same first `eval_steps` batches of each anew."""
+    if cfg is None or not eval_steps:
+        return None
+
+    def datasets() -> dict:
+        run_config.import_task_module(cfg.module, trainer.model)
+        return {name: run_config.get_dataset(dataclasses.replace(cfg, mixture_or_task_name=name), trainer.model,
+                                             seed=random_seed, mesh=trainer.mesh)
+                for name in run_config.training_eval_names(cfg)}  # fmt: skip
+
+    return functools.cache(datasets)
 
 
 def _inference_evaluator(model, cfg, output_dir, mesh, decode_fn, caption_tokenizer, random_seed: int):
