@@ -174,6 +174,7 @@ def test_t5x_optimises_and_logs_the_loss_per_real_target_token_as_ours(t5x_run):
     teacher-forced evaluation is the mean of our per-token loss over the batches it evaluated (T5X's own dataset
     pipeline and network, on the checkpoint of that step), which textchem-report plots."""
     import gin
+    import jax
     import t5x.train as t5x_train
 
     from textchem_jax import report, run_config, run_results, t5x_checkpoints
@@ -211,6 +212,10 @@ def test_t5x_optimises_and_logs_the_loss_per_real_target_token_as_ours(t5x_run):
     assert sorted(path.name for path in (tmp / "run" / "training_eval").iterdir()) == sorted(ours)
     assert dict(logged["loss"])[4] == pytest.approx(np.mean(per_token), rel=1e-4)  # the sum: 100 times more
     assert report.per_token_loss(logged, config) == logged["loss"]
+    # The report reads a T5X run's split and model size: its model-info.txt also lists the optimizer's state, and
+    # summed, the run's 3x its parameters showed.
+    assert run_results.config_binding(config, report.INFER_EVAL_SPLIT_BINDING) == "validation"
+    assert run_results.parameter_count(str(tmp / "run")) == sum(leaf.size for leaf in jax.tree.leaves(params)) > 0
 
 
 @needs_t5x

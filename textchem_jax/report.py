@@ -224,6 +224,9 @@ def _versions_table(recorded: Mapping[str, Any] | None = None) -> str:
 
 LOSS_PANEL = "loss per real target token"
 LOSS_NORMALIZING_FACTOR_BINDING = r"[\w./]*\.loss_normalizing_factor"  # T5X's model's (models.EncoderDecoderModel)
+# The inference evaluation's split, ours or T5X's (`utils.`: a T5X run's report said "split: ?" and gave a test-split
+# run no paper numbers).
+INFER_EVAL_SPLIT_BINDING = r"infer_eval/(?:run_config|utils)\.DatasetConfig\.split"
 
 
 def per_token_loss(series: Mapping[str, list[tuple[int, float]]], config: str) -> list[tuple[int, float]] | None:
@@ -257,7 +260,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
     if tf.io.gfile.exists(config_path):
         with tf.io.gfile.GFile(config_path) as f:
             config = f.read()
-    split = run_results.config_binding(config, r"infer_eval/run_config\.DatasetConfig\.split")
+    split = run_results.config_binding(config, INFER_EVAL_SPLIT_BINDING)
     evaluated = f"final evaluation at step {step}" if step is not None else "no inference evaluation yet"
     page.note(f"{evaluated}; {params:,} parameters; inference evaluation split: {split or '?'}" if params else evaluated)
 
