@@ -18,7 +18,7 @@ import pytest
 import sentencepiece as spm
 from helpers import predict
 
-from textchem_jax import convert, model_loading
+from textchem_jax import convert, launch, model_loading
 from textchem_jax.data import vocabulary as vocab_lib
 from textchem_jax.models import decoding, hf_convert, layers, t5
 from textchem_jax.models.adapters import EncoderDecoderModel
@@ -285,6 +285,18 @@ def test_convert_cli_round_trip(hf_case, tmp_path, capsys):
     finally:
         gin.clear_config()
     assert from_gin == config
+    # Its dropout rate is DROPOUT_RATE, as in models/*.gin: runs/finetune.gin's and the command line's take effect.
+    # Bound as a value, `--gin.DROPOUT_RATE` was refused as unused, and config.gin said 0.1 of a run without dropout.
+    run = ["runs/finetune.gin"], [f"{macro} = {value!r}" for macro, value in (
+        ("MODEL_DIR", "/tmp/unused"), ("MIXTURE_OR_TASK_NAME", "textchem_demo"), ("TRAIN_STEPS", 1),
+        ("TASK_FEATURE_LENGTHS", {"inputs": 8, "targets": 8}), ("INITIAL_CHECKPOINT_PATH", str(converted)))]  # fmt: skip
+    for files, bindings, rate in (([], [], config.dropout_rate), ([], ["DROPOUT_RATE = 0.25"], 0.25), (*run, 0.1),
+                                  (run[0], [*run[1], "DROPOUT_RATE = 0.25"], 0.25)):  # fmt: skip
+        launch.parse_gin([str(converted / "model.gin"), *files], bindings)
+        try:
+            assert gin.query_parameter("%MODEL_CONFIG").scoped_configurable_fn().dropout_rate == rate
+        finally:
+            gin.clear_config()
     # The converted parameters load in either layer layout.
     stacked = model_loading.read_params(converted, dataclasses.replace(config, scan_layers=True))
     assert "layers" in stacked["decoder"] and "layers_0" not in stacked["decoder"]

@@ -47,12 +47,14 @@ _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
 
 
 def model_gin_text(config: T5Config, vocabulary_path: epath.Path | None, source: str) -> str:
-    """A gin file that rebuilds `config` as `%MODEL_CONFIG` from the nearest preset plus overrides."""
+    """A gin file that rebuilds `config` as `%MODEL_CONFIG` from the nearest preset plus overrides. Its dropout
+    rate is `DROPOUT_RATE`, as in models/*.gin, so runs/finetune.gin and `--gin.DROPOUT_RATE` set it: bound as a
+    value, the flag was refused as unused and config.gin said `DROPOUT_RATE = 0.1` of a run without dropout."""
     size, version = preset_name(config) or ("small", "1.1" if config.feed_forward == "gated-gelu" else "1.0")
     preset = t5_config(size, version, vocab_size=config.vocab_size)
     bindings = {"size": size, "version": version, "vocab_size": config.vocab_size}
     for name, value in config.to_dict().items():
-        if name not in _RUNTIME_FIELDS and name not in bindings and getattr(preset, name) != value:
+        if name not in (*_RUNTIME_FIELDS, "dropout_rate") and name not in bindings and getattr(preset, name) != value:
             bindings[name] = value
     lines = [
         f"# Model of the checkpoint in this directory, written by textchem-convert from {source}.",
@@ -61,12 +63,14 @@ def model_gin_text(config: T5Config, vocabulary_path: epath.Path | None, source:
         "from textchem_jax.models import adapters",
         "from textchem_jax.models import config as model_config",
         "",
+        f"DROPOUT_RATE = {config.dropout_rate!r}  # the checkpoint's; runs/finetune.gin and runs/eval.gin set their own",
         "MODEL = @adapters.EncoderDecoderModel()  # what runs/eval.gin, runs/infer.gin and runs/finetune.gin use",
         "adapters.EncoderDecoderModel.config = %MODEL_CONFIG",
         "adapters.EncoderDecoderModel.vocabulary = %VOCABULARY",
         "MODEL_CONFIG = @model_config.t5_config()",
         "model_config.t5_config:",
         *(f"  {name} = {value!r}" for name, value in bindings.items()),
+        "  dropout_rate = %DROPOUT_RATE",
     ]
     if vocabulary_path is not None:  # the checkpoint's own vocabulary drives the tasks and the model
         lines += [
