@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import shutil
 import subprocess
@@ -293,6 +294,119 @@ def test_a_required_dict_macro_gets_an_example_of_its_own_kind():
     launch.parse_gin(["models/t5_tiny.gin", "runs/eval.gin"], ["CHECKPOINT_PATH='/tmp/x'", "EVAL_OUTPUT_DIR='/tmp/x'",
                                                                "MIXTURE_OR_TASK_NAME='textchem_demo'", pasted])  # fmt: skip
     assert gin.query_parameter("%TASK_FEATURE_LENGTHS") == {"inputs": 512, "targets": 512}
+
+
+_TRAIN = (["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'"])
+_EVAL = (["models/t5_tiny.gin", "runs/eval.gin"], ["CHECKPOINT_PATH='/tmp/x'", "EVAL_OUTPUT_DIR='/tmp/x'",
+                                                  "MIXTURE_OR_TASK_NAME='textchem_demo'",
+                                                  "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}"])  # fmt: skip
+_INFER = (["models/t5_tiny.gin", "runs/infer.gin"], ["CHECKPOINT_PATH='/tmp/x'", "INFER_OUTPUT_DIR='/tmp/x'"])
+# (T5X_NAMES key, configuration, the T5X binding, the binding the message gives; None: we have no counterpart)
+_T5X_BINDINGS = [
+    ("EVAL_STEPS", _TRAIN, "EVAL_STEPS=3", "train_lib.train.eval_steps=3"),
+    ("EVAL_PERIOD", _TRAIN, "EVAL_PERIOD=5", "train_lib.train.eval_period=5"),
+    ("EVALUATOR_NUM_EXAMPLES", _TRAIN, "EVALUATOR_NUM_EXAMPLES=4",
+     "infer_eval/run_config.DatasetConfig.num_examples=4"),
+    ("train.eval_steps", _TRAIN, "train.eval_steps=3", "train_lib.train.eval_steps=3"),
+    ("train.eval_period", _TRAIN, "train.eval_period=5", "train_lib.train.eval_period=5"),
+    ("train.stats_period", _TRAIN, "train.stats_period=7", "train_lib.train.log_period=7"),
+    ("trainer.num_microbatches", _TRAIN, "trainer.num_microbatches=2", "trainer.Trainer.num_microbatches=2"),
+    ("utils.DatasetConfig", _TRAIN, "train/utils.DatasetConfig.batch_size=4",
+     "train/run_config.DatasetConfig.batch_size=4"),
+    ("utils.SaveCheckpointConfig", _TRAIN, "utils.SaveCheckpointConfig.keep=2", "run_config.CheckpointConfig.keep=2"),
+    ("utils.RestoreCheckpointConfig.mode", _EVAL, "utils.RestoreCheckpointConfig.mode='all'", "CHECKPOINT_STEPS='all'"),
+    ("partitioning.PjitPartitioner.num_partitions", _TRAIN, "partitioning.PjitPartitioner.num_partitions=2",
+     "NUM_PARTITIONS=2"),
+    ("seqio.Evaluator.num_examples", _TRAIN, "seqio.Evaluator.num_examples=6",
+     "infer_eval/run_config.DatasetConfig.num_examples=6"),
+    ("seqio.Evaluator.num_examples", _EVAL, "seqio.Evaluator.num_examples=6",
+     "run_config.DatasetConfig.num_examples=6"),  # eval.gin's dataset config has no scope
+    ("infer.mode", _INFER, "infer_lib.infer.mode='score'", None),
+]
+
+
+def _bound(name: str):
+    """The value gin holds for `name` as our gin files write it (`train/run_config.DatasetConfig.batch_size`, or a
+    macro)."""
+    if "." not in name:
+        return gin.query_parameter(f"%{name}")
+    scope, _, name = name.rpartition("/")
+    selector, _, parameter = name.rpartition(".")
+    config = gin.config._CONFIG  # gin-config 0.5: (scope, full selector) -> parameters
+    [value] = [bound[parameter] for (s, full), bound in config.items()
+               if s == scope and full.endswith(f".{selector}") and parameter in bound]  # fmt: skip
+    return value
+
+
+@pytest.mark.parametrize("t5x_name, configuration, theirs, ours", _T5X_BINDINGS)
+def test_a_t5x_name_is_answered_with_ours_in_one_line(t5x_name, configuration, theirs, ours):
+    """T5X's names were refused generically (`'utils' was not provided by an import statement`), cryptically
+    (`not enough values to unpack`) or wrongly (`--gin.EVAL_STEPS`: "did you mean --gin.TRAIN_STEPS?"). The message
+    now gives the binding to write, and that binding, pasted, parses and takes effect."""
+    files, bindings = configuration
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin(files, [*bindings, theirs])
+    message = str(error.value)
+    t5x_written = theirs.partition("=")[0].split("/")[-1].removeprefix("infer_lib.")  # shown as T5X writes it
+    assert "\n" not in message and f"T5X's {t5x_written}" in message
+    gin.clear_config()
+    if ours is None:
+        assert "has no counterpart" in message and "scoring given targets ('score') is not offered" in message
+        return
+    name, _, value = ours.partition("=")
+    assert f"is ours {name}: write --gin.{name}=" in message
+    pasted = message.split("write --gin.")[1].replace('"', "")
+    assert pasted == ours
+    launch.parse_gin(files, [*bindings, pasted])
+    assert _bound(name) == ast.literal_eval(value)
+
+
+def test_every_t5x_name_is_tested_and_t5x_flags_are_answered_in_one_line():
+    """absl ended `--multiprocess_gpu` (T5X's switch for multi-host GPU runs) in "FATAL Flags parsing error",
+    status 1."""
+    assert {entry[0] for entry in _T5X_BINDINGS} | {"--multiprocess_gpu"} == set(launch.T5X_NAMES)
+    result = subprocess.run([sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+                             "--multiprocess_gpu", "--coordinator_address=127.0.0.1:1"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: T5X's --multiprocess_gpu has no counterpart: a multi-host run starts from "
+                           "--coordinator_address=")  # fmt: skip
+
+
+def test_a_t5x_gin_file_is_one_line_that_says_run_it_with_t5x(tmp_path):
+    """A T5X gin file (`from t5x import adafactor` in a file it includes) ended textchem-train in an 80-line
+    traceback."""
+    dynamic = "from __gin__ import dynamic_registration\n"
+    (tmp_path / "t5x_model.gin").write_text(f"{dynamic}import seqio\nfrom t5x import adafactor\n")
+    (tmp_path / "mine.gin").write_text(f"{dynamic}include 't5x_model.gin'\nTRAIN_STEPS = 2\n")
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin(["mine.gin"], ["MODEL_DIR='/tmp/x'"], [str(tmp_path)])
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 't5x_model.gin'}, line 3 (included from ")
+    assert "mine.gin, line 2)" in message
+    assert "'from t5x import adafactor' makes it a T5X config" in message and "python -m t5x.train" in message
+    assert "models/*.gin with runs/*.gin" in message
+
+
+def test_a_gin_import_of_a_missing_module_is_one_line(tmp_path):
+    """Any module a gin file imports and Python lacks was a traceback too; a T5X macro the user's own file sets is
+    answered with ours, not with a near spelling."""
+    mine = tmp_path / "mine.gin"
+    mine.write_text("include 'experiments/quickstart.gin'\nfrom __gin__ import dynamic_registration\n"
+                    "import no_such_module_xyz\n")
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin([str(mine)], ["MODEL_DIR='/tmp/x'"])
+    assert str(error.value) == (f"{mine}, line 3: 'import no_such_module_xyz' fails (no module named "
+                                "'no_such_module_xyz'): install it or remove the import")  # fmt: skip
+    gin.clear_config()
+    mine.write_text("include 'experiments/quickstart.gin'\nEVAL_STEPS = 20\n")
+    launch.parse_gin([str(mine)], ["MODEL_DIR='/tmp/x'"])
+    [said] = launch.unused_macros([(str(mine), mine.read_text())])
+    assert said.endswith("T5X's EVAL_STEPS is ours train_lib.train.eval_steps: write train_lib.train.eval_steps = 20 "
+                         "(after `from __gin__ import dynamic_registration`; `from textchem_jax import train as "
+                         "train_lib`, as runs/*.gin import it)")  # fmt: skip
 
 
 @pytest.mark.slow

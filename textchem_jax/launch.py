@@ -163,6 +163,126 @@ def _tilde_expanded(binding: str) -> str:
     return f"{match.group(1)}{match.group(2)}{expand_user(match.group(3))}{match.group(2)}" if match else binding
 
 
+# T5X's names (its runs/*.gin and flags) -> ours: a T5X user's binding was refused with a generic hint, or one that
+# misled (`--gin.EVAL_STEPS`: "did you mean --gin.TRAIN_STEPS?"). A selector maps its every parameter; a module alias
+# may differ (`infer_lib.infer.mode` is T5X's `infer.mode`); a value with a space says what we offer instead.
+T5X_NAMES = {
+    "EVAL_STEPS": "train_lib.train.eval_steps",
+    "EVAL_PERIOD": "train_lib.train.eval_period",
+    "EVALUATOR_NUM_EXAMPLES": "infer_eval/run_config.DatasetConfig.num_examples",
+    "train.eval_steps": "train_lib.train.eval_steps",
+    "train.eval_period": "train_lib.train.eval_period",
+    "train.stats_period": "train_lib.train.log_period",
+    "trainer.num_microbatches": "trainer.Trainer.num_microbatches",
+    "utils.DatasetConfig": "run_config.DatasetConfig",
+    "utils.SaveCheckpointConfig": "run_config.CheckpointConfig",
+    "utils.RestoreCheckpointConfig.mode": "CHECKPOINT_STEPS",
+    "partitioning.PjitPartitioner.num_partitions": "NUM_PARTITIONS",
+    "seqio.Evaluator.num_examples": "infer_eval/run_config.DatasetConfig.num_examples",
+    "infer.mode": "has no counterpart: textchem-infer always decodes ('predict'), and scoring given targets ('score') "
+                  "is not offered; --gin.infer_lib.infer.row_format=\"'textchem'\" writes every beam with its score, "
+                  "and textchem-score computes a task's metrics from predictions",
+    "--multiprocess_gpu": "has no counterpart: a multi-host run starts from --coordinator_address=HOST:PORT "
+                          "--process_count=N --process_index=I alone (TPU VMs and SLURM set them up): drop it",
+}  # fmt: skip
+
+
+def t5x_equivalent(name: str, value: str | None = None, gin_file_text: str | None = None) -> str | None:
+    """For a T5X name (`train/utils.DatasetConfig.batch_size`, a macro, a flag): "T5X's NAME is ours OURS: write
+    BINDING", the binding for the command line or else for the gin file of `gin_file_text` (with the imports it
+    lacks), the user's `value` in it, the scope kept where the configuration has it; else None."""
+    scope, _, bare = name.rpartition("/")
+    parts = bare.split(".")
+    for start in range(len(parts) if len(parts) == 1 else len(parts) - 1):  # an alias's module left off, not all
+        written = ".".join(parts[start:])
+        if written in T5X_NAMES:
+            theirs, ours = written, T5X_NAMES[written]
+        elif len(parts) - start > 2 and written.rpartition(".")[0] in T5X_NAMES:
+            theirs, ours = written, f"{T5X_NAMES[written.rpartition('.')[0]]}.{parts[-1]}"
+        else:
+            continue
+        if " " in ours:
+            return f"T5X's {theirs} {ours}"
+        import gin
+
+        ours_scope, _, ours = ours.rpartition("/")
+        config = getattr(gin.config, "_CONFIG", {})
+        scope = ours_scope or scope
+        if "." in ours and scope and scope in {s for s, selector in config if selector != "gin.macro"}:
+            ours = f"{scope}/{ours}"
+        missing = _our_imports(ours, gin_file_text) if gin_file_text is not None and "." in ours else []
+        imports = f" (after {'; '.join(f'`{line}`' for line in missing)}, as runs/*.gin import it)" if missing else ""
+        if value is None:  # a block's `selector:` line
+            return f"T5X's {theirs} is ours {ours}{imports}"
+        if gin_file_text is None:
+            binding = f"--gin.{ours}=" + (f'"{value}"' if re.search(r"['\s{}\[\]()]", value) else value)
+        else:
+            binding = f"{ours} = {value}"
+        return f"T5X's {theirs} is ours {ours}: write {binding}{imports}"
+    return None
+
+
+def _our_imports(name: str, gin_file_text: str) -> list[str]:
+    """The import lines our runs/*.gin make for the module of `name` (`train_lib.train.eval_steps`) that the gin
+    file lacks: gin's imports are per file, so a user's file binding ours needs them too."""
+    runs = _gin_sources([f"runs/{run}.gin" for run in ("pretrain", "eval", "infer")], [str(GIN_CONFIGS)])
+    module = [line for line in _binding_imports(runs) if line.split()[-1] == name.split(".")[0]][:1]
+    present = {" ".join(match.group(1).split()) for match in _IMPORT.finditer(gin_file_text)}
+    return [line for line in ["from __gin__ import dynamic_registration", *module] if line not in present]
+
+
+_GIN_CONTEXT = re.compile(r'In (?:bindings string line \d+|file "(?P<file>[^"]+)", line (?P<line>\d+))\n'
+                          r"(?P<text>[^\n]*)")  # fmt: skip
+_UNKNOWN_PARAMETER = re.compile(r"Configurable '(?P<configurable>[\w./]+)' doesn't have a parameter named "
+                                r"'(?P<parameter>\w+)'")  # fmt: skip
+
+
+def _gin_error_place(message: str) -> tuple[str, str, str | None]:
+    """(where, the line's text, the gin file or None) of the innermost place gin's error message names: `FILE, line
+    N` (included from the user's file, where that is another), or `the binding 'TEXT'`."""
+    places = list(_GIN_CONTEXT.finditer(message))
+    if not places:
+        return "a gin file or binding", "", None
+    text = places[0]["text"].strip()
+    if not places[0]["file"]:
+        return f"the binding {text!r}", text, None
+    where = f"{places[0]['file']}, line {places[0]['line']}"
+    if places[-1]["file"] and places[-1]["file"] != places[0]["file"]:  # the user's file, including T5X's
+        where += f" (included from {places[-1]['file']}, line {places[-1]['line']})"
+    return where, text, places[0]["file"]
+
+
+def _t5x_name_error(message: str) -> str | None:
+    """One line for gin's error about a name that is T5X's (unknown import, configurable, selector or parameter, or
+    a module bound as if a configurable: "not enough values to unpack"), saying where and ours; else None."""
+    where, text, gin_file = _gin_error_place(message)
+    written = re.match(r"((?:[\w.]+/)*[\w.]+)\s*[=:]\s*(.*?)\s*(?:#.*)?$", text)  # `name = value`, a block's `name:`
+    value = (written.group(2) or None) if written else None
+    unknown = _UNKNOWN_PARAMETER.search(message)
+    names = [f"{unknown['configurable']}.{unknown['parameter']}"] if unknown else []
+    found = _find_gin_file(gin_file, []) if gin_file else None
+    gin_file_text = None if gin_file is None else found[1] if found else ""  # "": not readable here, imports unknown
+    for name in [*names, *([written.group(1)] if written else [])]:
+        if hint := t5x_equivalent(name, value, gin_file_text):
+            return f"{where}: {hint}"
+    return None
+
+
+def _import_error(error: ImportError, hidden: int) -> str:
+    """One line for an import a gin file makes that fails: a T5X config (`from t5x import adafactor`) is T5X's
+    trainer's to run, and gin's error was a traceback of 80 lines."""
+    where, text, _ = _gin_error_place(_user_line_numbers(str(error), hidden))
+    message = str(error)
+    missing = re.search(r"No module named '([\w.]+)'", message)
+    if re.search(r"\bt5x\b", text) or (missing and missing.group(1).split(".")[0] == "t5x"):
+        return (f"{where}: {text!r} makes it a T5X config, for T5X's own trainer: run it with `python -m t5x.train` "
+                f"(README, \"Real T5X as the engine\"; gin_configs/t5x/ holds our experiments for it), or give "
+                f"textchem-train our models/*.gin with runs/*.gin (e.g. --gin_file=models/t5_small.gin "
+                f"--gin_file=runs/finetune.gin)")  # fmt: skip
+    problem = f"no module named {missing.group(1)!r}" if missing else message.splitlines()[0]
+    return f"{where}: {text!r} fails ({problem}): install it or remove the import"
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
               warn_unused_macros: bool = True) -> None:  # fmt: skip
     """Parses gin files and bindings into a fresh configuration (a notebook's cell run again: gin stayed locked
@@ -208,6 +328,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
                 f"macro {macro} is used but never defined: add a gin file that defines it{hint} to the "
                 f"--gin_file list, or bind it with --gin.{macro}=VALUE"
             ) from None
+        if t5x_hint := _t5x_name_error(message):
+            raise ConfigError(t5x_hint) from None
         if "No configurable matching" in message:
             raise ConfigError(
                 f"{message}\nFix: check the spelling, and that the file imports the module "
@@ -216,11 +338,15 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         raise ConfigError(message) from None
     except (NameError, AttributeError) as error:  # dynamic registration: no import provides the name, or
         # the module has no such attribute (a misspelt function)
+        if t5x_hint := _t5x_name_error(_user_line_numbers(str(error), len(imports))):
+            raise ConfigError(t5x_hint) from None
         raise ConfigError(
             f"{_user_line_numbers(str(error), len(imports))}\nFix: check the spelling; a gin file binds a module's "
             "functions after importing it (`from textchem_jax import train as train_lib`), and the --gin. bindings "
             "may use what the gin files import"
         ) from None
+    except ImportError as error:  # a gin file's import: gin adds the file and line to the message
+        raise ConfigError(_import_error(error, len(imports))) from None
     except (SyntaxError, tokenize.TokenError) as error:  # how gin's parser reports a malformed file or binding
         if isinstance(error, SyntaxError) and error.filename:
             text = f": {error.text.strip()!r}" if error.text and error.text.strip() else ""
@@ -371,7 +497,8 @@ def unused_macros(sources: Sequence[tuple[str, str]]) -> list[str]:
                 continue
             said.add(name)
             close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}?" if close else f"use it as %{name} in a binding, or remove it"
+            hint = t5x_equivalent(name, repr(config[(name, "gin.macro")].get("value")), text) or (
+                f"did you mean {' or '.join(close)}?" if close else f"use it as %{name} in a binding, or remove it")
             lines.append(f"{path} defines the macro {name}, which no gin file or binding uses, so it changes nothing: {hint}")
     return lines
 
@@ -389,11 +516,12 @@ def check_macro_bindings(bindings: Sequence[str]) -> None:
     used = _used_macros(config)
     defined = {scope for scope, selector in config if selector == "gin.macro"}
     for binding in bindings:
-        match = re.match(r"\s*([A-Za-z_]\w*)\s*=", binding)
+        match = re.match(r"\s*([A-Za-z_]\w*)\s*=(.*)$", binding, re.S)
         name = match.group(1) if match else None
         if name in defined and name not in used:
             close = difflib.get_close_matches(name, sorted(used), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(f'--gin.{c}' for c in close)}?" if close else (
+            hint = t5x_equivalent(name, match.group(2).strip()) or (
+                f"did you mean {' or '.join(f'--gin.{c}' for c in close)}?" if close else
                 "bind a macro the gin files use (they say %NAME where it takes effect)")  # fmt: skip
             raise ConfigError(f"--gin.{name} binds a macro that no gin file or binding uses, so it would change "
                               f"nothing: {hint}")  # fmt: skip
@@ -612,6 +740,11 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
     spaced = [arg for arg in argv[1:] if arg.startswith("--gin.")]  # `--gin.TRAIN_STEPS 5`: absl knows no such flag
     if spaced:
         print(f"{program}: {spaced[0]} needs its value after '=': {spaced[0]}=VALUE", file=sys.stderr)
+        end_process(2)
+    theirs = [hint for arg in argv[1:] if arg.startswith("-")
+              and (hint := t5x_equivalent(re.sub(r"^--?(no)?", "--", arg.partition("=")[0])))]  # fmt: skip
+    if theirs:  # absl's FATAL "Unknown command line flag", status 1
+        print(f"{program}: {theirs[0]}", file=sys.stderr)
         end_process(2)
     define_flags()
     if usage:  # absl's --help prints the main module's docstring; a console script's wrapper has none
