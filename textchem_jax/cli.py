@@ -4,13 +4,16 @@ console for people (`quiet_libraries`): our lines plain, the libraries' chatter 
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from textchem_jax.paths import expand_user
@@ -64,7 +67,8 @@ def command(main: Command) -> Command:
     def answered(*args: Any, **kwargs: Any) -> Any:
         program = os.path.basename(sys.argv[0])
         try:
-            return main(*args, **kwargs)
+            with _interrupts_kept():
+                return main(*args, **kwargs)
         except KeyboardInterrupt:
             print(f"{program}: interrupted", file=sys.stderr, flush=True)
             return 130
@@ -75,6 +79,30 @@ def command(main: Command) -> Command:
             return 2
 
     return answered  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _interrupts_kept() -> Iterator[None]:
+    """A Ctrl-C that lands in a finalizer or a gc callback (JAX's `_xla_gc_callback`, a tf.data iterator's `__del__`)
+    is one Python prints as "Exception ignored" and drops: the command ran on to the end and exited 0 (training 1 of
+    7 times, an export 3 of 7). It is delivered again once the finalizer is done (the handler that is then in place
+    acts on it), and kept off the console."""
+    pending: list[threading.Timer] = []
+    previous = sys.unraisablehook
+
+    def dropped(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return previous(unraisable)
+        pending.append(threading.Timer(0.05, _thread.interrupt_main))
+        pending[-1].start()
+
+    sys.unraisablehook = dropped
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        for timer in pending:  # the command is ending anyway: no interrupt after its last line
+            timer.cancel()
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -110,6 +138,10 @@ _CHATTER = (
     "_SignalingThread.run() raised an exception",
     "Handler Commit operations or the Commit callback in background save thread",
     "Save Finalize thread (save_finalize) failed",
+    # orbax, saving a step whose unfinished temporary folder a killed run left: it removes it and saves anew.
+    "Removing existing directory since it is not finalized",
+    # seqio, as a mixture's task fails to load (a Ctrl-C while it loads): the exception itself follows, said once.
+    "as part of mixture",
 )
 
 
