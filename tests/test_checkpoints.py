@@ -439,6 +439,82 @@ def test_eval_of_all_steps_evaluates_each_once_and_a_rerun_only_the_new_ones(tmp
     assert recorded[0]["task_feature_lengths"] == dict(_eval_cfg().task_feature_lengths)
 
 
+def _evaluate_all(model, run, out):
+    from textchem_jax import evaluate
+
+    return evaluate.evaluate(model=model, checkpoint_path=str(run), dataset_cfg=_eval_cfg(), output_dir=str(out),
+                             checkpoint_steps="all")  # fmt: skip
+
+
+def test_eval_of_all_steps_evaluates_again_a_step_whose_metrics_line_is_cut_short(tmp_path, caplog):
+    """A metrics line cut short (a write or copy stopped in it) ended 'all' with "Unterminated string starting at:
+    line 1 column 32 (char 31)", naming no file. The cut last line is dropped with one warning naming file:line, its
+    step evaluated again and its line appended whole (seqio appends to the text as it is: glued to the cut one); a
+    damaged line before others is skipped with the warning run_results gives (file and line), its step evaluated."""
+    from helpers import tiny_t5
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    _save_run_steps(run, [1, 2])
+    _evaluate_all(tiny_t5(), run, out)
+    metrics = out / "inference_eval" / f"{_EVAL_TASK}-metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[:-20])
+    caplog.clear()
+    assert sorted(_evaluate_all(tiny_t5(), run, out)) == [2]
+    assert caplog.text.count("cut short") == 1
+    assert f"{metrics}:2: the last line is cut short" in caplog.text
+    assert _metric_steps(out / "inference_eval") == [1, 2]  # every line whole
+    assert metrics.read_text().startswith(text.splitlines()[0] + "\n")
+
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0][:20], *lines[1:]]) + "\n")  # step 1's line damaged, step 2's after it
+    caplog.clear()
+    assert sorted(_evaluate_all(tiny_t5(), run, out)) == [1]
+    assert f"{metrics}: skipped 1 line(s) that are not JSON (line 1)" in caplog.text
+
+
+def test_eval_of_all_steps_skips_a_step_its_run_deletes_while_it_loads(tmp_path, capsys):
+    """A run keeping N checkpoints deletes the oldest as it saves, also while 'all' loads one: beside a run keeping
+    3 (period 10) it ended rc=2 ("Could not find directory .../checkpoints/330") where the README promises the
+    step skipped. The step's folder goes after the load checked it, when the loader asks the model for its shapes."""
+    import shutil
+
+    from helpers import tiny_t5
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    _save_run_steps(run, [1, 2])
+    deleted = []
+
+    class DeletedWhileLoading(type(tiny_t5())):
+        def abstract_params(self):
+            if not deleted:  # the first load: step 1's
+                deleted.append(run / "checkpoints" / "1")
+                shutil.rmtree(deleted[0])
+            return super().abstract_params()
+
+    results = _evaluate_all(DeletedWhileLoading(tiny_t5().config), run, out)
+    assert deleted and sorted(results) == [2]
+    assert (f"step 1 (1 of 2): {run / 'checkpoints' / '1'} was deleted before its turn (the run keeps only its latest "
+            "checkpoints), skipped") in capsys.readouterr().out  # fmt: skip
+    assert _metric_steps(out / "inference_eval") == [2]
+
+
+def test_eval_of_all_steps_stops_at_a_damaged_step_though_newer_ones_are_saved(tmp_path):
+    """A step that stays in its folder but cannot be read is not one its run deleted: its error stands."""
+    from helpers import tiny_t5
+
+    run = tmp_path / "run"
+    _save_run_steps(run, [1, 2])
+    files = [p for p in (run / "checkpoints" / "1" / "state").rglob("*") if p.is_file()]
+    array = max(files, key=lambda p: p.stat().st_size)  # the parameters' data
+    data = bytearray(array.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    array.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match=rf"step 1: .*{array.name}"):
+        _evaluate_all(tiny_t5(), run, tmp_path / "eval")
+    assert not (tmp_path / "eval" / "inference_eval" / f"{_EVAL_TASK}-metrics.jsonl").exists()
+
+
 def test_every_checkpoint_kind_resolves_to_a_concrete_checkpoint_and_its_step(tmp_path):
     """What `textchem-eval` loads and labels: a run's or a T5X MODEL_DIR's steps (a T5X step still being written,
     `checkpoint_<step>.tmp-*`, is none), one step as it is, a converted directory as step 0."""

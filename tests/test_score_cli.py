@@ -258,6 +258,22 @@ def test_a_folder_is_scored_file_by_file(tmp_path, capsys):
     assert "is a folder without prediction files" in capsys.readouterr().err
 
 
+def test_a_warning_of_the_metrics_is_said_once_for_a_folder_of_steps(tmp_path, caplog):
+    """A run's inference_eval/ of 16 steps printed the same "retro: roundtrip_accuracy is n/a: ..." 16 times:
+    now once, with the number of files it is for; each step still scored."""
+    from textchem_jax.score import score
+
+    for step in (2, 4, 6):
+        row = {"input": {}, "target": "CC(=O)O.CCO", "prediction": "CC(=O)O.CCO" if step == 6 else "CCO"}
+        (tmp_path / f"textchem_demo_retro-{step:06}.jsonl").write_text(json.dumps(row) + "\n")
+    caplog.set_level("WARNING")
+    results = score(tmp_path)
+    accuracy = [results[f"textchem_demo_retro (textchem_demo_retro-{step:06}.jsonl)"]["accuracy"] for step in (2, 4, 6)]
+    assert accuracy == [0, 0, 1]
+    said = [record.getMessage() for record in caplog.records if "roundtrip_accuracy is n/a" in record.getMessage()]
+    assert len(said) == 1 and said[0].endswith("(for 3 prediction files)"), said
+
+
 def test_a_run_with_notation_evaluations_scores_every_file_and_every_metric_is_there(tmp_path, capsys):
     """A run's inference_eval/ after a NOTATIONS evaluation holds `<task>_notation_<variant>-<step>.jsonl`: it
     stopped the whole folder ("is none of forward, retro, ..."). Round-trip accuracy, which needs a forward model,

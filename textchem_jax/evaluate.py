@@ -11,6 +11,7 @@ evaluates every complete step not yet in EVAL_OUTPUT_DIR, in order (T5X's eval o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from textchem_jax.metrics.tables import format_table, robustness_markdown, versi
 
 CHECKPOINT_STEPS = ("latest", "all")
 PREDICTIONS_FOLDER = "inference_eval"  # in EVAL_OUTPUT_DIR, as t5x.eval (and a training run in MODEL_DIR)
+_DELETION_WAIT_S = 3.0  # how long a step whose load failed may take to vanish (orbax: files, >= 0.1 s, folders)
+
+logger = logging.getLogger("textchem_jax.evaluate")
 
 
 def evaluate(
@@ -47,7 +51,6 @@ def evaluate(
     {task: metrics}; "all" (T5X's `RestoreCheckpointConfig(mode='all')`) evaluates every complete step of a run in
     order, but those `output_dir` already has the metrics of, with one evaluator, and returns {step: {task: metrics}}."""
     import jax
-    import tensorflow as tf
 
     from textchem_jax import launch, partitioning, provenance
     from textchem_jax.model_loading import complete_checkpoints, load_for_inference, resolve_checkpoint
@@ -69,11 +72,14 @@ def evaluate(
     for number, (path, step) in enumerate(checkpoints, 1):
         counted = f" ({number} of {len(checkpoints)})" if checkpoint_steps == "all" else ""
         listed = checkpoint_steps == "all" and path != checkpoint_path  # one of a run's steps, listed at the start
-        if listed and not tf.io.gfile.isdir(path):  # a run that keeps N checkpoints deletes the oldest as it saves
+        try:
+            params = load_for_inference(model, path, mesh)  # exactly this step, whatever was saved since
+        except Exception:  # a run that keeps N checkpoints deletes the oldest as it saves, also while one loads
+            if not (listed and _deleted_before_its_turn(path, step, checkpoint_path)):
+                raise
             print(f"step {step}{counted}: {path} was deleted before its turn (the run keeps only its latest "
                   "checkpoints), skipped", flush=True)  # fmt: skip
             continue
-        params = load_for_inference(model, path, mesh)  # exactly this step, whatever was saved since
         print(f"evaluating step {step}{counted} of {checkpoint_path}" + (f" ({path})" if path != checkpoint_path else ""),
               flush=True)  # fmt: skip
         if evaluator is None:  # one evaluator for every step: decoding compiles once
@@ -119,9 +125,35 @@ def _first_process_steps(checkpoints: list, checkpoint_path: str) -> list:
     return [(paths.get(step, checkpoint_path), step) for step in steps]
 
 
+def _deleted_before_its_turn(path: str, step: int, checkpoint_path: str) -> bool:
+    """Whether a listed step that failed to load was deleted by its run meanwhile: its folder is gone, or goes
+    within `_DELETION_WAIT_S` while the run has saved a newer step (the reason it deletes one). orbax deletes a
+    step's files first and its folders at least 0.1 s later: 'all' beside a run keeping 3 steps (period 10) ended
+    rc=2 in 3 of 4 tries, "Could not find directory .../checkpoints/330" or "unreadable metadata: NOT_FOUND", where
+    the step should be skipped. A step that stays is damaged, and its error stands."""
+    import time
+
+    import tensorflow as tf
+
+    from textchem_jax.model_loading import complete_checkpoints
+
+    if not tf.io.gfile.isdir(path):
+        return True
+    if not any(saved > step for _, saved in complete_checkpoints(checkpoint_path)):
+        return False  # nothing newer: no reason for the run to delete it
+    deadline = time.monotonic() + _DELETION_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if not tf.io.gfile.isdir(path):
+            return True
+    return False
+
+
 def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, output_dir: str) -> list:
     """The checkpoints whose step is missing from some task's `<task>-metrics.jsonl` in `output_dir` (a rerun of
     'all' evaluates only the steps saved since); says which were skipped, or that none is new."""
+    import jax
+
     from textchem_jax.evaluator import eval_tasks
     from textchem_jax.run_config import import_task_module
 
@@ -129,7 +161,11 @@ def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, outp
         raise FileNotFoundError(f"no complete checkpoint step in {checkpoint_path} yet: expected a textchem-train "
                                 "MODEL_DIR (or its checkpoints/) or a T5X MODEL_DIR")  # fmt: skip
     import_task_module(cfg.module, model)
-    done = set.intersection(*(_logged_steps(output_dir, task.name) for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)))
+    tasks = [task.name for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)]
+    if jax.process_index() == 0:  # the one process that appends the metrics lines
+        for path in (path for task in tasks for path in _metrics_files(output_dir, task)):
+            _drop_cut_short_line(path)
+    done = set.intersection(*(_logged_steps(output_dir, task) for task in tasks))
     pending = [(path, step) for path, step in checkpoints if step not in done]
     skipped = [step for _, step in checkpoints if step in done]
     if skipped:
@@ -139,19 +175,47 @@ def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, outp
     return pending
 
 
-def _logged_steps(predictions: str, task: str) -> set[int]:
-    """The steps `<task>-metrics.jsonl` (seqio.JSONLogger's, one line per evaluation) has a line for, in the
+def _metrics_files(predictions: str, task: str) -> list[str]:
+    """The `<task>-metrics.jsonl` files (seqio.JSONLogger's, one line per evaluation) there are: in the
     `inference_eval/` folder `predictions` or, written before that layout, in the EVAL_OUTPUT_DIR above it."""
     import tensorflow as tf
 
-    steps = set()
-    for folder in (predictions, os.path.dirname(predictions)):
-        path = os.path.join(folder, f"{task}-metrics.jsonl")
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                steps |= {json.loads(line)["step"] for line in f if line.strip()}
-    return steps
+    paths = (os.path.join(folder, f"{task}-metrics.jsonl") for folder in (predictions, os.path.dirname(predictions)))
+    return [path for path in paths if tf.io.gfile.exists(path)]
 
+
+def _logged_steps(predictions: str, task: str) -> set[int]:
+    """The steps `<task>-metrics.jsonl` has a line for (`_metrics_files`), read as `textchem-report` reads them
+    (`run_results`): a line that is not JSON is skipped with a warning naming the file and the line. A line cut
+    short ended 'all' with "Unterminated string starting at: line 1 column 32 (char 31)", naming no file."""
+    from textchem_jax.run_results import json_lines
+
+    rows = (row for path in _metrics_files(predictions, task) for row in json_lines(path))
+    return {int(row["step"]) for row in rows if isinstance(row, dict) and "step" in row}
+
+
+def _drop_cut_short_line(path: str) -> None:
+    """Drops the last line of a metrics file when a copy or a write stopped in it (no line ending, not JSON), with
+    a warning naming file:line: its step is evaluated again, and its line is appended whole. seqio's JSONLogger
+    appends to the text as it is, and glued the new line to the cut one (both then unreadable). Rewritten as seqio
+    writes the file (a temporary file renamed over it: never half a file, also on gs://)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    if not text or text.endswith("\n"):
+        return
+    kept, _, last = text.rpartition("\n")
+    try:
+        json.loads(last)
+        repaired = text + "\n"  # a whole line without its ending: kept, ended
+    except (ValueError, RecursionError):
+        repaired = kept + "\n" if kept else ""
+        logger.warning("%s:%d: the last line is cut short (a write or copy stopped in it): dropped, its step is "
+                       "evaluated again", path, text.count("\n") + 1)  # fmt: skip
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(repaired)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def main() -> int:

@@ -153,7 +153,7 @@ def _complete_records(path: str):
             return
 
 
-def _json_lines(path: str) -> list[dict]:
+def json_lines(path: str) -> list[dict]:
     """The JSON rows of a jsonl file; a line that does not parse (a write cut short) is skipped with a warning."""
     import tensorflow as tf
 
@@ -210,7 +210,7 @@ def metric_history(model_dir: str) -> dict[str, list[dict]]:
     for name in sorted(tf.io.gfile.listdir(folder)):
         if not name.endswith("-metrics.jsonl"):
             continue
-        rows = [row for row in _json_lines(os.path.join(folder, name)) if isinstance(row, dict) and "step" in row]
+        rows = [row for row in json_lines(os.path.join(folder, name)) if isinstance(row, dict) and "step" in row]
         by_step = {int(row["step"]): row for row in rows}  # a rerun evaluation replaces the earlier one
         history[name.removesuffix("-metrics.jsonl")] = [by_step[s] for s in sorted(by_step)]
     return history
@@ -236,7 +236,7 @@ def predictions(model_dir: str, task: str, step: int) -> list[dict]:
     import tensorflow as tf
 
     path = os.path.join(model_dir, "inference_eval", f"{task}-{step:06d}.jsonl")
-    return _json_lines(path) if tf.io.gfile.exists(path) else []
+    return json_lines(path) if tf.io.gfile.exists(path) else []
 
 
 def latest_step(model_dir: str) -> int:

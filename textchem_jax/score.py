@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import logging
@@ -161,7 +162,7 @@ def score(path: str | os.PathLike) -> dict[str, dict[str, float | None]]:
 
 def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float | None]], dict[str, int]]:
     """`score(path)`, and the examples each of its tasks was scored on (same keys)."""
-    from textchem_jax.data.seqio_tasks import metric_and_postprocess
+    from textchem_jax.data import seqio_tasks
 
     sets: dict[str, dict[str, tuple[list, list]]] = {}  # file name, or T5X shard set -> task -> rows
     files, skipped = prediction_files(path), 0
@@ -185,12 +186,37 @@ def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float 
                          f"{path} holds no predictions (empty)")  # fmt: skip
     sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
     results, examples = {}, {}
-    for name, tasks in sets.items():
-        for task, (targets, predictions) in tasks.items():
-            key = task if sets_per_task[task] == 1 else f"{task} ({name})"
-            results[key] = metric_and_postprocess(task_of(task))[0](targets, predictions)
-            examples[key] = len(targets)
+    with _each_warning_once(seqio_tasks.logger):
+        for name, tasks in sets.items():
+            for task, (targets, predictions) in tasks.items():
+                key = task if sets_per_task[task] == 1 else f"{task} ({name})"
+                results[key] = seqio_tasks.metric_and_postprocess(task_of(task))[0](targets, predictions)
+                examples[key] = len(targets)
     return results, examples
+
+
+@contextlib.contextmanager
+def _each_warning_once(source: logging.Logger):
+    """Each distinct warning `source` gives inside, said once at the end with the number of files it was given for:
+    a run's inference_eval/ of 16 steps printed "retro: roundtrip_accuracy is n/a: ..." 16 times, one per file."""
+    held: dict[str, list[logging.LogRecord]] = {}
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        held.setdefault(record.getMessage(), []).append(record)
+        return False
+
+    source.addFilter(hold)
+    try:
+        yield
+    finally:
+        source.removeFilter(hold)
+        for message, records in held.items():
+            record = records[0]
+            if len(records) > 1:
+                record.msg, record.args = f"{message} (for {len(records)} prediction files)", None
+            source.handle(record)
 
 
 def _output_file(text: str) -> epath.Path:
