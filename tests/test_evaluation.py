@@ -395,6 +395,41 @@ def test_a_task_is_scored_while_the_next_one_decodes(tmp_path, forward_and_retro
     assert not math.isnan(results["textchem_demo_retro"]["roundtrip_accuracy"])
 
 
+def test_an_evaluation_interrupted_while_a_task_scores_writes_nothing(tmp_path, monkeypatch, caplog):
+    """Ctrl-C (or SIGTERM) while a task scored on its metric thread: the interrupt left the metric settings, the
+    scoring went on without them and wrote its line at exit (retrosynthesis's roundtrip_accuracy null), and a rerun
+    took the step as evaluated. Now the scoring finishes under the settings, writes nothing, and the step evaluates
+    again. The Ctrl-C is sent from the scoring itself, which goes on once the evaluation has it (never before)."""
+    import os
+    import signal
+
+    model, params = _model_and_params()
+    cfg = DatasetConfig("textchem_demo_retro", LENGTHS, "test", 4, shuffle=False, pack=False, num_examples=4)
+    evaluator = InferenceEvaluator(model, cfg, str(tmp_path), partitioning.make_mesh())
+    current_settings, forward_fn_seen = metrics.settings.current, []
+
+    def scored():  # the metric function's first step, on the task's metric thread, decoding done
+        if not forward_fn_seen:
+            os.kill(os.getpid(), signal.SIGINT)
+            forward_fn_seen.append(evaluator._cut.wait(timeout=120) and current_settings().forward_fn is not None)
+        return current_settings()
+
+    monkeypatch.setattr(metrics.settings, "current", scored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a console
+    try:
+        with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
+            evaluator.evaluate(params, step=3)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert forward_fn_seen == [True]  # the interrupt came while it scored, under the settings to the end
+    assert not list(tmp_path.glob("*.jsonl")) and "roundtrip_accuracy is n/a" not in caplog.text
+    monkeypatch.undo()
+    results = evaluator.evaluate(params, step=3)["textchem_demo_retro"]
+    assert not math.isnan(results["roundtrip_accuracy"])
+    written = _rows(tmp_path / "textchem_demo_retro-metrics.jsonl")
+    assert [(row["step"], row["roundtrip_accuracy"]) for row in written] == [(3, results["roundtrip_accuracy"])]
+
+
 def test_examples_longer_than_the_feature_lengths_are_counted_by_task_and_feature(tmp_path, caplog):
     """SeqIO at most says that lengths "*may be*" insufficient; the evaluator counts the examples it cuts."""
     model, _ = _model_and_params()

@@ -444,6 +444,74 @@ def test_sigterm_during_the_final_evaluation_exits_143_and_a_rerun_evaluates(tmp
     assert "nothing to train" in rerun.stdout and "evaluation at step 2" in rerun.stdout and "not repeated" not in rerun.stdout
 
 
+@pytest.mark.slow
+def test_ctrl_c_while_the_last_step_is_saved_skips_the_final_evaluation(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C that came while the last step was saved said "saving a checkpoint after this step, then exiting", then
+    ran the whole final evaluation and exited 0 (SIGTERM there exits 143 at once). Now the step is saved, one line
+    says so, and the run ends as interrupted; a rerun evaluates."""
+    from textchem_jax import checkpoints as ckpt
+
+    save = ckpt.Checkpoints.save
+
+    def save_at_ctrl_c(self, step, *args, **kwargs):
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C as the last step is handed to orbax
+        return save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.Checkpoints, "save", save_at_ctrl_c)
+    infer_cfg = DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4, shuffle=False, pack=False,
+                              num_examples=2)  # fmt: skip
+    run = functools.partial(train_lib.train, model=tiny_t5(), model_dir=str(tmp_path), optimizer=optax.adamw(1e-3),
+                            total_steps=2, train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", 4),
+                            infer_eval_dataset_cfg=infer_cfg, checkpoint_cfg=CheckpointConfig(period=2))  # fmt: skip
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a console's: the run takes it over
+    try:
+        with pytest.raises(train_lib.SavedAndInterrupted):
+            run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    output = capsys.readouterr()
+    assert (f"Ctrl-C during the final evaluation: step 2 is saved in {tmp_path / 'checkpoints'}; the evaluation is "
+            "skipped, rerun the same command to evaluate") in output.err  # fmt: skip
+    assert "evaluation at step" not in output.out and not list(tmp_path.glob("inference_eval/*-metrics.jsonl"))
+    assert (tmp_path / "checkpoints" / "2").is_dir()
+    monkeypatch.undo()
+    assert "textchem_demo_forward" in run() and "evaluation at step 2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_final_evaluation_says_the_step_is_saved_and_writes_no_metrics(tmp_path):
+    """Ctrl-C once the last step was committed said "interrupted at once: the steps since the last checkpoint are not
+    saved"; the metric threads then wrote every task's line at exit (retrosynthesis's roundtrip_accuracy null, its
+    forward predictor gone), a rerun took the step as evaluated, and each seqio.Evaluator printed "Exception ignored
+    ... cannot join current thread"."""
+    import json
+
+    command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
+               f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
+               "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 32}", "--gin.run_config.CheckpointConfig.period=2",
+               "--gin.infer_eval/run_config.DatasetConfig.num_examples=2",
+               "--gin.train_lib.train.eval_steps=1"]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(as_from_a_terminal(command), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "checkpoints" / "2").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # orbax names the folder `2` once the step is committed: the final evaluation begins
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 130, output[-3000:]
+    assert (f"Ctrl-C during the final evaluation: step 2 is saved in {tmp_path / 'checkpoints'}; the evaluation is "
+            "skipped, rerun the same command to evaluate") in output  # fmt: skip
+    assert "not saved" not in output and "Traceback" not in output and "Exception ignored" not in output
+    written = [json.loads(line)["step"] for path in (tmp_path / "inference_eval").glob("*-metrics.jsonl")
+               for line in path.read_text().splitlines()]  # fmt: skip
+    assert 2 not in written and "evaluation at step" not in output
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "evaluation at step 2" in rerun.stdout and "not repeated" not in rerun.stdout
+
+
 @pytest.mark.needs_hf
 def test_finetune_starts_from_a_hugging_face_import(tmp_path):
     transformers = pytest.importorskip("transformers", reason="needs the hf extra")

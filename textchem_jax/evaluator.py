@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,23 @@ def _json_logger(output_dir: str):
             return super().encode(_null_for_nan(o))
 
     return seqio.JSONLogger(output_dir, json_encoder_cls=NullForNaN)
+
+
+def _unless_cut(logger_cls, cut: threading.Event):
+    """`logger_cls`, as seqio builds it, writing nothing once `cut` is set: a task's metric thread still scoring
+    when its evaluation was interrupted wrote its line after the interruption (and at its step, a rerun took it
+    for the step's evaluation)."""
+
+    def make(output_dir: str):
+        logger = logger_cls(output_dir=output_dir)
+
+        def log(**kwargs) -> None:
+            if not cut.is_set():
+                logger(**kwargs)
+
+        return log
+
+    return make
 
 
 def replicated_batch(mesh, rows: np.ndarray) -> jax.Array:
@@ -191,6 +209,8 @@ class InferenceEvaluator:
         check_metric_fns(seqio.get_subtasks(provider))
         tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split)
         makedirs(output_dir)  # seqio's loggers expect it
+        self._cut = threading.Event()  # set when an evaluation is interrupted: its scoring writes nothing more
+        self._scoring: list[concurrent.futures.Future] = []  # the metric threads an interrupted evaluation left
         self.evaluators = {
             task.name: seqio.Evaluator(
                 task.name,
@@ -199,7 +219,7 @@ class InferenceEvaluator:
                 use_cached=cfg.use_cached,
                 sequence_length=dict(cfg.task_feature_lengths),
                 num_examples=cfg.num_examples,
-                logger_cls=(_json_logger, seqio.TensorBoardLogger),
+                logger_cls=tuple(_unless_cut(cls, self._cut) for cls in (_json_logger, seqio.TensorBoardLogger)),
                 log_dir=output_dir,
             )
             for task in tasks
@@ -228,9 +248,17 @@ class InferenceEvaluator:
         return self._decode(params, features, batch_index=self._batches - 1)
 
     def evaluate(self, params, step: int):
-        """{task: {metric: value}} for `params` at `step` (also written to the loggers)."""
+        """{task: {metric: value}} for `params` at `step` (also written to the loggers).
+
+        Interrupted (Ctrl-C, SIGTERM, an error), it writes nothing more for the step, so a rerun evaluates it again:
+        the tasks already handed over finish scoring under the metric settings, their lines unwritten. An interrupt
+        that landed in the wait for them let them score without the settings and write at exit (retrosynthesis's
+        line with roundtrip_accuracy null, taken by the rerun as the step's evaluation; each seqio.Evaluator then
+        finalized on its own metric thread: "cannot join current thread")."""
         from textchem_jax.metrics import metric_settings
 
+        concurrent.futures.wait(self._scoring)  # an interrupted evaluation's (writing nothing) read the state reset here
+        self._cut.clear()
         self._round_trip = {}  # retrosynthesis top-1 precursors -> the model's forward prediction
         self._batches = 0
         self.examples = {}  # task -> the rows it was scored on
@@ -245,8 +273,12 @@ class InferenceEvaluator:
                     futures[name], _ = self.evaluators[name].evaluate(
                         compute_metrics=compute, step=step, predict_fn=lambda dataset, outputs=outputs: outputs
                     )
-            finally:  # the tasks handed over are scored under these settings, whatever happened since
                 concurrent.futures.wait(futures.values())
+            except BaseException:
+                self._cut.set()
+                self._scoring = list(futures.values())
+                concurrent.futures.wait(self._scoring)  # under the settings (a second interrupt: still unwritten)
+                raise
             results = [future.result() or {} for future in futures.values()]  # {task: metrics} each; None off host 0
         return {
             task: {name: getattr(value, "value", value) for name, value in metrics.items()}

@@ -48,11 +48,12 @@ class SavedAndInterrupted(KeyboardInterrupt):
 @dataclasses.dataclass
 class _Preemption:
     """Set by SIGTERM (preemptible TPUs/VMs) or a first Ctrl-C; checked between steps, agreed on by all hosts.
-    A second Ctrl-C, or one once the steps are done, interrupts at once (KeyboardInterrupt) as it would without
-    us. SIGTERM once the last step is committed (`evaluating`) ends the final evaluation at once (EvaluationCut,
-    status 143 as SIGTERM's own): it outlasts a preemption's grace period, and a rerun evaluates. The handlers
-    are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual. A cut that lands in a
-    finalizer (a tf.data iterator's `__del__`) is one Python prints and drops: it is sent again a moment later."""
+    A second Ctrl-C interrupts at once (KeyboardInterrupt) as it would without us. SIGTERM or Ctrl-C once the last
+    step is committed (`evaluating`), or while it was saved, ends the final evaluation at once (EvaluationCut,
+    status 143 as SIGTERM's own; KeyboardInterrupt, 130): it outlasts a preemption's grace period, and a rerun
+    evaluates. The handlers are ours only inside `with`: a notebook's or a test session's later Ctrl-C acts as usual.
+    A cut that lands in a finalizer (a tf.data iterator's `__del__`) is one Python prints and drops: it is sent again
+    a moment later."""
 
     class EvaluationCut(SystemExit):
         """SIGTERM during the final evaluation: the command ends as SIGTERM ends a process, status 128 + 15."""
@@ -62,8 +63,8 @@ class _Preemption:
 
     requested: str | None = None  # what asked: "SIGTERM" or "Ctrl-C"
     stepping: bool = True  # training steps still to run (then a save is what Ctrl-C asks for)
-    final_evaluation: bool = False  # the last step is committed: SIGTERM ends the command at once
-    cut: bool = False  # the final evaluation was cut by SIGTERM: whatever it raises while unwinding is that cut
+    final_evaluation: bool = False  # the last step is committed: SIGTERM or Ctrl-C ends the command at once
+    cut: str | None = None  # what cut the final evaluation ("SIGTERM" or "Ctrl-C"): what it raises unwinding is that
     _resend: threading.Timer | None = None  # the cut again, when a finalizer dropped it
 
     def __enter__(self) -> _Preemption:
@@ -84,9 +85,10 @@ class _Preemption:
     def _dropped(self, unraisable) -> None:
         """Python ends an exception raised in a finalizer here; the cut is raised again once the finalizer is done
         (the evaluation went on to the end, and exited 0, when the SIGTERM landed in one)."""
-        if not isinstance(unraisable.exc_value, self.EvaluationCut):
+        if not (self.cut and isinstance(unraisable.exc_value, (self.EvaluationCut, KeyboardInterrupt))):
             return self._unraisablehook(unraisable)
-        self._resend = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        number = signal.SIGTERM if self.cut == "SIGTERM" else signal.SIGINT
+        self._resend = threading.Timer(0.05, os.kill, (os.getpid(), number))
         self._resend.start()
 
     def settle(self) -> None:
@@ -99,23 +101,29 @@ class _Preemption:
         return False
 
     def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and (self.requested or not self.stepping):
-            raise KeyboardInterrupt
-        if signum == signal.SIGTERM and self.final_evaluation:
-            logging.getLogger("absl").addFilter(self._silent)  # seqio logs the cut as its own error while unwinding
-            self.cut = True
-            raise self.EvaluationCut
-        self.requested = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if self.final_evaluation:
+            self.cut_by(what)
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt("interrupted at once: the steps since the last checkpoint are not saved")
+        self.requested = what
         if self.stepping:  # else the last step is being committed, and `evaluating` then ends the command
             again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
             logger.warning("%s received: saving a checkpoint after this step, then exiting%s", self.requested, again)
 
     def evaluating(self) -> None:
-        """The last step is committed: from now on SIGTERM, and one received while it was saved, cut the evaluation."""
+        """The last step is committed: from now on SIGTERM or Ctrl-C, and one received while it was saved, cut the
+        evaluation (a Ctrl-C received then ran the whole evaluation, status 0)."""
         self.final_evaluation = True
-        if self.requested == "SIGTERM":
-            self.cut = True
-            raise self.EvaluationCut
+        if self.requested:
+            self.cut_by(self.requested)
+
+    def cut_by(self, what: str) -> None:
+        """Ends the final evaluation: EvaluationCut for SIGTERM, KeyboardInterrupt for Ctrl-C (`train` says the step
+        is saved)."""
+        logging.getLogger("absl").addFilter(self._silent)  # seqio logs the cut as its own error while unwinding
+        self.cut = what
+        raise self.EvaluationCut if what == "SIGTERM" else KeyboardInterrupt
 
     def agreed(self) -> bool:
         if jax.process_count() == 1:
@@ -379,7 +387,7 @@ def train(
                     began = time.perf_counter()
                     evaluate(state, step, progress)
                     progress.leave_out(time.perf_counter() - began)
-            preemption.stepping = False  # the last step is saved: Ctrl-C now interrupts the final evaluation at once
+            preemption.stepping = False  # the last step is saved: Ctrl-C now asks no save (`evaluating` acts on it)
             checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
             try:
                 preemption.evaluating()
@@ -390,9 +398,10 @@ def train(
                 if not preemption.cut:
                     raise
                 preemption.settle()
-                print(f"SIGTERM during the final evaluation: step {step} is saved in {checkpoints.directory}; the "
-                      "evaluation is skipped, rerun the same command to evaluate", file=sys.stderr, flush=True)  # fmt: skip
-                raise _Preemption.EvaluationCut from None
+                print(f"{preemption.cut} during the final evaluation: step {step} is saved in {checkpoints.directory}; "
+                      "the evaluation is skipped, rerun the same command to evaluate",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                raise (_Preemption.EvaluationCut if preemption.cut == "SIGTERM" else SavedAndInterrupted) from None
         checkpoints.close()
         progress.flush()
         return results
@@ -659,9 +668,9 @@ def main() -> int:
         except TrainingStopped as error:
             print(f"training stopped: {without_gin_context(error)}", file=sys.stderr)
             return 3
-        except KeyboardInterrupt as interrupt:  # Ctrl-C: saved and said so, or a second one
+        except KeyboardInterrupt as interrupt:  # Ctrl-C: the step saved and said so, a second one, or before any step
             if not isinstance(interrupt, SavedAndInterrupted):
-                print("interrupted at once: the steps since the last checkpoint are not saved", file=sys.stderr, flush=True)
+                print(f"textchem-train: {str(interrupt) or 'interrupted'}", file=sys.stderr, flush=True)
             return 130
         except (UnknownTaskError, launch.ConfigError) as error:  # a misspelt MIXTURE_OR_TASK_NAME, no run file
             print(f"configuration error: {without_gin_context(error)}", file=sys.stderr)
