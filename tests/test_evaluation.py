@@ -428,6 +428,13 @@ def test_an_evaluation_interrupted_while_a_task_scores_writes_nothing(tmp_path, 
     assert not math.isnan(results["roundtrip_accuracy"])
     written = _rows(tmp_path / "textchem_demo_retro-metrics.jsonl")
     assert [(row["step"], row["roundtrip_accuracy"]) for row in written] == [(3, results["roundtrip_accuracy"])]
+    # A line a killed run left cut short: seqio appended the next line to it, and both were unreadable. The next
+    # run's evaluator drops it first (its step is evaluated again), saying where.
+    path = tmp_path / "textchem_demo_retro-metrics.jsonl"
+    path.write_text(path.read_text() + '{"step": 4, "roundtrip_acc')
+    with caplog.at_level("WARNING"):
+        InferenceEvaluator(model, cfg, str(tmp_path), partitioning.make_mesh()).evaluate(params, step=4)
+    assert [row["step"] for row in _rows(path)] == [3, 4] and f"{path}:2: the last line is cut short" in caplog.text
 
 
 def test_examples_longer_than_the_feature_lengths_are_counted_by_task_and_feature(tmp_path, caplog):

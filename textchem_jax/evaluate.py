@@ -10,8 +10,6 @@ evaluates every complete step not yet in EVAL_OUTPUT_DIR, in order (T5X's eval o
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,8 +22,6 @@ from textchem_jax.metrics.tables import format_table, robustness_markdown, versi
 CHECKPOINT_STEPS = ("latest", "all")
 PREDICTIONS_FOLDER = "inference_eval"  # in EVAL_OUTPUT_DIR, as t5x.eval (and a training run in MODEL_DIR)
 _DELETION_WAIT_S = 3.0  # how long a step whose load failed may take to vanish (orbax: files, >= 0.1 s, folders)
-
-logger = logging.getLogger("textchem_jax.evaluate")
 
 
 def evaluate(
@@ -156,6 +152,7 @@ def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, outp
 
     from textchem_jax.evaluator import eval_tasks
     from textchem_jax.run_config import import_task_module
+    from textchem_jax.run_results import end_cut_short_jsonl
 
     if not checkpoints:
         raise FileNotFoundError(f"no complete checkpoint step in {checkpoint_path} yet: expected a textchem-train "
@@ -164,7 +161,7 @@ def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, outp
     tasks = [task.name for task in eval_tasks(cfg.mixture_or_task_name, cfg.split)]
     if jax.process_index() == 0:  # the one process that appends the metrics lines
         for path in (path for task in tasks for path in _metrics_files(output_dir, task)):
-            _drop_cut_short_line(path)
+            end_cut_short_jsonl(path)
     done = set.intersection(*(_logged_steps(output_dir, task) for task in tasks))
     pending = [(path, step) for path, step in checkpoints if step not in done]
     skipped = [step for _, step in checkpoints if step in done]
@@ -192,30 +189,6 @@ def _logged_steps(predictions: str, task: str) -> set[int]:
 
     rows = (row for path in _metrics_files(predictions, task) for row in json_lines(path))
     return {int(row["step"]) for row in rows if isinstance(row, dict) and "step" in row}
-
-
-def _drop_cut_short_line(path: str) -> None:
-    """Drops the last line of a metrics file when a copy or a write stopped in it (no line ending, not JSON), with
-    a warning naming file:line: its step is evaluated again, and its line is appended whole. seqio's JSONLogger
-    appends to the text as it is, and glued the new line to the cut one (both then unreadable). Rewritten as seqio
-    writes the file (a temporary file renamed over it: never half a file, also on gs://)."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path) as f:
-        text = f.read()
-    if not text or text.endswith("\n"):
-        return
-    kept, _, last = text.rpartition("\n")
-    try:
-        json.loads(last)
-        repaired = text + "\n"  # a whole line without its ending: kept, ended
-    except (ValueError, RecursionError):
-        repaired = kept + "\n" if kept else ""
-        logger.warning("%s:%d: the last line is cut short (a write or copy stopped in it): dropped, its step is "
-                       "evaluated again", path, text.count("\n") + 1)  # fmt: skip
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(repaired)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -201,14 +202,20 @@ class InferenceEvaluator:
         length_setting: str = LENGTH_SETTING,
     ):
         import seqio
+        import tensorflow as tf
 
         from textchem_jax.data import seqio_tasks
+        from textchem_jax.run_results import end_cut_short_jsonl
 
         import_task_module(cfg.module, model)
         provider = checked_provider(cfg, model, ("inputs", "targets"))  # said now, not deep in SeqIO
         check_metric_fns(seqio.get_subtasks(provider))
         tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split)
         makedirs(output_dir)  # seqio's loggers expect it
+        if jax.process_index() == 0:  # the one process that appends the metrics lines: none glued to a cut one
+            for task in tasks:
+                if tf.io.gfile.exists(path := os.path.join(output_dir, f"{task.name}-metrics.jsonl")):
+                    end_cut_short_jsonl(path)
         self._cut = threading.Event()  # set when an evaluation is interrupted: its scoring writes nothing more
         self._scoring: list[concurrent.futures.Future] = []  # the metric threads an interrupted evaluation left
         self.evaluators = {

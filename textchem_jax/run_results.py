@@ -178,6 +178,30 @@ TOKENS_SEEN_TAG = "tokens_seen"
 TOKENS_SEEN_EXACT_TAG = "tokens_seen/int64"
 
 
+def end_cut_short_jsonl(path: str) -> None:
+    """Drops the last line of a metrics jsonl when a copy or a write stopped in it (no line ending, not JSON), with
+    a warning naming file:line (its step is then evaluated again), or ends a whole last line without its newline:
+    seqio's JSONLogger appends to the text as it is, and glued the next line to the cut one (both then unreadable).
+    Rewritten as seqio writes the file (a temporary file renamed over it: never half a file, also on gs://)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    if not text or text.endswith("\n"):
+        return
+    kept, _, last = text.rpartition("\n")
+    try:
+        json.loads(last)
+        repaired = text + "\n"  # a whole line without its ending: kept, ended
+    except (ValueError, RecursionError):
+        repaired = kept + "\n" if kept else ""
+        logger.warning("%s:%d: the last line is cut short (a write or copy stopped in it): dropped, its step is "
+                       "evaluated again", path, text.count("\n") + 1)  # fmt: skip
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(repaired)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> int | None:
     """Non-padding input and target tokens trained on: the run's count at its last logged step (`tokens_seen`).
     A run logged before that count (or resumed from such a run's checkpoint) is estimated, with a warning saying so:
