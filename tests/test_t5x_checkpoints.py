@@ -290,6 +290,72 @@ def test_t5x_round_trip_keeps_what_shapes_cannot_show_and_the_vocabulary(tmp_pat
     assert "NAME must be one of relative_attention_max_distance, layer_norm_epsilon" in capsys.readouterr().err
 
 
+
+
+def test_our_checkpoints_of_another_relative_position_range_or_epsilon_are_refused(tmp_path):
+    """A textchem-convert folder (its t5_config.json) and a run (its config.gin) of a relative-position range of 40
+    and an epsilon of 1e-3 have t5_1_1_tiny's shapes: evaluated, inferred from or started from with its 128 and 1e-6
+    they ran as that model without a word (first-step loss 31.59 for 31.62), where the same weights as a Hugging Face
+    or T5X checkpoint are refused. Runtime-only settings (dtype, remat) a run's config.gin binds are not compared."""
+    import gin
+
+    from helpers import tiny_e2clm
+
+    from textchem_jax import checkpoints as ckpt
+    from textchem_jax import convert, launch, partitioning
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import check_recorded_architecture, initial_params, load_for_inference
+
+    other = {"relative_attention_max_distance": 40, "layer_norm_epsilon": 1e-3}
+    theirs, ours = tiny_t5("1.1", **other), tiny_t5("1.1")
+    params, mesh = _params("1.1"), partitioning.make_mesh(devices=jax.devices()[:1])
+    converted = str(tmp_path / "converted")
+    convert.write_converted(tmp_path / "converted", theirs.t5_config, params, vocabularies.DEFAULT_VOCABULARY_PATH, "")
+
+    def run_of(name: str, model_gin: str, bindings: list[str]):
+        """A MODEL_DIR whose config.gin is written as textchem-train writes it (gin's configuration of the files)."""
+        launch.parse_gin([model_gin], bindings)
+        try:
+            launch.write_config(str(tmp_path / name))
+        finally:
+            gin.clear_config()
+        return tmp_path / name
+
+    bindings = [*(f"config.t5_config.{name} = {value!r}" for name, value in other.items()),
+                "config.t5_config.dtype = 'bfloat16'", "config.t5_config.remat_policy = 'full'"]  # fmt: skip
+    run = run_of("run", "models/t5_1_1_tiny.gin", bindings)
+    saving = ckpt.Checkpoints(str(run / "checkpoints"))
+    saving.save(3, {"params": params})
+    saving.close()
+    said = (r"relative_attention_max_distance=40 \(the model has 128\), "
+            r"layer_norm_epsilon=0\.001 \(the model has 1e-06\)")  # fmt: skip
+    with pytest.raises(ValueError, match=rf"t5_config\.json describes another model: {said}; bind the model it holds: "
+                                         rf"--gin_file={converted}/model\.gin"):  # fmt: skip
+        load_for_inference(ours, converted, mesh)
+    for path in (run, run / "checkpoints", run / "checkpoints" / "3"):  # every folder CHECKPOINT_PATH takes
+        with pytest.raises(ValueError, match=rf"^{run}/config\.gin records another model: {said}; bind the model"):
+            load_for_inference(ours, str(path), mesh)
+    fresh = nn.meta.unbox(ours.init(jax.random.key(0)))
+    for path in (converted, str(run)):  # INITIAL_CHECKPOINT_PATH
+        with pytest.raises(ValueError, match=rf"another model: {said}; .* is a starting checkpoint of another model"):
+            initial_params(ours, path, mesh, fresh)
+    # The model they hold loads, whatever dtype or remat it runs with; the run's config.gin is read here as the
+    # export reads it (launch.saved_run, through gin).
+    for path in (converted, str(run / "checkpoints" / "3")):
+        _assert_same(jax.tree_util.tree_map(np.asarray, load_for_inference(theirs, path, mesh)), params)
+    assert initial_params(theirs, converted, mesh, fresh)[1] == 0
+    exported = dataclasses.replace(theirs.t5_config, dropout_rate=0.1, dtype="bfloat16", remat_policy="full")
+    assert launch.saved_run(str(run)).model.t5_config == exported
+    # An e2-CLM run's config.gin (e2clm.e2clm_config), held against the model of a resume.
+    e2clm_run = run_of("e2clm", "models/e2clm_small.gin",
+                       ["e2clm.e2clm_config.size = 'tiny'", "e2clm.e2clm_config.relative_attention_max_distance = 40"])
+    (e2clm_run / "checkpoints").mkdir()
+    check_recorded_architecture(tiny_e2clm(relative_attention_max_distance=40), str(e2clm_run), "orbax")
+    with pytest.raises(ValueError, match=r"records another model: relative_attention_max_distance=40 \(the model has "
+                                         r"128\); resume it with its model"):  # fmt: skip
+        check_recorded_architecture(tiny_e2clm(), str(e2clm_run), "orbax", lambda: "resume it with its model")
+
+
 def test_a_t5x_model_dir_brings_the_vocabulary_of_its_latest_step(tmp_path):
     """INITIAL_CHECKPOINT_PATH may name the MODEL_DIR `--t5x_output_dir` wrote (the README's T5X_INIT), whose
     latest step T5X restores: its vocabulary is that step's; without one the error says where it looked."""

@@ -117,6 +117,30 @@ def _train(model_dir, train_steps: int = 4, learning_rate: float = 1e-3, checkpo
 
 
 @pytest.mark.slow
+def test_a_resume_with_another_relative_position_range_or_epsilon_is_refused(tmp_path):
+    """Parameter shapes cannot show a relative-position range or a norm epsilon: a run resumed with another model gin
+    trained on as that model without a word, and then wrote its settings into the run's config.gin."""
+    import gin
+
+    from textchem_jax import launch
+
+    other = {"relative_attention_max_distance": 40, "layer_norm_epsilon": 1e-3}
+    _train(tmp_path, train_steps=2, model=tiny_t5("1.0", **other))
+    launch.parse_gin(["models/t5_tiny.gin"], [f"config.t5_config.{name} = {value!r}" for name, value in other.items()])
+    try:
+        launch.write_config(str(tmp_path))  # as textchem-train writes it
+    finally:
+        gin.clear_config()
+    with pytest.raises(ValueError, match=r"config\.gin records another model: relative_attention_max_distance=40 "
+                                         r"\(the model has 128\), layer_norm_epsilon=0\.001 \(the model has 1e-06\); "
+                                         "resume it with the model it was trained with"):  # fmt: skip
+        _train(tmp_path, train_steps=4, model=tiny_t5("1.0"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    _train(tmp_path, train_steps=4, model=tiny_t5("1.0", **other))  # its own model resumes
+    assert (tmp_path / "checkpoints" / "4").is_dir()
+
+
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     handlers = [signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)]
     _train(tmp_path, train_steps=2)  # a good checkpoint at step 2

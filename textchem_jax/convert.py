@@ -37,7 +37,7 @@ from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config, preset_name, t5_config
 from textchem_jax.paths import absolute, makedirs
 
-CONFIG_FILE = "t5_config.json"
+CONFIG_FILE = run_results.CONVERTED_CONFIG_FILE
 GIN_FILE = run_results.CONVERTED_GIN_FILE
 RUN_CONFIG_FILE = run_results.RUN_CONFIG_FILE
 CHECKPOINTS_FOLDER = run_results.CHECKPOINTS_FOLDER

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -25,10 +26,11 @@ from textchem_jax import partitioning
 from textchem_jax.checkpoints import check_shapes, load_params
 from textchem_jax.checkpoints import stored_param_names as checkpoint_param_names
 from textchem_jax.models.adapters import EncoderDecoderModel
-from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config
+from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config, t5_config
 from textchem_jax.models.hf_convert import numpy_dtype
 from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
-from textchem_jax.run_results import CHECKPOINTS_FOLDER
+from textchem_jax.run_results import (CHECKPOINTS_FOLDER, CONVERTED_CONFIG_FILE, CONVERTED_GIN_FILE, RUN_CONFIG_FILE,
+                                      config_binding)
 
 PARAMS_FILE = "params.npz"  # a textchem-convert directory's parameters, flat "encoder/layers_0/..." keys
 HF_CONFIG_FILE = "config.json"  # a Hugging Face directory's model config
@@ -146,7 +148,6 @@ def _foreign_params(model, path: str, kind: str) -> dict:
     from textchem_jax import t5x_checkpoints
     from textchem_jax.models.hf_convert import load_hf_directory
 
-    ours = model.t5_config
     if kind == "t5x":  # T5X keeps the settings in gin: only what our export recorded beside the parameters
         params, _ = t5x_checkpoints.read_checkpoint(path)
         step_dir = t5x_checkpoints.checkpoint_directory(path)
@@ -157,11 +158,89 @@ def _foreign_params(model, path: str, kind: str) -> dict:
         theirs, params = load_hf_directory(path)
         described = {name: getattr(theirs, name) for name in ARCHITECTURE_FIELDS}
         source = f"{os.path.join(path, HF_CONFIG_FILE)} describes"
+    _refuse_another_architecture(model.t5_config, described, source, functools.partial(_foreign_fix, path))
+    return stack_layer_params(params) if model.t5_config.scan_layers else unstack_layer_params(params)
+
+
+def _refuse_another_architecture(ours: T5Config, described: Mapping[str, Any], source: str,
+                                 fix: Callable[[], str]) -> None:  # fmt: skip
+    """One line naming each field `source` ("<file> describes") gives otherwise than the model `ours`, and `fix()`."""
     differ = [f"{name}={value!r} (the model has {getattr(ours, name)!r})" for name, value in described.items()
               if value != getattr(ours, name)]  # fmt: skip
     if differ:
-        raise ValueError(f"{source} another model: {', '.join(differ)}; {_foreign_fix(path)}")
-    return stack_layer_params(params) if ours.scan_layers else unstack_layer_params(params)
+        raise ValueError(f"{source} another model: {', '.join(differ)}; {fix()}")
+
+
+def _recorded_architecture(path: str, kind: str) -> tuple[str, dict[str, Any]] | None:
+    """(the file, {field: value}) of the ARCHITECTURE_FIELDS a checkpoint of ours records beside its parameters: a
+    textchem-convert directory's t5_config.json, or the config.gin of the run whose MODEL_DIR, checkpoints/ or one
+    step `path` is (`kind`: `checkpoint_format`'s); None where none is recorded (a Hugging Face or T5X checkpoint,
+    a run trained from Python, which writes no config.gin)."""
+    import tensorflow as tf
+
+    if kind == "converted":
+        file = os.path.join(path, CONVERTED_CONFIG_FILE)
+        if not tf.io.gfile.exists(file):
+            return None
+        with tf.io.gfile.GFile(file) as f:
+            config = T5Config.from_dict(json.load(f))
+        return file, {name: getattr(config, name) for name in ARCHITECTURE_FIELDS}
+    root = _orbax_root(path) if kind == "orbax" else None
+    if root is None or os.path.basename(root[0]) != CHECKPOINTS_FOLDER:
+        return None
+    file = os.path.join(os.path.dirname(root[0]), RUN_CONFIG_FILE)
+    if not tf.io.gfile.exists(file):
+        return None
+    with tf.io.gfile.GFile(file) as f:
+        described = _bound_architecture(f.read())
+    return (file, described) if described else None
+
+
+def _bound_architecture(config: str) -> dict[str, Any] | None:
+    """ARCHITECTURE_FIELDS of the T5 that a run's config.gin text builds MODEL from (`t5_config` or `e2clm_config`
+    and their bindings), read from the text as `run_results.config_binding` reads a binding: parsing it with gin, as
+    `launch.saved_run` does for the export (the same values), would replace the live configuration that the command
+    writes into its own config.gin afterwards. A field bound to something gin evaluates (vocab_size from the
+    vocabulary: the embedding's shape shows it) is left out; None where MODEL is built otherwise, or its size or
+    version is left to gin."""
+
+    def reference(value: Any) -> re.Match | None:
+        return re.fullmatch(r"@([\w.]+)\(\)", value) if isinstance(value, str) else None
+
+    model = reference(config_binding(config, "MODEL"))
+    made_by = reference(config_binding(config, rf"{re.escape(model[1])}\.config")) if model else None
+    if made_by is None or made_by[1].rsplit(".", 1)[-1] not in ("t5_config", "e2clm_config"):
+        return None
+    bound = {name: config_binding(config, rf"{re.escape(made_by[1])}\.{name}")
+             for name in ("size", "version", *ARCHITECTURE_FIELDS)}  # fmt: skip
+    evaluated = {name for name, value in bound.items() if isinstance(value, str) and value[:1] in ("@", "%", "")}
+    literal = {name: value for name, value in bound.items() if value is not None and name not in evaluated}
+    if {"size", "version"} & evaluated or "size" not in literal:
+        return None
+    try:
+        made = t5_config(literal.pop("size"), literal.pop("version", "1.0"), **literal)
+    except (TypeError, ValueError):  # not a configuration of ours: nothing to hold the model against
+        return None
+    return {name: getattr(made, name) for name in ARCHITECTURE_FIELDS if name not in evaluated}
+
+
+def check_recorded_architecture(model, path: str, kind: str | None = None,
+                                fix: Callable[[], str] | None = None) -> None:  # fmt: skip
+    """Raises unless the architecture a checkpoint of ours records (`_recorded_architecture`) is the model's: what
+    parameter shapes cannot show ran silently as the gin-bound model's, as it does not for a Hugging Face or T5X
+    checkpoint (a relative-position range of 40 and an epsilon of 1e-3 ran as t5_1_1_tiny.gin's 128 and 1e-6:
+    first-step loss 31.59 for 31.62, 2 of 10 predictions changed). `fix` (default: bind the model it records)."""
+    kind = checkpoint_format(path) if kind is None else kind
+    recorded = _recorded_architecture(path, kind)
+    if recorded is None:
+        return
+    file, described = recorded
+    if kind == "converted":
+        own = f"bind the model it holds: --gin_file={os.path.join(path, CONVERTED_GIN_FILE)}, written beside it"
+    else:
+        own = f"bind the model the run was trained with: the model gin file and overrides {file} records"
+    verb = "describes" if kind == "converted" else "records"
+    _refuse_another_architecture(model.t5_config, described, f"{file} {verb}", fix or (lambda: own))
 
 
 def _starting_fix(path: str) -> str:
@@ -202,6 +281,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bo
         fix = functools.partial(_foreign_fix, path)
     else:  # ours: by default the run's own config.gin, which fits resuming it
         fix = functools.partial(_starting_fix, path) if starting else None
+        check_recorded_architecture(model, path, kind, fix)  # what the shapes checked below cannot show
     if kind == "orbax":  # the whole model: a checkpoint holding more is another model (e2-CLM variants)
         root = _orbax_root(path)
         return load_params(root[0], target, step=root[1], fix=fix, exact=True)

@@ -24,6 +24,7 @@ logger = logging.getLogger("textchem_jax.run_results")
 MODEL_INFO_FILE = "model-info.txt"
 RUN_CONFIG_FILE = "config.gin"  # the full gin configuration textchem-train writes into MODEL_DIR
 CONVERTED_GIN_FILE = "model.gin"  # model and vocabulary of a textchem-convert directory
+CONVERTED_CONFIG_FILE = "t5_config.json"  # a textchem-convert directory's T5Config, every field
 _STEP = re.compile(r"^(?:checkpoint_)?(\d+)/?$")  # a checkpoint folder: ours `<step>`, T5X's `checkpoint_<step>`
 _SIZE = re.compile(r"^Variable \S+\s+size\s+([\d,]+)", re.M)
 _T5X_TOTAL = re.compile(r"^Total number of parameters: (\d+)$", re.M)

@@ -253,7 +253,7 @@ def train(
     from textchem_jax import checkpoints as ckpt
     from textchem_jax import partitioning
     from textchem_jax import trainer as trainer_lib
-    from textchem_jax.model_loading import check_checkpoint_vocabulary
+    from textchem_jax.model_loading import check_checkpoint_vocabulary, check_recorded_architecture
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: the accelerators belong to JAX
     if total_steps < 0:
@@ -270,6 +270,9 @@ def train(
     partitioning.check_divisible(mesh, model.abstract_params(), trainer.rules)  # before the data and the model
     _check_batch_sizes(trainer, train=train_dataset_cfg, train_eval=train_eval_dataset_cfg if eval_steps else None)
     check_checkpoint_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")  # a resume
+    if tf.io.gfile.isdir(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER)):  # a resume: what shapes cannot show
+        check_recorded_architecture(model, model_dir, "orbax", lambda: "resume it with the model it was trained with "
+                                    "(its gin files and overrides), or give another MODEL_DIR to start anew")  # fmt: skip
     _refuse_if_trained_elsewhere(model_dir)
     if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
         run_config.import_task_module(train_dataset_cfg.module, model)
