@@ -777,3 +777,24 @@ def test_a_batch_the_meshs_data_axis_does_not_divide_is_one_line_before_the_run_
     assert ("train/ batch size 10 (gin BATCH_SIZE) is not a multiple of the mesh's data axis (4: 8 devices / "
             "NUM_PARTITIONS 2): use 8 or 12, or change NUM_PARTITIONS") in result.stderr  # fmt: skip
     assert "Traceback" not in result.stderr and not run.exists()
+
+
+@pytest.mark.slow
+def test_the_readmes_notebook_recipe_describes_its_run_as_textchem_train_does(tmp_path):
+    """`launch.configured(train.train)()` (the README's notebook recipe) wrote no config.gin nor provenance.json:
+    textchem-report and textchem-robustness refused the run ("has neither ... config.gin")."""
+    import gin
+
+    from textchem_jax import launch, report
+
+    launch.parse_gin(["experiments/quickstart.gin"], [
+        f"MODEL_DIR = '{tmp_path}'", "TRAIN_STEPS = 2", "BATCH_SIZE = 4", "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32}",
+        "train_lib.train.eval_steps = 1", "infer_eval/run_config.DatasetConfig.num_examples = 2"])  # fmt: skip
+    try:
+        results = launch.configured(train_lib.train)()
+    finally:
+        gin.clear_config()
+    assert "textchem_demo_forward" in results
+    assert "TRAIN_STEPS = 2" in (tmp_path / "config.gin").read_text() and (tmp_path / "provenance.json").exists()
+    assert launch.saved_run(str(tmp_path)).mixture_or_task_name == "textchem_demo"
+    assert (pathlib.Path(report.run_report(str(tmp_path), str(tmp_path / "report")))).exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import os
@@ -246,7 +247,9 @@ def train(
     by `caption_tokenizer` (a local SciBERT folder, as MolT5's scripts; default: the documented word tokenizer).
     `started` is called once the state is restored or made, before the first step: MODEL_DIR's description of the
     run (model-info.txt, spiece.model, textchem-train's config.gin) is written then, so a resume that fails (another
-    model, another optimizer) leaves the run's own in place.
+    model, another optimizer) leaves the run's own in place. By default, under a parsed gin configuration (a
+    notebook's `launch.configured(train)()`), config.gin and provenance.json as textchem-train writes them: without
+    them textchem-report and textchem-robustness refused the run.
     """
     import tensorflow as tf
 
@@ -315,7 +318,8 @@ def train(
         _write_model_info(model_dir, trainer, model, mesh)
         _keep_vocabulary(model_dir, model)
         first_step = int(state.step)
-        if started is not None and (first_step < total_steps or fresh):  # a finished run run again with other settings
+        started = started or functools.partial(_configured_run_described, model_dir)
+        if first_step < total_steps or fresh:  # a finished run run again with other settings
             started()  # rewrote config.gin with them: the file to rerun the experiment from described no step trained
 
         evaluate = functools.partial(
@@ -477,8 +481,8 @@ def _evaluate(trainer, state, step, progress, *, teacher_forced, eval_steps, spl
         except FileNotFoundError as error:
             logger.warning("no teacher-forced evaluation: %s", error)
         else:
-            for name, dataset in datasets.items():
-                scalars = eval_lib.teacher_forced(trainer, state.params, dataset.as_numpy_iterator(), eval_steps)
+            for name, batches in datasets.items():
+                scalars = eval_lib.teacher_forced(trainer, state.params, iter(batches), eval_steps)
                 progress.write_training_eval(step, name, scalars)
             results["teacher_forced"] = scalars  # the mixture's, evaluated last
     examples = {}
@@ -571,18 +575,31 @@ def _remove_if_only_folders(folder: str) -> None:
         tf.io.gfile.rmtree(folder)
 
 
+def _configured_run_described(model_dir: str) -> None:
+    """config.gin and provenance.json of a run configured with gin outside textchem-train (nothing from Python
+    alone: its arguments are the configuration, which no file could hold)."""
+    import gin
+
+    from textchem_jax import launch
+
+    if gin.config_str().strip():
+        launch.write_config(model_dir)
+
+
 def _teacher_forced_datasets(trainer, cfg, eval_steps: int, random_seed: int):
-    """A function giving the run's teacher-forced datasets, {name: dataset}, made at their first use (None: no
-    teacher-forced evaluation): each task of a mixture that has the split, then the mixture, as T5X evaluates them,
-    each into its `training_eval/<name>/`. Only the mixture's was written, so no task's held-out loss could be set
-    beside a T5X run's. Built once: every evaluation reads the same first `eval_steps` batches of each anew."""
+    """A function giving the run's teacher-forced batches, {name: the first `eval_steps` batches}, read at their first
+    use (None: no teacher-forced evaluation): each task of a mixture that has the split, then the mixture, as T5X
+    evaluates them, each into its `training_eval/<name>/` (the tasks' cost eval_steps batches each). Only the
+    mixture's was written, so no task's held-out loss could be set beside a T5X run's. Read once and kept, so every
+    evaluation scores the same batches, also of a shuffled config (a dataset iterated again reshuffles)."""
     if cfg is None or not eval_steps:
         return None
 
     def datasets() -> dict:
         run_config.import_task_module(cfg.module, trainer.model)
-        return {name: run_config.get_dataset(dataclasses.replace(cfg, mixture_or_task_name=name), trainer.model,
-                                             seed=random_seed, mesh=trainer.mesh)
+        return {name: list(itertools.islice(run_config.get_dataset(
+                    dataclasses.replace(cfg, mixture_or_task_name=name), trainer.model, seed=random_seed,
+                    mesh=trainer.mesh).as_numpy_iterator(), eval_steps))
                 for name in run_config.training_eval_names(cfg)}  # fmt: skip
 
     return functools.cache(datasets)
