@@ -272,6 +272,14 @@ def test_a_warning_of_the_metrics_is_said_once_for_a_folder_of_steps(tmp_path, c
     assert accuracy == [0, 0, 1]
     said = [record.getMessage() for record in caplog.records if "roundtrip_accuracy is n/a" in record.getMessage()]
     assert len(said) == 1 and said[0].endswith("(for 3 prediction files)"), said
+    # The metrics' own warnings too (textchem_jax.metrics: a target that does not parse, said for each file)
+    for step in (2, 4):
+        row = {"input": {}, "target": "C1CC(", "prediction": "CCO"}
+        (tmp_path / f"textchem_demo_forward-{step:06}.jsonl").write_text(json.dumps(row) + "\n")
+    caplog.clear()
+    score(tmp_path)
+    said = [record.getMessage() for record in caplog.records if "do not parse" in record.getMessage()]
+    assert len(said) == 1 and said[0].endswith("(for 2 prediction files)"), said
 
 
 def test_a_run_with_notation_evaluations_scores_every_file_and_every_metric_is_there(tmp_path, capsys):

@@ -4,13 +4,13 @@ console for people (`quiet_libraries`): our lines plain, the libraries' chatter 
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
 import functools
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -81,6 +81,14 @@ def command(main: Command) -> Command:
     return answered  # type: ignore[return-value]
 
 
+def signal_again(number: int) -> threading.Timer:
+    """Sends the signal `number` to this process again 50 ms from now (once a finalizer that dropped what its handler
+    raised is done): a signal, not `_thread.interrupt_main`, which waits until the main thread's wait ends."""
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), number))
+    timer.start()
+    return timer
+
+
 @contextlib.contextmanager
 def _interrupts_kept() -> Iterator[None]:
     """A Ctrl-C that lands in a finalizer or a gc callback (JAX's `_xla_gc_callback`, a tf.data iterator's `__del__`)
@@ -93,8 +101,7 @@ def _interrupts_kept() -> Iterator[None]:
     def dropped(unraisable) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             return previous(unraisable)
-        pending.append(threading.Timer(0.05, _thread.interrupt_main))
-        pending[-1].start()
+        pending.append(signal_again(signal.SIGINT))
 
     sys.unraisablehook = dropped
     try:

@@ -196,11 +196,12 @@ def end_cut_short_jsonl(path: str) -> None:
         repaired = text + "\n"  # a whole line without its ending: kept, ended
     except (ValueError, RecursionError):
         repaired = kept + "\n" if kept else ""
-        logger.warning("%s:%d: the last line is cut short (a write or copy stopped in it): dropped, its step is "
-                       "evaluated again", path, text.count("\n") + 1)  # fmt: skip
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        logger.warning("%s:%d: the last line is cut short (a write or copy stopped in it): dropped, so its step "
+                       "counts as not evaluated", path, text.count("\n") + 1)  # fmt: skip
+    repairing = f"{path}.repair-tmp"  # not seqio's own `.tmp`
+    with tf.io.gfile.GFile(repairing, "w") as f:
         f.write(repaired)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    tf.io.gfile.rename(repairing, path, overwrite=True)
 
 
 def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> int | None:

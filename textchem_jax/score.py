@@ -186,7 +186,7 @@ def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float 
                          f"{path} holds no predictions (empty)")  # fmt: skip
     sets_per_task = collections.Counter(task for tasks in sets.values() for task in tasks)
     results, examples = {}, {}
-    with _each_warning_once(seqio_tasks.logger):
+    with _each_warning_once(seqio_tasks.logger, logging.getLogger("textchem_jax.metrics")):
         for name, tasks in sets.items():
             for task, (targets, predictions) in tasks.items():
                 key = task if sets_per_task[task] == 1 else f"{task} ({name})"
@@ -196,9 +196,9 @@ def score_and_count(path: str | os.PathLike) -> tuple[dict[str, dict[str, float 
 
 
 @contextlib.contextmanager
-def _each_warning_once(source: logging.Logger):
-    """Each distinct warning `source` gives inside, said once at the end with the number of files it was given for:
-    a run's inference_eval/ of 16 steps printed "retro: roundtrip_accuracy is n/a: ..." 16 times, one per file."""
+def _each_warning_once(*sources: logging.Logger):
+    """Each distinct warning the `sources` give inside, said once at the end with the number of files it was given
+    for: a run's inference_eval/ of 16 steps printed "retro: roundtrip_accuracy is n/a: ..." 16 times, one per file."""
     held: dict[str, list[logging.LogRecord]] = {}
 
     def hold(record: logging.LogRecord) -> bool:
@@ -207,16 +207,18 @@ def _each_warning_once(source: logging.Logger):
         held.setdefault(record.getMessage(), []).append(record)
         return False
 
-    source.addFilter(hold)
+    for source in sources:
+        source.addFilter(hold)
     try:
         yield
     finally:
-        source.removeFilter(hold)
+        for source in sources:
+            source.removeFilter(hold)
         for message, records in held.items():
             record = records[0]
             if len(records) > 1:
                 record.msg, record.args = f"{message} (for {len(records)} prediction files)", None
-            source.handle(record)
+            logging.getLogger(record.name).handle(record)
 
 
 def _output_file(text: str) -> epath.Path:

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from textchem_jax import run_config, run_results
-from textchem_jax.cli import without_gin_context
+from textchem_jax.cli import signal_again, without_gin_context
 from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.paths import is_remote, makedirs
 from textchem_jax.progress import Eta
@@ -88,9 +88,7 @@ class _Preemption:
         (the evaluation went on to the end, and exited 0, when the SIGTERM landed in one)."""
         if not (self.cut and isinstance(unraisable.exc_value, (self.EvaluationCut, KeyboardInterrupt))):
             return self._unraisablehook(unraisable)
-        number = signal.SIGTERM if self.cut == "SIGTERM" else signal.SIGINT
-        self._resend = threading.Timer(0.05, os.kill, (os.getpid(), number))
-        self._resend.start()
+        self._resend = signal_again(signal.SIGTERM if self.cut == "SIGTERM" else signal.SIGINT)
 
     def settle(self) -> None:
         """The cut is being acted on: a resend still due would cut the acting short (its message unprinted)."""
