@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -317,6 +318,8 @@ _T5X_BINDINGS = [
     ("utils.RestoreCheckpointConfig.mode", _EVAL, "utils.RestoreCheckpointConfig.mode='all'", "CHECKPOINT_STEPS='all'"),
     ("partitioning.PjitPartitioner.num_partitions", _TRAIN, "partitioning.PjitPartitioner.num_partitions=2",
      "NUM_PARTITIONS=2"),
+    ("partitioning.ModelBasedPjitPartitioner.num_partitions", _TRAIN,
+     "partitioning.ModelBasedPjitPartitioner.num_partitions=2", "NUM_PARTITIONS=2"),  # T5X's current name
     ("seqio.Evaluator.num_examples", _TRAIN, "seqio.Evaluator.num_examples=6",
      "infer_eval/run_config.DatasetConfig.num_examples=6"),
     ("seqio.Evaluator.num_examples", _EVAL, "seqio.Evaluator.num_examples=6",
@@ -407,6 +410,120 @@ def test_a_gin_import_of_a_missing_module_is_one_line(tmp_path):
     assert said.endswith("T5X's EVAL_STEPS is ours train_lib.train.eval_steps: write train_lib.train.eval_steps = 20 "
                          "(after `from __gin__ import dynamic_registration`; `from textchem_jax import train as "
                          "train_lib`, as runs/*.gin import it)")  # fmt: skip
+
+
+def test_search_paths_of_one_parse_do_not_carry_over_to_the_next(tmp_path):
+    """A notebook: gin's search paths outlived gin.clear_config(), so a cell without `search_paths` still read
+    `experiments/quickstart.gin` from the folder an earlier cell gave (TRAIN_STEPS 11 of that copy, not 400)."""
+    packaged = CONFIGS / "experiments" / "quickstart.gin"
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "quickstart.gin").write_text(f"{packaged.read_text()}\nTRAIN_STEPS = 11\n")
+    (tmp_path / "only_here.gin").write_text("include 'experiments/quickstart.gin'\n")
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'"], search_paths=[str(tmp_path)])  # cell A
+    assert gin.query_parameter("%TRAIN_STEPS") == 11  # (was the packaged file's after any earlier parse_gin)
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'"])  # cell B
+    cell_b_steps = gin.query_parameter("%TRAIN_STEPS")
+    launch.parse_gin([str(packaged)], ["MODEL_DIR='/tmp/x'"])  # a path as given: no search path involved
+    assert cell_b_steps == gin.query_parameter("%TRAIN_STEPS") != 11
+    with pytest.raises(launch.ConfigError, match=r"Unable to open file: only_here\.gin"):
+        launch.parse_gin(["only_here.gin"], ["MODEL_DIR='/tmp/x'"])
+
+
+@pytest.mark.parametrize("theirs, selector", [
+    ("utils.SaveCheckpointConfig.dtype='float32'", "run_config.CheckpointConfig"),
+    ("utils.SaveCheckpointConfig.save_dataset=False", "run_config.CheckpointConfig"),
+    ("train/utils.DatasetConfig.use_custom_packing_ops=False", "run_config.DatasetConfig"),
+])  # fmt: skip
+def test_a_t5x_parameter_our_class_lacks_is_said_to_have_no_counterpart(theirs, selector):
+    """T5X's selectors were mapped with every parameter: `--gin.run_config.CheckpointConfig.dtype="'float32'"` was
+    the advice, and pasted it failed ("doesn't have a parameter named 'dtype'"). The advice now is to drop it, and
+    the parameters it lists are ours: each, bound, parses."""
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin(*_TRAIN[:1], [*_TRAIN[1], theirs])
+    message = str(error.value)
+    t5x_name = theirs.partition("=")[0].split("/")[-1]
+    assert "\n" not in message and f"T5X's {t5x_name} (" in message, message
+    assert f"has no counterpart here: ours {selector} takes " in message and message.endswith("; drop it"), message
+    assert "write" not in message
+    gin.clear_config()
+    listed = message.split(" takes ")[1].removesuffix("; drop it").split(", ")
+    launch.parse_gin(*_TRAIN)  # dropped, the configuration parses; what runs/pretrain.gin binds is among those listed
+    bound = {parameter for (scope, full), values in gin.config._CONFIG.items()
+             if full.endswith(f".{selector}") for parameter in values}  # fmt: skip
+    assert bound and bound <= set(listed), (bound, listed)
+
+
+@pytest.mark.parametrize("line, ours", [
+    ("EVALUATOR_NUM_EXAMPLES = 4", "infer_eval/run_config.DatasetConfig.num_examples = 4"),
+    ("train/utils.DatasetConfig.batch_size = 4", "train/run_config.DatasetConfig.batch_size = 4"),
+])  # fmt: skip
+def test_a_scoped_hint_for_a_gin_file_brings_the_import_its_binding_needs(tmp_path, line, ours):
+    """The imports a gin file needs were looked up for `infer_eval/run_config`, a name with its scope, which no
+    import provides: the hint said only `from __gin__ import dynamic_registration`, and pasted the binding failed
+    ("'run_config' was not provided by an import statement")."""
+    mine = tmp_path / "mine.gin"
+    mine.write_text(f"include 'experiments/quickstart.gin'\n{line}\n")
+    if line.startswith("EVALUATOR"):  # a macro the file sets and nothing uses: a warning
+        launch.parse_gin([str(mine)], _TRAIN[1])
+        [hint] = launch.unused_macros([(str(mine), mine.read_text())])
+    else:
+        with pytest.raises(launch.ConfigError) as error:
+            launch.parse_gin([str(mine)], _TRAIN[1])
+        hint = str(error.value)
+    assert f"write {ours} (after " in hint, hint
+    imports = re.findall(r"`([^`]+)`", hint.split(" (after ")[1])
+    assert "from textchem_jax import run_config" in imports, hint
+    gin.clear_config()
+    mine.write_text("\n".join(["include 'experiments/quickstart.gin'", *imports, ours]) + "\n")  # pasted
+    launch.parse_gin([str(mine)], _TRAIN[1])
+    assert _bound(ours.partition(" = ")[0]) == 4
+
+
+def test_t5x_restore_mode_specific_is_our_default_and_latest_and_all_map_to_checkpoint_steps():
+    """`utils.RestoreCheckpointConfig.mode='specific'` (T5X eval.gin's default) was answered with
+    CHECKPOINT_STEPS='specific', which evaluate() rejects; ours evaluates the one checkpoint CHECKPOINT_PATH names
+    by default."""
+    from textchem_jax.evaluate import CHECKPOINT_STEPS
+
+    files, bindings = _EVAL
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin(files, [*bindings, 'utils.RestoreCheckpointConfig.mode="specific"'])
+    message = str(error.value)
+    assert "\n" not in message and "write" not in message, message
+    assert "T5X's utils.RestoreCheckpointConfig.mode=\"specific\" is our default: leave CHECKPOINT_STEPS out" in message
+    gin.clear_config()
+    launch.parse_gin(files, bindings)  # left out, as said
+    assert gin.query_parameter("%CHECKPOINT_STEPS") == "latest" and "latest" in CHECKPOINT_STEPS
+    for mode in CHECKPOINT_STEPS:  # 'latest' and 'all' have their twins
+        gin.clear_config()
+        with pytest.raises(launch.ConfigError) as error:
+            launch.parse_gin(files, [*bindings, f"utils.RestoreCheckpointConfig.mode='{mode}'"])
+        pasted = str(error.value).split("write --gin.")[1].replace('"', "")
+        launch.parse_gin(files, [*bindings, pasted])
+        assert gin.query_parameter("%CHECKPOINT_STEPS") == mode
+
+
+def test_an_import_error_inside_our_own_modules_keeps_its_traceback(tmp_path, monkeypatch):
+    """Any ImportError of a gin file's import became "install it or remove the import", also one raised inside a
+    textchem_jax module (a circular import), whose traceback was the only lead. A gin file's own failing import
+    (a misspelt module of ours) is still one line."""
+    import textchem_jax
+
+    (tmp_path / "gin_test_cycle_a.py").write_text("from textchem_jax import gin_test_cycle_b\nVALUE = 1\n")
+    (tmp_path / "gin_test_cycle_b.py").write_text("from textchem_jax.gin_test_cycle_a import VALUE\n")
+    monkeypatch.setattr(textchem_jax, "__path__", [*textchem_jax.__path__, str(tmp_path)])  # textchem_jax.* modules
+    for name in ("gin_test_cycle_a", "gin_test_cycle_b"):
+        monkeypatch.delitem(sys.modules, f"textchem_jax.{name}", raising=False)
+    mine = tmp_path / "mine.gin"
+    header = "include 'experiments/quickstart.gin'\nfrom __gin__ import dynamic_registration\n"
+    mine.write_text(f"{header}from textchem_jax import gin_test_cycle_a\n")
+    with pytest.raises(ImportError, match="partially initialized module") as error:
+        launch.parse_gin([str(mine)], _TRAIN[1])
+    assert any(entry.path.name == "gin_test_cycle_b.py" for entry in error.traceback)
+    gin.clear_config()
+    mine.write_text(f"{header}from textchem_jax import no_such_submodule_xyz\n")
+    with pytest.raises(launch.ConfigError, match="no module named 'textchem_jax.no_such_submodule_xyz'"):
+        launch.parse_gin([str(mine)], _TRAIN[1])
 
 
 @pytest.mark.slow

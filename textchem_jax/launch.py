@@ -19,6 +19,7 @@ import platform
 import re
 import sys
 import tokenize
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -164,8 +165,9 @@ def _tilde_expanded(binding: str) -> str:
 
 
 # T5X's names (its runs/*.gin and flags) -> ours: a T5X user's binding was refused with a generic hint, or one that
-# misled (`--gin.EVAL_STEPS`: "did you mean --gin.TRAIN_STEPS?"). A selector maps its every parameter; a module alias
-# may differ (`infer_lib.infer.mode` is T5X's `infer.mode`); a value with a space says what we offer instead.
+# misled (`--gin.EVAL_STEPS`: "did you mean --gin.TRAIN_STEPS?"). A selector maps those of its parameters ours has
+# (`_T5X_ONLY` says what the others were for); a module alias may differ (`infer_lib.infer.mode` is T5X's
+# `infer.mode`); a value with a space says what we offer instead.
 T5X_NAMES = {
     "EVAL_STEPS": "train_lib.train.eval_steps",
     "EVAL_PERIOD": "train_lib.train.eval_period",
@@ -178,12 +180,29 @@ T5X_NAMES = {
     "utils.SaveCheckpointConfig": "run_config.CheckpointConfig",
     "utils.RestoreCheckpointConfig.mode": "CHECKPOINT_STEPS",
     "partitioning.PjitPartitioner.num_partitions": "NUM_PARTITIONS",
+    "partitioning.ModelBasedPjitPartitioner.num_partitions": "NUM_PARTITIONS",
     "seqio.Evaluator.num_examples": "infer_eval/run_config.DatasetConfig.num_examples",
     "infer.mode": "has no counterpart: textchem-infer always decodes ('predict'), and scoring given targets ('score') "
                   "is not offered; --gin.infer_lib.infer.row_format=\"'textchem'\" writes every beam with its score, "
                   "and textchem-score computes a task's metrics from predictions",
     "--multiprocess_gpu": "has no counterpart: a multi-host run starts from --coordinator_address=HOST:PORT "
                           "--process_count=N --process_index=I alone (TPU VMs and SLURM set them up): drop it",
+}  # fmt: skip
+# What a T5X parameter our class lacks was for: mapped as the others, `--gin.run_config.CheckpointConfig.dtype=...`
+# was the advice, and pasted it failed ("doesn't have a parameter named 'dtype'").
+_T5X_ONLY = {
+    "utils.SaveCheckpointConfig.dtype": "the dtype checkpoints are saved in",
+    "utils.SaveCheckpointConfig.save_dataset": "saving the input pipeline's position with each checkpoint",
+    "utils.SaveCheckpointConfig.keep_dataset_checkpoints": "how many of those to keep",
+    "utils.DatasetConfig.use_custom_packing_ops": "SeqIO's TensorFlow custom ops for packing",
+    "utils.DatasetConfig.use_memory_cache": "tf.data's in-memory cache of the split",
+}
+# (T5X name, value) whose value has no twin of ours: `mode='specific'` (T5X eval.gin's default) was answered with
+# CHECKPOINT_STEPS='specific', which evaluate() rejects.
+_T5X_VALUES = {
+    ("utils.RestoreCheckpointConfig.mode", "specific"): "is our default: leave CHECKPOINT_STEPS out (its default "
+                                                        "'latest' of CHECKPOINT_PATH = one checkpoint: the one it "
+                                                        "names, or its run's latest)",
 }  # fmt: skip
 
 
@@ -199,8 +218,15 @@ def t5x_equivalent(name: str, value: str | None = None, gin_file_text: str | Non
             theirs, ours = written, T5X_NAMES[written]
         elif len(parts) - start > 2 and written.rpartition(".")[0] in T5X_NAMES:
             theirs, ours = written, f"{T5X_NAMES[written.rpartition('.')[0]]}.{parts[-1]}"
+            accepted = _our_parameters(ours.rpartition("/")[2].rpartition(".")[0])
+            if accepted is not None and parts[-1] not in accepted:
+                purpose = f" ({_T5X_ONLY[theirs]})" if theirs in _T5X_ONLY else ""
+                return (f"T5X's {theirs}{purpose} has no counterpart here: ours {ours.rpartition('.')[0]} takes "
+                        f"{', '.join(accepted)}; drop it")  # fmt: skip
         else:
             continue
+        if value is not None and (said := _T5X_VALUES.get((theirs, _string_value(value)))):
+            return f"T5X's {theirs}={value} {said}"
         if " " in ours:
             return f"T5X's {theirs} {ours}"
         import gin
@@ -210,7 +236,8 @@ def t5x_equivalent(name: str, value: str | None = None, gin_file_text: str | Non
         scope = ours_scope or scope
         if "." in ours and scope and scope in {s for s, selector in config if selector != "gin.macro"}:
             ours = f"{scope}/{ours}"
-        missing = _our_imports(ours, gin_file_text) if gin_file_text is not None and "." in ours else []
+        unscoped = ours.rpartition("/")[2]  # the import is looked up by the module alias: `run_config`, not `train/...`
+        missing = _our_imports(unscoped, gin_file_text) if gin_file_text is not None and "." in ours else []
         imports = f" (after {'; '.join(f'`{line}`' for line in missing)}, as runs/*.gin import it)" if missing else ""
         if value is None:  # a block's `selector:` line
             return f"T5X's {theirs} is ours {ours}{imports}"
@@ -222,13 +249,53 @@ def t5x_equivalent(name: str, value: str | None = None, gin_file_text: str | Non
     return None
 
 
-def _our_imports(name: str, gin_file_text: str) -> list[str]:
-    """The import lines our runs/*.gin make for the module of `name` (`train_lib.train.eval_steps`) that the gin
-    file lacks: gin's imports are per file, so a user's file binding ours needs them too."""
+def _runs_import(alias: str) -> str | None:
+    """The import line our runs/*.gin make for the module alias `alias` (`train_lib`), else None."""
     runs = _gin_sources([f"runs/{run}.gin" for run in ("pretrain", "eval", "infer")], [str(GIN_CONFIGS)])
-    module = [line for line in _binding_imports(runs) if line.split()[-1] == name.split(".")[0]][:1]
+    return next((line for line in _binding_imports(runs) if line.split()[-1] == alias), None)
+
+
+def _our_imports(name: str, gin_file_text: str) -> list[str]:
+    """The import lines our runs/*.gin make for the module of `name` (`train_lib.train.eval_steps`, without a scope)
+    that the gin file lacks: gin's imports are per file, so a user's file binding ours needs them too."""
+    module = [line] if (line := _runs_import(name.split(".")[0])) else []
     present = {" ".join(match.group(1).split()) for match in _IMPORT.finditer(gin_file_text)}
     return [line for line in ["from __gin__ import dynamic_registration", *module] if line not in present]
+
+
+def _our_parameters(selector: str) -> list[str] | None:
+    """The parameters of our configurable `selector` (`run_config.CheckpointConfig`, its module as runs/*.gin import
+    it), as gin checks a binding against them; None where it cannot be told (takes **kwargs, not found)."""
+    import importlib
+    import inspect
+
+    alias, _, attributes = selector.partition(".")
+    line = _runs_import(alias)
+    if line is None or not attributes:
+        return None
+    words = line.split()  # `from A import B [as C]` or `import A.B [as C]`
+    module = f"{words[1]}.{words[3]}" if words[0] == "from" else words[1]
+    try:
+        configurable = importlib.import_module(module)
+        for attribute in attributes.split("."):
+            configurable = getattr(configurable, attribute)
+        parameters = inspect.signature(configurable).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return [parameter.name for parameter in parameters if parameter.kind is not parameter.VAR_POSITIONAL]
+
+
+def _string_value(value: str) -> str:
+    """The string a binding's quoted literal holds (`'specific'` and `"specific"` -> specific), else the text."""
+    import ast
+
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+    return literal if isinstance(literal, str) else value
 
 
 _GIN_CONTEXT = re.compile(r'In (?:bindings string line \d+|file "(?P<file>[^"]+)", line (?P<line>\d+))\n'
@@ -268,6 +335,13 @@ def _t5x_name_error(message: str) -> str | None:
     return None
 
 
+def _raised_in_our_modules(error: BaseException) -> bool:
+    """Whether `error` came from running the code of a textchem_jax module (a circular import inside ours), not from
+    the gin file's import itself: "install it or remove the import" told a user to fix our bug, traceback lost."""
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)][1:]  # the first: the caller's own
+    return any(re.match(r"textchem_jax(\.|$)", frame.f_globals.get("__name__") or "") for frame in frames)
+
+
 def _import_error(error: ImportError, hidden: int) -> str:
     """One line for an import a gin file makes that fails: a T5X config (`from t5x import adafactor`) is T5X's
     trainer's to run, and gin's error was a traceback of 80 lines."""
@@ -283,6 +357,16 @@ def _import_error(error: ImportError, hidden: int) -> str:
     return f"{where}: {text!r} fails ({problem}): install it or remove the import"
 
 
+def _use_search_paths(search_paths: Sequence[str]) -> None:
+    """gin's search paths are exactly `search_paths`: `gin.add_config_file_search_path` appends to a global list that
+    `gin.clear_config()` keeps, so a notebook's second parse_gin still found `experiments/quickstart.gin` in the
+    first one's folder (TRAIN_STEPS 11 of that copy, not the packaged 400). gin-config 0.5 (pinned) has no public
+    reset: its `_LOCATION_PREFIXES` starts as `['']` (a name as given)."""
+    from gin import config
+
+    config._LOCATION_PREFIXES[:] = ["", *search_paths]
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
               warn_unused_macros: bool = True) -> None:  # fmt: skip
     """Parses gin files and bindings into a fresh configuration (a notebook's cell run again: gin stayed locked
@@ -294,8 +378,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     _register_file_readers()
     search_paths = [*(expand_user(path) for path in search_paths), str(GIN_CONFIGS)]  # `--gin_search_paths=~/x` too
     logging.getLogger().addFilter(_quiet_search_misses)
-    for path in search_paths:
-        gin.add_config_file_search_path(path)
+    _use_search_paths(search_paths)
     if not files:
         raise ConfigError("no --gin_file given: e.g. --gin_file=experiments/quickstart.gin")
     files, bindings = [expand_user(f) for f in files], [_tilde_expanded(b) for b in bindings]
@@ -346,6 +429,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
             "may use what the gin files import"
         ) from None
     except ImportError as error:  # a gin file's import: gin adds the file and line to the message
+        if _raised_in_our_modules(error):  # our bug (a circular import), not the user's: its traceback is the lead
+            raise
         raise ConfigError(_import_error(error, len(imports))) from None
     except (SyntaxError, tokenize.TokenError) as error:  # how gin's parser reports a malformed file or binding
         if isinstance(error, SyntaxError) and error.filename:
@@ -602,7 +687,7 @@ def saved_run(directory: str) -> SavedRun:
 
     gin.clear_config()
     try:
-        gin.add_config_file_search_path(str(GIN_CONFIGS))
+        _use_search_paths([str(GIN_CONFIGS)])
         try:
             gin.parse_config(path.read_text())
         except Exception as error:  # an import gin cannot make (a T5X run's config.gin), a name ours lacks, ...
