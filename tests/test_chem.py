@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -157,6 +158,40 @@ def test_atom_maps_removed_and_precursor_format():
     assert product == "C[O-]~[Na+]"
     with pytest.raises(ValueError, match="C1CC"):
         precursors_and_products("C1CC>>CC")
+
+
+@pytest.mark.parametrize("block", ["|f:0-1|", "|f:0.1;2.3|", "|f:0.1x|", "|f:0.1", "|f:0|", "|f:0.1,|", "|c:1,f:0.1;2.3|"])
+def test_malformed_fragment_group_field_raises_naming_reaction_and_field(block):
+    """The old pattern `f:([0-9.,]+)` read the longest valid prefix: `f:0-1` dropped its group unsaid,
+    `f:0.1;2.3` kept only `0.1`, `f:0.1x` passed."""
+    reaction = f"CC(=O)[O-].[Na+]>>CC(=O)O.[O-].[Na+] {block}"
+    field = "f:" + block.split("f:")[1].split("|")[0]
+    with pytest.raises(ValueError, match=re.escape(f"reaction {reaction!r}: fragment groups {field!r}: expected")):
+        precursors_and_products(reaction)
+
+
+def test_fragment_group_field_ends_at_the_next_cxsmiles_field():
+    expected = ("CC(=O)[O-]~[Na+]", "CC(=O)O.[Na+]~[O-]")
+    for block in ("|f:0.1,3.4|", "|f:0.1,3.4,c:1|", "|c:1,f:0.1,3.4|", "|$;;;;_R1$,f:0.1,3.4,c:1|"):
+        assert precursors_and_products(f"CC(=O)[O-].[Na+]>>CC(=O)O.[O-].[Na+] {block}") == expected, block
+
+
+def test_errors_quote_long_smiles_briefly():
+    """`randomize_smiles('C' * 6000, seed=1)` raised a 12,095-character error, quoting the SMILES twice; RDKit's
+    own messages echo the input too (a 4,001-character SMILES gave an 8,000-character reason)."""
+    long_bad = "C" * 3000 + "("
+    messages = [canonicalize_with_reason("C" * 20000 + "(")[1], canonicalize_with_reason(long_bad)[1],
+                parse_smiles(long_bad).reason]  # fmt: skip
+    for call in (lambda: randomize_smiles("C" * 6000, seed=1), lambda: randomize_smiles(long_bad, seed=1),
+                 lambda: precursors_and_products(long_bad + ">>C"), lambda: parse_reaction("C" * 6000),
+                 lambda: remove_atom_maps("CC." + long_bad)):  # fmt: skip
+        with pytest.raises(ValueError) as raised:
+            call()
+        messages.append(str(raised.value))
+    for message in messages:
+        assert len(message) < 400 and "characters)" in message, f"{len(message):,} characters: {message[:200]}"
+    assert "'CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC...CCCCCCCCCCCCCCCC(' (3,001 characters)" in messages[1]
+    assert canonicalize_with_reason("C1CC")[1] == "fragment 'C1CC': SMILES Parse Error: unclosed ring for input: 'C1CC'"
 
 
 @pytest.mark.needs_data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 from rouge_score import rouge_scorer
@@ -17,6 +19,34 @@ def test_word_tokenizer_is_bert_basic_tokenization():
         "the", "molecule", "is", "a", "(", "2e", ")", "-", "enoyl", "-", "coa", ",", "cafe", ".",
     ]
     assert len(word_tokenize("word " * 1000)) == 512  # the reference's max_length: it adds no [CLS]/[SEP]
+
+
+def test_word_tokenizer_splits_off_punctuation_not_symbols_as_bert_does():
+    """A regex split off every non-word character: `162℃` gave '162', '℃' where BERT keeps '162℃'."""
+    text = "Melts at 162℃ (20 °C); R→S, 水溶性 x\u00a0y a\x00b\ufffdc Ç 5′-phosphate ½ x² a_b"
+    assert word_tokenize(text) == [
+        "melts", "at", "162℃", "(", "20", "°c", ")", ";", "r→s", ",", "水", "溶", "性", "x", "y", "abc", "c",
+        "5", "′", "-", "phosphate", "½", "x²", "a", "_", "b",
+    ]  # fmt: skip
+
+
+@pytest.mark.needs_data
+@pytest.mark.needs_hf
+def test_word_tokenizer_equals_transformers_basic_tokenizer_on_chebi_descriptions(data):
+    """6 of these 6,601 descriptions tokenized differently from BERT's before (`162℃`, `20 °C`, `R→S`)."""
+    pytest.importorskip("transformers", reason="transformers (the hf extra) holds the BasicTokenizer to compare with")
+    try:
+        from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer  # transformers 5
+    except ImportError:
+        from transformers.models.bert.tokenization_bert import BasicTokenizer  # transformers 4
+    bert = BasicTokenizer(do_lower_case=True)
+    descriptions = []
+    for split in ("test", "validation"):
+        with open(data / "chebi20" / f"{split}.txt", encoding="utf-8", newline="") as f:
+            descriptions += [row["description"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    assert len(descriptions) == 6_601
+    differing = [d for d in descriptions if word_tokenize(d) != bert.tokenize(d)[: captions.MAX_TOKENS]]
+    assert differing == []
 
 
 def test_hand_checked_rouge_and_bleu():
@@ -56,6 +86,7 @@ def test_meteor_uses_wordnet_synonyms():
 def test_wordnet_index_parse_is_cached_and_equals_nltks_own(tmp_path, monkeypatch):
     """The index parse a process writes is what NLTK's own reader parses; the next process reads it back, and a
     torn cache file is parsed again and replaced, never trusted."""
+    import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -69,6 +100,7 @@ def test_wordnet_index_parse_is_cached_and_equals_nltks_own(tmp_path, monkeypatc
             def map_wn(self, version="wordnet"):
                 return None
 
+        monkeypatch.setattr(nltk.data, "path", [*nltk.data.path, first.root.path])  # NLTK opens files on its path
         with pytest.warns(UserWarning, match="multilingual"):
             nltk_own = NltkOwn(first.root.path, None)
         assert first._lemma_pos_offset_map == nltk_own._lemma_pos_offset_map
@@ -83,6 +115,32 @@ def test_wordnet_index_parse_is_cached_and_equals_nltks_own(tmp_path, monkeypatc
         wordnet_module.load_wordnet.cache_clear()
         third = wordnet_module.load_wordnet()
         assert third._lemma_pos_offset_map == nltk_own._lemma_pos_offset_map and cache.stat().st_size > 1_000_000
+    finally:
+        wordnet_module.load_wordnet.cache_clear()
+
+
+def test_meteor_leaves_nltks_data_path_and_wordnet_lookup_as_they_were(tmp_path, monkeypatch):
+    """Our reader's folder was left on `nltk.data.path`: NLTK's own `nltk.corpus.wordnet` and `meteor_score` then
+    found that partial copy (no index.sense) and failed with OSError instead of NLTK's LookupError."""
+    import nltk
+
+    def nltk_wordnet_lookup():
+        try:
+            return str(nltk.data.find("corpora/wordnet"))
+        except LookupError as error:
+            return f"LookupError: {error}"
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a fresh copy of Debian's WordNet, as in a new process
+    wordnet_module.load_wordnet.cache_clear()
+    path_before, lookup_before = list(nltk.data.path), nltk_wordnet_lookup()
+    try:
+        meteor = mol2text_metrics(["the car is in the lab"], ["the auto is in the lab"])["meteor"]
+        if meteor is None:
+            pytest.skip(f"no WordNet here: {wordnet_module.INSTALL_HINT}")
+        assert nltk.data.path == path_before
+        assert nltk_wordnet_lookup() == lookup_before
+        reader = wordnet_module.load_wordnet()  # still reads files it had not opened while it was made
+        assert len(list(reader.all_synsets("r"))) > 3000 and nltk.data.path == path_before  # 3,621 adverbs in 3.0
     finally:
         wordnet_module.load_wordnet.cache_clear()
 

@@ -23,6 +23,7 @@ from textchem_jax.chem.smiles import (
     FRAGMENT_BOND,
     canonicalize,
     fragment_molecules,
+    quoted,
     randomize_smiles,
 )
 
@@ -39,8 +40,8 @@ _TOKEN = re.compile(r"\[[^\]]*\]|%\(\d+\)|%\d\d|\d|.", re.DOTALL)
 def _fragments(smiles: str, notation: str) -> list[list[tuple[str, Chem.Mol]]]:
     """Components as lists of (fragment text, molecule); raises ValueError naming a fragment RDKit rejects."""
     if not isinstance(smiles, str):
-        raise TypeError(f"cannot rewrite {smiles!r} as {notation!r}: not a SMILES string but {type(smiles).__name__}")
-    return fragment_molecules(smiles, f"rewrite {smiles!r} as {notation!r}")
+        raise TypeError(f"cannot rewrite {quoted(smiles)} as {notation!r}: not a SMILES string but {type(smiles).__name__}")
+    return fragment_molecules(smiles, f"rewrite {quoted(smiles)} as {notation!r}")
 
 
 def _canonical(fragment: str, mol: Chem.Mol) -> str:

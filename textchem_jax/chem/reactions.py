@@ -15,11 +15,15 @@ from textchem_jax.chem.smiles import (
     FRAGMENT_BOND,
     canonical_fragment,
     parse_smiles,
+    quoted,
 )
 
-_FRAGMENT_GROUPS = re.compile(r"f:([0-9.,]+)")
 _EXTENSION = re.compile(r"\||\d+-\d+")  # what may follow a reaction's space: CXSMILES, USPTO-MIT bond edits
-_MALFORMED_GROUPS = re.compile(r"(?:^|[|,])f:(?![0-9])")
+# A CXSMILES block `|field,field,...|` holds comma-separated fields, each opened by its code (`f:`, `c:`, `$`, `(`,
+# `^1:` ...). The `f:` field is dot-joined molecule indices per group, groups comma-separated, and it ends at the
+# block's `|` or at a comma opening the next field, so a field such as `f:0-1` or `f:0.1x` is malformed.
+_FRAGMENT_FIELD_START = re.compile(r"(?<=[|,])f:")
+_FRAGMENT_FIELD = re.compile(r"f:(\d+(?:\.\d+)+(?:,\d+(?:\.\d+)+)*)(?=\||,[^\d,|])")
 _ATOM_MAP = re.compile(r"(\[[^\]]*?):\d+\]")
 
 
@@ -41,23 +45,36 @@ def _split(side: str) -> list[str]:
     return [part for part in side.split(COMPONENT_SEPARATOR) if part]
 
 
+def _fragment_groups(extension: str) -> list[str]:
+    """The `i.j` groups of every CXSMILES `f:` field in `extension`; raises ValueError on a malformed field.
+
+    The old pattern `f:([0-9.,]+)` read the longest valid prefix, so `f:0-1` lost its group unsaid, `f:0.1;3.4`
+    kept only `0.1` and `f:0.1x` was accepted.
+    """
+    groups = []
+    for start in _FRAGMENT_FIELD_START.finditer(extension):
+        field = _FRAGMENT_FIELD.match(extension, start.start())
+        if field is None:
+            written = re.split(r"\|", extension[start.start():], maxsplit=1)[0]
+            raise ValueError(f"fragment groups {quoted(written)}: expected 'f:' followed by molecule indices, as "
+                             "f:1.2,4.5 (groups of two or more, ending at '|' or the next field)")
+        groups.extend(field.group(1).split(","))
+    return groups
+
+
 def _apply_fragment_groups(molecules: list[str], sides: list[int], extension: str) -> list[list[str]]:
     """Merges molecules named together in a CXSMILES `f:i.j,k.l` block into `~` groups (`sides[i]`: the side
     of molecule i, since a group is one component and cannot span two sides)."""
     owner = list(range(len(molecules)))
-    if _MALFORMED_GROUPS.search(extension):
-        raise ValueError(f"fragment groups {extension!r}: expected 'f:' followed by molecule indices, as f:1.2,4.5")
-    match = _FRAGMENT_GROUPS.search(extension)
-    if match:
-        for group in match.group(1).split(","):
-            indices = [int(i) for i in group.split(".") if i]
-            if any(i >= len(molecules) for i in indices):
-                raise ValueError(f"fragment group f:{group} names a molecule past the {len(molecules)} present")
-            if len({sides[i] for i in indices}) > 1:
-                raise ValueError(f"fragment group f:{group} joins molecules of different sides of the reaction "
-                                 "(reactants, reagents, products): a group is one component")  # fmt: skip
-            for index in indices[1:]:
-                owner[index] = indices[0]
+    for group in _fragment_groups(extension):
+        indices = [int(i) for i in group.split(".")]
+        if any(i >= len(molecules) for i in indices):
+            raise ValueError(f"fragment group f:{group} names a molecule past the {len(molecules)} present")
+        if len({sides[i] for i in indices}) > 1:
+            raise ValueError(f"fragment group f:{group} joins molecules of different sides of the reaction "
+                             "(reactants, reagents, products): a group is one component")  # fmt: skip
+        for index in indices[1:]:
+            owner[index] = indices[0]
     merged: dict[int, list[str]] = {}
     for index, smiles in enumerate(molecules):
         merged.setdefault(owner[index], []).append(smiles)
@@ -71,19 +88,23 @@ def parse_reaction(reaction: str) -> Reaction:
     `precursors_and_products`, which say which component failed.
     """
     if not isinstance(reaction, str) or not reaction.strip():
-        raise ValueError(f"empty or non-string reaction SMILES: {reaction!r}")
+        raise ValueError(f"empty or non-string reaction SMILES: {quoted(reaction)}")
     text, _, extension = reaction.strip().partition(" ")
     if extension and not _EXTENSION.match(extension):  # "CC>>CCO O" lost its product O
-        raise ValueError(f"reaction SMILES with a space inside: {reaction!r}; a space ends the reaction (bond "
+        raise ValueError(f"reaction SMILES with a space inside: {quoted(reaction)}; a space ends the reaction (bond "
                          "edits or a CXSMILES block follow it), so remove the spaces within it")  # fmt: skip
     parts = text.split(">")
     if len(parts) != 3:
-        raise ValueError(f"reaction SMILES needs 'reactants>reagents>products' (two '>'), got {len(parts) - 1}: {reaction!r}")
+        raise ValueError(f"reaction SMILES needs 'reactants>reagents>products' (two '>'), got {len(parts) - 1}: "
+                         f"{quoted(reaction)}")
     sides = [_split(part) for part in parts]
     if not sides[0] or not sides[2]:
-        raise ValueError(f"reaction SMILES without reactants or products: {reaction!r}")
+        raise ValueError(f"reaction SMILES without reactants or products: {quoted(reaction)}")
     molecules = [m for side in sides for m in side]
-    groups = _apply_fragment_groups(molecules, [i for i, side in enumerate(sides) for _ in side], extension)
+    try:
+        groups = _apply_fragment_groups(molecules, [i for i, side in enumerate(sides) for _ in side], extension)
+    except ValueError as error:
+        raise ValueError(f"reaction {quoted(reaction)}: {error}") from None
     grouped, start = [], 0
     for side in sides:
         indices = range(start, start + len(side))
@@ -103,7 +124,7 @@ def remove_atom_maps(smiles: str) -> str:
         for fragment in component.split(FRAGMENT_BOND):
             unmapped = canonical_fragment(fragment, atom_maps=False)
             if unmapped is None:
-                raise ValueError(f"cannot read {fragment!r} in {smiles!r}: {parse_smiles(fragment).reason}")
+                raise ValueError(f"cannot read {quoted(fragment)} in {quoted(smiles)}: {parse_smiles(fragment).reason}")
             fragments.append(unmapped)
         components.append(FRAGMENT_BOND.join(fragments))
     return COMPONENT_SEPARATOR.join(components)
@@ -121,8 +142,7 @@ def precursors_string(components: tuple[str, ...] | list[str]) -> str:
         for fragment in component.split(FRAGMENT_BOND):
             unmapped = canonical_fragment(fragment, atom_maps=False)
             if unmapped is None:
-                shown = fragment if len(fragment) <= 80 else fragment[:77] + "..."
-                raise ValueError(f"cannot read {shown!r}: {parse_smiles(fragment).reason}")
+                raise ValueError(f"cannot read {quoted(fragment)}: {parse_smiles(fragment).reason}")
             fragments.extend(unmapped.split(COMPONENT_SEPARATOR))
         canonical.append(FRAGMENT_BOND.join(sorted(fragments)))
     return COMPONENT_SEPARATOR.join(sorted(canonical))

@@ -25,6 +25,8 @@ COMPONENT_SEPARATOR = "."
 # Longer SMILES are rejected unread: RDKit writes SMILES recursively, one stack frame per atom of a chain, and a
 # 20,000-atom chain overflows an 8 MB stack (the process dies); the longest in ChEBI-20 and USPTO is 1,598.
 MAX_SMILES_LENGTH = 5_000
+# Errors and reasons quote a longer SMILES as its first and last characters and its length (see `quoted`).
+_QUOTED_LENGTH, _QUOTED_HEAD, _QUOTED_TAIL = 60, 40, 17
 _LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 # RDKit's log switches (BlockLogs, CaptureErrorLog) change one process-wide logger. Entered and left by two
@@ -60,10 +62,26 @@ def unescape_backslashes(smiles: str) -> str:
     return smiles.replace("\\\\", "\\")
 
 
-def _first_rdkit_message(messages: str) -> str:
+def quoted(value: object) -> str:
+    """`value` quoted for an error message, cut to its first and last characters plus its length when long.
+
+    Messages quoted user SMILES whole: `randomize_smiles('C' * 6000, seed=1)` raised a 12,095-character error.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= _QUOTED_LENGTH:
+        return repr(value)
+    return f"{text[:_QUOTED_HEAD] + '...' + text[-_QUOTED_TAIL:]!r} ({len(text):,} characters)"
+
+
+def _first_rdkit_message(messages: str, smiles: str) -> str:
+    """RDKit's first error line, with the SMILES it echoes (`... for input: 'C1CC'`) quoted by `quoted`."""
     lines = [_LOG_PREFIX.sub("", line).strip() for line in messages.splitlines()]
     lines = [line for line in lines if line]
-    return lines[0] if lines else "RDKit rejected the SMILES"
+    if not lines:
+        return "RDKit rejected the SMILES"
+    if len(smiles) <= _QUOTED_LENGTH:
+        return lines[0]
+    return lines[0].replace(f"'{smiles}'", smiles).replace(smiles, quoted(smiles))
 
 
 def _as_text(smiles: object) -> str | None:
@@ -91,10 +109,11 @@ def parse_smiles(smiles: object) -> ParsedSmiles:
         return ParsedSmiles(smiles, None, "whitespace inside a SMILES")
     if not text.isprintable():  # RDKit reads "CC\0" as CC: a NUL would pass silently
         return ParsedSmiles(smiles, None, "control characters are not SMILES")
+    rdkit_text = text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR)
     with quiet_rdkit(), rdBase.CaptureErrorLog() as captured:  # warnings dropped, errors kept (one lock for both)
-        mol = Chem.MolFromSmiles(text.replace(FRAGMENT_BOND, COMPONENT_SEPARATOR))
+        mol = Chem.MolFromSmiles(rdkit_text)
     if mol is None:
-        return ParsedSmiles(smiles, None, _first_rdkit_message(captured.messages))
+        return ParsedSmiles(smiles, None, _first_rdkit_message(captured.messages, rdkit_text))
     if mol.GetNumAtoms() == 0:
         return ParsedSmiles(smiles, None, "SMILES without atoms")
     return ParsedSmiles(smiles, mol)
@@ -166,7 +185,7 @@ def canonicalize_with_reason(smiles: object, *, isomeric: bool = True) -> tuple[
         for fragment in component.split(FRAGMENT_BOND):
             parsed = parse_smiles(fragment)
             if not parsed.ok:
-                return None, f"fragment {fragment!r}: {parsed.reason}"
+                return None, f"fragment {quoted(fragment)}: {parsed.reason}"
     return None, "RDKit rejected the SMILES"
 
 
@@ -193,7 +212,7 @@ def fragment_molecules(smiles: str, action: str) -> list[list[tuple[str, Chem.Mo
         for fragment in component.split(FRAGMENT_BOND):
             parsed = parse_smiles(fragment)
             if not parsed.ok:
-                raise ValueError(f"cannot {action}: fragment {fragment!r}: {parsed.reason}")
+                raise ValueError(f"cannot {action}: fragment {quoted(fragment)}: {parsed.reason}")
             fragments.append((fragment, parsed.mol))
         components.append(fragments)
     return components
@@ -208,7 +227,7 @@ def randomize_smiles(smiles: str, seed: int | random.Random, *, shuffle_componen
     """
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     components = []
-    for parsed_fragments in fragment_molecules(smiles, f"randomize {smiles!r}"):
+    for parsed_fragments in fragment_molecules(smiles, f"randomize {quoted(smiles)}"):
         fragments = []
         for _, mol in parsed_fragments:
             order = list(range(mol.GetNumAtoms()))

@@ -16,6 +16,7 @@ evaluator scores METEOR for several tasks at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -55,11 +56,9 @@ def _lexnames_text() -> str:
 def _reader_folder(source: pathlib.Path) -> pathlib.Path:
     """`source` when NLTK can read it as is, else a copy with `lexnames` added, under an NLTK data root.
 
-    NLTK 3.10 only opens corpora under its data path (and refuses symlinks that leave it), hence a copy
-    (~35 MB, made once) and the registration of its root in `nltk.data.path`.
+    NLTK 3.10 only opens files under its data path (and refuses symlinks that leave it), hence a copy (~35 MB,
+    made once) whose root our reader puts on `nltk.data.path` while it opens a file (`_on_nltk_data_path`).
     """
-    import nltk
-
     if (source / "lexnames").exists():
         root = source
     else:
@@ -77,10 +76,31 @@ def _reader_folder(source: pathlib.Path) -> pathlib.Path:
                 staging.rename(root)  # atomic; another process may have won the race
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)  # local only: NLTK's own copy
-    data_root = str(root.resolve().parent.parent) if root.parent.name == "corpora" else str(root.resolve())
-    if data_root not in nltk.data.path:
-        nltk.data.path.append(data_root)
     return root
+
+
+_DATA_PATH_CHANGE = threading.RLock()
+
+
+@contextlib.contextmanager
+def _on_nltk_data_path(folder: pathlib.Path):
+    """`folder` on `nltk.data.path` for the block only, so that NLTK 3.10 opens a file under it.
+
+    Left there, it broke NLTK for the rest of the process: `nltk.corpus.wordnet` and NLTK's own `meteor_score`
+    found our partial copy as `corpora/wordnet` and failed with OSError (no index.sense) instead of LookupError.
+    """
+    import nltk
+
+    entry = str(folder.resolve())  # local only: NLTK reads WordNet from the local disk
+    with _DATA_PATH_CHANGE:  # one thread's block must not remove the entry while another thread's opens a file
+        added = entry not in nltk.data.path
+        if added:
+            nltk.data.path.append(entry)
+        try:
+            yield
+        finally:
+            if added and entry in nltk.data.path:
+                nltk.data.path.remove(entry)
 
 
 def _candidates() -> list[pathlib.Path]:
@@ -115,6 +135,11 @@ def _english_wordnet_class():
         whose synset reads are safe from several threads."""
 
         _reading = threading.RLock()
+
+        def open(self, file):
+            # NLTK checks each open against its data path; a data file, once open, is kept (`_data_file`)
+            with _on_nltk_data_path(pathlib.Path(self.root.path)):  # local only: NLTK reads the local disk
+                return super().open(file)
 
         def synset_from_pos_and_offset(self, pos, offset):
             # NLTK reads a synset by seek + readline on one file per part of speech, shared by all threads:
@@ -161,9 +186,10 @@ def load_wordnet():
             warnings.warn(f"TEXTCHEM_WORDNET_DIR={chosen} is not a WordNet dict/ folder (no {', '.join(missing[:2])}"
                           f"{' ...' if len(missing) > 2 else ''}): looking elsewhere. {INSTALL_HINT}", stacklevel=2)  # fmt: skip
         if not missing:
-            with warnings.catch_warnings():
+            folder = _reader_folder(candidate)
+            with warnings.catch_warnings(), _on_nltk_data_path(folder):  # NLTK checks the reader's root too
                 warnings.simplefilter("ignore")  # "multilingual functions are not available"
-                reader = EnglishWordNet(str(_reader_folder(candidate)), None)
+                reader = EnglishWordNet(str(folder), None)
             logger.debug("METEOR uses WordNet from %s", candidate)
             return reader
     warnings.warn(f"WordNet not found, METEOR is reported as None. {INSTALL_HINT}", stacklevel=2)
