@@ -217,7 +217,7 @@ def test_training_resumes_past_a_corrupt_checkpoint_and_the_cli_flag_turns_the_f
                                 text=True, timeout=600)  # fmt: skip
     assert evaluation.returncode == 2 and "Traceback" not in evaluation.stderr, evaluation.stderr[-3000:]
     assert "step 4" in evaluation.stderr and f"its folder is {step_2}" in evaluation.stderr
-    launch.parse_gin(["models/t5_tiny.gin"], [])  # the config.gin a textchem-train run of this model has
+    launch.parse_gin(["models/t5_1_1_tiny.gin"], [])  # the config.gin a textchem-train run of this model (v1.1) has
     launch.write_config(str(tmp_path / "run"))
     gin.clear_config()
     capsys.readouterr()
