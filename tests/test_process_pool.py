@@ -112,51 +112,6 @@ def test_a_script_without_a_main_guard_scores_in_its_own_process_with_one_warnin
     assert guarded.stdout.split() == ["300", "False"] and "guard" not in guarded.stderr  # on the workers
 
 
-@pytest.mark.parametrize("interrupted", ["while collecting", "before collecting"])
-def test_an_interrupted_map_stops_and_the_next_call_is_not_behind_it(tmp_path, caplog, interrupted):
-    """Ctrl-C during a metric call (in the caller's own work, text2mol_metrics's BLEU, or while collecting) left its
-    chunks running on the pool: the next call waited behind them (500 pairs: 13.4 s instead of 3.7 s). Each item
-    records that it started, then waits for a release file: a worker starts one item at most before the interrupt,
-    so any further start is a stale chunk run after it."""
-    import gc
-    import subprocess
-    import threading
-
-    release = tmp_path / "release"
-    commands = [["sh", "-c", f'touch {tmp_path}/started-{item}; for _ in $(seq 3000); do [ -e {release} ] && exit; '
-                 "sleep 0.01; done"] for item in range(128)]  # fmt: skip
-
-    def started() -> int:
-        return len(list(tmp_path.glob("started-*")))
-
-    def interrupt_once_a_worker_runs() -> None:
-        while started() == 0:
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)  # the main thread gets a KeyboardInterrupt, as from Ctrl-C
-
-    def metric_call() -> None:
-        collect = process_pool.start_parallel_map(subprocess.call, commands, num_workers=2)
-        if interrupted == "before collecting":
-            while started() == 0:
-                time.sleep(0.01)
-            raise KeyboardInterrupt  # in the caller's own work: `collect` is dropped, never called
-        threading.Thread(target=interrupt_once_a_worker_runs, daemon=True).start()
-        collect()
-
-    try:
-        metric_call()
-    except KeyboardInterrupt:
-        pass
-    else:
-        pytest.fail("the interrupt did not reach the map")
-    gc.collect()
-    release.touch()  # a chunk still on the workers could now finish and the next ones start
-    with caplog.at_level(logging.WARNING, logger="textchem_jax.process_pool"):
-        assert process_pool.start_parallel_map(abs, list(range(-200, 0)), num_workers=2)() == list(range(200, 0, -1))
-    assert started() <= 2, f"{started()} items started: chunks of the interrupted map ran after the interrupt"
-    assert "died" not in caplog.text
-
-
 def test_scripts_workers_cannot_run_again_score_in_their_own_process_whatever_their_name(tmp_path):
     """Workers run any main file again, not only one named `.py`: an unguarded `#!` script named `score_run` ran its
     top level 5 times with 242 lines of tracebacks, and an `.ipy` file with IPython magics killed every worker."""

@@ -610,13 +610,14 @@ def test_an_evaluation_split_missing_for_teacher_forcing_still_runs_the_inferenc
     datasets.set_data_dir(str(tmp_path))  # no chebi20/validation.txt there
     try:
         with caplog.at_level("WARNING"):
-            results = train_lib._evaluate(trainer, state, 4, None, infer_eval_cfg=None, eval_steps=1, seed=0,
-                                          train_eval_cfg=DatasetConfig("textchem_text2mol", LENGTHS, "validation", 2),
-                                          inference=Evaluated)  # fmt: skip
+            teacher_forced = train_lib._teacher_forced_datasets(
+                trainer, DatasetConfig("textchem_text2mol", LENGTHS, "validation", 2), 1, 0)
+            results = train_lib._evaluate(trainer, state, 4, None, teacher_forced=teacher_forced, eval_steps=1,
+                                          split="validation", inference=Evaluated)  # fmt: skip
             assert results == {"textchem_demo_forward": {"accuracy": 0.5}}
             assert "no teacher-forced evaluation" in caplog.text
-            assert train_lib._evaluate(trainer, state, 4, None, train_eval_cfg=None, infer_eval_cfg=None, eval_steps=1,
-                                       seed=0, inference=missing) == {}  # fmt: skip
+            assert train_lib._evaluate(trainer, state, 4, None, teacher_forced=None, eval_steps=1, split="validation",
+                                       inference=missing) == {}  # fmt: skip
             assert "no inference evaluation: uspto50k split 'validation' not found" in caplog.text
     finally:
         datasets.set_data_dir(None)
