@@ -136,7 +136,7 @@ def _english_wordnet_class():
 
         _reading = threading.RLock()
 
-        def open(self, file):
+        def open(self, file):  # local only: NLTK's reader of the WordNet copy on the local disk
             # NLTK checks each open against its data path; a data file, once open, is kept (`_data_file`)
             with _on_nltk_data_path(pathlib.Path(self.root.path)):  # local only: NLTK reads the local disk
                 return super().open(file)
