@@ -21,3 +21,13 @@ def square_or_die_once(item: tuple[int, str]) -> int:
         open(marker, "w").close()
         os._exit(1)
     return value * value
+
+
+def slowly_noted(item: tuple[int, str]) -> int:
+    """Takes 20 ms and leaves a file named after its item in the given folder: which items the workers ran."""
+    import time
+
+    value, folder = item
+    time.sleep(0.02)
+    open(os.path.join(folder, str(value)), "w").close()
+    return value

@@ -72,6 +72,31 @@ def test_fifty_evaluations_in_a_row_do_not_hang(tmp_path, monkeypatch):
     assert set(results[0]) >= {"validity", "morgan_fts", "exact_match"}
 
 
+@pytest.mark.parametrize("interrupted", ["the caller's own work", "the collection"])
+def test_an_interrupted_map_leaves_only_its_running_chunks_to_the_pool(tmp_path, interrupted):
+    """A Ctrl-C in the caller's work between start and collection (text2mol's BLEU) left every chunk queued on the
+    pool (496-512 of 512 items ran), and the next metric call waited behind them all; now only the chunks workers
+    had started still run (64-125). An interrupted collection cancelled through `Executor.map` before (181-198)."""
+    from pool_functions import slowly_noted
+
+    items = [(value, str(tmp_path)) for value in range(512)]  # 16 chunks of 32 items, 0.64 s each
+    with pytest.raises(KeyboardInterrupt):
+        with process_pool.start_parallel_map(slowly_noted, items, num_workers=2) as collect:
+            time.sleep(0.5)  # workers start and run their first chunks
+            if interrupted == "the collection":
+                signal.setitimer(signal.ITIMER_REAL, 0.5)  # SIGALRM while collect() waits on a chunk
+                previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
+                try:
+                    collect()
+                finally:
+                    signal.signal(signal.SIGALRM, previous)
+            raise KeyboardInterrupt
+    process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()  # queued behind what still runs
+    ran = len(os.listdir(tmp_path))
+    assert 0 < ran < len(items) // 2, f"{ran} of {len(items)} items ran after the interrupt"
+    process_pool.shutdown_pool()
+
+
 def test_threads_sharing_the_pool_each_get_all_their_results():
     """seqio's evaluator scores each task on its own thread, so several threads map over the one pool at once,
     some asking for another number of workers (which replaces the pool): none loses or fails its work."""

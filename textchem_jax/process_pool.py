@@ -94,10 +94,14 @@ def main_script_unguarded() -> str | None:
     return path
 
 
+def _apply_to_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+    return [fn(item) for item in chunk]
+
+
 def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):
-    """`(pool, results)`: an iterator over the results, or the `BrokenProcessPool` error when a worker had died
-    before or during the submission. Chosen and used under the lock: no other thread can retire the pool in
-    between (seqio's evaluator scores each task on its own thread)."""
+    """`(pool, futures)`: one future per chunk, or the `BrokenProcessPool` error when a worker had died before or
+    during the submission. Chosen and used under the lock: no other thread can retire the pool in between
+    (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
     with _lock:
         if _pool is not None and _pool_workers != pool_size:
@@ -108,7 +112,8 @@ def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize:
             _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method))
             _pool_workers = pool_size
         try:
-            return _pool, _pool.map(fn, items, chunksize=chunksize)  # submits every chunk now
+            return _pool, [_pool.submit(_apply_to_chunk, fn, items[start:start + chunksize])
+                           for start in range(0, len(items), chunksize)]  # fmt: skip
         except concurrent.futures.process.BrokenProcessPool as error:  # e.g. killed for memory since the last map
             return _pool, error
 
@@ -134,40 +139,66 @@ def shutdown_pool() -> None:
 atexit.register(shutdown_pool)  # once, not at each pool's start: a no-op when no pool runs
 
 
-def start_parallel_map(
-    fn: Callable[[T], R], items: Sequence[T], num_workers: int | None = None
-) -> Callable[[], list[R]]:
-    """Starts `[fn(x) for x in items]` on worker processes; returns a function that collects it.
+class StartedMap:
+    """`[fn(x) for x in items]` running on worker processes: call it to collect the results.
 
-    The caller can do its own work between the two calls while the workers run. `fn` must be a
-    module-level function. `num_workers=1` (or a list too short to pay off) runs in this process, at
-    collection time.
-    """
-    pool_size = available_cores() if num_workers is None else max(1, num_workers)
-    workers = min(pool_size, len(items) // _MIN_ITEMS_PER_WORKER)  # the pool starts workers as chunks need them
-    if workers <= 1 or main_script_unguarded():
-        return lambda: [fn(item) for item in items]
-    chunksize = max(1, len(items) // (workers * 8))
+    Used as a context manager around the caller's own work, it cancels the chunks not yet started when that
+    work raises: a Ctrl-C in text2mol's BLEU left every chunk of its map queued (496-512 of 512 items ran after
+    it, and the next metric call waited behind them; now 64-125). Collecting cancels them too when interrupted.
+    Chunks a worker already runs finish (stopping a worker breaks the pool for every other thread's map)."""
 
-    def gathered(submitted, rerun_in: str) -> list[R] | None:
+    def __init__(self, fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int,
+                 in_this_process: bool):  # fmt: skip
+        self._fn, self._items, self._pool_size, self._chunksize = fn, items, pool_size, chunksize
+        self._submitted = None if in_this_process else _submit(fn, items, pool_size, chunksize)
+
+    def _gathered(self, rerun_in: str) -> list[R] | None:
         """The pool's results, or None (reported, the pool retired) when a worker died."""
-        pool, results = submitted
+        pool, futures = self._submitted
         try:
-            if isinstance(results, concurrent.futures.process.BrokenProcessPool):
-                raise results  # reported like a death while collecting
-            return list(results)
+            if isinstance(futures, concurrent.futures.process.BrokenProcessPool):
+                raise futures  # reported like a death while collecting
+            return [result for future in futures for result in future.result()]
         except concurrent.futures.process.BrokenProcessPool as error:
             logger.warning("a worker process of %s died (%s): rerunning its %d items in %s",
-                           getattr(fn, "__name__", fn), error, len(items), rerun_in)  # fmt: skip
+                           getattr(self._fn, "__name__", self._fn), error, len(self._items), rerun_in)  # fmt: skip
+        except BaseException:
+            self.cancel()
+            raise
         _retire(pool)  # the next pool starts new workers
         return None
 
-    submitted = _submit(fn, items, pool_size, chunksize)
+    def cancel(self) -> None:
+        """Cancels the chunks no worker has started (a no-op once collected)."""
+        futures = None if self._submitted is None else self._submitted[1]
+        for future in futures if isinstance(futures, list) else ():
+            future.cancel()
 
-    def collect() -> list[R]:
-        done = gathered(submitted, "a fresh pool")
+    def __call__(self) -> list[R]:
+        if self._submitted is None:  # run here, at collection time
+            return [self._fn(item) for item in self._items]
+        done = self._gathered("a fresh pool")
         if done is None:
-            done = gathered(_submit(fn, items, pool_size, chunksize), "this process")
-        return done if done is not None else [fn(item) for item in items]
+            self._submitted = _submit(self._fn, self._items, self._pool_size, self._chunksize)
+            done = self._gathered("this process")
+        return done if done is not None else [self._fn(item) for item in self._items]
 
-    return collect
+    def __enter__(self) -> StartedMap:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cancel()
+
+
+def start_parallel_map(fn: Callable[[T], R], items: Sequence[T], num_workers: int | None = None) -> StartedMap:
+    """Starts `[fn(x) for x in items]` on worker processes; returns a function that collects it.
+
+    The caller can do its own work between the two calls while the workers run, inside `with` (StartedMap).
+    `fn` must be a module-level function. `num_workers=1` (or a list too short to pay off) runs in this
+    process, at collection time.
+    """
+    pool_size = available_cores() if num_workers is None else max(1, num_workers)
+    workers = min(pool_size, len(items) // _MIN_ITEMS_PER_WORKER)  # the pool starts workers as chunks need them
+    in_this_process = workers <= 1 or main_script_unguarded() is not None
+    return StartedMap(fn, items, pool_size, max(1, len(items) // (max(workers, 1) * 8)), in_this_process)
+

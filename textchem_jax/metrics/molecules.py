@@ -125,10 +125,10 @@ def text2mol_metrics(targets: Sequence, predictions: Sequence, *, num_workers: i
         raise ValueError("text2mol_metrics: no examples to score")
     molecule_pairs = [(t, None if r is None else p) for t, r, p in zip(targets, raw_predictions, predictions)]
     unique_pairs = list(dict.fromkeys(molecule_pairs))
-    collect = start_parallel_map(score_molecule_pair, unique_pairs, num_workers)
-    bleu = corpus_bleu(targets, predictions)  # per character; runs here while the workers do RDKit
-    levenshtein = sum(Levenshtein.distance(t, p) for t, p in zip(targets, predictions)) / n
-    scores = dict(zip(unique_pairs, collect()))
+    with start_parallel_map(score_molecule_pair, unique_pairs, num_workers) as collect:
+        bleu = corpus_bleu(targets, predictions)  # per character; runs here while the workers do RDKit
+        levenshtein = sum(Levenshtein.distance(t, p) for t, p in zip(targets, predictions)) / n
+        scores = dict(zip(unique_pairs, collect()))
     per_pair = [scores[pair] for pair in molecule_pairs]
 
     valid = sum(s[0] for s in per_pair)
