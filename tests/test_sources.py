@@ -249,3 +249,32 @@ def test_task_pairs_and_prompts(data):
     assert len(augmented) == 20
     assert {canonicalize(p[0]) for p in augmented[:4]} == {canonicalize(retro[0][0])}
     assert augmented == datasets.augment_smiles(retro[:5], 0, 3, seed=1)
+
+
+@pytest.mark.parametrize("header", ["CID\tSMILES\tText", "ID\tsmi\tcaption", '"cid"\t"canonical_smiles"\t"text"',
+                                    "CID\tSMILES string\tdescription"])  # fmt: skip
+def test_a_chebi20_header_with_other_column_names_is_not_an_example_and_a_first_row_stays_one(tmp_path, header):
+    """A header spelt `CID<TAB>SMILES<TAB>Text` was read as a row: 11 examples of a 10-row file, its target `SMILES`
+    scored as a miss. A first data row whose SMILES RDKit cannot read is still a row (kept, or skipped in training)."""
+    chebi = tmp_path / "chebi.txt"
+    chebi.write_text(f"{header}\n7\tc1ccccc1\tThe molecule is benzene.\n8\tCCO\tThe molecule is ethanol.\n")
+    report = sources.SkipReport()
+    records = sources.read_chebi20(str(chebi), report=report, keep_unreadable=True)
+    assert [r.cid for r in records] == ["7", "8"] and report.total_skipped == report.total_kept_unreadable == 0
+    assert [r.cid for r in sources.read_chebi20(str(chebi), strict=True)] == ["7", "8"]
+    chebi.write_text("7\tC1CC\tThe molecule is a broken ring.\n8\tCCO\tThe molecule is ethanol.\n")
+    report = sources.SkipReport()
+    assert [r.cid for r in sources.read_chebi20(str(chebi), report=report, keep_unreadable=True)] == ["7", "8"]
+    assert [line for line, _ in report.files[str(chebi)].kept_unreadable] == [1]
+
+
+def test_a_uspto50k_header_is_found_however_spelt_and_one_without_the_column_is_refused(tmp_path):
+    """As ChEBI-20's header: `RXN_SMILES` (or with a space after a comma) was `expected a CSV header with a
+    'rxn_smiles' column`."""
+    uspto = tmp_path / "train.csv"
+    uspto.write_text("Class, ID, RXN_SMILES\n1,US1,CC(=O)O.OCC>>CCOC(C)=O\n")
+    (reaction,) = sources.read_uspto50k(str(uspto), strict=True)
+    assert (reaction.precursors, reaction.product) == ("CC(=O)O.CCO", "CCOC(C)=O")
+    uspto.write_text("class,id,reaction\n1,US1,CC(=O)O.OCC>>CCOC(C)=O\n")
+    with pytest.raises(sources.DataFormatError, match=r"train.csv:1: expected a CSV header with a 'rxn_smiles' column"):
+        sources.read_uspto50k(str(uspto))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import tasks  # noqa: F401  (registers everything)
 from textchem_jax.chem import canonicalize
 from textchem_jax.data import datasets
 from textchem_jax.data.seqio_tasks import SPECS, TASKS
+from textchem_jax import inspect as inspect_lib
 from textchem_jax.inspect import main as inspect_main
 
 MIXTURES = ("textchem_standard", "textchem_augm", "textchem_mono", "textchem_cross", "textchem_demo")
@@ -547,3 +549,166 @@ def test_tfds_style_slices_of_a_split_read_those_rows_and_other_slices_name_the_
             run_config.check_splits({"infer_eval": run_config.DatasetConfig(name, LENGTHS, split, 4)})
         with pytest.raises(ValueError, match="^" + forms):  # textchem-eval and textchem-infer: said before any work
             run_config.checked_provider(run_config.DatasetConfig(name, LENGTHS, split, 4), tiny_t5())
+
+
+def _user_data(folder, splits=("train", "validation")) -> str:
+    """A user's data folder: ChEBI-20 files of three molecules, and USPTO-50K's `train.csv` only."""
+    (folder / "chebi20").mkdir(parents=True)
+    rows = "".join(f"{i}\t{smiles}\tThe molecule is {name}.\n" for i, (smiles, name) in enumerate(
+        [("c1ccccc1", "benzene"), ("CCO", "ethanol"), ("CC(=O)O", "acetic acid")]))  # fmt: skip
+    for split in splits:
+        (folder / "chebi20" / f"{split}.txt").write_text("CID\tSMILES\tText\n" + rows)
+    (folder / "uspto50k").mkdir()
+    (folder / "uspto50k" / "train.csv").write_text("class,id,rxn_smiles\n1,US1,CC(=O)O.OCC>>CCOC(C)=O\n")
+    return str(folder)
+
+
+def _unregister(*names: str) -> None:
+    from textchem_jax.data import seqio_tasks
+
+    for name in names:
+        for registry in (seqio.MixtureRegistry, seqio.TaskRegistry):
+            if name in registry.names():
+                registry.remove(name)
+        seqio_tasks.SPECS.pop(name, None)
+        seqio_tasks.MIXTURE_SPECS.pop(name, None)
+
+
+def test_register_task_takes_a_folder_as_a_path_and_refuses_what_it_cannot_read_naming_the_argument(tmp_path):
+    """A folder given as a string (the README's natural reading) was `'str' object is not callable` 50 lines into
+    a traceback at the first read, a task `retrosynthesis` a bare `KeyError`. A refused duplicate of one of our
+    names replaced our task's spec."""
+    import pathlib
+
+    from etils import epath
+
+    from textchem_jax.data import seqio_tasks
+
+    folder = _user_data(tmp_path / "data")
+    try:
+        for name, directory in (("users_str_t2m", folder), ("users_path_t2m", pathlib.Path(folder)),
+                                ("users_epath_t2m", epath.Path(folder)), ("users_fn_t2m", lambda: folder)):  # fmt: skip
+            seqio_tasks.register_task(name, "text2mol", directory)
+            assert [e["targets_pretokenized"] for e in _examples(name)] == [b"c1ccccc1", b"CCO", b"CC(=O)O"], name
+        for task, directory, options, said in [
+            ("retrosynthesis", folder, {}, "unknown task 'retrosynthesis'; use one of forward, retro, "
+                                           "paragraph2actions, text2mol, mol2text"),
+            ("retro", 5, {}, r"the directory must be a folder \(a str or a path\) or a function returning one, got 5 "
+                             r"\(int\)"),
+            ("retro", folder, {"reactions": "uspto-50k"},
+             "unknown reactions 'uspto-50k'; use one of uspto_mit, uspto50k"),
+            ("retro", folder, {"source": "GT4SD"}, "unknown source 'GT4SD'; use one of files, gt4sd"),
+        ]:  # fmt: skip
+            with pytest.raises(ValueError, match=rf"^register_task\('users_wrong'\): {said}$"):
+                seqio_tasks.register_task("users_wrong", task, directory, **options)
+            assert "users_wrong" not in seqio.TaskRegistry.names()
+        ours = seqio_tasks.SPECS["textchem_demo_retro"]
+        with pytest.raises(ValueError, match="duplicate"):
+            seqio_tasks.register_task("textchem_demo_retro", "retro", folder)
+        assert seqio_tasks.SPECS["textchem_demo_retro"] is ours
+    finally:
+        _unregister("users_str_t2m", "users_path_t2m", "users_epath_t2m", "users_fn_t2m", "users_wrong")
+
+
+def test_register_mixture_refuses_a_negative_or_not_finite_rate_and_all_zero_rates():
+    """`("textchem_demo_forward", -1.0)` was taken: textchem-inspect then divided by zero and training read it as 0,
+    that task never seen. A mixture registered straight through SeqIO with such rates is one inspect error."""
+    from textchem_jax.data import seqio_tasks
+
+    try:
+        names = ("textchem_demo_forward", "textchem_demo_retro")
+        for rates, said in [((-1.0, 1.0), r"task textchem_demo_forward has the rate -1\.0; give each task a finite"),
+                            ((float("nan"), 1.0), r"task textchem_demo_forward has the rate nan; give each task"),
+                            ((1.0, float("inf")), r"task textchem_demo_retro has the rate inf; give each task"),
+                            ((0, 0.0), r"every task's rate is 0, so training would sample nothing")]:  # fmt: skip
+            with pytest.raises(ValueError, match=rf"^register_mixture\('users_rates_mix'\): {said}"):
+                seqio_tasks.register_mixture("users_rates_mix", list(zip(names, rates)))
+            assert "users_rates_mix" not in {*seqio.MixtureRegistry.names(), *seqio_tasks.MIXTURE_SPECS}
+        seqio_tasks.register_mixture("users_rates_mix", list(zip(names, (0.0, 1))))
+        seqio.MixtureRegistry.add("users_seqio_rates_mix", list(zip(names, (-1.0, 1.0))))
+        with pytest.raises(ValueError, match=r"^mixture users_seqio_rates_mix: the rates .* must each be >= 0, one > "):
+            inspect_lib.inspect("users_seqio_rates_mix", "validation", {"inputs": 64, "targets": 64}, 1, 5)
+    finally:
+        _unregister("users_rates_mix", "users_seqio_rates_mix")
+
+
+def test_a_task_without_a_splits_files_is_left_out_of_its_mixtures_evaluation_not_the_mixture(tmp_path, capsys):
+    """A user's task with only `uspto50k/train.csv` listed every split: mixed with one of ours, the whole mixture's
+    teacher-forced and inference evaluation was off (`uspto50k split 'validation' not found`), ours not evaluated
+    either. A folder with none of a task's files keeps every split, so reading names the files it expects; 'train'
+    is always kept."""
+    from helpers import LENGTHS
+
+    from textchem_jax import run_config
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.evaluator import eval_tasks
+
+    folder = _user_data(tmp_path / "data", splits=("validation",))
+    try:
+        seqio_tasks.register_task("users_train_only_retro", "retro", folder)
+        seqio_tasks.register_task("users_validation_only_t2m", "text2mol", folder)
+        seqio_tasks.register_task("users_nothing_fwd", "forward", str(tmp_path / "mistyped"))
+        seqio_tasks.register_mixture("users_split_mix", [("users_train_only_retro", 1), ("textchem_demo_forward", 1)])
+        retro = seqio.get_mixture_or_task("users_train_only_retro")
+        assert tuple(retro.splits) == ("train",) and "train[:50%]" in retro.splits
+        assert "validation[:4]" not in retro.splits
+        # 'train' is listed without its files: a mixture does not train on its other tasks alone, reading says why
+        assert tuple(seqio.get_mixture_or_task("users_validation_only_t2m").splits) == ("train", "validation")
+        assert tuple(seqio.get_mixture_or_task("users_nothing_fwd").splits) == datasets.SPLITS
+        with pytest.raises(FileNotFoundError, match=r"uspto_mit split 'validation' not found: expected \S*/mistyped/"):
+            _examples("users_nothing_fwd")
+        cfg = run_config.DatasetConfig("users_split_mix", LENGTHS, "validation", 2)
+        assert run_config.training_eval_names(cfg) == ["textchem_demo_forward", "users_split_mix"]
+        assert [task.name for task in eval_tasks("users_split_mix", "validation")] == ["textchem_demo_forward"]
+        assert run_config.check_splits({"infer_eval": cfg}) == [
+            "mixture users_split_mix: task users_train_only_retro has no 'validation' split (its splits: train), so "
+            "infer_eval/ reads the mixture's other tasks only"]  # fmt: skip
+        assert inspect_main(["--mixture=users_split_mix", "--max_examples=5", "--num_examples=0"]) == 0
+        out = capsys.readouterr().out
+        assert "task users_train_only_retro has no 'validation' split (its splits: train): left out" in out
+        assert re.search(r"textchem_demo_forward +inputs +5 ", out) and not re.search(r"users_train_only_retro +i", out)
+        assert inspect_main(["--task=users_train_only_retro", "--split=test"]) == 2
+        said = "task users_train_only_retro has no split 'test' (its splits: train); give --split one of them"
+        assert said in capsys.readouterr().err
+    finally:
+        _unregister("users_split_mix", "users_train_only_retro", "users_validation_only_t2m", "users_nothing_fwd")
+
+
+def test_a_tasks_messages_name_the_registered_task_and_an_empty_slice_says_so(tmp_path, caplog):
+    """`task retro: split 'validation[100:]' ... has no valid examples` listed the 40 rows read, none skipped, as if
+    the data were at fault; skip warnings named the task family (`task retro, split train`), not the user's task."""
+    from textchem_jax.data import seqio_tasks
+
+    folder = tmp_path / "data"
+    (folder / "chebi20").mkdir(parents=True)
+    (folder / "chebi20" / "validation.txt").write_text(  # the last row has no description: skipped, and said
+        "CID\tSMILES\tdescription\n1\tCCO\tThe molecule is ethanol.\n2\tCCC\tThe molecule is propane.\n"
+        "3\tCCN\tThe molecule is ethylamine.\n4\tCCCl\n")  # fmt: skip
+    try:
+        seqio_tasks.register_task("users_named_t2m", "text2mol", lambda: str(folder))
+        with caplog.at_level(logging.WARNING, logger="textchem_jax.data"):
+            assert len(_examples("users_named_t2m", "validation[1:]")) == 2
+        assert [r.getMessage().splitlines()[0] for r in caplog.records if "skipped" in r.getMessage()] == [
+            "task users_named_t2m, split validation[1:]: rows skipped or kept with a fault (textchem-inspect lists "
+            "them all):"]  # fmt: skip
+        with pytest.raises(ValueError, match=r"^users_named_t2m: the slice \[100:\] of validation's 3 rows keeps none"):
+            _examples("users_named_t2m", "validation[100:]")
+        (folder / "chebi20" / "validation.txt").write_text("CID\tSMILES\tdescription\n1\tCCO\n")
+        with pytest.raises(ValueError, match=r"^task users_named_t2m: split 'validation\[1:\]' in \S+ has no valid"):
+            _examples("users_named_t2m", "validation[1:]")
+    finally:
+        _unregister("users_named_t2m")
+
+
+def test_inspect_takes_every_split_expression_training_reads(capsys):
+    """`--split=train[:50%]` was refused by argparse's choices, though training and evaluation read it; a slice they
+    cannot read is refused with the forms they can."""
+    assert inspect_main(["--task=textchem_demo_forward", "--split=validation[:50%]", "--max_examples=500",
+                         "--num_examples=0"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    half = math.ceil(len(_examples("textchem_demo_forward")) / 2)
+    assert "== textchem_demo_forward (validation[:50%]) ==" in out
+    assert re.search(rf"textchem_demo_forward +inputs +{half} ", out), out
+    with pytest.raises(SystemExit):
+        inspect_main(["--task=textchem_demo_forward", "--split=validation[:4x]"])
+    assert "split 'validation[:4x]': not a slice this data can read; write one of NAME[:N]" in capsys.readouterr().err

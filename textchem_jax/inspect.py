@@ -42,13 +42,25 @@ def feature_lengths(text: str) -> dict[str, int]:
     return lengths
 
 
+def split_expression(text: str) -> str:
+    """A split, or a slice of one as training and evaluation read it (`train[:50%]`, `validation[:100]`:
+    `datasets.split_slice`), an argparse type: `--split` took only the three names."""
+    from textchem_jax.data import datasets
+
+    try:
+        datasets.split_slice(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, max_examples: int) -> str:
     """The whole report for one task or mixture, as text."""
     import seqio
 
     from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
-    from textchem_jax.run_config import mixture_or_task, register_our_tasks
+    from textchem_jax.run_config import _has_split, _splits, mixture_or_task, register_our_tasks
 
     register_our_tasks()
 
@@ -58,8 +70,21 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     if isinstance(provider, seqio.Mixture):
         rates = {t.name: provider.get_rate(t) for t in members}
         total = sum(rates.values())
+        if not total > 0 or any(not rate >= 0 for rate in rates.values()):  # registered through seqio: ours refuses
+            raise ValueError(f"mixture {name}: the rates {rates} must each be >= 0, one > 0")  # was ZeroDivisionError
         out.append("effective mixture rates:")
         out += [f"  {task:<34}{rate / total:8.4f}" for task, rate in rates.items()]
+    lacking = [task for task in members if not _has_split(task, split)]  # SeqIO leaves them out of the mixture
+    if len(lacking) == len(members):
+        if members == [provider]:
+            what = f"task {name} has no split {split!r} (its splits: {', '.join(_splits(provider) or ())})"
+        else:
+            splits = "; ".join(f"{task.name}: {', '.join(_splits(task) or ())}" for task in lacking)
+            what = f"no task of {name} has a split {split!r} ({splits})"
+        raise ValueError(f"{what}; give --split one of them")
+    out += [f"task {task.name} has no {split!r} split (its splits: {', '.join(_splits(task) or ())}): left out, as "
+            "SeqIO leaves it out of the mixture" for task in lacking]  # fmt: skip
+    members = [task for task in members if task not in lacking]
     report = SkipReport()
     header = f"  {'task':<34}{'feature':<9}{'n':>7}" + "".join(f"{'p' + str(p):>7}" for p in PERCENTILES)
     stats = [header + f"{'>len':>8}{'unk':>9}"]
@@ -130,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--list", action="store_true", help="list the registered mixtures and tasks")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip
-    parser.add_argument("--split", default="validation", choices=("train", "validation", "test"), help="default: validation")
+    parser.add_argument("--split", default="validation", type=split_expression,
+                        help="a split, or a slice of one: validation[:100], train[:50%%] (default: validation)")
     parser.add_argument("--task_feature_lengths", type=feature_lengths, default={"inputs": 512, "targets": 512})
     parser.add_argument("--num_examples", type=at_least(0), default=2, help="examples shown per task")
     parser.add_argument("--max_examples", type=at_least(1), default=5000, help="examples per task used for statistics")

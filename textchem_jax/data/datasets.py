@@ -31,7 +31,7 @@ from textchem_jax.paths import is_remote
 from textchem_jax.process_pool import start_parallel_map
 
 _FILE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
-_CACHE_VERSION = 3  # 3: FileReport.notes
+_CACHE_VERSION = 4  # 3: FileReport.notes; 4: ChEBI-20 headers however spelt, USPTO-50K header case
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
+import os
 from collections.abc import Callable
 
 from textchem_jax.catalogue import DOMAINS, PROMPTS, SPLITS, TASKS, task_input_domain
@@ -20,7 +22,7 @@ class TaskSpec:
     """What a registered SeqIO task reads: which of the five tasks, from which folder."""
 
     task: str
-    directory: Callable[[], str]
+    directory: Callable[[], str] | str | os.PathLike  # a function: read at each use (TEXTCHEM_DATA_DIR may change)
     reactions: str | None = None
     augment: int = 0
     tfds_dir: str | None = None
@@ -30,8 +32,12 @@ class TaskSpec:
     notation: str | None = None  # the chemistry inputs rewritten in this notation (robustness evaluation)
     source: str = "files"  # the datasets' own files; "gt4sd": GT4SD's Text+Chem T5 jsonl (`gt4sd/{split}.jsonl`)
 
+    def folder(self) -> str:
+        """The data folder: `directory` itself, or what the function returns now."""
+        return str(self.directory() if callable(self.directory) else self.directory)
+
     def pairs(self, split: str, report=None, seed: int = 0) -> list[tuple[str, str]]:
-        """The task's (input, target) pairs: from the files in `directory()`, or from TFDS with `tfds_dir`."""
+        """The task's (input, target) pairs: from the files in `folder()`, or from TFDS with `tfds_dir`."""
         records = None
         if self.tfds_dir:
             from textchem_jax.data import tfds_builders  # imports tensorflow_datasets: only for TFDS tasks
@@ -40,7 +46,7 @@ class TaskSpec:
         return datasets.task_pairs(
             self.task,
             split,
-            None if self.tfds_dir else self.directory(),
+            None if self.tfds_dir else self.folder(),
             source=self.source,
             reactions=self.reactions,
             records=records,
@@ -50,6 +56,38 @@ class TaskSpec:
             seed=seed,
             report=report,
         )
+
+    def splits(self) -> tuple[str, ...]:
+        """'train' and the other SPLITS whose files are in the folder: a SeqIO mixture leaves out a task that lacks
+        the split asked for, so a user's task with only `uspto50k/train.csv`, listing every split, turned off the
+        evaluation of its whole mixture (`uspto50k split 'validation' not found`). 'train' is always listed: a
+        mixture that silently trained on one task of five because the others' train files were missing would be
+        another experiment; reading them says what is missing and where. All SPLITS where the folder has none of
+        the files (not set, or mistyped) or the examples come from TFDS."""
+        if self.tfds_dir:
+            return SPLITS
+        try:
+            folder = self.folder()
+        except FileNotFoundError:  # no data folder set
+            return SPLITS
+        present = [split for split in SPLITS if split != "train" and self._has_files(split, folder)]
+        return ("train", *present) if present or self._has_files("train", folder) else SPLITS
+
+    def _has_files(self, split: str, folder: str) -> bool:
+        """Whether the files `pairs(split)` reads are there (`datasets.dataset_files`), reading none of them."""
+
+        def files_only(dataset: str, split: str) -> list:  # the records reader of `task_pairs`, without records
+            datasets.dataset_files(dataset, split, folder)
+            return []
+
+        try:
+            if self.source == "files":
+                datasets.task_pairs(self.task, split, folder, reactions=self.reactions, records=files_only)
+            else:
+                datasets.dataset_files(self.source, split, folder)
+        except FileNotFoundError:
+            return False
+        return True
 
 
 SPECS: dict[str, TaskSpec] = {}
@@ -96,11 +134,27 @@ def use_vocabulary(vocab=None):
 
 
 def register_mixture(name: str, tasks_and_rates: list) -> None:
-    """`seqio.MixtureRegistry.add`, remembered so that `use_vocabulary` can register it again."""
+    """`seqio.MixtureRegistry.add`, remembered so that `use_vocabulary` can register it again. A rate that is
+    negative or not a finite number, or rates that are all 0, are refused here: SeqIO took them, then
+    textchem-inspect divided by zero and training read a rate of -1 as 0 (that task never seen)."""
     import seqio
 
-    MIXTURE_SPECS[name] = list(tasks_and_rates)
+    rates = {}  # task name -> rate, for the rates given as numbers (a function of the task is known when called)
+    for entry in tasks_and_rates:
+        if isinstance(entry, (tuple, list)) and len(entry) == 2 and not callable(entry[1]):
+            task, rate = getattr(entry[0], "name", entry[0]), entry[1]
+            try:
+                rates[task] = float(rate)
+            except (TypeError, ValueError):
+                rates[task] = math.nan
+            if not (math.isfinite(rates[task]) and rates[task] >= 0):
+                raise ValueError(f"register_mixture({name!r}): task {task} has the rate {rate!r}; give each "
+                                 "task a finite rate >= 0 (a number, or a function of the task: rate_by_examples())")
+    if rates and len(rates) == len(tasks_and_rates) and not any(rates.values()):
+        raise ValueError(f"register_mixture({name!r}): every task's rate is 0, so training would sample nothing; "
+                         "give at least one task a rate > 0")  # fmt: skip
     seqio.MixtureRegistry.add(name, tasks_and_rates)
+    MIXTURE_SPECS[name] = list(tasks_and_rates)  # once SeqIO took it: a refused duplicate replaced the first here
 
 
 # Metrics a task always reports, even where they cannot be computed here (then NaN, printed "n/a").
@@ -162,25 +216,38 @@ def metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
 _reported_skips: set[str] = set()  # the skip reports already logged by this process
 
 
-def _report_skips(task: str, split: str, report: sources.SkipReport) -> None:
-    """Logs the rows a split skipped or kept with a fault, once per process for the same files and faults
-    (SeqIO builds a split's dataset at every evaluation): the examples a metric divides by are the ones read."""
+def _report_skips(name: str, split: str, report: sources.SkipReport) -> None:
+    """Logs the rows a split of the task `name` skipped or kept with a fault, once per process for the same files and
+    faults (SeqIO builds a split's dataset at every evaluation): the examples a metric divides by are the ones read."""
     text = report.format(max_lines=3, issues_only=True)
     if text and text not in _reported_skips:
         _reported_skips.add(text)
         logger.warning("task %s, split %s: rows skipped or kept with a fault (textchem-inspect lists them all):\n%s",
-                       task, split, text)  # fmt: skip
+                       name, split, text)  # fmt: skip
 
 
-def _dataset_fn(spec: TaskSpec):
+def _no_examples(name: str, spec: TaskSpec, split: str, report: sources.SkipReport) -> ValueError:
+    """Why the task `name` has no example in `split`. A slice that keeps none of a split's rows is said as such:
+    `validation[100:]` of 40 rows listed the 40 rows read and none skipped, as if the data were at fault."""
+    selection = datasets.split_slice(split)
+    if selection.name != split:
+        rows = len(dataclasses.replace(spec, augment=0, notation=None).pairs(selection.name))
+        if rows:
+            return ValueError(f"{name}: the slice {split[len(selection.name):]} of {selection.name}'s {rows} rows "
+                              f"keeps none; give bounds within them")  # fmt: skip
+    where = f"the TFDS datasets of {spec.tfds_dir}" if spec.tfds_dir else spec.folder()
+    return ValueError(f"task {name}: split {split!r} in {where} has no valid examples\n{report.format(max_lines=3)}")
+
+
+def _dataset_fn(name: str, spec: TaskSpec):
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
         import tensorflow as tf
 
         report = sources.SkipReport()
         pairs = spec.pairs(split, report=report, seed=seed or 0)
         if not pairs:
-            raise ValueError(f"task {spec.task}: split {split!r} in {spec.directory()} has no valid examples\n{report.format(max_lines=3)}")
-        _report_skips(spec.task, split, report)
+            raise _no_examples(name, spec, split, report)
+        _report_skips(name, split, report)
         inputs, targets = zip(*pairs)
         dataset = tf.data.Dataset.from_tensor_slices({"input": list(inputs), "target": list(targets)})
         if shuffle_files:  # the examples are in memory: a full, seeded shuffle costs nothing
@@ -190,15 +257,35 @@ def _dataset_fn(spec: TaskSpec):
     return dataset_fn
 
 
-def register_task(name: str, task: str, directory: Callable[[], str], **options):
-    """Registers `name` as a SeqIO task reading `task` examples from the folder `directory()`.
+_REACTIONS = ("uspto_mit", "uspto50k")  # the datasets of reactions a forward or retro task may read
+_SOURCES = ("files", "gt4sd")
+
+
+def register_task(name: str, task: str, directory: Callable[[], str] | str | os.PathLike, **options):
+    """Registers `name` as a SeqIO task reading `task` examples (one of TASKS) from the folder `directory`: a path
+    (local or `gs://`), or a function returning one when the task is read (ours: `datasets.data_dir`).
 
     `options` are `TaskSpec` fields: with `tfds_dir` the examples come from datasets our TFDS builders
     prepared there; `canonical` and `augment` are passed to `datasets.task_pairs`; `prompt` replaces the
     Text+Chem T5 prompt; `gt4sd_unknown` scores released GT4SD checkpoints as their authors did; `source="gt4sd"`
     reads the task's rows (by their prompt) from GT4SD's own training files, `gt4sd/{train,valid,test}.jsonl`.
+    A wrong task, folder, `reactions` or `source` is refused here: a folder given as a string was `'str' object is not
+    callable`, and a task `retrosynthesis` a `KeyError`, each at the first read, 50 lines into a traceback.
     """
-    return _register(name, TaskSpec(task, directory, **options))
+    spec = TaskSpec(task, directory, **options)
+    problem = None
+    if task not in TASKS:
+        problem = f"unknown task {task!r}; use one of {', '.join(TASKS)}"
+    elif not (callable(directory) or isinstance(directory, (str, os.PathLike))):
+        problem = (f"the directory must be a folder (a str or a path) or a function returning one, got {directory!r} "
+                   f"({type(directory).__name__})")  # fmt: skip
+    elif spec.reactions not in (None, *_REACTIONS):
+        problem = f"unknown reactions {spec.reactions!r}; use one of {', '.join(_REACTIONS)}"
+    elif spec.source not in _SOURCES:
+        problem = f"unknown source {spec.source!r}; use one of {', '.join(_SOURCES)}"
+    if problem:
+        raise ValueError(f"register_task({name!r}): {problem}")
+    return _register(name, spec)
 
 
 class FractionSplits(tuple):
@@ -216,13 +303,18 @@ class FractionSplits(tuple):
 
 @functools.cache
 def _source_class():
-    """seqio.FunctionDataSource whose splits are FractionSplits (seqio's own __init__ makes them a tuple)."""
+    """seqio.FunctionDataSource whose splits are those `present_splits()` finds as they are asked for, as
+    FractionSplits (seqio's own __init__ makes them a fixed tuple)."""
     import seqio
 
     class FractionSource(seqio.FunctionDataSource):
+        def __init__(self, dataset_fn, present_splits: Callable[[], tuple[str, ...]]):
+            super().__init__(dataset_fn, splits=SPLITS)
+            self._present_splits = present_splits
+
         @property
         def splits(self) -> FractionSplits:
-            return FractionSplits(super().splits)
+            return FractionSplits(self._present_splits())
 
     return FractionSource
 
@@ -234,11 +326,10 @@ def _register(name: str, spec: TaskSpec):
 
     vocab = vocabulary()
     metric_fn, postprocess_fn = metric_and_postprocess(spec.task, spec.gt4sd_unknown)
-    SPECS[name] = spec
     prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
-    return seqio.TaskRegistry.add(
+    registered = seqio.TaskRegistry.add(
         name,
-        source=_source_class()(_dataset_fn(spec), splits=SPLITS),
+        source=_source_class()(_dataset_fn(name, spec), spec.splits),
         preprocessors=[
             functools.partial(add_prompt, prompt=prompt, keep_input_as="product" if spec.task == "retro" else None),
             seqio.preprocessors.tokenize,
@@ -256,6 +347,8 @@ def _register(name: str, spec: TaskSpec):
         postprocess_fn=postprocess_fn,
         metric_fns=[metric_fn],
     )
+    SPECS[name] = spec  # once SeqIO took it: a refused duplicate of `textchem_retro` replaced ours here
+    return registered
 
 
 NOTATION_INFIX = "_notation_"  # a notation variant's task name: <task><NOTATION_INFIX><variant>
