@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
 import re
 import shutil
@@ -230,6 +231,26 @@ def test_our_warnings_read_as_plain_lines_under_absl():
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr.splitlines()
     assert "warning: 2 inputs cut" in lines
     assert any(line.startswith("W") and line.endswith("] theirs") for line in lines), lines  # a library's: absl's format
+
+
+def test_tensorflows_cache_warning_is_off_the_console_unless_verbose():
+    """`import jax` (every command's first step) sets TF_CPP_MIN_LOG_LEVEL=1 where it is unset, and quiet_libraries'
+    setdefault kept it: a user's TFDS-backed SeqIO task printed TensorFlow's `cache_dataset_ops.cc:912] The calling
+    iterator did not fully read the dataset being cached` 4 times per evaluation. Without quiet_libraries (--verbose)
+    it is still there, and a level the user set is kept."""
+    code = ("import sys, jax; from textchem_jax import cli; sys.argv[1] == 'quiet' and cli.quiet_libraries(); "
+            "import os, tensorflow as tf; [None for _ in tf.data.Dataset.range(10).cache().take(2)]; "
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")  # fmt: skip
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    runs = {name: subprocess.Popen([sys.executable, "-c", code, mode], env={**env, **extra}, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for name, mode, extra in [("quiet", "quiet", {}), ("verbose", "verbose", {}),
+                                      ("user's", "quiet", {"TF_CPP_MIN_LOG_LEVEL": "0"})]}  # fmt: skip
+    results = {name: run.communicate(timeout=300) for name, run in runs.items()}
+    warning = "did not fully read the dataset being cached"
+    assert warning in results["verbose"][1] and results["verbose"][0] == "1\n"  # jax's level: TensorFlow says it
+    assert warning not in results["quiet"][1] and results["quiet"][0] == "2\n", results["quiet"][1][-2000:]
+    assert warning in results["user's"][1] and results["user's"][0] == "0\n"
 
 
 @pytest.mark.parametrize("first", ["ours", "theirs"])

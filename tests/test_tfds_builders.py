@@ -105,6 +105,27 @@ def test_build_command_takes_the_tfds_names_and_keeps_the_console_ours(tmp_path)
     assert tfds_builders.read_tfds("textchem_paragraph2actions", "test", str(tfds_dir))[1].target == "FILTER keep filtrate."
 
 
+def test_build_command_shows_no_tfds_progress_bars_unless_verbose(tmp_path):
+    """TFDS's progress bars ("Generating splits...", "Shuffling .../incomplete...tfrecord") filled stderr with over a
+    dozen `\\r` lines and took our skipped-rows warning onto one of them; now our lines only, each on its own, and
+    the bars come back with --verbose."""
+    (tmp_path / "manual" / "uspto50k").mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        rows = ["1,US1,CC(=O)O.OCC>>CCOC(C)=O", *(["2,US2,notasmiles"] if split == "train" else [])]
+        (tmp_path / "manual" / "uspto50k" / f"{split}.csv").write_text("class,id,rxn_smiles\n" + "\n".join(rows) + "\n")
+    command = [sys.executable, "-m", "textchem_jax.data.build_tfds", f"--manual_dir={tmp_path / 'manual'}",
+               "--datasets=uspto50k"]  # fmt: skip
+    runs = {flag: subprocess.Popen([*command, f"--data_dir={tmp_path / flag.strip('-')}", *([flag] if flag else [])],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for flag in ("", "--verbose")}  # fmt: skip
+    (out, err), (_, verbose_err) = (run.communicate(timeout=300) for run in runs.values())
+    assert runs[""].returncode == 0 and runs["--verbose"].returncode == 0, err[-3000:] + verbose_err[-3000:]
+    assert "\r" not in err and "Generating" not in err and "Shuffling" not in err, err[-3000:]
+    assert err.splitlines()[0] == "warning: uspto50k train: skipped or unreadable rows", err[-3000:]
+    assert f"textchem_uspto50k -> {tmp_path}/textchem_uspto50k/1.0.0 (train: 1, validation: 1, test: 1)" in out
+    assert "Generating splits" in verbose_err and "Shuffling" in verbose_err  # TFDS's own, asked for
+
+
 def test_build_command_errors_are_one_line(tmp_path, capsys):
     """A bad file, an empty folder or a wrong name ended in a traceback of some 30 lines (DataFormatError, TFDS's
     AssertionError, KeyError): now `build_tfds: <message>` and status 2. One through the real command, the

@@ -193,12 +193,20 @@ def console_handler() -> logging.Handler:
     return console
 
 
+# What `import jax` sets TF_CPP_MIN_LOG_LEVEL to where it is unset (TensorFlow's warnings on): not a user's choice.
+# Kept (a setdefault), it let a user's TFDS-backed SeqIO task print TensorFlow's "cache_dataset_ops.cc:912] The
+# calling iterator did not fully read the dataset being cached" 4 times per evaluation (SeqIO caches a small split
+# in memory; evaluation reads its first batches).
+_JAX_TF_LOG_LEVEL = "1"
+
+
 def quiet_libraries() -> None:
     """The console for people: TensorFlow's start-up lines, absl's INFO logs and known seqio chatter off, and
     our own warnings without absl's prefix."""
     from absl import logging as absl_logging
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", _JAX_TF_LOG_LEVEL) == _JAX_TF_LOG_LEVEL:  # a user's 0 or 3 is kept
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("absl").addFilter(_quiet_library_chatter)
     handler = absl_logging.get_absl_handler()

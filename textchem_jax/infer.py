@@ -2,8 +2,10 @@
 
 Either `mixture_or_task_name` + `split` (targets are written alongside), or `input_file` (one input
 per line; `.jsonl` with an `input` field and optionally a `target`, written alongside; `.csv`/`.tsv` with a header
-naming `input` and optionally `target` columns; each also as a one-file `.tar.gz`) + `task` (one of
-forward, retro, paragraph2actions, text2mol, mol2text): the task's prompt is added for the user.
+naming `input` and optionally `target` columns; each also as a one-file `.tar.gz`) + `task`: one of forward, retro,
+paragraph2actions, text2mol, mol2text (the Text+Chem T5 prompt is added, rows written as `textchem_<task>`), or a task
+registered with `seqio_tasks.register_task` (ours, or a user's in MIXTURE_OR_TASK_MODULE): its own prompt is added and
+its inputs take its own form (RDKit-canonical, another notation), rows written under its name.
 Batches are split over the mesh's `data` axis (all hosts take part); process 0 writes the rows:
 - `row_format="t5x"` (default): T5X's infer rows, `{"inputs": {"inputs_pretokenized", "targets_pretokenized"},
   "prediction": best beam, "aux": {"scores": its score}}` in `INFER_OUTPUT_DIR/<task>-predict.jsonl-00000-of-00001`
@@ -90,19 +92,72 @@ def _csv_errors_named(path: str, kind: str) -> Iterator[None]:
                          "text with one row per line") from None  # fmt: skip
 
 
-def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chunk_rows: int = 4096) -> Iterator[dict]:
-    """The file's inputs (`_file_inputs`) as the model's examples, each with the task's prompt, tokenized as the
-    task's own examples are (`encode_as_tasks`, `chunk_rows` inputs at a time): Python SentencePiece gave other ids
-    for 87 of 1,000 USPTO forward inputs, so infer and eval disagreed on the same text."""
-    from textchem_jax.data.vocabulary import encode_as_tasks
+def _file_task(task: str):
+    """(the name the predictions are written under, the `seqio_tasks.TaskSpec` whose prompt and input form the file's
+    inputs take) of infer's `task`: a family name (the Text+Chem T5 prompt, as `textchem_<family>`) or a task
+    registered with `register_task`. Only the family names were read: a user's `my_p2r` (prompt "Suggest reactants
+    for: ") was "unknown task", and `retro` fed its model a prompt it never saw."""
+    import seqio
+
+    from textchem_jax.data.seqio_tasks import SPECS, TaskSpec
+
+    if task in PROMPTS:
+        return f"textchem_{task}", TaskSpec(task, directory=lambda: "")  # the input file is the only source
+    if task in SPECS:
+        return task, SPECS[task]
+    if task in seqio.TaskRegistry.names() or task in seqio.MixtureRegistry.names():
+        raise ValueError(f"infer_lib.infer.task={task!r} is a SeqIO task or mixture not made by "
+                         "seqio_tasks.register_task, so its prompt is unknown to an input file: register the task with "
+                         "register_task(name, family, directory, prompt=...), or predict its split with "
+                         "MIXTURE_OR_TASK_NAME")  # fmt: skip
+    raise ValueError(f"unknown task {task!r} (infer_lib.infer.task): use one of {', '.join(PROMPTS)} (the "
+                     "Text+Chem T5 prompt) or a task registered with seqio_tasks.register_task in "
+                     "MIXTURE_OR_TASK_MODULE")  # fmt: skip
+
+
+def _warn_of_own_prompts(task: str) -> None:
+    """A family name given while a user's task of that family (MIXTURE_OR_TASK_MODULE) has its own prompt: said, as
+    the model trained on that task may never have seen the Text+Chem T5 prompt (`retro` beside `my_p2r`)."""
+    from textchem_jax.data.seqio_tasks import SPECS
 
     if task not in PROMPTS:
-        raise ValueError(f"unknown task {task!r}; use one of {', '.join(PROMPTS)}")
+        return
+    own = sorted(name for name, spec in SPECS.items() if spec.task == task and not name.startswith("textchem_")
+                 and spec.prompt not in (None, PROMPTS[task]))  # fmt: skip
+    if own:
+        logger.warning("infer_lib.infer.task=%r adds the Text+Chem T5 prompt %r, but the registered task(s) %s of this "
+                       "family add their own: give infer_lib.infer.task=%r if the model was trained on it", task,
+                       PROMPTS[task], ", ".join(own), own[0])  # fmt: skip
+
+
+def _as_the_task_reads(spec, texts: list[str]) -> list[str]:
+    """`texts` in the form the task's own inputs take in `datasets.task_pairs`: RDKit-canonical where `canonical`,
+    then rewritten in its `notation`; a model trained on canonical SMILES was otherwise given them as typed."""
+    from textchem_jax.data import datasets
+
+    pairs = [(text, "") for text in texts]
+    if spec.canonical:
+        pairs = datasets.canonicalize_pairs(spec.task, pairs)
+    if spec.notation is not None:
+        pairs = datasets.rewrite_inputs(spec.task, pairs, spec.notation)
+    return [text for text, _ in pairs]
+
+
+def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chunk_rows: int = 4096) -> Iterator[dict]:
+    """The file's inputs (`_file_inputs`) as the model's examples of `task` (`_file_task`: its prompt and input form),
+    tokenized as the task's own examples are (`encode_as_tasks`, `chunk_rows` inputs at a time): Python
+    SentencePiece gave other ids for 87 of 1,000 USPTO forward inputs, so infer and eval disagreed on the same text."""
+    from textchem_jax.data.vocabulary import encode_as_tasks
+
+    spec = _file_task(task)[1]
+    prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
     cut, blank, count = [], [], 0  # line numbers of inputs cut to `max_input_length`, of blank lines; inputs
     rows = _file_inputs(path)
     while chunk := list(itertools.islice(rows, chunk_rows)):
         blank += [number for number, text, _ in chunk if not text]  # no input to predict from: skipped, named below
-        chunk = [(number, PROMPTS[task] + text, target) for number, text, target in chunk if text]
+        chunk = [row for row in chunk if row[1]]
+        texts = _as_the_task_reads(spec, [text for _, text, _ in chunk])
+        chunk = [(number, prompt + text, target) for (number, _, target), text in zip(chunk, texts)]
         encoded = encode_as_tasks(vocabulary, [inputs for _, inputs, _ in chunk])
         count += len(chunk)
         for (number, inputs, target), ids in zip(chunk, encoded):
@@ -110,7 +165,7 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chun
             if len(ids) > max_input_length:
                 cut.append(number)
                 ids = ids[: max_input_length - 1] + [1]
-            domain = np.full(len(ids), task_input_domain(task), np.int32)
+            domain = np.full(len(ids), task_input_domain(spec.task), np.int32)
             example = {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
             yield example if target is None else {**example, "targets_pretokenized": target}
     if not count:  # an empty file: 0 predictions and a .COMPLETED marker said the inference had worked
@@ -220,11 +275,13 @@ def infer(
     # Inputs read and checked before the checkpoint loads (a minute for a large one)
     if input_file is not None:
         if task is None:
-            raise ValueError("input_file needs task= (forward, retro, paragraph2actions, text2mol or mol2text)")
+            raise ValueError("input_file needs infer_lib.infer.task: forward, retro, paragraph2actions, text2mol, "
+                             "mol2text or a task registered with seqio_tasks.register_task")  # fmt: skip
         if not tf.io.gfile.exists(input_file) or tf.io.gfile.isdir(input_file):  # not "[Errno 2]" alone
             found = "is a folder: give one file in it" if tf.io.gfile.exists(input_file) else "does not exist"
             raise ValueError(f"the input file {input_file!r} (infer_lib.infer.input_file) {found}")
-        sources = [(f"textchem_{task}", list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
+        _warn_of_own_prompts(task)
+        sources = [(_file_task(task)[0], list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
         split_name = name_and_kind(input_file)[0]
     else:
         sources = list(_task_examples(dataset_cfg, model))

@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
         quiet_libraries()
+        import tensorflow_datasets as tfds
+
+        # and TFDS's bars ("Generating splits...", "Shuffling .../incomplete...tfrecord"): over a dozen lines for one
+        # small dataset, one of which took our skipped-rows warning onto its own line
+        tfds.disable_progress_bar()
     for name in names:
         print(f"preparing {name} from {args.manual_dir} ...", flush=True)
         try:  # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout: nothing is downloaded
