@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -200,3 +201,16 @@ def test_data_vocabularies_and_t5x_checkpoints_in_the_bucket(gcs):
     assert step == 3
     for got, want in zip(jax.tree_util.tree_leaves(read), jax.tree_util.tree_leaves(params), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_slurm_jobs_step_check_reads_a_bucket_quietly(gcs):
+    """`textchem-tpu --slurm`'s check of MODEL_DIR's step, as the job runs it: TensorFlow (for gs:// only) printed
+    its C++ start-up lines into the job log at every attempt."""
+    import tensorflow as tf
+
+    for folder in ("checkpoints/7", "checkpoint_5", "checkpoints/9.orbax-checkpoint-tmp-1"):  # ours, T5X's, unfinished
+        tf.io.gfile.makedirs(f"{BUCKET}/slurm_run/{folder}")
+    check = "import sys; from textchem_jax.tpu import run_step; print(run_step(sys.argv[1]))"
+    result = _run(gcs, sys.executable, "-c", check, f"{BUCKET}/slurm_run")
+    assert result.stdout == "7\n"
+    assert not [line for line in result.stderr.splitlines() if "InitializeLog" in line or "cudart_stub" in line]

@@ -59,32 +59,64 @@ def test_slurm_dry_run_prints_a_requeued_srun_job(capsys):
     assert "srun textchem-train '--gin.MODEL_DIR=\"/shared/run\"' --gin.TRAIN_STEPS=500 --gin_file=experiments/quickstart.gin" in script
 
 
-def run_script_tail(tmp_path, script: str, srun_status: int) -> subprocess.CompletedProcess:
-    """The script run by bash with `srun` (exiting `srun_status`) and `scontrol` (writing its arguments to
-    scontrol.txt) on PATH as small scripts: SLURM itself is not here."""
+def run_script_tail(tmp_path, script: str, srun_status: int, saves=None, **env: str) -> subprocess.CompletedProcess:
+    """The script run by bash in `tmp_path` with `srun` (making the folder `saves`, as a training attempt saves
+    a step, and exiting `srun_status`) and `scontrol` (writing its arguments to scontrol.txt) on PATH as small
+    scripts: SLURM itself is not here."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("srun", f"exit {srun_status}"), ("scontrol", f'echo "$@" > {tmp_path / "scontrol.txt"}')):
+    srun = (f"mkdir -p {shlex.quote(str(saves))}; " if saves else "") + f"exit {srun_status}"
+    for name, body in (("srun", srun), ("scontrol", f'echo "$@" > {tmp_path / "scontrol.txt"}')):
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     return subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                                                       "SLURM_JOB_ID": "77"}, capture_output=True, text=True, timeout=120)  # fmt: skip
+                                                       "SLURM_JOB_ID": "77", **env},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
 # textchem-train saves on the time-limit SIGTERM and exits 0; t5x.train does not save and dies of it (143): both
 # are queued again while the run is short of its steps; another failure is not.
 @pytest.mark.parametrize("engine, srun_status, step, requeued", [
-    ("textchem", 0, 0, True), ("textchem", 0, 300, True), ("textchem", 0, 500, False), ("textchem", 1, 300, False),
+    ("textchem", 0, 100, True), ("textchem", 0, 300, True), ("textchem", 0, 500, False), ("textchem", 1, 300, False),
     ("t5x", 143, 300, True), ("t5x", 143, 500, False), ("t5x", 1, 300, False)])  # fmt: skip
 def test_slurm_script_queues_itself_again_until_the_run_reaches_its_steps(tmp_path, engine, srun_status, step, requeued):
     run = tmp_path / "my run"
-    (run / "checkpoints" / str(step)).mkdir(parents=True)
+    (run / "checkpoints" / "50").mkdir(parents=True)
     script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir=str(run), train_steps=500, args=[], engine=engine)
-    result = run_script_tail(tmp_path, script, srun_status)
+    result = run_script_tail(tmp_path, script, srun_status, saves=run / "checkpoints" / str(step))
     assert result.returncode == srun_status, result.stderr
     assert (tmp_path / "scontrol.txt").exists() == requeued, result.stderr
     if requeued:
         assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "77"]
+
+
+_TENSORFLOW_START_UP = ("absl::InitializeLog", "cudart_stub", "cpu_feature_guard")  # its C++ lines, printed at import
+
+
+@pytest.mark.parametrize("saved, requeued", [(30, False), (20, True)])
+def test_slurm_job_reads_a_tilde_model_dir_where_textchem_train_writes_it(tmp_path, saved, requeued):
+    """`--model_dir='~/x'` (the README allows it: textchem-train expands it) was checked as `./~/x`, at step 0, and a
+    finished run was queued again forever (4 of 4 times); each check also printed TensorFlow's start-up lines."""
+    home = tmp_path / "home"
+    (home / "x" / "checkpoints" / "10").mkdir(parents=True)
+    script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir="~/x", train_steps=30, args=[])
+    result = run_script_tail(tmp_path, script, 0, saves=home / "x" / "checkpoints" / str(saved), HOME=str(home))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "scontrol.txt").exists() == requeued, result.stderr
+    assert not (tmp_path / "~").exists()
+    assert not [line for line in result.stderr.splitlines() if any(text in line for text in _TENSORFLOW_START_UP)]
+
+
+def test_a_slurm_attempt_that_does_not_move_the_step_is_not_queued_again_and_says_why(tmp_path):
+    """A run short of its steps whose attempt saved nothing (a MODEL_DIR read wrong, a command that exits at once)
+    was queued again forever."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "10").mkdir(parents=True)
+    script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir=str(run), train_steps=30, args=[])
+    result = run_script_tail(tmp_path, script, 0)
+    assert result.returncode == 0 and not (tmp_path / "scontrol.txt").exists()
+    assert (f"textchem job: {run} is still at step 10 of 30 after this attempt: not queued again (it would repeat "
+            "forever); see the training log above, fix, and sbatch this script again") in result.stderr
 
 
 def test_slurm_t5x_job_initializes_jax_distributed_on_every_node(capsys):

@@ -14,7 +14,8 @@ healthy slice stops the loop with its exit code. `--dry_run` prints every `gclou
 SLURM: writes an sbatch script (one task per node, `srun`; `jax.distributed` reads SLURM's environment, in
 t5x.train with `--multiprocess_gpu`; SIGTERM to the training tasks two minutes before the time limit, on which
 textchem-train saves and exits while t5x.train loses the steps since its last periodic checkpoint, and the job
-queued again until the run reaches its steps; `--requeue` for preemption).
+queued again until the run reaches its steps, but not after an attempt that saved no new step, which would repeat
+forever; `--requeue` for preemption).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from textchem_jax.cli import at_least, command
-from textchem_jax.paths import is_remote
+from textchem_jax.cli import at_least, command, quiet_libraries
+from textchem_jax.paths import expand_user, is_remote
 from textchem_jax.run_results import latest_step
 
 # T5X on the workers (`--engine=t5x`): cloned into this folder beside `textchem_jax`, at `--t5x_ref`.
@@ -172,6 +173,32 @@ class GcloudJob:
         return self._run(self.tpu.ssh(self.train_line)).returncode
 
 
+def run_step(model_dir: str) -> int:
+    """MODEL_DIR's latest checkpoint step, read where textchem-train writes it: `~` and `..` expanded as it expands
+    them (a SLURM job's check read `./~/x` for `--model_dir='~/x'`, found step 0 and queued a finished run again
+    forever); TensorFlow, needed for gs:// only, imported without its C++ start-up lines (6 in the job log at each
+    check)."""
+    model_dir = expand_user(model_dir)
+    if is_remote(model_dir):
+        quiet_libraries()
+    return latest_step(model_dir)
+
+
+def requeue_wanted(model_dir: str, train_steps: int, step_before: str) -> bool:
+    """Whether a SLURM job that stopped cleanly goes in the queue again: while the run is short of `train_steps`,
+    and only if this attempt moved its latest step from `step_before` (as the job read it before `srun`): one
+    that did not (a MODEL_DIR read wrong, a run that exits at once) would be requeued forever. Says why not."""
+    step = run_step(model_dir)
+    if step >= train_steps:
+        return False
+    if step_before.strip() == str(step):
+        print(f"textchem job: {expand_user(model_dir)} is still at step {step} of {train_steps} after this attempt: "
+              "not queued again (it would repeat forever); see the training log above, fix, and sbatch this script "
+              "again", file=sys.stderr, flush=True)  # fmt: skip
+        return False
+    return True
+
+
 def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int = 100, printer: Callable = print,
                    wait_s: float = 30.0) -> int:  # fmt: skip
     """Create or reuse the slice, set it up, train; after a preemption recreate it and train again (the run
@@ -190,7 +217,7 @@ def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int =
             job.setup()
             ready = True
         code = job.train()
-        step = latest_step(model_dir)
+        step = run_step(model_dir)
         if step >= train_steps:
             printer(f"done: {model_dir} is at step {step} of {train_steps} after {restarts} restart(s)")
             return restarts
@@ -220,8 +247,9 @@ def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps:
     without `B:`, which would reach only this script's shell); textchem-train saves and exits 0, t5x.train dies
     of it (143) and loses the steps since its last periodic checkpoint. Either way the script then queues the
     job again while the run is unfinished (SLURM's `--requeue` covers preemption and node failure only)."""
-    unfinished = ("python -c 'import sys; from textchem_jax.run_results import latest_step; "
-                  "sys.exit(latest_step(sys.argv[1]) >= int(sys.argv[2]))' " + shlex.join([model_dir, str(train_steps)]))  # fmt: skip
+    step_now = "python -c 'import sys; from textchem_jax.tpu import run_step; print(run_step(sys.argv[1]))' "
+    requeue_wanted = ("python -c 'import sys; from textchem_jax.tpu import requeue_wanted; "
+                      "sys.exit(not requeue_wanted(sys.argv[1], int(sys.argv[2]), sys.argv[3]))' ")  # fmt: skip
     if engine == "t5x":  # t5x.train joins its peers (jax.distributed, from SLURM's environment) only with this flag
         start = ["# t5x.train --multiprocess_gpu: jax.distributed.initialize() reads SLURM's environment."]
         engine_flags = ["--multiprocess_gpu"]
@@ -231,11 +259,15 @@ def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps:
     lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1",
              f"#SBATCH --gpus-per-node={gpus_per_node}", f"#SBATCH --time={time_limit}", "#SBATCH --requeue",
              "#SBATCH --signal=TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []), *start,
+             "# The run's latest checkpoint step before this attempt (MODEL_DIR read as textchem-train reads it).",
+             f"step_before=$({step_now}{shlex.quote(model_dir)})",
              f"srun {training(engine, model_dir, train_steps, args, engine_flags)}", "status=$?",
              "# Stopped by the time-limit SIGTERM (textchem-train saves and exits 0; t5x.train does not save and dies",
              "# with 143, losing the steps since its last periodic checkpoint) with steps to go: queue this job again;",
-             "# it resumes from the latest checkpoint. Any other exit status is a failure and ends the job.",
-             f'if {{ [ "$status" = 0 ] || [ "$status" = 143 ]; }} && {unfinished}; then scontrol requeue "$SLURM_JOB_ID"; fi',
+             "# it resumes from the latest checkpoint. Not when this attempt did not move the latest step (it would",
+             "# repeat forever: said in this log). Any other exit status is a failure and ends the job.",
+             f'if {{ [ "$status" = 0 ] || [ "$status" = 143 ]; }} && {requeue_wanted}'
+             f'{shlex.join([model_dir, str(train_steps)])} "$step_before"; then scontrol requeue "$SLURM_JOB_ID"; fi',
              'exit "$status"']  # fmt: skip
     return "\n".join(lines) + "\n"
 
