@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from textchem_jax.paths import CHECKPOINTS_FOLDER, is_remote
+from textchem_jax.paths import CHECKPOINTS_FOLDER
 
 logger = logging.getLogger("textchem_jax.run_results")
 
@@ -267,16 +267,12 @@ def predictions(model_dir: str, task: str, step: int) -> list[dict]:
 
 def latest_step(model_dir: str) -> int:
     """The newest checkpoint step in MODEL_DIR (ours: `checkpoints/<step>`, T5X: `checkpoint_<step>`), or 0.
-    TensorFlow only for a remote MODEL_DIR: importing it printed 6 C++ start-up lines into a SLURM job's log at
-    each check of a local run, and took seconds."""
-    if is_remote(model_dir):
-        import tensorflow as tf
+    Through etils.epath, which imports TensorFlow for a gs:// MODEL_DIR only: importing it printed 6 C++ start-up
+    lines into a SLURM job's log at each check of a local run, and took seconds."""
+    from etils import epath
 
-        isdir, listdir = tf.io.gfile.isdir, tf.io.gfile.listdir
-    else:
-        isdir, listdir = os.path.isdir, os.listdir
     steps = [0]
-    for folder in (os.path.join(model_dir, CHECKPOINTS_FOLDER), model_dir):
-        if isdir(folder):
-            steps += [int(m.group(1)) for name in listdir(folder) if (m := _STEP.match(name))]
+    for folder in (epath.Path(model_dir) / CHECKPOINTS_FOLDER, epath.Path(model_dir)):
+        if folder.is_dir():
+            steps += [int(m.group(1)) for path in folder.iterdir() if (m := _STEP.match(path.name))]
     return max(steps)
