@@ -5,6 +5,7 @@ exported model generates the text ours does."""
 from __future__ import annotations
 
 import csv
+import json
 import pathlib
 
 import flax.linen as nn
@@ -119,3 +120,20 @@ def test_exported_model_generates_our_text(exported):
     theirs = tokenizer.batch_decode(generated, skip_special_tokens=True)
     ours_text = [vocabulary.decode(list(row)) for row in np.asarray(ours)[:, 0]]
     assert theirs == ours_text and any(ours_text)
+
+
+def test_padding_to_max_length_pads_to_the_length_given_and_is_skipped_without_one(exported, tmp_path):
+    """tokenizer_config.json said model_max_length=10**9: `padding='max_length'` then allocated 4 GB per text and
+    aborted (rc 134 under a 6 GiB address-space limit). Now the key is only written with a length (a run's input
+    feature length, an imported folder's own), else transformers' "no limit", which padding skips."""
+    transformers = transformers_module()
+    directory, model, params = exported
+    assert "model_max_length" not in json.loads((directory / "tokenizer_config.json").read_text())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    assert tokenizer.model_max_length > 10**20  # transformers' VERY_LARGE_INTEGER: padding and truncation skip it
+    assert tokenizer(["CCO"], padding="max_length").input_ids == [list(tokenizer("CCO").input_ids)]
+    limited = hf_convert.save_hf_directory(tmp_path / "limited", model.t5_config, params, VOCABULARY_MODEL,
+                                           model_max_length=16)  # fmt: skip
+    tokenizer = transformers.AutoTokenizer.from_pretrained(limited)
+    ids = tokenizer(["CCO", "c" * 40], padding="max_length", truncation=True).input_ids
+    assert [len(row) for row in ids] == [16, 16] and ids[0][-1] == tokenizer.pad_token_id and ids[1][-1] == 1

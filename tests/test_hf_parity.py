@@ -429,3 +429,104 @@ def test_a_directory_whose_own_vocabulary_does_not_fit_is_refused_in_one_line(hf
     # The right vocabulary given wins over the directory's own.
     assert convert.main([f"--hf_dir={folder}", f"--output_dir={tmp_path / 'out'}", f"--vocabulary={VOCABULARY_MODEL}"]) == 0
     assert (tmp_path / "out" / "spiece.model").read_bytes() == VOCABULARY_MODEL.read_bytes()
+
+
+@pytest.mark.parametrize("hf_case", ["v1.1"], indirect=True)
+def test_an_imported_folders_generation_settings_and_max_length_come_back_in_its_export(hf_case, tmp_path, capsys):
+    """GT4SD's folders decode with num_beams=10, max_length=512 (generation_config.json) and say model_max_length=512:
+    the import -> export round trip dropped both (generate() then decoded greedily to 20 tokens), and the export wrote
+    model_max_length=10**9 (padding='max_length' allocated 4 GB and aborted)."""
+    _, transformers = hf_modules()
+    folder = tmp_path / "gt4sd_like"
+    shutil.copytree(hf_case.directory, folder)
+    (folder / "generation_config.json").write_text(json.dumps(
+        {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0, "num_beams": 10, "max_length": 512}))
+    tokenizer_config = {"tokenizer_class": "T5Tokenizer", "model_max_length": 512}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    converted, exported = tmp_path / "converted", tmp_path / "hf"
+    assert convert.main([f"--hf_dir={folder}", f"--output_dir={converted}", f"--vocabulary={VOCABULARY_MODEL}"]) == 0
+    capsys.readouterr()
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"exported {converted} -> {exported}: ")
+    assert printed[1].startswith("load the tokenizer with AutoTokenizer: ")  # T5Tokenizer(Fast): `~`, `µ` <unk>
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(exported)
+    assert (reloaded.generation_config.num_beams, reloaded.generation_config.max_length) == (10, 512)
+    assert reloaded.config.textchem_jax == {"source": str(converted)}
+    assert transformers.AutoTokenizer.from_pretrained(exported).model_max_length == 512
+    # Imported again from a folder without them: the export writes our ids and no length limit.
+    for name in ("generation_config.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    assert convert.main([f"--hf_dir={folder}", f"--output_dir={converted}", f"--vocabulary={VOCABULARY_MODEL}"]) == 0
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={exported}"]) == 0
+    assert json.loads((exported / "generation_config.json").read_text()) == {
+        "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}  # fmt: skip
+    assert "model_max_length" not in json.loads((exported / "tokenizer_config.json").read_text())
+
+
+@pytest.mark.parametrize("hf_case", ["v1.1"], indirect=True)
+def test_an_export_into_another_models_folder_is_refused_naming_its_files(hf_case, tmp_path, capsys):
+    """Exported into a GT4SD folder, its generation_config.json (num_beams=10), spiece.vocab, pytorch_model.bin and
+    special_tokens_map.json stayed beside ours without a word. A folder of our export's files is a re-export."""
+    converted, folder = tmp_path / "converted", tmp_path / "hf"
+    assert convert.main([f"--hf_dir={hf_case.directory}", f"--output_dir={converted}", f"--vocabulary={VOCABULARY_MODEL}"]) == 0
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={folder}"]) == 0
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={folder}"]) == 0  # a re-export
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    for name in ("spiece.vocab", "pytorch_model.bin", "special_tokens_map.json"):
+        (folder / name).write_text("another model's")
+    capsys.readouterr()
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={folder}"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"textchem-convert: {folder} holds files an export does not write (pytorch_model.bin, special_tokens_map.json, "
+        "spiece.vocab): another model's, which transformers would read with ours; remove them, or choose a new or empty "
+        "folder"
+    ]
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if path.name in before} == before  # untouched
+
+
+@pytest.mark.slow
+def test_a_runs_export_generates_as_the_run_decodes_and_says_which_step(tmp_path, capsys):
+    """Without generation_config.json, `generate()` with no arguments decoded greedily to 20 tokens (all 8 mol2text
+    predictions of a demo run cut short); the console and the folder did not say which step of the run was exported.
+    Now max_new_tokens is the run's target length and num_beams its beams (config.gin), as our decoding."""
+    import gin
+    import torch
+    from helpers import LENGTHS, search
+    from test_training_behaviour import _train
+
+    from textchem_jax import partitioning
+
+    _, transformers = hf_modules()
+    run, exported = tmp_path / "run", tmp_path / "hf"
+    _train(run, train_steps=2)
+    launch.parse_gin(["models/t5_1_1_tiny.gin", "runs/pretrain.gin"], [
+        f"MODEL_DIR = {str(run)!r}", "MIXTURE_OR_TASK_NAME = 'textchem_demo'", "TRAIN_STEPS = 2",
+        f"TASK_FEATURE_LENGTHS = {LENGTHS!r}", "train_lib.train.decode_fn = @beam_search.beam_search",
+        "beam_search.beam_search.num_decodes = 3"])  # fmt: skip
+    try:
+        launch.write_config(str(run))  # the config.gin textchem-train writes for these settings
+    finally:
+        gin.clear_config()
+    capsys.readouterr()
+    assert convert.main([f"--checkpoint_dir={run / 'checkpoints'}", f"--hf_output_dir={exported}"]) == 0
+    assert capsys.readouterr().out.startswith(f"exported step 2 of {run} -> {exported}: ")
+    assert json.loads((exported / "config.json").read_text())["textchem_jax"] == {"step": 2, "source": str(run)}
+    assert json.loads((exported / "tokenizer_config.json").read_text())["model_max_length"] == LENGTHS["inputs"]
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    hf_model = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()
+    assert (hf_model.generation_config.num_beams, hf_model.generation_config.max_new_tokens) == (3, LENGTHS["targets"])
+    texts = ["Caption the following SMILES: CCO", "Predict the product of the following reaction: CC(=O)Cl.OCC"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf_model.generate(**batch).numpy()[:, 1:]  # without the start token
+    # Our decoding of the run's own checkpoint with its settings (its vocabulary is the export's spiece.model: what
+    # an earlier test left as the tasks' vocabulary, which the gin-bound one need not be).
+    model = dataclasses.replace(launch.saved_run(str(run)).model, vocabulary=None)
+    params = model_loading.load_for_inference(model, str(run), partitioning.make_mesh())
+    ours, _ = predict(model, params, {"encoder_input_tokens": batch.input_ids.numpy().astype(np.int32)},
+                      max_decode_length=LENGTHS["targets"], decode_fn=search("beam", num_decodes=3))  # fmt: skip
+    best = np.asarray(ours)[:, 0]
+    np.testing.assert_array_equal(np.pad(theirs, ((0, 0), (0, best.shape[1] - theirs.shape[1]))), best)
+    assert (best > 0).sum(axis=1).max() > 19  # past generate()'s default (max_length 20, the start token counted)

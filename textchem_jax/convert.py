@@ -8,8 +8,10 @@
     latest checkpoint, or MODEL_DIR/checkpoints/<step>: that one)
 
 A Hugging Face export also writes tokenizer.json and tokenizer_config.json, so that AutoTokenizer encodes as
-spiece.model does; a T5X export writes spiece.model and our model settings (`t5x_checkpoints.MODEL_SETTINGS_FILE`)
-into `checkpoint_<step>/`, and a T5X import reads both when they are there.
+spiece.model does, and generation_config.json, so that `generate()` decodes as the run did (an imported folder's
+own generation_config.json and tokenizer_config.json are kept in its converted directory and exported again); a T5X
+export writes spiece.model and our model settings (`t5x_checkpoints.MODEL_SETTINGS_FILE`) into `checkpoint_<step>/`,
+and a T5X import reads both when they are there.
 
 A converted directory holds `params.npz` (flat "encoder/layers_0/attention/query/kernel" keys),
 `t5_config.json` (every T5Config field), `model.gin` (binds `MODEL_CONFIG` to the matching
@@ -23,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +38,7 @@ from textchem_jax.checkpoints import CheckpointError
 from textchem_jax.cli import command, parse_args
 from textchem_jax.model_loading import T5_PARTS, read_params, write_params
 from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config, preset_name, t5_config
+from textchem_jax.models.hf_convert import GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE
 from textchem_jax.paths import absolute, makedirs
 
 CONFIG_FILE = run_results.CONVERTED_CONFIG_FILE
@@ -42,6 +46,12 @@ GIN_FILE = run_results.CONVERTED_GIN_FILE
 RUN_CONFIG_FILE = run_results.RUN_CONFIG_FILE
 CHECKPOINTS_FOLDER = run_results.CHECKPOINTS_FOLDER
 VOCABULARY_FILE = "spiece.model"
+# What an import keeps of a Hugging Face folder beyond the model, for its later export: decoding settings (GT4SD's
+# num_beams=10, max_length=512) and model_max_length; they were dropped on the import -> export round trip.
+KEPT_HF_FILES = (GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE)
+# transformers 5's T5Tokenizer and T5TokenizerFast rebuild the tokenizer from spiece.model without byte fallback.
+TOKENIZER_NOTE = ("load the tokenizer with AutoTokenizer: transformers 5's T5Tokenizer and T5TokenizerFast drop byte "
+                  "fallback and read ~, >>, {, µ ... as <unk>")  # fmt: skip
 # Fields that describe how to run, not the architecture; not written into model.gin.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy")
 
@@ -98,7 +108,25 @@ def import_hf(hf_dir: epath.Path, output_dir: epath.Path, vocabulary: epath.Path
     config, params = load_hf_directory(hf_dir, **config_overrides)
     vocabulary = chosen_vocabulary(vocabulary, hf_dir / VOCABULARY_FILE, "the directory's own vocabulary", config,
                                    sized=not extend_vocabulary)  # fmt: skip
-    return write_converted(output_dir, config, params, vocabulary, str(hf_dir), extend_vocabulary)
+    kept = {name: read_json_object(hf_dir / name) for name in KEPT_HF_FILES if (hf_dir / name).exists()}
+    config = write_converted(output_dir, config, params, vocabulary, str(hf_dir), extend_vocabulary)
+    for name in KEPT_HF_FILES:  # a converted directory written again keeps only its new source's
+        if name in kept:
+            (output_dir / name).write_text(json.dumps(kept[name], indent=2) + "\n")
+        elif (output_dir / name).exists():
+            (output_dir / name).unlink()
+    return config
+
+
+def read_json_object(path: epath.Path) -> dict[str, Any]:
+    """The JSON object in `path`; anything else is a ValueError naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not JSON ({error}); fix or delete it") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: a JSON object was expected, got {type(value).__name__}; fix or delete it")
+    return value
 
 
 def import_t5x(checkpoint: str, output_dir: epath.Path, vocabulary: epath.Path | None = None,
@@ -241,10 +269,11 @@ def run_directory(checkpoint_dir: epath.Path) -> epath.Path | None:
     return next((candidate for candidate in candidates if (candidate / RUN_CONFIG_FILE).exists()), None)
 
 
-def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
-    """`(config, params, step)` of a converted directory (step 0) or of a training run's checkpoint (orbax:
-    `MODEL_DIR` or its `checkpoints/` folder for the latest, `checkpoints/<step>` for that one; T5-shaped
-    models only). A T5X run is refused in one line: its config.gin is T5X's, `import_t5x` reads it."""
+def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int, launch.SavedRun | None]:
+    """`(config, params, step, run)` of a converted directory (step 0, run None) or of a training run's checkpoint
+    (orbax: `MODEL_DIR` or its `checkpoints/` folder for the latest, `checkpoints/<step>` for that one; T5-shaped
+    models only; `run` what its config.gin says). A T5X run is refused in one line: its config.gin is T5X's,
+    `import_t5x` reads it."""
     import jax
 
     from textchem_jax import partitioning
@@ -252,7 +281,7 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
 
     if (checkpoint_dir / CONFIG_FILE).exists():
         config = T5Config.from_dict(json.loads((checkpoint_dir / CONFIG_FILE).read_text()))
-        return config, read_params(checkpoint_dir, config), 0
+        return config, read_params(checkpoint_dir, config), 0, None
     try:
         t5x = checkpoint_format(str(absolute(checkpoint_dir))) == "t5x"  # a T5X MODEL_DIR has a config.gin too
     except FileNotFoundError:
@@ -266,7 +295,8 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
                          f"textchem-train MODEL_DIR (with {RUN_CONFIG_FILE}), its {CHECKPOINTS_FOLDER}/ folder or "
                          f"one step in that")  # fmt: skip
     # The run's own vocabulary is what the export writes: the one its config.gin binds here does not matter
-    model = dataclasses.replace(launch.saved_run(str(model_dir)).model, vocabulary=None)
+    run = launch.saved_run(str(model_dir))
+    model = dataclasses.replace(run.model, vocabulary=None)
     names = set(model.abstract_params())
     if names != set(T5_PARTS):
         raise ValueError(
@@ -276,7 +306,7 @@ def load_checkpoint(checkpoint_dir: epath.Path) -> tuple[T5Config, dict, int]:
     mesh = partitioning.make_mesh(devices=jax.devices()[:1])
     concrete, step = resolve_checkpoint(str(checkpoint_dir))  # the step exported is the step named
     params = jax.tree_util.tree_map(np.asarray, load_for_inference(model, concrete, mesh))
-    return model.t5_config, params, step
+    return model.t5_config, params, step, run
 
 
 def checkpoint_vocabulary(checkpoint_dir: epath.Path):
@@ -288,12 +318,48 @@ def checkpoint_vocabulary(checkpoint_dir: epath.Path):
     return epath.Path(own or os.environ.get("TEXTCHEM_VOCABULARY") or vocabularies.DEFAULT_VOCABULARY_PATH)
 
 
+def run_generation_settings(model_dir: epath.Path, task_feature_lengths: dict[str, int] | None) -> dict[str, Any]:
+    """Hugging Face `generate()` settings that decode as the run's own evaluation did: `max_new_tokens` its target
+    feature length and, where config.gin binds `train_lib.train.decode_fn = @beam_search.beam_search`, its beams
+    (`beam_search.beam_search.num_decodes`, else the search's default) and the options bound beside them."""
+    import inspect
+
+    from textchem_jax.models import beam_search
+    from textchem_jax.run_results import config_binding
+
+    text = (model_dir / RUN_CONFIG_FILE).read_text()
+    settings: dict[str, Any] = {}
+    if task_feature_lengths and "targets" in task_feature_lengths:
+        settings["max_new_tokens"] = int(task_feature_lengths["targets"])
+    decode_fn = config_binding(text, r"(?:[\w.]+\.)?train\.decode_fn")
+    if not (isinstance(decode_fn, str) and re.fullmatch(r"@(?:[\w.]+\.)?beam_search\.beam_search(?:\(\))?", decode_fn)):
+        return settings  # greedy (the default) or sampling: generate()'s own default is greedy
+    settings["num_beams"] = inspect.signature(beam_search.beam_search).parameters["num_decodes"].default
+    for ours, theirs in (("num_decodes", "num_beams"), ("length_penalty", "length_penalty"),
+                         ("early_stopping", "early_stopping"), ("min_decode_length", "min_new_tokens")):  # fmt: skip
+        value = config_binding(text, rf"(?:[\w.]+\.)?beam_search\.beam_search\.{ours}")
+        if value is not None:
+            settings[theirs] = value
+    limit = config_binding(text, r"(?:[\w.]+\.)?beam_search\.beam_search\.max_new_tokens")
+    if isinstance(limit, int):
+        settings["max_new_tokens"] = min(limit, settings.get("max_new_tokens", limit))
+    return settings
+
+
 def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = None, t5x_output_dir: str | None = None,
-           vocabulary: epath.Path | None = None) -> tuple[T5Config, str]:  # fmt: skip
+           vocabulary: epath.Path | None = None) -> tuple[T5Config, str, str]:  # fmt: skip
     """A converted directory or a run's MODEL_DIR -> a Hugging Face directory (config.json, model.safetensors,
-    spiece.model, tokenizer files) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/` with spiece.model and
-    the model settings); returns (config, what was written)."""
-    config, params, step = load_checkpoint(checkpoint_dir)
+    generation_config.json, spiece.model, tokenizer files) or a T5X checkpoint (`t5x_output_dir/checkpoint_<step>/`
+    with spiece.model and the model settings); returns (config, what was written, what was exported: `step N of
+    RUN`, or the converted directory). A run still training may delete the step soon: the Hugging Face export
+    records step and run in config.json (`hf_convert.RECORD_KEY`), and the command prints them."""
+    from textchem_jax.models import hf_convert
+
+    if hf_output_dir is not None:
+        hf_convert.check_export_directory(hf_output_dir)  # before the checkpoint is read
+    config, params, step, run = load_checkpoint(checkpoint_dir)
+    model_dir = run_directory(checkpoint_dir) if run is not None else None
+    exported = f"step {step} of {model_dir}" if model_dir is not None else str(checkpoint_dir)
     if vocabulary is not None:
         check_vocabulary(vocabulary, config)
     if t5x_output_dir is not None:
@@ -305,11 +371,20 @@ def export(checkpoint_dir: epath.Path, *, hf_output_dir: epath.Path | None = Non
             print(f"textchem-convert: {', '.join(f'{k}={v!r}' for k, v in differ.items())} differ from T5's values, which a "
                   f"T5X checkpoint cannot hold: recorded in {written}/{t5x_checkpoints.MODEL_SETTINGS_FILE}, which "
                   "textchem-convert --t5x_checkpoint reads; T5X itself needs them in its model gin", file=sys.stderr)  # fmt: skip
-        return config, written
-    from textchem_jax.models.hf_convert import save_hf_directory
-
-    save_hf_directory(hf_output_dir, config, params, vocabulary or checkpoint_vocabulary(checkpoint_dir))
-    return config, str(hf_output_dir)
+        return config, written, exported
+    if model_dir is not None:  # a run: how its evaluation decoded, and its input length
+        generation = run_generation_settings(model_dir, run.task_feature_lengths)
+        model_max_length = (run.task_feature_lengths or {}).get("inputs")
+        record = {"step": step, "source": str(model_dir)}
+    else:  # a converted directory: what the folder it was imported from had
+        kept = {name: read_json_object(checkpoint_dir / name)
+                for name in KEPT_HF_FILES if (checkpoint_dir / name).exists()}  # fmt: skip
+        generation = kept.get(GENERATION_CONFIG_FILE, {})
+        model_max_length = kept.get(TOKENIZER_CONFIG_FILE, {}).get("model_max_length")
+        record = {"source": str(absolute(checkpoint_dir))}
+    hf_convert.save_hf_directory(hf_output_dir, config, params, vocabulary or checkpoint_vocabulary(checkpoint_dir),
+                                 generation=generation, model_max_length=model_max_length, record=record)  # fmt: skip
+    return config, str(hf_output_dir), exported
 
 
 @command
@@ -353,9 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"imported {sources[0]} -> {args.output_dir} ({f'T5 v{preset[1]} {preset[0]}' if preset else 'custom'}): {config}")
             return 0
         if args.checkpoint_dir and len(exports) == 1 and not (sources or args.output_dir):
-            config, written = export(args.checkpoint_dir, hf_output_dir=args.hf_output_dir,
-                                     t5x_output_dir=args.t5x_output_dir, vocabulary=args.vocabulary)  # fmt: skip
-            print(f"exported {args.checkpoint_dir} -> {written}: {config}")
+            config, written, exported = export(args.checkpoint_dir, hf_output_dir=args.hf_output_dir,
+                                               t5x_output_dir=args.t5x_output_dir,
+                                               vocabulary=args.vocabulary)  # fmt: skip
+            print(f"exported {exported} -> {written}: {config}")
+            if args.hf_output_dir:
+                print(TOKENIZER_NOTE)
             return 0
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as error:
         print(f"textchem-convert: {error}", file=sys.stderr)

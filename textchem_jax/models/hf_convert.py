@@ -350,26 +350,76 @@ def load_hf_directory(directory: str | os.PathLike, **config_overrides: Any) -> 
     return config, params
 
 
+# What an export writes; a folder holding anything else is another model's (`check_export_directory`).
+CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE = "config.json", "model.safetensors", "generation_config.json"
+VOCABULARY_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE = "spiece.model", "tokenizer.json", "tokenizer_config.json"
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE,
+                VOCABULARY_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE)  # fmt: skip
+# The key of config.json that records where an export came from; transformers keeps it as an attribute, silently.
+RECORD_KEY = "textchem_jax"
+
+
+def check_export_directory(directory: str | os.PathLike) -> None:
+    """Raises FileExistsError when `directory` holds anything an export does not write: an export into another
+    model's folder kept its generation_config.json (num_beams=10), spiece.vocab, pytorch_model.bin ... beside ours,
+    and transformers read them. A folder of only the files an export writes (a re-export) is overwritten."""
+    directory = epath.Path(directory)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise FileExistsError(f"{directory} is a file, not a folder: give a new or empty folder to export into")
+    others = sorted(path.name for path in directory.iterdir() if path.name not in EXPORT_FILES)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise FileExistsError(f"{directory} holds files an export does not write ({shown}): another model's, "
+                              "which transformers would read with ours; remove them, or choose a new or empty "
+                              "folder")  # fmt: skip
+
+
+def generation_config(**settings: Any) -> dict[str, Any]:
+    """`generation_config.json`: T5's start, end and padding ids, then `settings` (Hugging Face's names:
+    `max_new_tokens`, `num_beams`, ...; an imported folder's own file). Without the file `generate()` decodes
+    greedily up to 20 tokens: all 8 mol2text predictions of a demo run were cut short."""
+    return {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0, **settings}
+
+
 def save_hf_directory(
     directory: str | os.PathLike,
     config: T5Config,
     params: Mapping,
     vocabulary_path: str | os.PathLike | None = None,
+    *,
+    generation: Mapping[str, Any] | None = None,
+    model_max_length: int | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> epath.Path:
-    """Writes config.json, model.safetensors and (given a SentencePiece model) spiece.model with the tokenizer
-    files that make AutoTokenizer encode as it does, local or gs://."""
+    """Writes config.json (with `record` under RECORD_KEY: the step and run exported), model.safetensors,
+    generation_config.json (`generation_config(**generation)`) and (given a SentencePiece model) spiece.model with
+    the tokenizer files that make AutoTokenizer encode as it does (`model_max_length`: `tokenizer_config`), local or
+    gs://. A folder holding other files is refused (`check_export_directory`); a re-export's files are replaced."""
     from safetensors.numpy import save
 
     directory = epath.Path(directory)
+    check_export_directory(directory)
     makedirs(directory)
+    written = [CONFIG_FILE, WEIGHTS_FILE, GENERATION_CONFIG_FILE]
     state = hf_state_dict_from_params(params, config)
     hf_config = hf_config_from(config)
     hf_config["dtype"] = dtype_name(next(iter(state.values())).dtype)
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-    (directory / "model.safetensors").write_bytes(save(state, metadata={"format": "pt"}))
+    if record:
+        hf_config[RECORD_KEY] = dict(record)
+    (directory / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    (directory / WEIGHTS_FILE).write_bytes(save(state, metadata={"format": "pt"}))
+    generation_json = json.dumps(generation_config(**(generation or {})), indent=2)
+    (directory / GENERATION_CONFIG_FILE).write_text(generation_json + "\n")
     if vocabulary_path is not None:
-        epath.Path(vocabulary_path).copy(directory / "spiece.model", overwrite=True)
-        save_tokenizer(directory, vocabulary_path)
+        epath.Path(vocabulary_path).copy(directory / VOCABULARY_FILE, overwrite=True)
+        written.append(VOCABULARY_FILE)
+        if save_tokenizer(directory, vocabulary_path, model_max_length):
+            written += [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE]
+    for name in set(EXPORT_FILES) - set(written):  # an earlier export's, which would describe another vocabulary
+        if (directory / name).exists():
+            (directory / name).unlink()
     return directory
 
 
@@ -443,20 +493,26 @@ def sentencepiece_tokenizer(proto, vocabulary_path: str | os.PathLike, extra_ids
     return tokenizer
 
 
-def tokenizer_config(proto, extra_ids: int = 100) -> dict[str, Any]:
+def tokenizer_config(proto, extra_ids: int = 100, model_max_length: int | None = None) -> dict[str, Any]:
     """`tokenizer_config.json` for the SentencePiece model `proto`: the generic class, which loads tokenizer.json
-    as written (transformers 4 and 5); the T5 class would rebuild the tokenizer from spiece.model its own way."""
+    as written (transformers 4 and 5); the T5 class would rebuild the tokenizer from spiece.model its own way.
+
+    `model_max_length` only when given (the run's input length, an imported folder's own value): the 10**9 written
+    before made `padding='max_length'` allocate 4 GB per text and abort; without it transformers takes its "no
+    limit" (1e30), which padding and truncation skip."""
     trainer = proto.trainer_spec
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
     for name, index in (("eos_token", trainer.eos_id), ("unk_token", trainer.unk_id), ("pad_token", trainer.pad_id)):
         if index >= 0:
             config[name] = proto.pieces[index].piece
     config["additional_special_tokens"] = [f"<extra_id_{i}>" for i in range(extra_ids)]
-    config["model_max_length"] = 10**9  # relative positions: no length limit
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
     return config
 
 
-def save_tokenizer(directory: str | os.PathLike, vocabulary_path: str | os.PathLike) -> bool:
+def save_tokenizer(directory: str | os.PathLike, vocabulary_path: str | os.PathLike,
+                   model_max_length: int | None = None) -> bool:  # fmt: skip
     """Writes tokenizer.json and tokenizer_config.json for `vocabulary_path` (needs the `tokenizers` package, which
     transformers installs); without it, warns and returns False: AutoTokenizer then builds a tokenizer that differs."""
     try:
@@ -466,6 +522,7 @@ def save_tokenizer(directory: str | os.PathLike, vocabulary_path: str | os.PathL
                        "ids than spiece.model for SMILES; pip install 'textchem_jax[hf]' and export again", directory)  # fmt: skip
         return False
     directory, proto = epath.Path(directory), read_sentencepiece(vocabulary_path)  # read once for both files
-    (directory / "tokenizer.json").write_text(sentencepiece_tokenizer(proto, vocabulary_path).to_str(pretty=True) + "\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(proto), indent=2) + "\n")
+    (directory / TOKENIZER_FILE).write_text(sentencepiece_tokenizer(proto, vocabulary_path).to_str(pretty=True) + "\n")
+    config = tokenizer_config(proto, model_max_length=model_max_length)
+    (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return True
