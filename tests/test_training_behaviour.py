@@ -613,14 +613,106 @@ def test_an_evaluation_split_missing_for_teacher_forcing_still_runs_the_inferenc
             teacher_forced = train_lib._teacher_forced_datasets(
                 trainer, DatasetConfig("textchem_text2mol", LENGTHS, "validation", 2), 1, 0)
             results = train_lib._evaluate(trainer, state, 4, None, teacher_forced=teacher_forced, eval_steps=1,
-                                          split="validation", inference=Evaluated)  # fmt: skip
+                                          splits=SPLITS, inference=Evaluated)  # fmt: skip
             assert results == {"textchem_demo_forward": {"accuracy": 0.5}}
             assert "no teacher-forced evaluation" in caplog.text
-            assert train_lib._evaluate(trainer, state, 4, None, teacher_forced=None, eval_steps=1, split="validation",
+            assert train_lib._evaluate(trainer, state, 4, None, teacher_forced=None, eval_steps=1, splits=SPLITS,
                                        inference=missing) == {}  # fmt: skip
             assert "no inference evaluation: uspto50k split 'validation' not found" in caplog.text
     finally:
         datasets.set_data_dir(None)
+
+
+SPLITS = {"teacher-forced": "validation", "decoding": "validation"}
+
+
+class _Decoded:
+    """An inference evaluation's outcome, for `_evaluate`'s table (decoding itself is tested in test_evaluation): a
+    user's task that sorts before `teacher_forced`, and one of ours after it."""
+
+    split = "test"
+    examples = {"my_text2smiles": 2, "textchem_demo_forward": 2}
+
+    def evaluate(self, params, step):
+        return {"my_text2smiles": {"exact_match": 0.5}, "textchem_demo_forward": {"accuracy": 0.5}}
+
+
+def test_the_evaluation_table_puts_the_teacher_forced_row_first_and_names_each_parts_split(tmp_path, capsys):
+    """The teacher_forced row sorted among the tasks (between my_text2smiles and textchem_demo_forward), and the
+    heading named the teacher-forced split above metrics decoded on the test split."""
+    trainer = trainer_lib.Trainer(tiny_t5(), optax.sgd(1e-3), partitioning.make_mesh())
+    state = trainer.init_state(jax.random.key(0))
+    teacher_forced = train_lib._teacher_forced_datasets(
+        trainer, DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4, shuffle=False), 1, 0)
+    progress = train_lib._Progress(str(tmp_path), 4, 0)
+    evaluate = functools.partial(train_lib._evaluate, trainer, state, 4, progress, teacher_forced=teacher_forced,
+                                 eval_steps=1, splits={"teacher-forced": "validation", "decoding": "test"})  # fmt: skip
+    assert set(evaluate(inference=_Decoded)) == {"teacher_forced", "my_text2smiles", "textchem_demo_forward"}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "evaluation at step 4 (teacher-forced: validation; decoding: test):"
+    rows = [line for line in lines[1:] if not line.startswith(" ")]
+    assert rows[:3] == ["teacher_forced", "my_text2smiles (2 examples)", "textchem_demo_forward (2 examples)"], lines
+
+    evaluate(inference=None)  # the part that ran is the one named
+    assert capsys.readouterr().out.splitlines()[0] == "evaluation at step 4 (validation):"
+    progress.flush()
+
+
+@pytest.mark.slow
+def test_a_runs_final_evaluation_names_the_split_of_each_part_and_its_start_the_cut_examples(tmp_path, capsys, caplog):
+    """The base config: teacher-forced on validation, decoding on test. The heading said `(validation)` above the
+    test split's decoded metrics; the training data's over-long examples were cut unsaid."""
+    with caplog.at_level(logging.WARNING, logger="textchem_jax.train"):
+        train_lib.train(model=tiny_t5(), model_dir=str(tmp_path), optimizer=optax.sgd(1e-3), total_steps=1, eval_steps=1,
+                        train_dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "train", 4),
+                        train_eval_dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4),
+                        infer_eval_dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "test", 4, pack=False,
+                                                             num_examples=2))  # fmt: skip
+    assert "evaluation at step 1 (teacher-forced: validation; decoding: test):" in capsys.readouterr().out
+    said = [record.getMessage() for record in caplog.records if "training cuts them" in record.getMessage()]
+    assert len(said) == 1 and said[0].startswith("textchem_demo_forward: ") and " train examples have inputs " in said[0]
+
+
+def test_splits_heading_names_one_split_where_the_parts_agree():
+    assert train_lib._splits_heading({"teacher-forced": "validation", "decoding": "validation"}) == "validation"
+    assert train_lib._splits_heading({"decoding": "test"}) == "test"
+    assert (train_lib._splits_heading({"teacher-forced": "validation", "decoding": "test"})
+            == "teacher-forced: validation; decoding: test")  # fmt: skip
+
+
+def test_training_says_how_many_of_each_tasks_examples_it_cuts(caplog):
+    """Evaluation and inference said `TASK: N of M SPLIT examples have inputs longer than L tokens`; training cut
+    them without a word. Counted on each task's first examples, and says so when the split has more."""
+    import seqio
+
+    from textchem_jax.run_config import import_task_module
+
+    model = tiny_t5()
+    cfg = DatasetConfig("textchem_demo", LENGTHS, "train", 4)
+    import_task_module(None, model)
+    task = seqio.get_mixture_or_task("textchem_demo_text2mol")
+    lengths = [len(example["inputs"]) for example in
+               task.get_dataset(None, split="train", shuffle=False).take(100).as_numpy_iterator()]  # fmt: skip
+    cut = sum(length > LENGTHS["inputs"] for length in lengths)
+    assert cut  # the demo's descriptions are longer than 48 tokens
+    with caplog.at_level(logging.WARNING, logger="textchem_jax.train"):
+        train_lib._say_cut_training_examples(cfg, model, checked=100)
+    said = [record.getMessage() for record in caplog.records if record.name == "textchem_jax.train"]
+    assert (f"textchem_demo_text2mol: {cut} of 100 train examples have inputs longer than 48 tokens (longest "
+            f"{max(lengths)}); training cuts them. Raise TASK_FEATURE_LENGTHS['inputs'] to keep them whole. (counted "
+            "on its first 100 train examples)") in said, said  # fmt: skip
+    said_of = [(line.split(":")[0], line.split(" have ")[1].split()[0]) for line in said]  # (task, feature)
+    assert len(said_of) == len(set(said_of)) and ("textchem_demo_mol2text", "targets") in said_of, said
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="textchem_jax.train"):
+        train_lib._say_cut_training_examples(DatasetConfig("textchem_demo_text2mol", LENGTHS, "train", 4), model,
+                                             checked=1000)  # fmt: skip
+    said = [record.getMessage() for record in caplog.records if record.name == "textchem_jax.train"]
+    whole = sum(1 for _ in task.get_dataset(None, split="train", shuffle=False).as_numpy_iterator())
+    assert whole < 1000  # the whole split read: no "first N" to say
+    inputs = [line for line in said if " have inputs " in line]
+    assert len(inputs) == 1 and f" of {whole} train examples have inputs" in inputs[0] and "counted on" not in inputs[0]
 
 
 def _predictions_only(predictions):  # SeqIO calls a metric function as metric_fn(targets, predictions)

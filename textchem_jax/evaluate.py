@@ -58,11 +58,12 @@ def evaluate(
         check_tokenizer(caption_tokenizer)  # before the checkpoint is read and the split decoded
     mesh = partitioning.make_mesh() if mesh is None else mesh
     predictions = os.path.join(output_dir, PREDICTIONS_FOLDER)
+    said = jax.process_index() == 0  # what every host would print N times (srun, TPU --worker=all): process 0's
     if checkpoint_steps == "latest":
         checkpoints = [resolve_checkpoint(checkpoint_path)]
     else:
-        checkpoints = _not_yet_evaluated(complete_checkpoints(checkpoint_path), checkpoint_path, model, dataset_cfg,
-                                         predictions)  # fmt: skip
+        on_disk = complete_checkpoints(checkpoint_path)
+        checkpoints = _not_yet_evaluated(on_disk, checkpoint_path, model, dataset_cfg, predictions)
     checkpoints = _first_process_steps(checkpoints, checkpoint_path)
     evaluator, notation_evaluator, by_step = None, None, {}
     for number, (path, step) in enumerate(checkpoints, 1):
@@ -73,32 +74,50 @@ def evaluate(
         except Exception:  # a run that keeps N checkpoints deletes the oldest as it saves, also while one loads
             if not (listed and _deleted_before_its_turn(path, step, checkpoint_path)):
                 raise
-            print(f"step {step}{counted}: {path} was deleted before its turn (the run keeps only its latest "
-                  "checkpoints), skipped", flush=True)  # fmt: skip
+            if said:
+                print(f"step {step}{counted}: {path} was deleted before its turn (the run keeps only its latest "
+                      "checkpoints), skipped", flush=True)  # fmt: skip
             continue
-        print(f"evaluating step {step}{counted} of {checkpoint_path}" + (f" ({path})" if path != checkpoint_path else ""),
-              flush=True)  # fmt: skip
+        if said:
+            print(f"evaluating step {step}{counted} of {checkpoint_path}"
+                  + (f" ({path})" if path != checkpoint_path else ""), flush=True)  # fmt: skip
         if evaluator is None:  # one evaluator for every step: decoding compiles once
             evaluator = InferenceEvaluator(model, dataset_cfg, predictions, mesh, decode_fn, caption_tokenizer)
         results = by_step[step] = evaluator.evaluate(params, step=step)  # files named by its step, as T5X
-        if jax.process_index() == 0:  # which checkpoint, decoder and versions made the metrics line of this step
+        if said:  # which checkpoint, decoder and versions made the metrics line of this step
             launch.write_config(output_dir, keep_a_runs=True, checkpoint=path, step=step,
                                 mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
                                 num_examples=dataset_cfg.num_examples, batch_size=dataset_cfg.batch_size,
                                 task_feature_lengths=dict(dataset_cfg.task_feature_lengths),
                                 decoder=provenance.decoder(decode_fn), caption_tokenizer=caption_tokenizer,
                                 notations=list(notations))  # fmt: skip
-        print(format_table(results, evaluator.examples))
+        if said:
+            print(format_table(results, evaluator.examples))
         if notations:
             if notation_evaluator is None:  # built once, as `evaluator`
                 notation_evaluator = NotationEvaluator(
                     model, dataset_cfg, mesh, os.path.join(output_dir, "notations"), list(notations),
                     decode_fn=decode_fn, caption_tokenizer=caption_tokenizer, originals_given=True)  # fmt: skip
-            print(robustness_markdown({"metrics": notation_evaluator.evaluate(params, step, originals=results)}))
-    if evaluator is not None:
+            robustness = notation_evaluator.evaluate(params, step, originals=results)
+            if said:
+                print(robustness_markdown({"metrics": robustness}))
+    if evaluator is not None and said:
         print(versions_line())
         print(f"predictions and metrics: {predictions}")
+    if checkpoint_steps == "all" and said:
+        _say_steps_saved_since(checkpoint_path, max(step for _, step in on_disk))
     return by_step if checkpoint_steps == "all" else by_step[step]
+
+
+def _say_steps_saved_since(checkpoint_path: str, newest_listed: int) -> None:
+    """'all' evaluates the steps on disk when it started: beside a live run it exited 0 saying nothing of those saved
+    meanwhile. One line names them (`the run has saved steps 140-160 since; rerun to evaluate them`)."""
+    from textchem_jax.model_loading import complete_checkpoints
+
+    newer = sorted(step for _, step in complete_checkpoints(checkpoint_path) if step > newest_listed)
+    if newer:
+        steps = f"step {newer[0]}" if len(newer) == 1 else f"steps {newer[0]}-{newer[-1]}"
+        print(f"the run has saved {steps} since; rerun to evaluate them", flush=True)
 
 
 def _first_process_steps(checkpoints: list, checkpoint_path: str) -> list:
@@ -165,10 +184,11 @@ def _not_yet_evaluated(checkpoints: list, checkpoint_path: str, model, cfg, outp
     done = set.intersection(*(_logged_steps(output_dir, task) for task in tasks))
     pending = [(path, step) for path, step in checkpoints if step not in done]
     skipped = [step for _, step in checkpoints if step in done]
-    if skipped:
-        print(f"steps already evaluated in {output_dir}: {', '.join(map(str, skipped))}", flush=True)
-    if not pending:
-        print(f"no new step of {checkpoint_path} to evaluate", flush=True)
+    if jax.process_index() == 0:  # the others read their own EVAL_OUTPUT_DIR, and go by process 0's steps
+        if skipped:
+            print(f"steps already evaluated in {output_dir}: {', '.join(map(str, skipped))}", flush=True)
+        if not pending:
+            print(f"no new step of {checkpoint_path} to evaluate", flush=True)
     return pending
 
 

@@ -393,19 +393,25 @@ class InferenceEvaluator:
 
 
 def cut_examples(task, trimmed: Iterable[Mapping], cfg, features: Sequence[str] | None = None,
-                 by: str = "evaluation", setting: str = LENGTH_SETTING) -> list[str]:  # fmt: skip
+                 by: str = "evaluation", setting: str = LENGTH_SETTING,
+                 untrimmed: Sequence[Mapping] | None = None) -> list[str]:  # fmt: skip
     """A line for each of `task`'s `features` (default: all) whose examples are longer than the feature lengths:
     how many of how many, and the longest. `trimmed`: the task's examples as SeqIO gives them at those lengths.
     SeqIO warns that lengths "*may be*" insufficient only when no feature has room to spare (of ChEBI-20 test's
     12 cut captions and 12 cut descriptions at 512/512 it says nothing). The untrimmed split is read only when
-    an example reaches the lengths."""
+    an example reaches the lengths, unless the caller gives its examples as `untrimmed` (then `trimmed` is unused)."""
     lengths = {key: value for key, value in cfg.task_feature_lengths.items() if features is None or key in features}
-    reached = sorted({key for example in trimmed for key in lengths if len(example[key]) >= lengths[key]})
-    if not reached:
+    if untrimmed is not None:
+        reached = sorted(lengths)
+    else:
+        reached = sorted({key for example in trimmed for key in lengths if len(example[key]) >= lengths[key]})
+        if not reached:
+            return []
+        whole = task.get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
+        untrimmed = whole.take(cfg.num_examples or -1).as_numpy_iterator()
+    sizes = [[len(example[key]) for key in reached] for example in untrimmed]
+    if not sizes:
         return []
-    whole = task.get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
-    examples = whole.take(cfg.num_examples or -1).as_numpy_iterator()
-    sizes = [[len(example[key]) for key in reached] for example in examples]
     lines = []
     for feature, counts in zip(reached, np.array(sizes).T):
         cut = int(np.sum(counts > lengths[feature]))

@@ -106,7 +106,7 @@ class _Preemption:
         if signum == signal.SIGINT and self.requested:
             raise KeyboardInterrupt("interrupted at once: the steps since the last checkpoint are not saved")
         self.requested = what
-        if self.stepping:  # else the last step is being committed, and `evaluating` then ends the command
+        if self.stepping and jax.process_index() == 0:  # else `evaluating` ends the command; said once, not per host
             again = " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else ""
             logger.warning("%s received: saving a checkpoint after this step, then exiting%s", self.requested, again)
 
@@ -297,7 +297,8 @@ def train(
             restored = _restore(checkpoints, state, iterator, checkpoint_cfg.restore_fallback, trainer)
             if restored is not None:
                 state, step = restored
-                print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
+                if jax.process_index() == 0:  # once, not once per host (SLURM and TPU pods log every process)
+                    print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
             elif checkpoint_cfg.initial_checkpoint_path:
                 from textchem_jax.model_loading import initial_params
 
@@ -308,7 +309,8 @@ def train(
                                      f"{path}: TRAIN_STEPS counts from the first run's step 0, as in T5X; give "
                                      f"--gin.TRAIN_STEPS={step + total_steps} to train {total_steps} more")  # fmt: skip
                 state = state.replace(params=params, step=jax.device_put(np.int32(step), state.step.sharding))
-                print(f"initialized from {path} (step {step})", flush=True)
+                if jax.process_index() == 0:
+                    print(f"initialized from {path} (step {step})", flush=True)
         except BaseException:
             if fresh:  # e.g. a starting checkpoint of another model: no empty MODEL_DIR/checkpoints/ is left behind
                 _remove_if_only_folders(model_dir)
@@ -320,25 +322,31 @@ def train(
         if first_step < total_steps or fresh:  # a finished run run again with other settings
             started()  # rewrote config.gin with them: the file to rerun the experiment from described no step trained
 
+        evaluated_parts = {"teacher-forced": train_eval_dataset_cfg, "decoding": infer_eval_dataset_cfg}
         evaluate = functools.partial(
             _evaluate, trainer, teacher_forced=_teacher_forced_datasets(trainer, train_eval_dataset_cfg, eval_steps,
                                                                         random_seed),
-            eval_steps=eval_steps, split=(train_eval_dataset_cfg or infer_eval_dataset_cfg or train_dataset_cfg).split,
+            eval_steps=eval_steps, splits={part: cfg.split for part, cfg in evaluated_parts.items() if cfg is not None},
             inference=_inference_evaluator(
                 model, infer_eval_dataset_cfg, os.path.join(model_dir, "inference_eval"), mesh, decode_fn, caption_tokenizer,
                 random_seed,
             ),
         )  # fmt: skip
         if first_step >= total_steps:
-            print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 of the "
-                  "first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on", flush=True)  # fmt: skip
+            if jax.process_index() == 0:
+                print(f"step {first_step} already reaches total_steps={total_steps} (TRAIN_STEPS counts from step 0 "
+                      "of the first run, as in T5X): nothing to train; raise TRAIN_STEPS to train on",
+                      flush=True)  # fmt: skip
             evaluated = _final_evaluation(model_dir, first_step, train_eval_dataset_cfg if eval_steps else None,
                                           infer_eval_dataset_cfg)  # fmt: skip
             if evaluated:  # a finished run run again: decoded and scored once already, nothing to lower or decode
-                print(f"its evaluation at step {first_step} is in {model_dir}; not repeated (textchem-eval evaluates a "
-                      "checkpoint anew)", flush=True)  # fmt: skip
+                if jax.process_index() == 0:
+                    print(f"its evaluation at step {first_step} is in {model_dir}; not repeated (textchem-eval "
+                          "evaluates a checkpoint anew)", flush=True)  # fmt: skip
                 checkpoints.close()
                 return evaluated
+        elif fresh and jax.process_index() == 0 and train_dataset_cfg.mixture_or_task_name is not None:
+            _say_cut_training_examples(train_dataset_cfg, model)  # at the run's start (its train.log keeps it)
         progress = _Progress(model_dir, total_steps, first_step)
         rng = jax.random.key(random_seed + 1)
         hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
@@ -383,8 +391,9 @@ def train(
                 if stop:
                     checkpoints.wait()
                     interrupted = preemption.requested == "Ctrl-C"
-                    print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in {checkpoints.directory}; "
-                          "rerun the same command to resume", flush=True)  # fmt: skip
+                    if jax.process_index() == 0:
+                        print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in "
+                              f"{checkpoints.directory}; rerun the same command to resume", flush=True)  # fmt: skip
                     if interrupted:
                         raise SavedAndInterrupted
                     return {}
@@ -403,9 +412,10 @@ def train(
                 if not preemption.cut:
                     raise
                 preemption.settle()
-                print(f"{preemption.cut} during the final evaluation: step {step} is saved in {checkpoints.directory}; "
-                      "the evaluation is skipped, rerun the same command to evaluate",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                if jax.process_index() == 0:
+                    print(f"{preemption.cut} during the final evaluation: step {step} is saved in "
+                          f"{checkpoints.directory}; the evaluation is skipped, rerun the same command to evaluate",
+                          file=sys.stderr, flush=True)  # fmt: skip
                 raise (_Preemption.EvaluationCut if preemption.cut == "SIGTERM" else SavedAndInterrupted) from None
         checkpoints.close()
         progress.flush()
@@ -466,13 +476,38 @@ def _check_evaluation_data(model, train_cfg, train_eval_cfg, infer_eval_cfg) -> 
         logger.warning(line)
 
 
-def _evaluate(trainer, state, step, progress, *, teacher_forced, eval_steps, split, inference) -> dict:
+LENGTH_CHECKED_EXAMPLES = 256  # examples of each task whose lengths a run's start counts (a big split: its first)
+
+
+def _say_cut_training_examples(cfg, model, checked: int = LENGTH_CHECKED_EXAMPLES) -> None:
+    """One warning per task and feature whose training examples are longer than TASK_FEATURE_LENGTHS, as evaluation
+    and inference say theirs (`evaluator.cut_examples`): training cut them without a word (at 48/32 tokens, 254 of
+    256 demo text2mol inputs). Counted on each task's first `checked` examples, not the whole split (1,000 took 0.4 s
+    a task, 4 s a start of the demo mixture), once, when the run starts."""
+    import seqio
+
+    from textchem_jax.evaluator import cut_examples
+
+    for task in seqio.get_subtasks(run_config.checked_provider(cfg, model, ("inputs", "targets"))):
+        if cfg.split not in task.splits:  # left out of the mixture, and said, by `_check_evaluation_data`
+            continue
+        whole = task.get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached).take(checked + 1)
+        examples = list(whole.as_numpy_iterator())
+        first = f" (counted on its first {checked:,} {cfg.split} examples)" if len(examples) > checked else ""
+        for line in cut_examples(task, (), cfg, by="training", untrimmed=examples[:checked]):
+            logger.warning(line + first)
+
+
+def _evaluate(trainer, state, step, progress, *, teacher_forced, eval_steps, splits: Mapping[str, str],
+              inference) -> dict:  # fmt: skip
     """Teacher-forced metrics on `eval_steps` batches of each of `teacher_forced()`'s datasets, then RDKit inference
-    metrics from `inference()`'s evaluator, both of `split`."""
+    metrics from `inference()`'s evaluator; `splits`: the split of each part, {"teacher-forced": .., "decoding": ..},
+    which the heading names (`_splits_heading`)."""
     from textchem_jax import evaluator as eval_lib
     from textchem_jax.metrics.tables import format_table, versions_line
 
     results: dict = {}
+    evaluated: dict[str, str] = {}  # the parts that ran, and their splits
     if teacher_forced is not None:  # a split missing for one task: said, and the other evaluation runs (returning
         try:  # here skipped the inference evaluation, unsaid)
             datasets = teacher_forced()
@@ -483,6 +518,7 @@ def _evaluate(trainer, state, step, progress, *, teacher_forced, eval_steps, spl
                 scalars = eval_lib.teacher_forced(trainer, state.params, iter(batches), eval_steps)
                 progress.write_training_eval(step, name, scalars)
             results["teacher_forced"] = scalars  # the mixture's, evaluated last
+            evaluated["teacher-forced"] = splits["teacher-forced"]
     examples = {}
     if inference is not None:
         try:
@@ -492,9 +528,24 @@ def _evaluate(trainer, state, step, progress, *, teacher_forced, eval_steps, spl
         else:
             results.update(evaluator.evaluate(state.params, step))
             examples = evaluator.examples
+            evaluated["decoding"] = splits["decoding"]
     if results and jax.process_index() == 0:
-        print(f"evaluation at step {step} ({split}):\n{format_table(results, examples)}\n{versions_line()}", flush=True)
+        # The teacher-forced row first, then the tasks: sorted with them, it stood between my_text2smiles and
+        # textchem_demo_forward.
+        decoded = {task: metrics for task, metrics in results.items() if task != "teacher_forced"}
+        tables = [format_table({"teacher_forced": results["teacher_forced"]})] if "teacher_forced" in results else []
+        tables += [format_table(decoded, examples)] if decoded else []
+        print(f"evaluation at step {step} ({_splits_heading(evaluated)}):", *tables, versions_line(), sep="\n",
+              flush=True)  # fmt: skip
     return results
+
+
+def _splits_heading(splits: Mapping[str, str]) -> str:
+    """`validation` where every part read it, else each part's (`teacher-forced: validation; decoding: test`): the
+    heading named one split, the teacher-forced one, above metrics decoded on the base config's test split."""
+    if len(set(splits.values())) == 1:
+        return next(iter(splits.values()))
+    return "; ".join(f"{part}: {split}" for part, split in splits.items())
 
 
 def _final_evaluation(model_dir: str, step: int, teacher_forced_cfg, inference_cfg) -> dict:
