@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
 
@@ -16,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 import tensorflow as tf
+from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -99,15 +101,42 @@ def test_restore_resumes_the_data_iterator_at_exactly_the_next_element(tmp_path)
     assert any(name.startswith("process_0-of-1.") for name in os.listdir(tmp_path / "4" / "data_iterator"))
 
 
-def test_an_iterator_of_another_process_count_is_a_clear_error(tmp_path):
+def _iterator_files_renamed(step_dir, writers: int) -> None:
+    """Step `step_dir`'s data iterator as `writers` processes name theirs (each file once per process)."""
+    folder = step_dir / "data_iterator"
+    for name in [name for name in os.listdir(folder) if name.startswith("process_0-of-1.")]:
+        for index in range(writers):
+            shutil.copy(folder / name, folder / name.replace("process_0-of-1", f"process_{index}-of-{writers}"))
+        os.remove(folder / name)
+    ckpt.seal(step_dir)
+
+
+def test_resuming_with_fewer_processes_names_the_writers_count_and_the_fix(tmp_path):
+    """2 -> 1 said "written by 1 != this run's process count" of a folder of process_*-of-2 files."""
+    _saved(tmp_path, iterator=iter(tf.data.Dataset.range(10))).close()
+    _iterator_files_renamed(tmp_path / "1", writers=2)
+    with pytest.raises(ckpt.ProcessCountMismatch) as raised:
+        ckpt.Checkpoints(str(tmp_path)).restore(ckpt.abstract_like(_state("dict")), iter(tf.data.Dataset.range(10)))
+    assert str(raised.value) == (
+        f"no data iterator for process 0 in {tmp_path / '1' / 'data_iterator'}: the checkpoint was written by 2 "
+        "processes; this run has 1: rerun with 2 processes (--process_count, or the same SLURM --nodes / TPU slice)")
+    assert (tmp_path / "1").is_dir()  # a setting to fix, not a damaged step: nothing set aside
+
+
+@pytest.mark.parametrize("files_of, expected", [
+    ("process_0-of-1", "written by 1 process; this run has 2: rerun with 1 process (--process_count, or the same"),
+    ("process_1-of-2", "the checkpoint is incomplete (it lacks process_0-of-2.index); move {step} away to resume"),
+])  # fmt: skip
+def test_resuming_with_more_processes_or_a_missing_file_says_which(tmp_path, monkeypatch, files_of, expected):
+    """1 -> 2 said "written by 2" of a folder of process_0-of-1 files. Process 0 of 2 is read through the handler
+    itself (two processes would need jax.distributed): only the process count it sees is set."""
     _saved(tmp_path, iterator=iter(tf.data.Dataset.range(10))).close()
     folder = tmp_path / "1" / "data_iterator"
     for name in os.listdir(folder):
-        os.rename(folder / name, folder / name.replace("process_0-of-1", "process_0-of-2"))
-    ckpt.seal(tmp_path / "1")  # as a run of two processes would have written it
-    checkpoints = ckpt.Checkpoints(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="process count"):
-        checkpoints.restore(ckpt.abstract_like(_state("dict")), iter(tf.data.Dataset.range(10)))
+        os.rename(folder / name, folder / name.replace("process_0-of-1", files_of))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ckpt.ProcessCountMismatch, match=re.escape(expected.format(step=tmp_path / "1"))):
+        ckpt.DataIteratorHandler().restore(epath.Path(folder), ckpt.DataIteratorRestore(iter(tf.data.Dataset.range(3))))
 
 
 @pytest.mark.parametrize("kind", ["dict", "TrainState"])
@@ -437,6 +466,28 @@ def test_eval_of_all_steps_evaluates_each_once_and_a_rerun_only_the_new_ones(tmp
     assert [(entry["step"], entry["checkpoint"]) for entry in recorded] == [(s, str(run / "checkpoints" / str(s))) for s in (1, 2, 4)]
     assert recorded[0]["decoder"] == "greedy (the model's default)" and recorded[0]["versions"]["rdkit"] != "not installed"
     assert recorded[0]["task_feature_lengths"] == dict(_eval_cfg().task_feature_lengths)
+
+
+def test_eval_of_all_steps_says_the_steps_its_run_saved_meanwhile(tmp_path, monkeypatch, capsys):
+    """'all' beside a live run evaluates the steps on disk when it started, and exited 0 saying nothing of those the
+    run saved since: one line at the end names them."""
+    from helpers import tiny_t5
+
+    from textchem_jax import evaluate
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    _save_run_steps(run, [1, 2])
+    real = evaluate.InferenceEvaluator
+
+    class RunSavesWhileEvaluated(real):  # the live run: steps 3 and 4 are saved while step 2 is evaluated
+        def evaluate(self, params, step):
+            if step == 2:
+                _save_run_steps(run, [3, 4])
+            return super().evaluate(params, step)
+
+    monkeypatch.setattr(evaluate, "InferenceEvaluator", RunSavesWhileEvaluated)
+    assert sorted(_evaluate_all(tiny_t5(), run, out)) == [1, 2]
+    assert capsys.readouterr().out.splitlines()[-1] == "the run has saved steps 3-4 since; rerun to evaluate them"
 
 
 def _evaluate_all(model, run, out):

@@ -108,7 +108,30 @@ def verify(step_dir: str | epath.Path, step: int) -> None:
 
 
 class ProcessCountMismatch(FileNotFoundError):
-    """The checkpoint was written by another number of processes: a setting to fix, not a corrupt step."""
+    """The checkpoint was written by another number of processes: a setting to fix, not a corrupt step (no fallback;
+    also raised, with its own fix, where this process's iterator file alone is missing)."""
+
+
+_ITERATOR_INDEX = re.compile(r"^process_(\d+)-of-(\d+)\.index$")  # a data iterator's file, named by DataIteratorHandler
+
+
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
+def _missing_iterator(directory: epath.Path) -> str:
+    """Why this process finds no data iterator in `directory`, told from the files' names: the message put this
+    run's process count where the writer's belonged ("written by 1" for a folder of `process_0-of-2.*` files)."""
+    import tensorflow as tf
+
+    names = tf.io.gfile.listdir(str(directory)) if tf.io.gfile.isdir(str(directory)) else []
+    writers = sorted({int(match.group(2)) for name in names if (match := _ITERATOR_INDEX.match(name))})
+    where, this_run = f"no data iterator for process {jax.process_index()} in {directory}", jax.process_count()
+    if writers and this_run not in writers:
+        return (f"{where}: the checkpoint was written by {_processes(writers[-1])}; this run has {this_run}: rerun "
+                f"with {_processes(writers[-1])} (--process_count, or the same SLURM --nodes / TPU slice)")
+    return (f"{where}: the checkpoint is incomplete (it lacks process_{jax.process_index()}-of-{this_run}.index); "
+            f"move {directory.parent} away to resume from the step before it")
 
 
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -131,10 +154,7 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
         prefix = self._prefix(directory)
         if not tf.io.gfile.exists(prefix + ".index"):
-            raise ProcessCountMismatch(
-                f"no data iterator for process {jax.process_index()} in {directory}: the checkpoint was "
-                f"written by {jax.process_count()} != this run's process count, or is incomplete"
-            )
+            raise ProcessCountMismatch(_missing_iterator(directory))
         tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_consumed()
         return args.iterator
 
