@@ -110,6 +110,19 @@ def test_two_process_quickstart_survives_a_dead_process_and_resumes(tmp_path):
     assert all(line in outputs[0] for line in said) and not any(line in outputs[1] for line in said), outputs
 
 
+def test_a_sigterm_before_training_ends_a_multi_process_command_as_on_one_host(tmp_path):
+    """JAX's preemption notifier takes SIGTERM over at `jax.distributed.initialize` and only records it: a SLURM
+    time-limit SIGTERM during a restore or compilation (or eval/infer) was swallowed and the process ran on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    program = ("import os, signal, time\nfrom textchem_jax import launch\n"
+               f"launch.initialize_distributed('127.0.0.1:{port}', 1, 0)\n"
+               "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(10)\nprint('ran on', flush=True)\n")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGTERM and "ran on" not in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
 PEER = """
 import sys, time
 from textchem_jax import launch

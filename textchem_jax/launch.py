@@ -17,6 +17,7 @@ import os
 import pathlib
 import platform
 import re
+import signal
 import sys
 import tokenize
 import traceback
@@ -713,6 +714,11 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
         jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
     else:
         return
+    # JAX's preemption notifier (C++) takes SIGTERM over at `initialize` and only records it: a SIGTERM before
+    # textchem-train's own handler (while restoring or compiling) or during eval/infer was swallowed, and the
+    # process ran on past a SLURM time limit ("preemption_notifier.cc:90] SIGTERM caught"). Back to the default:
+    # the process ends, as on one host; textchem-train's handler saves once its steps run.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     program = os.path.basename(sys.argv[0])
     peers.watch(lambda detail: exit_lost_peer(program, RuntimeError(detail)))  # not at the heartbeat timeout
 
