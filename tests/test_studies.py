@@ -217,6 +217,112 @@ def test_a_stopped_sweep_saves_the_point_and_its_rerun_goes_on_from_the_saved_st
     assert saved in (point / "train.log").read_text()
 
 
+# A one-point sweep that trains in about a minute: tiny feature lengths, 2 evaluation batches, 6 decoded examples.
+QUICK_SWEEP_FLAGS = [
+    "--grid=width=32", "--gin.BATCH_SIZE=8", "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 48}",
+    "--gin.train_lib.train.eval_steps=2", "--gin.infer_eval/run_config.DatasetConfig.num_examples=6",
+]
+
+
+@pytest.mark.slow
+def test_a_changed_gin_file_is_refused_as_a_changed_flag_is_and_the_console_shows_the_evaluation(tmp_path, capsys):
+    """The contents of a gin file (here one the base file includes) changed between two runs of a sweep went
+    unnoticed: its finished point was "finished before, skipped" with its old settings, and a resumed one trained on
+    under the new ones; the same change given as a flag was refused. A comment changes no setting: skipped still.
+    The console was silent through each point's final evaluation: its decoding progress and heading now show."""
+    part = tmp_path / "part.gin"
+    part.write_text("LEARNING_RATE = 3e-3\n")
+    base = tmp_path / "mine.gin"
+    base.write_text(f"include 'experiments/quickstart.gin'\ninclude '{part}'\n")
+    flags = [f"--sweep_dir={tmp_path / 'sweep'}", f"--gin_file={base}", *QUICK_SWEEP_FLAGS, "--gin.TRAIN_STEPS=2",
+             "--gin.run_config.CheckpointConfig.period=2"]  # fmt: skip
+    assert sweep.main(flags) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^    decoding \w+: ([\d,]+)/\1 examples in ", out, re.M), out
+    assert re.search(r"^    evaluation at step 2 ", out, re.M), out
+    assert "exact_match" not in out and "bleu2" not in out, out  # the metric tables stay in train.log
+    record_file = tmp_path / "sweep" / "width-32" / sweep.POINT_FILE
+    record = record_file.read_text()
+    assert json.loads(record)["configuration"]["files"].keys() >= {str(base), str(part)}
+
+    part.write_text("LEARNING_RATE = 1e-4\n")
+    assert sweep.main(flags) == 2
+    assert f"was trained in {tmp_path / 'sweep' / 'width-32'} with other contents of its gin files ({part} changed " \
+           "since): resuming would mix them" in capsys.readouterr().err  # fmt: skip
+    assert record_file.read_text() == record
+    part.write_text("LEARNING_RATE = 3e-3  # as before\n")
+    assert sweep.main(flags) == 0
+    assert "finished before, skipped" in capsys.readouterr().out
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie that nobody has reaped yet has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sigkilled_sweep_stops_its_point_which_saves_and_the_rerun_counts_the_killed_attempts_time(tmp_path):
+    """A SIGKILL of the sweep left its textchem-train training on, unseen, until its next line hit the dead pipe,
+    and it died there unsaved; the killed attempt's time was lost from the point's wall time (killed after 42 s, the
+    rerun showed the second attempt's 55.57 s). Now the kernel sends the point a SIGTERM when the sweep dies: it
+    saves as on a preemption and stops (no log line, no periodic checkpoint here before step 100000), and the rerun
+    counts the killed attempt's time up to its log's last line."""
+    import signal
+    import time
+
+    flags = [f"--sweep_dir={tmp_path}", SWEEP_FLAGS[0], *QUICK_SWEEP_FLAGS, "--gin.train_lib.train.log_period=100000",
+             "--gin.run_config.CheckpointConfig.period=100000"]  # fmt: skip
+    command = [sys.executable, "-m", "textchem_jax.sweep", *flags]
+    launched = time.monotonic()
+    process = subprocess.Popen([*command, "--gin.TRAIN_STEPS=100000"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    child = None
+    try:
+        for line in process.stdout:
+            if line.strip().startswith("step 1/"):  # the first step's line: the only one before step 100000
+                break
+        (child,) = _children(process.pid)
+        process.kill()
+        killed_after = time.monotonic() - launched
+        process.wait()
+        for _ in range(600):
+            if not _alive(child):
+                break
+            time.sleep(0.5)
+        assert not _alive(child), "textchem-train trains on after the sweep was killed"
+    finally:
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+    point = tmp_path / "width-32"
+    saved = sorted(int(p.name) for p in (point / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] >= 1, "the point did not save its step"
+    killed = json.loads((point / sweep.POINT_FILE).read_text())  # the sweep died unawares: "running"
+    assert killed["status"] == "running" and 0 < killed["wall_seconds"] < killed_after, killed
+
+    rerun = subprocess.Popen([*command, f"--gin.TRAIN_STEPS={saved[-1] + 1}"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    output = []
+    for line in rerun.stdout:
+        output.append(line)
+        if ": training (log:" in line:
+            running = json.loads((point / sweep.POINT_FILE).read_text())
+    assert rerun.wait() == 0, "".join(output)[-3000:]
+    assert f"resumed from step {saved[-1]} " in "".join(output)
+    assert running["status"] == "running" and running["wall_seconds"] >= killed["wall_seconds"], running
+    done = json.loads((point / sweep.POINT_FILE).read_text())
+    assert done["status"] == "done" and done["wall_seconds"] > running["wall_seconds"]
+
+
 def test_a_run_stopped_in_the_middle_of_a_write_is_read_up_to_the_cut(tmp_path, caplog):
     """A preempted or still running MODEL_DIR: its last event record and metrics line cut short ended
     textchem-report and textchem-sweep in a DataLossError / JSONDecodeError; now what precedes the cut is read."""

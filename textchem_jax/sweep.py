@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -55,6 +56,7 @@ E2CLM_VARIANTS = {
 _DIMENSIONS = ("d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers")
 # Axes that set the model's size: the x of the scaling plots, not a line of their own.
 _SIZE_AXES = ("size", "width")
+_RESUMABLE = ("MODEL_DIR", "TRAIN_STEPS")  # what may change while a point's checkpoints still go on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,14 +201,16 @@ def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
 
 
 def check_points(points: Sequence[Point], gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str],
-                 sweep_dir: str) -> None:  # fmt: skip
+                 sweep_dir: str) -> dict[str, dict]:  # fmt: skip
     """Parses every point's configuration as its textchem-train will, and looks up its mixture: a misspelt
-    axis, value or mixture is one error before any point trains, not a failure at each point's start."""
+    axis, value or mixture is one error before any point trains, not a failure at each point's start. Returns each
+    point's `configuration` by point name, for its sweep-point.json."""
     import gin
 
     from textchem_jax import launch
     from textchem_jax.run_config import mixture_or_task
 
+    configurations = {}
     for point in points:
         model_dir = os.path.join(sweep_dir, point.name)
         try:
@@ -214,10 +218,33 @@ def check_points(points: Sequence[Point], gin_files: Sequence[str], bindings: Se
                              search_paths, warn_unused_macros=False)  # said once, by read_base
             _import_task_module()
             mixture_or_task(gin.query_parameter("%MIXTURE_OR_TASK_NAME"))
+            configurations[point.name] = configuration([*gin_files, *point.gin_files], search_paths)
         except (ValueError, launch.ConfigError) as error:
             raise ValueError(f"point {point.label or point.name}: {error}") from None
         finally:
             gin.clear_config()
+    return configurations
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def configuration(gin_files: Sequence[str], search_paths: Sequence[str]) -> dict:
+    """What the parsed gin configuration resolves to (`digest`: every binding but the _RESUMABLE macros; comments
+    and layout do not count) and a digest of each gin file read, includes too (`files`: to name the one that
+    changed). Recorded in a point's sweep-point.json: a LEARNING_RATE appended to the base gin file between two
+    runs of a sweep went unnoticed (finished points were skipped with their old settings; a resumed one trained on
+    at 1e-4 after 3e-3, and its config.gin claimed 1e-4 for the whole run)."""
+    import gin
+
+    from textchem_jax import launch
+
+    statements = (s.strip() for s in re.split(r"\n(?=\S)", gin.config_str()))  # a long value goes on indented lines
+    kept = [s for s in statements if s and not s.startswith("#") and s.partition(" = ")[0] not in _RESUMABLE]
+    sources = launch._gin_sources([expand_user(f) for f in gin_files],
+                                  [*(expand_user(p) for p in search_paths), str(launch.GIN_CONFIGS)])  # as parse_gin
+    return {"digest": _digest("\n".join(kept)), "files": {path: _digest(text) for path, text in sources}}
 
 
 def train_arguments(point: Point, model_dir: str, passthrough: Sequence[str]) -> list[str]:
@@ -241,11 +268,15 @@ def _read_point_file(point_dir: str) -> dict:
 
 
 def _write_point_file(point_dir: str, record: dict) -> None:
+    """Whole or not at all (written aside, then renamed): a running point's record is rewritten as its log
+    advances, and a SIGKILL that lands in a write left it cut short, its arguments and time lost."""
     import tensorflow as tf
 
     makedirs(point_dir)
-    with tf.io.gfile.GFile(os.path.join(point_dir, POINT_FILE), "w") as f:
+    path = os.path.join(point_dir, POINT_FILE)
+    with tf.io.gfile.GFile(f"{path}.partial", "w") as f:
         f.write(json.dumps(record, indent=1))
+    tf.io.gfile.rename(f"{path}.partial", path, overwrite=True)
 
 
 class Terminated(Exception):
@@ -261,53 +292,94 @@ def _stopped(stop: BaseException) -> str:
     return "terminated" if isinstance(stop, Terminated) else "interrupted"
 
 
+# The lines of a point's console that the sweep's own console shows (all go to the point's train.log): its training,
+# and its evaluation's decoding progress and heading, not the metric tables. The final evaluation was the longest
+# silent stretch.
+_SHOWN_LINES = re.compile(r"step |resumed from|training stopped|decoding |\S+: round trip \(forward model\): |"
+                          r"evaluation at step ")  # fmt: skip
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _stops_with_the_sweep():
+    """A `preexec_fn` that has the kernel send the point's textchem-train a SIGTERM when the sweep dies, even by
+    SIGKILL, so that it saves its step and stops as on a preemption: it trained on, unseen, until its next line hit
+    the dead pipe, and died there unsaved. Linux only (None elsewhere). It runs between fork and exec, so it only
+    calls what is loaded before."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl, sweep = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def request() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != sweep:  # the sweep died before the request: nothing trained yet, nothing to save
+            os._exit(128 + signal.SIGTERM)
+
+    return request
+
+
 def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index: int, total: int,
-              verbose: bool = False) -> bool:  # fmt: skip
+              verbose: bool = False, configuration: Mapping | None = None) -> bool:  # fmt: skip
     """Trains and evaluates one point in its own `textchem-train` process unless it finished with the same
-    arguments before; returns whether it is finished."""
+    arguments and `configuration` (check_points') before; returns whether it is finished."""
     import tensorflow as tf
 
     point_dir = os.path.join(sweep_dir, point.name)
     arguments = train_arguments(point, point_dir, passthrough)
     record = _read_point_file(point_dir)
     prefix = f"[{index + 1}/{total}] {point.label or point.name}"
-    same = _settings(record.get("arguments")) == _settings(arguments)
-    if record.get("status") == "done" and same:
+    changed = _changed_settings(record, arguments, configuration)
+    if record.get("status") == "done" and not changed and _settings(record.get("arguments")) == _settings(arguments):
         print(f"{prefix}: finished before, skipped", flush=True)
         return True
     makedirs(point_dir)
     log_path = os.path.join(point_dir, "train.log")
+    earlier = 0.0 if changed else record.get("wall_seconds", 0.0)  # training on to more steps: its time counts on
     if tf.io.gfile.exists(log_path):  # the attempt before (killed, failed or configured otherwise) stays readable
         tf.io.gfile.copy(log_path, os.path.join(point_dir, "train.previous.log"), overwrite=True)
-    resumed = _settings(record.get("arguments"), _RESUMABLE) == _settings(arguments, _RESUMABLE)
-    earlier = record.get("wall_seconds", 0.0) if resumed else 0.0  # training on to more steps: its time counts on
-    record = {"point": dict(point.values), "arguments": arguments}
+    record = {"point": dict(point.values), "arguments": arguments, "configuration": configuration}
     # Said before training: a point stopped midway is known to have checkpoints of these arguments.
     _write_point_file(point_dir, {**record, "status": "running", "wall_seconds": earlier})
     print(f"{prefix}: training (log: {log_path})", flush=True)
     start = time.perf_counter()
-    # -P: the sweep's folder is not put first on the point's path, where a user's own `tasks.py` hid ours
-    process = subprocess.Popen([sys.executable, "-P", "-m", "textchem_jax.train", *arguments], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+    # The point's console comes through a pipe whose read end textchem-train holds too (Linux): its lines after the
+    # sweep is killed (its preemption's) are not a BrokenPipeError that ends it before it saves.
+    read_end, write_end = os.pipe()
+    try:
+        # -P: the sweep's folder is not put first on the point's path, where a user's own `tasks.py` hid ours
+        process = subprocess.Popen([sys.executable, "-P", "-m", "textchem_jax.train", *arguments], stdout=write_end,
+                                   stderr=subprocess.STDOUT, preexec_fn=_stops_with_the_sweep(),
+                                   pass_fds=(read_end,) if sys.platform.startswith("linux") else ())  # fmt: skip
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
     lines = []
     flush_period = 30.0 if is_remote(log_path) else 0.0  # `tail -f` follows a local log; gs:// uploads it whole
-    with tf.io.gfile.GFile(log_path, "w") as log:  # gs:// has no append
+    with open(read_end, errors="replace") as output, tf.io.gfile.GFile(log_path, "w") as log:  # gs:// has no append
         flushed = time.monotonic()
         try:
-            for line in process.stdout:
+            for line in output:
                 log.write(line)
                 if time.monotonic() - flushed >= flush_period:
                     log.flush()
+                    # The time so far, as the log advances: a sweep killed (SIGKILL, a lost node) counts its attempt up
+                    # to here. A point killed after 42 s showed 55.57 s after its rerun, the second attempt's alone.
+                    _write_point_file(point_dir, {**record, "status": "running",
+                                                  "wall_seconds": time.perf_counter() - start + earlier})  # fmt: skip
                     flushed = time.monotonic()
                 lines.append(line)
-                if verbose or line.startswith(("step ", "resumed from", "training stopped")):
+                if verbose or _SHOWN_LINES.match(line):
                     print(f"    {line.rstrip()}", flush=True)
         except (KeyboardInterrupt, Terminated) as stop:  # textchem-train saves its step, then exits: waited for
             if isinstance(stop, Terminated):  # Ctrl-C reached it too (one process group); a SIGTERM is passed on
                 process.terminate()
             print(f"{prefix}: {_stopped(stop)}; waiting for textchem-train to save its checkpoint (Ctrl-C again stops "
                   "at once)", file=sys.stderr, flush=True)  # fmt: skip
-            rest = process.communicate()[0]
+            rest = output.read()
+            process.wait()
             log.write(rest)
             print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith(("interrupted", "preempted"))),
                   end="", flush=True)  # fmt: skip
@@ -326,9 +398,6 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     return False
 
 
-_RESUMABLE = ("MODEL_DIR", "TRAIN_STEPS")  # what may change while a point's checkpoints still go on
-
-
 def _settings(arguments: Sequence[str] | None, ignored: Sequence[str] = ("MODEL_DIR",)) -> list[str] | None:
     """A point's textchem-train arguments less the `ignored` macros' flags: less MODEL_DIR, a sweep folder copied
     or moved is the same sweep; less TRAIN_STEPS too, training on to more steps continues the same run."""
@@ -336,17 +405,33 @@ def _settings(arguments: Sequence[str] | None, ignored: Sequence[str] = ("MODEL_
     return None if arguments is None else [a for a in arguments if a.partition("=")[0] not in flags]
 
 
-def changed_arguments(point: Point, sweep_dir: str, passthrough: Sequence[str]) -> str | None:
-    """How this run's arguments for a point differ from those its checkpoints were trained with, or None (the
-    same, or nothing trained yet): resuming would continue those weights under other settings, and the point
-    would then be recorded as done with arguments it was not trained with."""
-    point_dir = os.path.join(sweep_dir, point.name)
-    before = _settings(_read_point_file(point_dir).get("arguments"), _RESUMABLE)
-    now = _settings(train_arguments(point, point_dir, passthrough), _RESUMABLE)
-    if not before or before == now or not run_results.latest_step(point_dir):
+def _changed_settings(record: Mapping, arguments: Sequence[str], configuration: Mapping | None) -> str | None:
+    """How a point's settings now (its textchem-train arguments, what its gin configuration resolves to) differ
+    from those of its record, the _RESUMABLE ones aside, or None: the same, or nothing recorded (a record written
+    before configurations were has its arguments compared only)."""
+    before, now = _settings(record.get("arguments"), _RESUMABLE), _settings(arguments, _RESUMABLE)
+    if before is not None and before != now:
+        return (f"other arguments ({' '.join(a for a in before if a not in now) or 'no other flags'} then, "
+                f"{' '.join(a for a in now if a not in before) or 'no other flags'} now)")
+    then = record.get("configuration")
+    if before is None or not then or not configuration or then["digest"] == configuration["digest"]:
         return None
-    return (f"{' '.join(a for a in before if a not in now) or 'no other flags'} then, "
-            f"{' '.join(a for a in now if a not in before) or 'no other flags'} now")
+    files = [path for path in dict.fromkeys([*then["files"], *configuration["files"]])
+             if then["files"].get(path) != configuration["files"].get(path)]  # fmt: skip
+    return (f"other contents of its gin files ({', '.join(files)} changed since)" if files else
+            "another gin configuration from the same gin files and flags (textchem_jax's configurables changed)")
+
+
+def changed_settings(point: Point, sweep_dir: str, passthrough: Sequence[str],
+                     configuration: Mapping | None = None) -> str | None:  # fmt: skip
+    """How this run's settings for a point (arguments, and its gin files' `configuration`) differ from those its
+    checkpoints were trained with, or None (the same, or nothing trained yet): resuming would continue those
+    weights under other settings, and the point would then be recorded as done with settings it was not trained
+    with. A changed flag and a changed gin file are refused alike."""
+    point_dir = os.path.join(sweep_dir, point.name)
+    arguments = train_arguments(point, point_dir, passthrough)
+    change = _changed_settings(_read_point_file(point_dir), arguments, configuration)
+    return change if change and run_results.latest_step(point_dir) else None
 
 
 def point_row(point: Point, sweep_dir: str) -> dict:
@@ -565,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("give the base configuration, e.g. --gin_file=experiments/quickstart.gin")
         base = read_base(files, bindings, search, args.sweep_dir)
         points = expand(axes, base)
-        check_points(points, files, bindings, search, args.sweep_dir)
+        configurations = check_points(points, files, bindings, search, args.sweep_dir)
     except (ValueError, launch.ConfigError) as error:
         print(f"textchem-sweep: {error}", file=sys.stderr)
         return 2
@@ -587,10 +672,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.collect_only and not tf.io.gfile.isdir(args.sweep_dir):
         print(f"textchem-sweep: no sweep at {args.sweep_dir} to collect: run it first (without --collect_only)", file=sys.stderr)
         return 2
-    changed = [(i, c) for i in chosen if not args.collect_only and (c := changed_arguments(points[i], args.sweep_dir, passthrough))]
+    changed = [(i, c) for i in chosen if not args.collect_only
+               and (c := changed_settings(points[i], args.sweep_dir, passthrough, configurations[points[i].name]))]
     for i, change in changed:
         print(f"textchem-sweep: point [{i}] {points[i].label or points[i].name} was trained in "
-              f"{os.path.join(args.sweep_dir, points[i].name)} with other arguments ({change}): resuming would mix them. "
+              f"{os.path.join(args.sweep_dir, points[i].name)} with {change}: resuming would mix them. "
               "Give a new --sweep_dir, or delete that point's folder to train it anew", file=sys.stderr)  # fmt: skip
     if changed:
         return 2
@@ -599,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _terminate)  # while points train: then as before
         try:
             for i in chosen:
-                if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points), verbose=args.verbose):
+                if not run_point(points[i], args.sweep_dir, passthrough, index=i, total=len(points),
+                                 verbose=args.verbose, configuration=configurations[points[i].name]):
                     failed.append(points[i].label)
         except (KeyboardInterrupt, Terminated) as stop:
             print(f"textchem-sweep: {_stopped(stop)}; rerun the same command to go on (finished points are skipped, "
