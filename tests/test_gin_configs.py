@@ -37,7 +37,7 @@ def clean_gin():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_parses_and_builds_its_model(experiment, tmp_path):
-    required = launch._required_macros(launch._gin_sources([experiment], [str(CONFIGS)]))
+    required = launch._required_macros(launch.gin_sources([experiment], [str(CONFIGS)]))
     paths = []
     for macro in required:
         if macro.endswith(("_DIR", "_CHECKPOINT", "_PATH")):  # a checkpoint folder bringing its vocabulary

@@ -65,7 +65,12 @@ def _find_gin_file(name: str, search_paths: Sequence[str]) -> tuple[str, str] | 
     return None
 
 
-def _gin_sources(files: Sequence[str], search_paths: Sequence[str]) -> list[tuple[str, str]]:
+def gin_search_paths(search_paths: Sequence[str]) -> list[str]:
+    """The folders gin files are looked up in: the user's (`--gin_search_paths=~/x` expanded), then ours."""
+    return [*(expand_user(path) for path in search_paths), str(GIN_CONFIGS)]
+
+
+def gin_sources(files: Sequence[str], search_paths: Sequence[str]) -> list[tuple[str, str]]:
     """(path, text) of `files` and of everything they `include`, found along the search paths, each read once."""
     seen, sources, queue = set(), [], list(files)
     while queue:
@@ -252,7 +257,7 @@ def t5x_equivalent(name: str, value: str | None = None, gin_file_text: str | Non
 
 def _runs_import(alias: str) -> str | None:
     """The import line our runs/*.gin make for the module alias `alias` (`train_lib`), else None."""
-    runs = _gin_sources([f"runs/{run}.gin" for run in ("pretrain", "eval", "infer")], [str(GIN_CONFIGS)])
+    runs = gin_sources([f"runs/{run}.gin" for run in ("pretrain", "eval", "infer")], [str(GIN_CONFIGS)])
     return next((line for line in _binding_imports(runs) if line.split()[-1] == alias), None)
 
 
@@ -377,13 +382,13 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
 
     gin.clear_config()
     _register_file_readers()
-    search_paths = [*(expand_user(path) for path in search_paths), str(GIN_CONFIGS)]  # `--gin_search_paths=~/x` too
+    search_paths = gin_search_paths(search_paths)
     logging.getLogger().addFilter(_quiet_search_misses)
     _use_search_paths(search_paths)
     if not files:
         raise ConfigError("no --gin_file given: e.g. --gin_file=experiments/quickstart.gin")
     files, bindings = [expand_user(f) for f in files], [_tilde_expanded(b) for b in bindings]
-    sources = _gin_sources(files, search_paths)
+    sources = gin_sources(files, search_paths)
     imports = ["from __gin__ import dynamic_registration", *_binding_imports(sources)] if bindings else []
     try:
         gin.parse_config_files_and_bindings(list(files), [*imports, *bindings], finalize_config=False)

@@ -242,8 +242,7 @@ def configuration(gin_files: Sequence[str], search_paths: Sequence[str]) -> dict
 
     statements = (s.strip() for s in re.split(r"\n(?=\S)", gin.config_str()))  # a long value goes on indented lines
     kept = [s for s in statements if s and not s.startswith("#") and s.partition(" = ")[0] not in _RESUMABLE]
-    sources = launch._gin_sources([expand_user(f) for f in gin_files],
-                                  [*(expand_user(p) for p in search_paths), str(launch.GIN_CONFIGS)])  # as parse_gin
+    sources = launch.gin_sources([expand_user(f) for f in gin_files], launch.gin_search_paths(search_paths))
     return {"digest": _digest("\n".join(kept)), "files": {path: _digest(text) for path, text in sources}}
 
 
