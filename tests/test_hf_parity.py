@@ -478,11 +478,25 @@ def test_an_export_into_another_models_folder_is_refused_naming_its_files(hf_cas
     capsys.readouterr()
     assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={folder}"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"textchem-convert: {folder} holds files an export does not write (pytorch_model.bin, special_tokens_map.json, "
-        "spiece.vocab): another model's, which transformers would read with ours; remove them, or choose a new or empty "
-        "folder"
+        f"textchem-convert: {folder} holds files that are not an earlier export's (pytorch_model.bin, "
+        "special_tokens_map.json, spiece.vocab): another model's, which transformers would read with ours or which the "
+        "export would replace; remove them, or choose a new or empty folder"
     ]
     assert {path.name: path.read_bytes() for path in folder.iterdir() if path.name in before} == before  # untouched
+    # Another model's save_pretrained of only the files an export writes (no record of ours) is not a re-export: its
+    # tokenizer files were deleted. A git clone's own files (a Hub repository) were refused, with advice to delete .git.
+    for name in ("spiece.vocab", "pytorch_model.bin", "special_tokens_map.json"):
+        (folder / name).unlink()
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({key: value for key, value in config.items() if key != "textchem_jax"}))
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={folder}"]) == 2
+    assert "holds files that are not an earlier export's (config.json, generation_config.json" in capsys.readouterr().err
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / ".git").mkdir()
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs")
+    (folder / "README.md").write_text("# model card")
+    assert convert.main([f"--checkpoint_dir={converted}", f"--hf_output_dir={folder}"]) == 0
+    assert (folder / ".git").is_dir() and (folder / "README.md").read_text() == "# model card"
 
 
 @pytest.mark.slow

@@ -624,7 +624,11 @@ def test_register_mixture_refuses_a_negative_or_not_finite_rate_and_all_zero_rat
             with pytest.raises(ValueError, match=rf"^register_mixture\('users_rates_mix'\): {said}"):
                 seqio_tasks.register_mixture("users_rates_mix", list(zip(names, rates)))
             assert "users_rates_mix" not in {*seqio.MixtureRegistry.names(), *seqio_tasks.MIXTURE_SPECS}
-        seqio_tasks.register_mixture("users_rates_mix", list(zip(names, (0.0, 1))))
+        with pytest.raises(ValueError, match=r"every task's rate is 0"):  # a task named twice: still all 0
+            seqio_tasks.register_mixture("users_rates_mix", [(names[0], 0), (names[0], 0.0), (names[1], 0)])
+        forward = seqio.get_mixture_or_task(names[0])  # a Task object: kept by name, for `use_vocabulary`
+        seqio_tasks.register_mixture("users_rates_mix", [(forward, 0.0), (names[1], 1)])
+        assert seqio_tasks.MIXTURE_SPECS["users_rates_mix"] == [(names[0], 0.0), (names[1], 1)]
         seqio.MixtureRegistry.add("users_seqio_rates_mix", list(zip(names, (-1.0, 1.0))))
         with pytest.raises(ValueError, match=r"^mixture users_seqio_rates_mix: the rates .* must each be >= 0, one > "):
             inspect_lib.inspect("users_seqio_rates_mix", "validation", {"inputs": 64, "targets": 64}, 1, 5)

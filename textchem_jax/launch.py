@@ -711,6 +711,7 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
     """`jax.distributed.initialize` from flags, or from the environment when the cluster sets it up."""
     import jax
 
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     if coordinator_address:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU multi-process collectives
         jax.distributed.initialize(coordinator_address, process_count, process_index,
@@ -721,9 +722,9 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
         return
     # JAX's preemption notifier (C++) takes SIGTERM over at `initialize` and only records it: a SIGTERM before
     # textchem-train's own handler (while restoring or compiling) or during eval/infer was swallowed, and the
-    # process ran on past a SLURM time limit ("preemption_notifier.cc:90] SIGTERM caught"). Back to the default:
+    # process ran on past a SLURM time limit ("preemption_notifier.cc:90] SIGTERM caught"). Back to the handler before:
     # the process ends, as on one host; textchem-train's handler saves once its steps run.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if sigterm_handler is None else sigterm_handler)
     program = os.path.basename(sys.argv[0])
     peers.watch(lambda detail: exit_lost_peer(program, RuntimeError(detail)))  # not at the heartbeat timeout
 

@@ -74,20 +74,27 @@ class TaskSpec:
         return ("train", *present) if present or self._has_files("train", folder) else SPLITS
 
     def _has_files(self, split: str, folder: str) -> bool:
-        """Whether the files `pairs(split)` reads are there (`datasets.dataset_files`), reading none of them."""
+        return _split_files_present(self.task, self.source, self.reactions, folder, split)
 
-        def files_only(dataset: str, split: str) -> list:  # the records reader of `task_pairs`, without records
-            datasets.dataset_files(dataset, split, folder)
-            return []
 
-        try:
-            if self.source == "files":
-                datasets.task_pairs(self.task, split, folder, reactions=self.reactions, records=files_only)
-            else:
-                datasets.dataset_files(self.source, split, folder)
-        except FileNotFoundError:
-            return False
-        return True
+@functools.lru_cache(maxsize=None)
+def _split_files_present(task: str, source: str, reactions: str | None, folder: str, split: str) -> bool:
+    """Whether the files `TaskSpec.pairs(split)` reads are in `folder` (`datasets.dataset_files`), reading none of
+    them; once per process: SeqIO asks a task's splits at each mixture lookup and evaluation (14 `exists` calls a
+    round for textchem_standard, each a request on gs://)."""
+
+    def files_only(dataset: str, split: str) -> list:  # the records reader of `task_pairs`, without records
+        datasets.dataset_files(dataset, split, folder)
+        return []
+
+    try:
+        if source == "files":
+            datasets.task_pairs(task, split, folder, reactions=reactions, records=files_only)
+        else:
+            datasets.dataset_files(source, split, folder)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 SPECS: dict[str, TaskSpec] = {}
@@ -139,22 +146,25 @@ def register_mixture(name: str, tasks_and_rates: list) -> None:
     textchem-inspect divided by zero and training read a rate of -1 as 0 (that task never seen)."""
     import seqio
 
-    rates = {}  # task name -> rate, for the rates given as numbers (a function of the task is known when called)
+    numbered = []  # the rates given as numbers (a function of the task is known when called)
     for entry in tasks_and_rates:
         if isinstance(entry, (tuple, list)) and len(entry) == 2 and not callable(entry[1]):
             task, rate = getattr(entry[0], "name", entry[0]), entry[1]
             try:
-                rates[task] = float(rate)
+                numbered.append(float(rate))
             except (TypeError, ValueError):
-                rates[task] = math.nan
-            if not (math.isfinite(rates[task]) and rates[task] >= 0):
+                numbered.append(math.nan)
+            if not (math.isfinite(numbered[-1]) and numbered[-1] >= 0):
                 raise ValueError(f"register_mixture({name!r}): task {task} has the rate {rate!r}; give each "
                                  "task a finite rate >= 0 (a number, or a function of the task: rate_by_examples())")
-    if rates and len(rates) == len(tasks_and_rates) and not any(rates.values()):
+    if len(numbered) == len(tasks_and_rates) and not any(numbered):
         raise ValueError(f"register_mixture({name!r}): every task's rate is 0, so training would sample nothing; "
                          "give at least one task a rate > 0")  # fmt: skip
     seqio.MixtureRegistry.add(name, tasks_and_rates)
-    MIXTURE_SPECS[name] = list(tasks_and_rates)  # once SeqIO took it: a refused duplicate replaced the first here
+    # Once SeqIO took it (a refused duplicate replaced the first here), by task name: `use_vocabulary` registers the
+    # tasks again, and a Task object kept here would be the one of the old vocabulary.
+    MIXTURE_SPECS[name] = [(getattr(entry[0], "name", entry[0]), entry[1]) if isinstance(entry, (tuple, list))
+                           else getattr(entry, "name", entry) for entry in tasks_and_rates]  # fmt: skip
 
 
 # Metrics a task always reports, even where they cannot be computed here (then NaN, printed "n/a").

@@ -360,20 +360,32 @@ RECORD_KEY = "textchem_jax"
 
 
 def check_export_directory(directory: str | os.PathLike) -> None:
-    """Raises FileExistsError when `directory` holds anything an export does not write: an export into another
+    """Raises FileExistsError when `directory` holds files that are not an earlier export's: an export into another
     model's folder kept its generation_config.json (num_beams=10), spiece.vocab, pytorch_model.bin ... beside ours,
-    and transformers read them. A folder of only the files an export writes (a re-export) is overwritten."""
+    and transformers read them. A re-export (config.json carries RECORD_KEY) is overwritten. A git clone's own files
+    (`.git`, `.gitattributes`, a README.md model card) stay: transformers reads none of them."""
     directory = epath.Path(directory)
     if not directory.exists():
         return
     if not directory.is_dir():
         raise FileExistsError(f"{directory} is a file, not a folder: give a new or empty folder to export into")
-    others = sorted(path.name for path in directory.iterdir() if path.name not in EXPORT_FILES)
+    names = sorted(path.name for path in directory.iterdir()
+                   if not path.name.startswith(".") and path.name != "README.md")  # fmt: skip
+    others = [name for name in names if name not in EXPORT_FILES]
+    if not others and names and not _is_an_export(directory / CONFIG_FILE):
+        others = names  # another model's save_pretrained: its weights or tokenizer would be replaced or deleted
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise FileExistsError(f"{directory} holds files an export does not write ({shown}): another model's, "
-                              "which transformers would read with ours; remove them, or choose a new or empty "
-                              "folder")  # fmt: skip
+        raise FileExistsError(f"{directory} holds files that are not an earlier export's ({shown}): another model's, "
+                              "which transformers would read with ours or which the export would replace; remove "
+                              "them, or choose a new or empty folder")  # fmt: skip
+
+
+def _is_an_export(config_file: epath.Path) -> bool:
+    try:
+        return RECORD_KEY in json.loads(config_file.read_text())
+    except (OSError, ValueError):  # missing, or not JSON
+        return False
 
 
 def generation_config(**settings: Any) -> dict[str, Any]:
