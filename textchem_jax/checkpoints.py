@@ -119,18 +119,19 @@ def _processes(count: int) -> str:
     return f"{count} process" if count == 1 else f"{count} processes"
 
 
-def _missing_iterator(directory: epath.Path) -> str:
-    """Why this process finds no data iterator in `directory`, told from the files' names: the message put this
-    run's process count where the writer's belonged ("written by 1" for a folder of `process_0-of-2.*` files)."""
+def missing_iterator(directory: epath.Path, process_index: int, process_count: int) -> str:
+    """Why process `process_index` of `process_count` finds no data iterator in `directory`, told from the files'
+    names: the message put this run's process count where the writer's belonged ("written by 1" for a folder of
+    `process_0-of-2.*` files)."""
     import tensorflow as tf
 
     names = tf.io.gfile.listdir(str(directory)) if tf.io.gfile.isdir(str(directory)) else []
     writers = sorted({int(match.group(2)) for name in names if (match := _ITERATOR_INDEX.match(name))})
-    where, this_run = f"no data iterator for process {jax.process_index()} in {directory}", jax.process_count()
-    if writers and this_run not in writers:
-        return (f"{where}: the checkpoint was written by {_processes(writers[-1])}; this run has {this_run}: rerun "
-                f"with {_processes(writers[-1])} (--process_count, or the same SLURM --nodes / TPU slice)")
-    return (f"{where}: the checkpoint is incomplete (it lacks process_{jax.process_index()}-of-{this_run}.index); "
+    where = f"no data iterator for process {process_index} in {directory}"
+    if writers and process_count not in writers:
+        return (f"{where}: the checkpoint was written by {_processes(writers[-1])}; this run has {process_count}: "
+                f"rerun with {_processes(writers[-1])} (--process_count, or the same SLURM --nodes / TPU slice)")
+    return (f"{where}: the checkpoint is incomplete (it lacks process_{process_index}-of-{process_count}.index); "
             f"move {directory.parent} away to resume from the step before it")
 
 
@@ -154,7 +155,7 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
         prefix = self._prefix(directory)
         if not tf.io.gfile.exists(prefix + ".index"):
-            raise ProcessCountMismatch(_missing_iterator(directory))
+            raise ProcessCountMismatch(missing_iterator(directory, jax.process_index(), jax.process_count()))
         tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_consumed()
         return args.iterator
 
