@@ -60,7 +60,7 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
 
     from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
-    from textchem_jax.run_config import _has_split, _splits, mixture_or_task, register_our_tasks
+    from textchem_jax.run_config import has_split, task_splits, mixture_or_task, register_our_tasks
 
     register_our_tasks()
 
@@ -74,15 +74,15 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
             raise ValueError(f"mixture {name}: the rates {rates} must each be >= 0, one > 0")  # was ZeroDivisionError
         out.append("effective mixture rates:")
         out += [f"  {task:<34}{rate / total:8.4f}" for task, rate in rates.items()]
-    lacking = [task for task in members if not _has_split(task, split)]  # SeqIO leaves them out of the mixture
+    lacking = [task for task in members if not has_split(task, split)]  # SeqIO leaves them out of the mixture
     if len(lacking) == len(members):
         if members == [provider]:
-            what = f"task {name} has no split {split!r} (its splits: {', '.join(_splits(provider) or ())})"
+            what = f"task {name} has no split {split!r} (its splits: {', '.join(task_splits(provider) or ())})"
         else:
-            splits = "; ".join(f"{task.name}: {', '.join(_splits(task) or ())}" for task in lacking)
+            splits = "; ".join(f"{task.name}: {', '.join(task_splits(task) or ())}" for task in lacking)
             what = f"no task of {name} has a split {split!r} ({splits})"
         raise ValueError(f"{what}; give --split one of them")
-    out += [f"task {task.name} has no {split!r} split (its splits: {', '.join(_splits(task) or ())}): left out, as "
+    out += [f"task {task.name} has no {split!r} split (its splits: {', '.join(task_splits(task) or ())}): left out, as "
             "SeqIO leaves it out of the mixture" for task in lacking]  # fmt: skip
     members = [task for task in members if task not in lacking]
     report = SkipReport()

@@ -194,7 +194,7 @@ def check_vocabularies(tasks, model, features: Sequence[str] = ()) -> None:
                     "follows it), or build the task's output features with seqio_tasks.vocabulary()")  # fmt: skip
 
 
-def _splits(task) -> tuple[str, ...] | None:
+def task_splits(task) -> tuple[str, ...] | None:
     """The task's splits, None where its source cannot tell without reading (a TFDS dataset not prepared)."""
     try:
         return tuple(task.splits)
@@ -202,7 +202,7 @@ def _splits(task) -> tuple[str, ...] | None:
         return None
 
 
-def _has_split(task, split: str) -> bool:
+def has_split(task, split: str) -> bool:
     """As SeqIO asks it (our tasks' splits also hold the slices their source reads, `validation[:4]`, `train[:25%]`:
     `datasets.split_slice`); a TFDS source reads any slice of a split it has, `validation[:1000]`; unknown: assumed.
     Only a TFDS source gets a slice for its split's name: SeqIO passes any other the slice as it is (a slice our
@@ -224,7 +224,7 @@ def training_eval_names(cfg: DatasetConfig) -> list[str]:
     provider = mixture_or_task(cfg.mixture_or_task_name)
     if not isinstance(provider, seqio.Mixture):
         return [cfg.mixture_or_task_name]
-    return [task.name for task in seqio.get_subtasks(provider) if _has_split(task, cfg.split)] + [cfg.mixture_or_task_name]
+    return [task.name for task in seqio.get_subtasks(provider) if has_split(task, cfg.split)] + [cfg.mixture_or_task_name]
 
 
 def check_split_slice(tasks, split: str, name: str) -> None:
@@ -233,9 +233,9 @@ def check_split_slice(tasks, split: str, name: str) -> None:
     from textchem_jax.data import datasets
 
     base = split.split("[", 1)[0]
-    if base == split or any(_has_split(task, split) for task in tasks):
+    if base == split or any(has_split(task, split) for task in tasks):
         return
-    if any(base in (_splits(task) or ()) for task in tasks):
+    if any(base in (task_splits(task) or ()) for task in tasks):
         try:
             datasets.split_slice(split)
         except ValueError as error:
@@ -258,23 +258,23 @@ def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
     for (name, split), readers in scopes.items():
         tasks = seqio.get_subtasks(mixture_or_task(name))
         check_split_slice(tasks, split, name)
-        lacking = [task for task in tasks if not _has_split(task, split)]
+        lacking = [task for task in tasks if not has_split(task, split)]
         if not lacking:
             continue
-        listed = [f"{task.name}: {', '.join(_splits(task) or ())}" for task in lacking]
+        listed = [f"{task.name}: {', '.join(task_splits(task) or ())}" for task in lacking]
         where = " and ".join(f"{scope}/" for scope in readers)
         reads = "reads" if len(readers) == 1 else "read"
         if len(lacking) < len(tasks):  # SeqIO leaves them out
             one = len(lacking) == 1
-            splits = f"its splits: {', '.join(_splits(lacking[0]) or ())}" if one else "; ".join(listed)
+            splits = f"its splits: {', '.join(task_splits(lacking[0]) or ())}" if one else "; ".join(listed)
             lines.append(f"mixture {name}: task{'' if one else 's'} {', '.join(task.name for task in lacking)} "
                          f"ha{'s' if one else 've'} no {split!r} split ({splits}), so {where} {reads} the mixture's "
                          "other tasks only")  # fmt: skip
             continue
-        other = next((s for task in lacking for s in _splits(task) or () if s not in (split, "train")), None)
+        other = next((s for task in lacking for s in task_splits(task) or () if s not in (split, "train")), None)
         other = other if other and readers[0] != "train" else "SPLIT"  # an evaluation's example, not training's
         if len(tasks) == 1 and tasks[0].name == name:
-            what = f"task {name} has no {split!r} split (its splits: {', '.join(_splits(tasks[0]) or ())})"
+            what = f"task {name} has no {split!r} split (its splits: {', '.join(task_splits(tasks[0]) or ())})"
         else:
             what = f"no task of mixture {name} has a {split!r} split ({'; '.join(listed)})"
         raise ValueError(
