@@ -51,6 +51,21 @@ def uspto50k_reactions(data) -> list[str]:
         return [row["rxn_smiles"] for row in csv.DictReader(f)]
 
 
+@pytest.fixture(autouse=True)
+def _tasks_vocabulary_restored():
+    """A test that trains or converts a model of another vocabulary registers our tasks again with it
+    (`seqio_tasks.use_vocabulary`); the next test in the same worker read the demo tasks with that 600-piece
+    vocabulary (`4'-bromo...` decoded as `4 ⁇ -bromo`). The tasks' vocabulary is put back after each test."""
+    import sys
+
+    module = sys.modules.get("textchem_jax.data.seqio_tasks")
+    before = getattr(module, "_vocabulary", None)
+    yield
+    module = sys.modules.get("textchem_jax.data.seqio_tasks")
+    if module is not None and module._vocabulary is not None and module._vocabulary is not before:
+        module.use_vocabulary(before if before is not None else module.vocabularies.task_vocabulary())
+
+
 def _has_gpu() -> bool:
     import jax  # only when a `gpu` test is collected: a conftest import does not start a jax backend
 
