@@ -80,17 +80,18 @@ def test_an_interrupted_map_leaves_only_its_running_chunks_to_the_pool(tmp_path,
     from pool_functions import slowly_noted
 
     items = [(value, str(tmp_path)) for value in range(512)]  # 16 chunks of 32 items, 0.64 s each
+    collect = process_pool.start_parallel_map(slowly_noted, items, num_workers=2)
+    time.sleep(0.5)  # workers start and run their first chunks
     with pytest.raises(KeyboardInterrupt):
-        with process_pool.start_parallel_map(slowly_noted, items, num_workers=2) as collect:
-            time.sleep(0.5)  # workers start and run their first chunks
-            if interrupted == "the collection":
-                signal.setitimer(signal.ITIMER_REAL, 0.5)  # SIGALRM while collect() waits on a chunk
-                previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
-                try:
-                    collect()
-                finally:
-                    signal.signal(signal.SIGALRM, previous)
-            raise KeyboardInterrupt
+        if interrupted == "the collection":  # outside `with`, as reactions and datasets collect: its own cancel
+            signal.setitimer(signal.ITIMER_REAL, 0.5)  # SIGALRM while collect() waits on a chunk
+            previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
+            try:
+                collect()
+            finally:
+                signal.signal(signal.SIGALRM, previous)
+        with collect:
+            raise KeyboardInterrupt  # in the caller's own work
     process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()  # queued behind what still runs
     ran = len(os.listdir(tmp_path))
     assert 0 < ran < len(items) // 2, f"{ran} of {len(items)} items ran after the interrupt"

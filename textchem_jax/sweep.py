@@ -357,7 +357,8 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
         os.close(write_end)
     lines = []
     flush_period = 30.0 if is_remote(log_path) else 0.0  # `tail -f` follows a local log; gs:// uploads it whole
-    with open(read_end, errors="replace") as output, tf.io.gfile.GFile(log_path, "w") as log:  # gs:// has no append
+    # `open` of textchem-train's pipe (local only); the log through gfile, written whole (gs:// has no append)
+    with open(read_end, errors="replace") as output, tf.io.gfile.GFile(log_path, "w") as log:  # local only
         flushed = time.monotonic()
         try:
             for line in output:

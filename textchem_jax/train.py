@@ -497,9 +497,9 @@ def _say_cut_training_examples(cfg, model, checked: int = LENGTH_CHECKED_EXAMPLE
     for task in seqio.get_subtasks(run_config.checked_provider(cfg, model, ("inputs", "targets"))):
         if cfg.split not in task.splits:  # left out of the mixture, and said, by `_check_evaluation_data`
             continue
-        whole = task.get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached).take(checked + 1)
         try:
-            examples = list(whole.as_numpy_iterator())
+            whole = task.get_dataset(None, split=cfg.split, shuffle=False, use_cached=cfg.use_cached)
+            examples = list(whole.take(checked + 1).as_numpy_iterator())
         except Exception as error:  # noqa: BLE001 (the same read fails in training, which says why)
             logger.debug("%s: lengths not counted: %s", task.name, error)
             continue

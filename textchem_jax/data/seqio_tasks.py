@@ -70,11 +70,9 @@ class TaskSpec:
             folder = self.folder()
         except FileNotFoundError:  # no data folder set
             return SPLITS
-        present = [split for split in SPLITS if split != "train" and self._has_files(split, folder)]
-        return ("train", *present) if present or self._has_files("train", folder) else SPLITS
-
-    def _has_files(self, split: str, folder: str) -> bool:
-        return _split_files_present(self.task, self.source, self.reactions, folder, split)
+        has_files = functools.partial(_split_files_present, self.task, self.source, self.reactions, folder)
+        present = [split for split in SPLITS if split != "train" and has_files(split)]
+        return ("train", *present) if present or has_files("train") else SPLITS
 
 
 @functools.lru_cache(maxsize=None)
