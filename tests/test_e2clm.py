@@ -515,7 +515,8 @@ def test_frozen_encoders_started_from_t5_checkpoints_stay_bit_equal_to_them(tmp_
     shutil.copytree(tmp_path / "t5_b", tmp_path / "t5_c")
     (tmp_path / "t5_c" / "spiece.model").write_bytes(proto.SerializeToString())
     bound = dataclasses.replace(frozen, vocabulary=default)
-    with pytest.raises(ValueError, match=rf"the chemistry part: {tmp_path / 't5_c'} was trained with the vocabulary"):
+    swapped = tmp_path / "t5_c"
+    with pytest.raises(ValueError, match=rf"the chemistry part \({swapped}\) brings {swapped}/spiece\.model"):
         initial_params(bound, {**parts, "chemistry": str(tmp_path / "t5_c")}, partitioning.make_mesh(),
                        like=nn.meta.unbox(frozen.init(jax.random.key(0))))  # fmt: skip
 
@@ -610,3 +611,177 @@ def test_a_checkpoint_holding_parameters_the_model_lacks_is_another_model():
     with pytest.raises(ValueError, match=r"the checkpoint run holds 2 parameter\(s\) this model lacks, first "
                                          r"\['chemistry_embedder'\]\['embedding'\]: fix"):  # fmt: skip
         check_shapes(own, plain, "run", fix=lambda: "fix", exact=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A run held against the variant its config.gin records; the parts a variant starts from
+
+
+def _recorded_run(directory, *bindings: str):
+    """A MODEL_DIR with a checkpoints/ folder and the config.gin textchem-train writes for models/e2clm_small.gin
+    at size tiny with `bindings` (gin's own record of the configuration, defaults included)."""
+    import gin
+
+    from textchem_jax import launch
+
+    launch.parse_gin(["models/e2clm_small.gin"], ["e2clm.e2clm_config.size = 'tiny'", *bindings])
+    try:
+        launch.write_config(str(directory))
+    finally:
+        gin.clear_config()
+    (directory / "checkpoints").mkdir()
+    return directory
+
+
+def test_a_run_is_held_against_the_variant_its_config_gin_records(tmp_path):
+    """A `mean` and a `select` run have the same parameters: textchem-eval/-infer of a `select` run with the default
+    models/e2clm_small.gin (`mean`) decoded other text without a word. Freezing is held against a resume only."""
+    from helpers import tiny_e2clm
+
+    from textchem_jax.model_loading import check_recorded_architecture
+
+    select = str(_recorded_run(tmp_path / "select", "e2clm.e2clm_config.aggregation = 'select'"))
+    check_recorded_architecture(tiny_e2clm(aggregation="select"), select, "orbax")
+    with pytest.raises(ValueError, match=rf"^{select}/config\.gin records another model: aggregation='select' \(the "
+                                         r"model has 'mean'; bind --gin\.e2clm\.e2clm_config\.aggregation=\"'select'\""
+                                         r"\); bind the model the run was trained with"):  # fmt: skip
+        check_recorded_architecture(tiny_e2clm(aggregation="mean"), select, "orbax")
+    frozen = str(_recorded_run(tmp_path / "frozen", "e2clm.e2clm_config.freeze_text = True"))
+    check_recorded_architecture(tiny_e2clm(), frozen, "orbax")  # evaluated, or started from, trained on
+    with pytest.raises(ValueError, match=r"freeze_text=True \(the model has False; bind --gin\.e2clm\.e2clm_config\."
+                                         r"freeze_text=\"True\": the optimizer state keeps no moments for a frozen "
+                                         rf"part.*INITIAL_CHECKPOINT_PATH=\"'{frozen}'\"\)"):  # fmt: skip
+        check_recorded_architecture(tiny_e2clm(), frozen, "orbax", resuming=True)
+    shared = str(_recorded_run(tmp_path / "shared", "e2clm.e2clm_config.shared = True"))
+    check_recorded_architecture(tiny_e2clm(shared=True, aggregation="select"), shared, "orbax")  # both are T5
+    with pytest.raises(ValueError, match=r"records another model: shared=True \(the model has False; bind "
+                                         r"--gin\.e2clm\.e2clm_config\.shared=\"True\"\)"):  # fmt: skip
+        check_recorded_architecture(tiny_e2clm(), shared, "orbax")
+
+
+def test_resuming_a_run_as_another_variant_is_refused_before_its_config_gin_is_rewritten(tmp_path):
+    """A `mean` run resumed with aggregation='select' was accepted: its config.gin rewritten with 'select', then
+    tf.data stopped at the first batch (`Expected 9 components but got 8`: the restored iterator has no
+    input_domain). An unfrozen part was refused as "another optimizer"."""
+    from helpers import LENGTHS, tiny_e2clm
+
+    from textchem_jax import train as train_lib
+    from textchem_jax.run_config import DatasetConfig
+
+    run = _recorded_run(tmp_path / "run", "e2clm.e2clm_config.freeze_chemistry = True")
+    recorded, described = (run / "config.gin").read_bytes(), []
+
+    def resume(model):
+        train_lib.train(model=model, model_dir=str(run), optimizer=optax.adamw(1e-3), total_steps=1,
+                        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4),
+                        started=lambda: described.append(model))  # fmt: skip
+
+    with pytest.raises(ValueError, match=r"aggregation='mean' \(the model has 'select'; bind --gin\.e2clm\."
+                                         r"e2clm_config\.aggregation=\"'mean'\"\); resume it with the model it was "
+                                         r"trained with"):  # fmt: skip
+        resume(tiny_e2clm(aggregation="select", freeze_chemistry=True))
+    with pytest.raises(ValueError, match=r"freeze_chemistry=True \(the model has False; .* start another MODEL_DIR"):
+        resume(tiny_e2clm())
+    assert not described and (run / "config.gin").read_bytes() == recorded
+
+
+def _converted_t5(directory, vocabulary_path: str, seed: int = 0) -> str:
+    """A textchem-convert-like folder of a tiny T5 v1.0 (the T5 of `tiny_e2clm`) with the SentencePiece model given."""
+    import shutil
+
+    import flax.linen as nn
+
+    from helpers import tiny_t5
+    from textchem_jax.model_loading import write_params
+
+    directory.mkdir()
+    write_params(directory, nn.meta.unbox(tiny_t5("1.0").init(jax.random.key(seed))))
+    shutil.copy(vocabulary_path, directory / "spiece.model")
+    return str(directory)
+
+
+def test_parts_of_another_vocabulary_are_named_together(tmp_path):
+    """A part of another vocabulary was told to set TEXTCHEM_VOCABULARY to its own, which a variant binding
+    VOCABULARY itself (variant A: the text checkpoint's) does not read, and which breaks the other parts."""
+    import flax.linen as nn
+    from sentencepiece import sentencepiece_model_pb2
+
+    from helpers import tiny_e2clm
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import initial_params
+
+    default = vocabularies.default_vocabulary()
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(open(vocabularies.vocabulary_file(default), "rb").read())
+    proto.pieces[10].piece, proto.pieces[11].piece = proto.pieces[11].piece, proto.pieces[10].piece
+    (tmp_path / "swapped.model").write_bytes(proto.SerializeToString())
+    ours = _converted_t5(tmp_path / "ours", vocabularies.vocabulary_file(default))
+    theirs = _converted_t5(tmp_path / "theirs", str(tmp_path / "swapped.model"), seed=1)
+    model = dataclasses.replace(tiny_e2clm(freeze_text=True), vocabulary=default)
+    like, mesh = nn.meta.unbox(model.init(jax.random.key(0))), partitioning.make_mesh()
+    with pytest.raises(ValueError, match=rf"^an e2-CLM's parts and VOCABULARY must share one SentencePiece model .*: "
+                                         rf"the chemistry part \({theirs}\) brings {theirs}/spiece\.model; start every "
+                                         r"part from checkpoints trained with one vocabulary") as error:  # fmt: skip
+        initial_params(model, {"text": ours, "chemistry": theirs, "decoder": ours}, mesh, like)
+    assert "TEXTCHEM_VOCABULARY" not in str(error.value)
+    with pytest.raises(ValueError, match=rf": the text, chemistry and decoder parts \({theirs}\) bring "
+                                         rf"{theirs}/spiece\.model; bind theirs: "
+                                         rf"\"--gin\.VOCABULARY=@vocabularies\.load_vocabulary\(\)\" "
+                                         rf"--gin\.vocabularies\.load_vocabulary\.path=\"'{theirs}/spiece\.model'\"$"):
+        initial_params(model, {"text": theirs, "chemistry": theirs, "decoder": theirs}, mesh, like)
+    params, step = initial_params(model, {"text": ours, "chemistry": ours, "decoder": ours}, mesh, like)
+    assert step == 0 and set(params) == set(like)
+
+
+def test_an_e2clm_run_given_as_a_part_is_named_as_one(tmp_path):
+    """An e2-CLM run as a part was "a starting checkpoint of another model: bind the model it holds", which cannot
+    make it a part."""
+    import flax.linen as nn
+
+    from helpers import tiny_e2clm
+    from textchem_jax import checkpoints as ckpt
+    from textchem_jax.data import vocabulary as vocabularies
+    from textchem_jax.model_loading import initial_params
+
+    routed = tiny_e2clm(aggregation="select")
+    saving = ckpt.Checkpoints(str(tmp_path / "run" / "checkpoints"))
+    saving.save(1, {"params": nn.meta.unbox(routed.init(jax.random.key(0)))})
+    saving.close()
+    t5 = _converted_t5(tmp_path / "t5", vocabularies.DEFAULT_VOCABULARY_PATH)
+    model = tiny_e2clm(freeze_text=True)
+    with pytest.raises(ValueError, match=rf"^the chemistry part: {tmp_path / 'run'} is an e2-CLM checkpoint "
+                                         r"\(parameters chemistry_encoder, decoder, text_encoder, token_embedder\), "
+                                         r"and a part must be a T5 checkpoint"):  # fmt: skip
+        initial_params(model, {"text": t5, "chemistry": str(tmp_path / "run"), "decoder": t5},
+                       partitioning.make_mesh(), nn.meta.unbox(model.init(jax.random.key(1))))  # fmt: skip
+
+
+@pytest.mark.needs_hf
+def test_an_encoder_alone_starts_a_text_or_chemistry_part(tmp_path):
+    """The paper's variant A takes its encoders from pretrained language encoders: a T5EncoderModel folder as a
+    part failed with the list of decoder tensors it lacks. It starts a text or chemistry part exactly; the decoder,
+    or a whole model, needs a full T5, said in one line."""
+    pytest.importorskip("transformers")
+    import flax.linen as nn
+    from transformers import T5EncoderModel
+
+    from helpers import tiny_e2clm, tiny_t5
+    from textchem_jax.model_loading import initial_params, load_for_inference
+    from textchem_jax.models import hf_convert
+
+    t5 = tiny_t5("1.0")
+    t5_params = nn.meta.unbox(t5.init(jax.random.key(3)))
+    full = str(hf_convert.save_hf_directory(tmp_path / "full", t5.t5_config, t5_params))
+    encoder = str(tmp_path / "encoder")
+    T5EncoderModel.from_pretrained(full).save_pretrained(encoder)
+    model = tiny_e2clm(freeze_text=True, freeze_chemistry=True, own_embeddings=True)
+    like, mesh = nn.meta.unbox(model.init(jax.random.key(0))), partitioning.make_mesh()
+    params, _ = initial_params(model, {"text": encoder, "chemistry": encoder, "decoder": full}, mesh, like)
+    for ours, theirs in (("text_encoder", "encoder"), ("chemistry_embedder", "token_embedder"), ("decoder", "decoder")):
+        leaves = zip(jax.tree_util.tree_leaves(params[ours]), jax.tree_util.tree_leaves(t5_params[theirs]), strict=True)
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in leaves), ours
+    alone = rf"{encoder} holds a T5 encoder alone \(config\.json: T5EncoderModel\), and"
+    with pytest.raises(ValueError, match=rf"^the decoder part: {alone} the decoder needs a full encoder-decoder T5"):
+        initial_params(model, {"text": encoder, "chemistry": encoder, "decoder": encoder}, mesh, like)
+    with pytest.raises(ValueError, match=rf"^{alone} a whole model needs a full encoder-decoder T5"):
+        load_for_inference(t5, encoder, mesh)

@@ -27,6 +27,7 @@ from textchem_jax.checkpoints import check_shapes, load_params
 from textchem_jax.checkpoints import stored_param_names as checkpoint_param_names
 from textchem_jax.models.adapters import EncoderDecoderModel
 from textchem_jax.models.config import ARCHITECTURE_FIELDS, T5Config, t5_config
+from textchem_jax.models.e2clm import FREEZING_FIELDS, VARIANT_FIELDS, E2ClmConfig, recorded_fields
 from textchem_jax.models.hf_convert import numpy_dtype
 from textchem_jax.models.t5 import stack_layer_params, unstack_layer_params
 from textchem_jax.run_results import (CHECKPOINTS_FOLDER, CONVERTED_CONFIG_FILE, CONVERTED_GIN_FILE, RUN_CONFIG_FILE,
@@ -35,6 +36,9 @@ from textchem_jax.run_results import (CHECKPOINTS_FOLDER, CONVERTED_CONFIG_FILE,
 PARAMS_FILE = "params.npz"  # a textchem-convert directory's parameters, flat "encoder/layers_0/..." keys
 HF_CONFIG_FILE = "config.json"  # a Hugging Face directory's model config
 T5_PARTS = ("token_embedder", "encoder", "decoder")
+ENCODER_PARTS = ("text", "chemistry")  # the e2-CLM parts a T5 encoder alone can start (`with_t5_parts`)
+# What a T5 encoder alone (Hugging Face `T5EncoderModel`) cannot describe: its config.json's values are defaults.
+DECODER_ONLY_FIELDS = ("num_decoder_layers", "tie_word_embeddings")
 _SEPARATOR = "/"
 
 
@@ -141,10 +145,12 @@ def _foreign_fix(path: str) -> str:
             "textchem-convert, whose model.gin binds both")  # fmt: skip
 
 
-def _foreign_params(model, path: str, kind: str) -> dict:
+def _foreign_params(model, path: str, kind: str, part: str | None = None) -> dict:
     """Plain parameters of a Hugging Face directory or a T5X checkpoint, laid out for the model. A Hugging
     Face config.json, or the settings our T5X export records, must describe the model's architecture: what shapes
-    cannot show (the relative-position range, the norm's epsilon) would otherwise change its outputs silently."""
+    cannot show (the relative-position range, the norm's epsilon) would otherwise change its outputs silently.
+    A Hugging Face T5 encoder alone (`_hf_encoder_only`) gives an e2-CLM's text or chemistry `part` its
+    `token_embedder` and `encoder`, and nothing else."""
     from textchem_jax import t5x_checkpoints
     from textchem_jax.models.hf_convert import load_hf_directory
 
@@ -154,28 +160,81 @@ def _foreign_params(model, path: str, kind: str) -> dict:
         recorded = t5x_checkpoints.read_model_settings(step_dir) or {}
         described = {name: recorded[name] for name in t5x_checkpoints.SETTINGS_NOT_IN_PARAMS if name in recorded}
         source = f"{os.path.join(step_dir, t5x_checkpoints.MODEL_SETTINGS_FILE)} records"
+    elif _hf_encoder_only(path):
+        if part not in ENCODER_PARTS:
+            needs = "the decoder" if part else "a whole model"
+            raise ValueError(f"{path} holds a T5 encoder alone (config.json: T5EncoderModel), and {needs} needs a full "
+                             "encoder-decoder T5 (T5ForConditionalGeneration, or textchem-convert's import of one); an "
+                             "encoder alone starts an e2-CLM's text or chemistry part")  # fmt: skip
+        theirs, params = _hf_encoder(path)
+        described = {name: getattr(theirs, name) for name in ARCHITECTURE_FIELDS if name not in DECODER_ONLY_FIELDS}
+        source = f"{os.path.join(path, HF_CONFIG_FILE)} describes"
     else:
         theirs, params = load_hf_directory(path)
         described = {name: getattr(theirs, name) for name in ARCHITECTURE_FIELDS}
         source = f"{os.path.join(path, HF_CONFIG_FILE)} describes"
-    _refuse_another_architecture(model.t5_config, described, source, functools.partial(_foreign_fix, path))
+    _refuse_another_architecture(_architecture_of(model), described, source, functools.partial(_foreign_fix, path))
     return stack_layer_params(params) if model.t5_config.scan_layers else unstack_layer_params(params)
 
 
-def _refuse_another_architecture(ours: T5Config, described: Mapping[str, Any], source: str,
-                                 fix: Callable[[], str]) -> None:  # fmt: skip
-    """One line naming each field `source` ("<file> describes") gives otherwise than the model `ours`, and `fix()`."""
-    differ = [f"{name}={value!r} (the model has {getattr(ours, name)!r})" for name, value in described.items()
-              if value != getattr(ours, name)]  # fmt: skip
+def _hf_encoder_only(path: str) -> bool:
+    """Whether a Hugging Face directory holds a T5 encoder without its decoder (`T5EncoderModel.save_pretrained`):
+    the paper's variant A takes its encoders from pretrained language encoders, and such a folder failed as a part
+    with a list of the decoder tensors it lacks."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(os.path.join(path, HF_CONFIG_FILE)) as f:
+        described = json.load(f)
+    return "T5EncoderModel" in (described.get("architectures") or ()) or described.get("is_encoder_decoder") is False
+
+
+def _hf_encoder(path: str) -> tuple[T5Config, dict]:
+    """(config, plain `token_embedder` and `encoder`) of a Hugging Face T5 encoder alone: its absent decoder
+    tensors are converted as zeros and dropped, so its own are checked and converted as a whole T5's are."""
+    import tensorflow as tf
+
+    from textchem_jax.models import hf_convert
+
+    file = os.path.join(path, HF_CONFIG_FILE)
+    try:
+        with tf.io.gfile.GFile(file) as f:
+            theirs = hf_convert.config_from_hf(json.load(f))
+    except ValueError as error:  # JSONDecodeError too
+        raise ValueError(f"{file}: {error}") from None
+    state = hf_convert.read_hf_state_dict(path)
+    absent = {name: np.zeros(shape, np.float32) for name, shape in hf_convert.expected_shapes(theirs).items()
+              if name.startswith("decoder.") and name not in state}  # fmt: skip
+    params = hf_convert.params_from_hf_state_dict({**state, **absent}, theirs)
+    return theirs, {name: params[name] for name in ("token_embedder", "encoder")}
+
+
+def _architecture_of(model) -> dict[str, Any]:
+    """What a checkpoint's description is held against: the ARCHITECTURE_FIELDS of the model's T5 and, for an
+    e2-CLM, its variant and freezing (`e2clm.recorded_fields`)."""
+    fields = {name: getattr(model.t5_config, name) for name in ARCHITECTURE_FIELDS}
+    config = getattr(model, "config", None)
+    if isinstance(config, E2ClmConfig):
+        fields.update(recorded_fields(config))
+    return fields
+
+
+def _refuse_another_architecture(ours: Mapping[str, Any], described: Mapping[str, Any], source: str,
+                                 fix: Callable[[], str], hints: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    """One line naming each field `source` ("<file> describes") gives otherwise than the model (`ours`, from
+    `_architecture_of`: a field the model lacks is not compared), with its `hints` (how to bind it), and `fix()`."""
+    hints = hints or {}
+    differ = [f"{name}={value!r} (the model has {ours[name]!r}{hints.get(name, '')})"
+              for name, value in described.items() if name in ours and value != ours[name]]  # fmt: skip
     if differ:
         raise ValueError(f"{source} another model: {', '.join(differ)}; {fix()}")
 
 
-def _recorded_architecture(path: str, kind: str) -> tuple[str, dict[str, Any]] | None:
-    """(the file, {field: value}) of the ARCHITECTURE_FIELDS a checkpoint of ours records beside its parameters: a
-    textchem-convert directory's t5_config.json, or the config.gin of the run whose MODEL_DIR, checkpoints/ or one
-    step `path` is (`kind`: `checkpoint_format`'s); None where none is recorded (a Hugging Face or T5X checkpoint,
-    a run trained from Python, which writes no config.gin)."""
+def _recorded_architecture(path: str, kind: str) -> tuple[str, dict[str, Any], str | None] | None:
+    """(the file, {field: value}, the configurable a run binds them on) of the model a checkpoint of ours records
+    beside its parameters: the ARCHITECTURE_FIELDS of a textchem-convert directory's t5_config.json, or those and an
+    e2-CLM's variant and freezing in the config.gin of the run whose MODEL_DIR, checkpoints/ or one step `path` is
+    (`kind`: `checkpoint_format`'s); None where none is recorded (a Hugging Face or T5X checkpoint, a run trained
+    from Python, which writes no config.gin)."""
     import tensorflow as tf
 
     if kind == "converted":
@@ -184,7 +243,7 @@ def _recorded_architecture(path: str, kind: str) -> tuple[str, dict[str, Any]] |
             return None
         with tf.io.gfile.GFile(file) as f:
             config = T5Config.from_dict(json.load(f))
-        return file, {name: getattr(config, name) for name in ARCHITECTURE_FIELDS}
+        return file, {name: getattr(config, name) for name in ARCHITECTURE_FIELDS}, None
     root = _orbax_root(path) if kind == "orbax" else None
     if root is None or os.path.basename(root[0]) != CHECKPOINTS_FOLDER:
         return None
@@ -192,17 +251,18 @@ def _recorded_architecture(path: str, kind: str) -> tuple[str, dict[str, Any]] |
     if not tf.io.gfile.exists(file):
         return None
     with tf.io.gfile.GFile(file) as f:
-        described = _bound_architecture(f.read())
-    return (file, described) if described else None
+        bound = _bound_architecture(f.read())
+    return (file, *bound) if bound else None
 
 
-def _bound_architecture(config: str) -> dict[str, Any] | None:
-    """ARCHITECTURE_FIELDS of the T5 that a run's config.gin text builds MODEL from (`t5_config` or `e2clm_config`
-    and their bindings), read from the text as `run_results.config_binding` reads a binding: parsing it with gin, as
-    `launch.saved_run` does for the export (the same values), would replace the live configuration that the command
-    writes into its own config.gin afterwards. A field bound to something gin evaluates (vocab_size from the
-    vocabulary: the embedding's shape shows it) is left out; None where MODEL is built otherwise, or its size or
-    version is left to gin."""
+def _bound_architecture(config: str) -> tuple[dict[str, Any], str] | None:
+    """({field: value}, the configurable binding them) of the model a run's config.gin text builds MODEL from
+    (`t5_config` or `e2clm_config` and their bindings): its T5's ARCHITECTURE_FIELDS and an e2-CLM's
+    `e2clm.recorded_fields`, read from the text as `run_results.config_binding` reads a binding: parsing it with
+    gin, as `launch.saved_run` does for the export (the same values), would replace the live configuration that the
+    command writes into its own config.gin afterwards. A field bound to something gin evaluates (vocab_size from the
+    vocabulary: the embedding's shape shows it) is left out, one not bound is its default; None where MODEL is built
+    otherwise, or its size or version is left to gin."""
 
     def reference(value: Any) -> re.Match | None:
         return re.fullmatch(r"@([\w.]+)\(\)", value) if isinstance(value, str) else None
@@ -211,36 +271,56 @@ def _bound_architecture(config: str) -> dict[str, Any] | None:
     made_by = reference(config_binding(config, rf"{re.escape(model[1])}\.config")) if model else None
     if made_by is None or made_by[1].rsplit(".", 1)[-1] not in ("t5_config", "e2clm_config"):
         return None
-    bound = {name: config_binding(config, rf"{re.escape(made_by[1])}\.{name}")
-             for name in ("size", "version", *ARCHITECTURE_FIELDS)}  # fmt: skip
+    configurable, e2clm_fields = made_by[1], (*VARIANT_FIELDS, *FREEZING_FIELDS)
+    is_e2clm = configurable.endswith("e2clm_config")
+    bound = {name: config_binding(config, rf"{re.escape(configurable)}\.{name}")
+             for name in ("size", "version", *ARCHITECTURE_FIELDS, *(e2clm_fields if is_e2clm else ()))}  # fmt: skip
     evaluated = {name for name, value in bound.items() if isinstance(value, str) and value[:1] in ("@", "%", "")}
     literal = {name: value for name, value in bound.items() if value is not None and name not in evaluated}
     if {"size", "version"} & evaluated or "size" not in literal:
         return None
+    variant = {name: literal.pop(name) for name in e2clm_fields if name in literal}
     try:
         made = t5_config(literal.pop("size"), literal.pop("version", "1.0"), **literal)
+        described = {name: getattr(made, name) for name in ARCHITECTURE_FIELDS if name not in evaluated}
+        if is_e2clm:
+            described |= {name: value for name, value in recorded_fields(E2ClmConfig(made, **variant)).items()
+                          if name not in evaluated}  # fmt: skip
     except (TypeError, ValueError):  # not a configuration of ours: nothing to hold the model against
         return None
-    return {name: getattr(made, name) for name in ARCHITECTURE_FIELDS if name not in evaluated}
+    return described, configurable
 
 
 def check_recorded_architecture(model, path: str, kind: str | None = None,
-                                fix: Callable[[], str] | None = None) -> None:  # fmt: skip
+                                fix: Callable[[], str] | None = None, *, resuming: bool = False) -> None:  # fmt: skip
     """Raises unless the architecture a checkpoint of ours records (`_recorded_architecture`) is the model's: what
     parameter shapes cannot show ran silently as the gin-bound model's, as it does not for a Hugging Face or T5X
     checkpoint (a relative-position range of 40 and an epsilon of 1e-3 ran as t5_1_1_tiny.gin's 128 and 1e-6:
-    first-step loss 31.59 for 31.62, 2 of 10 predictions changed). `fix` (default: bind the model it records)."""
+    first-step loss 31.59 for 31.62, 2 of 10 predictions changed; a `select` e2-CLM run evaluated as the default
+    `mean` decoded other text, and a `mean` run resumed as `select` overwrote its config.gin, then stopped in
+    tf.data). An e2-CLM's freezing is held against the run only when `resuming` it: the optimizer state has no
+    moments for a frozen part, so a resume keeps what the run froze, where starting from it may freeze otherwise.
+    `fix` (default: bind the model it records)."""
     kind = checkpoint_format(path) if kind is None else kind
     recorded = _recorded_architecture(path, kind)
     if recorded is None:
         return
-    file, described = recorded
+    file, described, configurable = recorded
+    if not resuming:
+        described = {name: value for name, value in described.items() if name not in FREEZING_FIELDS}
     if kind == "converted":
         own = f"bind the model it holds: --gin_file={os.path.join(path, CONVERTED_GIN_FILE)}, written beside it"
     else:
         own = f"bind the model the run was trained with: the model gin file and overrides {file} records"
+    run = os.path.dirname(file)
+    hints = {name: f'; bind --gin.{configurable}.{name}="{value!r}"' for name, value in described.items()
+             if name in (*VARIANT_FIELDS, *FREEZING_FIELDS)}  # fmt: skip
+    for name in set(FREEZING_FIELDS) & set(hints):
+        hints[name] += (": the optimizer state keeps no moments for a frozen part, so a resume freezes what the run "
+                        "froze; to freeze or train a part otherwise, start another MODEL_DIR from this run, "
+                        f"--gin.INITIAL_CHECKPOINT_PATH=\"'{run}'\"")  # fmt: skip
     verb = "describes" if kind == "converted" else "records"
-    _refuse_another_architecture(model.t5_config, described, f"{file} {verb}", fix or (lambda: own))
+    _refuse_another_architecture(_architecture_of(model), described, f"{file} {verb}", fix or (lambda: own), hints)
 
 
 def _starting_fix(path: str) -> str:
@@ -268,10 +348,13 @@ def check_checkpoint_vocabulary(model, path: str, otherwise: str = "") -> None:
                      f"--gin.vocabularies.load_vocabulary.path=\"'{own}'\"{otherwise}")  # fmt: skip
 
 
-def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bool = False) -> Any:
+def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bool = False,
+                       part: str | None = None) -> Any:  # fmt: skip
     """Parameters of the model adapter `model` from `path` (see module docstring), sharded for `mesh`; a
     checkpoint of another model is one error whose fix fits loading it to run, or to start from (`starting`), and
-    so is one trained with another vocabulary than the model's (a model without one, as export reads it, takes any)."""
+    so is one trained with another vocabulary than the model's (a model without one, as export reads it, takes any).
+    Read for an e2-CLM's text or chemistry `part`, a Hugging Face T5 encoder alone gives the T5 `model` its
+    `token_embedder` and `encoder` only."""
     check_checkpoint_vocabulary(model, path)
     kind = checkpoint_format(path)
     target, shardings = abstract_params(model, mesh)
@@ -285,7 +368,9 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bo
     if kind == "orbax":  # the whole model: a checkpoint holding more is another model (e2-CLM variants)
         root = _orbax_root(path)
         return load_params(root[0], target, step=root[1], fix=fix, exact=True)
-    params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind)
+    params = read_params(path, model.t5_config) if kind == "converted" else _foreign_params(model, path, kind, part)
+    if part in ENCODER_PARTS and "decoder" not in params:  # a T5 encoder alone (`_foreign_params`)
+        target = {name: target[name] for name in ("token_embedder", "encoder")}
     check_shapes(params, target, path, fix=fix, exact=True)
     return jax.tree_util.tree_map(lambda value, t: jax.device_put(jnp.asarray(value, t.dtype), t.sharding), params, target)
 
@@ -314,15 +399,64 @@ def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> t
         concrete, step = resolve_checkpoint(source)  # the step loaded is the step returned, whatever is saved since
         return load_for_inference(model, concrete, mesh, like=like, starting=True), step
     parts = dict(source) if isinstance(source, Mapping) else {part: source for part in model.t5_parts}
-    t5 = EncoderDecoderModel(model.t5_config, vocabulary=model.vocabulary)  # each part's vocabulary checked: an
-    params = like  # e2-CLM took encoders trained on another vocabulary of the same size, and froze them so
+    for part, path in parts.items():
+        _refuse_an_e2clm_part(part, path)
+    _check_parts_vocabulary(model, parts)  # an e2-CLM took encoders trained on another vocabulary of the same size
+    t5 = EncoderDecoderModel(model.t5_config, vocabulary=model.vocabulary)
+    params = like
     for part, path in parts.items():
         try:
-            part_params = load_for_inference(t5, path, mesh, starting=True)
+            part_params = load_for_inference(t5, path, mesh, starting=True, part=part)
         except ValueError as error:
             raise ValueError(f"the {part} part: {error}") from None
         params = model.with_t5_parts(params, part_params, (part,))
     return params, 0
+
+
+def _refuse_an_e2clm_part(part: str, path: str) -> None:
+    """A part is taken from a T5 checkpoint: an e2-CLM run given as one was told to bind the model it holds, which
+    cannot make it a part."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(path) or checkpoint_format(path) not in ("orbax", "converted"):
+        return  # not ours: loading it says what it is
+    names = stored_param_names(path)
+    if names - set(T5_PARTS):
+        raise ValueError(f"the {part} part: {path} is an e2-CLM checkpoint (parameters {', '.join(sorted(names))}), "
+                         f"and a part must be a T5 checkpoint ({', '.join(T5_PARTS)}): a T5 run, a textchem-convert "
+                         "import, a Hugging Face T5 directory or a T5X checkpoint; an e2-CLM run starts the same "
+                         "variant whole, as INITIAL_CHECKPOINT_PATH of a model bound as its config.gin "
+                         "records")  # fmt: skip
+
+
+def _check_parts_vocabulary(model, parts: Mapping[str, str]) -> None:
+    """Raises unless every part's checkpoint brings VOCABULARY's SentencePiece model (when it brings one), naming
+    each part that does not: the fix for one T5 checkpoint (bind its own vocabulary) broke an e2-CLM's other parts,
+    and TEXTCHEM_VOCABULARY, which it suggested, is not read where the variant binds VOCABULARY itself."""
+    from textchem_jax.data import vocabulary as vocabularies
+
+    bound = vocabularies.vocabulary_file(model.vocabulary) if model.vocabulary is not None else "?"
+    if bound == "?":
+        return
+    brought = {part: vocabularies.own_vocabulary_file(path) for part, path in parts.items()}
+    differ = {part: own for part, own in brought.items() if own is not None
+              and not vocabularies.same_vocabulary_files(own, bound)}  # fmt: skip
+    if not differ:
+        return
+    by_path: dict[str, list[str]] = {}
+    for part in differ:
+        by_path.setdefault(parts[part], []).append(part)
+    said = "; ".join(f"the {' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)} "
+                     f"part{'s' * (len(names) > 1)} ({path}) bring{'s' * (len(names) == 1)} {differ[names[0]]}"
+                     for path, names in by_path.items())  # fmt: skip
+    theirs = next(iter(differ.values()))
+    if len(differ) == len(parts) and all(vocabularies.same_vocabulary_files(own, theirs) for own in differ.values()):
+        fix = (f"bind theirs: \"--gin.VOCABULARY=@vocabularies.load_vocabulary()\" "
+               f"--gin.vocabularies.load_vocabulary.path=\"'{theirs}'\"")  # fmt: skip
+    else:
+        fix = "start every part from checkpoints trained with one vocabulary, and bind VOCABULARY to it"
+    raise ValueError(f"an e2-CLM's parts and VOCABULARY must share one SentencePiece model (an id means one piece in "
+                     f"all of them), but VOCABULARY is {bound}: {said}; {fix}")  # fmt: skip
 
 
 def write_params(directory: str | os.PathLike, params: dict) -> epath.Path:

@@ -273,7 +273,8 @@ def train(
     check_checkpoint_vocabulary(model, model_dir, otherwise=", or give another MODEL_DIR to start anew")  # a resume
     if tf.io.gfile.isdir(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER)):  # a resume: what shapes cannot show
         check_recorded_architecture(model, model_dir, "orbax", lambda: "resume it with the model it was trained with "
-                                    "(its gin files and overrides), or give another MODEL_DIR to start anew")  # fmt: skip
+                                    "(its gin files and overrides), or give another MODEL_DIR to start anew",
+                                    resuming=True)  # fmt: skip
     _refuse_if_trained_elsewhere(model_dir)
     if train_dataset_cfg.mixture_or_task_name is not None:  # a misspelt name: said before the intro says it trains
         run_config.import_task_module(train_dataset_cfg.module, model)

@@ -84,6 +84,11 @@ Array = jax.Array
 
 AGGREGATIONS = ("mean", "cross_attention", "select")
 TRAINED, FROZEN = "trained", "frozen"
+# E2ClmConfig's fields besides its T5, which a checkpoint of a run records (its config.gin) and is held against:
+# what the variant computes (a `mean` and a `select` run have the same parameters: one evaluated as the other
+# decoded otherwise, silently), and what the optimizer leaves alone (no optimizer state for it: a resume keeps it).
+VARIANT_FIELDS = ("shared", "aggregation", "own_embeddings")
+FREEZING_FIELDS = ("freeze_text", "freeze_chemistry")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -154,6 +159,15 @@ def e2clm_config(
         t5_config(size, version, vocab_size, **t5_overrides), shared, freeze_text, freeze_chemistry, aggregation,
         own_embeddings,
     )  # fmt: skip
+
+
+def recorded_fields(config: E2ClmConfig) -> dict[str, Any]:
+    """`config`'s VARIANT_FIELDS and FREEZING_FIELDS, what a checkpoint is held against; a shared encoder's
+    aggregation is left out (the mean of one encoding with itself and a selection between the two are both T5)."""
+    fields = {name: getattr(config, name) for name in (*VARIANT_FIELDS, *FREEZING_FIELDS)}
+    if config.shared:
+        del fields["aggregation"]
+    return fields
 
 
 def domain_scopes(config: E2ClmConfig) -> dict[str, tuple[str, ...]]:
