@@ -164,3 +164,28 @@ def test_scripts_workers_cannot_run_again_score_in_their_own_process_whatever_th
         assert "Traceback" not in run.stderr + run.stdout and "died" not in run.stderr, run.stderr
         assert run.stdout.split()[:4] == ["top", "level", "300", "True"], run.stdout  # once, all in its own process
         assert run.stderr.count(f"{name} ") == 1 and "on one core" in run.stderr, run.stderr  # one warning
+
+
+@pytest.mark.parametrize("moment", ["started", "importing"])
+def test_a_terminals_ctrl_c_is_answered_by_the_main_process_alone(moment):
+    """A terminal's Ctrl-C goes to the whole process group: each pool worker printed "Process ForkServerProcess-2:"
+    and a KeyboardInterrupt traceback under textchem-train's one line (2 workers: 38 lines), and the forkserver one
+    more while it imported the main script. Now the process answers alone (one line, status 130) and exits."""
+    import subprocess
+    import sys
+
+    from helpers import as_from_a_terminal
+    from pool_functions import __file__ as pool_functions_file
+
+    worker = os.path.join(os.path.dirname(pool_functions_file), "ctrl_c_pool_worker.py")
+    child = subprocess.Popen(as_from_a_terminal([sys.executable, worker, moment]), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(1.0)  # "importing": the forkserver is still in its import (4 s); "started": the workers wait
+        os.killpg(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)  # the interpreter's shutdown does not hang on the pool
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130 and stderr == "interrupted\n", stderr

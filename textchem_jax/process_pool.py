@@ -6,20 +6,23 @@ of a process that already runs JAX, XLA and TensorFlow threads can deadlock on a
 The pool is started once and reused by every later evaluation; a worker that dies (killed for memory, a
 crash in RDKit) is reported, and its work rerun once on a fresh pool, then in this process. Several threads may
 map at once; a call that asks for another number of workers replaces the pool without cancelling their work.
+A Ctrl-C is this process's to handle: the forkserver and the workers never see it (`_without_interrupts`).
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -98,12 +101,34 @@ def _apply_to_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
+@contextlib.contextmanager
+def _without_interrupts() -> Iterator[None]:
+    """SIGINT blocked in this thread while it starts the pool's processes (the forkserver, `spawn` workers), which
+    keep that mask from birth: a terminal's Ctrl-C reaches the whole process group, and each worker printed a
+    KeyboardInterrupt traceback under textchem-train's one line (2 workers: 38 lines, "Process
+    ForkServerProcess-2: Traceback"); the forkserver, still importing the main script, another. This process
+    handles it (StartedMap cancels what no worker started); a chunk a worker runs finishes. A signal sent meanwhile
+    reaches this process's other threads, or waits for the unblock. Windows has no process-group Ctrl-C to hold.
+    The resource tracker starts first: its own start unblocks SIGINT when done, whatever the mask was before."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):
     """`(pool, futures)`: one future per chunk, or the `BrokenProcessPool` error when a worker had died before or
     during the submission. Chosen and used under the lock: no other thread can retire the pool in between
     (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
-    with _lock:
+    with _lock, _without_interrupts():
         if _pool is not None and _pool_workers != pool_size:
             _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
             _pool = None
