@@ -459,3 +459,49 @@ def test_examples_longer_than_the_feature_lengths_are_counted_by_task_and_featur
     with caplog.at_level("WARNING", logger="textchem_jax.evaluator"):
         InferenceEvaluator(model, whole, str(tmp_path / "whole"), partitioning.make_mesh())
     assert not [r for r in caplog.records if r.name == "textchem_jax.evaluator"]
+
+
+def test_robustness_reads_the_runs_own_data_folder_and_says_which_before_making_any_folder(tmp_path, monkeypatch,
+                                                                                          capsys):  # fmt: skip
+    """textchem-robustness read TEXTCHEM_DATA_DIR alone: without it, a run whose config.gin binds DATA_DIR ended,
+    after loading the model, with "set TEXTCHEM_DATA_DIR ... or --gin.DATA_DIR" (a flag it lacks) and an empty
+    robustness/inference_eval/; with it pointing at another copy, that copy was evaluated without a word. Runs with
+    no checkpoint: the data are read (or refused) before the model is loaded."""
+    import gin
+
+    from textchem_jax import launch, robustness
+    from textchem_jax.data import datasets
+
+    ours, empty = tmp_path / "data", tmp_path / "empty"
+    (ours / "uspto_mit").mkdir(parents=True)
+    empty.mkdir()
+    (ours / "uspto_mit" / "valid.txt").write_text("CCO.CC(=O)O>>CCOC(C)=O 1-2-1.0\nCC=O.[H][H]>>CCO 1-2-1.0\n")
+    runs = {"with_data": [f"DATA_DIR = '{ours}'"], "without_data": []}
+    for name, bindings in runs.items():
+        launch.parse_gin(["experiments/quickstart.gin"], [f"MODEL_DIR = '{tmp_path / name}'", *bindings])
+        try:
+            launch.write_config(str(tmp_path / name))
+        finally:
+            gin.clear_config()
+    flags = ["--mixture=textchem_forward", "--split=validation", "--num_examples=2", "--no_embedding_check"]
+    try:
+        monkeypatch.delenv("TEXTCHEM_DATA_DIR", raising=False)
+        assert robustness.main([f"--model_dir={tmp_path / 'without_data'}", *flags]) == 2
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert said == (f"textchem-robustness: no data folder for textchem_forward: {tmp_path / 'without_data'}'s "
+                        "config.gin binds no DATA_DIR; give --data_dir=DIR (local or gs://) or set TEXTCHEM_DATA_DIR")
+
+        monkeypatch.setenv("TEXTCHEM_DATA_DIR", str(empty))  # another copy, here one without the files
+        assert robustness.main([f"--model_dir={tmp_path / 'with_data'}", *flags]) == 2
+        captured = capsys.readouterr()
+        assert (f"reading the data from {ours} (the run's DATA_DIR, in {tmp_path / 'with_data'}'s config.gin), "
+                f"not from {empty} (TEXTCHEM_DATA_DIR)\n") in captured.out
+        assert "valid.txt" not in captured.err and "checkpoint" in captured.err  # read ours; stopped at the model
+
+        assert robustness.main([f"--model_dir={tmp_path / 'with_data'}", f"--data_dir={empty}", *flags]) == 2
+        captured = capsys.readouterr()
+        assert f"reading the data from {empty} (--data_dir), not from {ours} (the run's DATA_DIR" in captured.out
+        assert f"{empty}/uspto_mit/valid.txt" in captured.err  # the flag's folder was read: it lacks the file
+    finally:
+        datasets.set_data_dir(None)
+    assert not any((tmp_path / name / "robustness").exists() for name in runs)

@@ -669,11 +669,12 @@ class SavedRun:
     mixture_or_task_name: str | None = None
     task_feature_lengths: Mapping[str, int] | None = None
     module: str | None = None
+    data_dir: str | None = None  # the DATA_DIR its tasks read (TEXTCHEM_DATA_DIR's, when that chose it: bound too)
 
 
 def saved_run(directory: str) -> SavedRun:
-    """The model adapter a run was configured with, its mixture, feature lengths and task module, read from
-    `directory/config.gin` (textchem-train) or `directory/model.gin` (textchem-convert); local or gs://."""
+    """The model adapter a run was configured with, its mixture, feature lengths, task module and data folder, read
+    from `directory/config.gin` (textchem-train) or `directory/model.gin` (textchem-convert); local or gs://."""
     import gin
     from etils import epath
 
@@ -701,7 +702,7 @@ def saved_run(directory: str) -> SavedRun:
             raise ValueError(f"{path} is not a textchem_jax run config ({reason}): give a textchem-train MODEL_DIR or "
                              "a textchem-convert directory") from None  # fmt: skip
         return SavedRun(gin.query_parameter("%MODEL").scoped_configurable_fn(), macro("MIXTURE_OR_TASK_NAME"),
-                        macro("TASK_FEATURE_LENGTHS"), macro("MIXTURE_OR_TASK_MODULE"))  # fmt: skip
+                        macro("TASK_FEATURE_LENGTHS"), macro("MIXTURE_OR_TASK_MODULE"), macro("DATA_DIR"))  # fmt: skip
     finally:
         gin.clear_config()
 
