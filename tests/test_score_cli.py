@@ -357,3 +357,17 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_interrupts_the_command(capsys)
     assert main() == 130
     err = capsys.readouterr().err
     assert err.strip().endswith(": interrupted") and "Exception ignored" not in err, err
+
+
+def test_output_on_gcs_prints_no_tensorflow_start_up_lines(tmp_path):
+    """--output=gs://.../file.json was looked at (is it a folder?) while argparse read it, before the libraries were
+    quieted: TensorFlow, imported for it, printed its C++ start-up lines (cudart_stub, cpu_feature_guard)."""
+    import gcs_emulator
+
+    with gcs_emulator.running(tmp_path) as gcs:
+        command = [sys.executable, "-m", "textchem_jax.score", f"--output=gs://{gcs_emulator.BUCKET}/one.json"]
+        result = subprocess.run(command, env={**os.environ, **gcs}, capture_output=True, text=True, timeout=300)
+        stored = gcs_emulator.list_objects(gcs)
+    assert result.returncode == 0, result.stderr
+    assert not re.search(r"cudart_stub|cpu_feature_guard|InitializeLog|tensorflow/", result.stderr), result.stderr
+    assert f"Metrics written to gs://{gcs_emulator.BUCKET}/one.json" in result.stdout and "one.json" in stored

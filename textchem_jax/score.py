@@ -224,7 +224,8 @@ def _each_warning_once(*sources: logging.Logger):
 def _output_file(text: str) -> epath.Path:
     """--output as the JSON file to write: a folder (one that exists, or a path ending in '/') gets its
     OUTPUT_FILE, where writing to the folder's own name failed after the scoring (or, on gs://, wrote an
-    object beside it)."""
+    object beside it). Called once the libraries are quiet: as argparse's `type`, its look at a gs:// folder
+    imported TensorFlow first, which printed its C++ start-up lines (cudart_stub, cpu_feature_guard)."""
     from etils import epath
 
     path = epath.Path(text)
@@ -238,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser.add_argument("--predictions", type=epath.Path, default=epath.Path(EXAMPLE_PREDICTIONS),
                         help="jsonl file to score, or a folder of them (textchem-infer's output, inference_eval/)")
-    parser.add_argument("--output", type=_output_file, help=f"also write the metrics as JSON to this file (into a folder, "
-                                                            f"existing or ending in '/': its {OUTPUT_FILE})")
+    parser.add_argument("--output", help=f"also write the metrics as JSON to this file (into a folder, existing or "
+                                         f"ending in '/': its {OUTPUT_FILE})")
     parser.add_argument("--caption_tokenizer", help="folder (local or gs://) of a Hugging Face BERT tokenizer for the caption "
                                                    "BLEU/METEOR word pieces: SciBERT's gives MolT5's numbers (needs the hf "
                                                    "extra); default: BERT's basic tokenization")  # fmt: skip
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet_libraries()
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")
+    output = None if args.output is None else _output_file(args.output)
     from textchem_jax.metrics.captions import check_tokenizer
     from textchem_jax.metrics.settings import metric_settings
 
@@ -263,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, ImportError) as error:
             print(f"textchem-score: {error}", file=sys.stderr)
             return 2
-    made = args.output is not None and not args.output.parent.exists()
-    if args.output:
-        makedirs(args.output.parent)  # before the scoring, not after it
+    made = output is not None and not output.parent.exists()
+    if output:
+        makedirs(output.parent)  # before the scoring, not after it
     global _quiet_start
     _quiet_start = not args.verbose
     try:
@@ -273,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             results, examples = score_and_count(args.predictions)
     except ValueError as error:
         print(f"textchem-score: {error}", file=sys.stderr)
-        if made and not any(args.output.parent.iterdir()):  # nothing scored: no empty folder left behind
-            args.output.parent.rmdir()
+        if made and not any(output.parent.iterdir()):  # nothing scored: no empty folder left behind
+            output.parent.rmdir()
         return 2
     finally:
         _quiet_start = False
@@ -285,13 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"caption tokenizer: {args.caption_tokenizer} (word pieces)" if args.caption_tokenizer else
               "caption tokenizer: BERT's basic tokenization (the default; --caption_tokenizer for SciBERT's word pieces)")  # fmt: skip
     print(versions_line())
-    if args.output:  # n/a as JSON's null: NaN is not JSON, and strict readers (JavaScript's) reject it
+    if output:  # n/a as JSON's null: NaN is not JSON, and strict readers (JavaScript's) reject it
         written = {task: {k: None if not_computed(v) else v for k, v in row.items()} for task, row in results.items()}
         # beside the tasks (whose names always hold a task family's, e.g. `_text2mol`): what the numbers rest on
         written.update(predictions=str(args.predictions), examples=examples, caption_tokenizer=args.caption_tokenizer,
                        versions=library_versions())  # fmt: skip
-        args.output.write_text(json.dumps(written, indent=2))
-        print(f"Metrics written to {args.output}")
+        output.write_text(json.dumps(written, indent=2))
+        print(f"Metrics written to {output}")
     return 0
 
 
