@@ -693,8 +693,8 @@ def test_a_tasks_messages_name_the_registered_task_and_an_empty_slice_says_so(tm
         with caplog.at_level(logging.WARNING, logger="textchem_jax.data"):
             assert len(_examples("users_named_t2m", "validation[1:]")) == 2
         assert [r.getMessage().splitlines()[0] for r in caplog.records if "skipped" in r.getMessage()] == [
-            "task users_named_t2m, split validation[1:]: rows skipped or kept with a fault (textchem-inspect lists "
-            "them all):"]  # fmt: skip
+            "task users_named_t2m, split validation[1:] (2 of the split's 3 rows): rows skipped or kept with a fault "
+            "in the whole file, not only in the slice (textchem-inspect lists them all):"]  # fmt: skip
         with pytest.raises(ValueError, match=r"^users_named_t2m: the slice \[100:\] of validation's 3 rows keeps none"):
             _examples("users_named_t2m", "validation[100:]")
         (folder / "chebi20" / "validation.txt").write_text("CID\tSMILES\tdescription\n1\tCCO\n")
@@ -703,6 +703,37 @@ def test_a_tasks_messages_name_the_registered_task_and_an_empty_slice_says_so(tm
     finally:
         _unregister("users_named_t2m")
 
+
+
+def test_a_slices_skip_report_says_its_faults_are_the_whole_files(tmp_path, caplog):
+    """`validation[:3]` of a file whose unreadable reactions are all past its third row warned "10 rows read, 2
+    unreadable kept (they count as misses)" with their lines, as if among the 3 rows evaluated (USPTO-MIT `test[:6]`:
+    lines 689, 1552, ...); the whole split still reports its faults plainly."""
+    from textchem_jax.data import seqio_tasks
+
+    readable, pentavalent = "CCO.CC(=O)O>>CCOC(C)=O 1-2-1.0\n", "CC(C)(C)(C)(C)C.O>>CCO 1-2-1.0\n"
+    for folder in (tmp_path / "sliced", tmp_path / "whole"):  # each file's report is said once per process
+        (folder / "uspto_mit").mkdir(parents=True)
+        (folder / "uspto_mit" / "valid.txt").write_text(readable * 7 + pentavalent + readable + pentavalent)
+    try:
+        seqio_tasks.register_task("users_sliced_fwd", "forward", str(tmp_path / "sliced"))
+        seqio_tasks.register_task("users_whole_fwd", "forward", str(tmp_path / "whole"))
+        with caplog.at_level(logging.WARNING, logger="textchem_jax.data"):
+            assert len(_examples("users_sliced_fwd", "validation[:3]")) == 3
+        said = [r.getMessage().splitlines() for r in caplog.records if "with a fault" in r.getMessage()]
+        assert [lines[0] for lines in said] == [
+            "task users_sliced_fwd, split validation[:3] (3 of the split's 10 rows): rows skipped or kept with a "
+            "fault in the whole file, not only in the slice (textchem-inspect lists them all):"]  # fmt: skip
+        assert said[0][1].endswith("valid.txt: 10 rows read, 2 unreadable kept (they count as misses), 0 skipped")
+        assert [line.split(":")[0].strip() for line in said[0][2:]] == ["line 8 (kept)", "line 10 (kept)"]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="textchem_jax.data"):
+            assert len(_examples("users_whole_fwd", "validation")) == 10
+        assert [r.getMessage().splitlines()[0] for r in caplog.records if "with a fault" in r.getMessage()] == [
+            "task users_whole_fwd, split validation: rows skipped or kept with a fault (textchem-inspect lists them "
+            "all):"]
+    finally:
+        _unregister("users_sliced_fwd", "users_whole_fwd")
 
 def test_inspect_takes_every_split_expression_training_reads(capsys):
     """`--split=train[:50%]` was refused by argparse's choices, though training and evaluation read it; a slice they

@@ -224,14 +224,23 @@ def metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
 _reported_skips: set[str] = set()  # the skip reports already logged by this process
 
 
-def _report_skips(name: str, split: str, report: sources.SkipReport) -> None:
+def _report_skips(name: str, spec: TaskSpec, split: str, report: sources.SkipReport) -> None:
     """Logs the rows a split of the task `name` skipped or kept with a fault, once per process for the same files and
-    faults (SeqIO builds a split's dataset at every evaluation): the examples a metric divides by are the ones read."""
+    faults (SeqIO builds a split's dataset at every evaluation): the examples a metric divides by are the ones read.
+    The faults are the whole file's (which example a line became is not kept), so a slice's line says so, with the
+    rows it evaluates: USPTO-MIT's `test[:6]` listed lines 689, 1552, ... as if among its 6 rows."""
     text = report.format(max_lines=3, issues_only=True)
-    if text and text not in _reported_skips:
-        _reported_skips.add(text)
-        logger.warning("task %s, split %s: rows skipped or kept with a fault (textchem-inspect lists them all):\n%s",
-                       name, split, text)  # fmt: skip
+    if not text or text in _reported_skips:
+        return
+    _reported_skips.add(text)
+    selection = datasets.split_slice(split)
+    evaluated, where = "", ""
+    if selection.name != split:  # rows counted as `_no_examples` counts them
+        rows = len(dataclasses.replace(spec, augment=0, notation=None, canonical=False).pairs(selection.name))
+        evaluated = f" ({len(range(rows)[selection.rows(rows)])} of the split's {rows} rows)"
+        where = " in the whole file, not only in the slice"
+    logger.warning("task %s, split %s%s: rows skipped or kept with a fault%s (textchem-inspect lists them all):\n%s",
+                   name, split, evaluated, where, text)  # fmt: skip
 
 
 def _no_examples(name: str, spec: TaskSpec, split: str, report: sources.SkipReport) -> ValueError:
@@ -255,7 +264,7 @@ def _dataset_fn(name: str, spec: TaskSpec):
         pairs = spec.pairs(split, report=report, seed=seed or 0)
         if not pairs:
             raise _no_examples(name, spec, split, report)
-        _report_skips(name, split, report)
+        _report_skips(name, spec, split, report)
         inputs, targets = zip(*pairs)
         dataset = tf.data.Dataset.from_tensor_slices({"input": list(inputs), "target": list(targets)})
         if shuffle_files:  # the examples are in memory: a full, seeded shuffle costs nothing
