@@ -3,12 +3,13 @@
   textchem-report /tmp/textchem_quickstart          # -> /tmp/textchem_quickstart/report/index.html
   textchem-report /tmp/sweep --output_dir=/tmp/sweep_report
 
-A run's page: its configuration, the final metrics of each task (beside the paper's where the task is the
-paper's test set), loss and metric curves, molecule grids (RDKit depictions of input, target and predictions
-with validity and Morgan Tanimoto to the target) for text2mol, forward and retro, captions beside their
-molecules for mol2text, invalid predicted SMILES by RDKit's reason, the notation-robustness tables when
-`textchem-robustness` ran, and the library versions that move the numbers. A sweep's page: its table and
-plots. Images are PNG files in the output folder, also embedded in the page (it opens anywhere on its own).
+A run's page (a textchem-train MODEL_DIR or a textchem-eval output folder): its configuration, each task's metrics
+at its last evaluated step (beside the paper's where the evaluation covered the paper's whole test set), loss and
+metric curves, molecule grids (RDKit depictions of input, target and predictions with validity and Morgan Tanimoto
+to the target) for text2mol, forward and retro, captions beside their molecules for mol2text, invalid predicted
+SMILES by RDKit's reason, the notation-robustness tables when `textchem-robustness` ran, and the library versions
+that move the numbers. A sweep's page: its table, its plots and the versions each point was trained with. Images
+are PNG files in the output folder, also embedded in the page (it opens anywhere on its own).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import math
 import os
+import posixpath
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,7 +29,7 @@ from textchem_jax import figures, provenance, run_results
 from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, parse_args, quiet_libraries
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, number, robustness_tables
-from textchem_jax.paths import absolute, makedirs
+from textchem_jax.paths import absolute, is_remote, makedirs
 
 GRID_ROWS = 8  # examples per molecule grid
 # RDKit's reasons for rejecting a SMILES, in the words a chemist would group them by.
@@ -62,6 +65,8 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence], css: str = "") -
     def cell(value) -> str:
         if isinstance(value, Markup):
             return f"<td>{value}</td>"
+        if isinstance(value, Formatted):
+            return f'<td class="num">{html.escape(value)}</td>'
         if value is None or isinstance(value, float):
             return f'<td class="num">{number(value)}</td>'
         if isinstance(value, int):
@@ -75,6 +80,10 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence], css: str = "") -
 
 class Markup(str):
     """HTML we generated ourselves (an image tag): put into a table cell as it is."""
+
+
+class Formatted(str):
+    """A value already written out (a distance in characters, "—"): right-aligned in its cell like the numbers."""
 
 
 class Page:
@@ -203,23 +212,71 @@ def invalid_breakdown(rows: Sequence[Mapping]) -> dict[str, int]:
 
 
 def paper_columns(task_name: str, split: str | None) -> dict[str, Mapping[str, float]]:
-    """{paper model: {metric: value}} for a task that is the paper's own test set (real data, test split)."""
+    """{paper model: {metric: value}} for a task that is the paper's own test set (real data, test split); whether
+    an evaluation covered all of it is `not_comparable_with_paper`'s question."""
     task = task_of(task_name)
     if task is None or split != "test" or "demo" in task_name:
         return {}
     return {model: results[task] for model, results in PAPER_RESULTS.items() if task in results}
 
 
-def _versions_table(recorded: Mapping[str, Any] | None = None) -> str:
-    """This environment's versions; beside them, those `recorded` (a `provenance` entry of what computed the
-    numbers), each that differs marked."""
+# The examples the paper's numbers divide by, per task with paper numbers: every row of ChEBI-20's test split
+# (README, "Released checkpoints"). None: paragraph2actions' test set was not released; the public files are a
+# 100-sentence sample (shared/data/SOURCES.md), 10 of them its test file.
+PAPER_TEST_EXAMPLES = {"text2mol": 3_300, "mol2text": 3_300, "paragraph2actions": None}
+NOT_IN_PAPER = "—"  # a metric the paper does not report, as README's tables write it; n/a: not computable
+
+
+def not_comparable_with_paper(task_name: str, num_examples: int | None) -> str | None:
+    """Why an evaluation of `num_examples` rows of the task's test split is not comparable with the paper's numbers,
+    or None where it covered the paper's whole test set: the paper's ChEBI-20 numbers were shown beside a run
+    evaluated on 10 of its 3,300 rows, and paragraph2actions' beside the 10-sentence public sample."""
+    task = task_of(task_name)
+    if task not in PAPER_TEST_EXAMPLES:
+        return f"the size of the paper's {task} test set is not recorded (report.PAPER_TEST_EXAMPLES): no paper numbers"
+    published = PAPER_TEST_EXAMPLES[task]
+    if published is None:
+        return (f"the paper's {task} test set was not released (the public files are a 100-sentence sample): "
+                "not comparable with the paper")  # fmt: skip
+    if num_examples is None:
+        return "no predictions file at this step, so the examples evaluated are unknown: no paper numbers beside it"
+    if num_examples != published:
+        return f"evaluated on {num_examples:,} of {published:,} test examples: not comparable with the paper"
+    return None
+
+
+# Metrics that are not fractions: shown with their unit and 2 decimals (text2mol's levenshtein read "170.1667",
+# four decimals like a fraction).
+METRIC_UNITS = {"levenshtein": "characters"}
+
+
+def _metric_label(name: str) -> str:
+    return f"{name} ({METRIC_UNITS[name]})" if name in METRIC_UNITS else name
+
+
+def _metric_cell(name: str, value):
+    """A metric's value for `html_table`: a number with a unit as 2 decimals, any other as it is (n/a for None)."""
+    if name in METRIC_UNITS and isinstance(value, (int, float)) and not math.isnan(value):
+        return Formatted(f"{value:.2f}")
+    return value
+
+
+def _versions_table(recorded: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """This environment's versions; beside them, those each of `recorded` ({who: the `provenance` entry of what
+    computed its numbers}: the run, or each sweep point) recorded, one column for those that recorded the same, each
+    library that differs marked. The sweep page showed only its own versions."""
     now = provenance.versions()
-    if not recorded:
+    columns: dict[tuple, list[str]] = {}
+    for who, entry in (recorded or {}).items():
+        columns.setdefault(tuple(sorted(entry.get("versions", {}).items())), []).append(who)
+    if not columns:
         return html_table(["library", "version"], list(now.items()))
-    then = recorded.get("versions", {})
-    rows = [[name, then.get(name, "not recorded"), version, "" if then.get(name) in (None, version) else "differs"]
+    then = [dict(versions) for versions in columns]
+    rows = [[name, *[v.get(name, "not recorded") for v in then], version,
+             "differs" if any(v.get(name) not in (None, version) for v in then) else ""]
             for name, version in now.items()]  # fmt: skip
-    return html_table(["library", "recorded with the run", "this report", ""], rows)
+    recorders = [f"recorded with {', '.join(who)}" for who in columns.values()]
+    return html_table(["library", *recorders, "this report", ""], rows)
 
 
 LOSS_PANEL = "loss per real target token"
@@ -227,6 +284,8 @@ LOSS_NORMALIZING_FACTOR_BINDING = r"[\w./]*\.loss_normalizing_factor"  # T5X's m
 # The inference evaluation's split, ours or T5X's (`utils.`: a T5X run's report said "split: ?" and gave a test-split
 # run no paper numbers).
 INFER_EVAL_SPLIT_BINDING = r"infer_eval/(?:run_config|utils)\.DatasetConfig\.split"
+# A textchem-eval folder's split: its DatasetConfig is unscoped (runs/eval.gin, runs/eval_released.gin, T5X's eval.gin).
+EVAL_SPLIT_BINDING = r"(?:run_config|utils)\.DatasetConfig\.split"
 
 
 def per_token_loss(series: Mapping[str, list[tuple[int, float]]], config: str) -> list[tuple[int, float]] | None:
@@ -245,67 +304,137 @@ def per_token_loss(series: Mapping[str, list[tuple[int, float]]], config: str) -
     return None
 
 
+def evaluation_split(config: str) -> str | None:
+    """The split a folder's inference evaluation read, from its config.gin text: a training run's `infer_eval/`
+    DatasetConfig, else a textchem-eval folder's unscoped one (runs/eval.gin, runs/eval_released.gin): a test-split
+    evaluation folder was said to be "not the paper's test set"."""
+    for binding in (INFER_EVAL_SPLIT_BINDING, EVAL_SPLIT_BINDING):
+        split = run_results.config_binding(config, binding)
+        if split is not None:
+            return split
+    return None
+
+
+def _evaluated_steps(steps: Mapping[str, int]) -> str:
+    """The steps evaluated: "step 30", or each task's own where they differ (separate textchem-eval runs)."""
+    distinct = sorted(set(steps.values()))
+    if len(distinct) == 1:
+        return f"step {distinct[0]}"
+    return "each task's own step (" + ", ".join(f"{task} {step}" for task, step in sorted(steps.items())) + ")"
+
+
+RUN_FIGURES = ("loss_curves", "metric_curves")  # the figure files a run page writes beside itself
+
+
+def _remove_unused_figures(output_dir: str, written: Sequence[str]) -> None:
+    """Deletes the run page's figure files (RUN_FIGURES) this write did not produce: a second report into the same
+    folder left the first one's metric curves beside a page that no longer shows them. A sweep folder's own
+    loss_curves are not ours: left alone."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(os.path.join(output_dir, "sweep.csv")):
+        return
+    for stem in RUN_FIGURES:
+        for extension in ("png", "svg"):
+            path = os.path.join(output_dir, f"{stem}.{extension}")
+            if path not in written and tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+
+
 def run_report(model_dir: str, output_dir: str) -> str:
-    """Writes the run's page; returns its path."""
+    """Writes the page of a training run or of a textchem-eval output folder (no training: no training curves);
+    returns its path."""
     import tensorflow as tf
 
     from textchem_jax import robustness
 
     page = Page(output_dir, f"Text+Chem T5 run {model_dir}")
     history = run_results.metric_history(model_dir)
-    step, final = run_results.final_metrics(history)
+    last = run_results.last_evaluations(history)
     params = run_results.parameter_count(model_dir)
     config_path = os.path.join(model_dir, run_results.RUN_CONFIG_FILE)
     config = ""
     if tf.io.gfile.exists(config_path):
         with tf.io.gfile.GFile(config_path) as f:
             config = f.read()
-    split = run_results.config_binding(config, INFER_EVAL_SPLIT_BINDING)
-    evaluated = f"final evaluation at step {step}" if step is not None else "no inference evaluation yet"
-    page.note(f"{evaluated}; {params:,} parameters; inference evaluation split: {split or '?'}" if params else evaluated)
+    split = evaluation_split(config)
+    trained_step = run_results.latest_step(model_dir)
+    train_steps = run_results.config_binding(config, "TRAIN_STEPS")
+    trains = trained_step > 0 or train_steps is not None or tf.io.gfile.isdir(os.path.join(model_dir, "train"))
+    unfinished = trains and isinstance(train_steps, int) and trained_step < train_steps  # not "final": still training
+    steps = {task_name: row["step"] for task_name, row in last.items()}
+    if not steps:
+        evaluated = "no inference evaluation yet"
+    elif not trains:
+        evaluated = f"evaluated at {_evaluated_steps(steps)}"
+    elif unfinished:
+        evaluated = (f"latest evaluation at {_evaluated_steps(steps)}; the run is at step {trained_step} of "
+                     f"{train_steps} (still training, or stopped)")  # fmt: skip
+    else:
+        evaluated = f"final evaluation at {_evaluated_steps(steps)}"
+    summary = [evaluated, *([f"{params:,} parameters"] if params else [])]
+    page.note("; ".join([*summary, f"inference evaluation split: {split or 'not bound in config.gin'}"]))
+    rows_by_task = {task_name: run_results.predictions(model_dir, task_name, step) for task_name, step in steps.items()}
 
-    page.heading("Final metrics")
-    for task_name, metrics in sorted(final.items(), key=lambda item: _order(item[0])):
+    page.heading("Metrics of the latest evaluation" if unfinished else "Final metrics")
+    for task_name, row in sorted(last.items(), key=lambda item: _order(item[0])):
+        count = len(rows_by_task[task_name]) or None
         papers = paper_columns(task_name, split)
-        header = ["metric", f"this run (step {step})", *[f"{m} (paper)" for m in papers]]
-        rows = [[name, value, *[papers[m].get(name) for m in papers]] for name, value in metrics.items()]
-        page.heading(task_name, 3)
+        reason = not_comparable_with_paper(task_name, count) if papers else None
+        shown = {} if reason else papers
+        header = ["metric", f"this run (step {row['step']})", *[f"{m} (paper)" for m in shown]]
+        rows = [[_metric_label(name), _metric_cell(name, value),
+                 *[_metric_cell(name, shown[m][name]) if name in shown[m] else Formatted(NOT_IN_PAPER) for m in shown]]
+                for name, value in row.items() if name != "step"]  # fmt: skip
+        page.heading(task_name if count is None else f"{task_name} ({count:,} example{'' if count == 1 else 's'})", 3)
         page.raw(html_table(header, rows))
-        if not papers:
+        if reason:
+            page.note(reason)
+        elif not papers:
             page.note("not the paper's test set (demo corpus, another split or your own task): no paper numbers beside it"
                       if task_of(task_name) else "a task of your own: no paper numbers")  # fmt: skip
-    page.note(f"Paper numbers: {PAPER_RESULTS_SOURCE}")
+    page.note(f"Paper numbers ({NOT_IN_PAPER}: not in the paper; n/a: could not be computed): {PAPER_RESULTS_SOURCE}")
 
-    page.heading("Training curves")
-    train = run_results.scalars(os.path.join(model_dir, "train"))
-    held_out = run_results.teacher_forced_scalars(model_dir)
-    train_loss, held_out_loss = per_token_loss(train, config), per_token_loss(held_out, config)
-    curves = {LOSS_PANEL: {"train": train_loss or [], "validation (teacher-forced)": held_out_loss or []},
-              "token accuracy": {"train": train.get("accuracy", []), "validation (teacher-forced)": held_out.get("accuracy", [])}}  # fmt: skip
-    page.figure(figures.plot_lines(os.path.join(output_dir, "loss_curves"), curves, xlabel="step", columns=2), "loss curves")
-    if train_loss is None or held_out_loss is None:
-        factor = run_results.config_binding(config, LOSS_NORMALIZING_FACTOR_BINDING)
-        page.note(f"T5X's LOSS_NORMALIZING_FACTOR = {factor!r}: its loss is not per real target token, so it is not "
-                  "plotted (bind 'NUM_REAL_TARGET_TOKENS', as gin_configs/t5x/textchem_t5x.gin does)")  # fmt: skip
+    written, several_steps = [], any(len(rows) > 1 for rows in history.values())
+    if trains:
+        page.heading("Training curves")
+        train = run_results.scalars(os.path.join(model_dir, "train"))
+        held_out = run_results.teacher_forced_scalars(model_dir)
+        train_loss, held_out_loss = per_token_loss(train, config), per_token_loss(held_out, config)
+        curves = {LOSS_PANEL: {"train": train_loss or [], "validation (teacher-forced)": held_out_loss or []},
+                  "token accuracy": {"train": train.get("accuracy", []),
+                                     "validation (teacher-forced)": held_out.get("accuracy", [])}}  # fmt: skip
+        saved = figures.plot_lines(os.path.join(output_dir, "loss_curves"), curves, xlabel="step", columns=2)
+        written += saved or []
+        page.figure(saved, "loss curves")
+        if train_loss is None or held_out_loss is None:
+            factor = run_results.config_binding(config, LOSS_NORMALIZING_FACTOR_BINDING)
+            page.note(f"T5X's LOSS_NORMALIZING_FACTOR = {factor!r}: its loss is not per real target token, so it is "
+                      "not plotted (bind 'NUM_REAL_TARGET_TOKENS', as gin_configs/t5x/textchem_t5x.gin does)")  # fmt: skip
+    elif several_steps:
+        page.heading("Metrics by checkpoint step")  # an evaluation folder of several checkpoints (CHECKPOINT_STEPS)
     metric_panels = {}
     for task_name, rows in history.items():
         for name in rows[-1]:
             if name != "step":
                 metric_panels[f"{task_of(task_name) or task_name}/{name}"] = {"": [(r["step"], r.get(name)) for r in rows]}
-    page.figure(figures.plot_lines(os.path.join(output_dir, "metric_curves"), metric_panels, xlabel="step", columns=4),
-                "metric curves")  # fmt: skip
-    if history and all(len(rows) < 2 for rows in history.values()):
+    if trains or several_steps:
+        saved = figures.plot_lines(os.path.join(output_dir, "metric_curves"), metric_panels, xlabel="step", columns=4)
+        written += saved or []
+        page.figure(saved, "metric curves")
+    if trains and history and all(len(rows) < 2 for rows in history.values()):
         page.note("one inference evaluation so far: the metric curves have one point each (set train_lib.train.eval_period "
                   "to evaluate during training)")  # fmt: skip
+    _remove_unused_figures(output_dir, written)
 
     page.heading("Predictions")
     breakdown = {}
-    for task_name in sorted(final, key=_order):
-        task = task_of(task_name)
-        rows = run_results.predictions(model_dir, task_name, step)
+    for task_name in sorted(last, key=_order):
+        task, rows = task_of(task_name), rows_by_task[task_name]
         if task is None or not rows:
             continue
-        page.heading(f"{task_name}: first {min(GRID_ROWS, len(rows))} of {len(rows)} examples", 3)
+        shown = min(GRID_ROWS, len(rows))
+        page.heading(f"{task_name}: first {shown} of {len(rows)} examples, step {steps[task_name]}", 3)
         if task == "paragraph2actions":
             page.raw(html_table(["paragraph", "target actions", "predicted actions"],
                                 [[_input_text(r), _target_text(r), _beams(r["prediction"])[0]] for r in rows[:GRID_ROWS]]))  # fmt: skip
@@ -341,12 +470,23 @@ def run_report(model_dir: str, output_dir: str) -> str:
     else:
         page.note(f"the run recorded no versions ({provenance.FILE}): those below are this report's, not "
                   "necessarily those that computed its metrics")  # fmt: skip
-    page.raw(_versions_table(recorded))
+    page.raw(_versions_table({"the run": recorded} if recorded else None))
     return page.write()
 
 
+def _same_path(first: str, second: str) -> bool:
+    """Whether two user paths (local, or gs:// and other `scheme://`) name the same file once normalised."""
+    def normal(path: str) -> str:
+        if is_remote(path):
+            scheme, _, rest = path.partition("://")
+            return f"{scheme.lower()}://{posixpath.normpath(rest)}"
+        return os.path.realpath(path)
+
+    return normal(first) == normal(second)
+
+
 def sweep_report(sweep_dir: str, output_dir: str) -> str:
-    """Writes the sweep's page (its table and plots); returns its path."""
+    """Writes the sweep's page (its table, plots and the versions each point was trained with); returns its path."""
     import csv
     import io
 
@@ -361,12 +501,19 @@ def sweep_report(sweep_dir: str, output_dir: str) -> str:
     page.heading("Plots")
     for name in sorted(tf.io.gfile.listdir(sweep_dir)):
         if name.endswith(".png"):
-            copy = os.path.join(output_dir, name)
-            tf.io.gfile.copy(os.path.join(sweep_dir, name), copy, overwrite=True)
+            source, copy = os.path.join(sweep_dir, name), os.path.join(output_dir, name)
+            if not _same_path(source, copy):  # copied onto itself (--output_dir=SWEEP_DIR), each PNG was emptied
+                tf.io.gfile.copy(source, copy, overwrite=True)
             page.heading(name.removesuffix(".png").replace("_", " "), 3)
             page.figure(copy, name)
-    page.heading("Library versions (this report's)")
-    page.raw(_versions_table())
+    page.heading("Library versions")
+    points = [row["point"] for row in rows if row.get("point")]
+    histories = {point: provenance.history(os.path.join(sweep_dir, point)) for point in points}
+    recorded = {point: entries[-1] for point, entries in histories.items() if entries}
+    unrecorded = [point for point in points if point not in recorded]
+    if unrecorded:
+        page.note(f"{', '.join(unrecorded)} recorded no versions ({provenance.FILE}): what trained them is unknown")
+    page.raw(_versions_table(recorded))
     return page.write()
 
 
@@ -398,6 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     directory = str(absolute(args.directory))  # the page's title names the folder, not `.` or `../run/`
     output_dir = args.output_dir or os.path.join(directory, "report")
+    if not tf.io.gfile.exists(directory):
+        print(f"textchem-report: {args.directory} does not exist: give a textchem-train MODEL_DIR, a textchem-eval "
+              "output folder or a textchem-sweep SWEEP_DIR", file=sys.stderr)  # fmt: skip
+        return 2
     if tf.io.gfile.exists(os.path.join(directory, "sweep.csv")):
         path = sweep_report(directory, output_dir)
     elif tf.io.gfile.exists(os.path.join(directory, run_results.RUN_CONFIG_FILE)):

@@ -242,19 +242,24 @@ def metric_history(model_dir: str) -> dict[str, list[dict]]:
     return history
 
 
+def last_evaluations(history: Mapping[str, list[dict]]) -> dict[str, dict]:
+    """{task: its own last row of a `metric_history`, "step" included (NaN read as None: n/a)}. Each task's own: in
+    an evaluation folder where each task was evaluated by a separate textchem-eval (README's released-checkpoint
+    loop), at different checkpoints, a task evaluated at an earlier step than another is still a result."""
+    return {task: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rows[-1].items()}
+            for task, rows in history.items() if rows}  # fmt: skip
+
+
 def final_metrics(history: Mapping[str, list[dict]]) -> tuple[int | None, dict[str, dict[str, float | None]]]:
-    """(step, {task: {metric: value}}) of the last inference evaluation in a `metric_history` (NaN read as
-    None: n/a)."""
-    steps = [rows[-1]["step"] for rows in history.values() if rows]
-    if not steps:
+    """(step, {task: {metric: value}}) of the run's last inference evaluation: the tasks of `last_evaluations`
+    evaluated at the latest step (one step per sweep point, its metrics_step; a task last evaluated earlier is
+    left out). A report shows each task's own last evaluation instead."""
+    last = last_evaluations(history)
+    if not last:
         return None, {}
-    last = max(steps)
-    results = {}
-    for task, rows in history.items():
-        row = next((r for r in rows if r["step"] == last), None)
-        if row is not None:
-            results[task] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "step"}
-    return last, results
+    step = max(row["step"] for row in last.values())
+    return step, {task: {k: v for k, v in row.items() if k != "step"}
+                  for task, row in last.items() if row["step"] == step}  # fmt: skip
 
 
 def predictions(model_dir: str, task: str, step: int) -> list[dict]:
