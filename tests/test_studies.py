@@ -98,6 +98,140 @@ def test_grid_axes_become_gin_bindings_that_parse():
         sweep.parse_axis("width")
 
 
+def test_an_e2clm_point_keeps_every_setting_of_the_base_but_the_model(tmp_path):
+    """The e2clm axis read models/e2clm_small.gin after the base's gin files: its DROPOUT_RATE = 0.1 replaced
+    quickstart's 0.0, its task VOCABULARY a fine-tune base's checkpoint_vocabulary (which the checkpoint's own
+    vocabulary check then refuses), and its z_loss and label_smoothing the base's. Parsed from the arguments each
+    point's textchem-train gets, only the model differs now."""
+    import gin
+
+    from textchem_jax import launch
+    from textchem_jax.data.vocabulary import CHECKPOINT_VOCABULARY_FILE
+    from textchem_jax.models.adapters import E2ClmModel, EncoderDecoderModel
+
+    checkpoint = tmp_path / "t5_import"  # what checkpoint_vocabulary reads of a textchem-convert folder
+    checkpoint.mkdir()
+    shutil.copy(ROOT / "textchem_jax/data/vocab/textchem_demo.model", checkpoint / CHECKPOINT_VOCABULARY_FILE)
+    bases = {
+        "experiments/quickstart.gin": ["adapters.EncoderDecoderModel.label_smoothing=0.1"],
+        "experiments/text_chem_t5_small_standard.gin": [f"INITIAL_CHECKPOINT_PATH={str(checkpoint)!r}"],
+    }
+
+    def settings() -> tuple[type, dict]:
+        model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+        t5 = model.t5_config
+        return type(model), {"DROPOUT_RATE": gin.query_parameter("%DROPOUT_RATE"), "dropout_rate": t5.dropout_rate,
+                             "VOCABULARY": gin.query_parameter("%VOCABULARY").selector, "d_model": t5.d_model,
+                             "z_loss": model.z_loss, "label_smoothing": model.label_smoothing}  # fmt: skip
+
+    try:
+        for base_file, flags in bases.items():
+            launch.parse_gin([base_file], [*flags, f"MODEL_DIR={str(tmp_path / 'base')!r}"])
+            base_model, expected = settings()
+            assert base_model is EncoderDecoderModel
+            base = sweep.read_base([base_file], flags, [], str(tmp_path / "sweep"))
+            passthrough = [f"--gin_file={base_file}", *(f"--gin.{flag}" for flag in flags)]
+            for point in sweep.expand([sweep.parse_axis("e2clm=mean,frozen")], base):
+                arguments = sweep.train_arguments(point, str(tmp_path / "sweep" / point.name), passthrough)
+                bindings, others = launch.split_gin_flags(arguments)
+                launch.parse_gin([arg.partition("=")[2] for arg in others if arg.startswith("--gin_file=")], bindings)
+                model, found = settings()
+                assert model is E2ClmModel and found == expected, (base_file, point.name, found, expected)
+                gin.clear_config()
+        assert expected["VOCABULARY"].endswith("checkpoint_vocabulary")  # the fine-tune base's, kept
+    finally:
+        gin.clear_config()
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat: "T" stopped, "Z" ended (not yet reaped), "R" or "S" running."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def _wait_for_state(pid: int, wanted) -> str:
+    import time
+
+    for _ in range(600):
+        if wanted(state := _process_state(pid)):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"process {pid} stayed in state {state}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and job control")
+def test_a_sigint_to_the_sweeps_pid_alone_reaches_its_point_once_and_ctrl_z_stops_both(tmp_path):
+    """`kill -INT <sweep pid>` was not passed on: the sweep said it waited for the point to save, but the point
+    trained on to its last step and evaluated. The point now runs in its own process group and the sweep passes each
+    Ctrl-C on once (a terminal's would otherwise reach it twice, and a second Ctrl-C stops textchem-train unsaved).
+    Ctrl-Z, which the terminal sends to the sweep's group only, stops the point too, and `fg` continues both."""
+    import signal
+
+    flags = [*SWEEP_FLAGS[:2], "--gin.TRAIN_STEPS=100000", *SWEEP_FLAGS[4:]]  # one point, far from done
+    command = as_from_a_terminal([sys.executable, "-m", "textchem_jax.sweep", f"--sweep_dir={tmp_path}", *flags])
+    # A process group of its own in this session, as a shell's job: a new session's would be orphaned, and the
+    # kernel drops a Ctrl-Z sent to an orphaned group
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               process_group=0)  # fmt: skip
+    child = None
+    try:
+        for line in process.stdout:
+            if line.strip().startswith("step 10/"):
+                break
+        (child,) = _children(process.pid)
+        os.killpg(process.pid, signal.SIGTSTP)  # Ctrl-Z: to the terminal's foreground process group
+        _wait_for_state(child, lambda state: state == "T")
+        os.killpg(process.pid, signal.SIGCONT)  # fg
+        _wait_for_state(child, lambda state: state != "T")
+        os.kill(process.pid, signal.SIGINT)  # the sweep's pid alone
+        output = process.communicate(timeout=300)[0]
+    finally:
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+        process.kill()
+    assert process.returncode == 130, output[-3000:]
+    assert "interrupted: saved step" in output and "interrupted at once" not in output, output[-3000:]
+    (point,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    record = json.loads((point / sweep.POINT_FILE).read_text())
+    assert record["status"] == "interrupted" and record["returncode"] == 130, record
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_point_that_finished_before_the_sweeps_ctrl_c_took_effect_is_recorded_done(tmp_path, capsys):
+    """A point whose textchem-train exited 0 while the sweep was being interrupted was recorded
+    `"status": "interrupted", "returncode": 0`, and the rerun trained it again. Here the sweep is paused until its
+    point has ended, then interrupted."""
+    import signal
+
+    flags = [f"--sweep_dir={tmp_path}", SWEEP_FLAGS[0], *QUICK_SWEEP_FLAGS, "--gin.TRAIN_STEPS=2",
+             "--gin.run_config.CheckpointConfig.period=2"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "textchem_jax.sweep", *flags], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    child = None
+    try:
+        for line in process.stdout:
+            if ": training (log:" in line:
+                break
+        _wait_for_state(process.pid, lambda state: _children(process.pid))  # textchem-train started
+        (child,) = _children(process.pid)
+        os.kill(process.pid, signal.SIGSTOP)  # its output waits in the pipe, the point trains and evaluates
+        _wait_for_state(child, lambda state: state == "Z")
+        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signal.SIGCONT)
+        output = process.communicate(timeout=300)[0]
+    finally:
+        process.kill()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert process.returncode == 130, output[-3000:]
+    record = json.loads((tmp_path / "width-32" / sweep.POINT_FILE).read_text())
+    assert record["status"] == "done" and record["returncode"] == 0, record
+    assert sweep.main(flags) == 0
+    assert "finished before, skipped" in capsys.readouterr().out
+
+
 def test_a_sweep_over_the_users_own_mixture_imports_its_module(tmp_path, monkeypatch):
     """textchem-sweep refused every sweep over a user's own task or mixture ("no SeqIO task or mixture is named
     'my_rxn_mix' ... your own need their module in MIXTURE_OR_TASK_MODULE") although the gin file bound that module
@@ -182,8 +316,8 @@ def test_retrieval_scores_rank_each_variant_among_all_originals():
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_a_stopped_sweep_saves_the_point_and_its_rerun_goes_on_from_the_saved_step(tmp_path, stop):
-    """Ctrl-C in a terminal reaches the sweep and its textchem-train alike; a SIGTERM (`kill`, a cluster's stop)
-    reaches the sweep only, which passes it on. Either way the point saves its step and the sweep waits for it,
+    """Ctrl-C in a terminal and a SIGTERM (`kill`, a cluster's stop) reach the sweep only (its point runs in a
+    process group of its own), which passes each on once. Either way the point saves its step and the sweep waits for it,
     records the time spent and exits with how to go on (Ctrl-C ended in a traceback; a SIGTERM left textchem-train
     to die unsaved, the point "running" with 0 s). The point's log is written as it trains (it came in 4 KiB blocks).
     Run from a folder with the user's own `tasks.py`: every point started there read it, not ours, and failed."""
@@ -660,3 +794,129 @@ def test_molecule_grid_depicts_every_beam_with_validity_and_similarity():
     assert "<th>beam 1</th><th>beam 2</th><th>beam 3</th>" in html
     assert html.count("data:image/png;base64,") == 2 + 2  # input, target, the two beams RDKit reads
     assert "valid, Tanimoto 1.00" in html and "invalid" in html and "<code>CCO.CC(=O)O</code>" in html
+
+
+def _write_evaluations(folder, evaluations, config="run_config.DatasetConfig.split = 'test'\n"):
+    """A textchem-eval output folder by hand: config.gin, and per (task, step, metrics, examples) the metrics line
+    and that many prediction rows, as seqio's JSONLogger writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.gin").write_text(config)
+    evaluated = folder / "inference_eval"
+    evaluated.mkdir(exist_ok=True)
+    for task, step, metrics, examples in evaluations:
+        with open(evaluated / f"{task}-metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        row = {"input": {"inputs_pretokenized": "Caption the following SMILES: CCO"},
+               "target": "The molecule is ethanol.", "prediction": "The molecule is an alcohol."}  # fmt: skip
+        (evaluated / f"{task}-{step:06d}.jsonl").write_text((json.dumps(row) + "\n") * examples)
+    return folder
+
+
+def test_report_of_an_evaluation_folder_shows_each_tasks_last_step_and_its_test_split(tmp_path):
+    """Tasks evaluated by separate textchem-eval runs at different checkpoints (README's released-checkpoint loop):
+    mol2text, last evaluated at step 15, vanished from the page (only rows at the largest step, 30, were kept). The
+    folder binds the unscoped DatasetConfig split (runs/eval.gin): the page said "not the paper's test set", printed
+    no split without model-info.txt, and gave a folder without training "Training curves" and eval_period advice."""
+    from textchem_jax import report, run_results
+
+    text2mol = {"bleu": 0.1, "exact_match": 0.0, "levenshtein": 170.16666666666666, "validity": 1.0}
+    folder = _write_evaluations(tmp_path / "eval", [("textchem_mol2text", 15, {"bleu2": 0.0623, "rouge2": 0.0766}, 6),
+                                                    ("textchem_text2mol", 30, text2mol, 6)])  # fmt: skip
+    history = run_results.metric_history(str(folder))
+    assert sorted(run_results.last_evaluations(history)) == ["textchem_mol2text", "textchem_text2mol"]
+    assert run_results.final_metrics(history) == (30, {"textchem_text2mol": text2mol})  # a sweep row's one step
+
+    assert report.main([str(folder)]) == 0
+    page = (folder / "report" / "index.html").read_text()
+    assert "evaluated at each task&#x27;s own step (textchem_mol2text 15, textchem_text2mol 30)" in page
+    assert "inference evaluation split: test" in page and "not the paper&#x27;s test set" not in page
+    assert "<h3>textchem_mol2text (6 examples)</h3>" in page and "<th>this run (step 15)</th>" in page
+    assert '<td class="num">0.0623</td>' in page
+    assert "textchem_mol2text: first 6 of 6 examples, step 15" in page  # its predictions, read at its own step
+    assert "<td>levenshtein (characters)</td><td class=\"num\">170.17</td>" in page  # not 170.1667, like a fraction
+    assert "Training curves" not in page and "eval_period" not in page
+    assert not (folder / "report" / "loss_curves.png").exists()
+
+
+def test_report_puts_paper_numbers_beside_an_evaluation_of_the_whole_test_set_only(tmp_path):
+    """Paper numbers were shown beside any test-split evaluation of a paper task: 10 of ChEBI-20's 3,300 rows, or
+    paragraph2actions' 10-sentence public sample (the paper's test set was not released)."""
+    from textchem_jax import report
+
+    assert report.not_comparable_with_paper("textchem_text2mol", 3_300) is None
+    assert report.not_comparable_with_paper("textchem_gt4sd_eval_mol2text", 10) == (
+        "evaluated on 10 of 3,300 test examples: not comparable with the paper")
+    assert "was not released" in report.not_comparable_with_paper("textchem_gt4sd_eval_paragraph2actions", 10)
+
+    metrics = {"bleu2": 0.61, "rouge2": 0.52, "rougeL": 0.6, "meteor": None}
+    whole = _write_evaluations(tmp_path / "whole", [("textchem_gt4sd_eval_mol2text", 7, metrics, 3_300)])
+    part = _write_evaluations(tmp_path / "part", [("textchem_gt4sd_eval_mol2text", 7, metrics, 10),
+                                                  ("textchem_gt4sd_eval_paragraph2actions", 7, {"bleu2": 0.5}, 10)],
+                              config="infer_eval/run_config.DatasetConfig.split = 'test'\n")  # a training run's binding
+    assert report.main([str(whole)]) == 0 and report.main([str(part)]) == 0
+    shown, refused = ((folder / "report" / "index.html").read_text() for folder in (whole, part))
+    assert "<h3>textchem_gt4sd_eval_mol2text (3,300 examples)</h3>" in shown
+    assert "<th>Text+Chem T5-base-augm (paper)</th>" in shown
+    # rougeL: 0.6 here, not in base-standard's published row ("—"), 0.622 in base-augm's; meteor not computable (n/a)
+    assert '<td>rougeL</td><td class="num">0.6000</td><td class="num">—</td><td class="num">0.6220</td>' in shown
+    assert '<td>meteor</td><td class="num">n/a</td>' in shown
+    assert "(paper)" not in refused and "0.9290" not in refused
+    assert "evaluated on 10 of 3,300 test examples: not comparable with the paper" in refused
+    assert "the paper&#x27;s paragraph2actions test set was not released" in refused
+
+
+def test_report_of_an_unfinished_run_then_again_without_evaluations(tmp_path):
+    """A run at step 20 of TRAIN_STEPS 40 was labelled "final evaluation"; a second report into the same folder left
+    the first one's metric curves there, beside a page that no longer showed them (files not ours are kept)."""
+    import tensorflow as tf
+
+    from textchem_jax import report
+
+    config = "TRAIN_STEPS = 40\ninfer_eval/run_config.DatasetConfig.split = 'validation'\n"
+    run = _write_evaluations(tmp_path / "run", [("textchem_demo_forward", 20, {"accuracy": 0.5}, 2)], config=config)
+    (run / "checkpoints" / "20").mkdir(parents=True)
+    with tf.summary.create_file_writer(str(run / "train")).as_default():
+        tf.summary.scalar("loss", 5.0, step=10)
+        tf.summary.scalar("loss", 4.0, step=20)
+    assert report.main([str(run)]) == 0
+    output = run / "report"
+    page = (output / "index.html").read_text()
+    assert "latest evaluation at step 20; the run is at step 20 of 40 (still training, or stopped)" in page
+    assert "final evaluation" not in page and "<h2>Metrics of the latest evaluation</h2>" in page
+    assert (output / "metric_curves.png").exists() and (output / "loss_curves.svg").exists()
+    (output / "mine.png").write_bytes(b"not the report's")
+
+    shutil.rmtree(run / "inference_eval")
+    assert report.main([str(run)]) == 0
+    assert sorted(p.name for p in output.iterdir()) == ["index.html", "loss_curves.png", "loss_curves.svg", "mine.png"]
+
+
+def test_sweep_report_written_into_the_sweep_keeps_its_plots_and_shows_each_points_versions(tmp_path, capsys):
+    """`textchem-report SWEEP --output_dir=SWEEP` copied each PNG onto itself, which emptied it (exit 0); the page's
+    versions were only its own, not those each point was trained with."""
+    from textchem_jax import figures, provenance, report
+
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.csv").write_text("point,width,status\nw-32,32,done\nw-64,64,done\nw-128,128,not run\n")
+    figures.plot_lines(str(sweep_dir / "loss_curves"), {"loss": {"w-32": [(1, 2.0), (2, 1.0)]}}, xlabel="step")
+    plot = (sweep_dir / "loss_curves.png").read_bytes()
+    for point, rdkit in (("w-32", None), ("w-64", "2023.9.1")):
+        entry = provenance.record()
+        entry["versions"]["rdkit"] = rdkit or entry["versions"]["rdkit"]
+        (sweep_dir / point).mkdir()
+        (sweep_dir / point / provenance.FILE).write_text(json.dumps([entry]))
+
+    for output in (sweep_dir, tmp_path / "sweep" / ".." / "sweep"):  # the same folder, written two ways
+        assert report.main([str(sweep_dir), f"--output_dir={output}"]) == 0
+        assert (sweep_dir / "loss_curves.png").read_bytes() == plot
+    page = (sweep_dir / "index.html").read_text()
+    assert "<th>recorded with w-32</th><th>recorded with w-64</th><th>this report</th>" in page
+    assert f"<td>rdkit</td><td>{provenance.versions()['rdkit']}</td><td>2023.9.1</td>" in page and "differs" in page
+    assert "w-128 recorded no versions" in page
+    assert report._same_path("gs://bucket/sweep/x.png", "gs://bucket/sweep/./plots/../x.png")
+    assert not report._same_path("gs://bucket/sweep/x.png", "gs://bucket/report/x.png")
+
+    capsys.readouterr()
+    assert report.main([str(tmp_path / "none")]) == 2
+    assert f"textchem-report: {tmp_path / 'none'} does not exist" in capsys.readouterr().err

@@ -9,7 +9,8 @@ Axes (`--grid=AXIS=V1,V2,...`, repeatable; the points are their product):
   mixture=standard,augm,mono,cross   the base mixture's family (`textchem_demo_cross`, `textchem_cross`) or any
                               mixture or task name
   data_fraction=0.25,1.0      the first fraction of the training split (`train[:25%]`)
-  e2clm=shared,mean,cross_attention,select,frozen   an e2-CLM variant with the base model's dimensions
+  e2clm=shared,mean,cross_attention,select,frozen   an e2-CLM variant with the base model's T5 layout and loss
+                              settings, everything else (DROPOUT_RATE, VOCABULARY, ...) as the base
   seed=0,1                    RANDOM_SEED
   NAME=V1,V2                  any other gin binding (`LEARNING_RATE=1e-3,3e-3`), values as gin literals
 Each point trains and evaluates through `textchem-train` in its own process (`SWEEP_DIR/<point>/` is its
@@ -24,6 +25,7 @@ multi-task gain on cross-domain tasks against size (the paper's comparison).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -36,6 +38,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -46,13 +49,16 @@ from textchem_jax.paths import expand_user, is_remote, makedirs
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
+# Each variant whole, as an e2-CLM base's own settings stay: `mean` would keep a frozen base's encoders frozen.
 E2CLM_VARIANTS = {
-    "shared": {"shared": True},
-    "mean": {"aggregation": "'mean'"},
-    "cross_attention": {"aggregation": "'cross_attention'"},
-    "select": {"aggregation": "'select'"},
-    "frozen": {"aggregation": "'mean'", "freeze_text": True, "freeze_chemistry": True},
+    "shared": {"shared": True, "aggregation": "'mean'", "freeze_text": False, "freeze_chemistry": False},
+    "mean": {"shared": False, "aggregation": "'mean'", "freeze_text": False, "freeze_chemistry": False},
+    "cross_attention": {"shared": False, "aggregation": "'cross_attention'", "freeze_text": False,
+                        "freeze_chemistry": False},
+    "select": {"shared": False, "aggregation": "'select'", "freeze_text": False, "freeze_chemistry": False},
+    "frozen": {"shared": False, "aggregation": "'mean'", "freeze_text": True, "freeze_chemistry": True},
 }
+E2CLM_MODEL_FILE = "models/e2clm_small.gin"
 _DIMENSIONS = ("d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers")
 # Axes that set the model's size: the x of the scaling plots, not a line of their own.
 _SIZE_AXES = ("size", "width")
@@ -69,12 +75,18 @@ class Base:
     feed_forward: str
     tie_word_embeddings: bool
     e2clm: bool
+    # What an e2-CLM point carries over besides the dimensions: the T5 config's other fields (dtypes, scan, remat,
+    # relative attention, layer norm epsilon) and the adapter's loss settings (z_loss, label_smoothing).
+    t5_settings: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    model_settings: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Point:
     values: tuple[tuple[str, str], ...]  # (axis, value) in grid order
     bindings: tuple[str, ...]  # gin `NAME=VALUE`
+    # Model files read BEFORE the base's gin files, which then override their macros (DROPOUT_RATE, VOCABULARY);
+    # the bindings name the model. Read after, e2clm_small.gin's DROPOUT_RATE = 0.1 replaced quickstart's 0.0.
     gin_files: tuple[str, ...] = ()
 
     @property
@@ -104,7 +116,7 @@ def mixture_name(value: str, base_mixture: str) -> str:
 
 
 def _axis_setting(axis: str, value: str, base: Base, target: str) -> tuple[list[str], list[str]]:
-    """(gin bindings, extra gin files) of one axis value."""
+    """(gin bindings, model gin files to read before the base's) of one axis value."""
     from textchem_jax.models import config
 
     if axis == "size":
@@ -129,7 +141,11 @@ def _axis_setting(axis: str, value: str, base: Base, target: str) -> tuple[list[
     if axis == "e2clm":
         if value not in E2CLM_VARIANTS:
             raise ValueError(f"--grid=e2clm: unknown variant {value!r}; known: {', '.join(E2CLM_VARIANTS)}")
-        return [f"e2clm.e2clm_config.{k}={v}" for k, v in E2CLM_VARIANTS[value].items()], ["models/e2clm_small.gin"]
+        variant = [f"e2clm.e2clm_config.{k}={v}" for k, v in E2CLM_VARIANTS[value].items()]
+        if base.e2clm:  # the base's own e2-CLM settings (vocabulary, embeddings, checkpoints) stay
+            return variant, []
+        loss = [f"adapters.E2ClmModel.{k}={v!r}" for k, v in base.model_settings.items()]  # the base's z_loss, ...
+        return ["MODEL=@adapters.E2ClmModel()", *loss, *variant], [E2CLM_MODEL_FILE]
     if axis.isupper() or "." in axis:
         return [f"{axis}={value}"], []
     raise ValueError(f"--grid={axis}: unknown axis; use size, width, mixture, data_fraction, e2clm, seed or a gin "
@@ -143,10 +159,11 @@ def expand(axes: Sequence[tuple[str, Sequence[str]]], base: Base) -> list[Point]
     points = []
     for combination in itertools.product(*[[(axis, v) for v in values] for axis, values in axes]):
         bindings, files = [], []
-        if e2clm and not base.e2clm:  # e2-CLM points get the base model's dimensions unless an axis sets them
+        if e2clm and not base.e2clm:  # e2-CLM points get the base model's T5 layout unless an axis sets it
             bindings += [f"{target}.{k}={v}" for k, v in base.dimensions.items()]
             bindings += [f"{target}.size='tiny'", f"{target}.feed_forward={base.feed_forward!r}",
                          f"{target}.tie_word_embeddings={base.tie_word_embeddings}"]  # fmt: skip
+            bindings += [f"{target}.{k}={v!r}" for k, v in base.t5_settings.items()]
         for axis, value in combination:
             try:
                 more_bindings, more_files = _axis_setting(axis, value, base, target)
@@ -188,6 +205,9 @@ def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
     _import_task_module()
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
     t5 = model.t5_config
+    # vocab_size and dropout_rate follow VOCABULARY and DROPOUT_RATE, which the base's files bind; a field at its
+    # default needs no binding
+    set_apart = (*_DIMENSIONS, "feed_forward", "tie_word_embeddings", "vocab_size", "dropout_rate")
     base = Base(
         mixture=gin.query_parameter("%MIXTURE_OR_TASK_NAME"),
         train_steps=int(gin.query_parameter("%TRAIN_STEPS")),
@@ -195,6 +215,10 @@ def read_base(gin_files: Sequence[str], bindings: Sequence[str], search_paths: S
         feed_forward=t5.feed_forward,
         tie_word_embeddings=t5.tie_word_embeddings,
         e2clm=isinstance(model, E2ClmModel),
+        t5_settings={f.name: getattr(t5, f.name) for f in dataclasses.fields(t5)
+                     if f.name not in set_apart and getattr(t5, f.name) != f.default},  # fmt: skip
+        model_settings={f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+                        if f.name not in ("config", "vocabulary")},  # fmt: skip
     )
     gin.clear_config()
     return base
@@ -214,11 +238,11 @@ def check_points(points: Sequence[Point], gin_files: Sequence[str], bindings: Se
     for point in points:
         model_dir = os.path.join(sweep_dir, point.name)
         try:
-            launch.parse_gin([*gin_files, *point.gin_files], [*bindings, *point.bindings, f"MODEL_DIR={model_dir!r}"],
+            launch.parse_gin([*point.gin_files, *gin_files], [*bindings, *point.bindings, f"MODEL_DIR={model_dir!r}"],
                              search_paths, warn_unused_macros=False)  # said once, by read_base
             _import_task_module()
             mixture_or_task(gin.query_parameter("%MIXTURE_OR_TASK_NAME"))
-            configurations[point.name] = configuration([*gin_files, *point.gin_files], search_paths)
+            configurations[point.name] = configuration([*point.gin_files, *gin_files], search_paths)
         except (ValueError, launch.ConfigError) as error:
             raise ValueError(f"point {point.label or point.name}: {error}") from None
         finally:
@@ -247,8 +271,9 @@ def configuration(gin_files: Sequence[str], search_paths: Sequence[str]) -> dict
 
 
 def train_arguments(point: Point, model_dir: str, passthrough: Sequence[str]) -> list[str]:
-    """The `textchem-train` arguments of a point: the base flags, its gin files and bindings, its MODEL_DIR."""
-    return [*passthrough, *[f"--gin_file={f}" for f in point.gin_files], *[f"--gin.{b}" for b in point.bindings],
+    """The `textchem-train` arguments of a point: its gin files (before the base's), the base flags, its bindings and
+    its MODEL_DIR."""
+    return [*[f"--gin_file={f}" for f in point.gin_files], *passthrough, *[f"--gin.{b}" for b in point.bindings],
             f"--gin.MODEL_DIR={model_dir!r}"]  # fmt: skip
 
 
@@ -318,6 +343,20 @@ def _stops_with_the_sweep():
     return request
 
 
+def _pause_with_the_sweep(process: subprocess.Popen):
+    """A SIGTSTP handler (Ctrl-Z) that stops the point's process group with the sweep and continues it with the
+    sweep (`fg`, `bg`): in a process group of its own, the point no longer gets the terminal's signals."""
+
+    def pause(signum, frame) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the point has ended
+            os.killpg(process.pid, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)  # returns once the sweep is continued
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGCONT)
+
+    return pause
+
+
 def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index: int, total: int,
               verbose: bool = False, configuration: Mapping | None = None) -> bool:  # fmt: skip
     """Trains and evaluates one point in its own `textchem-train` process unless it finished with the same
@@ -345,16 +384,25 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     # The point's console comes through a pipe whose read end textchem-train holds too (Linux): its lines after the
     # sweep is killed (its preemption's) are not a BrokenPipeError that ends it before it saves.
     read_end, write_end = os.pipe()
+    posix = os.name == "posix"
     try:
-        # -P: the sweep's folder is not put first on the point's path, where a user's own `tasks.py` hid ours
+        # -P: the sweep's folder is not put first on the point's path, where a user's own `tasks.py` hid ours.
+        # Its own process group: the sweep passes on each Ctrl-C it gets, once. A SIGINT to the sweep's pid alone
+        # reached the sweep only (its point trained to the end, recorded "interrupted"), and one passed on besides
+        # the terminal's would be a second Ctrl-C, which stops textchem-train unsaved. No terminal input: reading
+        # it from a background process group stops the reader.
         process = subprocess.Popen([sys.executable, "-P", "-m", "textchem_jax.train", *arguments], stdout=write_end,
-                                   stderr=subprocess.STDOUT, preexec_fn=_stops_with_the_sweep(),
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   process_group=0 if posix else None, preexec_fn=_stops_with_the_sweep(),
                                    pass_fds=(read_end,) if sys.platform.startswith("linux") else ())  # fmt: skip
     except BaseException:
         os.close(read_end)
         raise
     finally:
         os.close(write_end)
+    # a handler only from the main thread (Python's rule): a notebook's thread keeps the default
+    pausing = posix and threading.current_thread() is threading.main_thread()
+    paused = signal.signal(signal.SIGTSTP, _pause_with_the_sweep(process)) if pausing else None
     lines = []
     flush_period = 30.0 if is_remote(log_path) else 0.0  # `tail -f` follows a local log; gs:// uploads it whole
     # `open` of textchem-train's pipe (local only); the log through gfile, written whole (gs:// has no append)
@@ -374,18 +422,28 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
                 if verbose or _SHOWN_LINES.match(line):
                     print(f"    {line.rstrip()}", flush=True)
         except (KeyboardInterrupt, Terminated) as stop:  # textchem-train saves its step, then exits: waited for
-            if isinstance(stop, Terminated):  # Ctrl-C reached it too (one process group); a SIGTERM is passed on
-                process.terminate()
+            process.send_signal(signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
             print(f"{prefix}: {_stopped(stop)}; waiting for textchem-train to save its checkpoint (Ctrl-C again stops "
                   "at once)", file=sys.stderr, flush=True)  # fmt: skip
-            rest = output.read()
-            process.wait()
+            try:
+                rest = output.read()
+                process.wait()
+            except KeyboardInterrupt:  # Ctrl-C again: textchem-train stops at once, unsaved, as the sweep does
+                process.send_signal(signal.SIGINT)
+                raise
             log.write(rest)
             print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith(("interrupted", "preempted"))),
                   end="", flush=True)  # fmt: skip
-            _write_point_file(point_dir, {**record, "status": _stopped(stop), "returncode": process.returncode,
+            # 0 and no "preempted: saved step" (a SIGTERM's save exits 0 too): it had finished, final evaluation
+            # included, before the signal took effect; recorded "interrupted", the rerun trained it again
+            preempted = any(line.startswith("preempted: ") for line in [*lines, *rest.splitlines()])
+            status = "done" if process.returncode == 0 and not preempted else _stopped(stop)
+            _write_point_file(point_dir, {**record, "status": status, "returncode": process.returncode,
                                           "wall_seconds": time.perf_counter() - start + earlier})  # fmt: skip
             raise
+        finally:
+            if pausing:
+                signal.signal(signal.SIGTSTP, paused)
     code = process.wait()
     seconds = time.perf_counter() - start + earlier
     status = "done" if code == 0 else "failed"
