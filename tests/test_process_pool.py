@@ -101,6 +101,33 @@ def test_an_interrupted_map_leaves_only_its_running_chunks_to_the_pool(tmp_path,
     process_pool.shutdown_pool()
 
 
+def test_a_ctrl_c_during_the_submission_cancels_the_chunks_submitted(tmp_path, monkeypatch):
+    """SIGINT is held back while the pool's processes start (`_without_interrupts`); one that arrives meanwhile is
+    raised as the block ends or in the submission loop, before any StartedMap holds the futures: all 16 chunks ran on
+    and the next map waited behind them (review, 16 of 16 left pending). Now the submitted chunks are cancelled."""
+    import concurrent.futures
+
+    from pool_functions import slowly_noted
+
+    submit, calls = concurrent.futures.ProcessPoolExecutor.submit, []
+
+    def interrupted_submit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 16:
+            os.kill(os.getpid(), signal.SIGINT)  # a terminal's Ctrl-C as the last of the 16 chunks is submitted
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", interrupted_submit)
+    items = [(value, str(tmp_path)) for value in range(512)]  # 16 chunks of 32 items, 0.64 s each
+    with pytest.raises(KeyboardInterrupt):
+        process_pool.start_parallel_map(slowly_noted, items, num_workers=2)()
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", submit)
+    process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()  # queued behind what still runs
+    ran = len(os.listdir(tmp_path))
+    assert ran < len(items) // 2, f"{ran} of {len(items)} items ran after the interrupt"
+    process_pool.shutdown_pool()
+
+
 def test_threads_sharing_the_pool_each_get_all_their_results():
     """seqio's evaluator scores each task on its own thread, so several threads map over the one pool at once,
     some asking for another number of workers (which replaces the pool): none loses or fails its work."""

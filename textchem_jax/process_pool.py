@@ -128,19 +128,27 @@ def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize:
     during the submission. Chosen and used under the lock: no other thread can retire the pool in between
     (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
-    with _lock, _without_interrupts():
-        if _pool is not None and _pool_workers != pool_size:
-            _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
-            _pool = None
-        if _pool is None:
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method))
-            _pool_workers = pool_size
-        try:
-            return _pool, [_pool.submit(_apply_to_chunk, fn, items[start:start + chunksize])
-                           for start in range(0, len(items), chunksize)]  # fmt: skip
-        except concurrent.futures.process.BrokenProcessPool as error:  # e.g. killed for memory since the last map
-            return _pool, error
+    futures = []
+    try:
+        with _lock, _without_interrupts():
+            if _pool is not None and _pool_workers != pool_size:
+                _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
+                _pool = None
+            if _pool is None:
+                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+                _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method))
+                _pool_workers = pool_size
+            pool = _pool
+            try:
+                for start in range(0, len(items), chunksize):
+                    futures.append(pool.submit(_apply_to_chunk, fn, items[start:start + chunksize]))
+            except concurrent.futures.process.BrokenProcessPool as error:  # e.g. killed for memory since the last map
+                return pool, error
+    except BaseException:  # a Ctrl-C held back by the block is raised as it ends: no StartedMap holds these yet (all
+        for future in futures:  # 16 chunks ran on, and the next map waited behind them)
+            future.cancel()
+        raise
+    return pool, futures
 
 
 def _retire(pool: concurrent.futures.ProcessPoolExecutor) -> None:
