@@ -837,6 +837,18 @@ def test_report_of_an_evaluation_folder_shows_each_tasks_last_step_and_its_test_
     assert "Training curves" not in page and "eval_period" not in page
     assert not (folder / "report" / "loss_curves.png").exists()
 
+    # review: an evaluation folder whose config.gin binds TRAIN_STEPS (an experiment gin, the run's own config.gin)
+    # was "at step 0 of 100000 (still training)"; and a user's own figure files in --output_dir were deleted
+    trained_gin = _write_evaluations(tmp_path / "eval2", [("textchem_text2mol", 30, text2mol, 6)],
+                                     config="TRAIN_STEPS = 100000\nrun_config.DatasetConfig.split = 'test'\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "loss_curves.png").write_bytes(b"the user's")
+    assert report.main([str(trained_gin), f"--output_dir={mine}"]) == 0
+    page = (mine / "index.html").read_text()
+    assert "evaluated at step 30" in page and "still training" not in page and "Training curves" not in page
+    assert (mine / "loss_curves.png").read_bytes() == b"the user's"
+
 
 def test_report_puts_paper_numbers_beside_an_evaluation_of_the_whole_test_set_only(tmp_path):
     """Paper numbers were shown beside any test-split evaluation of a paper task: 10 of ChEBI-20's 3,300 rows, or

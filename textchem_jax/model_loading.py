@@ -292,22 +292,24 @@ def _bound_architecture(config: str) -> tuple[dict[str, Any], str] | None:
 
 
 def check_recorded_architecture(model, path: str, kind: str | None = None,
-                                fix: Callable[[], str] | None = None, *, resuming: bool = False) -> None:  # fmt: skip
+                                fix: Callable[[], str] | None = None, *, resuming: bool = False,
+                                starting: bool = False) -> None:  # fmt: skip
     """Raises unless the architecture a checkpoint of ours records (`_recorded_architecture`) is the model's: what
     parameter shapes cannot show ran silently as the gin-bound model's, as it does not for a Hugging Face or T5X
     checkpoint (a relative-position range of 40 and an epsilon of 1e-3 ran as t5_1_1_tiny.gin's 128 and 1e-6:
     first-step loss 31.59 for 31.62, 2 of 10 predictions changed; a `select` e2-CLM run evaluated as the default
     `mean` decoded other text, and a `mean` run resumed as `select` overwrote its config.gin, then stopped in
     tf.data). An e2-CLM's freezing is held against the run only when `resuming` it: the optimizer state has no
-    moments for a frozen part, so a resume keeps what the run froze, where starting from it may freeze otherwise.
+    moments for a frozen part, so a resume keeps what the run froze, where starting from it may freeze otherwise; and
+    a new run `starting` from it may be another variant of the same parameters (a `select` run from a `mean` one).
     `fix` (default: bind the model it records)."""
     kind = checkpoint_format(path) if kind is None else kind
     recorded = _recorded_architecture(path, kind)
     if recorded is None:
         return
     file, described, configurable = recorded
-    if not resuming:
-        described = {name: value for name, value in described.items() if name not in FREEZING_FIELDS}
+    apart = (*(() if resuming else FREEZING_FIELDS), *(VARIANT_FIELDS if starting else ()))
+    described = {name: value for name, value in described.items() if name not in apart}
     if kind == "converted":
         own = f"bind the model it holds: --gin_file={os.path.join(path, CONVERTED_GIN_FILE)}, written beside it"
     else:
@@ -318,7 +320,7 @@ def check_recorded_architecture(model, path: str, kind: str | None = None,
     for name in set(FREEZING_FIELDS) & set(hints):
         hints[name] += (": the optimizer state keeps no moments for a frozen part, so a resume freezes what the run "
                         "froze; to freeze or train a part otherwise, start another MODEL_DIR from this run, "
-                        f"--gin.INITIAL_CHECKPOINT_PATH=\"'{run}'\"")  # fmt: skip
+                        f"--gin.run_config.CheckpointConfig.initial_checkpoint_path=\"'{run}'\"")  # fmt: skip
     verb = "describes" if kind == "converted" else "records"
     _refuse_another_architecture(_architecture_of(model), described, f"{file} {verb}", fix or (lambda: own), hints)
 
@@ -364,7 +366,7 @@ def load_for_inference(model, path: str, mesh, *, like: Any = None, starting: bo
         fix = functools.partial(_foreign_fix, path)
     else:  # ours: by default the run's own config.gin, which fits resuming it
         fix = functools.partial(_starting_fix, path) if starting else None
-        check_recorded_architecture(model, path, kind, fix)  # what the shapes checked below cannot show
+        check_recorded_architecture(model, path, kind, fix, starting=starting)  # what shapes cannot show
     if kind == "orbax":  # the whole model: a checkpoint holding more is another model (e2-CLM variants)
         root = _orbax_root(path)
         return load_params(root[0], target, step=root[1], fix=fix, exact=True)
@@ -418,8 +420,8 @@ def _refuse_an_e2clm_part(part: str, path: str) -> None:
     cannot make it a part."""
     import tensorflow as tf
 
-    if not tf.io.gfile.isdir(path) or checkpoint_format(path) not in ("orbax", "converted"):
-        return  # not ours: loading it says what it is
+    if not tf.io.gfile.isdir(path) or checkpoint_format(path) != "orbax":
+        return  # a textchem-convert folder holds a T5 (no need to read its parameters); another loads as itself
     names = stored_param_names(path)
     if names - set(T5_PARTS):
         raise ValueError(f"the {part} part: {path} is an e2-CLM checkpoint (parameters {', '.join(sorted(names))}), "

@@ -324,16 +324,21 @@ def _evaluated_steps(steps: Mapping[str, int]) -> str:
 
 
 RUN_FIGURES = ("loss_curves", "metric_curves")  # the figure files a run page writes beside itself
+RUN_PAGE_TITLE = "Text+Chem T5 run"  # how a run page of ours begins its <title>
 
 
 def _remove_unused_figures(output_dir: str, written: Sequence[str]) -> None:
     """Deletes the run page's figure files (RUN_FIGURES) this write did not produce: a second report into the same
-    folder left the first one's metric curves beside a page that no longer shows them. A sweep folder's own
-    loss_curves are not ours: left alone."""
+    folder left the first one's metric curves beside a page that no longer shows them. Only beside a run page of
+    ours (a user's own loss_curves.png in --output_dir was deleted; a sweep folder's are the sweep's)."""
     import tensorflow as tf
 
-    if tf.io.gfile.exists(os.path.join(output_dir, "sweep.csv")):
+    page = os.path.join(output_dir, "index.html")
+    if tf.io.gfile.exists(os.path.join(output_dir, "sweep.csv")) or not tf.io.gfile.exists(page):
         return
+    with tf.io.gfile.GFile(page) as f:
+        if f"<title>{RUN_PAGE_TITLE}" not in f.read():
+            return
     for stem in RUN_FIGURES:
         for extension in ("png", "svg"):
             path = os.path.join(output_dir, f"{stem}.{extension}")
@@ -348,7 +353,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
 
     from textchem_jax import robustness
 
-    page = Page(output_dir, f"Text+Chem T5 run {model_dir}")
+    page = Page(output_dir, f"{RUN_PAGE_TITLE} {model_dir}")
     history = run_results.metric_history(model_dir)
     last = run_results.last_evaluations(history)
     params = run_results.parameter_count(model_dir)
@@ -360,7 +365,8 @@ def run_report(model_dir: str, output_dir: str) -> str:
     split = evaluation_split(config)
     trained_step = run_results.latest_step(model_dir)
     train_steps = run_results.config_binding(config, "TRAIN_STEPS")
-    trains = trained_step > 0 or train_steps is not None or tf.io.gfile.isdir(os.path.join(model_dir, "train"))
+    # from the folder: an evaluation folder's config.gin may bind TRAIN_STEPS (an experiment gin, the run's own)
+    trains = trained_step > 0 or tf.io.gfile.isdir(os.path.join(model_dir, "train"))
     unfinished = trains and isinstance(train_steps, int) and trained_step < train_steps  # not "final": still training
     steps = {task_name: row["step"] for task_name, row in last.items()}
     if not steps:
@@ -480,7 +486,7 @@ def _same_path(first: str, second: str) -> bool:
         if is_remote(path):
             scheme, _, rest = path.partition("://")
             return f"{scheme.lower()}://{posixpath.normpath(rest)}"
-        return os.path.realpath(path)
+        return os.path.realpath(path)  # local only
 
     return normal(first) == normal(second)
 
