@@ -441,18 +441,13 @@ def _check_parts_vocabulary(model, parts: Mapping[str, str]) -> None:
     if bound == "?":
         return
     brought = {part: vocabularies.own_vocabulary_file(path) for part, path in parts.items()}
-    differ = {part: own for part, own in brought.items() if own is not None
-              and not vocabularies.same_vocabulary_files(own, bound)}  # fmt: skip
+    brought = {part: own for part, own in brought.items() if own is not None}  # a Hugging Face or T5X part: none
+    differ = {part: own for part, own in brought.items() if not vocabularies.same_vocabulary_files(own, bound)}
     if not differ:
         return
-    by_path: dict[str, list[str]] = {}
-    for part in differ:
-        by_path.setdefault(parts[part], []).append(part)
-    said = "; ".join(f"the {' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)} "
-                     f"part{'s' * (len(names) > 1)} ({path}) bring{'s' * (len(names) == 1)} {differ[names[0]]}"
-                     for path, names in by_path.items())  # fmt: skip
+    said = "; ".join(f"the {part} part ({parts[part]}) brings {own}" for part, own in differ.items())
     theirs = next(iter(differ.values()))
-    if len(differ) == len(parts) and all(vocabularies.same_vocabulary_files(own, theirs) for own in differ.values()):
+    if len(differ) == len(brought) and all(vocabularies.same_vocabulary_files(own, theirs) for own in differ.values()):
         fix = (f"bind theirs: \"--gin.VOCABULARY=@vocabularies.load_vocabulary()\" "
                f"--gin.vocabularies.load_vocabulary.path=\"'{theirs}'\"")  # fmt: skip
     else:
