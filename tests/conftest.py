@@ -52,6 +52,21 @@ def uspto50k_reactions(data) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
+def _data_folder_restored():
+    """A test that parses a gin file binding DATA_DIR, or runs robustness on a run that records one, sets the data
+    folder for the whole process (as textchem-eval does); the next test in the same worker that expects none found
+    one (test_no_data_dir_is_a_clear_error did not raise). The folder is put back after each test."""
+    import sys
+
+    module = sys.modules.get("textchem_jax.data.datasets")
+    before = getattr(module, "_data_dir_override", None)
+    yield
+    module = sys.modules.get("textchem_jax.data.datasets")
+    if module is not None:
+        module.set_data_dir(before)
+
+
+@pytest.fixture(autouse=True)
 def _tasks_vocabulary_restored():
     """A test that trains or converts a model of another vocabulary registers our tasks again with it
     (`seqio_tasks.use_vocabulary`); the next test in the same worker read the demo tasks with that 600-piece

@@ -102,9 +102,8 @@ def test_an_interrupted_map_leaves_only_its_running_chunks_to_the_pool(tmp_path,
 
 
 def test_a_ctrl_c_during_the_submission_cancels_the_chunks_submitted(tmp_path, monkeypatch):
-    """SIGINT is held back while the pool's processes start (`_without_interrupts`); one that arrives meanwhile is
-    raised as the block ends or in the submission loop, before any StartedMap holds the futures: all 16 chunks ran on
-    and the next map waited behind them (review, 16 of 16 left pending). Now the submitted chunks are cancelled."""
+    """A Ctrl-C raised in the submission loop, before any StartedMap holds the futures: all 16 chunks ran on and the
+    next map waited behind them (512 of 512 items ran). Now the submitted chunks are cancelled."""
     import concurrent.futures
 
     from pool_functions import slowly_noted
@@ -193,11 +192,10 @@ def test_scripts_workers_cannot_run_again_score_in_their_own_process_whatever_th
         assert run.stderr.count(f"{name} ") == 1 and "on one core" in run.stderr, run.stderr  # one warning
 
 
-@pytest.mark.parametrize("moment", ["started", "importing"])
-def test_a_terminals_ctrl_c_is_answered_by_the_main_process_alone(moment):
+def test_a_terminals_ctrl_c_is_answered_by_the_main_process_alone():
     """A terminal's Ctrl-C goes to the whole process group: each pool worker printed "Process ForkServerProcess-2:"
-    and a KeyboardInterrupt traceback under textchem-train's one line (2 workers: 38 lines), and the forkserver one
-    more while it imported the main script. Now the process answers alone (one line, status 130) and exits."""
+    and a KeyboardInterrupt traceback under textchem-train's one line (2 workers: 38 lines). Now the process answers
+    alone (one line, status 130) and exits."""
     import subprocess
     import sys
 
@@ -205,11 +203,11 @@ def test_a_terminals_ctrl_c_is_answered_by_the_main_process_alone(moment):
     from pool_functions import __file__ as pool_functions_file
 
     worker = os.path.join(os.path.dirname(pool_functions_file), "ctrl_c_pool_worker.py")
-    child = subprocess.Popen(as_from_a_terminal([sys.executable, worker, moment]), stdout=subprocess.PIPE,
+    child = subprocess.Popen(as_from_a_terminal([sys.executable, worker]), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         assert child.stdout.readline() == "ready\n"
-        time.sleep(1.0)  # "importing": the forkserver is still in its import (4 s); "started": the workers wait
+        time.sleep(1.0)  # the workers wait for work
         os.killpg(child.pid, signal.SIGINT)
         _, stderr = child.communicate(timeout=120)  # the interpreter's shutdown does not hang on the pool
     finally:

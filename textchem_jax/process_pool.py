@@ -6,14 +6,13 @@ of a process that already runs JAX, XLA and TensorFlow threads can deadlock on a
 The pool is started once and reused by every later evaluation; a worker that dies (killed for memory, a
 crash in RDKit) is reported, and its work rerun once on a fresh pool, then in this process. Several threads may
 map at once; a call that asks for another number of workers replaces the pool without cancelling their work.
-A Ctrl-C is this process's to handle: the forkserver and the workers never see it (`_without_interrupts`).
+A Ctrl-C is this process's to handle: the workers ignore it (`_ignore_interrupts`).
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import multiprocessing
@@ -22,7 +21,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -101,26 +100,12 @@ def _apply_to_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(item) for item in chunk]
 
 
-@contextlib.contextmanager
-def _without_interrupts() -> Iterator[None]:
-    """SIGINT blocked in this thread while it starts the pool's processes (the forkserver, `spawn` workers), which
-    keep that mask from birth: a terminal's Ctrl-C reaches the whole process group, and each worker printed a
-    KeyboardInterrupt traceback under textchem-train's one line (2 workers: 38 lines, "Process
-    ForkServerProcess-2: Traceback"); the forkserver, still importing the main script, another. This process
-    handles it (StartedMap cancels what no worker started); a chunk a worker runs finishes. A signal sent meanwhile
-    reaches this process's other threads, or waits for the unblock. Windows has no process-group Ctrl-C to hold.
-    The resource tracker starts first: its own start unblocks SIGINT when done, whatever the mask was before."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+def _ignore_interrupts() -> None:
+    """Each worker's start: a terminal's Ctrl-C reaches the whole process group, and each worker printed a
+    KeyboardInterrupt traceback under textchem-train's one line (2 workers: 38 lines, "Process ForkServerProcess-2:
+    Traceback"). This process handles it (StartedMap cancels what no worker started); a chunk a worker runs
+    finishes. A worker still starting (importing the main script) has no handler yet: its traceback remains."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize: int):
@@ -128,27 +113,26 @@ def _submit(fn: Callable[[T], R], items: Sequence[T], pool_size: int, chunksize:
     during the submission. Chosen and used under the lock: no other thread can retire the pool in between
     (seqio's evaluator scores each task on its own thread)."""
     global _pool, _pool_workers
-    futures = []
-    try:
-        with _lock, _without_interrupts():
-            if _pool is not None and _pool_workers != pool_size:
-                _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
-                _pool = None
-            if _pool is None:
-                method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-                _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method))
-                _pool_workers = pool_size
-            pool = _pool
-            try:
-                for start in range(0, len(items), chunksize):
-                    futures.append(pool.submit(_apply_to_chunk, fn, items[start:start + chunksize]))
-            except concurrent.futures.process.BrokenProcessPool as error:  # e.g. killed for memory since the last map
-                return pool, error
-    except BaseException:  # a Ctrl-C held back by the block is raised as it ends: no StartedMap holds these yet (all
-        for future in futures:  # 16 chunks ran on, and the next map waited behind them)
-            future.cancel()
-        raise
-    return pool, futures
+    with _lock:
+        if _pool is not None and _pool_workers != pool_size:
+            _pool.shutdown(wait=False)  # what other threads submitted to it still runs; they wait for it
+            _pool = None
+        if _pool is None:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            _pool = concurrent.futures.ProcessPoolExecutor(pool_size, mp_context=multiprocessing.get_context(method),
+                                                        initializer=_ignore_interrupts)  # fmt: skip
+            _pool_workers = pool_size
+        futures = []
+        try:
+            for start in range(0, len(items), chunksize):
+                futures.append(_pool.submit(_apply_to_chunk, fn, items[start:start + chunksize]))
+        except concurrent.futures.process.BrokenProcessPool as error:  # e.g. killed for memory since the last map
+            return _pool, error
+        except BaseException:  # a Ctrl-C in the submission: no StartedMap holds these yet (all 16 chunks ran on,
+            for future in futures:  # and the next map waited behind them)
+                future.cancel()
+            raise
+        return _pool, futures
 
 
 def _retire(pool: concurrent.futures.ProcessPoolExecutor) -> None:
