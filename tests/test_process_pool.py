@@ -118,8 +118,12 @@ def test_a_ctrl_c_during_the_submission_cancels_the_chunks_submitted(tmp_path, m
 
     monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", interrupted_submit)
     items = [(value, str(tmp_path)) for value in range(512)]  # 16 chunks of 32 items, 0.64 s each
-    with pytest.raises(KeyboardInterrupt):
-        process_pool.start_parallel_map(slowly_noted, items, num_workers=2)()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker ignores SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            process_pool.start_parallel_map(slowly_noted, items, num_workers=2)()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", submit)
     process_pool.start_parallel_map(parent_pid, list(range(256)), num_workers=2)()  # queued behind what still runs
     ran = len(os.listdir(tmp_path))

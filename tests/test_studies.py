@@ -207,8 +207,10 @@ def test_a_point_that_finished_before_the_sweeps_ctrl_c_took_effect_is_recorded_
 
     flags = [f"--sweep_dir={tmp_path}", SWEEP_FLAGS[0], *QUICK_SWEEP_FLAGS, "--gin.TRAIN_STEPS=2",
              "--gin.run_config.CheckpointConfig.period=2"]  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "textchem_jax.sweep", *flags], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    from helpers import as_from_a_terminal
+
+    process = subprocess.Popen(as_from_a_terminal([sys.executable, "-m", "textchem_jax.sweep", *flags]), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     child = None
     try:
         for line in process.stdout:
