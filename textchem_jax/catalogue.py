@@ -52,6 +52,10 @@ PAPER_RESULTS = {
         "mol2text": {"bleu2": 0.594, "bleu4": 0.508, "rouge1": 0.654, "rouge2": 0.510, "rougeL": 0.594, "meteor": 0.614},
     },
 }
+# The examples the paper's numbers divide by, per task with paper numbers: every row of ChEBI-20's test split
+# (README, "Released checkpoints"). None: paragraph2actions' test set was not released; the public files are a
+# 100-sentence sample (shared/data/SOURCES.md), 10 of them its test file.
+PAPER_TEST_EXAMPLES = {"text2mol": 3_300, "mol2text": 3_300, "paragraph2actions": None}
 PAPER_RESULTS_SOURCE = (
     "Christofidellis et al. 2023 (as listed by paperswithcode.com/paper/unifying-molecular-and-textual; small-standard "
     "paragraph-to-actions BLEU-2 from GT4SD/multitask_text_and_chemistry_t5 issue 3) and MolT5 (Edwards et al. 2022, "

@@ -166,7 +166,7 @@ def _foreign_params(model, path: str, kind: str, part: str | None = None) -> dic
             raise ValueError(f"{path} holds a T5 encoder alone (config.json: T5EncoderModel), and {needs} needs a full "
                              "encoder-decoder T5 (T5ForConditionalGeneration, or textchem-convert's import of one); an "
                              "encoder alone starts an e2-CLM's text or chemistry part")  # fmt: skip
-        theirs, params = _hf_encoder(path)
+        theirs, params = load_hf_directory(path, encoder_alone=True)
         described = {name: getattr(theirs, name) for name in ARCHITECTURE_FIELDS if name not in DECODER_ONLY_FIELDS}
         source = f"{os.path.join(path, HF_CONFIG_FILE)} describes"
     else:
@@ -186,26 +186,6 @@ def _hf_encoder_only(path: str) -> bool:
     with tf.io.gfile.GFile(os.path.join(path, HF_CONFIG_FILE)) as f:
         described = json.load(f)
     return "T5EncoderModel" in (described.get("architectures") or ()) or described.get("is_encoder_decoder") is False
-
-
-def _hf_encoder(path: str) -> tuple[T5Config, dict]:
-    """(config, plain `token_embedder` and `encoder`) of a Hugging Face T5 encoder alone: its absent decoder
-    tensors are converted as zeros and dropped, so its own are checked and converted as a whole T5's are."""
-    import tensorflow as tf
-
-    from textchem_jax.models import hf_convert
-
-    file = os.path.join(path, HF_CONFIG_FILE)
-    try:
-        with tf.io.gfile.GFile(file) as f:
-            theirs = hf_convert.config_from_hf(json.load(f))
-    except ValueError as error:  # JSONDecodeError too
-        raise ValueError(f"{file}: {error}") from None
-    state = hf_convert.read_hf_state_dict(path)
-    absent = {name: np.zeros(shape, np.float32) for name, shape in hf_convert.expected_shapes(theirs).items()
-              if name.startswith("decoder.") and name not in state}  # fmt: skip
-    params = hf_convert.params_from_hf_state_dict({**state, **absent}, theirs)
-    return theirs, {name: params[name] for name in ("token_embedder", "encoder")}
 
 
 def _architecture_of(model) -> dict[str, Any]:
@@ -437,8 +417,8 @@ def _check_parts_vocabulary(model, parts: Mapping[str, str]) -> None:
     and TEXTCHEM_VOCABULARY, which it suggested, is not read where the variant binds VOCABULARY itself."""
     from textchem_jax.data import vocabulary as vocabularies
 
-    bound = vocabularies.vocabulary_file(model.vocabulary) if model.vocabulary is not None else "?"
-    if bound == "?":
+    bound = vocabularies.vocabulary_file(model.vocabulary)
+    if bound == "?":  # no vocabulary, or one without a file: nothing to compare
         return
     brought = {part: vocabularies.own_vocabulary_file(path) for part, path in parts.items()}
     brought = {part: own for part, own in brought.items() if own is not None}  # a Hugging Face or T5X part: none

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from textchem_jax import figures, provenance, run_results
-from textchem_jax.catalogue import DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PROMPTS, TASKS, task_of
+from textchem_jax.catalogue import (DOMAINS, PAPER_RESULTS, PAPER_RESULTS_SOURCE, PAPER_TEST_EXAMPLES, PROMPTS, TASKS,
+                                    task_of)
 from textchem_jax.cli import command, parse_args, quiet_libraries
 from textchem_jax.metrics.tables import LOWER_IS_BETTER, number, robustness_tables
 from textchem_jax.paths import absolute, is_remote, makedirs
@@ -220,10 +221,6 @@ def paper_columns(task_name: str, split: str | None) -> dict[str, Mapping[str, f
     return {model: results[task] for model, results in PAPER_RESULTS.items() if task in results}
 
 
-# The examples the paper's numbers divide by, per task with paper numbers: every row of ChEBI-20's test split
-# (README, "Released checkpoints"). None: paragraph2actions' test set was not released; the public files are a
-# 100-sentence sample (shared/data/SOURCES.md), 10 of them its test file.
-PAPER_TEST_EXAMPLES = {"text2mol": 3_300, "mol2text": 3_300, "paragraph2actions": None}
 NOT_IN_PAPER = "—"  # a metric the paper does not report, as README's tables write it; n/a: not computable
 
 
@@ -233,7 +230,7 @@ def not_comparable_with_paper(task_name: str, num_examples: int | None) -> str |
     evaluated on 10 of its 3,300 rows, and paragraph2actions' beside the 10-sentence public sample."""
     task = task_of(task_name)
     if task not in PAPER_TEST_EXAMPLES:
-        return f"the size of the paper's {task} test set is not recorded (report.PAPER_TEST_EXAMPLES): no paper numbers"
+        return f"the size of the paper's {task} test set is not recorded (catalogue.PAPER_TEST_EXAMPLES): no paper numbers"
     published = PAPER_TEST_EXAMPLES[task]
     if published is None:
         return (f"the paper's {task} test set was not released (the public files are a 100-sentence sample): "

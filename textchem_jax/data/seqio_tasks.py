@@ -235,12 +235,18 @@ def _report_skips(name: str, spec: TaskSpec, split: str, report: sources.SkipRep
     _reported_skips.add(text)
     selection = datasets.split_slice(split)
     evaluated, where = "", ""
-    if selection.name != split:  # rows counted as `_no_examples` counts them
-        rows = len(dataclasses.replace(spec, augment=0, notation=None, canonical=False).pairs(selection.name))
+    if selection.name != split:
+        rows = _split_rows(spec, selection.name)
         evaluated = f" ({len(range(rows)[selection.rows(rows)])} of the split's {rows} rows)"
         where = " in the whole file, not only in the slice"
     logger.warning("task %s, split %s%s: rows skipped or kept with a fault%s (textchem-inspect lists them all):\n%s",
                    name, split, evaluated, where, text)  # fmt: skip
+
+
+def _split_rows(spec: TaskSpec, split: str) -> int:
+    """The rows of a whole split (no slice) a slice's messages count against: one example per row read, neither
+    augmented nor rewritten (canonicalizing would change no count, only cost RDKit's time)."""
+    return len(dataclasses.replace(spec, augment=0, notation=None, canonical=False).pairs(split))
 
 
 def _no_examples(name: str, spec: TaskSpec, split: str, report: sources.SkipReport) -> ValueError:
@@ -248,7 +254,7 @@ def _no_examples(name: str, spec: TaskSpec, split: str, report: sources.SkipRepo
     `validation[100:]` of 40 rows listed the 40 rows read and none skipped, as if the data were at fault."""
     selection = datasets.split_slice(split)
     if selection.name != split:
-        rows = len(dataclasses.replace(spec, augment=0, notation=None).pairs(selection.name))
+        rows = _split_rows(spec, selection.name)
         if rows:
             return ValueError(f"{name}: the slice {split[len(selection.name):]} of {selection.name}'s {rows} rows "
                               f"keeps none; give bounds within them")  # fmt: skip

@@ -329,8 +329,11 @@ def _read_torch(path: epath.Path) -> dict[str, np.ndarray]:
     }
 
 
-def load_hf_directory(directory: str | os.PathLike, **config_overrides: Any) -> tuple[T5Config, dict]:
-    """(config, plain parameters in the config's layout) from an HF T5 directory (local or gs://)."""
+def load_hf_directory(directory: str | os.PathLike, *, encoder_alone: bool = False,
+                      **config_overrides: Any) -> tuple[T5Config, dict]:  # fmt: skip
+    """(config, plain parameters in the config's layout) from an HF T5 directory (local or gs://). `encoder_alone`:
+    the directory holds a T5 encoder without its decoder (`T5EncoderModel.save_pretrained`, an e2-CLM part): its
+    absent decoder tensors are converted as zeros and dropped, so only `token_embedder` and `encoder` come back."""
     from textchem_jax.models.t5 import stack_layer_params
 
     directory = epath.Path(directory)
@@ -344,7 +347,13 @@ def load_hf_directory(directory: str | os.PathLike, **config_overrides: Any) -> 
         config = config_from_hf(hf_config, **config_overrides)
     except ValueError as error:  # JSONDecodeError too
         raise ValueError(f"{directory / 'config.json'}: {error}") from None
-    params = params_from_hf_state_dict(read_hf_state_dict(directory), config)
+    state = read_hf_state_dict(directory)
+    if encoder_alone:
+        state |= {name: np.zeros(shape, np.float32) for name, shape in expected_shapes(config).items()
+                  if name.startswith("decoder.") and name not in state}  # fmt: skip
+    params = params_from_hf_state_dict(state, config)
+    if encoder_alone:
+        params = {name: params[name] for name in ("token_embedder", "encoder")}
     if config.scan_layers:
         params = stack_layer_params(params)
     return config, params
