@@ -477,6 +477,7 @@ def test_robustness_reads_the_runs_own_data_folder_and_says_which_before_making_
     empty.mkdir()
     (ours / "uspto_mit" / "valid.txt").write_text("CCO.CC(=O)O>>CCOC(C)=O 1-2-1.0\nCC=O.[H][H]>>CCO 1-2-1.0\n")
     runs = {"with_data": [f"DATA_DIR = '{ours}'"], "without_data": []}
+    monkeypatch.delenv("TEXTCHEM_DATA_DIR", raising=False)  # else config.gin records it as the run's DATA_DIR
     for name, bindings in runs.items():
         launch.parse_gin(["experiments/quickstart.gin"], [f"MODEL_DIR = '{tmp_path / name}'", *bindings])
         try:
@@ -485,7 +486,6 @@ def test_robustness_reads_the_runs_own_data_folder_and_says_which_before_making_
             gin.clear_config()
     flags = ["--mixture=textchem_forward", "--split=validation", "--num_examples=2", "--no_embedding_check"]
     try:
-        monkeypatch.delenv("TEXTCHEM_DATA_DIR", raising=False)
         assert robustness.main([f"--model_dir={tmp_path / 'without_data'}", *flags]) == 2
         said = capsys.readouterr().err.strip().splitlines()[-1]
         assert said == (f"textchem-robustness: no data folder for textchem_forward: {tmp_path / 'without_data'}'s "
