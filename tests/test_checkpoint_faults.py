@@ -303,6 +303,62 @@ def test_a_full_disk_in_the_data_iterators_write_is_one_clear_line(tmp_path, mon
     _assert_step_one_intact(tmp_path)
 
 
+def test_a_bucket_failing_orbaxs_metadata_write_is_one_clear_line(tmp_path, monkeypatch):
+    """A bucket that answers 503 past TensorFlow's retries fails orbax's `_CHECKPOINT_METADATA` write (etils writes
+    gs:// through tf.io.gfile) with tf.errors.AbortedError, which is no OSError: it went past `_saving`, and
+    textchem-train ended in a 99-line traceback. TensorFlow's own error, raised by the real write call."""
+    from etils import epath
+
+    checkpoints = ckpt.Checkpoints(str(tmp_path), keep=None)
+    checkpoints.save(1, _state("dict", 1, scale=1))
+    checkpoints.wait()
+    kind = type(epath.Path(str(tmp_path)))
+    write_text = kind.write_text
+
+    def unavailable(self, *args, **kwargs):
+        if self.name == "_CHECKPOINT_METADATA":
+            raise tf.errors.AbortedError(None, None, f"All 10 retry attempts failed. The last failure: Unavailable: "
+                                                     f"Error executing an HTTP request: HTTP response code 503 when "
+                                                     f"uploading {self}")  # fmt: skip
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(kind, "write_text", unavailable)
+    with pytest.raises(ckpt.CheckpointError) as error:
+        checkpoints.save(2, _state("dict", 2, scale=2))
+        checkpoints.wait()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("saving step 2 to ") and "HTTP response code 503" in message
+    assert "step 1 is intact; free space" in message
+    monkeypatch.undo()
+    _assert_step_one_intact(tmp_path)
+
+
+def test_a_hook_installed_while_a_commands_hooks_are_in_place_outlives_them(capfd):
+    """checkpoints' filter of tensorstore's closed-loop callbacks, installed during training, was undone when
+    training's and the command's hooks put theirs back on the way out: the callbacks that came after a failed save
+    printed 344 tracebacks under the one-line error. Ours stay inside the filter, passing everything on."""
+    from textchem_jax import cli, train
+
+    reached: list = []
+    before = sys.unraisablehook
+    try:
+        sys.unraisablehook = reached.append
+        with cli._interrupts_kept(), train._Preemption():
+            ckpt._drop_callbacks_into_closed_loops()
+            installed = sys.unraisablehook
+        assert sys.unraisablehook is installed
+        closed = RuntimeError("Event loop is closed")
+        unraisable = type("Unraisable", (), {"object": None, "exc_type": RuntimeError, "exc_value": closed,
+                                             "exc_traceback": None})()  # fmt: skip
+        sys.unraisablehook(unraisable)  # not from tensorstore's callback (no traceback): passed on, through ours
+        interrupt = type("Unraisable", (), {"object": None, "exc_type": KeyboardInterrupt, "exc_traceback": None,
+                                            "exc_value": KeyboardInterrupt()})()  # fmt: skip
+        sys.unraisablehook(interrupt)  # the command has ended: no Ctrl-C is sent again
+    finally:
+        sys.unraisablehook = before
+    assert reached == [unraisable, interrupt]
+
+
 def test_callbacks_into_a_closed_event_loop_print_nothing(tmp_path, monkeypatch, capfd):
     """Once one write of an asynchronous save failed on a full disk, orbax closed its event loop while tensorstore
     finished the other writes: each printed a `RuntimeError: Event loop is closed` traceback (164-218 of them,

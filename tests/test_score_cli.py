@@ -312,6 +312,27 @@ def test_output_into_a_folder_writes_scores_json_there(tmp_path, capsys):
         assert json.loads(written.read_text())["textchem_text2mol"]["validity"] == 0.8
 
 
+def test_an_output_that_cannot_be_written_keeps_the_earlier_scores_json_and_names_the_file(tmp_path, capsys):
+    """--output was truncated, then written: on a full disk textchem-score said "[Errno 28] No space left on device"
+    (no path) and left a 0-byte scores.json where the earlier scores had been. Here a file-size limit fails the
+    real write."""
+    import resource
+
+    out = tmp_path / "scores.json"
+    out.write_text('{"earlier": 1}')
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, limit[1]))
+        assert main(["--output", str(out)]) == 2
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-1].endswith(f": writing {out} failed: File too large")
+    assert out.read_text() == '{"earlier": 1}' and sorted(path.name for path in tmp_path.iterdir()) == ["scores.json"]
+
+
 def test_ctrl_c_ends_in_one_line_and_status_130(tmp_path):
     """Ctrl-C in an argparse command (here textchem-score, waiting on a file still being written) ends as the gin
     commands end: `PROGRAM: interrupted` and status 130; it printed a KeyboardInterrupt traceback."""

@@ -29,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from textchem_jax.cli import tensorflow_error
 from textchem_jax.paths import absolute
 
 logger = logging.getLogger("textchem_jax.checkpoints")
@@ -319,10 +320,13 @@ class Checkpoints:
 
     @contextlib.contextmanager
     def _saving(self, step: int | None):
-        """A failed write (full disk, quota, permissions) as a CheckpointError naming the step and the last good one."""
+        """A failed write (full disk, quota, permissions, a bucket answering 503 past the retries) as a CheckpointError
+        naming the step and the last good one. TensorFlow's errors come through etils' gs:// files (orbax's metadata)."""
         try:
             yield
-        except (OSError, ValueError, RuntimeError) as error:
+        except Exception as error:
+            if not isinstance(error, (OSError, ValueError, RuntimeError)) and not tensorflow_error(error):
+                raise
             self._unsealed = [s for s in self._unsealed if s != step]
             good = [s for s in self.manager.all_steps() if s != step]
             last = f"step {max(good)} is intact" if good else "no earlier checkpoint exists"

@@ -49,13 +49,19 @@ def without_gin_context(error: BaseException) -> str:
     return _GIN_CONTEXT.sub("", str(error))
 
 
-# TensorFlow's file-system errors (tf.io.gfile: local and gs://), told by name: cli stays free of TensorFlow.
-_TF_FILE_ERRORS = {"NotFoundError", "FailedPreconditionError", "PermissionDeniedError", "AlreadyExistsError"}
+# TensorFlow's file-system errors (tf.io.gfile: local and gs://), told by name: cli stays free of TensorFlow. A full
+# disk is ResourceExhausted; a bucket that keeps answering 503/429 past the retries is Aborted or Unavailable.
+_TF_FILE_ERRORS = {"NotFoundError", "FailedPreconditionError", "PermissionDeniedError", "AlreadyExistsError",
+                   "ResourceExhaustedError", "AbortedError", "UnavailableError", "DeadlineExceededError"}  # fmt: skip
+
+
+def tensorflow_error(error: BaseException) -> bool:
+    """Any of TensorFlow's errors (tf.errors.OpError), told without importing it."""
+    return any(kind.__module__.startswith("tensorflow") and kind.__name__ == "OpError" for kind in type(error).__mro__)
 
 
 def _file_system_error(error: BaseException) -> bool:
-    kind = type(error)
-    return isinstance(error, OSError) or (kind.__module__.startswith("tensorflow") and kind.__name__ in _TF_FILE_ERRORS)
+    return isinstance(error, OSError) or (tensorflow_error(error) and type(error).__name__ in _TF_FILE_ERRORS)
 
 
 def command(main: Command) -> Command:
@@ -96,20 +102,41 @@ def _interrupts_kept() -> Iterator[None]:
     7 times, an export 3 of 7). It is delivered again once the finalizer is done (the handler that is then in place
     acts on it), and kept off the console."""
     pending: list[threading.Timer] = []
+
+    def dropped(unraisable) -> bool:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            pending.append(signal_again(signal.SIGINT))
+            return True
+        return False
+
+    try:
+        with unraisables_handled(dropped):
+            yield
+    finally:
+        for timer in pending:  # the command is ending anyway: no interrupt after its last line
+            timer.cancel()
+
+
+@contextlib.contextmanager
+def unraisables_handled(handler: Callable[[Any], bool]) -> Iterator[None]:
+    """`handler` sees each exception Python cannot raise (in a finalizer, a gc or library callback) while this runs;
+    what it does not take (returns False) goes on to the hook before. On exit that hook is put back only if ours is
+    still the one installed: a filter installed meanwhile (checkpoints' of tensorstore's closed-loop callbacks) stays,
+    and ours, inside it, passes everything on (restoring over it flooded the console after a failed save)."""
+    active = True
     previous = sys.unraisablehook
 
-    def dropped(unraisable) -> None:
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-            return previous(unraisable)
-        pending.append(signal_again(signal.SIGINT))
+    def hook(unraisable) -> None:
+        if not (active and handler(unraisable)):
+            previous(unraisable)
 
-    sys.unraisablehook = dropped
+    sys.unraisablehook = hook
     try:
         yield
     finally:
-        sys.unraisablehook = previous
-        for timer in pending:  # the command is ending anyway: no interrupt after its last line
-            timer.cancel()
+        active = False
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -9,6 +9,8 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 
+from textchem_jax.paths import write_whole
+
 Series = Mapping[str, Sequence[tuple[float, float]]]  # line label -> (x, y) points
 
 
@@ -54,20 +56,18 @@ def line_figure(panels: Mapping[str, Series], *, xlabel: str, log_x: bool = Fals
 
 
 def save(figure, stem: str) -> tuple[str, str]:
-    """Writes `stem.png` and `stem.svg` (local or gs://) and closes the figure; returns both paths."""
-    import tensorflow as tf
+    """Writes `stem.png` and `stem.svg` (local or gs://, each whole or not at all) and closes the figure; returns
+    both paths."""
     from matplotlib import pyplot as plt
 
-    paths = []
-    for extension in ("png", "svg"):
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=extension, dpi=110)
-        path = f"{stem}.{extension}"
-        with tf.io.gfile.GFile(path, "wb") as f:
-            f.write(buffer.getvalue())
-        paths.append(path)
-    plt.close(figure)
-    return paths[0], paths[1]
+    try:
+        for extension in ("png", "svg"):
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=extension, dpi=110)
+            write_whole(f"{stem}.{extension}", buffer.getvalue())
+    finally:
+        plt.close(figure)
+    return f"{stem}.png", f"{stem}.svg"
 
 
 def plot_lines(stem: str, panels: Mapping[str, Series], **options) -> tuple[str, str] | None:

@@ -67,3 +67,26 @@ def makedirs(path: str | os.PathLike) -> None:
                 f"create it (gcloud storage buckets create {bucket}) or correct the path")
         _BUCKETS_SEEN.add(bucket)  # one request per bucket and process: a run makes its folders many times
     tf.io.gfile.makedirs(path)
+
+
+def write_whole(path: str | os.PathLike, data: str | bytes) -> None:
+    """`data` in the file at `path` (local or remote), whole or not at all: written beside it, then renamed over it.
+    A full disk, a quota or a SIGKILL mid-write leaves the file as it was (a figure cut at 24 KiB, an emptied
+    scores.json, a record without its end) and no partial file. TensorFlow's errors become an OSError naming `path`
+    (a file-size limit is its OutOfRangeError)."""
+    import tensorflow as tf
+
+    path = str(path)
+    partial = f"{path}.partial"
+    try:
+        with tf.io.gfile.GFile(partial, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        tf.io.gfile.rename(partial, path, overwrite=True)
+    except BaseException as error:
+        try:
+            tf.io.gfile.remove(partial)
+        except Exception:  # never written, or the file system is gone: the first error is the one to tell
+            pass
+        if isinstance(error, tf.errors.OpError):
+            raise OSError(f"writing {path} failed: {error.message.replace(f'{partial}; ', '')}") from None
+        raise

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from textchem_jax.metrics.tables import METRIC_PACKAGES, library_versions
-from textchem_jax.paths import makedirs
+from textchem_jax.paths import makedirs, write_whole
 
 FILE = "provenance.json"
 STACK_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "seqio", "tensorflow", "sentencepiece")
@@ -81,14 +81,10 @@ def record(extra_packages: Sequence[str] = (), **settings) -> dict:
 def append(folder: str, **settings) -> dict:
     """`record(**settings)` added to `folder`'s provenance file (rewritten whole, through a temporary file: gs:// has
     no append, and a write cut short leaves the entries before). Call it from one process."""
-    import tensorflow as tf
-
     entry = record(**settings)
     makedirs(folder)
     path = os.path.join(folder, FILE)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(json.dumps([*history(folder), entry], indent=1, default=str) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    write_whole(path, json.dumps([*history(folder), entry], indent=1, default=str) + "\n")
     return entry
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from textchem_jax.catalogue import PROMPTS, TASKS, task_of
 from textchem_jax.cli import command, console_handler, parse_args, quiet_libraries
-from textchem_jax.paths import is_remote, makedirs
+from textchem_jax.paths import is_remote, makedirs, write_whole
 
 if TYPE_CHECKING:
     from etils import epath
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         # beside the tasks (whose names always hold a task family's, e.g. `_text2mol`): what the numbers rest on
         written.update(predictions=str(args.predictions), examples=examples, caption_tokenizer=args.caption_tokenizer,
                        versions=library_versions())  # fmt: skip
-        output.write_text(json.dumps(written, indent=2))
+        write_whole(output, json.dumps(written, indent=2))  # a full disk leaves an earlier scores.json as it was
         print(f"Metrics written to {output}")
     return 0
 

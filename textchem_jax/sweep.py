@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from textchem_jax import figures, run_results
 from textchem_jax.catalogue import DOMAINS, TASKS, task_of
 from textchem_jax.cli import command
-from textchem_jax.paths import expand_user, is_remote, makedirs
+from textchem_jax.paths import expand_user, is_remote, makedirs, write_whole
 
 POINT_FILE = "sweep-point.json"
 MIXTURE_SHORT_NAMES = ("standard", "augm", "mono", "cross")
@@ -294,13 +294,9 @@ def _read_point_file(point_dir: str) -> dict:
 def _write_point_file(point_dir: str, record: dict) -> None:
     """Whole or not at all (written aside, then renamed): a running point's record is rewritten as its log
     advances, and a SIGKILL that lands in a write left it cut short, its arguments and time lost."""
-    import tensorflow as tf
-
     makedirs(point_dir)
     path = os.path.join(point_dir, POINT_FILE)
-    with tf.io.gfile.GFile(f"{path}.partial", "w") as f:
-        f.write(json.dumps(record, indent=1))
-    tf.io.gfile.rename(f"{path}.partial", path, overwrite=True)
+    write_whole(path, json.dumps(record, indent=1))
 
 
 class Terminated(Exception):

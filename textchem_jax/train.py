@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from textchem_jax import run_config, run_results
-from textchem_jax.cli import signal_again, without_gin_context
+from textchem_jax.cli import signal_again, unraisables_handled, without_gin_context
 from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.paths import is_remote, makedirs
 from textchem_jax.progress import Eta
@@ -71,7 +71,8 @@ class _Preemption:
     def __enter__(self) -> _Preemption:
         self._previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
         signal.signal(signal.SIGTERM, self._handle)
-        self._unraisablehook, sys.unraisablehook = sys.unraisablehook, self._dropped
+        self._unraisables = unraisables_handled(self._dropped)
+        self._unraisables.__enter__()
         if self._previous[signal.SIGINT] is signal.default_int_handler:  # not where SIGINT is ignored (nohup)
             signal.signal(signal.SIGINT, self._handle)
         return self
@@ -80,15 +81,16 @@ class _Preemption:
         self.settle()
         for number, handler in self._previous.items():
             signal.signal(number, handler)
-        sys.unraisablehook = self._unraisablehook
+        self._unraisables.__exit__(None, None, None)
         logging.getLogger("absl").removeFilter(self._silent)
 
-    def _dropped(self, unraisable) -> None:
+    def _dropped(self, unraisable) -> bool:
         """Python ends an exception raised in a finalizer here; the cut is raised again once the finalizer is done
         (the evaluation went on to the end, and exited 0, when the SIGTERM landed in one)."""
         if not (self.cut and isinstance(unraisable.exc_value, (self.EvaluationCut, KeyboardInterrupt))):
-            return self._unraisablehook(unraisable)
+            return False
         self._resend = signal_again(signal.SIGTERM if self.cut == "SIGTERM" else signal.SIGINT)
+        return True
 
     def settle(self) -> None:
         """The cut is being acted on: a resend still due would cut the acting short (its message unprinted)."""
