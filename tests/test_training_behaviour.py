@@ -116,6 +116,28 @@ def _train(model_dir, train_steps: int = 4, learning_rate: float = 1e-3, checkpo
     )  # fmt: skip
 
 
+def test_a_model_dir_that_is_a_file_or_cannot_be_written_is_said_before_training_starts(tmp_path, capsys):
+    """A MODEL_DIR that was a file was said after the data pipeline, the model and the "training ..." line (2.5
+    minutes on a busy machine); a read-only one ended in "[Errno 30] Read-only file system" with no fix."""
+    (tmp_path / "a_file").write_text("")
+    for model_dir in (tmp_path / "a_file", tmp_path / "a_file" / "run"):
+        with pytest.raises(FileExistsError, match=f"{tmp_path / 'a_file'} is a file, not a folder"):
+            _train(model_dir, train_steps=2)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)],
+                                                   capture_output=True).returncode == 0  # fmt: skip
+    try:
+        if mounted:  # root writes any folder but a read-only file system's
+            with pytest.raises(PermissionError, match=f"{read_only} cannot be written by this user .*: give a folder"):
+                _train(read_only / "run", train_steps=2)
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(read_only)], check=False)
+    assert "training" not in capsys.readouterr().out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "read_only"]
+
+
 @pytest.mark.slow
 def test_a_resume_with_another_relative_position_range_or_epsilon_is_refused(tmp_path):
     """Parameter shapes cannot show a relative-position range or a norm epsilon: a run resumed with another model gin

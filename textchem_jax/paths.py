@@ -90,3 +90,22 @@ def write_whole(path: str | os.PathLike, data: str | bytes) -> None:
         if isinstance(error, tf.errors.OpError):
             raise OSError(f"writing {path} failed: {error.message.replace(f'{partial}; ', '')}") from None
         raise
+
+
+def check_writable_folder(path: str, name: str) -> None:
+    """Refuses, before any long setup, a `path` (`name`: the flag or macro that gave it) that is a file or lies in a
+    local folder this process cannot write (a read-only mount): training said so minutes later, after it started."""
+    import tensorflow as tf
+
+    if is_remote(path):
+        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+            raise FileExistsError(f"{name} {path} is a file, not a folder: give a folder's path, or move the file")
+        return
+    existing = os.path.abspath(path)  # local only
+    while not os.path.exists(existing):  # local only
+        existing = os.path.dirname(existing)  # local only
+    if not os.path.isdir(existing):  # local only
+        raise FileExistsError(f"{name} {path}: {existing} is a file, not a folder: give a folder's path, or move the file")
+    if not os.access(existing, os.W_OK):  # local only
+        raise PermissionError(f"{name} {path}: {existing} cannot be written by this user (read-only or another's): "
+                              "give a folder you can write to")  # fmt: skip

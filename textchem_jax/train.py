@@ -32,7 +32,7 @@ import numpy as np
 from textchem_jax import run_config, run_results
 from textchem_jax.cli import signal_again, unraisables_handled, without_gin_context
 from textchem_jax.metrics.captions import check_tokenizer
-from textchem_jax.paths import is_remote, makedirs
+from textchem_jax.paths import check_writable_folder, is_remote, makedirs
 from textchem_jax.progress import Eta
 
 logger = logging.getLogger("textchem_jax.train")
@@ -266,6 +266,7 @@ def train(
     ):  # a fresh run in checkpoints/checkpoints/, beside the run it was meant to resume
         raise ValueError(f"MODEL_DIR {model_dir} is a run's checkpoints folder: give the run's own folder "
                          f"({os.path.dirname(model_dir.rstrip('/'))}) to resume it")  # fmt: skip
+    check_writable_folder(model_dir, "MODEL_DIR")
     if caption_tokenizer is not None:
         check_tokenizer(caption_tokenizer)  # not after training, at the first evaluation
     mesh = partitioning.make_mesh() if mesh is None else mesh
