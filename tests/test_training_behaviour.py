@@ -816,6 +816,29 @@ def test_a_task_without_the_evaluation_split_is_said_before_the_first_step(tmp_p
     assert "has no 'validation' split" not in caplog.text  # said once, above
 
 
+@pytest.mark.slow
+def test_textchem_eval_says_a_mixtures_task_without_the_split_and_names_its_own_binding(tmp_path, caplog,
+                                                                                      checked_tasks):  # fmt: skip
+    """textchem-eval of a mixture one of whose tasks lacks the split ended with the other tasks' table and status 0,
+    the user's task left out without a word (T5X says it in an INFO log line)."""
+    from textchem_jax import evaluate, run_config
+
+    _train(tmp_path / "run", train_steps=1, checkpoint_period=1)
+    mixture = DatasetConfig("checked_no_validation_mix", LENGTHS, "validation", 4, shuffle=False, pack=False,
+                            num_examples=2)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        results = evaluate.evaluate(model=tiny_t5(), checkpoint_path=str(tmp_path / "run"), dataset_cfg=mixture,
+                                    output_dir=str(tmp_path / "eval"))  # fmt: skip
+    assert list(results) == ["textchem_demo_forward"]
+    said = [r.getMessage() for r in caplog.records if r.name == "textchem_jax.evaluate"]
+    assert said == ["mixture checked_no_validation_mix: task checked_no_validation has no 'validation' split (its "
+                    "splits: train, test), so the evaluation reads the mixture's other tasks only"]
+    alone = dataclasses.replace(mixture, mixture_or_task_name="checked_no_validation")
+    with pytest.raises(ValueError, match=r"which the evaluation reads: .* bind run_config\.DatasetConfig\.split to one "
+                                         r"it has \(e\.g\. --gin\.run_config\.DatasetConfig\.split=\"'test'\"\)$"):  # fmt: skip
+        run_config.check_splits({"": alone})
+
+
 def test_a_slice_of_a_split_the_tasks_have_passes_the_start_up_check():
     """A TFDS source reads `validation[:1000]` of its `validation` (T5X's recipes slice evaluation splits so): the
     check refused every slice its split list did not spell out."""

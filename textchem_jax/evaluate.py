@@ -10,6 +10,7 @@ evaluates every complete step not yet in EVAL_OUTPUT_DIR, in order (T5X's eval o
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from textchem_jax.evaluator import DecodeFn, InferenceEvaluator, NotationEvaluat
 from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.metrics.tables import format_table, robustness_markdown, versions_line
 
+
+logger = logging.getLogger("textchem_jax.evaluate")
 
 CHECKPOINT_STEPS = ("latest", "all")
 PREDICTIONS_FOLDER = "inference_eval"  # in EVAL_OUTPUT_DIR, as t5x.eval (and a training run in MODEL_DIR)
@@ -50,6 +53,7 @@ def evaluate(
 
     from textchem_jax import launch, partitioning, provenance
     from textchem_jax.model_loading import complete_checkpoints, load_for_inference, resolve_checkpoint
+    from textchem_jax.run_config import check_splits, checked_provider, import_task_module
 
     if checkpoint_steps not in CHECKPOINT_STEPS:
         raise ValueError(f"checkpoint_steps={checkpoint_steps!r} (gin: CHECKPOINT_STEPS): give 'latest' (the latest "
@@ -59,6 +63,11 @@ def evaluate(
     mesh = partitioning.make_mesh() if mesh is None else mesh
     predictions = os.path.join(output_dir, PREDICTIONS_FOLDER)
     said = jax.process_index() == 0  # what every host would print N times (srun, TPU --worker=all): process 0's
+    import_task_module(dataset_cfg.module, model)
+    checked_provider(dataset_cfg, model, ("inputs", "targets"))  # a misspelt name or another vocabulary: said first
+    for line in check_splits({"": dataset_cfg}):  # a mixture's task without the split was left out without a word
+        if said:
+            logger.warning(line)
     if checkpoint_steps == "latest":
         checkpoints = [resolve_checkpoint(checkpoint_path)]
     else:

@@ -243,7 +243,8 @@ def check_split_slice(tasks, split: str, name: str) -> None:
 
 
 def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
-    """The dataset configs of a run ({gin scope: config}) each read a split their tasks have: where no task has it
+    """The dataset configs of a run ({gin scope: config}; scope "" for textchem-eval's unscoped one) each read a split
+    their tasks have: where no task has it
     (a task without a 'validation' split trained, then stopped at the first evaluation with KeyError: 'validation'),
     ValueError naming the tasks, their splits and the bindings that fix it. Returns the lines to say once at the
     start: the tasks of a mixture that lack the split, which SeqIO leaves out of it (with a log line at every read,
@@ -262,7 +263,9 @@ def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
         if not lacking:
             continue
         listed = [f"{task.name}: {', '.join(task_splits(task) or ())}" for task in lacking]
-        where = " and ".join(f"{scope}/" for scope in readers)
+        where = " and ".join(f"{scope}/" if scope else "the evaluation" for scope in readers)
+        bindings = [f"{scope}/run_config.DatasetConfig.split" if scope else "run_config.DatasetConfig.split"
+                    for scope in readers]  # fmt: skip
         reads = "reads" if len(readers) == 1 else "read"
         if len(lacking) < len(tasks):  # SeqIO leaves them out
             one = len(lacking) == 1
@@ -279,8 +282,7 @@ def check_splits(configs: Mapping[str, DatasetConfig | None]) -> list[str]:
             what = f"no task of mixture {name} has a {split!r} split ({'; '.join(listed)})"
         raise ValueError(
             f"{what}, which {where} {reads}: add a {split!r} split to the task's source, or bind "
-            f"{' and '.join(f'{scope}/run_config.DatasetConfig.split' for scope in readers)} to one it has (e.g. "
-            f"--gin.{readers[0]}/run_config.DatasetConfig.split=\"'{other}'\")")  # fmt: skip
+            f"{' and '.join(bindings)} to one it has (e.g. --gin.{bindings[0]}=\"'{other}'\")")  # fmt: skip
     return lines
 
 
