@@ -485,15 +485,19 @@ def test_a_task_without_the_features_the_model_reads_is_named():
     ("twice", r"registers 'users_twice_mix' twice: register it once, or register it only when it is not there yet "
               r"\(`if name not in seqio\.TaskRegistry\.names\(\):`, seqio\.MixtureRegistry for a mixture\)$"),
     ("ours", r"registers 'textchem_demo', a name of textchem_jax's own tasks and mixtures: give yours another name$"),
-], ids=["twice", "ours"])  # fmt: skip
+    ("unknown", r"registers a mixture of 'textchem_demo_forwrd', which no task or mixture is named: register it "
+                r"before the mixture, or correct the name \(did you mean 'textchem_demo_forward'.*\?\)$"),
+], ids=["twice", "ours", "unknown"])  # fmt: skip
 def test_a_users_module_registering_a_name_twice_or_one_of_ours_is_named(tmp_path, monkeypatch, registered, said):
     """SeqIO said only "Attempting to register duplicate provider: textchem_demo_forward", naming neither the module
-    nor that the name is one of ours."""
+    nor that the name is one of ours; a mixture of a task no module registered, "Provider name not registered:
+    NAME"."""
     from textchem_jax.run_config import import_task_module
 
     module = f"users_{registered}_tasks"
-    name = "users_twice_mix" if registered == "twice" else "textchem_demo"
-    line = f"seqio.MixtureRegistry.add({name!r}, [('textchem_demo_forward', 1.0)])\n"
+    name = {"twice": "users_twice_mix", "ours": "textchem_demo", "unknown": "users_unknown_mix"}[registered]
+    task = "textchem_demo_forwrd" if registered == "unknown" else "textchem_demo_forward"
+    line = f"seqio.MixtureRegistry.add({name!r}, [({task!r}, 1.0)])\n"
     (tmp_path / f"{module}.py").write_text("import seqio\n" + line * (2 if registered == "twice" else 1))
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
@@ -501,7 +505,7 @@ def test_a_users_module_registering_a_name_twice_or_one_of_ours_is_named(tmp_pat
             import_task_module(module)
     finally:
         sys.modules.pop(module, None)
-        if registered == "twice" and name in seqio.MixtureRegistry.names():
+        if registered != "ours" and name in seqio.MixtureRegistry.names():
             seqio.MixtureRegistry.remove(name)
     assert "textchem_demo" in seqio.MixtureRegistry.names()  # ours stays
 

@@ -69,19 +69,25 @@ class UnknownTaskError(ValueError):
 def mixture_or_task(name: str):
     """SeqIO's task or mixture `name`; an unknown name (seqio says only "No Task or Mixture found") names the
     registered ones closest to it, or where registrations come from."""
-    import difflib
-
     import seqio
 
     try:
         return seqio.get_mixture_or_task(name)
     except ValueError:
-        registered = sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})
-        close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
-            f"{len(registered)} are registered (ours: textchem_demo, textchem_standard, ...; `textchem-inspect --list` "
-            "shows them all); your own need their module in MIXTURE_OR_TASK_MODULE")  # fmt: skip
-        raise UnknownTaskError(f"no SeqIO task or mixture is named {name!r}: {hint}") from None
+        raise UnknownTaskError(f"no SeqIO task or mixture is named {name!r}: {_closest_names(name)}") from None
+
+
+def _closest_names(name: str) -> str:
+    """The registered task and mixture names closest to `name`, or where registrations come from."""
+    import difflib
+
+    import seqio
+
+    registered = sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})
+    close = difflib.get_close_matches(str(name), registered, n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
+        f"{len(registered)} are registered (ours: textchem_demo, textchem_standard, ...; `textchem-inspect --list` "
+        "shows them all); your own need their module in MIXTURE_OR_TASK_MODULE")  # fmt: skip
 
 
 def checked_provider(cfg: DatasetConfig, model, features: Sequence[str] = ("inputs",)):
@@ -152,6 +158,12 @@ def import_task_module(module: str | None, model=None) -> None:
             raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) is not importable: {error}; "
                                    "put its folder on PYTHONPATH or run from it") from None
         except ValueError as error:  # seqio said only "Attempting to register duplicate provider: NAME"
+            unregistered = re.fullmatch(r"Provider name not registered: (\S+)", str(error))
+            if unregistered:  # seqio's whole message, naming neither the module nor the mixture
+                name = unregistered.group(1)
+                raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) registers a mixture of "
+                                       f"{name!r}, which no task or mixture is named: register it before the mixture, "
+                                       f"or correct the name ({_closest_names(name)})") from None  # fmt: skip
             duplicate = re.fullmatch(r"Attempting to register duplicate provider: (\S+)", str(error))
             if duplicate is None:
                 raise
