@@ -254,8 +254,8 @@ def test_infer_reads_every_input_format_by_its_name_and_refuses_what_it_cannot_r
         task="mol2text",
     )  # fmt: skip
 
-    def rows(name: str) -> list[dict]:
-        (path,) = run(input_file=str(tmp_path / name))
+    def rows(name: str) -> list[dict]:  # each into its own folder: rows.csv and rows.tsv both write <task>-rows.jsonl
+        (path,) = run(input_file=str(tmp_path / name), output_dir=str(tmp_path / "preds" / name))
         return [json.loads(line) for line in open(path)]
 
     (tmp_path / "plain.txt").write_text("\n".join(molecules) + "\n")
@@ -277,7 +277,7 @@ def test_infer_reads_every_input_format_by_its_name_and_refuses_what_it_cannot_r
         got = rows(name)
         assert [(r["input"], r["target"], r["prediction"]) for r in got] == [
             (r["input"], t, r["prediction"]) for r, t in zip(plain, targets)], name  # fmt: skip
-    assert (tmp_path / "preds" / "textchem_mol2text-rows.jsonl").exists()  # the archive's name without .tar.gz
+    assert (tmp_path / "preds" / "rows.jsonl.tar.gz" / "textchem_mol2text-rows.jsonl").exists()  # no .tar.gz
 
     (tmp_path / "excel.csv").write_text("input,\r\nCCO,\r\nc1ccccc1,\r\n")  # Excel's empty last column: no targets
     assert list(infer_lib._file_inputs(str(tmp_path / "excel.csv"))) == [(2, "CCO", None), (3, "c1ccccc1", None)]

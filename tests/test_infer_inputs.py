@@ -78,3 +78,42 @@ def test_an_input_file_takes_a_registered_tasks_prompt_and_input_form(tmp_path, 
             infer._file_task(name)
     finally:
         seqio.TaskRegistry.remove(name)
+
+
+@pytest.mark.parametrize(("name", "text", "line", "found", "fix"), [
+    ("commas.csv", "input,target\nThe molecule is a steroid ester, a methyl ester and a 3-oxo steroid,CCO\n", 2, 3,
+     "quote fields that contain commas"),
+    ("short.csv", 'input,target\n"The molecule is an alkane",CC\nThe molecule is an alcohol\n', 3, 1,
+     "give every row each column"),
+    ("cols.tsv", "input\ttarget\nThe molecule is a steroid\tCCO\textra\n", 2, 3, "remove the tabs inside fields"),
+    ("short.tsv", "input\ttarget\nThe molecule is an alkane\tCC\nThe molecule is an alcohol\n", 3, 1,
+     "give every row each column"),
+])  # fmt: skip
+def test_a_csv_or_tsv_row_without_the_headers_fields_is_refused_by_line(tmp_path, name, text, line, found, fix):
+    """An unquoted comma in a ChEBI description made its first part the input and its second the target, the real
+    target dropped, without a word; a row missing its target was scored as a miss. Now such a row is one error
+    naming the file, the line, the field counts and the fix; quoted commas and an empty last column still read."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / name}:{line}: {found} fields where the header has 2; .*{fix}"):
+        list(infer._file_inputs(str(tmp_path / name)))
+    (tmp_path / "quoted.csv").write_text('input,target\n"The molecule is a steroid ester, a methyl ester",CCO\nCC,\n')
+    assert list(infer._file_inputs(str(tmp_path / "quoted.csv"))) == [
+        (2, "The molecule is a steroid ester, a methyl ester", "CCO"), (3, "CC", "")]  # fmt: skip
+
+
+def test_an_input_that_already_carries_the_prompt_gets_it_once(tmp_path, caplog):
+    """"Caption the following SMILES: CCO" (how Hugging Face's Text+Chem T5 is prompted, and our own textchem rows'
+    `input` fed back in) became "Caption the following SMILES: Caption the following SMILES: CCO", silently. Now
+    the prompt is given once, tokenized as for the bare input, and how many inputs carried it is said."""
+    prompt = PROMPTS["mol2text"]
+    (tmp_path / "bare.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\n")
+    (tmp_path / "prompted.txt").write_text(f"{prompt}CCO\n{prompt.strip()}c1ccccc1\nCC(=O)O\n")
+    (tmp_path / "rows.jsonl").write_text(f'{{"input": "{prompt}CCO", "target": "ethanol"}}\n')
+    bare = list(infer._file_examples(str(tmp_path / "bare.txt"), "mol2text", vocabulary(), 128))
+    assert "already start" not in caplog.text
+    prompted = list(infer._file_examples(str(tmp_path / "prompted.txt"), "mol2text", vocabulary(), 128))
+    assert [e["inputs_pretokenized"] for e in prompted] == [prompt + m for m in ("CCO", "c1ccccc1", "CC(=O)O")]
+    assert [e["inputs"].tolist() for e in prompted] == [e["inputs"].tolist() for e in bare]
+    assert f"prompted.txt: 2 of 3 inputs already start with the task's prompt {prompt.strip()!r} (line 1, 2)" in caplog.text
+    (row,) = infer._file_examples(str(tmp_path / "rows.jsonl"), "mol2text", vocabulary(), 128)
+    assert (row["inputs_pretokenized"], row["targets_pretokenized"]) == (prompt + "CCO", "ethanol")

@@ -160,3 +160,60 @@ def test_the_documented_sampling_flag_samples_alike_on_8_devices_and_bad_meshes_
     result = _cli("textchem_jax.train", 8, *train)
     assert result.returncode != 0 and "NUM_PARTITIONS=8 must divide num_heads=4" in result.stderr
     assert not (tmp_path / "run").exists() and "training textchem_demo" not in result.stdout  # it said it trained, first
+
+
+def _infer(checkpoint, tmp_path, input_name: str, output: str, **settings) -> list[str]:
+    from textchem_jax import infer as infer_lib
+
+    settings = {"dataset_cfg": DatasetConfig(None, LENGTHS, "test", 4), "decode_fn": decoding.greedy,
+                "task": "mol2text", **settings}  # fmt: skip
+    return infer_lib.infer(model=_model_and_params()[0], checkpoint_path=str(checkpoint),
+                           output_dir=str(tmp_path / output), input_file=str(tmp_path / input_name), **settings)  # fmt: skip
+
+
+def test_another_inputs_predictions_do_not_replace_an_earlier_runs(checkpoint, tmp_path):
+    """A second run into the same folder silently replaced the first's predictions (4 rows by 2, and config.gin
+    then told of the second input only); rows.jsonl then rows.csv both wrote `<task>-rows.jsonl`. Now another
+    input is refused, naming the file and the input it holds; the same input again is a rerun and replaces it."""
+    (tmp_path / "a.txt").write_text("CCO\nc1ccccc1\nCC(=O)O\nCCN\n")
+    (tmp_path / "b.txt").write_text("O=C=O\nCCCl\n")
+    (path,) = _infer(checkpoint, tmp_path, "a.txt", "t5x")
+    assert path.endswith("textchem_mol2text-predict.jsonl-00000-of-00001")  # T5X's name, as before
+    first = pathlib.Path(path).read_text()
+    with pytest.raises(ValueError, match=rf"^{path} holds the predictions of the input file {tmp_path / 'a.txt'} "
+                                         r"\(task mol2text\): give another INFER_OUTPUT_DIR, or delete the file"):
+        _infer(checkpoint, tmp_path, "b.txt", "t5x")
+    assert pathlib.Path(path).read_text() == first and len(first.splitlines()) == 4
+    assert _infer(checkpoint, tmp_path, "a.txt", "t5x") == [path]  # a rerun
+    assert pathlib.Path(path).read_text() == first
+
+    (tmp_path / "rows.jsonl").write_text('{"input": "CCO"}\n')
+    (tmp_path / "rows.csv").write_text("input\nCCN\n")
+    (path,) = _infer(checkpoint, tmp_path, "rows.jsonl", "ours", row_format="textchem")
+    with pytest.raises(ValueError, match=rf"^{path} holds the predictions of the input file {tmp_path / 'rows.jsonl'}"):
+        _infer(checkpoint, tmp_path, "rows.csv", "ours", row_format="textchem")
+    assert [json.loads(line)["input"] for line in open(path)] == [PROMPTS["mol2text"] + "CCO"]
+
+
+def test_invalid_decoder_options_are_refused_before_the_checkpoint_loads(tmp_path):
+    """temperature=-1 was refused (well) only once the checkpoint had loaded, a minute in for a large one; now the
+    decoder's own check runs first: here before a checkpoint path that does not exist is even looked at."""
+    (tmp_path / "in.txt").write_text("CCO\n")
+    for decode_fn, said in ((functools.partial(decoding.temperature_sample, temperature=-1.0), "temperature must be >= 0"),
+                            (functools.partial(decoding.temperature_sample, top_p=0.0), r"top_p=0.0 is a share")):  # fmt: skip
+        with pytest.raises(ValueError, match=said):
+            _infer(tmp_path / "no_checkpoint", tmp_path, "in.txt", "out", decode_fn=decode_fn)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_textchem_row_says_its_input_was_cut(checkpoint, tmp_path, caplog):
+    """An input over the input length was named in one warning, but its row showed the whole text with nothing to
+    say the model read it cut. Now its textchem row carries `"input_cut": true` (the others none); T5X's rows are
+    T5X's."""
+    (tmp_path / "in.txt").write_text("CCO\n" + "C" * 400 + "\nCCN\n")
+    (path,) = _infer(checkpoint, tmp_path, "in.txt", "ours", row_format="textchem")
+    rows = [json.loads(line) for line in open(path)]
+    assert [row.get("input_cut") for row in rows] == [None, True, None] and rows[1]["input"].endswith("C" * 400)
+    assert f"in.txt: 1 of 3 inputs are longer than {LENGTHS['inputs']} tokens (line 2)" in caplog.text
+    (path,) = _infer(checkpoint, tmp_path, "in.txt", "t5x")
+    assert all(set(json.loads(line)) == {"inputs", "prediction", "aux"} for line in open(path))

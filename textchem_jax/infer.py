@@ -11,8 +11,10 @@ Batches are split over the mesh's `data` axis (all hosts take part); process 0 w
   "prediction": best beam, "aux": {"scores": its score}}` in `INFER_OUTPUT_DIR/<task>-predict.jsonl-00000-of-00001`
   (T5X's file name, with its `.COMPLETED` marker), what T5X tooling and `textchem-score` read;
 - `row_format="textchem"`: ours, with every beam and its score, `{"task", "input", "target", "prediction", "beams",
-  "score", "beam_scores"}` in `INFER_OUTPUT_DIR/<task>-<split>.jsonl` (from a file: `<task>-<its name>.jsonl`;
-  `textchem-score` reads them too).
+  "score", "beam_scores"}` (and `"input_cut": true` where the model read only the input's first tokens) in
+  `INFER_OUTPUT_DIR/<task>-<split>.jsonl` (from a file: `<task>-<its name>.jsonl`; `textchem-score` reads them too).
+A file an earlier run wrote is replaced only by a rerun on the same input (file and task, or mixture and split);
+another input is refused: give it another INFER_OUTPUT_DIR.
 
   textchem-infer --gin_file=models/t5_1_1_tiny.gin --gin_file=runs/infer.gin \\
     --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.INFER_OUTPUT_DIR="'/tmp/preds'" \\
@@ -52,14 +54,20 @@ def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
     kind = name_and_kind(path)[1]
     if kind in (".csv", ".tsv"):  # read by lines, the header was an input and a quoted comma split nothing
         with open_text(path, errors="surrogateescape") as f, _csv_errors_named(path, kind):
-            rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.DictReader(f)
-            columns = {name.strip().casefold(): name for name in rows.fieldnames or [] if name}
+            rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.reader(f)
+            header = next(rows, [])
+            columns = {name.strip().casefold(): i for i, name in enumerate(header) if name}
             if "input" not in columns:
                 raise ValueError(f"{path}:1: a {kind} file needs a header with an 'input' column (and, to be scored, "
-                                 f"'target'); its header is {rows.fieldnames}")  # fmt: skip
-            for row in rows:
-                text = row.get(columns["input"]) or ""
-                target = (row.get(columns["target"]) or "") if "target" in columns else None  # `input,`: no target
+                                 f"'target'); its header is {header}")  # fmt: skip
+            for fields in rows:
+                if not fields:  # a blank line, as csv.DictReader skips it
+                    continue
+                if len(fields) != len(header):  # a surplus field was dropped, a missing target scored as a miss
+                    raise ValueError(f"{path}:{rows.line_num}: {len(fields)} fields where the header has "
+                                     f"{len(header)}; {_FIELD_FIX[kind]}")  # fmt: skip
+                text = fields[columns["input"]]
+                target = fields[columns["target"]] if "target" in columns else None  # `input,`: no target column
                 if reason := not_utf8(text + (target or "")):
                     raise ValueError(f"{path}:{rows.line_num}: {reason}")
                 yield rows.line_num, text.strip(), None if target is None else target.strip()
@@ -78,6 +86,12 @@ def _file_inputs(path: str) -> Iterator[tuple[int, str, str | None]]:
                 raise ValueError(f"{path}:{number}: expected a JSON object with an 'input' string (and, to be "
                                  "scored, a 'target' string)") from None  # fmt: skip
         yield number, text.strip(), None if target is None else target.strip()
+
+
+_FIELD_FIX = {  # how a row gets the header's number of fields
+    ".csv": 'quote fields that contain commas ("a, b") and give every row each column (an empty one: "CCO,")',
+    ".tsv": "remove the tabs inside fields and give every row each column (an empty one: a tab at the end)",
+}
 
 
 @contextlib.contextmanager
@@ -146,27 +160,36 @@ def _as_the_task_reads(spec, texts: list[str]) -> list[str]:
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chunk_rows: int = 4096) -> Iterator[dict]:
     """The file's inputs (`_file_inputs`) as the model's examples of `task` (`_file_task`: its prompt and input form),
     tokenized as the task's own examples are (`encode_as_tasks`, `chunk_rows` inputs at a time): Python
-    SentencePiece gave other ids for 87 of 1,000 USPTO forward inputs, so infer and eval disagreed on the same text."""
+    SentencePiece gave other ids for 87 of 1,000 USPTO forward inputs, so infer and eval disagreed on the same text.
+    An input that already starts with the prompt (as Hugging Face's Text+Chem T5 users write them; our textchem rows'
+    `input`) keeps it once, and how many did is said: it was given twice. An input cut to `max_input_length` is
+    marked `input_cut` (its row says so)."""
     from textchem_jax.data.vocabulary import encode_as_tasks
 
     spec = _file_task(task)[1]
     prompt = PROMPTS[spec.task] if spec.prompt is None else spec.prompt
-    cut, blank, count = [], [], 0  # line numbers of inputs cut to `max_input_length`, of blank lines; inputs
+    cut, blank, prompted, count = [], [], [], 0  # line numbers of inputs cut, of blank lines, of prompted inputs
+    head = prompt.strip()
     rows = _file_inputs(path)
     while chunk := list(itertools.islice(rows, chunk_rows)):
         blank += [number for number, text, _ in chunk if not text]  # no input to predict from: skipped, named below
         chunk = [row for row in chunk if row[1]]
+        # its prompt written in already: taken off, and put back once after the input takes the task's form
+        rests = [text[len(head):].strip() if head and text.startswith(head) else "" for _, text, _ in chunk]
+        prompted += [number for (number, _, _), rest in zip(chunk, rests) if rest]
+        chunk = [(number, rest or text, target) for (number, text, target), rest in zip(chunk, rests)]
         texts = _as_the_task_reads(spec, [text for _, text, _ in chunk])
         chunk = [(number, prompt + text, target) for (number, _, target), text in zip(chunk, texts)]
         encoded = encode_as_tasks(vocabulary, [inputs for _, inputs, _ in chunk])
         count += len(chunk)
         for (number, inputs, target), ids in zip(chunk, encoded):
             ids = [*ids.tolist(), 1]
+            example = {"inputs_pretokenized": inputs}
             if len(ids) > max_input_length:
                 cut.append(number)
-                ids = ids[: max_input_length - 1] + [1]
+                ids, example["input_cut"] = ids[: max_input_length - 1] + [1], True
             domain = np.full(len(ids), task_input_domain(spec.task), np.int32)
-            example = {"inputs_pretokenized": inputs, "inputs": np.array(ids, np.int32), "input_domain": domain}
+            example.update(inputs=np.array(ids, np.int32), input_domain=domain)
             yield example if target is None else {**example, "targets_pretokenized": target}
     if not count:  # an empty file: 0 predictions and a .COMPLETED marker said the inference had worked
         raise ValueError(f"{path} has no inputs: write one per line (.txt), one JSON object per line (.jsonl), or "
@@ -175,6 +198,9 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chun
         logger.warning("%s: %d of %d lines are blank (line %s); skipped: the %d predictions follow the other lines in "
                        "order. Remove them, or put an input on each.", path, len(blank), count + len(blank),
                        _first_numbers(blank), count)  # fmt: skip
+    if prompted:  # given twice, the model read a prompt it never trained on
+        logger.warning("%s: %d of %d inputs already start with the task's prompt %r (line %s); it is given once, not "
+                       "added again.", path, len(prompted), count, head, _first_numbers(prompted))  # fmt: skip
     if cut:  # T5X cuts them without a word; a cut SMILES or procedure asks another question, so each is named
         lines = _first_numbers(cut)
         logger.warning("%s: %d of %d inputs are longer than %d tokens (line %s); inference cuts them. Raise "
@@ -247,7 +273,9 @@ def infer(
     `dataset_cfg` (gin scope `infer/`) gives the lengths, the batch size and, unless `input_file` is
     given, the mixture or task and split to predict (each task's first `num_examples`; SeqIO's cache with
     `use_cached`), and the seed of a sampling `decode_fn` (None: 0; the same seed and inputs give the same
-    samples). `decode_fn` defaults to 4-beam search.
+    samples). `decode_fn` defaults to 4-beam search; its options are checked before the checkpoint loads.
+    A rerun on the same input replaces its own predictions (config.gin and provenance.json then tell of the rerun);
+    another input's predictions are refused where an earlier run's lie.
     """
     import tensorflow as tf
 
@@ -270,6 +298,7 @@ def infer(
     vocab = vocabulary()
     mesh = partitioning.make_mesh() if mesh is None else mesh
     decode_fn = beam_search if decode_fn is None else decode_fn  # 4 beams by default
+    _check_decoder(decode_fn, int(lengths["targets"]), dataset_cfg.batch_size)
     decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size,
                                 seed=dataset_cfg.seed)  # fmt: skip
     # Inputs read and checked before the checkpoint loads (a minute for a large one)
@@ -283,9 +312,13 @@ def infer(
         _warn_of_own_prompts(task)
         sources = [(_file_task(task)[0], list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
         split_name = name_and_kind(input_file)[0]
+        this = {"input_file": input_file, "task": task}
     else:
         sources = list(_task_examples(dataset_cfg, model))
         split_name = dataset_cfg.split
+        this = {"mixture_or_task_name": dataset_cfg.mixture_or_task_name, "split": dataset_cfg.split}
+    names = [_output_name(task_name, row_format, split_name) for task_name, _ in sources]
+    _refuse_to_replace(output_dir, names, this)
     concrete, step = resolve_checkpoint(checkpoint_path)  # the step recorded is the step loaded
     params = load_for_inference(model, concrete, mesh)  # a mesh that cannot split it: said before the folder
     makedirs(output_dir)
@@ -294,11 +327,10 @@ def infer(
                             task=task, mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
                             num_examples=dataset_cfg.num_examples, task_feature_lengths=dict(lengths),
                             batch_size=dataset_cfg.batch_size, seed=dataset_cfg.seed,
-                            decoder=provenance.decoder(decode_fn), row_format=row_format)  # fmt: skip
+                            decoder=provenance.decoder(decode_fn), row_format=row_format, outputs=names)  # fmt: skip
     written = []
     batch_numbers = itertools.count()  # every batch of every task samples with its own key (make_batch_decoder)
-    for task_name, examples in sources:
-        name = f"{task_name}-predict.jsonl-00000-of-00001" if row_format == "t5x" else f"{task_name}-{split_name}.jsonl"
+    for (task_name, examples), name in zip(sources, names):
         path = os.path.join(output_dir, name)
         progress = ProgressLine(f"predicting {task_name}", len(examples), enabled=jax.process_index() == 0)
         lines = []
@@ -320,6 +352,65 @@ def infer(
     return written
 
 
+def _output_name(task_name: str, row_format: str, split_name: str) -> str:
+    """T5X's infer file name (what its tooling reads), or ours: `<task>-<split, or the input file's name>.jsonl`."""
+    return f"{task_name}-predict.jsonl-00000-of-00001" if row_format == "t5x" else f"{task_name}-{split_name}.jsonl"
+
+
+def _refuse_to_replace(output_dir: str, names: list[str], this: Mapping[str, str]) -> None:
+    """A second input's predictions refused where an earlier run's lie (they were silently replaced, and config.gin
+    then told of the second input only); the same input again (`this`: its input file and task, or mixture and
+    split) is a rerun and replaces them. The earlier run is the newest of `provenance.json` to write the file."""
+    import tensorflow as tf
+
+    from textchem_jax import provenance
+
+    existing = [name for name in names if tf.io.gfile.exists(os.path.join(output_dir, name))]
+    if not existing:
+        return
+    runs = provenance.history(output_dir)
+    for name in existing:
+        earlier = next((run for run in reversed(runs) if name in (run.get("outputs") or ())), None)
+        if earlier is not None and _same_input(earlier, this):
+            continue
+        if earlier is None:
+            source = "an earlier run"
+        elif earlier.get("input_file"):
+            source = f"the input file {earlier['input_file']} (task {earlier.get('task')})"
+        else:
+            source = f"{earlier.get('mixture_or_task_name')}'s {earlier.get('split')} split"
+        raise ValueError(f"{os.path.join(output_dir, name)} holds the predictions of {source}: give another "
+                         "INFER_OUTPUT_DIR, or delete the file to replace them")  # fmt: skip
+
+
+def _same_input(run: Mapping[str, Any], this: Mapping[str, str]) -> bool:
+    """Whether a provenance entry predicted the input `this` names (a file given relative or absolute alike)."""
+    from textchem_jax.paths import absolute, expand_user
+
+    if "input_file" in this:
+        file = run.get("input_file")
+        return (bool(file) and run.get("task") == this["task"]
+                and str(absolute(expand_user(file))) == str(absolute(expand_user(this["input_file"]))))  # fmt: skip
+    return not run.get("input_file") and all(run.get(key) == value for key, value in this.items())
+
+
+def _check_decoder(decode_fn, max_decode_length: int, batch_size: int) -> None:
+    """The decoder's own checks of its options (temperature=-1, num_decodes=0), run before the checkpoint loads (they
+    were said after it, a minute in for a large one): it is called with a model that stops it at its first step."""
+
+    def start(rows_per_input: int):
+        raise _DecoderChecked
+
+    try:
+        decode_fn(start, batch_size=batch_size, max_decode_length=max_decode_length, rng=jax.random.key(0))
+    except _DecoderChecked:
+        pass
+
+
+class _DecoderChecked(Exception):
+    """Raised by `_check_decoder`'s stand-in model: the decoder's checks passed and it began to decode."""
+
+
 def _row(task: str, example: Mapping, beams: list[str], scores: list[float], row_format: str) -> dict:
     target = example.get("targets_pretokenized")
     if row_format == "t5x":  # T5X's: the task is in the file name
@@ -331,6 +422,8 @@ def _row(task: str, example: Mapping, beams: list[str], scores: list[float], row
            "score": scores[0], "beam_scores": scores}  # fmt: skip
     if target is not None:
         row["target"] = target
+    if example.get("input_cut"):  # the model read its first tokens only (TASK_FEATURE_LENGTHS['inputs'])
+        row["input_cut"] = True
     return row
 
 
