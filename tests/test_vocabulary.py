@@ -318,7 +318,7 @@ def test_every_input_file_is_read_however_the_flag_is_given_and_jsonl_inputs_cou
     assert "reading 2 --input file(s)" in capsys.readouterr().out
     (tmp_path / "other.jsonl").write_text(json.dumps({"smiles": "CCO"}) + "\n")
     with pytest.raises(SystemExit):
-        vocab_cli.main(["--input", str(tmp_path / "other.jsonl"), "--output_prefix", prefix])
+        vocab_cli.main(["--input", str(tmp_path / "other.jsonl"), "--output_prefix", prefix, "--overwrite"])
     assert "a .jsonl row's source, input, inputs, target, targets strings are read" in capsys.readouterr().err
 
 
@@ -335,7 +335,7 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
     # (it called all 377 required pieces "distinct characters": byte pieces and symbols are among them)
     distinct = len(set("CCO\nc1ccccc1\nThe molecule is an alcohol.".replace("\n", "")))
     assert re.search(rf"--vocab_size=30 is below the \d+ pieces every vocabulary of these texts holds \(their {distinct} "
-                     r"distinct characters, the 256 byte pieces.*give a --vocab_size above \d+", error)  # fmt: skip
+                     r"distinct characters, the 256 byte pieces.*give a --vocab_size of at least \d+", error)  # fmt: skip
     assert "character_coverage" not in error and "--soft_vocab_limit" not in error
     assert vocab_cli.main([*flags, "--vocab_size=100000"]) == 2  # SentencePiece's C++ place and words were the error
     assert re.fullmatch(r"textchem-vocab: --vocab_size=100000 is more pieces than these 3 texts make \(at most (\d+)\): "
@@ -363,3 +363,92 @@ def test_encode_as_tasks_takes_any_seqio_vocabulary_and_an_empty_batch():
     assert V.encode_as_tasks(V.default_vocabulary(), []) == []
     assert [ids.tolist() for ids in V.encode_as_tasks(V.default_vocabulary(), ["CCO", ""])] == [
         V.default_vocabulary().encode_tf("CCO").numpy().tolist(), []]
+
+
+def test_existing_model_is_refused_before_training_unless_overwrite(tmp_path, capsys):
+    """textchem-vocab replaced an existing .model (a run's spiece.model, and PREFIX_plain.model with
+    --compare_plain) without a word, status 0; a prefix under a file failed after training with a bare
+    "[Errno 17] File exists"."""
+    (tmp_path / "texts.txt").write_text("CCO is ethanol\nc1ccccc1 is benzene\nCC(=O)O acetic acid\n", encoding="utf-8")
+    flags = ["--input", str(tmp_path / "texts.txt"), "--vocab_size=400", "--soft_vocab_limit"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "spiece.model").write_bytes(b"the run's vocabulary")
+    assert vocab_cli.main([*flags, f"--output_prefix={run / 'spiece'}"]) == 2
+    captured = capsys.readouterr()
+    assert f"{run / 'spiece.model'} already exists" in captured.err and "--overwrite" in captured.err
+    assert "training" not in captured.out and (run / "spiece.model").read_bytes() == b"the run's vocabulary"
+    (tmp_path / "v_plain.model").write_bytes(b"kept")
+    assert vocab_cli.main([*flags, f"--output_prefix={tmp_path / 'v'}", "--compare_plain"]) == 2
+    assert f"{tmp_path / 'v_plain.model'} already exists" in capsys.readouterr().err
+    assert not (tmp_path / "v.model").exists()
+    assert vocab_cli.main([*flags, f"--output_prefix={tmp_path / 'v'}", "--compare_plain", "--overwrite"]) == 0
+    assert (tmp_path / "v_plain.model").read_bytes() != b"kept"
+    capsys.readouterr()
+    assert vocab_cli.main([*flags, f"--output_prefix={tmp_path / 'texts.txt' / 'v'}"]) == 2
+    captured = capsys.readouterr()
+    assert f"{tmp_path / 'texts.txt'} is a file, not a folder" in captured.err and "training" not in captured.out
+
+
+def test_the_least_size_said_trains_and_plain_takes_the_most_it_can(tmp_path, capsys):
+    """It said "give a --vocab_size above 362" though 362 trained; --compare_plain passed SentencePiece's raw INTERNAL
+    error through ("Please set it to a value <= 984") where plain SentencePiece makes fewer pieces than ours."""
+    (tmp_path / "texts.txt").write_text("CCO is ethanol\nc1ccccc1 is benzene\nCC(=O)O acetic acid\n", encoding="utf-8")
+    flags = ["--input", str(tmp_path / "texts.txt"), f"--output_prefix={tmp_path / 'v'}", "--overwrite"]
+    assert vocab_cli.main([*flags, "--vocab_size=30"]) == 2
+    least = int(re.search(r"give a --vocab_size of at least (\d+)", capsys.readouterr().err)[1])
+    assert vocab_cli.main([*flags, f"--vocab_size={least}"]) in (0, 2)  # 2: more than the texts make
+    assert "is below the" not in capsys.readouterr().err
+    assert vocab_cli.main([*flags, "--vocab_size=100000"]) == 2
+    most = int(re.search(r"at most (\d+)", capsys.readouterr().err)[1])
+    assert vocab_cli.main([*flags, f"--vocab_size={most}", "--compare_plain"]) == 0
+    printed = capsys.readouterr().out
+    said = re.search(rf"plain SentencePiece: these texts make at most (\d+) of its pieces .*, so it is trained with "
+                     rf"\1, not {most}", printed)  # fmt: skip
+    assert said and "INTERNAL" not in printed, printed
+    assert spm.SentencePieceProcessor(model_file=str(tmp_path / "v_plain.model")).GetPieceSize() == int(said[1])
+
+
+def test_texts_longer_than_sentencepieces_limit_are_trained_on(tmp_path):
+    """Texts over 65,536 bytes were dropped by SentencePiece while the console said it trained on them all."""
+    long = "qwertyuiop " * 7000  # 77,000 bytes; its letters are in no other text
+    path = V.train_vocabulary(["CCO is ethanol", "c1ccccc1", long], tmp_path / "v", vocab_size=400, hard_vocab_limit=False)
+    processor = spm.SentencePieceProcessor(model_file=path)
+    assert not any(processor.is_byte(i) for i in processor.encode("qwertyuiop"))  # not unseen characters' bytes
+
+
+NOPRETOK_TASKS = """
+import functools
+import seqio
+import tensorflow as tf
+from textchem_jax.data import vocabulary
+
+seqio.TaskRegistry.add(
+    "my_vocab_nopretok",
+    seqio.FunctionDataSource(lambda split, shuffle_files=False, seed=None: tf.data.Dataset.from_tensor_slices(
+        {"inputs": ["CCO"], "targets": ["ethanol"]}), splits=["train"]),
+    preprocessors=[functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False)],
+    output_features={name: seqio.Feature(vocabulary.default_vocabulary()) for name in ("inputs", "targets")})
+"""
+
+
+def test_a_task_without_raw_texts_and_module_import_without_mixture_are_named(tmp_path, monkeypatch, capsys):
+    """A task tokenized with copy_pretokenized=False gave "no texts: give --input or --mixture" though --mixture
+    was given; --module_import without --mixture was ignored without a word."""
+    import seqio
+
+    (tmp_path / "my_vocab_tasks.py").write_text(NOPRETOK_TASKS)
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert vocab_cli.main(["--module_import=my_vocab_tasks", "--mixture=my_vocab_nopretok",
+                               f"--output_prefix={tmp_path / 'v'}"]) == 2  # fmt: skip
+        assert "task my_vocab_nopretok has no *_pretokenized features" in capsys.readouterr().err
+    finally:
+        if "my_vocab_nopretok" in seqio.TaskRegistry.names():
+            seqio.TaskRegistry.remove("my_vocab_nopretok")
+        sys.modules.pop("my_vocab_tasks", None)
+    (tmp_path / "texts.txt").write_text("CCO\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        vocab_cli.main(["--module_import=my_vocab_tasks", "--input", str(tmp_path / "texts.txt"),
+                        f"--output_prefix={tmp_path / 'v'}"])  # fmt: skip
+    assert "--module_import registers tasks for --mixture, which is not given" in capsys.readouterr().err

@@ -49,8 +49,12 @@ def seqio_task_texts(task, split: str = "train") -> list[str]:
         return task_texts(SPECS[task.name].task, SPECS[task.name].pairs(split))
     texts = []
     for example in task.get_dataset(None, split=split, shuffle=False).as_numpy_iterator():
-        texts += [example[f"{feature}_pretokenized"].decode() for feature in ("inputs", "targets")
-                  if f"{feature}_pretokenized" in example]  # fmt: skip
+        raw = sorted(key for key in example if key.endswith("_pretokenized"))  # inputs, then targets
+        if not raw:  # said "no texts: give --input or --mixture" though --mixture was given
+            raise ValueError(f"task {task.name} has no *_pretokenized features (its features: {', '.join(example)}; "
+                             "tokenized with copy_pretokenized=False?), so it has no texts to train on: give its "
+                             "texts as --input files, or tokenize it with copy_pretokenized=True")  # fmt: skip
+        texts += [example[key].decode() for key in raw]
     return texts
 
 
@@ -122,16 +126,49 @@ def _training_failure(message: str, vocab_size: int, soft_limit: bool, texts: li
         distinct = len(set("".join(texts)))
         return (f"--vocab_size={vocab_size} is below the {required.group(1)} pieces every vocabulary of these texts "
                 f"holds (their {distinct} distinct characters, the 256 byte pieces that keep unseen characters off "
-                f"<unk>, and the SMILES symbols): give a --vocab_size above {required.group(1)}")  # fmt: skip
-    most = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message)
+                f"<unk>, and the SMILES symbols): give a --vocab_size of at least {required.group(1)}")  # fmt: skip
+    most = _TOO_MANY_PIECES.search(message)
     if most and not soft_limit:
         return (f"--vocab_size={vocab_size} is more pieces than these {len(texts):,} texts make (at most "
                 f"{most.group(1)}): give --vocab_size={most.group(1)} or less, or --soft_vocab_limit to allow fewer")  # fmt: skip
     return f"training failed: {_SENTENCEPIECE_PLACE.sub('', message.strip())}"
 
 
+_TOO_MANY_PIECES = re.compile(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)")
 # SentencePiece's own prefix to its messages: `INTERNAL: src/trainer_interface.cc(744) [(a) == (b)] `.
 _SENTENCEPIECE_PLACE = re.compile(r"^[A-Z_]+: \S+\(\d+\) \[[^\]]*\] ")
+
+
+def _check_outputs(prefix: str, files: list[str], overwrite: bool) -> None:
+    """Refuses, before the texts are read and trained on (minutes to hours), `files` that exist (a run's
+    spiece.model was replaced without a word) unless `overwrite`, and a prefix in no writable folder (a missing
+    gs:// bucket, a folder that is a file: training ended in a bare "[Errno 17] File exists")."""
+    from textchem_jax.data.sources import exists
+    from textchem_jax.paths import check_writable_folder, makedirs
+
+    folder = os.path.dirname(prefix) or "."
+    check_writable_folder(folder, "--output_prefix")
+    makedirs(folder)  # on gs://, checks the bucket
+    existing = [file for file in files if exists(file)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} already exists (a run's vocabulary?): give another "
+                              "--output_prefix, or --overwrite to replace it")  # fmt: skip
+
+
+def _train_plain(texts: list[str], prefix: str, vocab_size: int, soft_limit: bool) -> str:
+    """The plain SentencePiece model for --compare_plain; at the most pieces the texts make when that is fewer than
+    `vocab_size` (it has no byte pieces to fill the size with), saying so."""
+    try:
+        with Heartbeat("training plain SentencePiece", period=PROGRESS_PERIOD):
+            return vocab_lib.train_plain_vocabulary(texts, prefix, vocab_size=vocab_size, hard_vocab_limit=not soft_limit)
+    except RuntimeError as error:  # passed on SentencePiece's INTERNAL words and C++ place
+        most = _TOO_MANY_PIECES.search(str(error))
+        if not most:
+            raise RuntimeError(_training_failure(str(error), vocab_size, soft_limit, texts)) from None
+    print(f"  plain SentencePiece: these texts make at most {most.group(1)} of its pieces (it has no byte pieces), "
+          f"so it is trained with {most.group(1)}, not {vocab_size}")  # fmt: skip
+    with Heartbeat("training plain SentencePiece", period=PROGRESS_PERIOD):
+        return vocab_lib.train_plain_vocabulary(texts, prefix, vocab_size=int(most.group(1)))
 
 
 @command
@@ -147,13 +184,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_prefix", required=True, help="writes OUTPUT_PREFIX.model (gs:// works too)")
     parser.add_argument("--vocab_size", type=at_least(1), default=8000)
     parser.add_argument("--soft_vocab_limit", action="store_true", help="allow fewer pieces on a small corpus")
-    parser.add_argument("--compare_plain", action="store_true", help="also train plain SentencePiece, compare")
+    parser.add_argument("--compare_plain", action="store_true",
+                        help="also train plain SentencePiece (OUTPUT_PREFIX_plain.model), compare")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_PREFIX.model (and _plain.model) if "
+                        "it exists; without it, an existing one is refused before training")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)
     if not args.verbose:  # TensorFlow's and CUDA's start-up lines, absl INFO logs
         quiet_libraries()
     if args.output_prefix.endswith("/") or not os.path.basename(args.output_prefix):  # it wrote a hidden `.model`
         parser.error(f"--output_prefix={args.output_prefix} is a folder: name the files, e.g. {os.path.join(args.output_prefix, 'textchem')}")
+    if args.module_import and not args.mixture:  # its tasks were registered and never read
+        parser.error("--module_import registers tasks for --mixture, which is not given: give --mixture=YOUR_TASK too")
+    outputs = [f"{args.output_prefix}{suffix}.model" for suffix in ("", "_plain")[: 1 + args.compare_plain]]
+    try:
+        _check_outputs(args.output_prefix, outputs, args.overwrite)
+    except OSError as error:
+        print(f"textchem-vocab: {error}", file=sys.stderr)
+        return 2
 
     try:
         if args.mixture:
@@ -162,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             for module in args.module_import:
                 import_task_module(module)
         texts = _read_texts(args.input, args.mixture, args.split)
+    except datasets.NoDataFolder:
+        print(f"textchem-vocab: cannot read texts: {datasets.NoDataFolder('--data_dir=DIR')}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError) as error:
         print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
         return 2
@@ -191,12 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     if smiles:
         print(f"  tokens per SMILES: {vocab_lib.tokens_per_string(vocabulary, smiles):.2f} ({len(smiles)} SMILES)")
     if args.compare_plain and smiles:
-        prefix, hard = f"{args.output_prefix}_plain", not args.soft_vocab_limit
         try:
-            with Heartbeat("training plain SentencePiece", period=PROGRESS_PERIOD):
-                plain = vocab_lib.train_plain_vocabulary(texts, prefix, vocab_size=args.vocab_size, hard_vocab_limit=hard)
-        except RuntimeError as error:  # plain has no byte pieces, so a small corpus may not fill the size
-            print(f"  plain SentencePiece not trained at this size: {error}")
+            plain = _train_plain(texts, f"{args.output_prefix}_plain", args.vocab_size, args.soft_vocab_limit)
+        except RuntimeError as error:
+            print(f"  plain SentencePiece not trained: {error}")
         else:
             per_smiles = vocab_lib.tokens_per_string(plain, smiles)
             print(f"  plain SentencePiece ({plain}): {per_smiles:.2f} tokens per SMILES")

@@ -75,14 +75,20 @@ def set_data_dir(path: str | None) -> None:
     _data_dir_override = None if path is None else str(path)
 
 
+class NoDataFolder(FileNotFoundError):
+    """No data folder was given. `how` names the way to give one, which differs per command: gin's DATA_DIR macro
+    for textchem-train, `--data_dir` for textchem-inspect and textchem-vocab (they re-raise it with their flag)."""
+
+    def __init__(self, how: str = "the DATA_DIR gin macro (--gin.DATA_DIR=\"'DIR'\"; --tfds_data_dir serves tasks "
+                 "registered with tfds_dir=, not these)"):  # fmt: skip
+        super().__init__(f"no data folder: set TEXTCHEM_DATA_DIR (e.g. ../shared/data) or give {how}; the demo "
+                         "mixture textchem_demo needs none")  # fmt: skip
+
+
 def data_dir(explicit: str | None = None) -> str:
     path = explicit or _data_dir_override or os.environ.get("TEXTCHEM_DATA_DIR")
     if not path:
-        raise FileNotFoundError(
-            "no data folder: set TEXTCHEM_DATA_DIR (e.g. ../shared/data) or the DATA_DIR gin macro "
-            "(--gin.DATA_DIR=\"'DIR'\"); the demo mixture textchem_demo needs none (--tfds_data_dir serves tasks "
-            "registered with tfds_dir=, not these)"
-        )
+        raise NoDataFolder()
     return path
 
 

@@ -120,7 +120,11 @@ def _write_bytes(path: str, data: bytes) -> None:
             f.write(data)
 
 
-def _missing(path: str) -> FileNotFoundError:
+def _missing(path: str, flag: str | None = None) -> FileNotFoundError:
+    """`flag`: the command's flag that gave `path`, named in the fix (a gin binding otherwise)."""
+    if flag:
+        return FileNotFoundError(f"no SentencePiece model at {path}: give {flag} an existing .model file, or a "
+                                 f"checkpoint folder that holds {CHECKPOINT_VOCABULARY_FILE}")  # fmt: skip
     # A textchem-convert model.gin names its spiece.model by its absolute path (gin has no path relative to the
     # file): the folder moved, the path is gone.
     moved = (f" (a textchem-convert folder moved? bind --gin.VOCABULARY_PATH=\"'NEW_FOLDER/{CHECKPOINT_VOCABULARY_FILE}'\")"
@@ -128,18 +132,21 @@ def _missing(path: str) -> FileNotFoundError:
     return FileNotFoundError(f"no SentencePiece model at {path}{moved}")
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str, flag: str | None = None) -> bytes:
     if is_remote(path):
         import tensorflow as tf
 
         if not tf.io.gfile.exists(path):
-            raise _missing(path)
+            raise _missing(path, flag)
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()
     if not os.path.isfile(path):  # local only: remote paths took tf.io.gfile above
-        raise _missing(path)
+        raise _missing(path, flag)
     with open(path, "rb") as f:  # local only: remote paths took tf.io.gfile above
         return f.read()
+
+
+MAX_SENTENCE_BYTES = 1 << 16  # SentencePiece's default limit, raised to the longest text: it dropped longer ones
 
 
 def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) -> str:
@@ -159,7 +166,7 @@ def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) ->
         num_threads=1,
         shuffle_input_sentence=False,
         input_sentence_size=0,
-        max_sentence_length=1 << 16,
+        max_sentence_length=max(MAX_SENTENCE_BYTES, *(len(s.encode()) for s in sentences)),
         minloglevel=2,
         **options,
     )
@@ -232,18 +239,19 @@ def train_plain_vocabulary(
     """The baseline: SentencePiece's default unigram (NFKC, no byte fallback, no symbols).
 
     Only what a fair comparison needs differs from the defaults: T5 ids (same number of special pieces),
-    deterministic training and the same maximum sentence length as ours (so both see the same texts).
+    deterministic training and every text, however long, as ours (so both see the same texts).
     """
     return _train(texts, output_prefix, vocab_size=vocab_size, hard_vocab_limit=hard_vocab_limit)
 
 
-def load_vocabulary(path: str | os.PathLike, *, extra_ids: int = T5_EXTRA_IDS):
+def load_vocabulary(path: str | os.PathLike, *, extra_ids: int = T5_EXTRA_IDS, flag: str | None = None):
     """Any SentencePiece model (ours, or the T5/GT4SD `spiece.model`) as a `seqio.SentencePieceVocabulary`.
 
-    Checked here so a wrong path fails now, naming the path, not later inside a tf.data pipeline.
+    Checked here so a wrong path fails now, naming the path, not later inside a tf.data pipeline; `flag`: the
+    command's flag that gave it, for the fix (a gin binding otherwise).
     """
     path = os.fspath(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, flag)
     problem = "the file is empty" if not data else None
     if data:
         try:
@@ -298,15 +306,16 @@ def own_vocabulary_file(checkpoint: str | os.PathLike) -> str | None:
     return next((path for path in _vocabulary_places(checkpoint) if tf.io.gfile.exists(path)), None)
 
 
-def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS):
+def checkpoint_vocabulary(checkpoint: str, *, extra_ids: int = T5_EXTRA_IDS, flag: str | None = None):
     """The SentencePiece model a checkpoint folder brings (`own_vocabulary_file`): fine-tuning from a
-    `textchem-convert` import, a run or a T5X run keeps the vocabulary its embedding was trained with."""
+    `textchem-convert` import, a run or a T5X run keeps the vocabulary its embedding was trained with. `flag`: the
+    command's flag that gave the folder, for the fix (a gin binding otherwise)."""
     path = own_vocabulary_file(checkpoint)
     if path is None:
         raise FileNotFoundError(
             f"{checkpoint} brings no vocabulary (looked for {' and '.join(_vocabulary_places(checkpoint))}): name the "
             f"folder or checkpoint_<step> folder that holds {CHECKPOINT_VOCABULARY_FILE} (textchem-convert and "
-            "textchem-train write one), or bind VOCABULARY yourself"
+            f"textchem-train write one), or {f'give {flag} a .model file' if flag else 'bind VOCABULARY yourself'}"
         )
     return load_vocabulary(path, extra_ids=extra_ids)
 
