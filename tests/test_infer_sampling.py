@@ -199,7 +199,7 @@ def test_invalid_decoder_options_are_refused_before_the_checkpoint_loads(tmp_pat
     """temperature=-1 was refused (well) only once the checkpoint had loaded, a minute in for a large one; now the
     decoder's own check runs first: here before a checkpoint path that does not exist is even looked at."""
     (tmp_path / "in.txt").write_text("CCO\n")
-    for decode_fn, said in ((functools.partial(decoding.temperature_sample, temperature=-1.0), "temperature must be >= 0"),
+    for decode_fn, said in ((functools.partial(decoding.temperature_sample, temperature=-1.0), "temperature_sample.temperature=-1.0: give 0"),
                             (functools.partial(decoding.temperature_sample, top_p=0.0), r"top_p=0.0 is a share")):  # fmt: skip
         with pytest.raises(ValueError, match=said):
             _infer(tmp_path / "no_checkpoint", tmp_path, "in.txt", "out", decode_fn=decode_fn)

@@ -163,7 +163,7 @@ def temperature_sample(
     `min_decode_length` forbids EOS before that many tokens.
     """
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise ValueError(f"temperature_sample.temperature={temperature!r}: give 0 (the most likely token) or more")
     if num_decodes < 1:
         raise ValueError(f"temperature_sample.num_decodes={num_decodes!r} is the number of samples per input: give a "
                          "whole number >= 1")  # fmt: skip
