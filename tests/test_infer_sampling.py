@@ -195,6 +195,37 @@ def test_another_inputs_predictions_do_not_replace_an_earlier_runs(checkpoint, t
     assert [json.loads(line)["input"] for line in open(path)] == [PROMPTS["mol2text"] + "CCO"]
 
 
+def test_a_relative_input_is_the_same_input_only_where_it_is_the_same_file(checkpoint, tmp_path, monkeypatch):
+    """The rerun check read the recorded `inputs.txt` against the working directory of the new run: another
+    folder's inputs.txt replaced the first's predictions. A folder written before runs recorded their outputs
+    refused even an identical rerun."""
+    from textchem_jax import infer as infer_lib
+    from textchem_jax import provenance
+
+    for folder, text in (("a", "CCO\nCCN\n"), ("b", "O=C=O\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "inputs.txt").write_text(text)
+    settings = {"model": _model_and_params()[0], "checkpoint_path": str(checkpoint), "output_dir": str(tmp_path / "out"),
+                "dataset_cfg": DatasetConfig(None, LENGTHS, "test", 4), "decode_fn": decoding.greedy,
+                "task": "mol2text", "input_file": "inputs.txt"}  # fmt: skip
+    monkeypatch.chdir(tmp_path / "a")
+    (path,) = infer_lib.infer(**settings)
+    first = pathlib.Path(path).read_text()
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(ValueError, match=rf"holds the predictions of the input file {tmp_path / 'a' / 'inputs.txt'} "):
+        infer_lib.infer(**settings)
+    assert pathlib.Path(path).read_text() == first
+    history = json.loads((tmp_path / "out" / provenance.FILE).read_text())
+    for run in history:  # as a folder of the version before
+        run.pop("outputs")
+    (tmp_path / "out" / provenance.FILE).write_text(json.dumps(history))
+    monkeypatch.chdir(tmp_path / "a")
+    assert infer_lib.infer(**settings) == [path]  # the same input again: a rerun
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(ValueError, match=r"holds the predictions of the input file"):
+        infer_lib.infer(**settings)
+
+
 def test_invalid_decoder_options_are_refused_before_the_checkpoint_loads(tmp_path):
     """temperature=-1 was refused (well) only once the checkpoint had loaded, a minute in for a large one; now the
     decoder's own check runs first: here before a checkpoint path that does not exist is even looked at."""

@@ -485,8 +485,8 @@ def test_a_task_without_the_features_the_model_reads_is_named():
     ("twice", r"registers 'users_twice_mix' twice: register it once, or register it only when it is not there yet "
               r"\(`if name not in seqio\.TaskRegistry\.names\(\):`, seqio\.MixtureRegistry for a mixture\)$"),
     ("ours", r"registers 'textchem_demo', a name of textchem_jax's own tasks and mixtures: give yours another name$"),
-    ("unknown", r"registers a mixture of 'textchem_demo_forwrd', which no task or mixture is named: register it "
-                r"before the mixture, or correct the name \(did you mean 'textchem_demo_forward'.*\?\)$"),
+    ("unknown", r"refers to the task or mixture 'textchem_demo_forwrd', which is not registered: register it before "
+                r"what refers to it \(a mixture of it\), or correct the name \(did you mean 'textchem_demo_forward'.*\?\)$"),
 ], ids=["twice", "ours", "unknown"])  # fmt: skip
 def test_a_users_module_registering_a_name_twice_or_one_of_ours_is_named(tmp_path, monkeypatch, registered, said):
     """SeqIO said only "Attempting to register duplicate provider: textchem_demo_forward", naming neither the module

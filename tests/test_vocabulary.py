@@ -482,3 +482,44 @@ def test_the_tasks_tokenize_as_sentencepiece_and_hugging_face_do(data):
     assert ties > 0  # the op's own choice differs on some: this split shows the difference the test is about
     assert [ids.tolist() for ids in V.encode_as_tasks(vocabulary, ["CCCCCCCCCCC", "OC(=O)CCCCC"])] == [
         vocabulary.tokenizer.EncodeAsIds("CCCCCCCCCCC"), vocabulary.tokenizer.EncodeAsIds("OC(=O)CCCCC")]
+
+
+def test_encode_tf_refuses_a_tensor_of_unknown_or_higher_rank():
+    """A string tensor of unknown rank (from a user's tf.py_function) became a (None, None) RaggedTensor, a scalar's
+    ids a row of one: shapes went wrong far from the cause (tf_text's op refused it)."""
+    import tensorflow as tf
+
+    vocabulary = V.default_vocabulary()
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string)])
+    def unknown_rank(text):
+        return vocabulary.encode_tf(text)
+
+    with pytest.raises(ValueError, match=r"not a tensor of shape <unknown>: give it a tensor of known rank 0 or 1"):
+        unknown_rank(tf.constant("CCO"))
+    with pytest.raises(ValueError, match=r"not a tensor of shape \(2, 1\)"):
+        vocabulary.encode_tf(tf.constant([["CCO"], ["CCN"]]))
+    assert vocabulary.encode_tf(tf.constant("CCO")).numpy().tolist() == vocabulary.encode("CCO")
+
+
+def test_a_plain_seqio_vocabulary_given_to_the_tasks_tokenizes_as_sentencepiece(tmp_path):
+    """VOCABULARY bound as a plain seqio.SentencePieceVocabulary (T5X's own gin files do) put the tasks back on
+    tf_text's op: seqio finds it equal to ours, so it was kept as it came."""
+    import shutil
+
+    import seqio
+    import tensorflow as tf
+
+    from textchem_jax import run_config
+    from textchem_jax.data import seqio_tasks
+    from textchem_jax.data.spm_vocabulary import SentencePieceVocabulary
+
+    run_config.register_our_tasks()
+    shutil.copy(V.DEFAULT_VOCABULARY_PATH, tmp_path / "spiece.model")
+    plain = seqio.SentencePieceVocabulary(str(tmp_path / "spiece.model"), extra_ids=V.T5_EXTRA_IDS)
+    assert type(seqio_tasks.use_vocabulary(plain)) is SentencePieceVocabulary
+    used = seqio.get_mixture_or_task("textchem_demo_forward").output_features["inputs"].vocabulary
+    assert type(used) is SentencePieceVocabulary and used == plain
+    text = "OC(=O)CCCCCCCCCCC"  # equally scored segmentations: the op's differs
+    assert plain.encode_tf(tf.constant(text)).numpy().tolist() != plain.encode(text)
+    assert used.encode_tf(tf.constant(text)).numpy().tolist() == plain.encode(text)

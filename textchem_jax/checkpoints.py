@@ -331,7 +331,7 @@ class Checkpoints:
             good = [s for s in self.manager.all_steps() if s != step]
             last = f"step {max(good)} is intact" if good else "no earlier checkpoint exists"
             raise CheckpointError(f"saving step {step} to {self.directory} failed: {_first_line(error)}. {last}; "
-                                  "free space (or fix access) and rerun the same command to resume") from error  # fmt: skip
+                                  "free space (or fix access, or wait for the bucket) and rerun the same command to resume") from error  # fmt: skip
 
 
 def _first_line(error: BaseException) -> str:
@@ -368,7 +368,8 @@ def _drop_callbacks_into_closed_loops() -> None:
     """Once a write of an asynchronous save fails, orbax closes the save's event loop while tensorstore finishes the
     step's other writes; each then reports `RuntimeError: Event loop is closed` with a traceback (a full disk printed
     660 lines while training went on). sys.unraisablehook drops those, raised in tensorstore's callback with no
-    caller of ours; the failure itself reaches `wait` as one CheckpointError. Installed once per process."""
+    caller of ours; the failure itself reaches `wait` as one CheckpointError. Installed once, unless a command's own
+    hook now sits above it (then once more: the chain passes everything on)."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_callbacks_into_closed_loops", False):
         return

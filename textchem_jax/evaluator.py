@@ -98,8 +98,8 @@ def _pad_rows(rows: np.ndarray, multiple: int) -> np.ndarray:
 
 def encode_rows(vocab, texts, length: int) -> np.ndarray:
     """(len(texts), length) token ids, each row truncated to end in EOS within `length`, zero-padded. Tokenized as
-    the tasks' examples are (`encode_as_tasks`): the round trip's forward inputs and the robustness embeddings were
-    other segmentations than the model trained on (Python SentencePiece: 87 of 1,000 USPTO forward inputs)."""
+    the tasks' examples are (`encode_as_tasks`): a user's vocabulary may tokenize otherwise in TensorFlow than in
+    Python (seqio's own SentencePiece vocabulary did, on 87 of 1,000 USPTO forward inputs)."""
     from textchem_jax.data.vocabulary import encode_as_tasks
 
     rows = np.zeros((len(texts), length), np.int32)

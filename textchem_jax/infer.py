@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from textchem_jax.catalogue import PROMPTS, task_input_domain
-from textchem_jax.paths import makedirs
+from textchem_jax.paths import absolute, expand_user, makedirs
 from textchem_jax.progress import ProgressLine
 
 logger = logging.getLogger("textchem_jax.infer")
@@ -159,8 +159,8 @@ def _as_the_task_reads(spec, texts: list[str]) -> list[str]:
 
 def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chunk_rows: int = 4096) -> Iterator[dict]:
     """The file's inputs (`_file_inputs`) as the model's examples of `task` (`_file_task`: its prompt and input form),
-    tokenized as the task's own examples are (`encode_as_tasks`, `chunk_rows` inputs at a time): Python
-    SentencePiece gave other ids for 87 of 1,000 USPTO forward inputs, so infer and eval disagreed on the same text.
+    tokenized as the task's own examples are (`encode_as_tasks`, `chunk_rows` inputs at a time: a user's vocabulary
+    may tokenize otherwise in TensorFlow than in Python, as seqio's own SentencePiece vocabulary does).
     An input that already starts with the prompt (as Hugging Face's Text+Chem T5 users write them; our textchem rows'
     `input`) keeps it once, and how many did is said: it was given twice. An input cut to `max_input_length` is
     marked `input_cut` (its row says so)."""
@@ -312,7 +312,7 @@ def infer(
         _warn_of_own_prompts(task)
         sources = [(_file_task(task)[0], list(_file_examples(input_file, task, vocab, lengths["inputs"])))]
         split_name = name_and_kind(input_file)[0]
-        this = {"input_file": input_file, "task": task}
+        this = {"input_file": str(absolute(expand_user(input_file))), "task": task}  # as provenance records it
     else:
         sources = list(_task_examples(dataset_cfg, model))
         split_name = dataset_cfg.split
@@ -323,7 +323,7 @@ def infer(
     params = load_for_inference(model, concrete, mesh)  # a mesh that cannot split it: said before the folder
     makedirs(output_dir)
     if jax.process_index() == 0:
-        launch.write_config(output_dir, keep_a_runs=True, checkpoint=concrete, step=step, input_file=input_file,
+        launch.write_config(output_dir, keep_a_runs=True, checkpoint=concrete, step=step, input_file=this.get("input_file"),
                             task=task, mixture_or_task_name=dataset_cfg.mixture_or_task_name, split=dataset_cfg.split,
                             num_examples=dataset_cfg.num_examples, task_feature_lengths=dict(lengths),
                             batch_size=dataset_cfg.batch_size, seed=dataset_cfg.seed,
@@ -360,7 +360,8 @@ def _output_name(task_name: str, row_format: str, split_name: str) -> str:
 def _refuse_to_replace(output_dir: str, names: list[str], this: Mapping[str, str]) -> None:
     """A second input's predictions refused where an earlier run's lie (they were silently replaced, and config.gin
     then told of the second input only); the same input again (`this`: its input file and task, or mixture and
-    split) is a rerun and replaces them. The earlier run is the newest of `provenance.json` to write the file."""
+    split) is a rerun and replaces them. The earlier run is the newest of `provenance.json` to write the file; a
+    folder written before runs recorded their outputs goes by its newest run (an identical rerun was refused)."""
     import tensorflow as tf
 
     from textchem_jax import provenance
@@ -369,8 +370,10 @@ def _refuse_to_replace(output_dir: str, names: list[str], this: Mapping[str, str
     if not existing:
         return
     runs = provenance.history(output_dir)
+    unrecorded = [run for run in runs if "outputs" not in run][-1:]
     for name in existing:
-        earlier = next((run for run in reversed(runs) if name in (run.get("outputs") or ())), None)
+        earlier = next((run for run in reversed(runs) if name in (run.get("outputs") or ())), None) or (
+            unrecorded[0] if unrecorded else None)
         if earlier is not None and _same_input(earlier, this):
             continue
         if earlier is None:
@@ -384,13 +387,12 @@ def _refuse_to_replace(output_dir: str, names: list[str], this: Mapping[str, str
 
 
 def _same_input(run: Mapping[str, Any], this: Mapping[str, str]) -> bool:
-    """Whether a provenance entry predicted the input `this` names (a file given relative or absolute alike)."""
-    from textchem_jax.paths import absolute, expand_user
-
+    """Whether a provenance entry predicted the input `this` names (its file absolute; an older entry's relative one
+    read against the working directory, as it was then)."""
     if "input_file" in this:
         file = run.get("input_file")
         return (bool(file) and run.get("task") == this["task"]
-                and str(absolute(expand_user(file))) == str(absolute(expand_user(this["input_file"]))))  # fmt: skip
+                and str(absolute(expand_user(file))) == this["input_file"])  # fmt: skip
     return not run.get("input_file") and all(run.get(key) == value for key, value in this.items())
 
 

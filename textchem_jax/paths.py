@@ -70,14 +70,17 @@ def makedirs(path: str | os.PathLike) -> None:
 
 
 def write_whole(path: str | os.PathLike, data: str | bytes) -> None:
-    """`data` in the file at `path` (local or remote), whole or not at all: written beside it, then renamed over it.
-    A full disk, a quota or a SIGKILL mid-write leaves the file as it was (a figure cut at 24 KiB, an emptied
-    scores.json, a record without its end) and no partial file. TensorFlow's errors become an OSError naming `path`
-    (a file-size limit is its OutOfRangeError)."""
+    """`data` in the file at `path` (local or remote), whole or not at all: written beside it under a name of this
+    process's own, then renamed over it. A full disk, a quota or a SIGKILL mid-write leaves the file as it was (a
+    figure cut at 24 KiB, an emptied scores.json, a record without its end); a failed write removes its partial file
+    (a SIGKILL leaves it). TensorFlow's errors become an OSError naming `path` (a file-size limit is its
+    OutOfRangeError)."""
+    import uuid
+
     import tensorflow as tf
 
     path = str(path)
-    partial = f"{path}.partial"
+    partial = f"{path}.partial-{uuid.uuid4().hex[:12]}"  # two writers of one file never mix their bytes
     try:
         with tf.io.gfile.GFile(partial, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)

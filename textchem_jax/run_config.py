@@ -161,9 +161,9 @@ def import_task_module(module: str | None, model=None) -> None:
             unregistered = re.fullmatch(r"Provider name not registered: (\S+)", str(error))
             if unregistered:  # seqio's whole message, naming neither the module nor the mixture
                 name = unregistered.group(1)
-                raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) registers a mixture of "
-                                       f"{name!r}, which no task or mixture is named: register it before the mixture, "
-                                       f"or correct the name ({_closest_names(name)})") from None  # fmt: skip
+                raise UnknownTaskError(f"the tasks module {module!r} (MIXTURE_OR_TASK_MODULE) refers to the task or "
+                                       f"mixture {name!r}, which is not registered: register it before what refers to "
+                                       f"it (a mixture of it), or correct the name ({_closest_names(name)})") from None  # fmt: skip
             duplicate = re.fullmatch(r"Attempting to register duplicate provider: (\S+)", str(error))
             if duplicate is None:
                 raise

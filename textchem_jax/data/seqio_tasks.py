@@ -120,11 +120,17 @@ def use_vocabulary(vocab=None):
     """Makes `vocab` (gin's VOCABULARY, what the model reads) the vocabulary of every task and mixture we
     registered, registering them again when it changes, and returns it: one binding drives tasks and
     model alike. Real T5X binds `VOCABULARY = @seqio_tasks.use_vocabulary()` (gin_configs/t5x) so its
-    "Model and Task vocabularies do not match" check sees one vocabulary; None keeps the current one."""
+    "Model and Task vocabularies do not match" check sees one vocabulary; None keeps the current one. A plain
+    `seqio.SentencePieceVocabulary` (T5X's own gin binds one) is used as ours: it tokenizes as sentencepiece does."""
     global _vocabulary
+    import seqio
+
+    from textchem_jax.data.spm_vocabulary import SentencePieceVocabulary
+
+    if vocab is not None and type(vocab) is seqio.SentencePieceVocabulary:  # equal to ours: seqio compares files
+        vocab = SentencePieceVocabulary.like(vocab)
     if vocab is None or vocab == vocabulary():
         return vocabulary()
-    import seqio
 
     _vocabulary = vocab
     logger.info("tasks now use the vocabulary %s", vocabularies.vocabulary_file(vocab))

@@ -146,7 +146,7 @@ def _read_bytes(path: str, flag: str | None = None) -> bytes:
         return f.read()
 
 
-MAX_SENTENCE_BYTES = 1 << 16  # SentencePiece's default limit, raised to the longest text: it dropped longer ones
+MAX_SENTENCE_BYTES = 1 << 16  # our floor (SentencePiece's default is 4,192), raised to the longest text: it dropped longer ones
 
 
 def _train(texts: Iterable[str], output_prefix: str | os.PathLike, **options) -> str:
