@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import sentencepiece as spm
 
@@ -523,3 +524,25 @@ def test_a_plain_seqio_vocabulary_given_to_the_tasks_tokenizes_as_sentencepiece(
     text = "OC(=O)CCCCCCCCCCC"  # equally scored segmentations: the op's differs
     assert plain.encode_tf(tf.constant(text)).numpy().tolist() != plain.encode(text)
     assert used.encode_tf(tf.constant(text)).numpy().tolist() == plain.encode(text)
+
+
+def test_tokenizing_in_batches_gives_seqios_examples_in_order():
+    """Our tasks tokenize `TOKENIZED_TOGETHER` examples per call (one Python call per example cost 250 us for 10 us
+    of sentencepiece: 1,000 examples/s against the op's 3,800): the same examples, in the same order, with the
+    features SeqIO's tokenize passes through, a last partial batch included."""
+    import seqio
+    import tensorflow as tf
+
+    from textchem_jax.data.preprocessors import tokenize
+
+    vocabulary = V.default_vocabulary()
+    features = {"inputs": seqio.Feature(vocabulary), "targets": seqio.Feature(vocabulary)}
+    texts = [f"CC{'C' * (i % 7)}O ethanol {i}" for i in range(300)]  # 256 + 44
+    examples = tf.data.Dataset.from_tensor_slices({"inputs": texts, "targets": texts[::-1], "number": list(range(300))})
+    ours = list(tokenize(examples, features, rows=256).as_numpy_iterator())
+    theirs = list(seqio.preprocessors.tokenize(examples, features).as_numpy_iterator())
+    assert len(ours) == len(theirs) == 300
+    for mine, seqios in zip(ours, theirs):
+        assert sorted(mine) == sorted(seqios) == ["inputs", "inputs_pretokenized", "number", "targets",
+                                                  "targets_pretokenized"]  # fmt: skip
+        assert all(np.array_equal(mine[key], seqios[key]) for key in mine)

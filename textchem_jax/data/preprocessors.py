@@ -31,3 +31,29 @@ def add_input_domain(dataset, domain: int):
         return {**example, "input_domain": tf.fill(tf.shape(example["inputs"]), tf.constant(domain, tf.int32))}
 
     return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+TOKENIZED_TOGETHER = 256  # examples per tokenizer call
+
+
+def tokenize(dataset, output_features, copy_pretokenized: bool = True, rows: int = TOKENIZED_TOGETHER):
+    """`seqio.preprocessors.tokenize`, `rows` examples per tokenizer call, in order: our vocabulary tokenizes in
+    Python (`spm_vocabulary`), and one call per example cost 250 us of overhead for 10 us of sentencepiece. A
+    feature that an example lacks, or whose output feature has no vocabulary, passes through as SeqIO's does."""
+    import tensorflow as tf
+
+    keys = [key for key, feature in output_features.items() if key in dataset.element_spec and feature.vocabulary]
+
+    def encode(batch):
+        features = dict(batch)
+        for key in keys:
+            if copy_pretokenized:
+                features[f"{key}_pretokenized"] = batch[key]
+            features[key] = output_features[key].vocabulary.encode_tf(batch[key])
+        return features
+
+    def dense(example):  # an unbatched row of a RaggedTensor is a RaggedTensor of rank 1: the ids as a Tensor
+        return {key: value.to_tensor() if isinstance(value, tf.RaggedTensor) else value for key, value in example.items()}
+
+    batches = dataset.batch(rows).map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.unbatch().map(dense, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

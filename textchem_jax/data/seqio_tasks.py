@@ -351,7 +351,7 @@ def _source_class():
 def _register(name: str, spec: TaskSpec):
     import seqio
 
-    from textchem_jax.data.preprocessors import add_input_domain, add_prompt
+    from textchem_jax.data.preprocessors import add_input_domain, add_prompt, tokenize
 
     vocab = vocabulary()
     metric_fn, postprocess_fn = metric_and_postprocess(spec.task, spec.gt4sd_unknown)
@@ -361,7 +361,7 @@ def _register(name: str, spec: TaskSpec):
         source=_source_class()(_dataset_fn(name, spec), spec.splits),
         preprocessors=[
             functools.partial(add_prompt, prompt=prompt, keep_input_as="product" if spec.task == "retro" else None),
-            seqio.preprocessors.tokenize,
+            tokenize,  # SeqIO's, in batches: our vocabulary tokenizes in Python
             # SeqIO's cache point, after the deterministic steps (as T5's tasks): `seqio_cache_tasks` can
             # preprocess these tasks offline and USE_CACHED_TASKS read them. Randomized-SMILES augmentation
             # happens in the source, so an augmented task is not cacheable (it would freeze one draw).
