@@ -146,7 +146,7 @@ def _check_outputs(prefix: str, files: list[str], overwrite: bool) -> None:
     from textchem_jax.data.sources import exists
     from textchem_jax.paths import check_writable_folder, makedirs
 
-    folder = os.path.dirname(prefix) or "."
+    folder = os.path.dirname(prefix) or "."  # a string operation: gs://bucket/x/v gives gs://bucket/x
     check_writable_folder(folder, "--output_prefix")
     makedirs(folder)  # on gs://, checks the bucket
     existing = [file for file in files if exists(file)]
