@@ -53,7 +53,7 @@ def evaluate(
 
     from textchem_jax import launch, partitioning, provenance
     from textchem_jax.model_loading import complete_checkpoints, load_for_inference, resolve_checkpoint
-    from textchem_jax.run_config import check_splits, checked_provider, import_task_module
+    from textchem_jax.run_config import check_splits, import_task_module
 
     if checkpoint_steps not in CHECKPOINT_STEPS:
         raise ValueError(f"checkpoint_steps={checkpoint_steps!r} (gin: CHECKPOINT_STEPS): give 'latest' (the latest "
@@ -64,7 +64,6 @@ def evaluate(
     predictions = os.path.join(output_dir, PREDICTIONS_FOLDER)
     said = jax.process_index() == 0  # what every host would print N times (srun, TPU --worker=all): process 0's
     import_task_module(dataset_cfg.module, model)
-    checked_provider(dataset_cfg, model, ("inputs", "targets"))  # a misspelt name or another vocabulary: said first
     for line in check_splits({"": dataset_cfg}):  # a mixture's task without the split was left out without a word
         if said:
             logger.warning(line)

@@ -118,9 +118,12 @@ def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_lengt
     batch in full) and gathered back, the padding rows dropped. Compiled with our decoders' XLA options
     (`xla_cpu.decode_compiler_options`). A sampling search draws from `fold_in(key(seed), batch_index)`:
     callers number their batches, so every batch gets fresh randomness and the same seed and batch order give
-    the same outputs (one key for all batches made batches of equal inputs repeat each other).
+    the same outputs (one key for all batches made batches of equal inputs repeat each other). The seed and
+    `decode_fn`'s options are checked here, before any checkpoint is loaded.
     """
     seed_key = decoding_seed_key(seed)
+    if decode_fn is not None:
+        _check_decoder(decode_fn, max_decode_length, batch_size)
 
     def predict(params, features, rng_data):
         rng = jax.random.wrap_key_data(rng_data)
@@ -137,6 +140,23 @@ def make_batch_decoder(model, mesh, decode_fn: DecodeFn | None, max_decode_lengt
         return jax.tree_util.tree_map(lambda array: array[:rows], outputs)
 
     return decode
+
+
+def _check_decoder(decode_fn: DecodeFn, max_decode_length: int, batch_size: int) -> None:
+    """The decoder's own checks of its options (temperature=-1, num_decodes=0), run at once (infer said them after
+    loading the checkpoint, a minute in for a large one): it is called with a model that stops it at its first step."""
+
+    def start(rows_per_input: int):
+        raise _DecoderChecked
+
+    try:
+        decode_fn(start, batch_size=batch_size, max_decode_length=max_decode_length, rng=jax.random.key(0))
+    except _DecoderChecked:
+        pass
+
+
+class _DecoderChecked(Exception):
+    """Raised by `_check_decoder`'s stand-in model: the decoder's checks passed and it began to decode."""
 
 
 def decoding_seed_key(seed: int | None) -> jax.Array:

@@ -298,7 +298,6 @@ def infer(
     vocab = vocabulary()
     mesh = partitioning.make_mesh() if mesh is None else mesh
     decode_fn = beam_search if decode_fn is None else decode_fn  # 4 beams by default
-    _check_decoder(decode_fn, int(lengths["targets"]), dataset_cfg.batch_size)
     decode = make_batch_decoder(model, mesh, decode_fn, int(lengths["targets"]), batch_size=dataset_cfg.batch_size,
                                 seed=dataset_cfg.seed)  # fmt: skip
     # Inputs read and checked before the checkpoint loads (a minute for a large one)
@@ -394,23 +393,6 @@ def _same_input(run: Mapping[str, Any], this: Mapping[str, str]) -> bool:
         return (bool(file) and run.get("task") == this["task"]
                 and str(absolute(expand_user(file))) == this["input_file"])  # fmt: skip
     return not run.get("input_file") and all(run.get(key) == value for key, value in this.items())
-
-
-def _check_decoder(decode_fn, max_decode_length: int, batch_size: int) -> None:
-    """The decoder's own checks of its options (temperature=-1, num_decodes=0), run before the checkpoint loads (they
-    were said after it, a minute in for a large one): it is called with a model that stops it at its first step."""
-
-    def start(rows_per_input: int):
-        raise _DecoderChecked
-
-    try:
-        decode_fn(start, batch_size=batch_size, max_decode_length=max_decode_length, rng=jax.random.key(0))
-    except _DecoderChecked:
-        pass
-
-
-class _DecoderChecked(Exception):
-    """Raised by `_check_decoder`'s stand-in model: the decoder's checks passed and it began to decode."""
 
 
 def _row(task: str, example: Mapping, beams: list[str], scores: list[float], row_format: str) -> dict:

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from textchem_jax.paths import CHECKPOINTS_FOLDER
+from textchem_jax.paths import CHECKPOINTS_FOLDER, write_whole
 
 logger = logging.getLogger("textchem_jax.run_results")
 
@@ -183,7 +183,7 @@ def end_cut_short_jsonl(path: str) -> None:
     """Drops the last line of a metrics jsonl when a copy or a write stopped in it (no line ending, not JSON), with
     a warning naming file:line (its step is then evaluated again), or ends a whole last line without its newline:
     seqio's JSONLogger appends to the text as it is, and glued the next line to the cut one (both then unreadable).
-    Rewritten as seqio writes the file (a temporary file renamed over it: never half a file, also on gs://)."""
+    Rewritten whole (`write_whole`: never half a file, also on gs://)."""
     import tensorflow as tf
 
     with tf.io.gfile.GFile(path) as f:
@@ -198,10 +198,7 @@ def end_cut_short_jsonl(path: str) -> None:
         repaired = kept + "\n" if kept else ""
         logger.warning("%s:%d: the last line is cut short (a write or copy stopped in it): dropped, so its step "
                        "counts as not evaluated", path, text.count("\n") + 1)  # fmt: skip
-    repairing = f"{path}.repair-tmp"  # not seqio's own `.tmp`
-    with tf.io.gfile.GFile(repairing, "w") as f:
-        f.write(repaired)
-    tf.io.gfile.rename(repairing, path, overwrite=True)
+    write_whole(path, repaired)
 
 
 def tokens_seen(train_scalars: Mapping[str, list[tuple[int, float]]]) -> int | None:
