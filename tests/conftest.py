@@ -101,7 +101,7 @@ def pytest_collection_modifyitems(config, items):
 
 def _slow_modules_first(items) -> None:
     """Modules with a `slow` test run first, each kept whole (its module fixtures are set up once): with
-    `-n 2` the long subprocess tests then start early instead of leaving one worker alone at the end (full
+    xdist workers the long subprocess tests start early instead of leaving one worker alone at the end (full
     suite, same day, same tree: 1,552 s of tests in this order, 1,621 s in collection order)."""
     slow = {item.module for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.module not in slow)  # stable: the order within each group stays

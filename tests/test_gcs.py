@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import gcs_emulator
+from helpers import ONE_TASK_EVALUATION
 
 BUCKET = f"gs://{gcs_emulator.BUCKET}"
 
@@ -86,7 +87,7 @@ def test_quickstart_on_gcs_trains_checkpoints_resumes_evaluates_exports_and_scor
                              env={**os.environ, **gcs}, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
     assert f"configuration error: Unable to open file: {BUCKET}/configs/missing.gin" in missing.stderr
-    second = _run(gcs, *train, "--gin.TRAIN_STEPS=4")
+    second = _run(gcs, *train, "--gin.TRAIN_STEPS=4", *ONE_TASK_EVALUATION)  # the forward task's rows go on
     assert f"resumed from step 2 in {run}/checkpoints" in second.stdout
 
     stored = gcs_emulator.list_objects(gcs, "run/")

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from helpers import ONE_TASK_EVALUATION
 from textchem_jax.launch import LOST_PEER_EXIT_CODE
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ FLAGS = [
     "--gin_file=experiments/quickstart.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", "--gin.BATCH_SIZE=4",
     "--gin.run_config.CheckpointConfig.period=2", "--gin.train_lib.train.log_period=1",
     "--gin.train_lib.train.eval_steps=1", "--gin.infer_eval/run_config.DatasetConfig.num_examples=2",
-    "--heartbeat_timeout_seconds=20",
+    "--heartbeat_timeout_seconds=20", *ONE_TASK_EVALUATION,
 ]  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import LENGTHS, ROOT, as_from_a_terminal, demo_batch, t5_like_vocabulary, tiny_t5, tree_leaves
+from helpers import LENGTHS, ONE_TASK_EVALUATION, ROOT, as_from_a_terminal, demo_batch, t5_like_vocabulary, tiny_t5, tree_leaves
 from textchem_jax import partitioning
 from textchem_jax import train as train_lib
 from textchem_jax import trainer as trainer_lib
@@ -480,7 +480,8 @@ def test_a_signal_during_the_final_evaluation_says_the_step_is_saved_writes_no_m
     command = [sys.executable, "-m", "textchem_jax.train", "--gin_file=experiments/quickstart.gin",
                f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=4",
                "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 32}", "--gin.run_config.CheckpointConfig.period=2",
-               "--gin.infer_eval/run_config.DatasetConfig.num_examples=2", "--gin.train_lib.train.eval_steps=1"]  # fmt: skip
+               "--gin.infer_eval/run_config.DatasetConfig.num_examples=2", "--gin.train_lib.train.eval_steps=1",
+               *ONE_TASK_EVALUATION]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(as_from_a_terminal(command), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=env)  # fmt: skip
