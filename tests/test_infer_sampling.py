@@ -237,6 +237,22 @@ def test_invalid_decoder_options_are_refused_before_the_checkpoint_loads(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_textchem_eval_refuses_invalid_decoder_options_before_the_checkpoint_loads(checkpoint, tmp_path, monkeypatch):
+    """textchem-eval built its evaluator, where the decoder's options are checked, only after the checkpoint had
+    loaded: the same minute's wait for a large one as infer had."""
+    from textchem_jax import evaluate as evaluate_lib
+    from textchem_jax import model_loading
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the decoder's options were checked")
+
+    monkeypatch.setattr(model_loading, "load_for_inference", loaded)
+    with pytest.raises(ValueError, match="temperature_sample.temperature=-1.0: give 0"):
+        evaluate_lib.evaluate(model=tiny_t5(), checkpoint_path=str(checkpoint), output_dir=str(tmp_path / "eval"),
+                              dataset_cfg=DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4, pack=False),
+                              decode_fn=functools.partial(decoding.temperature_sample, temperature=-1.0))  # fmt: skip
+
+
 def test_a_textchem_row_says_its_input_was_cut(checkpoint, tmp_path, caplog):
     """An input over the input length was named in one warning, but its row showed the whole text with nothing to
     say the model read it cut. Now its textchem row carries `"input_cut": true` (the others none); T5X's rows are

@@ -73,7 +73,10 @@ def evaluate(
         on_disk = complete_checkpoints(checkpoint_path)
         checkpoints = _not_yet_evaluated(on_disk, checkpoint_path, model, dataset_cfg, predictions)
     checkpoints = _first_process_steps(checkpoints, checkpoint_path)
-    evaluator, notation_evaluator, by_step = None, None, {}
+    # One evaluator for every step (decoding compiles once), built before any checkpoint loads: a decoder option
+    # or a task's data that cannot work was said only after a checkpoint of gigabytes was read.
+    evaluator = InferenceEvaluator(model, dataset_cfg, predictions, mesh, decode_fn, caption_tokenizer) if checkpoints else None
+    notation_evaluator, by_step = None, {}
     for number, (path, step) in enumerate(checkpoints, 1):
         counted = f" ({number} of {len(checkpoints)})" if checkpoint_steps == "all" else ""
         listed = checkpoint_steps == "all" and path != checkpoint_path  # one of a run's steps, listed at the start
@@ -89,8 +92,6 @@ def evaluate(
         if said:
             print(f"evaluating step {step}{counted} of {checkpoint_path}"
                   + (f" ({path})" if path != checkpoint_path else ""), flush=True)  # fmt: skip
-        if evaluator is None:  # one evaluator for every step: decoding compiles once
-            evaluator = InferenceEvaluator(model, dataset_cfg, predictions, mesh, decode_fn, caption_tokenizer)
         results = by_step[step] = evaluator.evaluate(params, step=step)  # files named by its step, as T5X
         if said:  # which checkpoint, decoder and versions made the metrics line of this step
             launch.write_config(output_dir, keep_a_runs=True, checkpoint=path, step=step,
@@ -109,7 +110,7 @@ def evaluate(
             robustness = notation_evaluator.evaluate(params, step, originals=results)
             if said:
                 print(robustness_markdown({"metrics": robustness}))
-    if evaluator is not None and said:
+    if by_step and said:
         print(versions_line())
         print(f"predictions and metrics: {predictions}")
     if checkpoint_steps == "all" and said:
