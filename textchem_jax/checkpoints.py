@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from textchem_jax.cli import tensorflow_error
-from textchem_jax.paths import absolute
+from textchem_jax.paths import absolute, write_whole
 
 logger = logging.getLogger("textchem_jax.checkpoints")
 
@@ -79,13 +79,11 @@ def _size_and_sha256(path: epath.Path) -> list:
 
 
 def seal(step_dir: str | epath.Path) -> None:
-    """Writes the step's `CHECKSUMS_FILE` (by a rename, so it is whole or absent). Only for a committed step."""
+    """Writes the step's `CHECKSUMS_FILE`, whole or absent (`paths.write_whole`). Only for a committed step."""
     step_dir = epath.Path(step_dir)
     files = _files(step_dir)
     sums = dict(zip((str(p.relative_to(step_dir)) for p in files), _in_parallel(_size_and_sha256, files)))
-    partial = step_dir / (CHECKSUMS_FILE + ".partial")
-    partial.write_text(json.dumps(sums, indent=0))
-    partial.replace(step_dir / CHECKSUMS_FILE)
+    write_whole(step_dir / CHECKSUMS_FILE, json.dumps(sums, indent=0))
 
 
 def verify(step_dir: str | epath.Path, step: int) -> None:
