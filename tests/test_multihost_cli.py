@@ -212,3 +212,34 @@ def test_evaluating_all_steps_on_two_hosts_takes_process_0s_steps(tmp_path):
     save(4)
     saver.close()
     assert evaluate_on_two_hosts() == [[4], [4]]  # process 1's own folder has no metrics: it went by process 0's
+
+
+def test_processes_given_different_settings_are_refused_alike_and_a_lost_evaluation_is_not_said_to_resume(tmp_path):
+    """A BATCH_SIZE given to one host only ended that host in gloo's native abort ("collective mismatch", 40 lines of
+    dump) and the other in "rerun the same command on every host to resume from the last checkpoint"; a num_examples
+    on one host hung both. Now every process says which setting differs, before any work; folders may differ."""
+
+    def evaluate(*per_process: list[str]) -> list[subprocess.CompletedProcess]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        common = ["textchem-eval", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
+                  f"--gin.CHECKPOINT_PATH='{tmp_path / 'no_run'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_forward'",
+                  "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", f"--coordinator_address=127.0.0.1:{port}", "--process_count=2"]  # fmt: skip
+        processes = [subprocess.Popen([*common, f"--process_index={i}", f"--gin.EVAL_OUTPUT_DIR='{tmp_path / f'eval{i}'}'",
+                                       *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for i, flags in enumerate(per_process)]  # fmt: skip
+        _wait(processes, timeout=300)
+        return [subprocess.CompletedProcess(p.args, p.returncode, *p.communicate()) for p in processes]
+
+    refused = evaluate(["--gin.BATCH_SIZE=4"], ["--gin.BATCH_SIZE=2"])
+    said = ("configuration error: the processes of this run were given different settings: BATCH_SIZE is 4 on process "
+            "0, 2 on process 1. Give every process the same flags and gin files")  # fmt: skip
+    assert [r.returncode for r in refused] == [2, 2] and all(said in r.stderr for r in refused), [r.stderr[-2000:] for r in refused]
+    assert all("EVAL_OUTPUT_DIR" not in r.stderr and "Traceback" not in r.stderr for r in refused)
+
+    typo = evaluate([], ["--gin.BATCH_SIZ=2"])  # process 1 stops at its configuration error; process 0 was waiting
+    assert typo[1].returncode == 2 and "BATCH_SIZ" in typo[1].stderr, typo[1].stderr[-2000:]
+    assert typo[0].returncode == LOST_PEER_EXIT_CODE, typo[0].stderr[-2000:]
+    assert "fix what it names there, then rerun the command on every host" in typo[0].stderr
+    assert "resume from the last checkpoint" not in typo[0].stderr

@@ -534,6 +534,35 @@ def check_binding_types() -> None:
                                   "in gin an int is 2, a float 2.0, a str 'text', a bool True")  # fmt: skip
 
 
+# Where each host writes (T5X's evaluation on N hosts may name a folder per host): the one setting that may differ.
+_WRITTEN_PER_HOST = re.compile(r"output_dir$", re.I)
+
+
+def check_same_configuration() -> None:
+    """Raises ConfigError, on every process alike, when the processes of a multi-process run parsed different gin
+    bindings (a flag given to one host only): a BATCH_SIZE on one host ended in gloo's native abort, and a
+    num_examples on one hung both processes after process 0 had printed its results."""
+    import gin
+
+    config = getattr(gin.config, "_CONFIG", None)
+    if not isinstance(config, Mapping):
+        return  # another gin version: no check rather than a wrong one
+    entries = {}
+    for (scope, selector), parameters in list(config.items()):
+        for name, value in parameters.items():
+            key = scope if selector == "gin.macro" else f"{scope + '/' if scope else ''}{selector}.{name}"
+            if not _WRITTEN_PER_HOST.search(key):
+                entries[key] = repr(value)  # gin's references read as written: @f(), %MACRO
+    differ = peers.differences(entries)
+    if differ:
+        shown = "; ".join(f"{key} is " + ", ".join(f"{'unbound' if value is None else value} on process {index}"
+                                                   for index, value in enumerate(values))
+                          for key, values in list(differ.items())[:3])  # fmt: skip
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise ConfigError(f"the processes of this run were given different settings: {shown}{more}. Give every "
+                          "process the same flags and gin files (only the *OUTPUT_DIR folders may differ)")
+
+
 def _used_macros(config: Mapping) -> set[str]:
     """The macros some binding of gin's configuration (`gin.config._CONFIG`) refers to, `%NAME`."""
     import gin
@@ -708,8 +737,8 @@ def saved_run(directory: str) -> SavedRun:
 
 
 def initialize_distributed(coordinator_address: str | None, process_count: int | None, process_index: int | None,
-                           heartbeat_timeout_seconds: int = 100) -> None:  # fmt: skip
-    """`jax.distributed.initialize` from flags, or from the environment when the cluster sets it up."""
+                           heartbeat_timeout_seconds: int = 100) -> bool:  # fmt: skip
+    """`jax.distributed.initialize` from flags, or from the environment when the cluster sets it up; whether it was."""
     import jax
 
     sigterm_handler = signal.getsignal(signal.SIGTERM)
@@ -720,7 +749,7 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
     elif any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")):
         jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
     else:
-        return
+        return False
     # JAX's preemption notifier (C++) takes SIGTERM over at `initialize` and only records it: a SIGTERM before
     # textchem-train's own handler (while restoring or compiling) or during eval/infer was swallowed, and the
     # process ran on past a SLURM time limit ("preemption_notifier.cc:90] SIGTERM caught"). Back to the handler before:
@@ -728,6 +757,7 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
     signal.signal(signal.SIGTERM, signal.SIG_DFL if sigterm_handler is None else sigterm_handler)
     program = os.path.basename(sys.argv[0])
     peers.watch(lambda detail: exit_lost_peer(program, RuntimeError(detail)))  # not at the heartbeat timeout
+    return True
 
 
 LOST_PEER_EXIT_CODE = 75  # EX_TEMPFAIL: nothing wrong with this process; rerun to resume
@@ -756,10 +786,17 @@ def exit_lost_peer(program: str, error: BaseException) -> None:
 
     detail = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
     print(f"{program}: process {jax.process_index()} of {jax.process_count()} lost another process of the run "
-          f"({detail[:300]}). That process's log says why it stopped; rerun the same command on every host to resume "
-          "from the last checkpoint.", file=sys.stderr, flush=True)  # fmt: skip
+          f"({detail[:300]}). That process's log says why it stopped; {_rerun_advice(program)}.", file=sys.stderr,
+          flush=True)  # fmt: skip
     sys.stdout.flush()
     os._exit(LOST_PEER_EXIT_CODE)
+
+
+def _rerun_advice(program: str) -> str:
+    """Training resumes from its last checkpoint; an evaluation or inference has nothing to resume, and was told to."""
+    if "train" in program:
+        return "rerun the same command on every host to resume from the last checkpoint"
+    return "fix what it names there, then rerun the command on every host"
 
 
 COMPILATION_CACHE_BYTES = 2 << 30  # least recently used entries go beyond this
@@ -863,12 +900,14 @@ def run(main: Callable[[], int | None], argv: Sequence[str] | None = None, usage
             import seqio
 
             seqio.add_global_cache_dirs(FLAGS.seqio_additional_cache_dirs)
-        initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index,
-                               FLAGS.heartbeat_timeout_seconds)  # fmt: skip
+        distributed = initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count, FLAGS.process_index,
+                                             FLAGS.heartbeat_timeout_seconds)  # fmt: skip
         try:
             fallback = [f"run_config.CheckpointConfig.restore_fallback = {FLAGS.restore_fallback}"]
             parse_gin(FLAGS.gin_file, [*FLAGS.gin_bindings, *gin_flag_bindings,
                                        *(fallback if FLAGS["restore_fallback"].present else [])], FLAGS.gin_search_paths)  # fmt: skip
+            if distributed:
+                check_same_configuration()
         except ConfigError as error:
             print(f"configuration error: {error}", file=sys.stderr)
             return 2

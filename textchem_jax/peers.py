@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 _FINISHED = b"finished\n"
 _connections: list[socket.socket] = []
@@ -92,3 +92,30 @@ def _follow(connection: socket.socket, who: str | None, on_lost: Callable[[str],
             on_lost(f"{who or f'process {index}'} ended without finishing: its connection to this process closed")
 
     threading.Thread(target=follow, daemon=True).start()
+
+
+def differences(entries: Mapping[str, str]) -> dict[str, list[str | None]]:
+    """{key: [its value on process 0, 1, ...]} for the keys of `entries` whose values are not the same on every
+    process of a multi-process run (None: absent there); empty alone or when all agree, and the same on every
+    process. Processes given different settings hung in the first collective the sizes made unequal, or died in
+    gloo's C++ abort ("collective mismatch") with 40 lines of native dump."""
+    import hashlib
+    import json
+
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() < 2:
+        return {}
+    text = json.dumps(dict(entries), sort_keys=True).encode()
+    digest = np.frombuffer(hashlib.sha256(text).digest(), np.uint8).astype(np.int32)
+    digests = np.asarray(multihost_utils.process_allgather(digest))
+    if (digests == digests[0]).all():
+        return {}
+    length = int(np.max(multihost_utils.process_allgather(np.int32(len(text)))))
+    padded = np.zeros(length, np.int32)
+    padded[: len(text)] = np.frombuffer(text, np.uint8)
+    each = [json.loads(bytes(row.astype(np.uint8)).rstrip(b"\0")) for row in np.asarray(multihost_utils.process_allgather(padded))]
+    keys = sorted(set().union(*each))
+    return {key: [e.get(key) for e in each] for key in keys if len({e.get(key) for e in each}) > 1}
