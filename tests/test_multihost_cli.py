@@ -243,3 +243,29 @@ def test_processes_given_different_settings_are_refused_alike_and_a_lost_evaluat
     assert typo[0].returncode == LOST_PEER_EXIT_CODE, typo[0].stderr[-2000:]
     assert "fix what it names there, then rerun the command on every host" in typo[0].stderr
     assert "resume from the last checkpoint" not in typo[0].stderr
+
+
+def test_hosts_whose_input_files_differ_are_refused_before_any_decoding(tmp_path):
+    """An input file of one name with other lines on each host (local disks) hung both processes of textchem-infer
+    after process 0 had written its 5 predictions; its blank-line warning came from every host."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for i, lines in enumerate(("CCO\n\nCCN\n", "CCO\n\nCCN\nCCC\n")):
+        (tmp_path / f"host{i}").mkdir()
+        (tmp_path / f"host{i}" / "in.txt").write_text(lines)
+    processes = [subprocess.Popen(
+        ["textchem-infer", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/infer.gin",
+         f"--gin.CHECKPOINT_PATH='{tmp_path / 'no_run'}'", f"--gin.INFER_OUTPUT_DIR='{tmp_path / 'out'}'",
+         "--gin.infer_lib.infer.input_file='in.txt'", "--gin.infer_lib.infer.task='mol2text'",  # its own on each host
+         "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", f"--coordinator_address=127.0.0.1:{port}",
+         "--process_count=2", f"--process_index={i}"], cwd=tmp_path / f"host{i}", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+    _wait(processes, timeout=300)
+    errors = [p.communicate()[1] for p in processes]
+    assert [p.returncode for p in processes] == [2, 2], [e[-2000:] for e in errors]
+    said = ("the processes of this run read different inputs for textchem_mol2text: 2 inputs (SHA-256 ", " on process 0, "
+            "3 inputs (SHA-256 ", " on process 1. Give every process the same input file")  # fmt: skip
+    assert all(all(part in e for part in said) for e in errors), [e[-2000:] for e in errors]
+    assert "lines are blank" in errors[0] and "lines are blank" not in errors[1]
+    assert not (tmp_path / "out").exists()

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from textchem_jax import peers
 from textchem_jax.catalogue import PROMPTS, task_input_domain
 from textchem_jax.paths import absolute, expand_user, makedirs
 from textchem_jax.progress import ProgressLine
@@ -194,6 +195,8 @@ def _file_examples(path: str, task: str, vocabulary, max_input_length: int, chun
     if not count:  # an empty file: 0 predictions and a .COMPLETED marker said the inference had worked
         raise ValueError(f"{path} has no inputs: write one per line (.txt), one JSON object per line (.jsonl), or "
                          "rows under a header with an 'input' column (.csv, .tsv)")  # fmt: skip
+    if jax.process_index() != 0:  # said once, by process 0, as our other warnings (srun shows every host's)
+        return
     if blank:  # said, or the predictions no longer line up with the file's lines and nothing tells
         logger.warning("%s: %d of %d lines are blank (line %s); skipped: the %d predictions follow the other lines in "
                        "order. Remove them, or put an input on each.", path, len(blank), count + len(blank),
@@ -316,6 +319,7 @@ def infer(
         sources = list(_task_examples(dataset_cfg, model))
         split_name = dataset_cfg.split
         this = {"mixture_or_task_name": dataset_cfg.mixture_or_task_name, "split": dataset_cfg.split}
+    _check_same_inputs(sources)
     names = [_output_name(task_name, row_format, split_name) for task_name, _ in sources]
     _refuse_to_replace(output_dir, names, this)
     concrete, step = resolve_checkpoint(checkpoint_path)  # the step recorded is the step loaded
@@ -349,6 +353,23 @@ def infer(
             print(f"{len(lines)} predictions -> {path}", flush=True)
         written.append(path)
     return written
+
+
+def _check_same_inputs(sources: list[tuple[str, list[dict]]]) -> None:
+    """Every host decodes every batch (the batches are collectives): an input file of one name holding other lines on
+    another host hung every process, after process 0 had written its predictions. Refused on each, before loading."""
+    import hashlib
+
+    def summary(examples: list[dict]) -> str:
+        digest = hashlib.sha256("\n".join(e["inputs_pretokenized"] for e in examples).encode()).hexdigest()
+        return f"{len(examples)} inputs (SHA-256 {digest[:12]})"
+
+    differ = peers.differences({task_name: summary(examples) for task_name, examples in sources})
+    if differ:
+        task_name, values = next(iter(differ.items()))
+        each = ", ".join(f"{value or 'none'} on process {index}" for index, value in enumerate(values))
+        raise ValueError(f"the processes of this run read different inputs for {task_name}: {each}. Give every process "
+                         "the same input file (a shared path, or identical copies)")  # fmt: skip
 
 
 def _output_name(task_name: str, row_format: str, split_name: str) -> str:
