@@ -505,3 +505,16 @@ def test_robustness_reads_the_runs_own_data_folder_and_says_which_before_making_
     finally:
         datasets.set_data_dir(None)
     assert not any((tmp_path / name / "robustness").exists() for name in runs)
+
+
+def test_a_refused_textchem_eval_leaves_no_output_folder(tmp_path):
+    """textchem-eval builds its evaluator before the checkpoint loads, and the evaluator made its output folder:
+    a run refused at the checkpoint (none there, another model's, an unreachable gs://) left an empty
+    EVAL_OUTPUT_DIR/inference_eval/. The folder is made when the first task's results are written."""
+    from textchem_jax import evaluate as evaluate_lib
+
+    cfg = DatasetConfig("textchem_demo_forward", LENGTHS, "validation", 4, shuffle=False, pack=False, num_examples=2)
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder at"):
+        evaluate_lib.evaluate(model=tiny_t5(), checkpoint_path=str(tmp_path / "nope"), dataset_cfg=cfg,
+                              output_dir=str(tmp_path / "eval"))  # fmt: skip
+    assert not (tmp_path / "eval").exists()

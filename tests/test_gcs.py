@@ -215,3 +215,31 @@ def test_a_slurm_jobs_step_check_reads_a_bucket_quietly(gcs):
     result = _run(gcs, sys.executable, "-c", check, f"{BUCKET}/slurm_run")
     assert result.stdout == "7\n"
     assert not [line for line in result.stderr.splitlines() if "InitializeLog" in line or "cudart_stub" in line]
+
+
+def test_a_bucket_that_cannot_be_reached_says_what_to_check(capsys):
+    """With no network (or a proxy or DNS that does not answer), `--gin.MODEL_DIR="'gs://bucket/run'"` ended in
+    TensorFlow's "Error executing an HTTP request: libcurl code 6 ... Could not resolve host: www.googleapis.com
+    when reading metadata of gs://..." with no fix. The line keeps that detail and says what to check."""
+    import tensorflow as tf
+
+    from textchem_jax.cli import command
+
+    detail = ("Error executing an HTTP request: libcurl code 6 meaning 'Could not resolve hostname', error details: "
+              "Could not resolve host: www.googleapis.com\n\t when reading metadata of gs://no-such-bucket/run")  # fmt: skip
+
+    @command
+    def unreachable() -> int:
+        raise tf.errors.FailedPreconditionError(None, None, detail)
+
+    assert unreachable() == 2
+    (said,) = capsys.readouterr().err.strip().splitlines()  # one line
+    assert ("Could not resolve host: www.googleapis.com when reading metadata of gs://no-such-bucket/run: Cloud Storage "
+            "could not be reached (no network, or a proxy or DNS problem)") in said, said  # fmt: skip
+    assert "storage.googleapis.com" in said and "gcloud auth application-default login" in said
+
+    @command
+    def missing() -> int:  # a file that is not there: no word of the network
+        raise tf.errors.NotFoundError(None, None, "gs://bucket/run/config.gin; No such file or directory")
+
+    assert missing() == 2 and "Cloud Storage could not be reached" not in capsys.readouterr().err

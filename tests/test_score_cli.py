@@ -396,3 +396,16 @@ def test_output_on_gcs_prints_no_tensorflow_start_up_lines(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not re.search(r"cudart_stub|cpu_feature_guard|InitializeLog|tensorflow/", result.stderr), result.stderr
     assert f"Metrics written to gs://{gcs_emulator.BUCKET}/one.json" in result.stdout and "one.json" in stored
+
+
+def test_a_local_output_prints_no_tensorflow_start_up_lines(tmp_path):
+    """--output=OUT/ on a local folder printed TensorFlow's C++ start-up lines twice, after the table: the libraries
+    were quieted for gs:// paths only, and writing the JSON (write_whole, through tf.io.gfile) imported TensorFlow."""
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps({"task": "textchem_forward", "input": "CCO.CC(=O)O", "target": "CCOC(C)=O",
+                                       "prediction": "CCOC(C)=O"}) + "\n")  # fmt: skip
+    command = [sys.executable, "-m", "textchem_jax.score", f"--predictions={predictions}", f"--output={tmp_path}/out/"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not re.search(r"InitializeLog|oneDNN|cudart_stub|cpu_feature_guard|tensorflow/", result.stderr), result.stderr
+    assert (tmp_path / "out" / "scores.json").exists() and f"Metrics written to {tmp_path}/out/scores.json" in result.stdout

@@ -64,6 +64,23 @@ def _file_system_error(error: BaseException) -> bool:
     return isinstance(error, OSError) or (tensorflow_error(error) and type(error).__name__ in _TF_FILE_ERRORS)
 
 
+# libcurl's words (TensorFlow's gs:// client) when no connection was made at all: DNS, proxy, refused, timed out.
+_NO_CONNECTION = re.compile(r"Could not resolve (host|proxy)|Couldn't (connect|resolve)|Failed to connect|"
+                            r"libcurl code (5|6|7|28) meaning")  # fmt: skip
+
+
+def file_error_line(error: BaseException) -> str:
+    """A file-system error as the command's one line; where Cloud Storage was not reached at all, with what to
+    check: "Could not resolve host: www.googleapis.com when reading metadata of gs://..." said no fix (a machine
+    without network, a proxy or DNS that does not answer), and TensorFlow broke it over two lines."""
+    message = without_gin_context(error)
+    if not _NO_CONNECTION.search(message):
+        return message
+    return (" ".join(message.split()) + ": Cloud Storage could not be reached (no network, or a proxy or DNS problem); "
+            "check that this machine reaches storage.googleapis.com and www.googleapis.com (a proxy: HTTPS_PROXY) and "
+            "that its credentials work (gcloud auth application-default login)")  # fmt: skip
+
+
 def command(main: Command) -> Command:
     """`main` as a command ends: Ctrl-C in `PROGRAM: interrupted` and status 130 (128 + SIGINT, as the shell
     says it); a file-system error (a file where a folder should be, a missing or unwritable path, here or on
@@ -81,7 +98,7 @@ def command(main: Command) -> Command:
         except Exception as error:
             if not _file_system_error(error):
                 raise
-            print(f"{program}: {without_gin_context(error)}", file=sys.stderr, flush=True)
+            print(f"{program}: {file_error_line(error)}", file=sys.stderr, flush=True)
             return 2
 
     return answered  # type: ignore[return-value]

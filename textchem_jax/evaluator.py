@@ -231,7 +231,6 @@ class InferenceEvaluator:
         provider = checked_provider(cfg, model, ("inputs", "targets"))  # said now, not deep in SeqIO
         check_metric_fns(seqio.get_subtasks(provider))
         tasks = eval_tasks(cfg.mixture_or_task_name, cfg.split)
-        makedirs(output_dir)  # seqio's loggers expect it
         if jax.process_index() == 0:  # the one process that appends the metrics lines: none glued to a cut one
             for task in tasks:
                 if tf.io.gfile.exists(path := os.path.join(output_dir, f"{task.name}-metrics.jsonl")):
@@ -258,6 +257,7 @@ class InferenceEvaluator:
                 for line in cut_examples(evaluator.eval_tasks[0], dataset, cfg, features, setting=length_setting):
                     logger.warning(line)
         self.model = model
+        self.output_dir = output_dir  # made by `evaluate`, when there is something to write into it
         self.split, self.progress_period = cfg.split, progress_period
         self.batch_size = cfg.batch_size
         self.input_length = int(cfg.task_feature_lengths["inputs"])
@@ -297,6 +297,10 @@ class InferenceEvaluator:
                     self.examples[name] = len(outputs)
                     if self._is_retro(name):
                         self._add_round_trip(name, outputs, params)
+                    # Made here, not when the evaluator is built (textchem-eval builds it before the checkpoint
+                    # loads): a refused run (no checkpoint, another model's, an unreachable gs://) left an empty
+                    # EVAL_OUTPUT_DIR/inference_eval/. seqio's loggers expect it.
+                    makedirs(self.output_dir)
                     futures[name], _ = self.evaluators[name].evaluate(
                         compute_metrics=compute, step=step, predict_fn=lambda dataset, outputs=outputs: outputs
                     )

@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("textchem_jax").setLevel(logging.DEBUG)  # e.g. which WordNet METEOR read
     else:  # absl's INFO lines (rouge-score's "Using default tokenizer"), TensorFlow's start-up lines for gs://
         logging.getLogger("absl").setLevel(logging.WARNING)
-        if any(path and is_remote(path) for path in (args.predictions, args.output, args.caption_tokenizer)):
+        # and for any --output: write_whole writes it through TensorFlow, whose import after the table printed its
+        # C++ start-up lines (InitializeLog, oneDNN, cudart_stub, cpu_feature_guard) for a local file too
+        if args.output is not None or any(path and is_remote(path) for path in (args.predictions, args.caption_tokenizer)):
             quiet_libraries()
     if not args.predictions.exists():
         parser.error(f"no predictions file or folder at {args.predictions}")
