@@ -155,6 +155,17 @@ def test_the_data_dir_macro_is_where_our_tasks_read(tmp_path):
     assert result.returncode == 2 and f"expected {tmp_path / 'data'}/chebi20/train.txt" in result.stderr, result.stderr[-2000:]
 
 
+def test_a_misspelt_parameter_is_answered_with_the_names_it_may_mean():
+    """gin said only "Configurable 'train_lib.train' doesn't have a parameter named 'log_perod'"; misspelt macros and
+    task names already got the names they may mean."""
+    with pytest.raises(launch.ConfigError, match=r"(?s)doesn't have a parameter named 'log_perod'.*\nFix: did you mean log_period( or \w+)?\?$"):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "train_lib.train.log_perod=10"])
+    gin.clear_config()
+    with pytest.raises(launch.ConfigError, match=r"(?s)parameter named 'periodd'.*\nFix: did you mean period( or \w+)?\?$"):
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "run_config.CheckpointConfig.periodd=10"])
+    gin.clear_config()
+
+
 def test_a_misspelt_macro_binding_is_an_error_with_the_names_it_may_mean():
     """gin took `--gin.LEARNING_RAET=1e-3` as a macro of its own: the run trained at the configured rate."""
     with pytest.raises(launch.ConfigError, match=r"--gin\.LEARNING_RAET binds a macro that no gin file .*did you mean --gin\.LEARNING_RATE"):

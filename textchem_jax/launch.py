@@ -293,6 +293,15 @@ def _our_parameters(selector: str) -> list[str] | None:
     return [parameter.name for parameter in parameters if parameter.kind is not parameter.VAR_POSITIONAL]
 
 
+def _close_parameters(configurable: str, parameter: str) -> list[str]:
+    """Our configurable's parameters spelt like `parameter` (`train_lib.train.log_perod`: log_period), as misspelt
+    macros and task names are answered; gin named the configurable and the wrong name only."""
+    import difflib
+
+    names = _our_parameters(configurable.rpartition("/")[2])
+    return difflib.get_close_matches(parameter, names, n=2, cutoff=0.6) if names else []
+
+
 def _string_value(value: str) -> str:
     """The string a binding's quoted literal holds (`'specific'` and `"specific"` -> specific), else the text."""
     import ast
@@ -419,6 +428,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
             ) from None
         if t5x_hint := _t5x_name_error(message):
             raise ConfigError(t5x_hint) from None
+        if (unknown := _UNKNOWN_PARAMETER.search(message)) and (close := _close_parameters(**unknown.groupdict())):
+            raise ConfigError(f"{message}\nFix: did you mean {' or '.join(close)}?") from None
         if "No configurable matching" in message:
             raise ConfigError(
                 f"{message}\nFix: check the spelling, and that the file imports the module "
