@@ -8,6 +8,7 @@ process 0 writes the run's own files.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import signal
@@ -269,3 +270,12 @@ def test_hosts_whose_input_files_differ_are_refused_before_any_decoding(tmp_path
     assert all(all(part in e for part in said) for e in errors), [e[-2000:] for e in errors]
     assert "lines are blank" in errors[0] and "lines are blank" not in errors[1]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_settings_compared_read_alike_in_processes_whose_string_hashes_differ():
+    """A set's repr follows its strings' hashes, which differ between processes: a gin set (`{'a', 'b'}`) bound
+    alike on every host would have been refused as a different setting."""
+    program = "from textchem_jax.launch import _same_everywhere\nprint(_same_everywhere({'k': {'alpha', 'beta', 'gamma', 'delta'}}))"
+    seen = {subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}  # fmt: skip
+    assert seen == {"{'k': {'alpha', 'beta', 'delta', 'gamma'}}\n"}

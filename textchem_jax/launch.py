@@ -549,6 +549,19 @@ def check_binding_types() -> None:
 _WRITTEN_PER_HOST = re.compile(r"output_dir$", re.I)
 
 
+def _same_everywhere(value: Any) -> str:
+    """`repr(value)` alike in every process: gin's references read as written (@f(), %MACRO), a set's items sorted
+    (string hashes, hence set order, differ between processes)."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(_same_everywhere(item) for item in value)) + "}"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_same_everywhere(k)}: {_same_everywhere(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_same_everywhere(item) for item in value)
+        return f"[{items}]" if isinstance(value, list) else f"({items}{',' if len(value) == 1 else ''})"
+    return repr(value)
+
+
 def check_same_configuration() -> None:
     """Raises ConfigError, on every process alike, when the processes of a multi-process run parsed different gin
     bindings (a flag given to one host only): a BATCH_SIZE on one host ended in gloo's native abort, and a
@@ -563,7 +576,7 @@ def check_same_configuration() -> None:
         for name, value in parameters.items():
             key = scope if selector == "gin.macro" else f"{scope + '/' if scope else ''}{selector}.{name}"
             if not _WRITTEN_PER_HOST.search(key):
-                entries[key] = repr(value)  # gin's references read as written: @f(), %MACRO
+                entries[key] = _same_everywhere(value)
     differ = peers.differences(entries)
     if differ:
         shown = "; ".join(f"{key} is " + ", ".join(f"{'unbound' if value is None else value} on process {index}"
