@@ -158,12 +158,11 @@ def test_the_data_dir_macro_is_where_our_tasks_read(tmp_path):
 def test_a_misspelt_parameter_is_answered_with_the_names_it_may_mean():
     """gin said only "Configurable 'train_lib.train' doesn't have a parameter named 'log_perod'"; misspelt macros and
     task names already got the names they may mean."""
-    with pytest.raises(launch.ConfigError, match=r"(?s)doesn't have a parameter named 'log_perod'.*\nFix: did you mean log_period( or \w+)?\?$"):
-        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "train_lib.train.log_perod=10"])
-    gin.clear_config()
-    with pytest.raises(launch.ConfigError, match=r"(?s)parameter named 'periodd'.*\nFix: did you mean period( or \w+)?\?$"):
-        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "run_config.CheckpointConfig.periodd=10"])
-    gin.clear_config()
+    for binding, wrong, meant in (("train_lib.train.log_perod=10", "log_perod", "log_period"),
+                                  ("run_config.CheckpointConfig.periodd=10", "periodd", "period")):  # fmt: skip
+        with pytest.raises(launch.ConfigError, match=rf"(?s)doesn't have a parameter named '{wrong}'.*\nFix: did you mean {meant}( or \w+)?\?$"):
+            launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", binding])
+        gin.clear_config()
 
 
 def test_a_misspelt_macro_binding_is_an_error_with_the_names_it_may_mean():

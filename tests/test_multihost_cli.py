@@ -12,13 +12,13 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from gcs_emulator import free_port
 from helpers import ONE_TASK_EVALUATION
 from textchem_jax.launch import LOST_PEER_EXIT_CODE
 
@@ -33,9 +33,7 @@ FLAGS = [
 
 
 def _start(model_dir: pathlib.Path, logs: pathlib.Path, *flags: str) -> list[subprocess.Popen]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     common = ["textchem-train", *FLAGS, f"--gin.MODEL_DIR='{model_dir}'", f"--coordinator_address=127.0.0.1:{port}",
               "--process_count=2", *flags]  # fmt: skip
     logs.mkdir(exist_ok=True)
@@ -115,9 +113,7 @@ def test_two_process_quickstart_survives_a_dead_process_and_resumes(tmp_path):
 def test_a_sigterm_before_training_ends_a_multi_process_command_as_on_one_host(tmp_path):
     """JAX's preemption notifier takes SIGTERM over at `jax.distributed.initialize` and only records it: a SLURM
     time-limit SIGTERM during a restore or compilation (or eval/infer) was swallowed and the process ran on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     program = ("import os, signal, time\nfrom textchem_jax import launch\n"
                f"launch.initialize_distributed('127.0.0.1:{port}', 1, 0)\n"
                "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(10)\nprint('ran on', flush=True)\n")  # fmt: skip
@@ -145,9 +141,7 @@ def test_a_process_that_ends_without_finishing_stops_the_others_at_once(tmp_path
     dead peer only at the heartbeat timeout (100 s here) and then aborted: `F... client.h:80] Terminating process`, a
     page of C++ stack and status 134. Killed or failed, the other now exits 75 with one line within seconds; a
     process that finished leaves the others running."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
+    port = str(free_port())
     processes = [subprocess.Popen([sys.executable, "-c", PEER, str(i), port, end], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
     try:
@@ -190,9 +184,7 @@ def test_evaluating_all_steps_on_two_hosts_takes_process_0s_steps(tmp_path):
         saver.wait()
 
     def evaluate_on_two_hosts() -> list[list[int]]:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         worker = pathlib.Path(__file__).with_name("multihost_eval_worker.py")
         processes = [subprocess.Popen([sys.executable, str(worker), f"127.0.0.1:{port}", str(i), str(tmp_path / "run"),
                                        str(tmp_path / f"eval{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -221,9 +213,7 @@ def test_processes_given_different_settings_are_refused_alike_and_a_lost_evaluat
     on one host hung both. Now every process says which setting differs, before any work; folders may differ."""
 
     def evaluate(*per_process: list[str]) -> list[subprocess.CompletedProcess]:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         common = ["textchem-eval", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/eval.gin",
                   f"--gin.CHECKPOINT_PATH='{tmp_path / 'no_run'}'", "--gin.MIXTURE_OR_TASK_NAME='textchem_demo_forward'",
                   "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", f"--coordinator_address=127.0.0.1:{port}", "--process_count=2"]  # fmt: skip
@@ -249,9 +239,7 @@ def test_processes_given_different_settings_are_refused_alike_and_a_lost_evaluat
 def test_hosts_whose_input_files_differ_are_refused_before_any_decoding(tmp_path):
     """An input file of one name with other lines on each host (local disks) hung both processes of textchem-infer
     after process 0 had written its 5 predictions; its blank-line warning came from every host."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     for i, lines in enumerate(("CCO\n\nCCN\n", "CCO\n\nCCN\nCCC\n")):
         (tmp_path / f"host{i}").mkdir()
         (tmp_path / f"host{i}" / "in.txt").write_text(lines)

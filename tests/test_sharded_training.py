@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from gcs_emulator import free_port
 from helpers import run_with_devices
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sharded_training")]  # tiny trainings in processes;
@@ -30,9 +30,7 @@ def _losses(*args: str) -> list[float]:
 
 def _multi_process(processes: int, devices: int, data: int, model: int) -> dict:
     """One run of `processes` processes on 127.0.0.1 (gloo), `devices` CPU devices each, on a (data, model) mesh."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     coordinator = f"127.0.0.1:{port}"
     workers = [
         subprocess.Popen([sys.executable, str(WORKER), str(devices), str(data), str(model), coordinator, str(processes), str(i)],

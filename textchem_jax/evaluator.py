@@ -291,16 +291,16 @@ class InferenceEvaluator:
         self.examples = {}  # task -> the rows it was scored on
         compute = jax.process_index() == 0  # every host decodes; the first one scores
         futures = {}
+        # Made here, not when the evaluator is built (textchem-eval builds it before the checkpoint loads): a refused
+        # run (no checkpoint, another model's, an unreachable gs://) left an empty EVAL_OUTPUT_DIR/inference_eval/.
+        # seqio's loggers expect it.
+        makedirs(self.output_dir)
         with metric_settings(forward_fn=self._forward_from_round_trip, caption_tokenizer=self.caption_tokenizer):
             try:
                 for name, outputs in self.decoded_tasks(params):
                     self.examples[name] = len(outputs)
                     if self._is_retro(name):
                         self._add_round_trip(name, outputs, params)
-                    # Made here, not when the evaluator is built (textchem-eval builds it before the checkpoint
-                    # loads): a refused run (no checkpoint, another model's, an unreachable gs://) left an empty
-                    # EVAL_OUTPUT_DIR/inference_eval/. seqio's loggers expect it.
-                    makedirs(self.output_dir)
                     futures[name], _ = self.evaluators[name].evaluate(
                         compute_metrics=compute, step=step, predict_fn=lambda dataset, outputs=outputs: outputs
                     )

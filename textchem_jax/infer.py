@@ -367,8 +367,8 @@ def _check_same_inputs(sources: list[tuple[str, list[dict]]]) -> None:
     differ = peers.differences({task_name: summary(examples) for task_name, examples in sources})
     if differ:
         task_name, values = next(iter(differ.items()))
-        each = ", ".join(f"{value or 'none'} on process {index}" for index, value in enumerate(values))
-        raise ValueError(f"the processes of this run read different inputs for {task_name}: {each}. Give every process "
+        raise ValueError(f"the processes of this run read different inputs for {task_name}: "
+                         f"{peers.by_process(values, absent='none')}. Give every process "
                          "the same input file (a shared path, or identical copies)")  # fmt: skip
 
 

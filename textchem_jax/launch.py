@@ -514,6 +514,13 @@ def _log_the_optimizers_rate() -> None:
         gin.bind_parameter("trainer.Trainer.learning_rate_fn", rate)
 
 
+def _binding_name(scope: str, selector: str, parameter: str) -> str:
+    """A key of gin's configuration as a binding writes it: `scope/selector.parameter`, or a macro's NAME."""
+    if selector == "gin.macro":
+        return scope
+    return f"{scope + '/' if scope else ''}{selector}.{parameter}"
+
+
 def check_binding_types() -> None:
     """Raises ConfigError for a literal binding (directly or through a macro) that its parameter's annotation
     rules out, e.g. `NUM_PARTITIONS = 'two'` for `num_partitions: int | None`: said before the run starts,
@@ -539,7 +546,7 @@ def check_binding_types() -> None:
             if not kinds or not all(k in _LITERAL_TYPES for k in kinds) or type(value) not in _LITERALS:
                 continue
             if not any(isinstance(value, _LITERAL_TYPES[k]) and not (k != "bool" and isinstance(value, bool)) for k in kinds):
-                where = f"{scope + '/' if scope else ''}{selector}.{name}"
+                where = _binding_name(scope, selector, name)
                 via = f" (through the macro {macro}: --gin.{macro}=VALUE)" if macro else ""
                 raise ConfigError(f"{where} takes {annotation}, but is bound to {value!r} ({type(value).__name__}){via}; "
                                   "in gin an int is 2, a float 2.0, a str 'text', a bool True")  # fmt: skip
@@ -574,14 +581,12 @@ def check_same_configuration() -> None:
     entries = {}
     for (scope, selector), parameters in list(config.items()):
         for name, value in parameters.items():
-            key = scope if selector == "gin.macro" else f"{scope + '/' if scope else ''}{selector}.{name}"
+            key = _binding_name(scope, selector, name)
             if not _WRITTEN_PER_HOST.search(key):
                 entries[key] = _same_everywhere(value)
     differ = peers.differences(entries)
     if differ:
-        shown = "; ".join(f"{key} is " + ", ".join(f"{'unbound' if value is None else value} on process {index}"
-                                                   for index, value in enumerate(values))
-                          for key, values in list(differ.items())[:3])  # fmt: skip
+        shown = "; ".join(f"{key} is {peers.by_process(values, absent='unbound')}" for key, values in list(differ.items())[:3])
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
         raise ConfigError(f"the processes of this run were given different settings: {shown}{more}. Give every "
                           "process the same flags and gin files (only the *OUTPUT_DIR folders may differ)")

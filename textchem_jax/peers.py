@@ -119,3 +119,8 @@ def differences(entries: Mapping[str, str]) -> dict[str, list[str | None]]:
     each = [json.loads(bytes(row.astype(np.uint8)).rstrip(b"\0")) for row in np.asarray(multihost_utils.process_allgather(padded))]
     keys = sorted(set().union(*each))
     return {key: [e.get(key) for e in each] for key in keys if len({e.get(key) for e in each}) > 1}
+
+
+def by_process(values: list[str | None], absent: str) -> str:
+    """`differences`' values as said: "4 on process 0, 2 on process 1" (`absent` where a process had none)."""
+    return ", ".join(f"{absent if value is None else value} on process {index}" for index, value in enumerate(values))
