@@ -255,6 +255,19 @@ def test_a_seal_that_fails_is_reported_and_the_step_still_restores(tmp_path, mon
     _assert_bitwise_equal(restored, _state("dict", 1, scale=1))
 
 
+def test_a_restored_step_that_was_never_sealed_is_sealed(tmp_path):
+    """A run stopped while its last step was sealed (a SIGTERM in the final evaluation) left that step without
+    checksums through every rerun, and a byte flipped in it then evaluated without a word."""
+    _saved(tmp_path, steps=(1,)).close()
+    sums = (tmp_path / "1" / ckpt.CHECKSUMS_FILE).read_text()
+    (tmp_path / "1" / ckpt.CHECKSUMS_FILE).unlink()
+    checkpoints = ckpt.Checkpoints(str(tmp_path))
+    restored, step = checkpoints.restore(ckpt.abstract_like(_state("dict")))
+    checkpoints.close()
+    assert step == 1 and (tmp_path / "1" / ckpt.CHECKSUMS_FILE).read_text() == sums
+    _assert_bitwise_equal(restored, _state("dict", 1, scale=1))
+
+
 def test_sealing_and_checking_read_several_files_at_once_and_name_the_first_bad_file_in_order(tmp_path, monkeypatch):
     _saved(tmp_path, steps=(1,)).close()
     step_dir = tmp_path / "1"

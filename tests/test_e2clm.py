@@ -738,10 +738,11 @@ def test_parts_of_another_vocabulary_are_named_together(tmp_path):
 
 def test_an_e2clm_run_given_as_a_part_is_named_as_one(tmp_path):
     """An e2-CLM run as a part was "a starting checkpoint of another model: bind the model it holds", which cannot
-    make it a part."""
+    make it a part; and a T5 fine-tuned from one started from random weights with "initialized from RUN" (probe:
+    its first loss was the scratch run's to the digit), where textchem-eval refuses the same pair."""
     import flax.linen as nn
 
-    from helpers import tiny_e2clm
+    from helpers import tiny_e2clm, tiny_t5
     from textchem_jax import checkpoints as ckpt
     from textchem_jax.data import vocabulary as vocabularies
     from textchem_jax.model_loading import initial_params
@@ -757,6 +758,10 @@ def test_an_e2clm_run_given_as_a_part_is_named_as_one(tmp_path):
                                          r"and a part must be a T5 checkpoint"):  # fmt: skip
         initial_params(model, {"text": t5, "chemistry": str(tmp_path / "run"), "decoder": t5},
                        partitioning.make_mesh(), nn.meta.unbox(model.init(jax.random.key(1))))  # fmt: skip
+    t5_model = tiny_t5("1.0")
+    with pytest.raises(ValueError, match=r"parameter \['encoder'\]\S* is not in the checkpoint"):
+        initial_params(t5_model, str(tmp_path / "run"), partitioning.make_mesh(),
+                       nn.meta.unbox(t5_model.init(jax.random.key(1))))  # fmt: skip
 
 
 @pytest.mark.needs_hf

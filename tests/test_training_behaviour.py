@@ -20,6 +20,7 @@ import pytest
 
 from helpers import LENGTHS, ONE_TASK_EVALUATION, ROOT, as_from_a_terminal, demo_batch, t5_like_vocabulary, tiny_t5, tree_leaves
 from textchem_jax import partitioning
+from textchem_jax.checkpoints import CHECKSUMS_FILE
 from textchem_jax import train as train_lib
 from textchem_jax import trainer as trainer_lib
 from textchem_jax.run_config import CheckpointConfig, DatasetConfig
@@ -391,6 +392,19 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     second = load_for_inference(tiny_t5(), str(tmp_path / "second"), mesh)
     for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(second)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # lr 0: the loaded weights, unchanged
+    # A resume reads its own checkpoints: another starting checkpoint was ignored without a word, and config.gin
+    # (textchem-train's record of the run, as written here) was rewritten with the path that was never read.
+    recorded = (f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 'first'}'\n"
+                "run_config.CheckpointConfig.initial_checkpoint_path = %INITIAL_CHECKPOINT_PATH\n")  # fmt: skip
+    (tmp_path / "second" / "config.gin").write_text(recorded)
+    for other in (str(tmp_path / "elsewhere"), None):
+        with pytest.raises(ValueError, match=rf"resumes from its own checkpoints, so INITIAL_CHECKPOINT_PATH={other!r} "
+                                             rf"would not be read: the run started from '{tmp_path / 'first'}'"):  # fmt: skip
+            _train(tmp_path / "second", train_steps=5, initial_checkpoint_path=other)
+    assert (tmp_path / "second" / "config.gin").read_text() == recorded
+    capsys.readouterr()
+    _train(tmp_path / "second", train_steps=5, initial_checkpoint_path=f"{tmp_path / 'first'}/")  # its own: resumes
+    assert "resumed from step 4" in capsys.readouterr().out
     # Another model started from it: the fix was the one for resuming ("its MODEL_DIR/config.gin"), and the run
     # left an empty MODEL_DIR/checkpoints/ behind.
     with pytest.raises(ValueError, match=r"\['wi'\].* is not in the checkpoint .*is a starting checkpoint of another model"):
@@ -498,6 +512,7 @@ def test_a_signal_during_the_final_evaluation_says_the_step_is_saved_writes_no_m
     written = [json.loads(line)["step"] for path in (tmp_path / "inference_eval").glob("*-metrics.jsonl")
                for line in path.read_text().splitlines()]  # fmt: skip
     assert 2 not in written
+    assert (tmp_path / "checkpoints" / "2" / CHECKSUMS_FILE).is_file()  # sealed as the evaluation ran: never after
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "nothing to train" in rerun.stdout and "evaluation at step 2" in rerun.stdout and "not repeated" not in rerun.stdout

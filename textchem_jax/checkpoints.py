@@ -195,7 +195,7 @@ class Checkpoints:
         """Starts saving `step` (asynchronously); first finishes the save before it and starts sealing that one.
 
         With `keep=1` this save deletes the step before it once committed, so that step's seal is awaited first."""
-        self._join_seals()
+        self.join_seals()
         self.wait(sealed=self.keep == 1)
         items = {"state": ocp.args.StandardSave(state)}
         if iterator is not None:
@@ -237,11 +237,19 @@ class Checkpoints:
                 with _quiet_damaged_step_metadata():
                     self.manager.reload()
             logger.info("restored step %d from %s", candidate, self.directory)
+            self._seal_if_never_sealed(candidate)
             return restored, candidate
         if failures:
             raise CheckpointError(f"no checkpoint in {self.directory} can be restored (the latest: {failures[0][1]}); "
                                   f"not starting from scratch: fix it, or move {self.directory} away to start afresh")  # fmt: skip
         return None
+
+    def _seal_if_never_sealed(self, step: int) -> None:
+        """Seals a restored step that has no checksums (in the background, joined as `wait`'s seals are): a run
+        stopped while its last step was sealed left that step unsealed for good, and damage to it then loaded
+        without a word. Its files are the ones just restored, so the checksums are theirs."""
+        if jax.process_index() == 0 and not (self.directory / str(step) / CHECKSUMS_FILE).exists():
+            self._sealing[step] = self._sealer.submit(seal, self.directory / str(step))
 
     def _unused_corrupt_name(self, step: int) -> epath.Path:
         """`<step>.corrupt`, or `<step>.corrupt-2`, -3, ... when a step saved again after a fallback is damaged again
@@ -298,9 +306,9 @@ class Checkpoints:
             for step in committed:
                 self._sealing[step] = self._sealer.submit(seal, self.directory / str(step))
         if sealed:
-            self._join_seals()
+            self.join_seals()
 
-    def _join_seals(self) -> None:
+    def join_seals(self) -> None:
         """Waits for the background seals. One that failed costs only the checksums: orbax still restores the
         step with its own checks, so training goes on (and no host waits for another in a collective)."""
         for step, sealing in sorted(self._sealing.items()):

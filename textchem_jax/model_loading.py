@@ -377,7 +377,9 @@ def initial_params(model, source: str | Mapping[str, str], mesh, like: Any) -> t
     weights), or a mapping part -> T5 checkpoint (e.g. {"text": t5-small, "chemistry": MolT5,
     "decoder": t5-small}) for encoders started from different checkpoints.
     """
-    if not isinstance(source, Mapping) and stored_param_names(source) == set(model.abstract_params()):
+    if not isinstance(source, Mapping) and (  # a T5 takes no parts: another model's checkpoint is refused there
+        not model.t5_parts or stored_param_names(source) == set(model.abstract_params())
+    ):
         concrete, step = resolve_checkpoint(source)  # the step loaded is the step returned, whatever is saved since
         return load_for_inference(model, concrete, mesh, like=like, starting=True), step
     parts = dict(source) if isinstance(source, Mapping) else {part: source for part in model.t5_parts}

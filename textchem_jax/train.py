@@ -300,6 +300,7 @@ def train(
             checkpoints = ckpt.Checkpoints(os.path.join(model_dir, run_results.CHECKPOINTS_FOLDER), keep=checkpoint_cfg.keep)
             restored = _restore(checkpoints, state, iterator, checkpoint_cfg.restore_fallback, trainer)
             if restored is not None:
+                _check_same_start(model_dir, checkpoint_cfg.initial_checkpoint_path)  # before config.gin is rewritten
                 state, step = restored
                 if jax.process_index() == 0:  # once, not once per host (SLURM and TPU pods log every process)
                     print(f"resumed from step {step} in {checkpoints.directory}", flush=True)
@@ -421,6 +422,7 @@ def train(
                 if not preemption.cut:
                     raise
                 preemption.settle()
+                checkpoints.join_seals()  # the step's checksums, written meanwhile: unsealed, damage would load unseen
                 if jax.process_index() == 0:
                     print(f"{preemption.cut} during the final evaluation: step {step} is saved in "
                           f"{checkpoints.directory}; the evaluation is skipped, rerun the same command to evaluate",
@@ -446,6 +448,28 @@ def _restore(checkpoints, state, iterator, fallback: bool, trainer):
         except (ValueError, TypeError):  # not that either (TypeError: nothing restored): the first error says why
             raise error from None
     return type(state)(**fields, totals=trainer.empty_totals(counted=False)), step
+
+
+def _check_same_start(model_dir: str, given: Any) -> None:
+    """A resume reads the run's own checkpoints, never INITIAL_CHECKPOINT_PATH: one other than the run started from
+    was ignored without a word, and config.gin, rewritten with it, no longer said what the run had started from."""
+    import tensorflow as tf
+
+    path = os.path.join(model_dir, run_results.RUN_CONFIG_FILE)
+    if not tf.io.gfile.exists(path):  # a run configured from Python: nothing recorded
+        return
+    with tf.io.gfile.GFile(path) as f:
+        recorded = run_results.config_binding(f.read(), r"(?:run_config\.)?CheckpointConfig\.initial_checkpoint_path")
+
+    def plain(value):
+        return value.rstrip("/") if isinstance(value, str) else value
+
+    if plain(recorded) == plain(given):
+        return
+    elsewhere = " (or another MODEL_DIR to start from it)" if given else ""
+    raise ValueError(f"{model_dir} resumes from its own checkpoints, so INITIAL_CHECKPOINT_PATH={given!r} would not be "
+                     f"read: the run started from {recorded!r}, as {path} records; resume it with "
+                     f"--gin.INITIAL_CHECKPOINT_PATH=\"{recorded!r}\"{elsewhere}")  # fmt: skip
 
 
 def _check_batch_sizes(trainer, **configs) -> None:
