@@ -417,6 +417,33 @@ def test_initial_checkpoint_is_loaded(tmp_path, capsys):
     assert not (tmp_path / "fourth").exists()
 
 
+def test_a_summary_that_cannot_be_written_stops_the_run_saying_which_checkpoint_is_kept(tmp_path, monkeypatch):
+    """A bucket gone while the run wrote its TensorBoard summaries ended the command in TensorFlow's op error,
+    "{{function_node __wrapped__FlushSummaryWriter_device_/job:localhost/...}} ... [Op:FlushSummaryWriter] name:",
+    with no word of the checkpoint kept or of what to do (probe: the GCS emulator killed mid-run)."""
+    import tensorflow as tf
+
+    log = train_lib._Progress.log
+    reason = ("All 2 retry attempts failed. The last failure: Error executing an HTTP request: libcurl code 52 meaning "
+              "'Server returned nothing (no headers, no data)', error details: Empty reply from server\n\t when "
+              "reading gs://bucket/run/train/events.out.tfevents")  # fmt: skip
+
+    def lost_at_step_3(self, step, *args, **kwargs):
+        if step == 3:
+            raise tf.errors.UnavailableError(None, None, "{{function_node __wrapped__FlushSummaryWriter_device_/job:"
+                                             f"localhost/replica:0/task:0/device:CPU:0}}}} {reason} [Op:FlushSummaryWriter] name: ")  # fmt: skip
+        return log(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(train_lib._Progress, "log", lost_at_step_3)
+    with pytest.raises(train_lib.TrainingStopped) as stopped:
+        _train(tmp_path, train_steps=4, checkpoint_period=2)
+    said = str(stopped.value)
+    assert said.startswith(" ".join(reason.split()) + ": Cloud Storage could not be reached"), said
+    assert said.endswith(f"Step 2 in {tmp_path / 'checkpoints'} is the last checkpoint; fix that (free space, wait "
+                         "for the bucket) and rerun the same command to resume")  # fmt: skip
+    assert "function_node" not in said and "[Op:" not in said
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_sigterm_or_ctrl_c_saves_and_exits_cleanly(tmp_path, stop):

@@ -60,13 +60,17 @@ def tensorflow_error(error: BaseException) -> bool:
     return any(kind.__module__.startswith("tensorflow") and kind.__name__ == "OpError" for kind in type(error).__mro__)
 
 
-def _file_system_error(error: BaseException) -> bool:
+def file_system_error(error: BaseException) -> bool:
     return isinstance(error, OSError) or (tensorflow_error(error) and type(error).__name__ in _TF_FILE_ERRORS)
 
 
 # libcurl's words (TensorFlow's gs:// client) when no connection was made at all: DNS, proxy, refused, timed out.
+# A server that closed the connection without an answer (52, 56) is one gone, as a bucket's emulator killed was.
 _NO_CONNECTION = re.compile(r"Could not resolve (host|proxy)|Couldn't (connect|resolve)|Failed to connect|"
-                            r"libcurl code (5|6|7|28) meaning")  # fmt: skip
+                            r"libcurl code (5|6|7|28|52|56) meaning")  # fmt: skip
+# What TensorFlow wraps an op's error in: "{{function_node __wrapped__FlushSummaryWriter_device_/job:...}}" before
+# it, " [Op:FlushSummaryWriter] name: " after it.
+_OP_WRAPPING = re.compile(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\](?: name:.*)?$", re.S)
 
 
 def file_error_line(error: BaseException) -> str:
@@ -74,6 +78,8 @@ def file_error_line(error: BaseException) -> str:
     check: "Could not resolve host: www.googleapis.com when reading metadata of gs://..." said no fix (a machine
     without network, a proxy or DNS that does not answer), and TensorFlow broke it over two lines."""
     message = without_gin_context(error)
+    if tensorflow_error(error):
+        message = " ".join(_OP_WRAPPING.sub("", message).split())
     if not _NO_CONNECTION.search(message):
         return message
     return (" ".join(message.split()) + ": Cloud Storage could not be reached (no network, or a proxy or DNS problem); "
@@ -96,7 +102,7 @@ def command(main: Command) -> Command:
             print(f"{program}: interrupted", file=sys.stderr, flush=True)
             return 130
         except Exception as error:
-            if not _file_system_error(error):
+            if not file_system_error(error):
                 raise
             print(f"{program}: {file_error_line(error)}", file=sys.stderr, flush=True)
             return 2

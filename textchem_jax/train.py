@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from textchem_jax import run_config, run_results
-from textchem_jax.cli import signal_again, unraisables_handled, without_gin_context
+from textchem_jax.cli import file_error_line, file_system_error, signal_again, unraisables_handled, without_gin_context
 from textchem_jax.metrics.captions import check_tokenizer
 from textchem_jax.paths import check_writable_folder, is_remote, makedirs
 from textchem_jax.progress import Eta
@@ -39,7 +39,8 @@ logger = logging.getLogger("textchem_jax.train")
 
 
 class TrainingStopped(RuntimeError):
-    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or infinite, or the run's output could not be written: the run stops and keeps its last
+    good checkpoint."""
 
 
 class SavedAndInterrupted(KeyboardInterrupt):
@@ -355,82 +356,102 @@ def train(
             length_check = threading.Thread(target=_say_cut_training_examples, args=(train_dataset_cfg, model),
                                             name="textchem-length-check", daemon=True)  # fmt: skip
             length_check.start()  # at the run's start (its train.log keeps it), beside the first step's compilation
-        progress = _Progress(model_dir, total_steps, first_step)
-        rng = jax.random.key(random_seed + 1)
-        hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
-        if length_check is not None:
-            length_check.join()  # its lines before the first step's
-        peak_flops, peak_source = trainer_lib.run_peak_flops(model.t5_config.dtype)  # MFU's denominator, the whole run
-        logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s in all (%s)", peak_flops, peak_source)
-        last_good = checkpoints.latest_step()
-        step = first_step
-        with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
-            while step < total_steps:
-                batch = _numpy(next(iterator))
-                state, _ = trainer.train_step(state, trainer.shard_batch(batch), rng)  # adds to the state's totals
-                step += 1
-                checkpoints.check()  # a save that failed in the background (a full disk) stops the run now
-                stop = preemption.agreed()
-                must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
-                # Intervals end at multiples of log_period only: the first step's line, the last step's and a stop's
-                # show the interval so far, so a resumed run's points equal an uninterrupted run's.
-                ends_interval = step % log_period == 0
-                logged = ends_interval or step == total_steps or step == first_step + 1
-                if must_save or logged:
-                    interval = trainer.interval(state)
-                    bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(interval.metrics[k])]
-                    if bad:
+        with _stopped_when_output_fails(checkpoints):  # a log or summary lost: which step is kept
+            progress = _Progress(model_dir, total_steps, first_step)
+            rng = jax.random.key(random_seed + 1)
+            hardware_flops = _step_flops(trainer, state, dataset.element_spec, rng)
+            if length_check is not None:
+                length_check.join()  # its lines before the first step's
+            peak_flops, peak_source = trainer_lib.run_peak_flops(model.t5_config.dtype)  # MFU's denominator, the whole run
+            logger.info("MFU counts model FLOPs (models.flops) over %.3g FLOP/s in all (%s)", peak_flops, peak_source)
+            last_good = checkpoints.latest_step()
+            step = first_step
+            with _Preemption() as preemption:  # SIGTERM and a first Ctrl-C save the step; the handlers go at the end
+                while step < total_steps:
+                    batch = _numpy(next(iterator))
+                    state, _ = trainer.train_step(state, trainer.shard_batch(batch), rng)  # adds to the state's totals
+                    step += 1
+                    checkpoints.check()  # a save that failed in the background (a full disk) stops the run now
+                    stop = preemption.agreed()
+                    must_save = step % checkpoint_cfg.period == 0 or step == total_steps or stop
+                    # Intervals end at multiples of log_period only: the first step's line, the last step's and a stop's
+                    # show the interval so far, so a resumed run's points equal an uninterrupted run's.
+                    ends_interval = step % log_period == 0
+                    logged = ends_interval or step == total_steps or step == first_step + 1
+                    if must_save or logged:
+                        interval = trainer.interval(state)
+                        bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(interval.metrics[k])]
+                        if bad:
+                            checkpoints.wait()
+                            saved = f"The last good checkpoint is step {last_good} in {checkpoints.directory}" if last_good else (
+                                "No checkpoint was saved yet")  # fmt: skip
+                            raise TrainingStopped(
+                                f"{', '.join(bad)} not finite by step {step} (loss {interval.metrics['loss']} over its "
+                                f"last {interval.steps} steps); stopped without saving. {saved}. Lower "
+                                "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
+                            )
+                        if logged:
+                            model_flops = model.train_flops(batch)
+                            model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
+                            progress.log(step, interval.metrics, interval.tokens_per_step, model_flops, hardware_flops,
+                                         peak_flops, tokens_seen=interval.tokens_seen)  # fmt: skip
+                        if ends_interval:  # before a save: a run resumed from it starts the next interval
+                            state = trainer.start_interval(state)
+                    if must_save:
+                        checkpoints.save(step, state, iterator)
+                        last_good = step
+                    if stop:
                         checkpoints.wait()
-                        saved = f"The last good checkpoint is step {last_good} in {checkpoints.directory}" if last_good else (
-                            "No checkpoint was saved yet")  # fmt: skip
-                        raise TrainingStopped(
-                            f"{', '.join(bad)} not finite by step {step} (loss {interval.metrics['loss']} over its "
-                            f"last {interval.steps} steps); stopped without saving. {saved}. Lower "
-                            "LEARNING_RATE, clip the gradients in OPTIMIZER, or check the data with textchem-inspect."
-                        )
-                    if logged:
-                        model_flops = model.train_flops(batch)
-                        model_flops = model_flops * jax.process_count() if model_flops else None  # each host's batch: alike
-                        progress.log(step, interval.metrics, interval.tokens_per_step, model_flops, hardware_flops,
-                                     peak_flops, tokens_seen=interval.tokens_seen)  # fmt: skip
-                    if ends_interval:  # before a save: a run resumed from it starts the next interval
-                        state = trainer.start_interval(state)
-                if must_save:
-                    checkpoints.save(step, state, iterator)
-                    last_good = step
-                if stop:
-                    checkpoints.wait()
-                    interrupted = preemption.requested == "Ctrl-C"
+                        interrupted = preemption.requested == "Ctrl-C"
+                        if jax.process_index() == 0:
+                            print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in "
+                                  f"{checkpoints.directory}; rerun the same command to resume", flush=True)  # fmt: skip
+                        if interrupted:
+                            raise SavedAndInterrupted
+                        return {}
+                    if eval_period and step % eval_period == 0 and step < total_steps:
+                        began = time.perf_counter()
+                        evaluate(state, step, progress)
+                        progress.leave_out(time.perf_counter() - began)
+                preemption.stepping = False  # the last step is saved: Ctrl-C now asks no save (`evaluating` acts on it)
+                checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
+                try:
+                    preemption.evaluating()
+                    results = evaluate(state, step, progress)  # cut short, it is done again by a rerun (`_final_evaluation`)
+                    if preemption.cut:  # the cut was dropped, and its resend came too late
+                        raise _Preemption.EvaluationCut
+                except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
+                    if not preemption.cut:
+                        raise
+                    preemption.settle()
+                    checkpoints.join_seals()  # the step's checksums, written meanwhile: unsealed, damage would load unseen
                     if jax.process_index() == 0:
-                        print(f"{'interrupted' if interrupted else 'preempted'}: saved step {step} in "
-                              f"{checkpoints.directory}; rerun the same command to resume", flush=True)  # fmt: skip
-                    if interrupted:
-                        raise SavedAndInterrupted
-                    return {}
-                if eval_period and step % eval_period == 0 and step < total_steps:
-                    began = time.perf_counter()
-                    evaluate(state, step, progress)
-                    progress.leave_out(time.perf_counter() - began)
-            preemption.stepping = False  # the last step is saved: Ctrl-C now asks no save (`evaluating` acts on it)
-            checkpoints.wait(sealed=False)  # committed; sealed while the final evaluation runs
-            try:
-                preemption.evaluating()
-                results = evaluate(state, step, progress)  # cut short, it is done again by a rerun (`_final_evaluation`)
-                if preemption.cut:  # the cut was dropped, and its resend came too late
-                    raise _Preemption.EvaluationCut
-            except BaseException:  # raised inside TensorFlow's tracing, the cut came out as its AssertionError
-                if not preemption.cut:
-                    raise
-                preemption.settle()
-                checkpoints.join_seals()  # the step's checksums, written meanwhile: unsealed, damage would load unseen
-                if jax.process_index() == 0:
-                    print(f"{preemption.cut} during the final evaluation: step {step} is saved in "
-                          f"{checkpoints.directory}; the evaluation is skipped, rerun the same command to evaluate",
-                          file=sys.stderr, flush=True)  # fmt: skip
-                raise (_Preemption.EvaluationCut if preemption.cut == "SIGTERM" else SavedAndInterrupted) from None
-        checkpoints.close()
-        progress.flush()
+                        print(f"{preemption.cut} during the final evaluation: step {step} is saved in "
+                              f"{checkpoints.directory}; the evaluation is skipped, rerun the same command to evaluate",
+                              file=sys.stderr, flush=True)  # fmt: skip
+                    raise (_Preemption.EvaluationCut if preemption.cut == "SIGTERM" else SavedAndInterrupted) from None
+            checkpoints.close()
+            progress.flush()
         return results
+
+
+@contextlib.contextmanager
+def _stopped_when_output_fails(checkpoints) -> Iterator[None]:
+    """A summary, log or prediction file that cannot be written (a full disk, a bucket gone) stops the run as a failed
+    save does, saying which checkpoint is kept: TensorFlow's op error ("[Op:FlushSummaryWriter]") said neither that
+    nor what to do."""
+    try:
+        yield
+    except Exception as error:
+        if not file_system_error(error):
+            raise
+        try:
+            last = checkpoints.latest_step()
+            kept = f"Step {last} in {checkpoints.directory} is the last checkpoint" if last is not None else "No checkpoint was saved"
+        except Exception:  # the checkpoints' folder is as unreachable
+            kept = f"The checkpoints in {checkpoints.directory} are kept"
+        raise TrainingStopped(f"{file_error_line(error)}. {kept}; fix that (free space, wait for the bucket) and "
+                              "rerun the same command to resume") from error  # fmt: skip
 
 
 def _restore(checkpoints, state, iterator, fallback: bool, trainer):
