@@ -133,3 +133,22 @@ def test_errors_name_this_commands_flags(tmp_path, monkeypatch, capsys):
     assert inspect_main(["--task=textchem_demo_forward", f"--vocabulary={tmp_path}"]) == 2
     error = capsys.readouterr().err
     assert "give --vocabulary a .model file" in error and "bind VOCABULARY" not in error, error
+
+
+def test_skipped_rows_are_listed_all_and_once(tmp_path, capsys, caplog):
+    """The report cut each kind at 8 lines ("... 4 more") though textchem-inspect is the command that lists them
+    all, and the same rows came twice: first as the task's warning, before the `==` header, then in the report."""
+    good = "7814\tC1=CC(=CC=C1N)N\tThe molecule is a phenylenediamine.\n"
+    rows = [good] * 3 + [f"{i}\tnot_a_smiles((\tThe molecule is broken.\n" for i in range(12)] + ["99\tCCO\n"]
+    (tmp_path / "chebi20").mkdir()
+    (tmp_path / "chebi20" / "validation.txt").write_text("CID\tSMILES\tdescription\n" + "".join(rows))
+    try:
+        with caplog.at_level("WARNING"):
+            assert inspect_main(["--task=textchem_mol2text", f"--data_dir={tmp_path}", "--num_examples=0"]) == 0
+    finally:
+        datasets.set_data_dir(None)
+    printed = capsys.readouterr().out
+    report = printed[printed.index("skipped rows:\n"):]
+    assert [int(n) for n in re.findall(r"line (\d+) \(kept\): SMILES does not parse", report)] == list(range(5, 17))
+    assert "line 17: expected 3 tab-separated fields, found 2" in report and "more" not in report
+    assert "rows skipped or kept with a fault" not in caplog.text and "not_a_smiles" not in caplog.text

@@ -409,3 +409,32 @@ def test_a_local_output_prints_no_tensorflow_start_up_lines(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not re.search(r"InitializeLog|oneDNN|cudart_stub|cpu_feature_guard|tensorflow/", result.stderr), result.stderr
     assert (tmp_path / "out" / "scores.json").exists() and f"Metrics written to {tmp_path}/out/scores.json" in result.stdout
+
+
+def test_a_prediction_that_is_not_text_is_refused_naming_its_line(tmp_path, capsys):
+    """`"prediction": 5` or `{"a": 1}` was scored as the text "5" or "{'a': 1}" (the metrics call str() on it)."""
+    good = {"task": "textchem_forward", "target": "CCO", "prediction": "CCO"}
+    for number, wrong in enumerate((5, {"a": 1}, None, ["CCO", 7]), start=1):
+        rows = tmp_path / f"rows{number}.jsonl"
+        rows.write_text(json.dumps(good) + "\n" + json.dumps({**good, "prediction": wrong}) + "\n")
+        assert main(["--predictions", str(rows)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"textchem-score: {rows}:2: 'prediction' must be a string (or a list of strings: beams, "
+                                f"best first), got {json.dumps(wrong)}"), error  # fmt: skip
+    beams = tmp_path / "textchem_demo_forward-molecules.jsonl"  # textchem-infer's own rows: every beam is scored
+    beams.write_text(json.dumps({"task": "textchem_demo_forward", "input": "x", "target": "CCO", "prediction": "CCO",
+                                 "beams": ["CCO", {"a": 1}]}) + "\n")  # fmt: skip
+    assert main(["--predictions", str(beams)]) == 2
+    assert f"{beams}:1: 'beams' must be a string" in capsys.readouterr().err
+
+
+def test_textchem_infer_rows_of_a_txt_input_say_there_is_no_target(tmp_path, capsys):
+    """textchem-infer's row_format='textchem' rows of a .txt input (no target) were "expected our row (task, target,
+    prediction), T5X's infer row ... ('target')", where T5X's rows of the same input said what to do."""
+    rows = tmp_path / "textchem_mol2text-molecules.jsonl"
+    rows.write_text(json.dumps({"task": "textchem_mol2text", "input": "Caption the following SMILES: CCO",
+                                "prediction": "ethanol", "beams": ["ethanol", "an alcohol"]}) + "\n")  # fmt: skip
+    assert main(["--predictions", str(rows)]) == 2
+    assert capsys.readouterr().err == (f"textchem-score: {rows}:1: no target to score against: this inference read inputs "
+                                       "without targets (a .txt file); give textchem-infer a .jsonl input with 'input' "
+                                       "and 'target' to score it\n")  # fmt: skip

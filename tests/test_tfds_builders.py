@@ -155,3 +155,33 @@ def test_build_command_errors_are_one_line(tmp_path, capsys):
         last = capsys.readouterr().err.rstrip("\n").split("\n")[-1].split("\r")[-1]
         assert re.fullmatch(f"build_tfds: {message}", last), (names, last)
     assert not (tmp_path / "tfds3").exists()  # every name is checked before the first build
+
+
+def test_a_build_is_made_again_when_the_manual_files_change(tmp_path, caplog):
+    """A build was reused whatever the manual folder held later: a split added there was never prepared, and
+    read_tfds's "not prepared: run build_tfds" sent the user round in a loop. Now a change rebuilds, said in a warning."""
+    manual, tfds_dir = tmp_path / "manual", str(tmp_path / "tfds")
+    _write_paragraph2actions(manual, ["The mixture was stirred."], ["STIR."])
+    assert set(tfds_builders.build("paragraph2actions", str(manual), tfds_dir).info.splits) == {"test"}
+    with caplog.at_level("WARNING", logger="textchem_jax.data"):
+        tfds_builders.build("paragraph2actions", str(manual), tfds_dir)  # unchanged: reused, nothing said
+    assert "rebuilding" not in caplog.text
+    for name, text in (("src-valid.txt", "It was filtered.\n"), ("tgt-valid.txt", "FILTER keep filtrate.\n")):
+        (manual / "paragraph2actions" / name).write_text(text)
+    with caplog.at_level("WARNING", logger="textchem_jax.data"):
+        builder = tfds_builders.build("paragraph2actions", str(manual), tfds_dir)
+    assert set(builder.info.splits) == {"validation", "test"}
+    assert ("paragraph2actions: rebuilding " in caplog.text and "paragraph2actions/src-valid.txt added, "
+            "paragraph2actions/tgt-valid.txt added" in caplog.text)  # fmt: skip
+    assert tfds_builders.read_tfds("paragraph2actions", "validation", tfds_dir)[0].target == "FILTER keep filtrate."
+    (manual / "paragraph2actions" / "tgt-test.txt").write_text("STIR for 2 h.\n")  # a row changed
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="textchem_jax.data"):
+        tfds_builders.build("paragraph2actions", str(manual), tfds_dir)
+    assert "paragraph2actions/tgt-test.txt changed" in caplog.text
+    assert tfds_builders.read_tfds("paragraph2actions", "test", tfds_dir)[0].target == "STIR for 2 h."
+    (tmp_path / "tfds" / "textchem_paragraph2actions" / "1.0.0" / tfds_builders.MANUAL_FILES).unlink()  # an older build
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="textchem_jax.data"):
+        tfds_builders.build("paragraph2actions", str(manual), tfds_dir)
+    assert f"has no {tfds_builders.MANUAL_FILES} naming the manual files it was built from" in caplog.text

@@ -318,8 +318,7 @@ def test_every_input_file_is_read_however_the_flag_is_given_and_jsonl_inputs_cou
                            "--vocab_size=300", "--soft_vocab_limit"]) == 0  # fmt: skip
     assert "reading 2 --input file(s)" in capsys.readouterr().out
     (tmp_path / "other.jsonl").write_text(json.dumps({"smiles": "CCO"}) + "\n")
-    with pytest.raises(SystemExit):
-        vocab_cli.main(["--input", str(tmp_path / "other.jsonl"), "--output_prefix", prefix, "--overwrite"])
+    assert vocab_cli.main(["--input", str(tmp_path / "other.jsonl"), "--output_prefix", prefix, "--overwrite"]) == 2
     assert "a .jsonl row's source, input, inputs, target, targets strings are read" in capsys.readouterr().err
 
 
@@ -342,11 +341,11 @@ def test_cli_errors_and_console_entry(tmp_path, capsys):
     assert re.fullmatch(r"textchem-vocab: --vocab_size=100000 is more pieces than these 3 texts make \(at most (\d+)\): "
                         r"give --vocab_size=\1 or less, or --soft_vocab_limit to allow fewer\n", capsys.readouterr().err)  # fmt: skip
     (tmp_path / "empty.txt").write_text("")
-    for wrong, said in ((["--input", str(tmp_path / "empty.txt"), "--output_prefix", str(tmp_path / "v")], "no texts in"),
-                        ([*flags[:2], "--output_prefix", f"{tmp_path}/"], "is a folder: name the files")):  # fmt: skip
-        with pytest.raises(SystemExit):
-            vocab_cli.main(wrong)
-        assert said in capsys.readouterr().err
+    assert vocab_cli.main(["--input", str(tmp_path / "empty.txt"), "--output_prefix", str(tmp_path / "v")]) == 2
+    assert capsys.readouterr().err.startswith(f"textchem-vocab: no texts in {tmp_path / 'empty.txt'} (")
+    with pytest.raises(SystemExit):
+        vocab_cli.main([*flags[:2], "--output_prefix", f"{tmp_path}/"])
+    assert "is a folder: name the files" in capsys.readouterr().err
     assert not list(tmp_path.glob(".model"))  # a prefix ending in / wrote a hidden .model
     command = [sys.executable, "-m", "textchem_jax.vocab", *flags, "--vocab_size=400", "--soft_vocab_limit"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -546,3 +545,52 @@ def test_tokenizing_in_batches_gives_seqios_examples_in_order():
         assert sorted(mine) == sorted(seqios) == ["inputs", "inputs_pretokenized", "number", "targets",
                                                   "targets_pretokenized"]  # fmt: skip
         assert all(np.array_equal(mine[key], seqios[key]) for key in mine)
+
+
+def test_blank_texts_are_not_texts_and_none_left_is_one_line(tmp_path, capsys):
+    """Rows of "" ended in a traceback (ValueError: no non-empty training texts), and rows of " " were counted and
+    trained on as texts."""
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"source": "", "target": ""}\n{"source": " ", "target": "  "}\n')
+    assert vocab_cli.main(["--input", str(blank), "--output_prefix", str(tmp_path / "v")]) == 2
+    error = capsys.readouterr().err
+    assert f"\ntextchem-vocab: no texts in {blank} (" in error and "Traceback" not in error
+    assert not (tmp_path / "v.model").exists()
+    blank.write_text('{"source": "CCO", "target": " "}\n{"input": "c1ccccc1", "target": ""}\n')
+    assert V.read_texts(blank) == ["CCO", "c1ccccc1"]
+    assert vocab_cli.main(["--input", str(blank), "--output_prefix", str(tmp_path / "v"), "--vocab_size=400", "--soft_vocab_limit"]) == 0
+    assert "training SentencePiece on 2 texts" in capsys.readouterr().out
+
+
+def test_a_chebi20_txt_gives_its_smiles_and_descriptions(data, tmp_path):
+    """textchem-vocab --input chebi20/test.txt trained on raw lines: the header, the CIDs, tabs and ChEBI-20's
+    doubled backslashes became training text."""
+    texts = V.read_texts(data / "chebi20" / "test.txt")
+    records = sources.read_chebi20(str(data / "chebi20" / "test.txt"), keep_unreadable=True)
+    assert texts == [text for record in records for text in (record.smiles, record.description)]
+    assert not any("\t" in text or "\\\\" in text for text in texts) and "CID" not in texts[:3]
+    assert any("\\" in text for text in texts)  # cis/trans stereo, single backslashes
+
+
+def test_rows_that_give_no_text_are_skipped_and_said(tmp_path, capsys):
+    """A .jsonl line that is no object or whose fields are no strings, and a .csv row of another field count than
+    its header's, vanished without a word (the .csv's trimmed or padded)."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"source": "CCO"}\n[1, 2]\n"text"\n{"source": 5}\n{"input": "c1ccccc1", "target": {"a": 1}}\n')
+    table = tmp_path / "table.csv"
+    table.write_text("input,target\nCCO,ethanol,extra\nlonely\nCCN,ethylamine\n")
+    report = sources.SkipReport()
+    assert V.read_texts(rows, report=report) == ["CCO", "c1ccccc1"]
+    assert V.read_texts(table, report=report) == ["CCN", "ethylamine"]
+    assert [line for line, _ in report.files[str(rows)].skipped] == [2, 3, 4]
+    assert report.files[str(rows)].notes == [(5, "not strings, left out: 'target' (dict)")]
+    assert report.files[str(table)].skipped == [(2, "expected 2 fields (the header's), found 3"),
+                                                 (3, "expected 2 fields (the header's), found 1")]  # fmt: skip
+    code = vocab_cli.main(["--input", str(rows), str(table), "--output_prefix", str(tmp_path / "v"),
+                           "--vocab_size=400", "--soft_vocab_limit"])  # fmt: skip
+    error = capsys.readouterr().err
+    assert code == 0, error
+    assert error.startswith("warning: --input rows skipped or kept with a fault:\n")
+    assert (f"{rows}: 2 rows read, 3 skipped\n  line 2: not a JSON object with text fields: [1, 2]\n"
+            '  line 3: not a JSON object with text fields: "text"\n') in error
+    assert f"{table}: 1 rows read, 2 skipped\n  line 2: expected 2 fields" in error

@@ -87,6 +87,7 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     tokenize with another."""
     import seqio
 
+    from textchem_jax.data import seqio_tasks
     from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
     from textchem_jax.run_config import has_split, task_splits, mixture_or_task, register_our_tasks
@@ -125,8 +126,9 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     for task in members:
         if task.name in SPECS:  # ours: read from the data files, with their skipped rows counted
             SPECS[task.name].pairs(split, report=report)
-        ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
-        rows = list(ds.take(max_examples).as_numpy_iterator())
+        with seqio_tasks.skips_listed_by_caller():  # listed in full below
+            ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
+            rows = list(ds.take(max_examples).as_numpy_iterator())
         features = [feature for feature in task.output_features if not rows or feature in rows[0]]  # a decoder-only
         examples += [(task, features, row) for row in rows[:num_examples]]  # task has no inputs
         for feature in features:
@@ -156,7 +158,7 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
             out.append(f"    {what}: {raw[:160]}{'...' if len(raw) > 160 else ''}")
             out.append(f"    {feature} ids ({len(ids)}): {ids[:24]}{' ...' if len(ids) > 24 else ''}")
     out.append("skipped rows:")
-    out.append(report.format(max_lines=8) if report.files else "  none")
+    out.append(report.format(max_lines=sys.maxsize) if report.files else "  none")  # all: the command that lists them
     return "\n".join(out)
 
 

@@ -1,4 +1,4 @@
-"""`textchem-report DIR`: one self-contained HTML page of a training run (MODEL_DIR) or of a sweep (SWEEP_DIR).
+"""`textchem-report DIR`: one self-contained HTML page of a run (MODEL_DIR or textchem-eval output) or a sweep (SWEEP_DIR).
 
   textchem-report /tmp/textchem_quickstart          # -> /tmp/textchem_quickstart/report/index.html
   textchem-report /tmp/sweep --output_dir=/tmp/sweep_report
@@ -538,7 +538,8 @@ def _order(task_name: str) -> int:
 @command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", help="a textchem-train MODEL_DIR or a textchem-sweep SWEEP_DIR (local or gs://)")
+    parser.add_argument("directory", help="a textchem-train MODEL_DIR, a textchem-eval output folder (its "
+                        "EVAL_OUTPUT_DIR) or a textchem-sweep SWEEP_DIR (local or gs://)")  # fmt: skip
     parser.add_argument("--output_dir", help="default: DIRECTORY/report")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
     args = parse_args(parser, argv)

@@ -84,17 +84,31 @@ def _postprocessing(task: str) -> tuple:
     return seqio_tasks.metric_and_postprocess(spec.task, spec.gt4sd_unknown)[1], prompt
 
 
+_NO_TARGET = ("no target to score against: this inference read inputs without targets (a .txt file); give "
+              "textchem-infer a .jsonl input with 'input' and 'target' to score it")
+
+
+def _text_prediction(prediction: object, key: str) -> object:
+    """`prediction` when it is text (a string, or a list of strings: beams, best first); the metrics would score
+    `str()` of anything else (`5`, `{"a": 1}`) as if the model had written it."""
+    if isinstance(prediction, str) or (isinstance(prediction, list) and all(isinstance(p, str) for p in prediction)):
+        return prediction
+    raise _Unscorable(f"{key!r} must be a string (or a list of strings: beams, best first), got {json.dumps(prediction)[:80]}")
+
+
 def _target_and_prediction(row: dict, task: str) -> tuple[object, object]:
     """(target, prediction) of one row of any of the kinds; raises KeyError/TypeError when malformed."""
     if "inputs" in row:  # T5X's infer row: raw decoded text, cleaned as SeqIO would
         if isinstance(row["inputs"], dict) and "inputs_pretokenized" in row["inputs"] and "targets_pretokenized" not in row["inputs"]:
-            raise _Unscorable("no target to score against: this inference read inputs without targets (a .txt file); "
-                              "give textchem-infer a .jsonl input with 'input' and 'target' to score it")  # fmt: skip
+            raise _Unscorable(_NO_TARGET)
         inputs, target, prediction = row["inputs"]["inputs_pretokenized"], row["inputs"]["targets_pretokenized"], row["prediction"]
+        prediction = _text_prediction(prediction, "prediction")
     elif "beams" in row:  # textchem-infer's own row: raw decoded text too, every beam (top-k accuracy)
-        inputs, target, prediction = row["input"], row["target"], row["beams"]
+        if "input" in row and "target" not in row:
+            raise _Unscorable(_NO_TARGET)
+        inputs, target, prediction = row["input"], row["target"], _text_prediction(row["beams"], "beams")
     else:
-        return row["target"], row["prediction"]
+        return row["target"], _text_prediction(row["prediction"], "prediction")
     postprocess, prompt = _postprocessing(task)
     example = {"product": inputs.removeprefix(prompt)} if task_of(task) == "retro" else None
     return postprocess(target, example=example, is_target=True), postprocess(prediction)

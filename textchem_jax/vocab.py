@@ -1,7 +1,7 @@
 """`textchem-vocab`: train the chemistry-aware SentencePiece vocabulary and check it round-trips.
 
-Texts come from `--input` files (`.txt` one per line, `.jsonl` source/target, `.tsv`/`.csv` with a header; each
-also as a one-file `.tar.gz`)
+Texts come from `--input` files (`.txt` one per line, `.jsonl` source/target, `.tsv`/`.csv` with a header, a ChEBI-20
+`.txt` its SMILES and descriptions; each also as a one-file `.tar.gz`; rows that give no text are skipped and listed)
 and from `--mixture` (the prompted inputs and targets of a registered task or mixture). The shipped
 default `textchem_jax/data/vocab/textchem_demo.model` is built from the demo corpus:
 
@@ -85,21 +85,25 @@ class _ReadProgress(ProgressLine):
 
 def _read_texts(inputs: list[str], mixture: str | None, split: str) -> list[str]:
     """Every text to train on, saying what is read: a mixture's train split takes minutes."""
+    from textchem_jax.data.sources import SkipReport
+
     texts = []
     if inputs:
         print(f"reading {len(inputs)} --input file(s) ...", flush=True)
-        progress = _ReadProgress(len(inputs), "files")
+        progress, report = _ReadProgress(len(inputs), "files"), SkipReport()
         for path in inputs:
-            got = vocab_lib.read_texts(path)
+            got = vocab_lib.read_texts(path, report=report)
             texts += got
             progress.read(path, len(got))
+        if any(file.has_issues for file in report.files.values()):  # rows that give no text: said, with their lines
+            print(f"warning: --input rows skipped or kept with a fault:\n{report.format(issues_only=True)}", file=sys.stderr)
     if mixture:
         seqio_tasks = mixture_tasks(mixture)
         names = ", ".join(task.name for task in seqio_tasks)
         print(f"reading the {split} split of {mixture}: {len(seqio_tasks)} task(s) ({names}) ...", flush=True)
         progress = _ReadProgress(len(seqio_tasks), "tasks")
         for task in seqio_tasks:
-            got = seqio_task_texts(task, split)
+            got = [text for text in seqio_task_texts(task, split) if text.strip()]  # counted as trained on: non-blank
             texts += got
             progress.read(task.name, len(got))
     return texts
@@ -175,7 +179,7 @@ def _train_plain(texts: list[str], prefix: str, vocab_size: int, soft_limit: boo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textchem-vocab", description=__doc__.splitlines()[0])
     source = parser.add_argument_group("texts (at least one)")
-    source.add_argument("--input", nargs="+", action="extend", default=[], help="text files (repeatable): .txt lines, .jsonl input/target, .tsv/.csv with a header (each also as a one-file .tar.gz)")
+    source.add_argument("--input", nargs="+", action="extend", default=[], help="text files (repeatable): .txt lines, .jsonl input/target, .tsv/.csv with a header, a ChEBI-20 .txt (each also as a one-file .tar.gz)")
     source.add_argument("--mixture", help="a registered task or mixture: its prompted inputs and targets")
     parser.add_argument("--module_import", action="append", default=[],
                         help="a module that registers your own tasks (MIXTURE_OR_TASK_MODULE); repeatable")  # fmt: skip
@@ -216,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"textchem-vocab: cannot read texts: {error}", file=sys.stderr)
         return 2
-    if not texts:
-        parser.error(f"no texts in {', '.join(args.input)} (a .jsonl row's {', '.join(vocab_lib.JSONL_TEXT_KEYS)} strings "
-                     "are read)" if args.input and not args.mixture else "no texts: give --input or --mixture")  # fmt: skip
+    if not texts and not (args.input or args.mixture):
+        parser.error("no texts: give --input or --mixture")
+    if not texts:  # a data problem, not a usage one: one line
+        where = ", ".join(args.input + ([f"the {args.split} split of {args.mixture}"] if args.mixture else []))
+        print(f"textchem-vocab: no texts in {where} (a .jsonl row's {', '.join(vocab_lib.JSONL_TEXT_KEYS)} strings are "
+              "read; blank ones are left out)", file=sys.stderr)  # fmt: skip
+        return 2
 
     print(f"training SentencePiece on {len(texts):,} texts (--vocab_size={args.vocab_size}) ...", flush=True)
     start = time.perf_counter()
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             path = vocab_lib.train_vocabulary(
                 texts, args.output_prefix, vocab_size=args.vocab_size, hard_vocab_limit=not args.soft_vocab_limit
             )
-    except RuntimeError as error:  # SentencePiece's words, and its flags, which are not ours
+    except (RuntimeError, ValueError) as error:  # SentencePiece's words, and its flags, which are not ours
         print(f"textchem-vocab: {_training_failure(str(error), args.vocab_size, args.soft_vocab_limit, texts)}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start

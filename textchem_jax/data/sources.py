@@ -241,7 +241,7 @@ def numbered_lines(path: str, rows: _Rows | None = None, *, note_unterminated: b
 _COLUMN_NAME = re.compile(r"[A-Za-z_][\w .-]{0,39}", re.ASCII)
 
 
-def _is_chebi20_header(line: str) -> bool:
+def is_chebi20_header(line: str) -> bool:
     """Whether a first line names the three columns, however spelt (`CID<TAB>SMILES<TAB>Text`, quoted, lower case):
     each field a name, and the SMILES one no molecule. Only `CID SMILES description` was known: a file headed
     `CID SMILES Text` read 11 examples of its 10 rows, the header's target `SMILES` scored as a miss."""
@@ -259,7 +259,7 @@ def read_chebi20(
     for number, line in numbered_lines(path, rows, note_unterminated=True):
         if not line.strip():
             continue
-        if header and _is_chebi20_header(line):
+        if header and is_chebi20_header(line):
             header = False
             continue
         header = False

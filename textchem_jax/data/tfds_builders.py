@@ -10,17 +10,24 @@ already in the Text+Chem T5 format (single backslashes, atom maps removed, sorte
 Rows the readers skip are logged with their line numbers.
 `read_tfds` reads a prepared split back as the same records; `tfds_records` hands it to
 `datasets.task_pairs`, so the SeqIO tasks (`tfds_dir=`) get the same pairs as from the files.
+A build records the manual files it was made of (`MANUAL_FILES`), and `build` makes it again when they changed:
+TFDS reuses any build of the same version, so a split added to the folder later was never prepared.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
+from typing import TYPE_CHECKING
 
 import tensorflow_datasets as tfds
 
 from textchem_jax.data import datasets, sources
+
+if TYPE_CHECKING:
+    from etils import epath
 
 logger = logging.getLogger("textchem_jax.data")
 _INSTRUCTIONS = (
@@ -164,13 +171,54 @@ def tfds_records(tfds_dir: str) -> datasets.RecordReader:
     return functools.partial(read_tfds, tfds_dir=tfds_dir)
 
 
+MANUAL_FILES = "manual_files.json"  # in a build's folder: the manual files it was made of
+
+
+def _manual_files(dataset: str, manual_dir: str) -> dict[str, list[int]]:
+    """The files of `dataset` in `manual_dir` (local or gs://), by their path there: [size, modification time in ns]."""
+    import tensorflow as tf
+
+    files = {}
+    for split in _present_splits(dataset, manual_dir):
+        for path in datasets.dataset_files(dataset, split, manual_dir):
+            stat = tf.io.gfile.stat(path)
+            files[path[len(manual_dir.rstrip("/")) + 1 :]] = [stat.length, stat.mtime_nsec]
+    return files
+
+
+def _changes(record: epath.Path, files: dict[str, list[int]]) -> str | None:
+    """Why a build that recorded its manual files in `record` is not one of `files`, in words; None when it is."""
+    try:
+        built = json.loads(record.read_text())["files"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # built before builds recorded their files, or cut
+        built = None
+    if not isinstance(built, dict):
+        return f"it has no {MANUAL_FILES} naming the manual files it was built from (an earlier version's build?)"
+    changes = {name: "added" for name in files.keys() - built.keys()}
+    changes.update({name: "removed" for name in built.keys() - files.keys()})
+    changes.update({name: "changed" for name in files.keys() & built.keys() if files[name] != built[name]})
+    said = ", ".join(f"{name} {change}" for name, change in sorted(changes.items()))
+    return f"the manual files changed since it was built ({said})" if said else None
+
+
 def build(dataset: str, manual_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
-    """Prepares one dataset from `manual_dir` into the TFDS folder `data_dir` (no network)."""
+    """Prepares one dataset from `manual_dir` into the TFDS folder `data_dir` (no network); a build made of other
+    manual files (a split added, rows changed) is made again, with a warning saying why."""
+    from etils import epath  # local or gs://
+
     dataset = dataset_name(dataset)
     builder = BUILDERS[dataset](data_dir=data_dir)
-    if not builder.info.splits and not _present_splits(dataset, manual_dir):  # not prepared yet, no files
-        # TFDS would raise an AssertionError for a missing or empty folder: this names the files it needs.
+    files = _manual_files(dataset, manual_dir)
+    if not files:  # TFDS would raise an AssertionError for a missing or empty folder: this names the files it needs
         datasets.dataset_files(dataset, "test", manual_dir)
+    if builder.info.splits:  # prepared: TFDS would reuse it whatever the manual folder holds now
+        changes = _changes(epath.Path(builder.data_dir) / MANUAL_FILES, files)
+        if changes is None:
+            return builder
+        logger.warning("%s: rebuilding %s: %s", dataset, builder.data_dir, changes)
+        epath.Path(builder.data_dir).rmtree()
+        builder = BUILDERS[dataset](data_dir=data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    (epath.Path(builder.data_dir) / MANUAL_FILES).write_text(json.dumps({"manual_dir": manual_dir, "files": files}))
     return builder
 

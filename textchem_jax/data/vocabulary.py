@@ -24,10 +24,14 @@ import posixpath
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import sentencepiece as spm
 
 from textchem_jax.paths import CHECKPOINTS_FOLDER, is_remote, makedirs
+
+if TYPE_CHECKING:
+    from textchem_jax.data.sources import FileReport, SkipReport
 
 T5_EXTRA_IDS = 100
 DEFAULT_VOCABULARY_PATH = pathlib.Path(__file__).parent / "vocab" / "textchem_demo.model"  # local only: packaged
@@ -455,33 +459,81 @@ def compare_with_plain(
     return Comparison(tokens_per_string(ours, smiles), tokens_per_string(plain, smiles), ours, plain)
 
 
-def read_texts(path: str | os.PathLike) -> list[str]:
-    """Training texts from a file (local or gs://, a `.tar.gz` of one): `.jsonl` (source and target), `.tsv` or
-    `.csv` (all fields; header row; a `SMILES` column has ChEBI-20's doubled backslashes undone) or anything else
-    as one text per line. A line that is not UTF-8, or not JSON in a `.jsonl`, raises naming `file:line`."""
-    from textchem_jax.data.sources import name_and_kind, not_utf8, open_text
+def read_texts(path: str | os.PathLike, *, report: SkipReport | None = None) -> list[str]:
+    """Training texts from a file (local or gs://, a `.tar.gz` of one), blank ones left out: `.jsonl` (the strings
+    of `JSONL_TEXT_KEYS`), a ChEBI-20 `.txt` (first line its header: its SMILES and descriptions, read as the data
+    readers read it; the CID is no text), `.tsv` or `.csv` (all fields; header row; a `SMILES`
+    column has ChEBI-20's doubled backslashes undone) or anything else as one text per line.
+
+    A row that gives no text it holds (a `.jsonl` line that is no object, a field that is no string, a `.tsv`/`.csv`
+    row whose field count is not the header's) is skipped and recorded in `report` with its line, as the data
+    readers do. A line that is not UTF-8, or not JSON in a `.jsonl`, raises naming `file:line`."""
+    from textchem_jax.data import sources
 
     path = str(path)
-    kind = name_and_kind(path)[1]
-    with open_text(path, errors="surrogateescape") as f:
+    kind = sources.name_and_kind(path)[1]
+    with sources.open_text(path, errors="surrogateescape") as f:
         lines = list(f)
     for number, line in enumerate(lines, start=1):
-        if not_utf8(line):
-            raise ValueError(f"{path}:{number}: {not_utf8(line)}")
+        if sources.not_utf8(line):
+            raise ValueError(f"{path}:{number}: {sources.not_utf8(line)}")
+    report = report if report is not None else sources.SkipReport()
+    rows = report.file(path)
+    first = next((line.rstrip("\r\n") for line in lines if line.strip()), "")
+    if kind == ".txt" and sources.is_chebi20_header(first):  # ChEBI-20's own files; the CID is no text
+        records = sources.read_chebi20(path, report=report, keep_unreadable=True)
+        return [text for record in records for text in (record.smiles, record.description)]
     if kind == ".jsonl":  # textchem-infer's rows (input, target), SeqIO's (inputs, targets), ours (source, target)
-        texts = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                row = json.loads(line) if line.strip() else {}
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-            texts += [row[key] for key in JSONL_TEXT_KEYS if isinstance(row, dict) and isinstance(row.get(key), str)]
-        return texts
+        return _jsonl_texts(path, lines, rows)
     if kind in (".tsv", ".csv"):
-        rows = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.DictReader(lines)
-        return [value.replace("\\\\", "\\") if key == "SMILES" else value for row in rows for key, value in row.items()
-                if isinstance(value, str) and value]  # fmt: skip
-    return [line.rstrip("\r\n") for line in lines if line.strip()]
+        return _table_texts(lines, kind, rows)
+    texts = [line.rstrip("\r\n") for line in lines if line.strip()]
+    rows.rows = len(texts)
+    return texts
+
+
+def _jsonl_texts(path: str, lines: list[str], rows: FileReport) -> list[str]:
+    """The `JSONL_TEXT_KEYS` strings of each row; a row without one is skipped, a field that is no string noted."""
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            rows.skipped.append((number, f"not a JSON object with text fields: {line.strip()[:60]}"))
+            continue
+        fields = {key: row[key] for key in JSONL_TEXT_KEYS if key in row}
+        wrong = ", ".join(f"{key!r} ({type(value).__name__})" for key, value in fields.items() if not isinstance(value, str))
+        got = [value for value in fields.values() if isinstance(value, str) and value.strip()]
+        if not got:
+            reason = f"not strings: {wrong}" if wrong else f"no non-empty string among {', '.join(JSONL_TEXT_KEYS)}"
+            rows.skipped.append((number, reason))
+            continue
+        if wrong:
+            rows.notes.append((number, f"not strings, left out: {wrong}"))
+        rows.rows += 1
+        texts += got
+    return texts
+
+
+def _table_texts(lines: list[str], kind: str, rows: FileReport) -> list[str]:
+    """Every non-blank field of a `.tsv`/`.csv` with a header row; a row of another field count is skipped."""
+    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv" else csv.reader(lines)
+    header = next(reader, [])
+    texts = []
+    for fields in reader:
+        if not fields:  # a blank line
+            continue
+        if len(fields) != len(header):
+            rows.skipped.append((reader.line_num, f"expected {len(header)} fields (the header's), found {len(fields)}"))
+            continue
+        rows.rows += 1
+        texts += [value.replace("\\\\", "\\") if key == "SMILES" else value for key, value in zip(header, fields)
+                  if value.strip()]  # fmt: skip
+    return texts
 
 
 JSONL_TEXT_KEYS = ("source", "input", "inputs", "target", "targets")  # a .jsonl row's texts a vocabulary reads
