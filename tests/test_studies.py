@@ -96,6 +96,9 @@ def test_grid_axes_become_gin_bindings_that_parse():
         sweep.expand([sweep.parse_axis("depth=2")], BASE)
     with pytest.raises(ValueError, match="expected AXIS=V1,V2"):
         sweep.parse_axis("width")
+    for width in ("0", "-64", "wide"):  # 0 and -64 passed the check before any point, as d_model=0 and a point width--64
+        with pytest.raises(ValueError, match=f"--grid=width: '{width}' is not a width; give d_model values"):
+            sweep.expand([sweep.parse_axis(f"width={width}")], BASE)
 
 
 def test_an_e2clm_point_keeps_every_setting_of_the_base_but_the_model(tmp_path):
@@ -389,6 +392,10 @@ def test_a_changed_gin_file_is_refused_as_a_changed_flag_is_and_the_console_show
     part.write_text("LEARNING_RATE = 3e-3  # as before\n")
     assert sweep.main(flags) == 0
     assert "finished before, skipped" in capsys.readouterr().out
+    # Fewer steps than the point trained: its textchem-train was started to say "nothing to train", and the record
+    # then named TRAIN_STEPS=1 for a run of 2 steps.
+    assert sweep.main([*flags, "--gin.TRAIN_STEPS=1"]) == 0
+    assert "finished before, skipped" in capsys.readouterr().out and record_file.read_text() == record
 
 
 def _children(pid: int) -> list[int]:
@@ -582,6 +589,17 @@ def test_report_groups_rdkit_reasons():
              ("C1CC", "CC(C", "CC)C", "C(C)(C)(C)(C)C", "c1cccc1", "", "C%")}  # fmt: skip
     assert kinds == {"C1CC": "ring closure", "CC(C": "parentheses", "CC)C": "parentheses", "C(C)(C)(C)(C)C": "valence",
                      "c1cccc1": "kekulization", "": "empty", "C%": "syntax"}  # fmt: skip
+
+
+def test_report_help_names_every_folder_it_reads(capsys):
+    """--help named a MODEL_DIR and a SWEEP_DIR only, though a textchem-eval output folder makes a page too."""
+    from textchem_jax import report
+
+    with pytest.raises(SystemExit):
+        report.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "textchem-eval output" in shown.split("positional arguments:")[0]  # the description
+    assert "a textchem-train MODEL_DIR, a textchem-eval output folder (its EVAL_OUTPUT_DIR) or a textchem-sweep SWEEP_DIR" in shown
 
 
 @pytest.mark.slow

@@ -137,15 +137,16 @@ def run(model_dir: str, *, checkpoint_path: str | None = None, mixture: str | No
         datasets.set_data_dir(folder)
     examples = _examples(model_dir, mixture, split)  # missing data said now, not after loading the model
     mesh = partitioning.make_mesh()
-    concrete, step = resolve_checkpoint(checkpoint_path)  # the step loaded is the step named
-    params = load_for_inference(saved.model, concrete, mesh)
     variants = notations.variant_names(random_variants)
     cfg = DatasetConfig(mixture, lengths, split, batch_size, shuffle=False, pack=False, module=saved.module,
                         num_examples=num_examples)  # fmt: skip
+    evaluator = NotationEvaluator(saved.model, cfg, mesh, os.path.join(output_dir, "inference_eval"), variants,
+                                  length_setting="--task_feature_lengths={feature}=N")  # its flag; no SMILES task: said
     print(f"evaluating {mixture} ({split}, {num_examples or 'all'} examples per task) in {len(variants)} notations: "
           f"{', '.join(variants)}", flush=True)  # fmt: skip
-    metrics = NotationEvaluator(saved.model, cfg, mesh, os.path.join(output_dir, "inference_eval"), variants,
-                                length_setting="--task_feature_lengths={feature}=N").evaluate(params, step)  # its flag  # fmt: skip
+    concrete, step = resolve_checkpoint(checkpoint_path)  # the step loaded is the step named
+    params = load_for_inference(saved.model, concrete, mesh)
+    metrics = evaluator.evaluate(params, step)
     settings = {"model_dir": model_dir, "checkpoint": concrete, "checkpoint_step": step, "mixture": mixture,
                 "split": split, "num_examples": num_examples, "task_feature_lengths": lengths, "batch_size": batch_size,
                 "data_dir": folder,

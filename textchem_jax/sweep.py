@@ -124,6 +124,8 @@ def _axis_setting(axis: str, value: str, base: Base, target: str) -> tuple[list[
         dims = config.preset_dimensions(value, version)
         return [f"{target}.{k}={v}" for k, v in dims.items()], []
     if axis == "width":
+        if not value.isdigit() or int(value) < 1:  # 0 and -64 passed the check, to fail (or not) in each point's model
+            raise ValueError(f"--grid=width: {value!r} is not a width; give d_model values, positive whole numbers")
         width = int(value)
         ratio = base.dimensions["d_ff"] / base.dimensions["d_model"]
         heads = max(1, width // base.dimensions["d_kv"])
@@ -318,6 +320,7 @@ def _stopped(stop: BaseException) -> str:
 _SHOWN_LINES = re.compile(r"step |resumed from|training stopped|decoding |\S+: round trip \(forward model\): |"
                           r"evaluation at step ")  # fmt: skip
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_FINAL_EVALUATION_CUT = " during the final evaluation: "  # textchem-train's line for a signal there
 
 
 def _stops_with_the_sweep():
@@ -364,7 +367,7 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
     record = _read_point_file(point_dir)
     prefix = f"[{index + 1}/{total}] {point.label or point.name}"
     changed = _changed_settings(record, arguments, configuration)
-    if record.get("status") == "done" and not changed and _settings(record.get("arguments")) == _settings(arguments):
+    if record.get("status") == "done" and not changed and _nothing_further(record.get("arguments"), arguments):
         print(f"{prefix}: finished before, skipped", flush=True)
         return True
     makedirs(point_dir)
@@ -428,8 +431,9 @@ def run_point(point: Point, sweep_dir: str, passthrough: Sequence[str], *, index
                 process.send_signal(signal.SIGINT)
                 raise
             log.write(rest)
-            print("".join(f"    {line}\n" for line in rest.splitlines() if line.startswith(("interrupted", "preempted"))),
-                  end="", flush=True)  # fmt: skip
+            print("".join(f"    {line}\n" for line in rest.splitlines()
+                          if line.startswith(("interrupted", "preempted")) or _FINAL_EVALUATION_CUT in line),
+                  end="", flush=True)  # what textchem-train saved, and what a rerun does  # fmt: skip
             # 0 and no "preempted: saved step" (a SIGTERM's save exits 0 too): it had finished, final evaluation
             # included, before the signal took effect; recorded "interrupted", the rerun trained it again
             preempted = any(line.startswith("preempted: ") for line in [*lines, *rest.splitlines()])
@@ -457,6 +461,23 @@ def _settings(arguments: Sequence[str] | None, ignored: Sequence[str] = ("MODEL_
     or moved is the same sweep; less TRAIN_STEPS too, training on to more steps continues the same run."""
     flags = {f"--gin.{macro}" for macro in ignored}
     return None if arguments is None else [a for a in arguments if a.partition("=")[0] not in flags]
+
+
+def _nothing_further(before: Sequence[str] | None, now: Sequence[str]) -> bool:
+    """Whether a point finished with the arguments `before` has nothing to do with those of `now`: the same, or a
+    TRAIN_STEPS it had reached. A smaller TRAIN_STEPS relaunched it to say "nothing to train", and its record then
+    named steps its run does not have."""
+    if _settings(before) == _settings(now):
+        return True
+    steps = [_flag_value(arguments, "TRAIN_STEPS") for arguments in (before or [], now)]
+    same = _settings(before, _RESUMABLE) == _settings(now, _RESUMABLE)
+    return same and all(value is not None and value.isdigit() for value in steps) and int(steps[1]) <= int(steps[0])
+
+
+def _flag_value(arguments: Sequence[str], macro: str) -> str | None:
+    """The value of `--gin.MACRO=` among textchem-train arguments (the last one), or None."""
+    values = [a.partition("=")[2] for a in arguments if a.partition("=")[0] == f"--gin.{macro}"]
+    return values[-1] if values else None
 
 
 def _changed_settings(record: Mapping, arguments: Sequence[str], configuration: Mapping | None) -> str | None:
