@@ -342,6 +342,11 @@ def test_a_model_resized_to_its_tokenizer_imports_runs_and_exports(tmp_path, cap
     assert convert.main([f"--hf_dir={tmp_path / 'hf'}", f"--output_dir={tmp_path / 'bare'}"]) == 0  # no spiece.model
     warned = capsys.readouterr().err  # it said nothing, and the first evaluation failed with another fix
     assert "so the converted model.gin uses the tasks' vocabulary" in warned and "does not fit its 700-row embedding" in warned
+    transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", vocab_file=str(spiece)).save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "hf" / "spiece.model").exists()  # transformers 5 saves tokenizer.json alone: not read
+    assert convert.main([f"--hf_dir={tmp_path / 'hf'}", f"--output_dir={tmp_path / 'fast'}"]) == 0
+    assert (f"{tmp_path / 'hf'} has no spiece.model (only tokenizer.json, which is not a SentencePiece model: its "
+            "spiece.model is needed)") in capsys.readouterr().err  # fmt: skip
     shutil.copyfile(spiece, tmp_path / "hf" / "spiece.model")
     assert convert.main([f"--hf_dir={tmp_path / 'hf'}", f"--output_dir={tmp_path / 'ours'}"]) == 0
     assert "warning" not in capsys.readouterr().err

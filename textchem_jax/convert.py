@@ -210,7 +210,9 @@ def chosen_vocabulary(given: epath.Path | None, own: epath.Path, own_name: str, 
         return own
     tasks = vocabularies.task_vocabulary()
     fits = vocabularies.fits_embedding(tasks, config.vocab_size)
-    print(f"textchem-convert: warning: {own.parent} has no {own.name}, so the converted model.gin uses the tasks' "
+    fast = own.parent / "tokenizer.json"  # what transformers 5 saves alone: not a SentencePiece model, not read
+    only_fast = f" (only {fast.name}, which is not a SentencePiece model: its spiece.model is needed)" if fast.exists() else ""
+    print(f"textchem-convert: warning: {own.parent} has no {own.name}{only_fast}, so the converted model.gin uses the tasks' "
           f"vocabulary ({vocabularies.vocabulary_file(tasks)}: TEXTCHEM_VOCABULARY, else the demo's), which "
           + ("fits its embedding; give --vocabulary if the model was trained with another" if fits else
              f"does not fit its {config.vocab_size:,}-row embedding ({vocabularies.fitting_rows(tasks)}): evaluating or "
