@@ -315,6 +315,16 @@ def test_a_gin_file_with_a_byte_order_mark_is_explained(tmp_path):
     assert gin.query_parameter("%TRAIN_STEPS") == 3
 
 
+def test_a_binding_that_is_no_literal_is_said_in_words():
+    """A bare word as a value was "malformed node or string on line 1: <ast.Name object at 0x7f82...>" (probe:
+    textchem-sweep --grid=LEARNING_RATE=1e-3,abc)."""
+    with pytest.raises(launch.ConfigError) as error:
+        launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/x'", "LEARNING_RATE=abc"])
+    gin.clear_config()
+    assert str(error.value).startswith("the binding 'LEARNING_RATE=abc' (--gin.NAME=VALUE or --gin_bindings): 'abc' is "
+                                       "not a Python literal\nFix: a value is a Python literal or a gin reference")  # fmt: skip
+
+
 def test_a_required_dict_macro_gets_an_example_of_its_own_kind():
     """The fix for a missing TASK_FEATURE_LENGTHS shows a dict, which works when pasted, not a string."""
     with pytest.raises(launch.ConfigError) as error:

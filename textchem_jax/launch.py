@@ -456,7 +456,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         elif isinstance(error, SyntaxError):  # gin parses the bindings one per line
             line = (error.lineno or 0) - len(imports)
             binding = bindings[line - 1] if 0 < line <= len(bindings) else "?"
-            problem = f"the binding {binding!r} (--gin.NAME=VALUE or --gin_bindings): {error.msg}"
+            said = _AST_NODE.sub(r"\g<token> is not a Python literal", error.msg)  # not "<ast.Name object at 0x...>"
+            problem = f"the binding {binding!r} (--gin.NAME=VALUE or --gin_bindings): {said}"
         else:  # unclosed brackets or quotes
             problem = f"a gin file or binding does not parse: {error.args[0]}"
         if isinstance(error, SyntaxError) and error.text and "\ufeff" in error.text:  # gin (and T5X) read files as is
@@ -471,6 +472,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         ) from None
 
 
+_AST_NODE = re.compile(r"malformed node or string.*?: <ast\.\w+ object at 0x[0-9a-f]+>\s*Failed to parse token "
+                       r"(?P<token>'.*')", re.S)  # ast.literal_eval's words, as gin passes them on
 # What a literal value must be for a parameter annotated with these names (a float takes an int too).
 _LITERAL_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
 _LITERALS = (int, float, str, bool, type(None), list, tuple, dict)  # what gin parses a literal into
