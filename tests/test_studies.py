@@ -22,6 +22,7 @@ import pytest
 import chromium
 from helpers import ROOT, as_from_a_terminal
 from textchem_jax import sweep
+from textchem_jax.metrics import tables
 from textchem_jax.chem import canonicalize
 from textchem_jax.evaluator import retrieval_scores
 
@@ -725,7 +726,7 @@ def test_robustness_then_report_of_a_run_render_in_chromium(cpu_sweep, tmp_path,
     table = next(t for t in seen["tables"] if t[0][:2] == ["notation", "bleu2"])
     assert table[1][:2] == ["original", f"{mol2text['original']['bleu2']:.4f}"]
     drop = mol2text["original"]["bleu2"] - mol2text["kekulized"]["bleu2"]
-    assert table[3][:2] == ["kekulized", f"{mol2text['kekulized']['bleu2']:.4f} (drop {drop:.4f})"]
+    assert table[3][:2] == ["kekulized", f"{mol2text['kekulized']['bleu2']:.4f} (drop {tables.number(drop)})"]  # no -0.0000
     assert "Invalid SMILES by RDKit's reason" in seen["text"] and "rdkit" in seen["text"]
     assert os.path.getsize(tmp_path / "report.png") > 10_000
 
@@ -816,6 +817,34 @@ def test_molecule_grid_depicts_every_beam_with_validity_and_similarity():
     assert "valid, Tanimoto 1.00" in html and "invalid" in html and "<code>CCO.CC(=O)O</code>" in html
 
 
+def test_molecule_grid_and_invalid_breakdown_judge_each_prediction_by_its_tasks_metric():
+    """An empty prediction read "not a molecule RDKit reads" then "valid, Tanimoto 0.00" in the forward, retro and
+    text2mol grids alike (text2mol's MolT5 rule for every task), beside forward's invalid_rate 1.0; the breakdown
+    counted text2mol's empty predictions invalid beside its validity 1.0."""
+    from textchem_jax.metrics.molecules import text2mol_metrics
+    from textchem_jax.metrics.reactions import forward_metrics
+    from textchem_jax.report import invalid_breakdown, molecule_grid
+
+    def cells(html: str) -> list[str]:
+        return re.findall(r"<td>(.*?)</td>", html)
+
+    forward = {"input": {"inputs_pretokenized": "CCO.CC(=O)O"}, "target": "CCOC(C)=O", "prediction": ["", "CCOC(=O)C(C"]}
+    assert forward_metrics(["CCOC(C)=O"], [forward["prediction"]])["invalid_rate"] == 1.0
+    for task in ("forward", "retro"):
+        empty, unreadable = cells(molecule_grid(task, [forward]))[2:]
+        assert empty == "<i>empty prediction</i><br><code></code><br>invalid"
+        assert unreadable.startswith("<i>not a molecule RDKit reads</i>") and unreadable.endswith("<br>invalid")
+        assert invalid_breakdown(task, [forward]) == {"valid": 0, "empty": 1}
+
+    text2mol = {"input": {"inputs_pretokenized": "The molecule is ethyl acetate."}, "target": "CCOC(C)=O", "prediction": ""}
+    assert text2mol_metrics(["CCOC(C)=O"], [""])["validity"] == 1.0  # MolT5's rule: RDKit reads "" as no atoms
+    empty = cells(molecule_grid("text2mol", [text2mol]))[2]
+    assert empty == "<i>empty prediction</i><br><code></code><br>valid by MolT5&#x27;s rule (an empty string counts), Tanimoto 0.00"
+    assert invalid_breakdown("text2mol", [text2mol]) == {"valid": 1}
+    for html in (molecule_grid(t, [forward, text2mol]) for t in ("forward", "retro", "text2mol")):
+        assert not any("not a molecule RDKit reads" in c and "valid," in c for c in cells(html))
+
+
 def _write_evaluations(folder, evaluations, config="run_config.DatasetConfig.split = 'test'\n"):
     """A textchem-eval output folder by hand: config.gin, and per (task, step, metrics, examples) the metrics line
     and that many prediction rows, as seqio's JSONLogger writes them."""
@@ -868,6 +897,56 @@ def test_report_of_an_evaluation_folder_shows_each_tasks_last_step_and_its_test_
     page = (mine / "index.html").read_text()
     assert "evaluated at step 30" in page and "still training" not in page and "Training curves" not in page
     assert (mine / "loss_curves.png").read_bytes() == b"the user's"
+
+
+def test_report_of_an_evaluation_folder_names_the_checkpoint_to_measure_robustness_and_why_no_paper_numbers(tmp_path):
+    """A textchem-eval folder's page said "run textchem-robustness --model_dir=EVAL", which fails (the folder holds no
+    checkpoint), and called forward and retro on the USPTO test splits "not the paper's test set" when the catalogue
+    holds no paper numbers for them."""
+    from textchem_jax import provenance, report
+
+    folder = _write_evaluations(tmp_path / "eval", [("textchem_gt4sd_eval_forward", 0, {"accuracy": 0.0}, 3),
+                                                    ("textchem_gt4sd_eval_retro", 0, {"accuracy": 0.0}, 3)])  # fmt: skip
+    (folder / provenance.FILE).write_text(json.dumps([{"command": "textchem-eval", "checkpoint": "/models/old", "step": 0},
+                                                      {"command": "textchem-eval", "checkpoint": "/models/p v11",
+                                                       "step": 0, "split": "test"}]))  # fmt: skip
+    assert report.main([str(folder)]) == 0
+    page = (folder / "report" / "index.html").read_text()
+    assert (f"not measured: run textchem-robustness --model_dir={folder} --checkpoint_path=&#x27;/models/p v11&#x27; "
+            f"--split=test --output_dir={folder / 'robustness'}") in page  # fmt: skip
+    assert "not the paper&#x27;s test set" not in page
+    for task in ("forward", "retro"):
+        assert f"no paper numbers: catalogue.PAPER_RESULTS holds none for {task}" in page
+
+    bound = _write_evaluations(tmp_path / "bound", [("textchem_gt4sd_eval_forward", 0, {"accuracy": 0.0}, 3)],
+                               config="CHECKPOINT_PATH = '/models/run'\neval_lib.evaluate.checkpoint_path = %CHECKPOINT_PATH\n"
+                                      "run_config.DatasetConfig.split = 'validation'\n")  # fmt: skip
+    unknown = _write_evaluations(tmp_path / "unknown", [("textchem_gt4sd_eval_forward", 0, {"accuracy": 0.0}, 3)])
+    assert report.main([str(bound)]) == 0 and report.main([str(unknown)]) == 0
+    page = (bound / "report" / "index.html").read_text()
+    assert (f"--model_dir={bound} --checkpoint_path=/models/run --split=validation --output_dir={bound / 'robustness'}"
+            in page)  # from config.gin where provenance.json records no checkpoint
+    page = (unknown / "report" / "index.html").read_text()
+    assert f"{unknown} records no checkpoint it evaluated: run textchem-robustness with --model_dir set to" in page
+    assert f"--model_dir={unknown}" not in page
+
+    assert report.no_paper_numbers("textchem_demo_mol2text", "test") == (
+        "the demo corpus, not the paper's test set: no paper numbers beside it")
+    assert report.no_paper_numbers("textchem_mol2text", "validation") == (
+        "the validation split, not the paper's test set: no paper numbers beside it")
+    assert report.no_paper_numbers("my_task", "test") == "a task of your own: no paper numbers"
+
+
+def test_tables_print_a_value_that_rounds_to_zero_without_a_sign():
+    """A mol2text robustness table read "0.0000 (drop -0.0000)": BLEU's zero-overlap floor (1e-155) rose."""
+    from textchem_jax.metrics.tables import number, robustness_tables
+
+    assert [number(v) for v in (-1e-155, -0.00004, -0.0, -0.00005001, 0.00004, None, math.nan)] == [
+        "0.0000", "0.0000", "0.0000", "-0.0001", "0.0000", "n/a", "n/a"]
+    metrics = {"original": {"bleu2": 1.0511472842783072e-155, "invalid_rate": 0.1 + 0.2},
+               "canonical": {"bleu2": 1.6619846870429299e-155, "invalid_rate": 0.3}}  # an increase of -5.6e-17
+    (_, header, rows), = robustness_tables({"metrics": {"textchem_gt4sd_eval_mol2text": metrics}})
+    assert rows[1] == ["canonical", "0.0000 (drop 0.0000)", "0.3000 (drop 0.0000)"]
 
 
 def test_report_puts_paper_numbers_beside_an_evaluation_of_the_whole_test_set_only(tmp_path):

@@ -144,19 +144,41 @@ def depiction(smiles: str | None, size: tuple[int, int] = (220, 160)) -> bytes |
     return drawer.GetDrawingText()
 
 
-def _molecule_cell(smiles: str | None, note: str = "") -> Markup:
+def _molecule_cell(smiles: str | None, note: str = "", undrawn: str = "not a molecule RDKit reads") -> Markup:
+    """A depiction of `smiles` over its text and `note`; `undrawn` where there is nothing to draw."""
     png = depiction(smiles)
     text = html.escape(smiles or "")
-    picture = _png_tag(png, smiles or "") if png else "<i>not a molecule RDKit reads</i>"
+    picture = _png_tag(png, smiles or "") if png else f"<i>{html.escape(undrawn)}</i>"
     return Markup(f"{picture}<br><code>{text}</code>{'<br>' + html.escape(note) if note else ''}")
 
 
-def _similarity(target: str, prediction: str) -> tuple[bool, float | None]:
-    """(valid, Morgan radius-2 Tanimoto to the target) with the text2mol metric's own scoring."""
+def prediction_validity(task: str, target: str, prediction: str) -> tuple[bool, float | None]:
+    """(valid, Morgan radius-2 Tanimoto to the target or None) of a predicted SMILES by its task's own metric, so the
+    grid agrees with the numbers above it: text2mol's `validity` is MolT5's (`score_molecule_pair` on the strings as
+    written: an empty string is a molecule without atoms, valid), forward's and retro's `invalid_rate` is
+    `molecule_key`'s (an empty string is invalid). text2mol's rule for every task had an empty forward prediction
+    "valid" beside invalid_rate 1.0."""
+    from textchem_jax.chem import molecule_key
     from textchem_jax.metrics.molecules import score_molecule_pair
 
-    valid, _, fingerprints = score_molecule_pair((target.replace("~", "."), prediction.replace("~", ".")))
-    return valid, (fingerprints[2] if fingerprints else None)
+    if task == "text2mol":
+        valid, _, fingerprints = score_molecule_pair((target, prediction))
+        return valid, (fingerprints[2] if fingerprints else None)
+    if molecule_key(prediction) is None:
+        return False, None
+    _, _, fingerprints = score_molecule_pair((target.replace("~", "."), prediction.replace("~", ".")))  # `~`: a fragment
+    return True, (fingerprints[2] if fingerprints else None)
+
+
+def _beam_cell(task: str, target: str, beam: str) -> Markup:
+    """A predicted molecule with its verdict under its task's rule (`prediction_validity`)."""
+    valid, tanimoto = prediction_validity(task, target, beam)
+    similarity = "Tanimoto n/a" if tanimoto is None else f"Tanimoto {tanimoto:.2f}"
+    if not beam.strip():
+        verdict = f"valid by MolT5's rule (an empty string counts), {similarity}" if valid else "invalid"
+        return _molecule_cell(beam, verdict, undrawn="empty prediction")
+    return _molecule_cell(beam, f"valid, {similarity}" if valid else "invalid",
+                          undrawn="no atoms to draw" if valid else "not a molecule RDKit reads")  # fmt: skip
 
 
 def _beams(prediction) -> list[str]:
@@ -187,10 +209,7 @@ def molecule_grid(task: str, rows: Sequence[Mapping]) -> str:
             continue
         first = _molecule_cell(source) if DOMAINS[task][0] == "chemistry" else source
         cells = [first, _molecule_cell(target)]
-        for beam in beams:
-            valid, tanimoto = _similarity(target, beam)
-            note = f"valid, Tanimoto {tanimoto:.2f}" if valid and tanimoto is not None else ("valid" if valid else "invalid")
-            cells.append(_molecule_cell(beam, note))
+        cells += [_beam_cell(task, target, beam) for beam in beams]
         lines.append(cells)
     width = max((len(r) for r in lines), default=0)
     if task == "mol2text":
@@ -200,14 +219,18 @@ def molecule_grid(task: str, rows: Sequence[Mapping]) -> str:
     return html_table(header, lines, css="grid")
 
 
-def invalid_breakdown(rows: Sequence[Mapping]) -> dict[str, int]:
-    """Top predictions RDKit cannot read, counted by the kind of RDKit's reason; "valid" counts the rest."""
+def invalid_breakdown(task: str, rows: Sequence[Mapping]) -> dict[str, int]:
+    """Top predictions invalid by the task's own rule (`prediction_validity`), counted by the kind of RDKit's reason;
+    "valid" counts the rest (text2mol's empty predictions among them, as its validity counts them)."""
     from textchem_jax.chem import canonicalize_with_reason
 
     counts: dict[str, int] = {"valid": 0}
     for row in rows:
-        canonical, reason = canonicalize_with_reason(_beams(row.get("prediction", ""))[0])
-        kind = "valid" if canonical is not None else error_kind(reason)
+        top = _beams(row.get("prediction", ""))[0]
+        if prediction_validity(task, _target_text(row), top)[0]:
+            kind = "valid"
+        else:  # "other" where RDKit gives no reason (a string the task's rule rejects and canonicalize reads)
+            kind = error_kind(canonicalize_with_reason(top)[1])
         counts[kind] = counts.get(kind, 0) + 1
     return counts
 
@@ -219,6 +242,21 @@ def paper_columns(task_name: str, split: str | None) -> dict[str, Mapping[str, f
     if task is None or split != "test" or "demo" in task_name:
         return {}
     return {model: results[task] for model, results in PAPER_RESULTS.items() if task in results}
+
+
+def no_paper_numbers(task_name: str, split: str | None) -> str:
+    """Why `paper_columns` gave a task nothing, the first reason that holds: forward and retro on the USPTO test
+    splits were said to be "not the paper's test set" when catalogue.PAPER_RESULTS holds no numbers for them."""
+    task = task_of(task_name)
+    if task is None:
+        return "a task of your own: no paper numbers"
+    if not any(task in results for results in PAPER_RESULTS.values()):
+        return f"no paper numbers: catalogue.PAPER_RESULTS holds none for {task}"
+    if "demo" in task_name:
+        return "the demo corpus, not the paper's test set: no paper numbers beside it"
+    if split is None:
+        return "the split evaluated is not bound in config.gin, so not known to be the paper's test set: no paper numbers"
+    return f"the {split} split, not the paper's test set: no paper numbers beside it"
 
 
 NOT_IN_PAPER = "—"  # a metric the paper does not report, as README's tables write it; n/a: not computable
@@ -343,6 +381,29 @@ def _remove_unused_figures(output_dir: str, written: Sequence[str]) -> None:
                 tf.io.gfile.remove(path)
 
 
+CHECKPOINT_PATH_BINDING = r"eval_lib\.evaluate\.checkpoint_path"  # a textchem-eval folder's config.gin (runs/eval.gin)
+
+
+def robustness_advice(model_dir: str, config: str, trains: bool) -> str:
+    """The textchem-robustness command whose results this page shows (in MODEL_DIR/robustness). An evaluation folder
+    holds no checkpoint (`--model_dir=EVAL` alone failed): its config.gin gives the model, mixture, feature lengths
+    and data folder, and its provenance the checkpoint it read (else config.gin's CHECKPOINT_PATH); in words where
+    it records none."""
+    import shlex
+
+    output = shlex.quote(os.path.join(model_dir, "robustness"))  # where run_report reads it
+    if trains:
+        return f"run textchem-robustness --model_dir={shlex.quote(model_dir)}"
+    evaluated = [entry for entry in provenance.history(model_dir) if entry.get("checkpoint")]
+    checkpoint = evaluated[-1]["checkpoint"] if evaluated else run_results.config_binding(config, CHECKPOINT_PATH_BINDING)
+    if not isinstance(checkpoint, str) or checkpoint.startswith("%"):
+        return (f"{model_dir} records no checkpoint it evaluated: run textchem-robustness with --model_dir set to the "
+                f"run (or textchem-convert directory) that was evaluated and --output_dir={output}, where this page looks")  # fmt: skip
+    split = (evaluated[-1].get("split") if evaluated else None) or evaluation_split(config)
+    return (f"run textchem-robustness --model_dir={shlex.quote(model_dir)} --checkpoint_path={shlex.quote(checkpoint)}"
+            + (f" --split={shlex.quote(split)}" if isinstance(split, str) else "") + f" --output_dir={output}")
+
+
 def run_report(model_dir: str, output_dir: str) -> str:
     """Writes the page of a training run or of a textchem-eval output folder (no training: no training curves);
     returns its path."""
@@ -394,8 +455,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
         if reason:
             page.note(reason)
         elif not papers:
-            page.note("not the paper's test set (demo corpus, another split or your own task): no paper numbers beside it"
-                      if task_of(task_name) else "a task of your own: no paper numbers")  # fmt: skip
+            page.note(no_paper_numbers(task_name, split))
     page.note(f"Paper numbers ({NOT_IN_PAPER}: not in the paper; n/a: could not be computed): {PAPER_RESULTS_SOURCE}")
 
     written, several_steps = [], any(len(rows) > 1 for rows in history.values())
@@ -431,7 +491,7 @@ def run_report(model_dir: str, output_dir: str) -> str:
     _remove_unused_figures(output_dir, written)
 
     page.heading("Predictions")
-    breakdown = {}
+    breakdown, empty_valid = {}, {}
     for task_name in sorted(last, key=_order):
         task, rows = task_of(task_name), rows_by_task[task_name]
         if task is None or not rows:
@@ -444,16 +504,21 @@ def run_report(model_dir: str, output_dir: str) -> str:
             continue
         page.raw(molecule_grid(task, rows))
         if DOMAINS[task][1] == "chemistry":
-            breakdown[task_name] = invalid_breakdown(rows)
+            breakdown[task_name] = invalid_breakdown(task, rows)
+            if task == "text2mol":
+                empty_valid[task_name] = sum(not _beams(r.get("prediction", ""))[0] for r in rows)
     if breakdown:
         page.heading("Invalid SMILES by RDKit's reason (top predictions)")
         kinds = ["valid", *[k for k, _ in ERROR_KINDS], "other"]
         page.raw(html_table(["task", *kinds, "total"], [[t, *[c.get(k, 0) for k in kinds], sum(c.values())] for t, c in breakdown.items()]))
+        page.note("valid and invalid as each task's metric counts them (text2mol: validity; forward, retro: invalid_rate)"
+                  + "".join(f"; {t}'s validity is MolT5's, under which an empty prediction is valid: {n} of its valid "
+                            "here are empty" for t, n in empty_valid.items() if n))  # fmt: skip
 
     results = robustness.read_results(os.path.join(model_dir, "robustness"))
     page.heading("Notation robustness")
     if results is None:
-        page.note(f"not measured: run textchem-robustness --model_dir={model_dir}")
+        page.note(f"not measured: {robustness_advice(model_dir, config, trains)}")
     else:
         page.note(f"{results['split']} split, {results['num_examples']} examples per task, checkpoint step "
                   f"{results['checkpoint_step']}; drop = original minus notation (for {', '.join(LOWER_IS_BETTER)}: the increase)")  # fmt: skip

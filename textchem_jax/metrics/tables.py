@@ -41,8 +41,12 @@ def not_computed(value) -> bool:
 
 
 def number(value) -> str:
-    """A metric value as every table prints it: 4 decimals, or n/a when it could not be computed (None, NaN)."""
-    return "n/a" if not_computed(value) else f"{value:.4f}"
+    """A metric value as every table prints it: 4 decimals, or n/a when it could not be computed (None, NaN). A value
+    that rounds to zero is 0.0000: a robustness drop of -1e-155 (BLEU's zero-overlap floor) read "drop -0.0000"."""
+    if not_computed(value):
+        return "n/a"
+    text = f"{value:.4f}"
+    return "0.0000" if text == "-0.0000" else text
 
 
 def format_table(results: Mapping[str, Mapping[str, float | None]], examples: Mapping[str, int] | None = None) -> str:
