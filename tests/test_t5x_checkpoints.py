@@ -213,6 +213,20 @@ def test_evaluation_and_fine_tuning_read_t5x_and_hugging_face_checkpoints_direct
     _assert_same(jax.tree_util.tree_map(np.asarray, started["decoder"]), params["decoder"])
     _assert_same(jax.tree_util.tree_map(np.asarray, started["text_encoder"]), params["encoder"])
 
+    # A T5X run given as MODEL_DIR was trained from scratch beside its steps, its config.gin overwritten (probe).
+    import optax
+
+    from helpers import LENGTHS
+    from textchem_jax import train as train_lib
+    from textchem_jax.run_config import DatasetConfig
+
+    before = sorted(p.name for p in (tmp_path / "t5x").iterdir())
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 't5x'} holds a T5X run \(its latest step: "
+                                         rf"{tmp_path / 't5x' / 'checkpoint_7'}\), which textchem-train does not resume"):  # fmt: skip
+        train_lib.train(model=model, model_dir=str(tmp_path / "t5x"), optimizer=optax.adamw(1e-3), total_steps=9,
+                        train_dataset_cfg=DatasetConfig("textchem_demo", LENGTHS, "train", batch_size=4))  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "t5x").iterdir()) == before
+
     # What shapes cannot show must still match: another relative-position range would change every output.
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "relative_attention_max_distance": 64}))

@@ -51,8 +51,10 @@ def test_slurm_dry_run_prints_a_requeued_srun_job(capsys):
     assert tpu.main(["--slurm", "--nodes=2", "--gpus_per_node=8", "--model_dir=/shared/run", "--train_steps=500",
                      "--dry_run", "--", "--gin_file=experiments/quickstart.gin"]) == 0  # fmt: skip
     script = capsys.readouterr().out
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8", "#SBATCH --requeue",
-                 "#SBATCH --signal=TERM@120", "$ sbatch textchem_job.sbatch"):  # fmt: skip
+    # One task per GPU: jax.distributed gives each SLURM task the GPU of its SLURM_LOCALID, and one task per node
+    # trained on 1 GPU of 8 (probe: "JAX distributed initialized with visible devices: 0").
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --requeue",
+                 "#SBATCH --signal=TERM@120", "export JAX_ENABLE_PREEMPTION_SERVICE=false", "$ sbatch textchem_job.sbatch"):  # fmt: skip
         assert line in script
     # `B:TERM` signalled only the batch shell: the training tasks never saved before the time limit.
     assert "B:TERM" not in script
@@ -128,8 +130,41 @@ def test_slurm_t5x_job_initializes_jax_distributed_on_every_node(capsys):
     assert ("srun python -m t5x.train --multiprocess_gpu '--gin.MODEL_DIR=\"/shared/my run\"' --gin.TRAIN_STEPS=100 "
             "--gin_search_paths=gin_configs/t5x,/opt/t5x --gin_file=quickstart.gin") in script  # fmt: skip
     assert "last periodic checkpoint" in script  # what T5X loses at the time limit, said in the script
+    from textchem_jax.launch import GIN_CONFIGS  # the job runs where it was submitted: our gin files by their path
+
+    found = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir="/r", train_steps=1, args=[], engine="t5x")
+    assert f"--multiprocess_gpu {shlex.quote('--gin_search_paths=' + str(GIN_CONFIGS / 't5x'))} " in found
     ours = tpu.slurm_script(nodes=2, gpus_per_node=8, model_dir="/r", train_steps=1, args=[])
     assert "--multiprocess_gpu" not in ours  # textchem-train initializes itself under SLURM
+
+
+def test_the_slurm_scripts_environment_lets_the_time_limits_sigterm_end_a_jax_distributed_process(tmp_path):
+    """JAX's preemption service takes SIGTERM over at jax.distributed.initialize and only records it: t5x.train
+    trained on past the signal ("preemption_notifier.cc:90] SIGTERM caught") until SLURM killed the whole job, so
+    the requeue never ran. The script turns the service off; here a process under SLURM's variables (one task on
+    this host) initializes as t5x.train does and is sent SIGTERM."""
+    script = tpu.slurm_script(nodes=1, gpus_per_node=1, model_dir="/r", train_steps=1, args=[], engine="t5x")
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in script.splitlines() if line.startswith("export "))
+    code = ("import os, signal, time, jax; jax.distributed.initialize(); os.kill(os.getpid(), signal.SIGTERM); "
+            "time.sleep(20); print('trained on')")  # fmt: skip
+    slurm = {"SLURM_JOB_ID": str(4000 + os.getpid() % 1000), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "1",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **slurm, **exported, "JAX_PLATFORMS": "cpu"},
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == -signal.SIGTERM and "trained on" not in result.stdout, result.stderr[-2000:]
+
+
+def test_a_command_in_a_slurm_allocation_without_srun_runs_as_one_process(tmp_path):
+    """In an `salloc` shell (or a batch script without srun) SLURM_JOB_ID is set but no job step: every command
+    ended in JAX's 26-line traceback, "ValueError: coordinator_address should be defined"."""
+    code = ("from textchem_jax import launch; import jax; "
+            "print(launch.initialize_distributed(None, None, None), jax.process_count())")  # fmt: skip
+    for step, said in (({}, "False 1"), ({"SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+                                          "SLURM_LOCALID": "0"}, "True 1")):  # fmt: skip
+        env = {**os.environ, "SLURM_JOB_ID": str(5000 + os.getpid() % 1000), "SLURM_JOB_NODELIST": "localhost", **step,
+               "JAX_PLATFORMS": "cpu"}  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.split("\n")[-2] == said, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("time_limit", ["90", "30:00", "24:00:00", "2-12", "2-12:30", "2-12:30:00"])

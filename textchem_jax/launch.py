@@ -778,7 +778,7 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU multi-process collectives
         jax.distributed.initialize(coordinator_address, process_count, process_index,
                                    heartbeat_timeout_seconds=heartbeat_timeout_seconds)  # fmt: skip
-    elif any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")):
+    elif any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES")) or _in_a_slurm_step():
         jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
     else:
         return False
@@ -790,6 +790,13 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
     program = os.path.basename(sys.argv[0])
     peers.watch(lambda detail: exit_lost_peer(program, RuntimeError(detail)))  # not at the heartbeat timeout
     return True
+
+
+def _in_a_slurm_step() -> bool:
+    """Whether this process is a task of a SLURM job step (`srun`), whose nodes JAX reads: in an `salloc` shell or
+    a batch script without srun, SLURM_JOB_ID alone made every command end in JAX's traceback ("coordinator_address
+    should be defined"); there a command runs as one process."""
+    return "SLURM_JOB_ID" in os.environ and "SLURM_STEP_NODELIST" in os.environ
 
 
 LOST_PEER_EXIT_CODE = 75  # EX_TEMPFAIL: nothing wrong with this process; rerun to resume

@@ -118,12 +118,13 @@ def training(engine: str, model_dir: str, train_steps: int, args: Sequence[str],
     return f"{program} {shlex.join(flags)}"
 
 
-def t5x_search_paths(args: Sequence[str]) -> list[str]:
-    """Where a TPU worker's t5x.train finds our `gin_configs/t5x` files and T5X's own `t5x/configs/...` they
-    include (the checkout beside the project), unless the user gave `--gin_search_paths` after `--`."""
+def t5x_search_paths(args: Sequence[str], paths: Sequence[str] = ("gin_configs/t5x", f"../{T5X_FOLDER}")) -> list[str]:
+    """Where t5x.train finds our `gin_configs/t5x` files and T5X's own `t5x/configs/...` they include: on a TPU
+    worker, the checkouts (`paths`); in a SLURM job, which runs where it was submitted, this installation's
+    folder (T5X adds its own). None when the user gave `--gin_search_paths` after `--`."""
     if any(arg == "--gin_search_paths" or arg.startswith("--gin_search_paths=") for arg in args):
         return []
-    return [f"--gin_search_paths=gin_configs/t5x,../{T5X_FOLDER}"]
+    return [f"--gin_search_paths={','.join(paths)}"]
 
 
 def train_command(engine: str, model_dir: str, train_steps: int, args: Sequence[str]) -> str:
@@ -242,23 +243,31 @@ def slurm_time(text: str) -> str:
 
 def slurm_script(*, nodes: int, gpus_per_node: int, model_dir: str, train_steps: int, args: Sequence[str],
                  time_limit: str = "24:00:00", partition: str | None = None, engine: str = "textchem") -> str:  # fmt: skip
-    """An sbatch script: one task per node, all GPUs of each, that runs until MODEL_DIR's checkpoint reaches
-    `train_steps`. SIGTERM goes to the training tasks themselves two minutes before the time limit (`--signal`
-    without `B:`, which would reach only this script's shell); textchem-train saves and exits 0, t5x.train dies
-    of it (143) and loses the steps since its last periodic checkpoint. Either way the script then queues the
-    job again while the run is unfinished (SLURM's `--requeue` covers preemption and node failure only)."""
+    """An sbatch script: one task per GPU (JAX's SLURM set-up gives each process the GPU of its SLURM_LOCALID: one
+    task per node trained on 1 GPU of 8), that runs until MODEL_DIR's checkpoint reaches `train_steps`. SIGTERM
+    goes to the training tasks themselves two minutes before the time limit (`--signal` without `B:`, which would
+    reach only this script's shell); textchem-train saves and exits 0, t5x.train dies of it (143) and loses the
+    steps since its last periodic checkpoint (JAX's preemption service, which took the signal over and let it
+    train on to the limit, is turned off). Either way the script then queues the job again while the run is
+    unfinished (SLURM's `--requeue` covers preemption and node failure only)."""
+    from textchem_jax.launch import GIN_CONFIGS
+
     step_now = "python -c 'import sys; from textchem_jax.tpu import run_step; print(run_step(sys.argv[1]))' "
     requeue_wanted = ("python -c 'import sys; from textchem_jax.tpu import requeue_wanted; "
                       "sys.exit(not requeue_wanted(sys.argv[1], int(sys.argv[2]), sys.argv[3]))' ")  # fmt: skip
     if engine == "t5x":  # t5x.train joins its peers (jax.distributed, from SLURM's environment) only with this flag
         start = ["# t5x.train --multiprocess_gpu: jax.distributed.initialize() reads SLURM's environment."]
-        engine_flags = ["--multiprocess_gpu"]
+        engine_flags = ["--multiprocess_gpu", *t5x_search_paths(args, [str(GIN_CONFIGS / "t5x")])]
     else:
-        start = ["# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it when SLURM_JOB_ID is set)."]
+        start = ["# jax.distributed.initialize() reads SLURM's environment (textchem-train calls it in an srun step)."]
         engine_flags = []
-    lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1",
-             f"#SBATCH --gpus-per-node={gpus_per_node}", f"#SBATCH --time={time_limit}", "#SBATCH --requeue",
-             "#SBATCH --signal=TERM@120", *([f"#SBATCH --partition={partition}"] if partition else []), *start,
+    lines = ["#!/bin/bash", "#SBATCH --job-name=textchem", f"#SBATCH --nodes={nodes}",
+             f"#SBATCH --ntasks-per-node={gpus_per_node}", f"#SBATCH --gpus-per-node={gpus_per_node}",
+             f"#SBATCH --time={time_limit}", "#SBATCH --requeue", "#SBATCH --signal=TERM@120",
+             *([f"#SBATCH --partition={partition}"] if partition else []), *start,
+             "# One task per GPU: each process drives the GPU of its SLURM_LOCALID, as jax.distributed sets it up.",
+             "# JAX's preemption service would take the time limit's SIGTERM over and train on until SLURM kills the job.",
+             "export JAX_ENABLE_PREEMPTION_SERVICE=false",
              "# The run's latest checkpoint step before this attempt (MODEL_DIR read as textchem-train reads it).",
              f"step_before=$({step_now}{shlex.quote(model_dir)})",
              f"srun {training(engine, model_dir, train_steps, args, engine_flags)}", "status=$?",

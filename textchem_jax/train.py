@@ -267,6 +267,7 @@ def train(
     ):  # a fresh run in checkpoints/checkpoints/, beside the run it was meant to resume
         raise ValueError(f"MODEL_DIR {model_dir} is a run's checkpoints folder: give the run's own folder "
                          f"({os.path.dirname(model_dir.rstrip('/'))}) to resume it")  # fmt: skip
+    _refuse_a_t5x_run(model_dir)
     check_writable_folder(model_dir, "MODEL_DIR")
     if caption_tokenizer is not None:
         check_tokenizer(caption_tokenizer)  # not after training, at the first evaluation
@@ -632,6 +633,24 @@ def _final_evaluation(model_dir: str, step: int, teacher_forced_cfg, inference_c
 
 
 LOCK_FILE = ".textchem-train.lock"
+
+
+def _refuse_a_t5x_run(model_dir: str) -> None:
+    """A T5X run's MODEL_DIR (`checkpoint_<step>/`) was trained from scratch without a word: our steps were saved
+    beside T5X's, its config.gin overwritten and its metric files went on with our steps as if one run's."""
+    import tensorflow as tf
+
+    from textchem_jax import t5x_checkpoints
+
+    if not tf.io.gfile.isdir(model_dir):
+        return
+    try:
+        latest = t5x_checkpoints.checkpoint_directory(model_dir)
+    except FileNotFoundError:  # no T5X step in it
+        return
+    raise ValueError(f"{model_dir} holds a T5X run (its latest step: {latest}), which textchem-train does not resume: "
+                     f"resume it with t5x.train, or start a new MODEL_DIR from it with "
+                     f"--gin.INITIAL_CHECKPOINT_PATH=\"'{model_dir}'\" (TRAIN_STEPS counts on from its step)")  # fmt: skip
 
 
 def _refuse_if_trained_elsewhere(model_dir: str) -> None:
