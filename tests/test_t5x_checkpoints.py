@@ -118,6 +118,10 @@ def test_latest_step_and_clear_errors(tmp_path):
     assert step == 10 and np.array_equal(read["token_embedder"]["embedding"], _params()["token_embedder"]["embedding"] + 1)
     with pytest.raises(FileNotFoundError, match=r"checkpoint_<step>"):
         t5x_checkpoints.read_checkpoint(str(tmp_path / "missing"))
+    (tmp_path / "ours" / "checkpoints" / "4").mkdir(parents=True)  # a textchem-train run, given to T5X to start from
+    with pytest.raises(FileNotFoundError, match=rf"it is a textchem-train run: give T5X `textchem-convert "
+                                                rf"--checkpoint_dir={tmp_path / 'ours'} --t5x_output_dir=DIR`'s DIR$"):  # fmt: skip
+        t5x_checkpoints.checkpoint_directory(str(tmp_path / "ours"))
 
 
 def test_written_checkpoint_has_t5x_layout_and_round_trips(tmp_path):

@@ -60,9 +60,12 @@ def checkpoint_directory(path: str) -> str:
         if (m := _STEP_DIR.match(name.rstrip("/")))
     )
     if not steps:
+        ours = gfile.isdir(os.path.join(path, "checkpoints"))  # a textchem-train run: T5X reads it once converted
         raise FileNotFoundError(
             f"{path} is not a T5X checkpoint: expected {path}/checkpoint_<step>/ (or a checkpoint_<step> folder "
             "holding a `checkpoint` file or a `state/` folder)"
+            + (f"; it is a textchem-train run: give T5X `textchem-convert --checkpoint_dir={path} "
+               "--t5x_output_dir=DIR`'s DIR" if ours else "")
         )
     return os.path.join(path, steps[-1][1])
 
