@@ -427,3 +427,21 @@ def test_t5x_eval_with_greedy_decoding_gives_our_predictions_and_metrics(t5x_run
             if pair[0] != pair[1]:
                 differences[f"{task}/{name}"] = pair
     assert not differences, f"t5x.eval vs textchem-eval, (T5X, ours): {differences}"
+
+
+@needs_t5x
+def test_our_configuration_parses_in_a_process_that_imported_t5x():
+    """With T5X's trainer imported (a notebook, or a test beside T5X's in one process), parsing our training
+    configuration failed: "Ambiguous selector 'trainer.Trainer', matches ['textchem_jax.trainer.Trainer',
+    't5x.trainer.Trainer']" (the logged learning rate's lookup)."""
+    import gin
+
+    import t5x.trainer  # noqa: F401  (registers T5X's Trainer with gin)
+    from textchem_jax import launch
+
+    launch.parse_gin(["experiments/quickstart.gin"], ["MODEL_DIR='/tmp/unused'", "OPTIMIZER=@optax.sgd()",
+                                                      "optax.sgd.learning_rate=0.5"])  # fmt: skip
+    try:
+        assert gin.query_parameter("textchem_jax.trainer.Trainer.learning_rate_fn") == 0.5  # the rate OPTIMIZER uses
+    finally:
+        gin.clear_config()

@@ -496,6 +496,10 @@ def _literal(value: Any, config: Mapping) -> tuple[Any, str | None]:
     return value, macro
 
 
+# Its whole name: "trainer.Trainer" is ambiguous in a process that has imported T5X's trainer (a notebook, a test).
+_LEARNING_RATE_FN = "textchem_jax.trainer.Trainer.learning_rate_fn"
+
+
 def _log_the_optimizers_rate() -> None:
     """The logged learning_rate (`trainer.Trainer.learning_rate_fn`, LEARNING_RATE_SCHEDULE in runs/*.gin) is the
     rate OPTIMIZER binds: `@optax.sgd()` with `optax.sgd.learning_rate = 0.5`, or an adamw given its own schedule,
@@ -504,7 +508,7 @@ def _log_the_optimizers_rate() -> None:
     import gin
 
     try:
-        logged, optimizer = gin.query_parameter("trainer.Trainer.learning_rate_fn"), gin.query_parameter("%OPTIMIZER")
+        logged, optimizer = gin.query_parameter(_LEARNING_RATE_FN), gin.query_parameter("%OPTIMIZER")
     except ValueError:  # no training configuration (eval, infer), or no OPTIMIZER macro
         return
     if repr(logged) != "%LEARNING_RATE_SCHEDULE" or not isinstance(optimizer, gin.config.ConfigurableReference):
@@ -514,7 +518,7 @@ def _log_the_optimizers_rate() -> None:
     except ValueError:
         rate = None
     if repr(rate) != repr(logged):
-        gin.bind_parameter("trainer.Trainer.learning_rate_fn", rate)
+        gin.bind_parameter(_LEARNING_RATE_FN, rate)
 
 
 def _binding_name(scope: str, selector: str, parameter: str) -> str:
