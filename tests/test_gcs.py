@@ -155,6 +155,9 @@ def test_a_bucket_that_does_not_exist_is_one_error_not_a_hang(gcs):
     attempt.join(60)
     assert not attempt.is_alive(), "paths.makedirs hung on a missing bucket"
     assert isinstance(errors[0], FileNotFoundError) and "the bucket gs://no-such-bucket does not exist" in str(errors[0])
+    # textchem-tpu's loop, whose run saved nothing there, said "is TRAIN_STEPS set?" (the loop sets it itself)
+    assert paths.missing_bucket("gs://no-such-bucket/run") == str(errors[0]).replace("/run/eval", "/run")
+    assert paths.missing_bucket(f"{BUCKET}/run") is None and paths.missing_bucket("/tmp/run") is None
     result = subprocess.run(["textchem-score", "--output=gs://no-such-bucket/scores.json"], env={**os.environ, **gcs},
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 2 and "gs://no-such-bucket does not exist" in result.stderr.strip().splitlines()[-1]

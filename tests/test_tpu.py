@@ -336,3 +336,11 @@ def test_a_failure_on_a_healthy_slice_stops_the_loop(tmp_path):
     job = Broken(tmp_path, 10, [], [])
     with pytest.raises(RuntimeError, match="exit code 1 on a healthy slice"):
         tpu.run_until_done(job, model_dir=str(tmp_path), train_steps=10, wait_s=0)
+
+    class SavedNothing(SimulatedSlice):  # a MODEL_DIR the workers wrote elsewhere, or a bucket this machine cannot read
+        def train(self) -> int:
+            return 0
+
+    with pytest.raises(RuntimeError, match=rf"^training exited 0 but {tmp_path} is at step 0 of 10: the run saved no "
+                                           r"checkpoint there that this machine can read; see worker 0's log above$"):  # fmt: skip
+        tpu.run_until_done(SavedNothing(tmp_path, 10, [], []), model_dir=str(tmp_path), train_steps=10, wait_s=0)

@@ -59,14 +59,24 @@ def makedirs(path: str | os.PathLike) -> None:
         return
     import tensorflow as tf  # remote paths only go through tf.io.gfile
 
-    if path.startswith("gs://"):
-        bucket = "gs://" + path[len("gs://"):].split("/", 1)[0]
-        if bucket not in _BUCKETS_SEEN and not tf.io.gfile.exists(bucket):
-            raise FileNotFoundError(
-                f"{path}: the bucket {bucket} does not exist or these credentials cannot see it; "
-                f"create it (gcloud storage buckets create {bucket}) or correct the path")
-        _BUCKETS_SEEN.add(bucket)  # one request per bucket and process: a run makes its folders many times
+    if problem := missing_bucket(path):
+        raise FileNotFoundError(problem)
     tf.io.gfile.makedirs(path)
+
+
+def missing_bucket(path: str | os.PathLike) -> str | None:
+    """What is wrong with a gs:// path's bucket, with the fix, or None (it answers, or the path is not on gs://)."""
+    path = str(path)
+    if not path.startswith("gs://"):
+        return None
+    import tensorflow as tf
+
+    bucket = "gs://" + path[len("gs://"):].split("/", 1)[0]
+    if bucket not in _BUCKETS_SEEN and not tf.io.gfile.exists(bucket):
+        return (f"{path}: the bucket {bucket} does not exist or these credentials cannot see it; "
+                f"create it (gcloud storage buckets create {bucket}) or correct the path")  # fmt: skip
+    _BUCKETS_SEEN.add(bucket)  # one request per bucket and process: a run makes its folders many times
+    return None
 
 
 def write_whole(path: str | os.PathLike, data: str | bytes) -> None:

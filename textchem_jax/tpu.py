@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from textchem_jax.cli import at_least, command, quiet_libraries
-from textchem_jax.paths import expand_user, is_remote
+from textchem_jax.paths import expand_user, is_remote, missing_bucket
 from textchem_jax.run_results import latest_step
 
 # T5X on the workers (`--engine=t5x`): cloned into this folder beside `textchem_jax`, at `--t5x_ref`.
@@ -224,7 +224,9 @@ def run_until_done(job, *, model_dir: str, train_steps: int, max_restarts: int =
             return restarts
         state = job.state()
         if state not in PREEMPTED_STATES and code == 0:
-            raise RuntimeError(f"training exited 0 but {model_dir} is at step {step} of {train_steps}: is TRAIN_STEPS set?")
+            raise RuntimeError(missing_bucket(model_dir) or (  # the tool sets TRAIN_STEPS: "is it set?" misled
+                f"training exited 0 but {model_dir} is at step {step} of {train_steps}: the run saved no checkpoint "
+                "there that this machine can read; see worker 0's log above"))  # fmt: skip
         if state not in PREEMPTED_STATES and code not in (143, 137, -15, -9, 255):
             raise RuntimeError(f"training failed with exit code {code} on a healthy slice (state {state}) at step {step}")
         restarts += 1
