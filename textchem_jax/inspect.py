@@ -88,7 +88,6 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     import seqio
 
     from textchem_jax.data import seqio_tasks
-    from textchem_jax.data.seqio_tasks import SPECS
     from textchem_jax.data.sources import SkipReport
     from textchem_jax.run_config import has_split, task_splits, mixture_or_task, register_our_tasks
 
@@ -124,8 +123,8 @@ def inspect(name: str, split: str, lengths: dict[str, int], num_examples: int, m
     report = SkipReport()
     rows_of_stats, examples = [], []
     for task in members:
-        if task.name in SPECS:  # ours: read from the data files, with their skipped rows counted
-            SPECS[task.name].pairs(split, report=report)
+        if task.name in seqio_tasks.SPECS:  # ours: read from the data files, with their skipped rows counted
+            seqio_tasks.SPECS[task.name].pairs(split, report=report)
         with seqio_tasks.skips_listed_by_caller():  # listed in full below
             ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
             rows = list(ds.take(max_examples).as_numpy_iterator())

@@ -229,18 +229,19 @@ def metric_and_postprocess(task: str, gt4sd_unknown: bool = False):
 
 
 _reported_skips: set[str] = set()  # the skip reports already logged by this process
-_skips_listed_by_caller = [False]  # `skips_listed_by_caller`
+_skips_listed_by_caller = False  # `skips_listed_by_caller`
 
 
 @contextlib.contextmanager
 def skips_listed_by_caller() -> Iterator[None]:
     """Holds back `_report_skips`' warning while a caller that lists every skipped row itself (textchem-inspect)
     reads the tasks: each row was said twice, the first time cut at 3 lines, before the report's header."""
-    _skips_listed_by_caller[0] = True
+    global _skips_listed_by_caller
+    _skips_listed_by_caller = True
     try:
         yield
     finally:
-        _skips_listed_by_caller[0] = False
+        _skips_listed_by_caller = False
 
 
 def _report_skips(name: str, spec: TaskSpec, split: str, report: sources.SkipReport) -> None:
@@ -249,7 +250,7 @@ def _report_skips(name: str, spec: TaskSpec, split: str, report: sources.SkipRep
     The faults are the whole file's (which example a line became is not kept), so a slice's line says so, with the
     rows it evaluates: USPTO-MIT's `test[:6]` listed lines 689, 1552, ... as if among its 6 rows."""
     text = report.format(max_lines=3, issues_only=True)
-    if not text or text in _reported_skips or _skips_listed_by_caller[0]:
+    if not text or text in _reported_skips or _skips_listed_by_caller:
         return
     _reported_skips.add(text)
     selection = datasets.split_slice(split)

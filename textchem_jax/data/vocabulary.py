@@ -479,8 +479,8 @@ def read_texts(path: str | os.PathLike, *, report: SkipReport | None = None) -> 
             raise ValueError(f"{path}:{number}: {sources.not_utf8(line)}")
     report = report if report is not None else sources.SkipReport()
     rows = report.file(path)
-    first = next((line.rstrip("\r\n") for line in lines if line.strip()), "")
-    if kind == ".txt" and sources.is_chebi20_header(first):  # ChEBI-20's own files; the CID is no text
+    if kind == ".txt" and sources.is_chebi20_header(next((line.rstrip("\r\n") for line in lines if line.strip()), "")):
+        # ChEBI-20's own files, read as the data readers read them; the CID is no text
         records = sources.read_chebi20(path, report=report, keep_unreadable=True)
         return [text for record in records for text in (record.smiles, record.description)]
     if kind == ".jsonl":  # textchem-infer's rows (input, target), SeqIO's (inputs, targets), ours (source, target)
